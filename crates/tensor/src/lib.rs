@@ -1,1 +1,2 @@
-//! tensor
+//! `selfsup-tensor`: the tensor engine under selfsup.
+pub mod rng;
