@@ -1,0 +1,124 @@
+//! Batched matrix multiply over strided operands: `out[b] = a[b] · b[b]` for row-major output
+//! `[batch, m, n]`. Each operand's matrix strides are passed to the GEMM as they are, so
+//! transposed views need no copy; batch offsets come from (possibly broadcast) batch strides.
+
+use crate::dtype::Float;
+use crate::layout::Layout;
+use rayon::prelude::*;
+
+/// A GEMM on raw strided matrices (`C = A·B`, C row-major and contiguous).
+pub trait Gemm: Float {
+    /// # Safety
+    /// Pointers must be valid for the given sizes and strides; `c` must not alias `a` or `b`.
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        c: *mut Self,
+        rsc: isize,
+    );
+}
+
+impl Gemm for f32 {
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        c: *mut f32,
+        rsc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
+    }
+}
+
+impl Gemm for f64 {
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        c: *mut f64,
+        rsc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
+    }
+}
+
+fn batch_offset(l: &Layout, mut i: usize) -> usize {
+    let r = l.rank() - 2;
+    let mut off = l.offset();
+    for d in (0..r).rev() {
+        let dim = l.shape()[d];
+        off += (i % dim) * l.strides()[d];
+        i /= dim;
+    }
+    off
+}
+
+/// `a` is `[batch.., m, k]`, `b` is `[batch.., k, n]`, both already broadcast to the same batch
+/// shape; returns the contiguous `[batch.., m, n]` product.
+pub fn matmul<T: Gemm>(
+    a: &[T],
+    la: &Layout,
+    b: &[T],
+    lb: &Layout,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<T> {
+    let mut out = vec![T::ZERO; batch * m * n];
+    if m == 0 || n == 0 {
+        return out;
+    }
+    let ra = la.rank();
+    let (rsa, csa) = (la.strides()[ra - 2] as isize, la.strides()[ra - 1] as isize);
+    let (rsb, csb) = (lb.strides()[ra - 2] as isize, lb.strides()[ra - 1] as isize);
+    let one = |i: usize, c: &mut [T]| {
+        let (oa, ob) = (batch_offset(la, i), batch_offset(lb, i));
+        // SAFETY: offsets and strides come from layouts that lie inside their buffers
+        // (checked when the layouts were built); `c` is a fresh m*n block.
+        unsafe {
+            T::gemm(
+                m,
+                k,
+                n,
+                a.as_ptr().add(oa),
+                rsa,
+                csa,
+                b.as_ptr().add(ob),
+                rsb,
+                csb,
+                c.as_mut_ptr(),
+                n as isize,
+            )
+        }
+    };
+    if batch > 1 && m * n * k * batch >= 1 << 15 {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, c)| one(i, c));
+    } else {
+        out.chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, c)| one(i, c));
+    }
+    out
+}

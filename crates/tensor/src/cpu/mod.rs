@@ -1,0 +1,10 @@
+//! CPU kernels. Each file holds one family; each works on plain slices plus a [`Layout`]
+//! (contiguous fast paths with a strided fallback) and parallelises with rayon above a size
+//! threshold. Nothing here knows about autograd.
+//!
+//! [`Layout`]: crate::Layout
+
+pub mod matmul;
+pub mod reduce;
+pub mod softmax;
+pub mod strided;

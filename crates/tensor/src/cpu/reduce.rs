@@ -1,0 +1,106 @@
+//! Row reductions over contiguous data: `out[r] = reduce(x[r*len .. (r+1)*len])`.
+//!
+//! Callers permute the reduced axes to the end first. Sums use 8 independent accumulators
+//! (vectorisable, and more accurate than one running sum); long rows are split into fixed-size
+//! chunks reduced in parallel and combined in order, so results do not depend on thread count.
+
+use crate::dtype::Float;
+use rayon::prelude::*;
+
+/// What a reduction computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    /// Sum.
+    Sum,
+    /// Maximum (NaN wins).
+    Max,
+    /// Minimum (NaN wins).
+    Min,
+}
+
+const PAR: usize = 1 << 15;
+const SPLIT: usize = 1 << 14;
+
+#[inline]
+fn reduce_slice<T: Float>(x: &[T], kind: ReduceKind) -> T {
+    match kind {
+        ReduceKind::Sum => {
+            let mut acc = [T::ZERO; 8];
+            let chunks = x.chunks_exact(8);
+            let rem = chunks.remainder();
+            for c in chunks {
+                for k in 0..8 {
+                    acc[k] += c[k];
+                }
+            }
+            let mut s =
+                ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+            for &v in rem {
+                s += v;
+            }
+            s
+        }
+        ReduceKind::Max => x.iter().fold(T::NEG_INF, |a, &b| a.max(b)),
+        ReduceKind::Min => x.iter().fold(T::INF, |a, &b| a.min(b)),
+    }
+}
+
+fn combine<T: Float>(a: T, b: T, kind: ReduceKind) -> T {
+    match kind {
+        ReduceKind::Sum => a + b,
+        ReduceKind::Max => a.max(b),
+        ReduceKind::Min => a.min(b),
+    }
+}
+
+fn reduce_row<T: Float>(x: &[T], kind: ReduceKind) -> T {
+    if x.len() >= 2 * SPLIT {
+        let parts: Vec<T> = x.par_chunks(SPLIT).map(|c| reduce_slice(c, kind)).collect();
+        parts
+            .into_iter()
+            .reduce(|a, b| combine(a, b, kind))
+            .unwrap_or(T::ZERO)
+    } else {
+        reduce_slice(x, kind)
+    }
+}
+
+/// Reduces each of the `rows` rows of length `len` of the contiguous `x`.
+pub fn reduce_rows<T: Float>(x: &[T], rows: usize, len: usize, kind: ReduceKind) -> Vec<T> {
+    if len == 0 {
+        let id = match kind {
+            ReduceKind::Sum => T::ZERO,
+            ReduceKind::Max => T::NEG_INF,
+            ReduceKind::Min => T::INF,
+        };
+        return vec![id; rows];
+    }
+    if rows >= 2 && x.len() >= PAR {
+        x.par_chunks(len).map(|r| reduce_slice(r, kind)).collect()
+    } else {
+        x.chunks(len).map(|r| reduce_row(r, kind)).collect()
+    }
+}
+
+/// Index of the first maximum (`max = true`) or minimum of each row.
+pub fn arg_rows<T: Float>(x: &[T], len: usize, max: bool) -> Vec<i64> {
+    let f = |r: &[T]| -> i64 {
+        let mut best = 0;
+        for i in 1..r.len() {
+            let better = if max {
+                r[i] > r[best] || (r[i].is_nan() && !r[best].is_nan())
+            } else {
+                r[i] < r[best] || (r[i].is_nan() && !r[best].is_nan())
+            };
+            if better {
+                best = i;
+            }
+        }
+        best as i64
+    };
+    if x.len() >= PAR {
+        x.par_chunks(len).map(f).collect()
+    } else {
+        x.chunks(len).map(f).collect()
+    }
+}

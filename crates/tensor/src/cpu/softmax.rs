@@ -1,0 +1,48 @@
+//! Row-wise softmax and log-softmax over contiguous rows: one pass for the maximum, one for
+//! the sum of exponentials, one to write; rows in parallel above a size threshold.
+
+use crate::dtype::Float;
+use rayon::prelude::*;
+
+const PAR: usize = 1 << 14;
+
+fn row<T: Float>(x: &[T], out: &mut [T], log: bool) {
+    let m = x.iter().fold(T::NEG_INF, |a, &b| a.max(b));
+    let m = if m == T::NEG_INF { T::ZERO } else { m };
+    if log {
+        let s: T = x.iter().map(|&v| (v - m).exp()).sum();
+        let lse = s.ln() + m;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v - lse;
+        }
+    } else {
+        let mut s = T::ZERO;
+        for (o, &v) in out.iter_mut().zip(x) {
+            let e = (v - m).exp();
+            *o = e;
+            s += e;
+        }
+        let inv = T::ONE / s;
+        for o in out.iter_mut() {
+            *o *= inv;
+        }
+    }
+}
+
+/// Softmax (or log-softmax) of each row of length `len`.
+pub fn softmax_rows<T: Float>(x: &[T], len: usize, log: bool) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    if len == 0 {
+        return out;
+    }
+    if x.len() >= PAR {
+        out.par_chunks_mut(len)
+            .zip(x.par_chunks(len))
+            .for_each(|(o, r)| row(r, o, log));
+    } else {
+        out.chunks_mut(len)
+            .zip(x.chunks(len))
+            .for_each(|(o, r)| row(r, o, log));
+    }
+    out
+}

@@ -1,0 +1,61 @@
+//! Dtype conversion (`to_dtype`), differentiable between float types.
+
+use crate::autograd::BackwardOp;
+use crate::dtype::Element;
+use crate::error::Result;
+use crate::storage::CpuStorage;
+use crate::{with_cpu, DType, Tensor};
+
+fn convert<S: Element, D: Element>(v: &[S]) -> Vec<D> {
+    v.iter().map(|&x| D::from_f64(x.to_f64())).collect()
+}
+
+fn convert_storage(c: &CpuStorage, to: DType) -> CpuStorage {
+    with_cpu!(c, v => match to {
+        DType::F32 => CpuStorage::F32(convert(v)),
+        DType::F64 => CpuStorage::F64(convert(v)),
+        DType::BF16 => CpuStorage::BF16(convert(v)),
+        DType::F16 => CpuStorage::F16(convert(v)),
+        DType::I64 => CpuStorage::I64(convert(v)),
+        DType::U32 => CpuStorage::U32(convert(v)),
+    })
+}
+
+struct CastBack(DType);
+impl BackwardOp for CastBack {
+    fn name(&self) -> &'static str {
+        "to_dtype"
+    }
+    fn backward(&self, _: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.to_dtype(self.0)?)])
+    }
+}
+
+impl Tensor {
+    /// Converts the elements to `dtype` (rounding to nearest; float to integer truncates toward
+    /// zero and saturates). Gradients flow between float dtypes.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let c = self.contiguous()?;
+        let s = {
+            let g = c.read();
+            let cpu = g.cpu("to_dtype")?;
+            let l = c.layout();
+            let full = convert_storage(cpu, dtype);
+            if l.offset() == 0 && l.numel() == cpu.len() {
+                full
+            } else {
+                with_cpu!(full, v => Element::into_storage(v[l.offset()..l.offset() + l.numel()].to_vec()))
+            }
+        };
+        let out = Tensor::from_cpu(s, self.shape());
+        if dtype.is_float() && self.dtype().is_float() {
+            let from = self.dtype();
+            Ok(out.attach(&[self], || Box::new(CastBack(from))))
+        } else {
+            Ok(out)
+        }
+    }
+}

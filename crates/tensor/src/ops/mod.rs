@@ -1,0 +1,129 @@
+//! Tensor ops, one family per file, each with its forward (shape checks, device dispatch to a
+//! kernel) and its backward (a [`crate::autograd::BackwardOp`] written with tensor ops).
+
+pub mod binary;
+pub mod cast;
+pub mod matmul;
+pub mod random;
+pub mod reduce;
+pub mod softmax;
+pub mod unary;
+pub mod view;
+
+use crate::error::{Error, Result};
+use crate::{DType, Tensor};
+
+/// The error for a dtype an op does not compute in.
+pub(crate) fn unsupported(op: &'static str, dtype: DType) -> Error {
+    Error::UnsupportedDType {
+        op,
+        dtype,
+        supported: "f32, f64 (convert bf16/f16 with .to_dtype(DType::F32))",
+    }
+}
+
+/// Refuses operands of different dtypes or devices.
+pub(crate) fn check_same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: a.dtype(),
+            rhs: b.dtype(),
+        });
+    }
+    if a.device() != b.device() {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: a.device(),
+            rhs: b.device(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses non-float tensors.
+pub(crate) fn check_float(op: &'static str, a: &Tensor) -> Result<()> {
+    match a.dtype() {
+        DType::F32 | DType::F64 => Ok(()),
+        d => Err(unsupported(op, d)),
+    }
+}
+
+/// Evaluates `$body` with `$v` bound to the f32 or f64 slice of a CPU storage, wrapping the
+/// resulting `Vec` back into a storage of the same dtype; other dtypes are an error.
+macro_rules! float_map {
+    ($op:expr, $cpu:expr, $v:ident => $body:expr) => {
+        match $cpu {
+            $crate::storage::CpuStorage::F32($v) => $crate::storage::CpuStorage::F32($body),
+            $crate::storage::CpuStorage::F64($v) => $crate::storage::CpuStorage::F64($body),
+            other => return Err($crate::ops::unsupported($op, other.dtype())),
+        }
+    };
+}
+pub(crate) use float_map;
+
+/// Like [`float_map`] for two storages of the same float dtype.
+macro_rules! float_map2 {
+    ($op:expr, $a:expr, $b:expr, $x:ident, $y:ident => $body:expr) => {
+        match ($a, $b) {
+            ($crate::storage::CpuStorage::F32($x), $crate::storage::CpuStorage::F32($y)) => {
+                $crate::storage::CpuStorage::F32($body)
+            }
+            ($crate::storage::CpuStorage::F64($x), $crate::storage::CpuStorage::F64($y)) => {
+                $crate::storage::CpuStorage::F64($body)
+            }
+            (a, b) => {
+                return Err(if a.dtype() == b.dtype() {
+                    $crate::ops::unsupported($op, a.dtype())
+                } else {
+                    $crate::Error::DTypeMismatch {
+                        op: $op,
+                        lhs: a.dtype(),
+                        rhs: b.dtype(),
+                    }
+                })
+            }
+        }
+    };
+}
+pub(crate) use float_map2;
+
+/// Like [`float_map`] for three storages of the same float dtype.
+macro_rules! float_map3 {
+    ($op:expr, $a:expr, $b:expr, $c:expr, $x:ident, $y:ident, $z:ident => $body:expr) => {
+        match ($a, $b, $c) {
+            (
+                $crate::storage::CpuStorage::F32($x),
+                $crate::storage::CpuStorage::F32($y),
+                $crate::storage::CpuStorage::F32($z),
+            ) => $crate::storage::CpuStorage::F32($body),
+            (
+                $crate::storage::CpuStorage::F64($x),
+                $crate::storage::CpuStorage::F64($y),
+                $crate::storage::CpuStorage::F64($z),
+            ) => $crate::storage::CpuStorage::F64($body),
+            (a, _, _) => return Err($crate::ops::unsupported($op, a.dtype())),
+        }
+    };
+}
+pub(crate) use float_map3;
+
+/// Reduces a broadcast gradient back to `shape` by summing the broadcast axes.
+pub(crate) fn sum_to_shape(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    if g.shape() == shape {
+        return Ok(g.clone());
+    }
+    let extra = g.rank() - shape.len();
+    let mut axes: Vec<isize> = (0..extra as isize).collect();
+    for (i, &d) in shape.iter().enumerate() {
+        if d == 1 && g.shape()[extra + i] != 1 {
+            axes.push((extra + i) as isize);
+        }
+    }
+    let s = if axes.is_empty() {
+        g.clone()
+    } else {
+        g.sum(&axes, true)?
+    };
+    s.reshape(shape)
+}

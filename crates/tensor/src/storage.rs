@@ -1,0 +1,129 @@
+//! Device storage: the flat buffers behind tensors.
+//!
+//! [`Storage`] has one variant per device. Every primitive op is a method of the op's module
+//! that matches on it: the CPU arm calls a kernel in [`crate::cpu`]; the CUDA backend (issue 7)
+//! adds a `Cuda` variant and one arm per primitive, so ops, autograd and layouts stay unchanged.
+
+use crate::dtype::{DType, Element};
+use crate::error::{Error, Result};
+use crate::Device;
+use half::{bf16, f16};
+
+/// A flat host buffer of one dtype.
+#[derive(Clone, Debug)]
+pub enum CpuStorage {
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// f64 elements.
+    F64(Vec<f64>),
+    /// bf16 elements.
+    BF16(Vec<bf16>),
+    /// f16 elements.
+    F16(Vec<f16>),
+    /// i64 elements.
+    I64(Vec<i64>),
+    /// u32 elements.
+    U32(Vec<u32>),
+}
+
+/// Runs `$body` with `$v` bound to the typed vector inside a [`CpuStorage`] (any dtype).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! with_cpu {
+    ($s:expr, $v:ident => $body:expr) => {
+        match $s {
+            $crate::storage::CpuStorage::F32($v) => $body,
+            $crate::storage::CpuStorage::F64($v) => $body,
+            $crate::storage::CpuStorage::BF16($v) => $body,
+            $crate::storage::CpuStorage::F16($v) => $body,
+            $crate::storage::CpuStorage::I64($v) => $body,
+            $crate::storage::CpuStorage::U32($v) => $body,
+        }
+    };
+}
+
+impl CpuStorage {
+    /// The dtype of the elements.
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F64(_) => DType::F64,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::I64(_) => DType::I64,
+            CpuStorage::U32(_) => DType::U32,
+        }
+    }
+
+    /// Number of elements in the buffer.
+    pub fn len(&self) -> usize {
+        with_cpu!(self, v => v.len())
+    }
+
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A zero-filled buffer.
+    pub fn zeros(dtype: DType, n: usize) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(vec![0.0; n]),
+            DType::F64 => CpuStorage::F64(vec![0.0; n]),
+            DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; n]),
+            DType::F16 => CpuStorage::F16(vec![f16::ZERO; n]),
+            DType::I64 => CpuStorage::I64(vec![0; n]),
+            DType::U32 => CpuStorage::U32(vec![0; n]),
+        }
+    }
+
+    /// The typed slice, if the dtype is `T`.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        T::slice(self)
+    }
+}
+
+/// A buffer on some device.
+#[derive(Debug)]
+pub enum Storage {
+    /// Host memory.
+    Cpu(CpuStorage),
+}
+
+impl Storage {
+    /// The device the buffer lives on.
+    pub fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
+
+    /// The dtype of the elements.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(c) => c.dtype(),
+        }
+    }
+
+    /// The host buffer, or an error naming `op` if the storage is elsewhere.
+    pub fn cpu(&self, _op: &'static str) -> Result<&CpuStorage> {
+        match self {
+            Storage::Cpu(c) => Ok(c),
+        }
+    }
+
+    /// The host buffer, mutably.
+    pub fn cpu_mut(&mut self, _op: &'static str) -> Result<&mut CpuStorage> {
+        match self {
+            Storage::Cpu(c) => Ok(c),
+        }
+    }
+}
+
+/// The error for a device a kernel does not exist for yet.
+pub(crate) fn no_kernel(op: &'static str, device: Device) -> Error {
+    Error::DeviceUnavailable {
+        device,
+        reason: format!("{op} has no kernel for this device in this build"),
+    }
+}
