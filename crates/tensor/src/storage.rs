@@ -77,6 +77,33 @@ impl CpuStorage {
         }
     }
 
+    /// Copies the elements of `src` at layout `ls` into this buffer at layout `ld` (same shape,
+    /// same dtype).
+    pub fn copy_strided_from(
+        &mut self,
+        ld: &crate::Layout,
+        src: &CpuStorage,
+        ls: &crate::Layout,
+    ) -> Result<()> {
+        use crate::cpu::strided::copy_into;
+        match (self, src) {
+            (CpuStorage::F32(d), CpuStorage::F32(s)) => copy_into(d, ld, s, ls),
+            (CpuStorage::F64(d), CpuStorage::F64(s)) => copy_into(d, ld, s, ls),
+            (CpuStorage::BF16(d), CpuStorage::BF16(s)) => copy_into(d, ld, s, ls),
+            (CpuStorage::F16(d), CpuStorage::F16(s)) => copy_into(d, ld, s, ls),
+            (CpuStorage::I64(d), CpuStorage::I64(s)) => copy_into(d, ld, s, ls),
+            (CpuStorage::U32(d), CpuStorage::U32(s)) => copy_into(d, ld, s, ls),
+            (d, s) => {
+                return Err(Error::DTypeMismatch {
+                    op: "copy",
+                    lhs: d.dtype(),
+                    rhs: s.dtype(),
+                })
+            }
+        }
+        Ok(())
+    }
+
     /// The typed slice, if the dtype is `T`.
     pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
         T::slice(self)

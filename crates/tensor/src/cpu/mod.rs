@@ -4,6 +4,8 @@
 //!
 //! [`Layout`]: crate::Layout
 
+pub mod cross_entropy;
+pub mod index;
 pub mod matmul;
 pub mod reduce;
 pub mod softmax;

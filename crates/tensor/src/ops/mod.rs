@@ -3,6 +3,8 @@
 
 pub mod binary;
 pub mod cast;
+pub mod index;
+pub mod loss;
 pub mod matmul;
 pub mod random;
 pub mod reduce;

@@ -4,7 +4,7 @@
 //! back to the input's shape.
 
 use crate::autograd::BackwardOp;
-use crate::cpu::strided::{copy_into, to_contiguous};
+use crate::cpu::strided::to_contiguous;
 use crate::error::{shape_err, Error, Result};
 use crate::layout::{numel, resolve_axis, Layout};
 use crate::storage::CpuStorage;
@@ -43,11 +43,8 @@ pub(crate) fn scatter_view(g: &Tensor, shape: &[usize], sub: &Layout) -> Result<
     {
         let mut w = out.write();
         let gg = g.read();
-        match (w.cpu_mut("scatter_view")?, gg.cpu("scatter_view")?) {
-            (CpuStorage::F32(d), CpuStorage::F32(s)) => copy_into(d, sub, s, g.layout()),
-            (CpuStorage::F64(d), CpuStorage::F64(s)) => copy_into(d, sub, s, g.layout()),
-            (d, _) => return Err(crate::ops::unsupported("scatter_view", d.dtype())),
-        }
+        w.cpu_mut("scatter_view")?
+            .copy_strided_from(sub, gg.cpu("scatter_view")?, g.layout())?;
     }
     Ok(out)
 }
@@ -323,16 +320,8 @@ impl Tensor {
         };
         let mut w = self.write();
         let s = src.read();
-        let (ld, ls) = (self.layout(), src.layout());
-        match (w.cpu_mut("assign")?, s.cpu("assign")?) {
-            (CpuStorage::F32(d), CpuStorage::F32(s)) => copy_into(d, ld, s, ls),
-            (CpuStorage::F64(d), CpuStorage::F64(s)) => copy_into(d, ld, s, ls),
-            (CpuStorage::BF16(d), CpuStorage::BF16(s)) => copy_into(d, ld, s, ls),
-            (CpuStorage::F16(d), CpuStorage::F16(s)) => copy_into(d, ld, s, ls),
-            (CpuStorage::I64(d), CpuStorage::I64(s)) => copy_into(d, ld, s, ls),
-            (CpuStorage::U32(d), CpuStorage::U32(s)) => copy_into(d, ld, s, ls),
-            _ => unreachable!("dtypes checked above"),
-        }
+        w.cpu_mut("assign")?
+            .copy_strided_from(self.layout(), s.cpu("assign")?, src.layout())?;
         Ok(())
     }
 }

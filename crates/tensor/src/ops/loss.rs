@@ -1,0 +1,203 @@
+//! Losses and helpers used across selfsup: fused cross-entropy from logits (ignore_index, label
+//! smoothing), mean squared error, L2 normalisation and cosine similarity.
+
+use crate::autograd::BackwardOp;
+use crate::cpu::cross_entropy;
+use crate::error::{shape_err, Error, Result};
+use crate::ops::float_map;
+use crate::storage::{CpuStorage, Storage};
+use crate::{DType, Tensor};
+
+/// Options of [`Tensor::cross_entropy_with`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrossEntropy {
+    /// Rows whose target equals this are skipped (and not counted in the mean).
+    pub ignore_index: Option<i64>,
+    /// Label smoothing in `[0, 1)`: the target is `(1 - eps) * onehot + eps / classes`.
+    pub label_smoothing: f64,
+    /// Mean over counted rows (`true`, the default) or sum.
+    pub mean: bool,
+}
+
+impl Default for CrossEntropy {
+    fn default() -> Self {
+        CrossEntropy {
+            ignore_index: None,
+            label_smoothing: 0.0,
+            mean: true,
+        }
+    }
+}
+
+struct CeBack {
+    targets: Vec<Option<usize>>,
+    lse: Tensor,
+    scale: f64,
+    eps: f64,
+}
+
+impl BackwardOp for CeBack {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = inputs[0].contiguous()?;
+        let (n, c) = (x.shape()[0], x.shape()[1]);
+        let gs = g.item()? * self.scale;
+        let gx = x.read();
+        let gl = self.lse.read();
+        let l = x.layout();
+        let s = match (gx.cpu("cross_entropy")?, gl.cpu("cross_entropy")?) {
+            (CpuStorage::F32(v), CpuStorage::F32(lse)) => CpuStorage::F32(cross_entropy::backward(
+                &v[l.offset()..l.offset() + n * c],
+                c,
+                &self.targets,
+                lse,
+                &vec![gs as f32; n],
+                self.eps,
+            )),
+            (CpuStorage::F64(v), CpuStorage::F64(lse)) => CpuStorage::F64(cross_entropy::backward(
+                &v[l.offset()..l.offset() + n * c],
+                c,
+                &self.targets,
+                lse,
+                &vec![gs; n],
+                self.eps,
+            )),
+            (v, _) => return Err(crate::ops::unsupported("cross_entropy", v.dtype())),
+        };
+        Ok(vec![Some(Tensor::from_cpu(s, &[n, c])), None])
+    }
+}
+
+impl Tensor {
+    /// Mean cross-entropy of logits `[n, classes]` against integer targets `[n]`.
+    pub fn cross_entropy(&self, targets: &Tensor) -> Result<Tensor> {
+        self.cross_entropy_with(targets, &CrossEntropy::default())
+    }
+
+    /// Cross-entropy with options (ignore index, label smoothing, sum or mean).
+    pub fn cross_entropy_with(&self, targets: &Tensor, opts: &CrossEntropy) -> Result<Tensor> {
+        if self.rank() != 2 || targets.rank() != 1 || targets.shape()[0] != self.shape()[0] {
+            return shape_err(
+                "cross_entropy",
+                format!(
+                    "needs logits [n, classes] and targets [n], got {:?} and {:?}",
+                    self.shape(),
+                    targets.shape()
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&opts.label_smoothing) {
+            return Err(Error::Invalid {
+                op: "cross_entropy",
+                msg: format!("label smoothing {} must be in [0, 1)", opts.label_smoothing),
+            });
+        }
+        let c = self.shape()[1];
+        let raw: Vec<i64> = match targets.dtype() {
+            DType::I64 => targets.to_vec::<i64>()?,
+            DType::U32 => targets
+                .to_vec::<u32>()?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            d => {
+                return Err(Error::UnsupportedDType {
+                    op: "cross_entropy",
+                    dtype: d,
+                    supported: "i64 or u32 targets",
+                })
+            }
+        };
+        let tg: Vec<Option<usize>> = raw
+            .iter()
+            .map(|&t| {
+                if Some(t) == opts.ignore_index {
+                    Ok(None)
+                } else if t < 0 || t as usize >= c {
+                    Err(Error::Index {
+                        op: "cross_entropy",
+                        index: t,
+                        size: c,
+                    })
+                } else {
+                    Ok(Some(t as usize))
+                }
+            })
+            .collect::<Result<_>>()?;
+        let counted = tg.iter().filter(|t| t.is_some()).count();
+        let scale = if opts.mean {
+            1.0 / counted.max(1) as f64
+        } else {
+            1.0
+        };
+        let x = self.contiguous()?.detach();
+        let (loss, lse) = {
+            let g = x.read();
+            let l = x.layout();
+            let data = g.cpu("cross_entropy")?;
+            let lse_store;
+            let loss = float_map!("cross_entropy", data, v => {
+                let (loss, lse) = cross_entropy::forward(&v[l.offset()..l.offset() + l.numel()], c, &tg, opts.label_smoothing);
+                lse_store = Some(crate::Element::into_storage(lse));
+                let total: f64 = loss.iter().map(|z| crate::Element::to_f64(*z)).sum::<f64>() * scale;
+                vec![crate::Element::from_f64(total)]
+            });
+            (loss, lse_store)
+        };
+        let lse = Tensor::from_cpu(
+            lse.ok_or(Error::Invalid {
+                op: "cross_entropy",
+                msg: "no rows".into(),
+            })?,
+            &[self.shape()[0]],
+        );
+        let eps = opts.label_smoothing;
+        Ok(Tensor::from_op(
+            Storage::Cpu(loss),
+            &[],
+            &[self, targets],
+            || {
+                Box::new(CeBack {
+                    targets: tg,
+                    lse,
+                    scale,
+                    eps,
+                })
+            },
+        ))
+    }
+
+    /// Mean squared error against `target` (same shape).
+    pub fn mse_loss(&self, target: &Tensor) -> Result<Tensor> {
+        if self.shape() != target.shape() {
+            return shape_err(
+                "mse_loss",
+                format!(
+                    "prediction {:?} and target {:?} differ in shape",
+                    self.shape(),
+                    target.shape()
+                ),
+            );
+        }
+        self.sub(target)?.sqr()?.mean_all()
+    }
+
+    /// `x / max(||x||_2, eps)` along `axis`.
+    pub fn l2_normalize(&self, axis: isize, eps: f64) -> Result<Tensor> {
+        let n = self
+            .sqr()?
+            .sum(&[axis], true)?
+            .clamp(eps * eps, f64::INFINITY)?
+            .sqrt()?;
+        self.div(&n)
+    }
+
+    /// Cosine similarity along `axis`: `sum(a * b) / (max(|a|, eps) * max(|b|, eps))`.
+    pub fn cosine_similarity(&self, other: &Tensor, axis: isize, eps: f64) -> Result<Tensor> {
+        self.l2_normalize(axis, eps)?
+            .mul(&other.l2_normalize(axis, eps)?)?
+            .sum(&[axis], false)
+    }
+}

@@ -1,0 +1,76 @@
+//! Gradient checks of matmul: 2-D, batched, broadcast batch axes, transposed views, 1-D.
+
+use crate::common::*;
+use proptest::prelude::*;
+use selfsup_tensor::gradcheck::f32_vs_f64;
+use selfsup_tensor::Tensor;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn grad_matmul_batched_broadcast(m in 1usize..5, k in 1usize..5, n in 1usize..5, ba in 0usize..3, bb in 0usize..3, ta in any::<bool>(), tb in any::<bool>(), seed in 0u64..1000) {
+        // Batch shapes [] / [1] / [2] broadcast against each other.
+        let batch = |b: usize| -> Vec<usize> { match b { 0 => vec![], 1 => vec![1], _ => vec![2] } };
+        let (mut sa, mut sb) = (batch(ba), batch(bb));
+        // Store transposed when asked, and transpose back inside the function (a strided view).
+        sa.extend(if ta { [k, m] } else { [m, k] });
+        sb.extend(if tb { [n, k] } else { [k, n] });
+        let a = uniform(&sa, seed, -1.0, 1.0);
+        let b = uniform(&sb, seed + 1, -1.0, 1.0);
+        let f = |xs: &[Tensor]| {
+            let a = if ta { xs[0].t()? } else { xs[0].clone() };
+            let b = if tb { xs[1].t()? } else { xs[1].clone() };
+            a.matmul(&b)
+        };
+        assert_grad(f, &[a.clone(), b.clone()])?;
+        let e = f32_vs_f64(f, &[a, b]).unwrap();
+        prop_assert!(e < 1e-5, "f32 vs f64: {e}");
+    }
+
+    #[test]
+    fn grad_matmul_vectors_and_reuse(k in 1usize..6, n in 1usize..5, seed in 0u64..1000) {
+        let v = uniform(&[k], seed, -1.0, 1.0);
+        let w = uniform(&[k, n], seed + 2, -1.0, 1.0);
+        assert_grad(|xs| xs[0].matmul(&xs[1]), &[v.clone(), w.clone()])?;
+        assert_grad(|xs| xs[1].t()?.matmul(&xs[0]), &[v.clone(), w])?;
+        let sq = uniform(&[k, k], seed + 3, -1.0, 1.0);
+        assert_grad(|xs| xs[0].matmul(&xs[0]), &[sq])?;
+    }
+}
+
+#[test]
+fn matmul_values_and_errors() {
+    let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+    let b = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0], &[3, 2]).unwrap();
+    assert_eq!(
+        a.matmul(&b).unwrap().to_vec::<f32>().unwrap(),
+        vec![4.0, 5.0, 10.0, 11.0]
+    );
+    let big = Tensor::zeros(&[32, 64], selfsup_tensor::DType::F32);
+    let bad = Tensor::zeros(&[65, 10], selfsup_tensor::DType::F32);
+    assert_eq!(
+        big.matmul(&bad).unwrap_err().to_string(),
+        "matmul: lhs [32, 64] and rhs [65, 10] do not agree on the inner dimension"
+    );
+    // A larger product against a naive loop (exercises the parallel batch path).
+    let (bs, m, k, n) = (4, 33, 47, 29);
+    let x = uniform(&[bs, m, k], 1, -1.0, 1.0)
+        .to_dtype(selfsup_tensor::DType::F32)
+        .unwrap();
+    let y = uniform(&[k, n], 2, -1.0, 1.0)
+        .to_dtype(selfsup_tensor::DType::F32)
+        .unwrap();
+    let z = x.matmul(&y).unwrap().to_vec::<f32>().unwrap();
+    let (xv, yv) = (x.to_vec::<f32>().unwrap(), y.to_vec::<f32>().unwrap());
+    for bi in 0..bs {
+        for i in 0..m {
+            for j in 0..n {
+                let r: f64 = (0..k)
+                    .map(|p| xv[(bi * m + i) * k + p] as f64 * yv[p * n + j] as f64)
+                    .sum();
+                assert!((z[(bi * m + i) * n + j] as f64 - r).abs() < 1e-4);
+            }
+        }
+    }
+}
