@@ -23,8 +23,10 @@ pub mod cifar;
 pub mod dataset;
 pub mod error;
 pub mod idx;
+pub mod loader;
 pub mod views;
 
 pub use dataset::{Image, ImageBatch, ImageDataset, ImageRef, Split};
 pub use error::{DataError, Result};
+pub use loader::{Batch, Loader, LoaderConfig};
 pub use views::{ViewConfig, Views};
