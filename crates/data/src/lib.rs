@@ -24,6 +24,8 @@ pub mod dataset;
 pub mod error;
 pub mod idx;
 pub mod loader;
+pub mod mask;
+pub mod subset;
 pub mod views;
 
 pub use dataset::{Image, ImageBatch, ImageDataset, ImageRef, Split};
