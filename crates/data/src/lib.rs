@@ -22,11 +22,14 @@ pub mod augment;
 pub mod cifar;
 pub mod dataset;
 pub mod error;
+pub mod folder;
 pub mod idx;
 pub mod loader;
 pub mod mask;
 pub mod subset;
+pub mod text;
 pub mod views;
+pub mod vocab;
 
 pub use dataset::{Image, ImageBatch, ImageDataset, ImageRef, Split};
 pub use error::{DataError, Result};
