@@ -68,11 +68,11 @@ pub enum DataError {
         details: String,
     },
     /// An image (or compressed stream) that cannot be decoded.
-    #[error("{path}: cannot decode: {details}; the file is corrupt or not in a supported format (PNG, JPEG): re-export or remove it", path = .path.display())]
+    #[error("{path}: cannot decode: {details}", path = .path.display())]
     Decode {
         /// The file.
         path: PathBuf,
-        /// The decoder's message.
+        /// The decoder's message and the fix.
         details: String,
     },
     /// A text file that is not valid UTF-8.

@@ -60,7 +60,7 @@ pub fn load_image(path: &Path, size: (usize, usize), color: ColorMode) -> Result
     let bytes = read_file(path)?;
     let img = image::load_from_memory(&bytes).map_err(|e| DataError::Decode {
         path: path.to_path_buf(),
-        details: e.to_string(),
+        details: format!("{e}; the file is corrupt or not a supported format (PNG, JPEG): re-export or remove it"),
     })?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let chw: Vec<u8> = match color {

@@ -131,7 +131,7 @@ pub fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
             } else {
                 DataError::Decode {
                     path: path.to_path_buf(),
-                    details: format!("bad gzip data: {e}"),
+                    details: format!("bad gzip data ({e}); the file is corrupt: fetch it again"),
                 }
             }
         })?;
