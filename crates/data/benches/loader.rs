@@ -24,7 +24,7 @@ fn dataset() -> Arc<ImageDataset> {
         Err(e) => {
             println!("Fashion-MNIST not available ({e}); using synthetic 28x28 images");
             let pixels = (0..N * 784)
-                .map(|i| (i * 2_654_435_761usize >> 7) as u8)
+                .map(|i| ((i * 2_654_435_761usize) >> 7) as u8)
                 .collect();
             ImageDataset::new(pixels, [N, 1, 28, 28], Some(vec![0; N]), vec![])
                 .expect("valid shape")

@@ -18,6 +18,10 @@
 //! # Ok::<(), selfsup_data::DataError>(())
 //! ```
 
+#![warn(missing_docs)]
+// `x % n == 0` instead of `is_multiple_of`, which needs Rust 1.87 (the workspace supports 1.85).
+#![allow(clippy::manual_is_multiple_of)]
+
 pub mod augment;
 pub mod cifar;
 pub mod dataset;

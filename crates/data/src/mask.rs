@@ -196,6 +196,7 @@ impl BertMasking {
     /// Masks a token sequence (any shape, flattened): each non-special token is selected with
     /// `prob`; a selected token becomes `[MASK]` (80%), a random non-special token (10%) or stays
     /// (10%).
+    #[allow(clippy::needless_range_loop)]
     pub fn apply(&self, tokens: &[i64], rng: &mut Philox) -> MaskedTokens {
         let normal = self.normal_ids();
         let mut inputs = tokens.to_vec();
@@ -309,6 +310,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn bert_masking_proportions() {
         let bm = BertMasking {
             prob: 0.15,

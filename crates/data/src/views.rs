@@ -165,6 +165,7 @@ impl ViewConfig {
     }
 
     /// Checks the parameters against an input with `channels` channels.
+    #[allow(clippy::nonminimal_bool)] // the negated comparisons also reject NaN
     pub fn validate(&self, channels: usize) -> Result<()> {
         let bad = |d: String| Err(DataError::invalid("view config", d));
         if self.size.0 == 0 || self.size.1 == 0 {
@@ -546,12 +547,14 @@ mod tests {
 
     #[test]
     fn validate_rejects_bad_parameters() {
-        let mut c = ViewConfig::default();
-        c.blur = Some(Blur {
-            p: 1.0,
-            kernel_size: 4,
-            sigma: (0.1, 2.0),
-        });
+        let c = ViewConfig {
+            blur: Some(Blur {
+                p: 1.0,
+                kernel_size: 4,
+                sigma: (0.1, 2.0),
+            }),
+            ..ViewConfig::default()
+        };
         assert!(c.validate(1).is_err());
         let c = ViewConfig {
             normalize: Some(Normalize::imagenet()),

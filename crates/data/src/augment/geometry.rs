@@ -146,7 +146,7 @@ mod tests {
         assert!((r.at(0, 1, 1) - 5.0).abs() < 1e-5);
         // the top-left output pixel comes from (x, y) = (1, 1 - sqrt2): weight sqrt2 - 1 on the fill
         // (row -1), 2 - sqrt2 on pixel (0, 1) = 2
-        let expect = -1.0 * (2f32.sqrt() - 1.0) + 2.0 * (2.0 - 2f32.sqrt());
+        let expect = -(2f32.sqrt() - 1.0) + 2.0 * (2.0 - 2f32.sqrt());
         assert!((r.at(0, 0, 0) - expect).abs() < 1e-4, "{}", r.at(0, 0, 0));
     }
 }

@@ -37,6 +37,7 @@ pub(crate) fn taps(start: usize, len: usize, out: usize, taps: &mut Vec<Tap>) {
 /// Resamples the window `rows x cols` (given as taps) of every channel of a CHW source into
 /// `out` (CHW, `channels * rows.len() * cols.len()`), multiplying values by `scale`.
 /// `T` is `u8` (pass `scale = 1/255`) or `f32`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn resample<T: Copy + Into<f32>>(
     src: &[T],
     channels: usize,
