@@ -217,6 +217,11 @@ pub struct ImageBatch {
 }
 
 impl ImageBatch {
+    /// The batch as an f32 tensor of shape `[batch, channels, height, width]` (moves the buffer).
+    pub fn into_tensor(self) -> selfsup_tensor::Result<selfsup_tensor::Tensor> {
+        selfsup_tensor::Tensor::from_vec(self.data, &self.shape)
+    }
+
     /// The values of image `i`.
     pub fn image(&self, i: usize) -> &[f32] {
         let n = self.shape[1] * self.shape[2] * self.shape[3];

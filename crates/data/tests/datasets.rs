@@ -173,3 +173,14 @@ fn fortunes_corpus_matches_the_readme() {
     assert_eq!(c.entries.len(), 15_217);
     assert!(v.encode(&c.train).is_ok());
 }
+
+#[test]
+fn image_batch_converts_to_a_tensor() {
+    let b = selfsup_data::ImageBatch {
+        data: (0..24).map(|v| v as f32).collect(),
+        shape: [2, 1, 3, 4],
+    };
+    let t = b.into_tensor().unwrap();
+    assert_eq!(t.shape(), &[2, 1, 3, 4]);
+    assert_eq!(t.to_vec::<f32>().unwrap()[23], 23.0);
+}
