@@ -9,4 +9,5 @@ pub mod index;
 pub mod matmul;
 pub mod reduce;
 pub mod softmax;
+pub mod simd;
 pub mod strided;

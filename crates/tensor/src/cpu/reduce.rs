@@ -23,6 +23,14 @@ const SPLIT: usize = 1 << 14;
 
 #[inline]
 fn reduce_slice<T: Float>(x: &[T], kind: ReduceKind) -> T {
+    super::simd::dispatch(
+        #[inline(always)]
+        || reduce_slice_inner(x, kind),
+    )
+}
+
+#[inline(always)]
+fn reduce_slice_inner<T: Float>(x: &[T], kind: ReduceKind) -> T {
     match kind {
         ReduceKind::Sum => {
             let mut acc = [T::ZERO; 8];

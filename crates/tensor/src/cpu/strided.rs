@@ -85,9 +85,14 @@ where
         for row in chunk.chunks_mut(inner) {
             if unit {
                 let sl: [&[T]; N] = std::array::from_fn(|k| &data[k][w.offs[k]..w.offs[k] + inner]);
-                for (i, o) in row.iter_mut().enumerate() {
-                    *o = f(std::array::from_fn(|k| sl[k][i]));
-                }
+                super::simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for (i, o) in row.iter_mut().enumerate() {
+                            *o = f(std::array::from_fn(|k| sl[k][i]));
+                        }
+                    },
+                );
             } else {
                 for (i, o) in row.iter_mut().enumerate() {
                     *o = f(std::array::from_fn(|k| {
