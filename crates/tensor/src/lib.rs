@@ -1,2 +1,3 @@
 //! `selfsup-tensor`: the tensor engine under selfsup.
+pub mod cpu;
 pub mod rng;

@@ -1,0 +1,2 @@
+//! CPU compute kernels.
+pub mod gemm;
