@@ -37,6 +37,15 @@ pub(super) unsafe fn kernel(
     mr: usize,
     nr: usize,
 ) {
+    if rsc == 1 {
+        // Start fetching the tile of C now so its read at the end does not stall.
+        for j in 0..nr {
+            let cj = c.offset(j as isize * csc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(cj);
+            _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(4 * MR - 4));
+        }
+    }
     let mut acc = [[_mm512_setzero_ps(); MV]; NR];
     let mut a = a;
     let mut b = b;
