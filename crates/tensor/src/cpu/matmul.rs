@@ -39,7 +39,7 @@ impl Gemm for f32 {
         c: *mut f32,
         rsc: isize,
     ) {
-        matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
+        super::gemm::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
     }
 }
 
@@ -57,7 +57,7 @@ impl Gemm for f64 {
         c: *mut f64,
         rsc: isize,
     ) {
-        matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
+        super::gemm::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
     }
 }
 

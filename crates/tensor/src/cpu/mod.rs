@@ -5,9 +5,10 @@
 //! [`Layout`]: crate::Layout
 
 pub mod cross_entropy;
+pub mod gemm;
 pub mod index;
 pub mod matmul;
 pub mod reduce;
-pub mod softmax;
 pub mod simd;
+pub mod softmax;
 pub mod strided;

@@ -1,0 +1,102 @@
+//! AVX-512 micro-kernel: one `MR × NR` tile of `C ← α·A·B + β·C` from packed slivers.
+//!
+//! Inputs (see `pack.rs`): the A sliver is `MR × kc`, stored k-major (`a[p·MR + i]`), so one
+//! k-step of A is `MR / 16` contiguous zmm vectors; the B sliver is `kc × NR`, stored k-major
+//! (`b[p·NR + j]`), so one k-step of B is `NR` scalars that are broadcast. The tile lives in
+//! `NR · MR / 16` zmm accumulators (each holds 16 consecutive rows of one column of C), so C is
+//! written with vector stores when its row stride is 1 and through a scratch tile otherwise.
+
+use core::arch::x86_64::*;
+
+/// Rows of C per micro-tile (two zmm vectors).
+pub(super) const MR: usize = 32;
+/// Columns of C per micro-tile.
+pub(super) const NR: usize = 12;
+/// zmm vectors per column of the tile.
+const MV: usize = MR / 16;
+
+/// Computes the top-left `mr × nr` part of `C ← α·A·B + β·C` for one micro-tile.
+///
+/// `a` is a packed `MR × kc` sliver and `b` a packed `kc × NR` sliver (zero-padded past
+/// `mr` / `nr`); element `(i, j)` of C is at `c + i·rsc + j·csc`. When `beta == 0`, C is not read.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `a` and `b` must be valid for `kc·MR` and `kc·NR` reads; every
+/// `(i, j)` with `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    mr: usize,
+    nr: usize,
+) {
+    if rsc == 1 {
+        // Start fetching the tile of C now so its read at the end does not stall.
+        for j in 0..nr {
+            let cj = c.offset(j as isize * csc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(cj);
+            _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(4 * MR - 4));
+        }
+    }
+    let mut acc = [[_mm512_setzero_ps(); MV]; NR];
+    let mut a = a;
+    let mut b = b;
+    for _ in 0..kc {
+        let mut av = [_mm512_setzero_ps(); MV];
+        for (v, x) in av.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(a.add(16 * v));
+        }
+        for (j, col) in acc.iter_mut().enumerate() {
+            let bj = _mm512_set1_ps(*b.add(j));
+            for (x, s) in col.iter_mut().zip(av) {
+                *x = _mm512_fmadd_ps(s, bj, *x);
+            }
+        }
+        a = a.add(MR);
+        b = b.add(NR);
+    }
+
+    let valpha = _mm512_set1_ps(alpha);
+    if rsc == 1 {
+        let vbeta = _mm512_set1_ps(beta);
+        let mut masks = [0u16; MV];
+        for (v, mask) in masks.iter_mut().enumerate() {
+            let rows = mr.saturating_sub(16 * v).min(16);
+            *mask = ((1u32 << rows) - 1) as u16;
+        }
+        for (j, col) in acc.iter().enumerate() {
+            if j < nr {
+                let cj = c.offset(j as isize * csc);
+                for (v, x) in col.iter().enumerate() {
+                    let p = cj.add(16 * v);
+                    let mut r = _mm512_mul_ps(*x, valpha);
+                    if beta != 0.0 {
+                        r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(masks[v], p), vbeta, r);
+                    }
+                    _mm512_mask_storeu_ps(p, masks[v], r);
+                }
+            }
+        }
+    } else {
+        let mut tile = [[0f32; MR]; NR];
+        for (t, col) in tile.iter_mut().zip(acc) {
+            for (v, x) in col.into_iter().enumerate() {
+                _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), _mm512_mul_ps(x, valpha));
+            }
+        }
+        for (j, t) in tile.iter().enumerate().take(nr) {
+            for (i, &x) in t.iter().enumerate().take(mr) {
+                let p = c.offset(i as isize * rsc + j as isize * csc);
+                *p = if beta == 0.0 { x } else { x + beta * *p };
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Goto/BLIS-style blocked driver for `C ← α·A·B + β·C` (f32) on top of the AVX-512 kernel.
+//!
+//! A is `m × k`, B is `k × n`, C is `m × n`; element `(i, j)` of X sits at `x + i·rsx + j·csx`.
+//! The caller orients the problem so that C's row stride is (ideally) 1: the kernel's vectors
+//! run down columns of C.
+//!
+//! Loop nest, for each column block `jc` of `NC` columns (NC chosen so the packed panel of B
+//! for all of k stays within `B_PANEL_MAX` floats):
+//! 1. pack `B[:, jc..jc+NC]` once, every `KC`-deep block of it, split over the rayon pool by
+//!    NR-wide slivers (layout: k-block `p0` at `p0·NCp`, sliver `s` of it at `s·NR·kc`);
+//! 2. split the rows (and, when there are fewer row blocks than threads, the columns) of the C
+//!    block into tasks; each task walks the k blocks, packs its `≤ MC × KC` block of A into a
+//!    thread-local buffer (L2-resident) and runs the kernel over its tiles, B sliver outer
+//!    (L1-resident) and A sliver inner.
+//!
+//! Each element of C is produced by exactly one task, accumulating over k in a fixed order, so
+//! results are bit-identical for any thread count.
+
+use super::avx512::{kernel, MR, NR};
+use super::pack::pack;
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::thread::LocalKey;
+
+/// Depth of a k block: B sliver `KC·NR` floats (12 KiB) stays in the 48 KiB L1d.
+const KC: usize = 256;
+/// Rows of A per task block: `MC·KC` floats (256 KiB) stay in the 1 MiB L2.
+const MC: usize = 256;
+/// Upper bound, in floats, for the packed panel of B (16 MiB, half the shared L3).
+const B_PANEL_MAX: usize = 4 << 20;
+/// Flops below which an extra thread is not worth its fork/join and packing cost.
+const MIN_FLOPS_PER_THREAD: usize = 1 << 22;
+
+/// Floats of slack so a scratch buffer can be aligned to a 64-byte cache line.
+const ALIGN_SLACK: usize = 16;
+
+thread_local! {
+    /// Per-thread packed-A scratch, reused across calls.
+    static A_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Per-thread packed-B scratch (used by the calling thread), reused across calls.
+    static B_BUF: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// A raw pointer that may cross rayon task boundaries; the driver guarantees disjoint writes.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(T);
+// SAFETY: only used for buffers whose concurrent accesses are disjoint or read-only.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T: Copy> SendPtr<T> {
+    /// The wrapped pointer (a method, so closures capture the whole `Send` wrapper).
+    fn get(self) -> T {
+        self.0
+    }
+}
+
+/// Runs `f` on a 64-byte-aligned scratch area of `len` floats taken from this thread's cache.
+///
+/// The buffer is moved out of the thread-local cell for the duration, so a nested call on the
+/// same thread (rayon work stealing while this call waits) gets its own buffer.
+fn with_scratch<R>(
+    key: &'static LocalKey<Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(*mut f32) -> R,
+) -> R {
+    let mut buf = key.take();
+    if buf.len() < len + ALIGN_SLACK {
+        buf = vec![0.0; len + ALIGN_SLACK];
+    }
+    let off = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    let r = f(buf[off..].as_mut_ptr());
+    key.set(buf);
+    r
+}
+
+/// Runs `f(0..count)`, in parallel on the current rayon pool when `count > 1`.
+fn for_each_task(count: usize, f: impl Fn(usize) + Send + Sync) {
+    if count == 1 {
+        f(0);
+    } else {
+        (0..count).into_par_iter().for_each(f);
+    }
+}
+
+/// Start and end of part `t` of `total` items split into `parts` near-equal contiguous ranges.
+fn split(total: usize, parts: usize, t: usize) -> (usize, usize) {
+    (t * total / parts, (t + 1) * total / parts)
+}
+
+/// Blocked, packed, multithreaded `C ← α·A·B + β·C` (layouts in the module header).
+///
+/// # Safety
+/// AVX-512F must be available; `m, k, n > 0`; A, B must be readable and C writable at every
+/// in-range index, and distinct `(i, j)` must address distinct elements of C.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    let flops = m.saturating_mul(n).saturating_mul(k).saturating_mul(2);
+    let threads = rayon::current_num_threads()
+        .min(flops / MIN_FLOPS_PER_THREAD)
+        .max(1);
+    let nc_max = ((B_PANEL_MAX / k).max(NR) / NR * NR).min(n.div_ceil(NR) * NR);
+    let (a, b, c) = (SendPtr(a), SendPtr(b), SendPtr(c));
+
+    with_scratch(&B_BUF, nc_max * k, |bp| {
+        let bp = SendPtr(bp);
+        for jc in (0..n).step_by(nc_max) {
+            let nc = nc_max.min(n - jc);
+            let n_sl = nc.div_ceil(NR);
+            let b = SendPtr(b.get().offset(jc as isize * csb));
+            let c = SendPtr(c.get().offset(jc as isize * csc));
+
+            // Phase 1: pack this column block of B, every k block, split by slivers.
+            let b_parts = threads.min(n_sl);
+            for_each_task(b_parts, |t| {
+                let (s0, s1) = split(n_sl, b_parts, t);
+                let cols = (s1 * NR).min(nc) - s0 * NR;
+                for p0 in (0..k).step_by(KC) {
+                    let kc = KC.min(k - p0);
+                    pack::<NR>(
+                        cols,
+                        kc,
+                        b.get().offset(p0 as isize * rsb + (s0 * NR) as isize * csb),
+                        csb,
+                        rsb,
+                        bp.get().add(p0 * n_sl * NR + s0 * NR * kc),
+                    );
+                }
+            });
+
+            // Phase 2: tasks over row ranges (and column ranges when rows are too few).
+            let m_sl = m.div_ceil(MR);
+            let m_parts = m
+                .div_ceil(MC)
+                .max(threads)
+                .div_ceil(threads)
+                .saturating_mul(threads)
+                .min(m_sl);
+            let n_parts = threads.div_ceil(m_parts).min(n_sl);
+            for_each_task(m_parts * n_parts, |t| {
+                let (is0, is1) = split(m_sl, m_parts, t / n_parts);
+                let (js0, js1) = split(n_sl, n_parts, t % n_parts);
+                let i0 = is0 * MR;
+                let mc = (is1 * MR).min(m) - i0;
+                with_scratch(&A_BUF, (is1 - is0) * MR * KC.min(k), |ap| {
+                    for p0 in (0..k).step_by(KC) {
+                        let kc = KC.min(k - p0);
+                        let beta = if p0 == 0 { beta } else { 1.0 };
+                        pack::<MR>(
+                            mc,
+                            kc,
+                            a.get().offset(i0 as isize * rsa + p0 as isize * csa),
+                            rsa,
+                            csa,
+                            ap,
+                        );
+                        let bk = bp.get().add(p0 * n_sl * NR);
+                        for s in js0..js1 {
+                            let j = s * NR;
+                            let nr = NR.min(nc - j);
+                            let bs = bk.add(j * kc);
+                            for i in (0..mc).step_by(MR) {
+                                kernel(
+                                    kc,
+                                    alpha,
+                                    ap.add(i * kc),
+                                    bs,
+                                    beta,
+                                    c.get().offset((i0 + i) as isize * rsc + j as isize * csc),
+                                    rsc,
+                                    csc,
+                                    MR.min(mc - i),
+                                    nr,
+                                );
+                            }
+                        }
+                    }
+                });
+            });
+        }
+    });
+}

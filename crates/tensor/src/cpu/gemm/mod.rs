@@ -1,0 +1,126 @@
+//! General matrix multiplication `C ← α·A·B + β·C` on strided operands.
+//!
+//! A is `m × k`, B is `k × n`, C is `m × n`; element `(i, j)` of X is at `x + i·rsx + j·csx`
+//! (strides in elements, any sign), so transposed operands are passed by swapping strides,
+//! without a copy. The semantics are those of [`matrixmultiply::sgemm`].
+//!
+//! [`sgemm`] runs a packed, rayon-parallel Goto/BLIS driver with an AVX-512 micro-kernel when
+//! the CPU has AVX-512F (detected once at run time) and the problem is large enough to amortise
+//! packing; otherwise, and for f64 ([`dgemm`]), it delegates to `matrixmultiply`.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod driver;
+#[cfg(target_arch = "x86_64")]
+mod pack;
+#[cfg(test)]
+mod tests;
+
+/// `m·n·k` below which packing overhead dominates and `matrixmultiply` is faster.
+#[cfg(target_arch = "x86_64")]
+const PACKED_MIN_VOLUME: usize = 48 * 48 * 48;
+
+/// Whether the CPU supports AVX-512F (detected once).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+/// Single-precision GEMM: `C ← α·A·B + β·C`.
+///
+/// `A` is `m × k`, `B` is `k × n`, `C` is `m × n`; element `(i, j)` of X is read at
+/// `x.offset(i·rsx + j·csx)`. Strides may be arbitrary (including negative) for A and B; the
+/// strides of C must not make distinct elements alias. When `beta == 0`, C is only written,
+/// never read, so it may hold uninitialised values or NaN.
+///
+/// Uses all threads of the current rayon pool (it may be called from inside a rayon task); the
+/// result is deterministic for a given problem and thread count.
+///
+/// # Safety
+/// `a`, `b` must be valid for reads and `c` for reads and writes at every in-range index.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if m.saturating_mul(n).saturating_mul(k) >= PACKED_MIN_VOLUME && has_avx512() {
+        return packed_sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+    }
+    matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+}
+
+/// Double-precision GEMM: `C ← α·A·B + β·C`, same conventions as [`sgemm`].
+///
+/// Delegates to [`matrixmultiply::dgemm`].
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn dgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f64,
+    a: *const f64,
+    rsa: isize,
+    csa: isize,
+    b: *const f64,
+    rsb: isize,
+    csb: isize,
+    beta: f64,
+    c: *mut f64,
+    rsc: isize,
+    csc: isize,
+) {
+    matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+}
+
+/// The packed AVX-512 path of [`sgemm`], for any size.
+///
+/// Orients the problem so that C's smaller stride runs along the kernel's vector dimension:
+/// when C is closer to row-major it computes `Cᵀ ← α·Bᵀ·Aᵀ + β·Cᵀ` instead (strides swapped).
+///
+/// # Safety
+/// As for [`sgemm`], and AVX-512F must be available.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn packed_sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        // Nothing to multiply: C ← β·C.
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+    } else if csc.unsigned_abs() < rsc.unsigned_abs() {
+        driver::gemm(n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc);
+    } else {
+        driver::gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+    }
+}

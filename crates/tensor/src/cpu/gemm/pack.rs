@@ -1,0 +1,125 @@
+//! Packing of strided operand blocks into the sliver layout the micro-kernel reads.
+//!
+//! A `len × kc` block whose element `(i, p)` sits at `src + i·s_len + p·s_k` is copied into
+//! `ceil(len / W)` slivers of `W × kc`; sliver `s` starts at `dst + s·W·kc` and stores element
+//! `(s·W + r, p)` at offset `p·W + r` (k-major, so one k-step of a sliver is `W` contiguous
+//! values). Rows past `len` in the last sliver are zero-filled. A blocks are packed with
+//! `W = MR` (`i` = row of A), B blocks with `W = NR` (`i` = column of B).
+//!
+//! When the source is contiguous along `i` each k-step is a plain copy; when it is contiguous
+//! along k (a transposing pack) 16 × 16 tiles are transposed in AVX-512 registers.
+
+use core::arch::x86_64::*;
+use core::ptr;
+
+/// Packs a strided `len × kc` block into `W`-wide slivers (layout in the module header).
+///
+/// # Safety
+/// AVX-512F must be available; every `(i, p)` with `i < len`, `p < kc` must address a readable
+/// `f32` through `src`, and `dst` must be valid for `len.div_ceil(W) · W · kc` writes that do
+/// not overlap the source.
+pub(super) unsafe fn pack<const W: usize>(
+    len: usize,
+    kc: usize,
+    src: *const f32,
+    s_len: isize,
+    s_k: isize,
+    dst: *mut f32,
+) {
+    for s in 0..len.div_ceil(W) {
+        let rows = W.min(len - s * W);
+        let from = src.offset((s * W) as isize * s_len);
+        let to = dst.add(s * W * kc);
+        if s_len == 1 {
+            // Each k-step of the sliver is contiguous in the source.
+            for p in 0..kc {
+                let f = from.offset(p as isize * s_k);
+                let t = to.add(p * W);
+                if rows == W {
+                    ptr::copy_nonoverlapping(f, t, W);
+                } else {
+                    ptr::copy_nonoverlapping(f, t, rows);
+                    ptr::write_bytes(t.add(rows), 0, W - rows);
+                }
+            }
+        } else if s_k == 1 {
+            pack_transposed::<W>(rows, kc, from, s_len, to);
+        } else {
+            // General strides: walk each source row along k, scattering by `W`.
+            for r in 0..rows {
+                let f = from.offset(r as isize * s_len);
+                for p in 0..kc {
+                    *to.add(p * W + r) = *f.offset(p as isize * s_k);
+                }
+            }
+            if rows < W {
+                for p in 0..kc {
+                    ptr::write_bytes(to.add(p * W + rows), 0, W - rows);
+                }
+            }
+        }
+    }
+}
+
+/// Packs one `W`-wide sliver from `rows ≤ W` source rows that are contiguous along k (row `r`
+/// at `src + r·s_len`), transposing 16 × 16 tiles in registers; rows `rows..W` become zero.
+///
+/// # Safety
+/// AVX-512F must be available; rows `0..rows` of `src` must be readable for `kc` floats and
+/// `dst` writable for `W · kc` floats.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_transposed<const W: usize>(
+    rows: usize,
+    kc: usize,
+    src: *const f32,
+    s_len: isize,
+    dst: *mut f32,
+) {
+    for g in (0..W).step_by(16) {
+        let lanes = W.min(g + 16) - g;
+        let valid = rows.saturating_sub(g).min(16);
+        let store_mask = ((1u32 << lanes) - 1) as u16;
+        for p in (0..kc).step_by(16) {
+            let np = (kc - p).min(16);
+            let load_mask = ((1u32 << np) - 1) as u16;
+            let mut t = [_mm512_setzero_ps(); 16];
+            for (i, x) in t.iter_mut().enumerate().take(valid) {
+                *x = _mm512_maskz_loadu_ps(load_mask, src.offset((g + i) as isize * s_len).add(p));
+            }
+            transpose16(&mut t);
+            for (q, x) in t.iter().enumerate().take(np) {
+                _mm512_mask_storeu_ps(dst.add((p + q) * W + g), store_mask, *x);
+            }
+        }
+    }
+}
+
+/// Transposes a 16 × 16 tile held as 16 row vectors (row `i` becomes column `i`).
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &mut [__m512; 16]) {
+    // Interleave pairs of rows, then pairs of pairs: `u[4g + c]` holds, in 128-bit lane `l`,
+    // column `4l + c` of rows `4g..4g + 4`.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let [r0, r1, r2, r3] = [r[4 * g], r[4 * g + 1], r[4 * g + 2], r[4 * g + 3]];
+        let t0 = _mm512_castps_pd(_mm512_unpacklo_ps(r0, r1));
+        let t1 = _mm512_castps_pd(_mm512_unpackhi_ps(r0, r1));
+        let t2 = _mm512_castps_pd(_mm512_unpacklo_ps(r2, r3));
+        let t3 = _mm512_castps_pd(_mm512_unpackhi_ps(r2, r3));
+        u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    // Gather the four 128-bit lanes of each column: lanes (0, 2) then (1, 3) of two sources.
+    for c in 0..4 {
+        let v0 = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+        let v1 = _mm512_shuffle_f32x4::<0xdd>(u[c], u[4 + c]);
+        let v2 = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+        let v3 = _mm512_shuffle_f32x4::<0xdd>(u[8 + c], u[12 + c]);
+        r[c] = _mm512_shuffle_f32x4::<0x88>(v0, v2);
+        r[8 + c] = _mm512_shuffle_f32x4::<0xdd>(v0, v2);
+        r[4 + c] = _mm512_shuffle_f32x4::<0x88>(v1, v3);
+        r[12 + c] = _mm512_shuffle_f32x4::<0xdd>(v1, v3);
+    }
+}

@@ -1,0 +1,445 @@
+//! Tests for `sgemm` (and its packed AVX-512 path at every size) against a naive triple loop
+//! accumulating in f64, over odd shapes, strided/transposed/reversed layouts, α/β combinations,
+//! `β = 0` with NaN-filled C, calls from inside rayon tasks, and thread-count determinism.
+
+use super::*;
+
+/// Signature shared by the public entry point and the packed path.
+type Gemm = unsafe fn(
+    usize,
+    usize,
+    usize,
+    f32,
+    *const f32,
+    isize,
+    isize,
+    *const f32,
+    isize,
+    isize,
+    f32,
+    *mut f32,
+    isize,
+    isize,
+);
+
+/// The implementations under test: the public dispatcher and, where the CPU allows, the packed
+/// AVX-512 path forced at every size.
+fn impls() -> Vec<(&'static str, Gemm)> {
+    let mut v: Vec<(&'static str, Gemm)> = vec![("sgemm", sgemm)];
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        v.push(("packed", packed_sgemm));
+    }
+    v
+}
+
+/// 64-bit LCG (Knuth's MMIX constants) for reproducible test data.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 32) as u32
+    }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        (self.next_u32() >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+    }
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.next_u32() as usize % (hi - lo + 1)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// Row-major with padded rows.
+    Row,
+    /// Column-major with padded columns.
+    Col,
+    /// Neither stride is 1.
+    Strided,
+    /// Row-major with rows in reverse order (negative row stride).
+    RevRow,
+}
+
+const LAYOUTS: [Layout; 4] = [Layout::Row, Layout::Col, Layout::Strided, Layout::RevRow];
+
+/// A strided `rows × cols` view into an owned buffer that also holds padding.
+struct Mat {
+    data: Vec<f32>,
+    off: usize,
+    rs: isize,
+    cs: isize,
+    rows: usize,
+    cols: usize,
+}
+
+impl Mat {
+    /// A matrix in `layout` whose whole buffer (padding included) is random.
+    fn new(rows: usize, cols: usize, layout: Layout, rng: &mut Lcg) -> Mat {
+        let (r, c) = (rows as isize, cols as isize);
+        let (rs, cs, off, len) = match layout {
+            Layout::Row => (c + 3, 1, 0, rows * (cols + 3)),
+            Layout::Col => (1, r + 2, 0, cols * (rows + 2)),
+            Layout::Strided => (2 * c + 1, 2, 0, rows * (2 * cols + 1)),
+            Layout::RevRow => (-c, 1, rows.saturating_sub(1) * cols, rows * cols),
+        };
+        let data = (0..len.max(1)).map(|_| rng.f32()).collect();
+        Mat {
+            data,
+            off,
+            rs,
+            cs,
+            rows,
+            cols,
+        }
+    }
+    fn idx(&self, i: usize, j: usize) -> usize {
+        (self.off as isize + i as isize * self.rs + j as isize * self.cs) as usize
+    }
+    fn get(&self, i: usize, j: usize) -> f32 {
+        self.data[self.idx(i, j)]
+    }
+    fn ptr(&self) -> *const f32 {
+        self.data.as_ptr().wrapping_add(self.off)
+    }
+    fn ptr_mut(&mut self) -> *mut f32 {
+        self.data.as_mut_ptr().wrapping_add(self.off)
+    }
+}
+
+/// One test problem.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    beta: f32,
+    la: Layout,
+    lb: Layout,
+    lc: Layout,
+    seed: u64,
+}
+
+/// Runs `case` through `gemm` and returns C's whole buffer.
+fn run(gemm: Gemm, case: Case) -> (Mat, Mat, Mat, Vec<f32>) {
+    let mut rng = Lcg(case.seed);
+    let a = Mat::new(case.m, case.k, case.la, &mut rng);
+    let b = Mat::new(case.k, case.n, case.lb, &mut rng);
+    let c0 = Mat::new(case.m, case.n, case.lc, &mut rng);
+    let mut c = Mat {
+        data: c0.data.clone(),
+        ..c0
+    };
+    if case.beta == 0.0 {
+        // β = 0 must not read C: poison the view (padding keeps its values).
+        for i in 0..c.rows {
+            for j in 0..c.cols {
+                let x = c.idx(i, j);
+                c.data[x] = f32::NAN;
+            }
+        }
+    }
+    let (rsc, csc) = (c.rs, c.cs);
+    let cp = c.ptr_mut();
+    // SAFETY: every view is in bounds of its buffer by construction.
+    unsafe {
+        gemm(
+            case.m,
+            case.k,
+            case.n,
+            case.alpha,
+            a.ptr(),
+            a.rs,
+            a.cs,
+            b.ptr(),
+            b.rs,
+            b.cs,
+            case.beta,
+            cp,
+            rsc,
+            csc,
+        );
+    }
+    (a, b, c0, c.data)
+}
+
+/// Checks `gemm` on `case` against the f64 reference, and that C's padding is untouched.
+fn check(name: &str, gemm: Gemm, case: Case) {
+    let (a, b, c0, out) = run(gemm, case);
+    let mut in_view = vec![false; out.len()];
+    for i in 0..case.m {
+        for j in 0..case.n {
+            let x = c0.idx(i, j);
+            in_view[x] = true;
+            let (mut dot, mut mag) = (0f64, 0f64);
+            for p in 0..case.k {
+                let t = a.get(i, p) as f64 * b.get(p, j) as f64;
+                dot += t;
+                mag += t.abs();
+            }
+            let (alpha, beta) = (case.alpha as f64, case.beta as f64);
+            let mut want = alpha * dot;
+            mag *= alpha.abs();
+            if case.beta != 0.0 {
+                let old = c0.data[x] as f64;
+                want += beta * old;
+                mag += (beta * old).abs();
+            }
+            let tol = 2.0 * (case.k as f64 + 2.0) * f32::EPSILON as f64 * mag + 1e-30;
+            let got = out[x] as f64;
+            assert!(
+                (got - want).abs() <= tol,
+                "{name} {case:?}: C[{i},{j}] = {got}, want {want} (tol {tol})"
+            );
+        }
+    }
+    for (x, (&o, &v)) in out.iter().zip(&c0.data).enumerate() {
+        if !in_view[x] {
+            assert_eq!(
+                o.to_bits(),
+                v.to_bits(),
+                "{name} {case:?}: padding {x} written"
+            );
+        }
+    }
+}
+
+fn case(m: usize, k: usize, n: usize, layouts: (Layout, Layout, Layout)) -> Case {
+    Case {
+        m,
+        k,
+        n,
+        alpha: 1.0,
+        beta: 0.0,
+        la: layouts.0,
+        lb: layouts.1,
+        lc: layouts.2,
+        seed: (m * 10007 + k * 101 + n) as u64,
+    }
+}
+
+#[test]
+fn odd_shapes_1_to_70() {
+    for (name, gemm) in impls() {
+        for m in 1..=70 {
+            let shapes = [
+                (1, 1),
+                (m, 3),
+                (17, m),
+                ((m * 13) % 70 + 1, (m * 7) % 70 + 1),
+            ];
+            for (s, &(k, n)) in shapes.iter().enumerate() {
+                let l = (
+                    LAYOUTS[m % 4],
+                    LAYOUTS[(m + s) % 4],
+                    LAYOUTS[(m / 4 + s) % 4],
+                );
+                check(name, gemm, case(m, k, n, l));
+                check(name, gemm, case(n, k, m, l));
+            }
+        }
+    }
+}
+
+#[test]
+fn all_layout_combinations() {
+    for (name, gemm) in impls() {
+        for &la in &LAYOUTS {
+            for &lb in &LAYOUTS {
+                for &lc in &LAYOUTS {
+                    check(name, gemm, case(37, 29, 45, (la, lb, lc)));
+                    check(name, gemm, case(70, 65, 33, (la, lb, lc)));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tile_and_block_edges() {
+    let l = (Layout::Row, Layout::Row, Layout::Row);
+    for (name, gemm) in impls() {
+        for &(m, k, n) in &[
+            (31, 5, 11),
+            (32, 5, 12),
+            (33, 5, 13),
+            (64, 255, 24),
+            (65, 256, 25),
+            (96, 257, 36),
+            (16, 513, 7),
+            (257, 3, 12),
+        ] {
+            check(name, gemm, case(m, k, n, l));
+            check(
+                name,
+                gemm,
+                case(m, k, n, (Layout::Col, Layout::Col, Layout::Col)),
+            );
+        }
+    }
+}
+
+#[test]
+fn around_300() {
+    let shapes = [
+        (300, 301, 299),
+        (257, 513, 129),
+        (299, 300, 301),
+        (5, 600, 310),
+    ];
+    for (name, gemm) in impls() {
+        for (s, &(m, k, n)) in shapes.iter().enumerate() {
+            let mut c = case(
+                m,
+                k,
+                n,
+                (LAYOUTS[s], LAYOUTS[(s + 1) % 4], LAYOUTS[(s + 2) % 4]),
+            );
+            c.alpha = 0.75;
+            c.beta = -0.5;
+            check(name, gemm, c);
+            check(
+                name,
+                gemm,
+                case(m, k, n, (Layout::Row, Layout::Col, Layout::Row)),
+            );
+        }
+    }
+}
+
+#[test]
+fn several_column_blocks() {
+    // k large enough that the packed B panel is split into several column blocks.
+    let mut c = case(40, 4100, 1100, (Layout::Row, Layout::Row, Layout::Row));
+    c.beta = 1.0;
+    for (name, gemm) in impls() {
+        check(name, gemm, c);
+    }
+}
+
+#[test]
+fn alpha_beta_combinations() {
+    for (name, gemm) in impls() {
+        for &alpha in &[1.0, -0.5, 0.0, 2.5] {
+            for &beta in &[0.0, 1.0, -1.5] {
+                for &(m, k, n) in &[(9, 7, 5), (67, 45, 50), (130, 70, 90)] {
+                    let mut c = case(m, k, n, (Layout::Col, Layout::Row, Layout::Strided));
+                    c.alpha = alpha;
+                    c.beta = beta;
+                    check(name, gemm, c);
+                    c.lc = Layout::Row;
+                    check(name, gemm, c);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_dimensions() {
+    for (name, gemm) in impls() {
+        for &(m, k, n) in &[(0, 5, 4), (4, 5, 0), (0, 0, 0), (6, 0, 7), (70, 0, 33)] {
+            for &beta in &[0.0, 2.0] {
+                let mut c = case(m, k, n, (Layout::Row, Layout::Col, Layout::Row));
+                c.beta = beta;
+                check(name, gemm, c);
+            }
+        }
+    }
+}
+
+#[test]
+fn randomized() {
+    let mut rng = Lcg(0x5eed);
+    let scalars = [0.0, 1.0, -1.0, 0.5, 3.0];
+    for (name, gemm) in impls() {
+        for _ in 0..150 {
+            let c = Case {
+                m: rng.range(1, 150),
+                k: rng.range(1, 150),
+                n: rng.range(1, 150),
+                alpha: scalars[rng.range(1, 4)],
+                beta: scalars[rng.range(0, 4)],
+                la: LAYOUTS[rng.range(0, 3)],
+                lb: LAYOUTS[rng.range(0, 3)],
+                lc: LAYOUTS[rng.range(0, 3)],
+                seed: rng.next_u32() as u64,
+            };
+            check(name, gemm, c);
+        }
+    }
+}
+
+#[test]
+fn callable_from_rayon_tasks() {
+    use rayon::prelude::*;
+    for (name, gemm) in impls() {
+        (0..8usize).into_par_iter().for_each(|t| {
+            let c = case(
+                100 + t,
+                90,
+                120 - t,
+                (Layout::Row, Layout::Row, Layout::Row),
+            );
+            check(name, gemm, c);
+        });
+    }
+}
+
+#[test]
+fn deterministic_across_runs_and_thread_counts() {
+    let c = case(300, 700, 260, (Layout::Row, Layout::Col, Layout::Row));
+    for (name, gemm) in impls() {
+        let (.., first) = run(gemm, c);
+        let (.., again) = run(gemm, c);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("build a 1-thread pool");
+        let (.., single) = pool.install(|| run(gemm, c));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&first), bits(&again), "{name}: run to run");
+        if name == "packed" {
+            assert_eq!(bits(&first), bits(&single), "{name}: 1 thread vs pool");
+        }
+    }
+}
+
+#[test]
+fn dgemm_delegates() {
+    let (m, k, n) = (5, 4, 3);
+    let a: Vec<f64> = (0..m * k).map(|x| x as f64).collect();
+    let b: Vec<f64> = (0..k * n).map(|x| (x as f64) * 0.5).collect();
+    let mut c = vec![f64::NAN; m * n];
+    // SAFETY: row-major views of exactly-sized buffers.
+    unsafe {
+        dgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    for i in 0..m {
+        for j in 0..n {
+            let want: f64 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            assert_eq!(c[i * n + j], want);
+        }
+    }
+}
