@@ -7,6 +7,14 @@ use rayon::prelude::*;
 const PAR: usize = 1 << 14;
 
 fn row<T: Float>(x: &[T], out: &mut [T], log: bool) {
+    super::simd::dispatch(
+        #[inline(always)]
+        || row_inner(x, out, log),
+    )
+}
+
+#[inline(always)]
+fn row_inner<T: Float>(x: &[T], out: &mut [T], log: bool) {
     let m = x.iter().fold(T::NEG_INF, |a, &b| a.max(b));
     let m = if m == T::NEG_INF { T::ZERO } else { m };
     if log {

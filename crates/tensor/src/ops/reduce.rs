@@ -3,7 +3,7 @@
 
 use crate::autograd::BackwardOp;
 use crate::cpu::reduce::{arg_rows, reduce_rows, ReduceKind};
-use crate::cpu::strided::to_contiguous;
+use crate::cpu::strided::contiguous_slice;
 use crate::error::{invalid, Result};
 use crate::layout::{numel, resolve_axis};
 use crate::ops::float_map;
@@ -61,7 +61,7 @@ fn reduce_forward(op: &'static str, x: &Tensor, p: &Plan, kind: ReduceKind) -> R
     let l = x.layout().permute(&p.perm)?;
     let g = x.read();
     Ok(Storage::Cpu(float_map!(op, g.cpu(op)?, v => {
-        let data = to_contiguous(&v[..], &l);
+        let data = contiguous_slice(&v[..], &l);
         reduce_rows(&data, numel(&p.keep_shape), p.len, kind)
     })))
 }
@@ -175,8 +175,8 @@ impl Tensor {
         let l = self.layout().permute(&p.perm)?;
         let g = self.read();
         let idx = match g.cpu(op)? {
-            CpuStorage::F32(v) => arg_rows(&to_contiguous(&v[..], &l), p.len, max),
-            CpuStorage::F64(v) => arg_rows(&to_contiguous(&v[..], &l), p.len, max),
+            CpuStorage::F32(v) => arg_rows(&contiguous_slice(&v[..], &l), p.len, max),
+            CpuStorage::F64(v) => arg_rows(&contiguous_slice(&v[..], &l), p.len, max),
             other => return Err(crate::ops::unsupported(op, other.dtype())),
         };
         Ok(Tensor::from_cpu(CpuStorage::I64(idx), &p.out_shape))

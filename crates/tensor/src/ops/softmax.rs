@@ -3,7 +3,7 @@
 
 use crate::autograd::BackwardOp;
 use crate::cpu::softmax::softmax_rows;
-use crate::cpu::strided::to_contiguous;
+use crate::cpu::strided::contiguous_slice;
 use crate::error::Result;
 use crate::layout::resolve_axis;
 use crate::ops::float_map;
@@ -49,7 +49,7 @@ fn softmax_impl(x: &Tensor, axis: isize, log: bool) -> Result<Tensor> {
         let g = xt.read();
         let l = xt.layout();
         Storage::Cpu(
-            float_map!(op, g.cpu(op)?, v => softmax_rows(&to_contiguous(&v[..], l), len, log)),
+            float_map!(op, g.cpu(op)?, v => softmax_rows(&contiguous_slice(&v[..], l), len, log)),
         )
     };
     let yt = Tensor::from_storage(s, xt.shape());
