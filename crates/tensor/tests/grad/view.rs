@@ -133,3 +133,30 @@ fn dtypes_convert_and_matmul_in_half_precision() {
                 .contains("bf16")
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Reshaping a permuted or sliced view (a view when strides allow, else a copy) gives the
+    /// same elements as reshaping a contiguous copy.
+    #[test]
+    fn reshape_of_strided_views_matches_contiguous(s in shape(4, 4), v in variant(), split in 0usize..4, seed in 0u64..1000) {
+        let x = uniform(&leaf_shape(&s, v), seed, -1.0, 1.0);
+        let y = view(&x, v).unwrap();
+        // Target: split one axis into (d/f, f) if divisible, then merge the first two axes.
+        let mut t = s.clone();
+        let a = split % t.len();
+        if t[a] % 2 == 0 && t[a] > 2 {
+            let d = t[a];
+            t.splice(a..=a, [d / 2, 2]);
+        }
+        if t.len() >= 2 {
+            let m = t[0] * t[1];
+            t.splice(0..2, [m]);
+        }
+        let r = y.reshape(&t).unwrap();
+        let expected = y.contiguous().unwrap().to_vec::<f64>().unwrap();
+        prop_assert_eq!(r.to_vec::<f64>().unwrap(), expected);
+        prop_assert_eq!(r.shape(), &t[..]);
+    }
+}
