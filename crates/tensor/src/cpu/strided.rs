@@ -1,9 +1,8 @@
 //! Elementwise maps over strided operands: `out[i] = f(a[i], b[i], ...)` where every operand
 //! has been broadcast to the output shape (stride 0 on repeated axes). Adjacent axes that are
 //! contiguous in every operand are merged, so the inner loop runs over the longest possible
-//! unit-stride run, where the compiler vectorises it (measured: wrapping this loop in
-//! `simd::dispatch` made it 3x slower, so it is compiled for the base target). Output is always
-//! contiguous row-major.
+//! unit-stride run, compiled for the widest detected instruction set, where the compiler
+//! vectorises it. Output is always contiguous row-major.
 
 use crate::layout::{merge_dims, numel, Layout};
 use rayon::prelude::*;
@@ -61,6 +60,55 @@ impl<const N: usize> Walker<N> {
     }
 }
 
+/// The unit-stride inner loop, compiled for the widest detected instruction set.
+#[inline(always)]
+fn map_unit<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(row: &mut [O], sl: [&[T]; N], f: &F) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::simd::{level, Level};
+        match level() {
+            // SAFETY: the features were detected at run time.
+            Level::Avx512 => return unsafe { map_unit_avx512(row, sl, f) },
+            Level::Avx2 => return unsafe { map_unit_avx2(row, sl, f) },
+            Level::Portable => {}
+        }
+    }
+    map_unit_body(row, sl, f)
+}
+
+#[inline(always)]
+fn map_unit_body<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(
+    row: &mut [O],
+    sl: [&[T]; N],
+    f: &F,
+) {
+    let n = row.len();
+    let sl: [&[T]; N] = std::array::from_fn(|k| &sl[k][..n]);
+    for (i, o) in row.iter_mut().enumerate() {
+        *o = f(std::array::from_fn(|k| sl[k][i]));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn map_unit_avx512<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(
+    row: &mut [O],
+    sl: [&[T]; N],
+    f: &F,
+) {
+    map_unit_body(row, sl, f)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn map_unit_avx2<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(
+    row: &mut [O],
+    sl: [&[T]; N],
+    f: &F,
+) {
+    map_unit_body(row, sl, f)
+}
+
 /// `out = f(srcs...)` elementwise over `shape`; each source's layout must already have `shape`.
 pub fn map_n<T, O, F, const N: usize>(shape: &[usize], srcs: [(&[T], &Layout); N], f: F) -> Vec<O>
 where
@@ -87,9 +135,7 @@ where
         for row in chunk.chunks_mut(inner) {
             if unit {
                 let sl: [&[T]; N] = std::array::from_fn(|k| &data[k][w.offs[k]..w.offs[k] + inner]);
-                for (i, o) in row.iter_mut().enumerate() {
-                    *o = f(std::array::from_fn(|k| sl[k][i]));
-                }
+                map_unit(row, sl, &f);
             } else {
                 for (i, o) in row.iter_mut().enumerate() {
                     *o = f(std::array::from_fn(|k| {
