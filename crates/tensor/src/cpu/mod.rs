@@ -4,7 +4,9 @@
 //!
 //! [`Layout`]: crate::Layout
 
+pub mod conv;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod strided;

@@ -3,7 +3,9 @@
 
 pub mod binary;
 pub mod cast;
+pub mod conv;
 pub mod matmul;
+pub mod pool;
 pub mod random;
 pub mod reduce;
 pub mod softmax;
