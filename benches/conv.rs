@@ -2,7 +2,9 @@
 //! padding 1, no bias): 1->32 stride 1 on 28x28, 32->64 stride 2 on 28x28, 64->128 stride 2 on
 //! 14x14. Times forward, input gradient and weight gradient of each layer with criterion
 //! (throughput in elements/s is FLOP/s: one element per FLOP), then prints a table with
-//! GFLOP/s (`2 N C_out OH OW C_in k k / groups` per pass) and the per-pass sums over the layers.
+//! GFLOP/s (`2 N C_out OH OW C_in k k / groups` per pass), the per-pass sums over the layers,
+//! and the time to allocate and write a fresh output-sized buffer (the memory floor of a
+//! forward pass that returns a new tensor).
 //!
 //! Run: `cargo bench -p selfsup-benches --bench conv` (`RAYON_NUM_THREADS` unset).
 
@@ -96,22 +98,28 @@ fn main() {
         let fwd = median_secs(7, || drop(black_box(conv2d_forward(&x, &w, None, &g))));
         let bin = median_secs(7, || drop(black_box(conv2d_backward_input(&dy, &w, &g))));
         let bw = median_secs(7, || drop(black_box(conv2d_backward_weight(&x, &dy, &g))));
-        table.push((name, g.flops(), fwd, bin, bw));
+        let floor = median_secs(7, || {
+            let mut v = vec![0f32; g.n * g.out_image()];
+            v.iter_mut().for_each(|e| *e = 1.0);
+            drop(black_box(v));
+        });
+        table.push((name, g.flops(), fwd, bin, bw, floor));
     }
     c.final_summary();
     println!("\nbatch {BATCH}, f32, median of 7 runs (ms and GFLOP/s):");
     println!(
-        "| layer | GFLOP per pass | forward | backward-input | backward-weight |\n| --- | --- | --- | --- | --- |"
+        "| layer | GFLOP per pass | forward | backward-input | backward-weight | allocate + write output |\n| --- | --- | --- | --- | --- | --- |"
     );
     let (mut sf, mut sb) = (0.0, 0.0);
-    for (name, flops, f, bi, bw) in &table {
+    for (name, flops, f, bi, bw, floor) in &table {
         let cell = |t: f64| format!("{:.1} ms ({:.0} GFLOP/s)", t * 1e3, flops / t / 1e9);
         println!(
-            "| {name} | {:.2} | {} | {} | {} |",
+            "| {name} | {:.2} | {} | {} | {} | {:.1} ms |",
             flops / 1e9,
             cell(*f),
             cell(*bi),
-            cell(*bw)
+            cell(*bw),
+            floor * 1e3
         );
         sf += f;
         sb += bi + bw;

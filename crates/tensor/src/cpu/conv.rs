@@ -202,6 +202,26 @@ pub fn col2im_add<T: Float>(col: &[T], g: &ConvGeom, dx: &mut [T]) {
     );
 }
 
+/// Column-matrix heights up to which the forward pass multiplies directly instead of calling
+/// the GEMM (whose packing costs more than the arithmetic for such short inner dimensions).
+const SMALL_K: usize = 16;
+
+/// `c [m, p] = a [m, k] · b [k, p]` as `k` vectorisable row updates per output row, for small
+/// `k` (row-major, contiguous; `m = c.len() / p`).
+fn small_k_matmul<T: Float>(a: &[T], b: &[T], k: usize, p: usize, c: &mut [T]) {
+    for (row, ar) in c.chunks_exact_mut(p).zip(a.chunks_exact(k)) {
+        for (y, &x) in row.iter_mut().zip(&b[..p]) {
+            *y = ar[0] * x;
+        }
+        for r in 1..k {
+            let ak = ar[r];
+            for (y, &x) in row.iter_mut().zip(&b[r * p..(r + 1) * p]) {
+                *y += ak * x;
+            }
+        }
+    }
+}
+
 /// Convolution forward: `y = conv(x, w) + bias`, contiguous `[N, C_out, OH, OW]`.
 pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     let (out_img, in_img) = (g.out_image(), g.in_image());
@@ -233,6 +253,13 @@ pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
                     };
                     let wg = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
                     let yg = &mut yi[grp * cout_g * p..(grp + 1) * cout_g * p];
+                    if k <= SMALL_K {
+                        // SAFETY: `b` points at k rows of p elements (the column buffer, or
+                        // the input group, whose planes are p = H*W long when pointwise).
+                        let bs = unsafe { std::slice::from_raw_parts(b, k * p) };
+                        small_k_matmul(wg, bs, k, p, yg);
+                        continue;
+                    }
                     // SAFETY: wg is [cout_g, k], b is [k, p], yg is [cout_g, p], all row-major
                     // and in bounds; yg is a fresh buffer distinct from both.
                     unsafe {
