@@ -23,6 +23,24 @@ pub trait Gemm: Float {
         c: *mut Self,
         rsc: isize,
     );
+
+    /// `C += A·B` (beta = 1): like [`Gemm::gemm`] but accumulating into `c`.
+    ///
+    /// # Safety
+    /// As for [`Gemm::gemm`]; `c` must hold initialised values.
+    unsafe fn gemm_acc(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        c: *mut Self,
+        rsc: isize,
+    );
 }
 
 impl Gemm for f32 {
@@ -41,6 +59,22 @@ impl Gemm for f32 {
     ) {
         super::gemm::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
     }
+
+    unsafe fn gemm_acc(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        c: *mut f32,
+        rsc: isize,
+    ) {
+        super::gemm::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 1.0, c, rsc, 1);
+    }
 }
 
 impl Gemm for f64 {
@@ -58,6 +92,22 @@ impl Gemm for f64 {
         rsc: isize,
     ) {
         super::gemm::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
+    }
+
+    unsafe fn gemm_acc(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        c: *mut f64,
+        rsc: isize,
+    ) {
+        super::gemm::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 1.0, c, rsc, 1);
     }
 }
 

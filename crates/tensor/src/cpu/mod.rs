@@ -4,10 +4,12 @@
 //!
 //! [`Layout`]: crate::Layout
 
+pub mod conv;
 pub mod cross_entropy;
 pub mod gemm;
 pub mod index;
 pub mod matmul;
+pub mod pool;
 pub mod reduce;
 pub mod simd;
 pub mod softmax;

@@ -3,9 +3,11 @@
 
 pub mod binary;
 pub mod cast;
+pub mod conv;
 pub mod index;
 pub mod loss;
 pub mod matmul;
+pub mod pool;
 pub mod random;
 pub mod reduce;
 pub mod softmax;

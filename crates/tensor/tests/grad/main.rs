@@ -1,11 +1,14 @@
 //! The gradient-check suite: every differentiable op against central finite differences in
-//! f64, on proptest-generated shapes, broadcasting, non-contiguous views and reused inputs.
+//! f64, on proptest-generated shapes, broadcasting, non-contiguous views and reused inputs,
+//! plus reference tests of forward values, one module per op family.
 
 mod autograd;
 mod binary;
 mod common;
+mod conv;
 mod index;
 mod matmul;
+mod pool;
 mod reduce;
 mod unary;
 mod view;

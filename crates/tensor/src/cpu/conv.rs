@@ -1,0 +1,448 @@
+//! 2-D convolution kernels (NCHW): forward, gradient of the input and gradient of the weight.
+//!
+//! Layouts (all contiguous, row-major): input `x` is `[N, C_in, H, W]`, weight `w` is
+//! `[C_out, C_in / groups, kh, kw]`, output `y` is `[N, C_out, OH, OW]`, bias is `[C_out]`.
+//! With `K = C_in / groups * kh * kw` and `P = OH * OW`, one image and group computes
+//!
+//! - forward: `y_g [C_out/g, P] = w_g [C_out/g, K] · col [K, P]`, where `col = im2col(x_g)`;
+//! - input gradient: `dcol [K, P] = w_g^T · dy_g`, then `dx_g += col2im(dcol)`;
+//! - weight gradient: `dw_g [C_out/g, K] += dy_g [C_out/g, P] · col^T`.
+//!
+//! Work is split over the batch into one contiguous run of images per rayon thread; each run
+//! owns one column buffer reused for all of its images. The weight gradient keeps one partial
+//! sum per run and adds the partials in run order, so it is deterministic for a given thread
+//! count. 1x1 convolutions with stride 1 and no padding use the input as the column matrix.
+
+use crate::cpu::matmul::Gemm;
+use crate::dtype::Float;
+use rayon::prelude::*;
+
+/// The sizes of one 2-D convolution (see the module header for the layouts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    /// Batch size N.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Stride (rows, columns), at least 1.
+    pub stride: (usize, usize),
+    /// Zero padding on each side (rows, columns).
+    pub padding: (usize, usize),
+    /// Dilation (rows, columns), at least 1.
+    pub dilation: (usize, usize),
+    /// Number of channel groups (divides `c_in` and `c_out`).
+    pub groups: usize,
+}
+
+impl ConvGeom {
+    /// Input channels per group.
+    pub fn cin_g(&self) -> usize {
+        self.c_in / self.groups
+    }
+
+    /// Output channels per group.
+    pub fn cout_g(&self) -> usize {
+        self.c_out / self.groups
+    }
+
+    /// Rows of the column matrix: `C_in / groups * kh * kw`.
+    pub fn col_rows(&self) -> usize {
+        self.cin_g() * self.kh * self.kw
+    }
+
+    /// Output positions per channel: `OH * OW`.
+    pub fn out_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Elements of one input image.
+    pub fn in_image(&self) -> usize {
+        self.c_in * self.h * self.w
+    }
+
+    /// Elements of one output image.
+    pub fn out_image(&self) -> usize {
+        self.c_out * self.oh * self.ow
+    }
+
+    /// Whether the column matrix is the input itself (1x1 kernel, stride 1, no padding).
+    pub fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == (1, 1) && self.padding == (0, 0)
+    }
+
+    /// Multiply-adds times 2 of one pass (forward, input or weight gradient).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.n * self.c_out * self.out_plane() * self.col_rows()) as f64
+    }
+}
+
+/// Images per rayon task: the batch split into one contiguous run per thread.
+fn images_per_task(n: usize) -> usize {
+    n.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+/// Output positions `lo..hi` along one axis whose input index `o * s + off - p` lies in
+/// `0..len` (`off` is the kernel tap times the dilation).
+fn valid_range(out: usize, len: usize, s: usize, off: usize, p: usize) -> (usize, usize) {
+    let lo = if p > off { (p - off).div_ceil(s) } else { 0 };
+    let hi = if len + p > off {
+        (len + p - off).div_ceil(s)
+    } else {
+        0
+    };
+    let lo = lo.min(out);
+    (lo, hi.clamp(lo, out))
+}
+
+/// Visits every (column-matrix row, output row) pair that reads the input: calls
+/// `f(col_row, oy, in_offset, x_lo, x_hi)` where the column entries `x_lo..x_hi` of output row
+/// `oy` read input elements `in_offset + (ox - x_lo) * stride_w`. Rows outside the input are
+/// reported once per column-matrix row as `edge(col_row, y_lo, y_hi)` (valid `oy` range).
+#[inline(always)]
+fn for_each_tap(
+    g: &ConvGeom,
+    mut edge: impl FnMut(usize, usize, usize, usize, usize),
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let (sh, sw) = g.stride;
+    let (ph, pw) = g.padding;
+    let (dh, dw) = g.dilation;
+    let mut r = 0;
+    for c in 0..g.cin_g() {
+        let plane = c * g.h * g.w;
+        for ki in 0..g.kh {
+            let (ylo, yhi) = valid_range(g.oh, g.h, sh, ki * dh, ph);
+            for kj in 0..g.kw {
+                let (xlo, xhi) = valid_range(g.ow, g.w, sw, kj * dw, pw);
+                edge(r, ylo, yhi, xlo, xhi);
+                if xlo < xhi {
+                    for oy in ylo..yhi {
+                        let iy = oy * sh + ki * dh - ph;
+                        let ix = xlo * sw + kj * dw - pw;
+                        f(r, oy, plane + iy * g.w + ix, xlo, xhi);
+                    }
+                }
+                r += 1;
+            }
+        }
+    }
+}
+
+/// Unfolds one image group `x` (`[C_in/groups, H, W]`) into `col` (`[K, OH*OW]`), writing zeros
+/// where the kernel reads padding.
+pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
+    let (p, ow, sw) = (g.out_plane(), g.ow, g.stride.1);
+    assert!(
+        col.len() >= g.col_rows() * p,
+        "im2col: column buffer too small"
+    );
+    let col_ptr = col.as_mut_ptr();
+    // Zero the padding border of each column row; interior rows are overwritten below.
+    for_each_tap(
+        g,
+        |r, ylo, yhi, xlo, xhi| {
+            // SAFETY: row r lies inside `col` (r < K and len >= K * P).
+            let row = unsafe { std::slice::from_raw_parts_mut(col_ptr.add(r * p), p) };
+            row[..ylo * ow].fill(T::ZERO);
+            row[yhi * ow..].fill(T::ZERO);
+            for oy in ylo..yhi {
+                let seg = &mut row[oy * ow..(oy + 1) * ow];
+                seg[..xlo].fill(T::ZERO);
+                seg[xhi..].fill(T::ZERO);
+            }
+        },
+        |r, oy, off, xlo, xhi| {
+            // SAFETY: as above; the segment is inside row r.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(col_ptr.add(r * p + oy * ow + xlo), xhi - xlo)
+            };
+            if sw == 1 {
+                dst.copy_from_slice(&x[off..off + dst.len()]);
+            } else {
+                for (k, d) in dst.iter_mut().enumerate() {
+                    *d = x[off + k * sw];
+                }
+            }
+        },
+    );
+}
+
+/// Folds `col` (`[K, OH*OW]`) back onto one image group, adding into `dx` (`[C_in/groups, H, W]`).
+pub fn col2im_add<T: Float>(col: &[T], g: &ConvGeom, dx: &mut [T]) {
+    let (p, ow, sw) = (g.out_plane(), g.ow, g.stride.1);
+    for_each_tap(
+        g,
+        |_, _, _, _, _| {},
+        |r, oy, off, xlo, xhi| {
+            let src = &col[r * p + oy * ow + xlo..r * p + oy * ow + xhi];
+            if sw == 1 {
+                for (d, &s) in dx[off..off + src.len()].iter_mut().zip(src) {
+                    *d += s;
+                }
+            } else {
+                for (k, &s) in src.iter().enumerate() {
+                    dx[off + k * sw] += s;
+                }
+            }
+        },
+    );
+}
+
+/// Column-matrix heights up to which the forward pass multiplies directly instead of calling
+/// the GEMM (whose packing costs more than the arithmetic for such short inner dimensions).
+const SMALL_K: usize = 16;
+
+/// `c [m, p] = a [m, k] · b [k, p]` as `k` vectorisable row updates per output row, for small
+/// `k` (row-major, contiguous; `m = c.len() / p`).
+fn small_k_matmul<T: Float>(a: &[T], b: &[T], k: usize, p: usize, c: &mut [T]) {
+    for (row, ar) in c.chunks_exact_mut(p).zip(a.chunks_exact(k)) {
+        for (y, &x) in row.iter_mut().zip(&b[..p]) {
+            *y = ar[0] * x;
+        }
+        for r in 1..k {
+            let ak = ar[r];
+            for (y, &x) in row.iter_mut().zip(&b[r * p..(r + 1) * p]) {
+                *y += ak * x;
+            }
+        }
+    }
+}
+
+/// Convolution forward: `y = conv(x, w) + bias`, contiguous `[N, C_out, OH, OW]`.
+pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
+    let (out_img, in_img) = (g.out_image(), g.in_image());
+    let mut y = vec![T::ZERO; g.n * out_img];
+    if y.is_empty() {
+        return y;
+    }
+    let (k, p, cin_g, cout_g) = (g.col_rows(), g.out_plane(), g.cin_g(), g.cout_g());
+    let xg_len = cin_g * g.h * g.w;
+    let per = images_per_task(g.n);
+    y.par_chunks_mut(per * out_img)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let mut col = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![T::ZERO; k * p]
+            };
+            for (j, yi) in chunk.chunks_mut(out_img).enumerate() {
+                let n = t * per + j;
+                let xi = &x[n * in_img..(n + 1) * in_img];
+                for grp in 0..g.groups {
+                    let xg = &xi[grp * xg_len..(grp + 1) * xg_len];
+                    let b = if g.is_pointwise() {
+                        xg.as_ptr()
+                    } else {
+                        im2col(xg, g, &mut col);
+                        col.as_ptr()
+                    };
+                    let wg = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
+                    let yg = &mut yi[grp * cout_g * p..(grp + 1) * cout_g * p];
+                    if k <= SMALL_K {
+                        // SAFETY: `b` points at k rows of p elements (the column buffer, or
+                        // the input group, whose planes are p = H*W long when pointwise).
+                        let bs = unsafe { std::slice::from_raw_parts(b, k * p) };
+                        small_k_matmul(wg, bs, k, p, yg);
+                        continue;
+                    }
+                    // SAFETY: wg is [cout_g, k], b is [k, p], yg is [cout_g, p], all row-major
+                    // and in bounds; yg is a fresh buffer distinct from both.
+                    unsafe {
+                        T::gemm(
+                            cout_g,
+                            k,
+                            p,
+                            wg.as_ptr(),
+                            k as isize,
+                            1,
+                            b,
+                            p as isize,
+                            1,
+                            yg.as_mut_ptr(),
+                            p as isize,
+                        )
+                    }
+                }
+                if let Some(bias) = bias {
+                    for (plane, &b) in yi.chunks_mut(p).zip(bias) {
+                        for v in plane {
+                            *v += b;
+                        }
+                    }
+                }
+            }
+        });
+    y
+}
+
+/// Gradient of the input: `dx = conv_transpose(dy, w)`, contiguous `[N, C_in, H, W]`.
+pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    let (out_img, in_img) = (g.out_image(), g.in_image());
+    let mut dx = vec![T::ZERO; g.n * in_img];
+    if dx.is_empty() || out_img == 0 {
+        return dx;
+    }
+    let (k, p, cin_g, cout_g) = (g.col_rows(), g.out_plane(), g.cin_g(), g.cout_g());
+    let xg_len = cin_g * g.h * g.w;
+    let per = images_per_task(g.n);
+    dx.par_chunks_mut(per * in_img)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let mut dcol = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![T::ZERO; k * p]
+            };
+            for (j, dxi) in chunk.chunks_mut(in_img).enumerate() {
+                let n = t * per + j;
+                let dyi = &dy[n * out_img..(n + 1) * out_img];
+                for grp in 0..g.groups {
+                    let dyg = &dyi[grp * cout_g * p..(grp + 1) * cout_g * p];
+                    let wg = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
+                    let dxg = &mut dxi[grp * xg_len..(grp + 1) * xg_len];
+                    let c = if g.is_pointwise() {
+                        dxg.as_mut_ptr()
+                    } else {
+                        dcol.as_mut_ptr()
+                    };
+                    // SAFETY: w_g^T is [k, cout_g] (strides 1, k), dyg is [cout_g, p], the
+                    // destination is [k, p] (k = cin_g and p = H*W when pointwise); distinct.
+                    unsafe {
+                        T::gemm(
+                            k,
+                            cout_g,
+                            p,
+                            wg.as_ptr(),
+                            1,
+                            k as isize,
+                            dyg.as_ptr(),
+                            p as isize,
+                            1,
+                            c,
+                            p as isize,
+                        )
+                    }
+                    if !g.is_pointwise() {
+                        col2im_add(&dcol, g, dxg);
+                    }
+                }
+            }
+        });
+    dx
+}
+
+/// Gradient of the weight: `dw = sum over images of dy · col^T`, contiguous
+/// `[C_out, C_in/groups, kh, kw]`.
+pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
+    let (out_img, in_img) = (g.out_image(), g.in_image());
+    let (k, p, cin_g, cout_g) = (g.col_rows(), g.out_plane(), g.cin_g(), g.cout_g());
+    let wn = g.c_out * k;
+    if g.n == 0 || wn == 0 || p == 0 {
+        return vec![T::ZERO; wn];
+    }
+    let xg_len = cin_g * g.h * g.w;
+    let per = images_per_task(g.n);
+    let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let mut dw = vec![T::ZERO; wn];
+            let mut col = if g.is_pointwise() {
+                Vec::new()
+            } else {
+                vec![T::ZERO; k * p]
+            };
+            for n in t * per..((t + 1) * per).min(g.n) {
+                let xi = &x[n * in_img..(n + 1) * in_img];
+                let dyi = &dy[n * out_img..(n + 1) * out_img];
+                for grp in 0..g.groups {
+                    let xg = &xi[grp * xg_len..(grp + 1) * xg_len];
+                    let b = if g.is_pointwise() {
+                        xg.as_ptr()
+                    } else {
+                        im2col(xg, g, &mut col);
+                        col.as_ptr()
+                    };
+                    let dyg = &dyi[grp * cout_g * p..(grp + 1) * cout_g * p];
+                    let dwg = &mut dw[grp * cout_g * k..(grp + 1) * cout_g * k];
+                    // SAFETY: dyg is [cout_g, p], col^T is [p, k] (strides 1, p), dwg is
+                    // [cout_g, k] in this task's own buffer.
+                    unsafe {
+                        T::gemm_acc(
+                            cout_g,
+                            p,
+                            k,
+                            dyg.as_ptr(),
+                            p as isize,
+                            1,
+                            b,
+                            1,
+                            p as isize,
+                            dwg.as_mut_ptr(),
+                            k as isize,
+                        )
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; wn]);
+    for part in parts {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    dw
+}
+
+/// Sum of 8 interleaved partial sums (vectorisable, fixed order).
+#[inline]
+fn sum8<T: Float>(x: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let chunks = x.chunks_exact(8);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i];
+        }
+    }
+    let mut s = T::ZERO;
+    for a in acc {
+        s += a;
+    }
+    for &r in rem {
+        s += r;
+    }
+    s
+}
+
+/// Gradient of the bias: `db[c] = sum over n, oy, ox of dy[n, c, oy, ox]` for `dy` of shape
+/// `[n, c, plane]`.
+pub fn conv2d_backward_bias<T: Float>(dy: &[T], n: usize, c: usize, plane: usize) -> Vec<T> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut s = T::ZERO;
+            for i in 0..n {
+                s += sum8(&dy[(i * c + ch) * plane..(i * c + ch + 1) * plane]);
+            }
+            s
+        })
+        .collect()
+}

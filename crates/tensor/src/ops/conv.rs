@@ -1,0 +1,256 @@
+//! 2-D convolution (NCHW): `y = conv2d(x, w) + b` with stride, zero padding, dilation and
+//! channel groups, as PyTorch's `F.conv2d`.
+//!
+//! Shapes: input `[N, C_in, H, W]`, weight `[C_out, C_in / groups, kh, kw]`, bias `[C_out]`,
+//! output `[N, C_out, OH, OW]` with `OH = (H + 2 ph - dh (kh - 1) - 1) / sh + 1` (likewise OW).
+//! The forward pass and both backward passes (input and weight gradients) are dedicated
+//! kernels in [`crate::cpu::conv`]; the bias gradient is the sum of the output gradient over
+//! N, OH and OW. Non-contiguous operands are copied to contiguous ones first.
+
+use crate::autograd::BackwardOp;
+use crate::cpu::conv::{
+    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
+};
+use crate::cpu::matmul::Gemm;
+use crate::dtype::Element;
+use crate::error::{invalid, shape_err, Error, Result};
+use crate::ops::{check_float, check_same, unsupported};
+use crate::storage::Storage;
+use crate::{DType, Tensor};
+
+/// Hyper-parameters of [`Tensor::conv2d`]; the default is stride 1, no padding, dilation 1 and
+/// one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    /// Step between output positions (rows, columns); at least 1.
+    pub stride: (usize, usize),
+    /// Zeros added on each side of the input (rows, columns).
+    pub padding: (usize, usize),
+    /// Spacing between kernel taps (rows, columns); at least 1.
+    pub dilation: (usize, usize),
+    /// Channel groups; divides both the input and the output channels.
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+/// The typed slice of a contiguous tensor's elements (the tensor's storage guard is `s`).
+pub(crate) fn typed<'a, T: Element>(
+    op: &'static str,
+    s: &'a Storage,
+    t: &Tensor,
+) -> Result<&'a [T]> {
+    let c = s.cpu(op)?;
+    let v = T::slice(c).ok_or(Error::DTypeMismatch {
+        op,
+        lhs: c.dtype(),
+        rhs: T::DTYPE,
+    })?;
+    let l = t.layout();
+    Ok(&v[l.offset()..l.offset() + l.numel()])
+}
+
+/// A new tensor of `shape` holding `v`.
+pub(crate) fn tensor_of<T: Element>(v: Vec<T>, shape: &[usize]) -> Tensor {
+    Tensor::from_cpu(T::into_storage(v), shape)
+}
+
+/// Checks the operands of a convolution and returns its geometry.
+fn geometry(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: &Conv2dParams) -> Result<ConvGeom> {
+    const OP: &str = "conv2d";
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.len() != 4 {
+        return shape_err(OP, format!("input {xs:?} must be 4-D [N, C, H, W]"));
+    }
+    if ws.len() != 4 {
+        return shape_err(
+            OP,
+            format!("weight {ws:?} must be 4-D [C_out, C_in / groups, kh, kw]"),
+        );
+    }
+    if p.groups == 0 || p.stride.0 == 0 || p.stride.1 == 0 || p.dilation.0 == 0 || p.dilation.1 == 0
+    {
+        return invalid(
+            OP,
+            format!(
+                "groups, stride and dilation must be at least 1, got groups {}, stride {:?}, dilation {:?}",
+                p.groups, p.stride, p.dilation
+            ),
+        );
+    }
+    if ws.contains(&0) {
+        return shape_err(OP, format!("weight {ws:?} has an empty dimension"));
+    }
+    let g = p.groups;
+    if xs[1] % g != 0 || ws[0] % g != 0 {
+        return shape_err(
+            OP,
+            format!(
+                "groups {g} must divide the input channels of {xs:?} and the output channels of weight {ws:?}"
+            ),
+        );
+    }
+    if ws[1] * g != xs[1] {
+        return shape_err(
+            OP,
+            format!(
+                "input {xs:?} has {} channels but weight {ws:?} expects {} (groups {g})",
+                xs[1],
+                ws[1] * g
+            ),
+        );
+    }
+    if let Some(b) = b {
+        if b.shape() != [ws[0]] {
+            return shape_err(
+                OP,
+                format!("bias {:?} must be [{}] for weight {ws:?}", b.shape(), ws[0]),
+            );
+        }
+    }
+    let (kh, kw) = (ws[2], ws[3]);
+    let ekh = p.dilation.0 * (kh - 1) + 1;
+    let ekw = p.dilation.1 * (kw - 1) + 1;
+    let (hp, wp) = (xs[2] + 2 * p.padding.0, xs[3] + 2 * p.padding.1);
+    if hp < ekh || wp < ekw {
+        return shape_err(
+            OP,
+            format!(
+                "input {xs:?} padded by {:?} is {hp}x{wp}, smaller than the kernel of weight {ws:?} with dilation {:?} ({ekh}x{ekw})",
+                p.padding, p.dilation
+            ),
+        );
+    }
+    Ok(ConvGeom {
+        n: xs[0],
+        c_in: xs[1],
+        h: xs[2],
+        w: xs[3],
+        c_out: ws[0],
+        kh,
+        kw,
+        oh: (hp - ekh) / p.stride.0 + 1,
+        ow: (wp - ekw) / p.stride.1 + 1,
+        stride: p.stride,
+        padding: p.padding,
+        dilation: p.dilation,
+        groups: g,
+    })
+}
+
+fn forward<T: Gemm>(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeom) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    let (gx, gw) = (x.read(), w.read());
+    let gb = b.map(|b| b.read());
+    let bias = match (&gb, b) {
+        (Some(s), Some(b)) => Some(typed::<T>(OP, s, b)?),
+        _ => None,
+    };
+    let y = conv2d_forward(typed::<T>(OP, &gx, x)?, typed::<T>(OP, &gw, w)?, bias, g);
+    Ok(tensor_of(y, &[g.n, g.c_out, g.oh, g.ow]))
+}
+
+impl Tensor {
+    /// 2-D convolution of `self` (`[N, C_in, H, W]`) with `weight` (`[C_out, C_in / groups, kh,
+    /// kw]`) plus an optional `bias` (`[C_out]`); f32 or f64. See [`Conv2dParams`].
+    ///
+    /// ```
+    /// # use selfsup_tensor::{Tensor, DType, ops::conv::Conv2dParams};
+    /// let x = Tensor::ones(&[1, 1, 4, 4], DType::F32);
+    /// let w = Tensor::ones(&[2, 1, 3, 3], DType::F32);
+    /// let p = Conv2dParams { padding: (1, 1), ..Default::default() };
+    /// let y = x.conv2d(&w, None, p)?;
+    /// assert_eq!(y.shape(), &[1, 2, 4, 4]);
+    /// assert_eq!(y.to_vec::<f32>()?[0], 4.0);
+    /// # Ok::<(), selfsup_tensor::Error>(())
+    /// ```
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        params: Conv2dParams,
+    ) -> Result<Tensor> {
+        const OP: &str = "conv2d";
+        check_float(OP, self)?;
+        check_same(OP, self, weight)?;
+        if let Some(b) = bias {
+            check_same(OP, self, b)?;
+        }
+        let g = geometry(self, weight, bias, &params)?;
+        let x = self.contiguous()?;
+        let w = weight.contiguous()?;
+        let b = bias.map(|b| b.contiguous()).transpose()?;
+        let y = match x.dtype() {
+            DType::F32 => forward::<f32>(&x, &w, b.as_ref(), &g)?,
+            DType::F64 => forward::<f64>(&x, &w, b.as_ref(), &g)?,
+            d => return Err(unsupported(OP, d)),
+        };
+        let mut inputs = vec![&x, &w];
+        inputs.extend(b.as_ref());
+        Ok(y.attach(&inputs, || Box::new(Conv2dBack { geom: g })))
+    }
+}
+
+/// Backward of [`Tensor::conv2d`]: inputs are the contiguous `[x, w]` or `[x, w, b]`.
+struct Conv2dBack {
+    geom: ConvGeom,
+}
+
+fn backward<T: Gemm>(g: &ConvGeom, inputs: &[Tensor], dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    const OP: &str = "conv2d backward";
+    let (x, w) = (&inputs[0], &inputs[1]);
+    let gdy = dy.read();
+    let dys = typed::<T>(OP, &gdy, dy)?;
+    let dx = if x.requires_grad() {
+        let gw = w.read();
+        let v = conv2d_backward_input(dys, typed::<T>(OP, &gw, w)?, g);
+        Some(tensor_of(v, x.shape()))
+    } else {
+        None
+    };
+    let dw = if w.requires_grad() {
+        let gx = x.read();
+        let v = conv2d_backward_weight(typed::<T>(OP, &gx, x)?, dys, g);
+        Some(tensor_of(v, w.shape()))
+    } else {
+        None
+    };
+    let mut grads = vec![dx, dw];
+    if let Some(b) = inputs.get(2) {
+        grads.push(b.requires_grad().then(|| {
+            tensor_of(
+                conv2d_backward_bias(dys, g.n, g.c_out, g.out_plane()),
+                b.shape(),
+            )
+        }));
+    }
+    Ok(grads)
+}
+
+impl BackwardOp for Conv2dBack {
+    fn name(&self) -> &'static str {
+        "conv2d"
+    }
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let dy = grad.contiguous()?;
+        match dy.dtype() {
+            DType::F32 => backward::<f32>(&self.geom, inputs, &dy),
+            DType::F64 => backward::<f64>(&self.geom, inputs, &dy),
+            d => Err(unsupported("conv2d backward", d)),
+        }
+    }
+}
