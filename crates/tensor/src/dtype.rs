@@ -162,7 +162,7 @@ pub trait Float:
 }
 
 macro_rules! float {
-    ($t:ty, $erf:path) => {
+    ($t:ty, $erf:path, $exp:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -170,7 +170,7 @@ macro_rules! float {
             const INF: Self = <$t>::INFINITY;
             #[inline(always)]
             fn exp(self) -> Self {
-                <$t>::exp(self)
+                $exp(self)
             }
             #[inline(always)]
             fn ln(self) -> Self {
@@ -227,5 +227,5 @@ macro_rules! float {
         }
     };
 }
-float!(f32, libm::erff);
-float!(f64, libm::erf);
+float!(f32, libm::erff, crate::cpu::math::exp_f32);
+float!(f64, libm::erf, f64::exp);

@@ -19,8 +19,14 @@ pub fn forward<T: Float>(
         .par_chunks(c)
         .zip(targets.par_iter())
         .map(|(r, t)| {
-            let m = r.iter().fold(T::NEG_INF, |a, &b| a.max(b));
-            let s: T = r.iter().map(|&v| (v - m).exp()).sum();
+            let (m, s) = super::simd::dispatch(
+                #[inline(always)]
+                || {
+                    let m = super::softmax::lanes_max(r);
+                    let m = if m == T::NEG_INF { T::ZERO } else { m };
+                    (m, super::softmax::lanes_sum_exp(r, m))
+                },
+            );
             let lse = s.ln() + m;
             let loss = match t {
                 None => T::ZERO,
