@@ -9,7 +9,8 @@
 //! - weight gradient: `dw_g [C_out/g, K] += dy_g [C_out/g, P] · col^T`.
 //!
 //! Work is split over the batch into one contiguous run of images per rayon thread; each run
-//! owns one column buffer reused for all of its images. The weight gradient keeps one partial
+//! owns one column buffer reused for all of its images. Images with small output planes are
+//! unfolded side by side into one `[K, B*P]` block so that one GEMM serves `B` images. The weight gradient keeps one partial
 //! sum per run and adds the partials in run order, so it is deterministic for a given thread
 //! count. 1x1 convolutions with stride 1 and no padding use the input as the column matrix.
 
@@ -142,12 +143,13 @@ fn for_each_tap(
     }
 }
 
-/// Unfolds one image group `x` (`[C_in/groups, H, W]`) into `col` (`[K, OH*OW]`), writing zeros
-/// where the kernel reads padding.
-pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
+/// Unfolds one image group `x` (`[C_in/groups, H, W]`) into `col` (`[K, OH*OW]` with row stride
+/// `ld >= OH*OW`, so several images can sit side by side), writing zeros where the kernel reads
+/// padding.
+pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T], ld: usize) {
     let (p, ow, sw) = (g.out_plane(), g.ow, g.stride.1);
     assert!(
-        col.len() >= g.col_rows() * p,
+        ld >= p && col.len() >= (g.col_rows().max(1) - 1) * ld + p,
         "im2col: column buffer too small"
     );
     let col_ptr = col.as_mut_ptr();
@@ -155,8 +157,8 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
     for_each_tap(
         g,
         |r, ylo, yhi, xlo, xhi| {
-            // SAFETY: row r lies inside `col` (r < K and len >= K * P).
-            let row = unsafe { std::slice::from_raw_parts_mut(col_ptr.add(r * p), p) };
+            // SAFETY: row r lies inside `col` (r < K and len >= (K - 1) * ld + P).
+            let row = unsafe { std::slice::from_raw_parts_mut(col_ptr.add(r * ld), p) };
             row[..ylo * ow].fill(T::ZERO);
             row[yhi * ow..].fill(T::ZERO);
             for oy in ylo..yhi {
@@ -168,7 +170,7 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
         |r, oy, off, xlo, xhi| {
             // SAFETY: as above; the segment is inside row r.
             let dst = unsafe {
-                std::slice::from_raw_parts_mut(col_ptr.add(r * p + oy * ow + xlo), xhi - xlo)
+                std::slice::from_raw_parts_mut(col_ptr.add(r * ld + oy * ow + xlo), xhi - xlo)
             };
             if sw == 1 {
                 dst.copy_from_slice(&x[off..off + dst.len()]);
@@ -181,14 +183,15 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T]) {
     );
 }
 
-/// Folds `col` (`[K, OH*OW]`) back onto one image group, adding into `dx` (`[C_in/groups, H, W]`).
-pub fn col2im_add<T: Float>(col: &[T], g: &ConvGeom, dx: &mut [T]) {
-    let (p, ow, sw) = (g.out_plane(), g.ow, g.stride.1);
+/// Folds `col` (`[K, OH*OW]`, row stride `ld`) back onto one image group, adding into `dx`
+/// (`[C_in/groups, H, W]`).
+pub fn col2im_add<T: Float>(col: &[T], g: &ConvGeom, dx: &mut [T], ld: usize) {
+    let (ow, sw) = (g.ow, g.stride.1);
     for_each_tap(
         g,
         |_, _, _, _, _| {},
         |r, oy, off, xlo, xhi| {
-            let src = &col[r * p + oy * ow + xlo..r * p + oy * ow + xhi];
+            let src = &col[r * ld + oy * ow + xlo..r * ld + oy * ow + xhi];
             if sw == 1 {
                 for (d, &s) in dx[off..off + src.len()].iter_mut().zip(src) {
                     *d += s;
@@ -222,6 +225,39 @@ fn small_k_matmul<T: Float>(a: &[T], b: &[T], k: usize, p: usize, c: &mut [T]) {
     }
 }
 
+/// Target number of columns (images x output positions) in one column block: wide enough that
+/// the GEMM amortises its packing, small enough that the block stays in L2.
+const BLOCK_COLS: usize = 768;
+
+/// Images per column block: several images share one GEMM when each has few output positions
+/// (e.g. 7x7 planes), except for pointwise and small-K convolutions, which skip im2col.
+fn images_per_block(g: &ConvGeom, per_task: usize) -> usize {
+    if g.is_pointwise() || g.col_rows() <= SMALL_K {
+        return 1;
+    }
+    (BLOCK_COLS / g.out_plane().max(1)).clamp(1, per_task.max(1))
+}
+
+/// Copies output-gradient planes of images `n0..n0+nb`, channels of group `grp`, into the
+/// block layout `[cout_g, nb * P]`.
+fn gather_dy_block<T: Float>(
+    dy: &[T],
+    g: &ConvGeom,
+    n0: usize,
+    nb: usize,
+    grp: usize,
+    out: &mut [T],
+) {
+    let (p, cout_g, out_img) = (g.out_plane(), g.cout_g(), g.out_image());
+    let cols = nb * p;
+    for j in 0..nb {
+        for co in 0..cout_g {
+            let src = (n0 + j) * out_img + (grp * cout_g + co) * p;
+            out[co * cols + j * p..co * cols + (j + 1) * p].copy_from_slice(&dy[src..src + p]);
+        }
+    }
+}
+
 /// Convolution forward: `y = conv(x, w) + bias`, contiguous `[N, C_out, OH, OW]`.
 pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     let (out_img, in_img) = (g.out_image(), g.in_image());
@@ -232,53 +268,94 @@ pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
     let (k, p, cin_g, cout_g) = (g.col_rows(), g.out_plane(), g.cin_g(), g.cout_g());
     let xg_len = cin_g * g.h * g.w;
     let per = images_per_task(g.n);
+    let bsz = images_per_block(g, per);
     y.par_chunks_mut(per * out_img)
         .enumerate()
         .for_each(|(t, chunk)| {
+            let direct = g.is_pointwise() || k <= SMALL_K;
             let mut col = if g.is_pointwise() {
                 Vec::new()
             } else {
-                vec![T::ZERO; k * p]
+                vec![T::ZERO; k * p * bsz]
             };
-            for (j, yi) in chunk.chunks_mut(out_img).enumerate() {
-                let n = t * per + j;
-                let xi = &x[n * in_img..(n + 1) * in_img];
+            let mut tmp = if direct {
+                Vec::new()
+            } else {
+                vec![T::ZERO; cout_g * p * bsz]
+            };
+            let imgs = chunk.len() / out_img;
+            for j0 in (0..imgs).step_by(bsz) {
+                let nb = bsz.min(imgs - j0);
+                let cols = nb * p;
                 for grp in 0..g.groups {
-                    let xg = &xi[grp * xg_len..(grp + 1) * xg_len];
-                    let b = if g.is_pointwise() {
-                        xg.as_ptr()
-                    } else {
-                        im2col(xg, g, &mut col);
-                        col.as_ptr()
-                    };
                     let wg = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
-                    let yg = &mut yi[grp * cout_g * p..(grp + 1) * cout_g * p];
-                    if k <= SMALL_K {
-                        // SAFETY: `b` points at k rows of p elements (the column buffer, or
-                        // the input group, whose planes are p = H*W long when pointwise).
-                        let bs = unsafe { std::slice::from_raw_parts(b, k * p) };
-                        small_k_matmul(wg, bs, k, p, yg);
+                    for j in 0..nb {
+                        if g.is_pointwise() {
+                            break;
+                        }
+                        let n = t * per + j0 + j;
+                        let xg = &x[n * in_img + grp * xg_len..n * in_img + (grp + 1) * xg_len];
+                        im2col(xg, g, &mut col[j * p..], cols);
+                    }
+                    if direct {
+                        // One image per block here.
+                        let n = t * per + j0;
+                        let yg = &mut chunk[j0 * out_img + grp * cout_g * p
+                            ..j0 * out_img + (grp + 1) * cout_g * p];
+                        let b: &[T] = if g.is_pointwise() {
+                            &x[n * in_img + grp * xg_len..n * in_img + (grp + 1) * xg_len]
+                        } else {
+                            &col[..k * p]
+                        };
+                        if k <= SMALL_K {
+                            small_k_matmul(wg, b, k, p, yg);
+                        } else {
+                            // SAFETY: wg is [cout_g, k], b is [k, p], yg is [cout_g, p]; distinct.
+                            unsafe {
+                                T::gemm(
+                                    cout_g,
+                                    k,
+                                    p,
+                                    wg.as_ptr(),
+                                    k as isize,
+                                    1,
+                                    b.as_ptr(),
+                                    p as isize,
+                                    1,
+                                    yg.as_mut_ptr(),
+                                    p as isize,
+                                )
+                            }
+                        }
                         continue;
                     }
-                    // SAFETY: wg is [cout_g, k], b is [k, p], yg is [cout_g, p], all row-major
-                    // and in bounds; yg is a fresh buffer distinct from both.
+                    // SAFETY: wg is [cout_g, k], col is [k, cols], tmp is [cout_g, cols]; distinct.
                     unsafe {
                         T::gemm(
                             cout_g,
                             k,
-                            p,
+                            cols,
                             wg.as_ptr(),
                             k as isize,
                             1,
-                            b,
-                            p as isize,
+                            col.as_ptr(),
+                            cols as isize,
                             1,
-                            yg.as_mut_ptr(),
-                            p as isize,
+                            tmp.as_mut_ptr(),
+                            cols as isize,
                         )
                     }
+                    for j in 0..nb {
+                        for co in 0..cout_g {
+                            let dst = (j0 + j) * out_img + (grp * cout_g + co) * p;
+                            chunk[dst..dst + p]
+                                .copy_from_slice(&tmp[co * cols + j * p..co * cols + (j + 1) * p]);
+                        }
+                    }
                 }
-                if let Some(bias) = bias {
+            }
+            if let Some(bias) = bias {
+                for yi in chunk.chunks_mut(out_img) {
                     for (plane, &b) in yi.chunks_mut(p).zip(bias) {
                         for v in plane {
                             *v += b;
@@ -300,45 +377,69 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
     let (k, p, cin_g, cout_g) = (g.col_rows(), g.out_plane(), g.cin_g(), g.cout_g());
     let xg_len = cin_g * g.h * g.w;
     let per = images_per_task(g.n);
+    let bsz = if g.is_pointwise() {
+        1
+    } else {
+        images_per_block(g, per).max(1)
+    };
     dx.par_chunks_mut(per * in_img)
         .enumerate()
         .for_each(|(t, chunk)| {
             let mut dcol = if g.is_pointwise() {
                 Vec::new()
             } else {
-                vec![T::ZERO; k * p]
+                vec![T::ZERO; k * p * bsz]
             };
-            for (j, dxi) in chunk.chunks_mut(in_img).enumerate() {
-                let n = t * per + j;
-                let dyi = &dy[n * out_img..(n + 1) * out_img];
+            let mut dyb = vec![T::ZERO; cout_g * p * bsz];
+            let imgs = chunk.len() / in_img;
+            for j0 in (0..imgs).step_by(bsz) {
+                let nb = bsz.min(imgs - j0);
+                let cols = nb * p;
                 for grp in 0..g.groups {
-                    let dyg = &dyi[grp * cout_g * p..(grp + 1) * cout_g * p];
                     let wg = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
-                    let dxg = &mut dxi[grp * xg_len..(grp + 1) * xg_len];
-                    let c = if g.is_pointwise() {
-                        dxg.as_mut_ptr()
-                    } else {
-                        dcol.as_mut_ptr()
-                    };
-                    // SAFETY: w_g^T is [k, cout_g] (strides 1, k), dyg is [cout_g, p], the
-                    // destination is [k, p] (k = cin_g and p = H*W when pointwise); distinct.
+                    gather_dy_block(dy, g, t * per + j0, nb, grp, &mut dyb);
+                    if g.is_pointwise() {
+                        let dxg = &mut chunk
+                            [j0 * in_img + grp * xg_len..j0 * in_img + (grp + 1) * xg_len];
+                        // SAFETY: w_g^T is [k, cout_g] (strides 1, k), dyb is [cout_g, p], dxg is
+                        // [k, p] (k = cin_g, p = H*W when pointwise); distinct.
+                        unsafe {
+                            T::gemm(
+                                k,
+                                cout_g,
+                                p,
+                                wg.as_ptr(),
+                                1,
+                                k as isize,
+                                dyb.as_ptr(),
+                                p as isize,
+                                1,
+                                dxg.as_mut_ptr(),
+                                p as isize,
+                            )
+                        }
+                        continue;
+                    }
+                    // SAFETY: w_g^T is [k, cout_g], dyb is [cout_g, cols], dcol is [k, cols]; distinct.
                     unsafe {
                         T::gemm(
                             k,
                             cout_g,
-                            p,
+                            cols,
                             wg.as_ptr(),
                             1,
                             k as isize,
-                            dyg.as_ptr(),
-                            p as isize,
+                            dyb.as_ptr(),
+                            cols as isize,
                             1,
-                            c,
-                            p as isize,
+                            dcol.as_mut_ptr(),
+                            cols as isize,
                         )
                     }
-                    if !g.is_pointwise() {
-                        col2im_add(&dcol, g, dxg);
+                    for j in 0..nb {
+                        let dxg = &mut chunk[(j0 + j) * in_img + grp * xg_len
+                            ..(j0 + j) * in_img + (grp + 1) * xg_len];
+                        col2im_add(&dcol[j * p..], g, dxg, cols);
                     }
                 }
             }
@@ -349,7 +450,7 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
 /// Gradient of the weight: `dw = sum over images of dy · col^T`, contiguous
 /// `[C_out, C_in/groups, kh, kw]`.
 pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T> {
-    let (out_img, in_img) = (g.out_image(), g.in_image());
+    let in_img = g.in_image();
     let (k, p, cin_g, cout_g) = (g.col_rows(), g.out_plane(), g.cin_g(), g.cout_g());
     let wn = g.c_out * k;
     if g.n == 0 || wn == 0 || p == 0 {
@@ -357,6 +458,11 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
     }
     let xg_len = cin_g * g.h * g.w;
     let per = images_per_task(g.n);
+    let bsz = if g.is_pointwise() {
+        1
+    } else {
+        images_per_block(g, per).max(1)
+    };
     let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per))
         .into_par_iter()
         .map(|t| {
@@ -364,34 +470,39 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
             let mut col = if g.is_pointwise() {
                 Vec::new()
             } else {
-                vec![T::ZERO; k * p]
+                vec![T::ZERO; k * p * bsz]
             };
-            for n in t * per..((t + 1) * per).min(g.n) {
-                let xi = &x[n * in_img..(n + 1) * in_img];
-                let dyi = &dy[n * out_img..(n + 1) * out_img];
+            let mut dyb = vec![T::ZERO; cout_g * p * bsz];
+            let (n_lo, n_hi) = (t * per, ((t + 1) * per).min(g.n));
+            for n0 in (n_lo..n_hi).step_by(bsz) {
+                let nb = bsz.min(n_hi - n0);
+                let cols = nb * p;
                 for grp in 0..g.groups {
-                    let xg = &xi[grp * xg_len..(grp + 1) * xg_len];
                     let b = if g.is_pointwise() {
-                        xg.as_ptr()
+                        x[n0 * in_img + grp * xg_len..].as_ptr()
                     } else {
-                        im2col(xg, g, &mut col);
+                        for j in 0..nb {
+                            let xg = &x[(n0 + j) * in_img + grp * xg_len
+                                ..(n0 + j) * in_img + (grp + 1) * xg_len];
+                            im2col(xg, g, &mut col[j * p..], cols);
+                        }
                         col.as_ptr()
                     };
-                    let dyg = &dyi[grp * cout_g * p..(grp + 1) * cout_g * p];
+                    gather_dy_block(dy, g, n0, nb, grp, &mut dyb);
                     let dwg = &mut dw[grp * cout_g * k..(grp + 1) * cout_g * k];
-                    // SAFETY: dyg is [cout_g, p], col^T is [p, k] (strides 1, p), dwg is
-                    // [cout_g, k] in this task's own buffer.
+                    // SAFETY: dyb is [cout_g, cols], the column block transposed is [cols, k]
+                    // (strides 1, cols), dwg is [cout_g, k] in this task's own buffer.
                     unsafe {
                         T::gemm_acc(
                             cout_g,
-                            p,
+                            cols,
                             k,
-                            dyg.as_ptr(),
-                            p as isize,
+                            dyb.as_ptr(),
+                            cols as isize,
                             1,
                             b,
                             1,
-                            p as isize,
+                            cols as isize,
                             dwg.as_mut_ptr(),
                             k as isize,
                         )
