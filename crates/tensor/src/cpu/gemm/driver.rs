@@ -74,10 +74,11 @@ fn with_scratch<R>(
     r
 }
 
-/// Runs `f(0..count)`, in parallel on the current rayon pool when `count > 1`.
-fn for_each_task(count: usize, f: impl Fn(usize) + Send + Sync) {
-    if count == 1 {
-        f(0);
+/// Runs `f(0..count)`: inline on this thread when `threads == 1` (no rayon round trip, which
+/// from outside the pool would cost a cross-thread hand-off), else on the current rayon pool.
+fn for_each_task(threads: usize, count: usize, f: impl Fn(usize) + Send + Sync) {
+    if threads == 1 || count == 1 {
+        (0..count).for_each(f);
     } else {
         (0..count).into_par_iter().for_each(f);
     }
@@ -127,7 +128,7 @@ pub(super) unsafe fn gemm(
 
             // Phase 1: pack this column block of B, every k block, split by slivers.
             let b_parts = threads.min(n_sl);
-            for_each_task(b_parts, |t| {
+            for_each_task(threads, b_parts, |t| {
                 let (s0, s1) = split(n_sl, b_parts, t);
                 let cols = (s1 * NR).min(nc) - s0 * NR;
                 for p0 in (0..k).step_by(KC) {
@@ -152,7 +153,7 @@ pub(super) unsafe fn gemm(
                 .saturating_mul(threads)
                 .min(m_sl);
             let n_parts = threads.div_ceil(m_parts).min(n_sl);
-            for_each_task(m_parts * n_parts, |t| {
+            for_each_task(threads, m_parts * n_parts, |t| {
                 let (is0, is1) = split(m_sl, m_parts, t / n_parts);
                 let (js0, js1) = split(n_sl, n_parts, t % n_parts);
                 let i0 = is0 * MR;

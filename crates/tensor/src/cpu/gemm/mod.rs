@@ -19,7 +19,7 @@ mod tests;
 
 /// `m·n·k` below which packing overhead dominates and `matrixmultiply` is faster.
 #[cfg(target_arch = "x86_64")]
-const PACKED_MIN_VOLUME: usize = 48 * 48 * 48;
+const PACKED_MIN_VOLUME: usize = 8 * 8 * 8;
 
 /// Whether the CPU supports AVX-512F (detected once).
 #[cfg(target_arch = "x86_64")]
