@@ -7,6 +7,7 @@ pub mod conv;
 pub mod index;
 pub mod loss;
 pub mod matmul;
+pub mod optim;
 pub mod pool;
 pub mod random;
 pub mod reduce;

@@ -1,0 +1,272 @@
+//! Fused, in-place optimiser updates: one pass over each parameter that reads its gradient and
+//! state and writes the new values into the same buffers (no temporaries, no graph).
+//! The `nn` optimisers call these; the CUDA backend adds one kernel per step type.
+
+use crate::error::{shape_err, Result};
+use crate::storage::CpuStorage;
+use crate::Tensor;
+use rayon::prelude::*;
+
+/// Hyper-parameters of one Adam/AdamW step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// Weight decay: decoupled (AdamW, `p -= lr * wd * p`) or added to the gradient (Adam).
+    pub weight_decay: f64,
+    /// Whether the weight decay is decoupled (AdamW).
+    pub decoupled: bool,
+    /// 1-based step number, for bias correction.
+    pub step: u64,
+}
+
+const PAR: usize = 1 << 15;
+
+/// Checks that every tensor is a contiguous f32/f64 buffer of the parameter's shape and dtype.
+fn check(op: &'static str, p: &Tensor, others: &[&Tensor]) -> Result<()> {
+    for t in std::iter::once(p).chain(others.iter().copied()) {
+        if t.shape() != p.shape() || t.dtype() != p.dtype() {
+            return shape_err(
+                op,
+                format!(
+                    "state of shape {:?} ({:?}) does not match parameter {:?} ({:?})",
+                    t.shape(),
+                    t.dtype(),
+                    p.shape(),
+                    p.dtype()
+                ),
+            );
+        }
+        if !t.is_contiguous() || t.layout().offset() != 0 {
+            return shape_err(
+                op,
+                format!(
+                    "needs contiguous buffers; got a strided view of shape {:?}",
+                    t.shape()
+                ),
+            );
+        }
+        crate::ops::check_float(op, t)?;
+    }
+    for (i, a) in others.iter().enumerate() {
+        if a.same_storage(p) || others[i + 1..].iter().any(|b| b.same_storage(a)) {
+            return shape_err(op, "parameter, gradient and state must be distinct buffers");
+        }
+    }
+    Ok(())
+}
+
+fn adam_kernel<T: crate::Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], h: &AdamStep) {
+    let (b1, b2) = (T::c(h.beta1), T::c(h.beta2));
+    let bc1 = 1.0 - h.beta1.powi(h.step.min(i32::MAX as u64) as i32);
+    let bc2 = 1.0 - h.beta2.powi(h.step.min(i32::MAX as u64) as i32);
+    let step_size = T::c(h.lr / bc1);
+    let inv_sqrt_bc2 = T::c(1.0 / bc2.sqrt());
+    let eps = T::c(h.eps);
+    let decay = T::c(if h.decoupled {
+        1.0 - h.lr * h.weight_decay
+    } else {
+        1.0
+    });
+    let l2 = T::c(if h.decoupled { 0.0 } else { h.weight_decay });
+    let body = |(((p, g), m), v): (((&mut [T], &[T]), &mut [T]), &mut [T])| {
+        for i in 0..p.len() {
+            let gi = g[i] + l2 * p[i];
+            m[i] = b1 * m[i] + (T::ONE - b1) * gi;
+            v[i] = b2 * v[i] + (T::ONE - b2) * gi * gi;
+            p[i] = p[i] * decay - step_size * m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps);
+        }
+    };
+    if p.len() >= PAR {
+        p.par_chunks_mut(PAR)
+            .zip(g.par_chunks(PAR))
+            .zip(m.par_chunks_mut(PAR))
+            .zip(v.par_chunks_mut(PAR))
+            .for_each(body);
+    } else {
+        body((((p, g), m), v));
+    }
+}
+
+fn sgd_kernel<T: crate::Float>(
+    p: &mut [T],
+    g: &[T],
+    buf: Option<&mut [T]>,
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    wd: f64,
+    nesterov: bool,
+    first: bool,
+) {
+    let (lr, mu, damp, wd) = (T::c(lr), T::c(momentum), T::c(1.0 - dampening), T::c(wd));
+    match buf {
+        None => {
+            for (p, &g) in p.iter_mut().zip(g) {
+                *p = *p - lr * (g + wd * *p);
+            }
+        }
+        Some(b) => {
+            for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
+                let d = g + wd * *p;
+                *b = if first { d } else { mu * *b + damp * d };
+                let upd = if nesterov { d + mu * *b } else { *b };
+                *p = *p - lr * upd;
+            }
+        }
+    }
+}
+
+impl Tensor {
+    /// One Adam (or AdamW) step in place: updates `self` (a parameter), and the moment buffers
+    /// `m` and `v`, from `grad`, in one fused pass. All four must be distinct contiguous buffers
+    /// of the same shape and float dtype. Matches PyTorch's `Adam`/`AdamW` update.
+    pub fn adam_step_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, h: &AdamStep) -> Result<()> {
+        check("adam_step_", self, &[grad, m, v])?;
+        let (mut pw, gr, mut mw, mut vw) = (self.write(), grad.read(), m.write(), v.write());
+        match (
+            pw.cpu_mut("adam_step_")?,
+            gr.cpu("adam_step_")?,
+            mw.cpu_mut("adam_step_")?,
+            vw.cpu_mut("adam_step_")?,
+        ) {
+            (CpuStorage::F32(p), CpuStorage::F32(g), CpuStorage::F32(m), CpuStorage::F32(v)) => {
+                adam_kernel(p, g, m, v, h)
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g), CpuStorage::F64(m), CpuStorage::F64(v)) => {
+                adam_kernel(p, g, m, v, h)
+            }
+            (p, ..) => return Err(crate::ops::unsupported("adam_step_", p.dtype())),
+        }
+        Ok(())
+    }
+
+    /// One SGD step in place (PyTorch semantics): `d = grad + wd * p`; with momentum,
+    /// `buf = first ? d : momentum * buf + (1 - dampening) * d` and `p -= lr * (nesterov ?
+    /// d + momentum * buf : buf)`; without, `p -= lr * d`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgd_step_(
+        &self,
+        grad: &Tensor,
+        momentum_buf: Option<&Tensor>,
+        lr: f64,
+        momentum: f64,
+        dampening: f64,
+        weight_decay: f64,
+        nesterov: bool,
+        first: bool,
+    ) -> Result<()> {
+        let others: Vec<&Tensor> = std::iter::once(grad).chain(momentum_buf).collect();
+        check("sgd_step_", self, &others)?;
+        let mut pw = self.write();
+        let gr = grad.read();
+        let mut bw = momentum_buf.map(|b| b.write());
+        let bslice = bw.as_mut().map(|b| b.cpu_mut("sgd_step_")).transpose()?;
+        match (pw.cpu_mut("sgd_step_")?, gr.cpu("sgd_step_")?, bslice) {
+            (CpuStorage::F32(p), CpuStorage::F32(g), b) => {
+                let b = b.and_then(|b| b.as_mut_slice_f32());
+                sgd_kernel(
+                    p,
+                    g,
+                    b,
+                    lr,
+                    momentum,
+                    dampening,
+                    weight_decay,
+                    nesterov,
+                    first,
+                )
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g), b) => {
+                let b = b.and_then(|b| b.as_mut_slice_f64());
+                sgd_kernel(
+                    p,
+                    g,
+                    b,
+                    lr,
+                    momentum,
+                    dampening,
+                    weight_decay,
+                    nesterov,
+                    first,
+                )
+            }
+            (p, ..) => return Err(crate::ops::unsupported("sgd_step_", p.dtype())),
+        }
+        Ok(())
+    }
+}
+
+impl CpuStorage {
+    fn as_mut_slice_f32(&mut self) -> Option<&mut [f32]> {
+        match self {
+            CpuStorage::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+    fn as_mut_slice_f64(&mut self) -> Option<&mut [f64]> {
+        match self {
+            CpuStorage::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adamw_step_matches_hand_computation() {
+        let p = Tensor::from_vec(vec![1.0f64, -2.0], &[2]).unwrap();
+        let g = Tensor::from_vec(vec![0.5f64, 0.25], &[2]).unwrap();
+        let (m, v) = (p.zeros_like(), p.zeros_like());
+        let h = AdamStep {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decoupled: true,
+            step: 1,
+        };
+        p.adam_step_(&g, &m, &v, &h).unwrap();
+        // Step 1: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps) = lr * sign(g).
+        let want = [
+            1.0 * (1.0 - 0.1 * 0.01) - 0.1 * 0.5 / (0.5 + 1e-8),
+            -2.0 * (1.0 - 0.1 * 0.01) - 0.1 * 0.25 / (0.25 + 1e-8),
+        ];
+        let got = p.to_vec::<f64>().unwrap();
+        assert!(
+            (got[0] - want[0]).abs() < 1e-12 && (got[1] - want[1]).abs() < 1e-12,
+            "{got:?}"
+        );
+        assert!((m.to_vec::<f64>().unwrap()[0] - 0.05).abs() < 1e-15);
+        assert!(p
+            .adam_step_(&g, &m, &m, &h)
+            .unwrap_err()
+            .to_string()
+            .contains("distinct"));
+    }
+
+    #[test]
+    fn sgd_momentum_nesterov_matches_hand_computation() {
+        let p = Tensor::from_vec(vec![1.0f32], &[1]).unwrap();
+        let g = Tensor::from_vec(vec![2.0f32], &[1]).unwrap();
+        let b = p.zeros_like();
+        p.sgd_step_(&g, Some(&b), 0.1, 0.9, 0.0, 0.0, true, true)
+            .unwrap();
+        // buf = 2, update = 2 + 0.9 * 2 = 3.8, p = 1 - 0.38.
+        assert!((p.to_vec::<f32>().unwrap()[0] - 0.62).abs() < 1e-6);
+        p.sgd_step_(&g, Some(&b), 0.1, 0.9, 0.0, 0.0, false, false)
+            .unwrap();
+        // buf = 0.9 * 2 + 2 = 3.8, p = 0.62 - 0.38.
+        assert!((p.to_vec::<f32>().unwrap()[0] - 0.24).abs() < 1e-6);
+    }
+}
