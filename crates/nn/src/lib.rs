@@ -1,1 +1,45 @@
-//! `selfsup-nn`: modules, initialisers, optimisers, schedules and checkpoints (issue 3; not built yet).
+//! `selfsup-nn`: modules, initialisers, optimisers, schedules and checkpoints on top of
+//! `selfsup-tensor`.
+//!
+//! - [`Module`]: parameters and buffers by dotted PyTorch-style names, train/eval mode;
+//!   [`Layer`] for one-tensor layers and [`Sequential`] to chain them.
+//! - Layers: [`Linear`], [`LayerNorm`], [`BatchNorm`], [`Embedding`], [`Dropout`],
+//!   [`Activation`], [`Mlp`], [`MultiHeadAttention`], [`TransformerBlock`], positional
+//!   embeddings, [`ClassificationHead`].
+//! - [`init`]: Kaiming, Xavier, truncated normal, all from a [`selfsup_tensor::Generator`].
+//! - [`optim`]: SGD, Adam, AdamW, LARS with parameter groups, freezing and gradient clipping;
+//!   [`schedule`]: learning-rate and EMA momentum schedules, [`schedule::ema_update`].
+//! - [`checkpoint`]: safetensors checkpoints with atomic writes and strict, named loading.
+//!
+//! Parameters are leaf tensors (`requires_grad_()`); optimisers and EMA update them in place
+//! with `assign` under `no_grad`.
+//!
+//! ```
+//! use selfsup_nn::{Activation, Linear, Module, Sequential};
+//! use selfsup_tensor::{DType, Generator, Tensor};
+//! let mut g = Generator::new(0);
+//! let net = Sequential::new()
+//!     .push(Linear::new(2, 8, true, DType::F32, &mut g)?)
+//!     .push(Activation::Relu)
+//!     .push(Linear::new(8, 1, true, DType::F32, &mut g)?);
+//! assert_eq!(net.params()[0].0, "0.weight");
+//! let x = Tensor::randn(&[16, 2], 0.0, 1.0, DType::F32, &mut g)?;
+//! let loss = net.forward(&x)?.sqr()?.mean_all()?;
+//! loss.backward()?;
+//! # Ok::<(), selfsup_nn::NnError>(())
+//! ```
+
+pub mod activation;
+pub mod error;
+pub mod init;
+pub mod linear;
+pub mod module;
+pub mod norm;
+pub mod sequential;
+
+pub use activation::{Activation, Dropout};
+pub use error::{NnError, Result};
+pub use linear::Linear;
+pub use module::{join, Layer, Module};
+pub use norm::{BatchNorm, LayerNorm};
+pub use sequential::Sequential;
