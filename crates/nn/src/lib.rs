@@ -30,16 +30,24 @@
 //! ```
 
 pub mod activation;
+pub mod attention;
+pub mod embedding;
 pub mod error;
 pub mod init;
 pub mod linear;
+pub mod mlp;
 pub mod module;
 pub mod norm;
 pub mod sequential;
+pub mod transformer;
 
 pub use activation::{Activation, Dropout};
+pub use attention::{causal_mask, MultiHeadAttention};
+pub use embedding::{sinusoidal_positions, Embedding, LearnedPositionalEmbedding};
 pub use error::{NnError, Result};
 pub use linear::Linear;
+pub use mlp::{Mlp, MlpConfig};
 pub use module::{join, Layer, Module};
 pub use norm::{BatchNorm, LayerNorm};
 pub use sequential::Sequential;
+pub use transformer::{ClassificationHead, Pooling, TransformerBlock};
