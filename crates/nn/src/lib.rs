@@ -15,7 +15,7 @@
 //! with `assign` under `no_grad`.
 //!
 //! ```
-//! use selfsup_nn::{Activation, Linear, Module, Sequential};
+//! use selfsup_nn::{optim::{Optimizer, Sgd, SgdConfig}, Activation, Linear, Module, Sequential};
 //! use selfsup_tensor::{DType, Generator, Tensor};
 //! let mut g = Generator::new(0);
 //! let net = Sequential::new()
@@ -23,9 +23,12 @@
 //!     .push(Activation::Relu)
 //!     .push(Linear::new(8, 1, true, DType::F32, &mut g)?);
 //! assert_eq!(net.params()[0].0, "0.weight");
+//! let mut opt = Sgd::new(net.params(), SgdConfig { lr: 0.1, ..Default::default() });
 //! let x = Tensor::randn(&[16, 2], 0.0, 1.0, DType::F32, &mut g)?;
 //! let loss = net.forward(&x)?.sqr()?.mean_all()?;
 //! loss.backward()?;
+//! opt.step()?;
+//! opt.zero_grad();
 //! # Ok::<(), selfsup_nn::NnError>(())
 //! ```
 
@@ -38,6 +41,8 @@ pub mod linear;
 pub mod mlp;
 pub mod module;
 pub mod norm;
+pub mod optim;
+pub mod schedule;
 pub mod sequential;
 pub mod transformer;
 
