@@ -109,6 +109,17 @@ impl Module for Dropout {
     fn set_train(&mut self, train: bool) {
         self.train = train;
     }
+    fn visit_rng(&self, prefix: &str, f: &mut dyn FnMut(String, (u64, u64))) {
+        f(
+            crate::module::join(prefix, "generator"),
+            self.generator_state(),
+        );
+    }
+    fn load_rng(&self, prefix: &str, states: &std::collections::HashMap<String, (u64, u64)>) {
+        if let Some(s) = states.get(&crate::module::join(prefix, "generator")) {
+            self.set_generator_state(*s);
+        }
+    }
 }
 
 impl Layer for Dropout {

@@ -34,6 +34,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod checkpoint;
 pub mod embedding;
 pub mod error;
 pub mod init;

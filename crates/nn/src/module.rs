@@ -33,6 +33,14 @@ pub trait Module {
     /// statistics). None by default.
     fn visit_buffers(&self, _prefix: &str, _f: &mut dyn FnMut(String, &Tensor)) {}
 
+    /// Calls `f` with the `(seed, offset)` state of every random generator the module owns
+    /// (dropout), so that checkpoints can resume the exact random stream. None by default.
+    fn visit_rng(&self, _prefix: &str, _f: &mut dyn FnMut(String, (u64, u64))) {}
+
+    /// Restores generator states by name, as produced by [`Module::visit_rng`]; names not found
+    /// are ignored. Does nothing by default.
+    fn load_rng(&self, _prefix: &str, _states: &HashMap<String, (u64, u64)>) {}
+
     /// Switches training (`true`) or evaluation (`false`) behaviour. Does nothing by default.
     fn set_train(&mut self, _train: bool) {}
 

@@ -64,6 +64,16 @@ impl Module for Sequential {
             l.visit_buffers(&join(prefix, &i.to_string()), f);
         }
     }
+    fn visit_rng(&self, prefix: &str, f: &mut dyn FnMut(String, (u64, u64))) {
+        for (i, l) in self.layers.iter().enumerate() {
+            l.visit_rng(&join(prefix, &i.to_string()), f);
+        }
+    }
+    fn load_rng(&self, prefix: &str, states: &std::collections::HashMap<String, (u64, u64)>) {
+        for (i, l) in self.layers.iter().enumerate() {
+            l.load_rng(&join(prefix, &i.to_string()), states);
+        }
+    }
     fn set_train(&mut self, train: bool) {
         for l in &mut self.layers {
             l.set_train(train);
