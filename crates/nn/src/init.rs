@@ -127,7 +127,8 @@ pub fn trunc_normal(
     dtype: DType,
     g: &mut Generator,
 ) -> Result<Tensor> {
-    if !(lo < hi) || !(std > 0.0) || mean + 6.0 * std < lo || mean - 6.0 * std > hi {
+    let valid = lo < hi && std > 0.0 && mean + 6.0 * std >= lo && mean - 6.0 * std <= hi;
+    if !valid {
         return config(format!(
             "trunc_normal: bounds [{lo}, {hi}] must be ordered and within 6 std of the mean {mean} (std {std} > 0)"
         ));

@@ -32,6 +32,10 @@
 //! # Ok::<(), selfsup_nn::NnError>(())
 //! ```
 
+#![warn(missing_docs)]
+// `usize::is_multiple_of` needs Rust 1.87; the workspace supports 1.85.
+#![allow(unknown_lints, clippy::manual_is_multiple_of)]
+
 pub mod activation;
 pub mod attention;
 pub mod checkpoint;

@@ -75,6 +75,42 @@ pub trait Module {
         self.set_train(false);
     }
 
+    /// Copies the values of every parameter and buffer of `src` into the same-named tensors of
+    /// `self`, in place under `no_grad` (e.g. to initialise an EMA target network from the
+    /// online one). Both modules must have the same names and shapes.
+    fn copy_from(&self, src: &dyn Module) -> Result<()> {
+        let _g = selfsup_tensor::no_grad();
+        let mut theirs: HashMap<String, Tensor> = src.params().into_iter().collect();
+        theirs.extend(src.buffers());
+        let mut mine = self.params();
+        mine.extend(self.buffers());
+        let mut problems = Vec::new();
+        for (n, t) in &mine {
+            match theirs.remove(n) {
+                Some(s) if s.shape() == t.shape() => {}
+                Some(s) => problems.push(format!("{n}: shape {:?} vs {:?}", s.shape(), t.shape())),
+                None => problems.push(format!("{n}: missing in the source")),
+            }
+        }
+        problems.extend(
+            theirs
+                .keys()
+                .map(|n| format!("{n}: not in the destination")),
+        );
+        if !problems.is_empty() {
+            problems.sort();
+            return config(format!("copy_from: {}", problems.join("; ")));
+        }
+        let src_all: HashMap<String, Tensor> =
+            src.params().into_iter().chain(src.buffers()).collect();
+        for (n, t) in &mine {
+            if let Some(s) = src_all.get(n) {
+                t.assign(&s.detach())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces parameters by name with the given tensors (the tensors themselves, not copies:
     /// gradients then flow to them). Every name must exist and keep its shape.
     fn replace_params(&mut self, new: &[(String, Tensor)]) -> Result<()> {

@@ -161,7 +161,7 @@ pub(crate) fn norm(t: &Tensor) -> Result<f64> {
 /// `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)` when below 1). Returns the norm before
 /// clipping.
 pub fn clip_grad_norm(params: &[(String, Tensor)], max_norm: f64) -> Result<f64> {
-    if !(max_norm > 0.0) {
+    if max_norm.is_nan() || max_norm <= 0.0 {
         return config(format!(
             "clip_grad_norm: max_norm {max_norm} must be positive"
         ));
