@@ -300,15 +300,17 @@ pub fn load_checkpoint(
         .iter()
         .map(|(k, v)| Ok((k.clone(), view_to_tensor(path, k, v)?)))
         .collect::<Result<_>>()?;
+    // The optimiser first: its load validates names and changes nothing on failure.
+    if let Some(opt) = optimizer {
+        let step = parse_u64(path, &meta, "optim_step")?;
+        opt.load_state(optim_state)?;
+        opt.set_step_count(step);
+    }
     {
         let _g = no_grad();
         for (t, src) in &loaded {
             t.assign(src)?;
         }
-    }
-    if let Some(opt) = optimizer {
-        opt.load_state(optim_state)?;
-        opt.set_step_count(parse_u64(path, &meta, "optim_step")?);
     }
     let mut state = TrainState {
         step: parse_u64(path, &meta, "step")?,

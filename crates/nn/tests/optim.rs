@@ -361,3 +361,46 @@ fn ema_update_moves_target_towards_online() {
     close(&vals(&t), &[1.5, 3.0]);
     assert!(ema_update(&[("w".into(), t.clone())], &[("v".into(), o)], 0.5).is_err());
 }
+
+#[test]
+fn adam_counts_steps_per_parameter() {
+    let a = param(&[1.0], &[1]);
+    let b = param(&[1.0], &[1]);
+    let cfg = AdamConfig {
+        lr: 0.1,
+        ..Default::default()
+    };
+    let mut opt = Adam::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())], cfg);
+    a.set_grad(Some(Tensor::from_slice(&[1.0f64], &[1]).unwrap()));
+    opt.step().unwrap();
+    opt.zero_grad();
+    b.set_grad(Some(Tensor::from_slice(&[1.0f64], &[1]).unwrap()));
+    opt.step().unwrap();
+    // b's first update is a full first step (bias-corrected with t = 1), whatever the global count.
+    close(&vals(&b), &[1.0 - 0.1 / (1.0 + 1e-8)]);
+    assert_eq!(opt.state()["b.step"].to_vec::<i64>().unwrap(), vec![1]);
+    assert_eq!(opt.state()["a.step"].to_vec::<i64>().unwrap(), vec![1]);
+    assert_eq!(opt.step_count(), 2);
+    // State for an unknown parameter is refused.
+    let bad = vec![("c.exp_avg".to_string(), Tensor::zeros(&[1], DType::F64))];
+    assert!(opt.load_state(bad).is_err());
+}
+
+#[test]
+fn set_train_reaches_nested_layers() {
+    let mut g = Generator::new(1);
+    let mut net = Sequential::new()
+        .push(Linear::new(2, 3, true, DType::F64, &mut g).unwrap())
+        .push(selfsup_nn::BatchNorm::new_1d(3, true, DType::F64));
+    let x = Tensor::randn(&[4, 2], 0.0, 1.0, DType::F64, &mut g).unwrap();
+    net.forward(&x).unwrap();
+    let names: Vec<String> = net.buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["1.running_mean", "1.running_var", "1.num_batches_tracked"]
+    );
+    net.eval();
+    let before = vals(&net.buffers()[0].1);
+    net.forward(&x).unwrap();
+    assert_eq!(vals(&net.buffers()[0].1), before);
+}

@@ -48,7 +48,8 @@ impl AdamConfig {
 }
 
 /// Adam / AdamW: `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g^2`,
-/// `p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`.
+/// `p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)`, with `t` counted per
+/// parameter (state slot `{param}.step`, an i64 scalar).
 #[derive(Debug)]
 pub struct Adam {
     groups: Vec<ParamGroup>,
@@ -100,11 +101,19 @@ impl Optimizer for Adam {
         let _g = no_grad();
         self.step += 1;
         let (b1, b2) = self.cfg.betas;
-        let t = self.step as i32;
-        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         for group in &self.groups {
             for (name, p) in &group.params {
                 let Some(mut g) = grad_of(p)? else { continue };
+                // Per-parameter step count (as PyTorch): a parameter that received no gradient
+                // on some steps keeps its own bias correction.
+                let step_key = format!("{name}.step");
+                let t = match self.state.get(&step_key) {
+                    Some(s) => s.to_vec::<i64>()?.first().copied().unwrap_or(0) + 1,
+                    None => 1,
+                };
+                self.state.insert(step_key, Tensor::from_vec(vec![t], &[])?);
+                let t = t.min(i32::MAX as i64) as i32;
+                let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
                 let wd = group.weight_decay;
                 if wd != 0.0 {
                     if self.cfg.decoupled {
