@@ -1,7 +1,11 @@
 //! Multi-head self-attention with explicit `softmax(Q K^T / sqrt(d)) V`, causal and key-padding
 //! masks.
 
+use std::collections::HashMap;
+
 use selfsup_tensor::{DType, Generator, Tensor};
+
+use crate::activation::Dropout;
 
 use crate::error::{config, Result};
 use crate::linear::Linear;
@@ -18,6 +22,8 @@ pub struct MultiHeadAttention {
     pub qkv: Linear,
     /// Output projection.
     pub proj: Linear,
+    /// Dropout on the attention probabilities, if any (see [`MultiHeadAttention::with_dropout`]).
+    pub dropout: Option<Dropout>,
     heads: usize,
 }
 
@@ -46,8 +52,15 @@ impl MultiHeadAttention {
         Ok(MultiHeadAttention {
             qkv: Linear::new(dim, 3 * dim, bias, dtype, g)?,
             proj: Linear::new(dim, dim, bias, dtype, g)?,
+            dropout: None,
             heads,
         })
+    }
+
+    /// Adds dropout with probability `p` on the attention probabilities (training only).
+    pub fn with_dropout(mut self, p: f64, gen: Generator) -> Result<Self> {
+        self.dropout = Some(Dropout::new(p, gen)?);
+        Ok(self)
     }
 
     /// Number of heads.
@@ -101,7 +114,11 @@ impl MultiHeadAttention {
             }
             scores = scores.masked_fill(&pad.reshape(&[b, 1, 1, t])?, MASK_VALUE)?;
         }
-        let out = scores.softmax(-1)?.matmul(&v)?; // [B, H, T, dh]
+        let mut probs = scores.softmax(-1)?;
+        if let Some(d) = &self.dropout {
+            probs = d.forward(&probs)?;
+        }
+        let out = probs.matmul(&v)?; // [B, H, T, dh]
         let out = out.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;
         self.proj.forward(&out)
     }
@@ -115,5 +132,20 @@ impl Module for MultiHeadAttention {
     fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
         self.qkv.visit_params_mut(&join(prefix, "qkv"), f);
         self.proj.visit_params_mut(&join(prefix, "proj"), f);
+    }
+    fn visit_rng(&self, prefix: &str, f: &mut dyn FnMut(String, (u64, u64))) {
+        if let Some(d) = &self.dropout {
+            d.visit_rng(&join(prefix, "dropout"), f);
+        }
+    }
+    fn load_rng(&self, prefix: &str, states: &HashMap<String, (u64, u64)>) {
+        if let Some(d) = &self.dropout {
+            d.load_rng(&join(prefix, "dropout"), states);
+        }
+    }
+    fn set_train(&mut self, train: bool) {
+        if let Some(d) = &mut self.dropout {
+            d.set_train(train);
+        }
     }
 }

@@ -1,6 +1,10 @@
 //! The pre-LayerNorm transformer block and a classification head.
 
+use std::collections::HashMap;
+
 use selfsup_tensor::{DType, Generator, Tensor};
+
+use crate::activation::Dropout;
 
 use crate::activation::Activation;
 use crate::attention::MultiHeadAttention;
@@ -21,6 +25,8 @@ pub struct TransformerBlock {
     pub ln2: LayerNorm,
     /// Two-layer MLP (`fc.0`, `fc.1`).
     pub mlp: Mlp,
+    /// Dropout on the attention and MLP outputs before each residual add, if any.
+    pub resid_dropout: Option<Dropout>,
 }
 
 impl TransformerBlock {
@@ -40,7 +46,28 @@ impl TransformerBlock {
             attn: MultiHeadAttention::new(dim, heads, true, dtype, g)?,
             ln2: LayerNorm::new(dim, dtype),
             mlp: Mlp::new(&cfg, dtype, g)?,
+            resid_dropout: None,
         })
+    }
+
+    /// Adds dropout with probability `p` on the attention probabilities and on both residual
+    /// branches (GPT-2 style), drawing from generators forked from `gen`.
+    pub fn with_dropout(mut self, p: f64, gen: &mut Generator) -> Result<Self> {
+        let fork = |g: &mut Generator| {
+            let w = g.fork().next_u64();
+            Generator::new(w)
+        };
+        let attn_gen = fork(gen);
+        self.attn = self.attn.with_dropout(p, attn_gen)?;
+        self.resid_dropout = Some(Dropout::new(p, fork(gen))?);
+        Ok(self)
+    }
+
+    fn resid(&self, x: Tensor) -> Result<Tensor> {
+        match &self.resid_dropout {
+            Some(d) => d.forward(&x),
+            None => Ok(x),
+        }
     }
 
     /// Applies the block to `[B, T, D]`; masks as in [`MultiHeadAttention::forward`].
@@ -50,12 +77,12 @@ impl TransformerBlock {
         causal: bool,
         key_padding: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let x = x.add(
-            &self
-                .attn
-                .forward(&self.ln1.forward(x)?, causal, key_padding)?,
-        )?;
-        Ok(x.add(&self.mlp.forward(&self.ln2.forward(&x)?)?)?)
+        let a = self
+            .attn
+            .forward(&self.ln1.forward(x)?, causal, key_padding)?;
+        let x = x.add(&self.resid(a)?)?;
+        let m = self.mlp.forward(&self.ln2.forward(&x)?)?;
+        Ok(x.add(&self.resid(m)?)?)
     }
 }
 
@@ -71,6 +98,25 @@ impl Module for TransformerBlock {
         self.attn.visit_params_mut(&join(prefix, "attn"), f);
         self.ln2.visit_params_mut(&join(prefix, "ln2"), f);
         self.mlp.visit_params_mut(&join(prefix, "mlp"), f);
+    }
+    fn visit_rng(&self, prefix: &str, f: &mut dyn FnMut(String, (u64, u64))) {
+        self.attn.visit_rng(&join(prefix, "attn"), f);
+        if let Some(d) = &self.resid_dropout {
+            d.visit_rng(&join(prefix, "resid_dropout"), f);
+        }
+    }
+    fn load_rng(&self, prefix: &str, states: &HashMap<String, (u64, u64)>) {
+        self.attn.load_rng(&join(prefix, "attn"), states);
+        if let Some(d) = &self.resid_dropout {
+            d.load_rng(&join(prefix, "resid_dropout"), states);
+        }
+    }
+    fn set_train(&mut self, train: bool) {
+        self.attn.set_train(train);
+        self.mlp.set_train(train);
+        if let Some(d) = &mut self.resid_dropout {
+            d.set_train(train);
+        }
     }
 }
 
