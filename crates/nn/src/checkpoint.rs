@@ -303,7 +303,13 @@ pub fn load_checkpoint(
     // The optimiser first: its load validates names and changes nothing on failure.
     if let Some(opt) = optimizer {
         let step = parse_u64(path, &meta, "optim_step")?;
-        opt.load_state(optim_state)?;
+        opt.load_state(optim_state).map_err(|e| match e {
+            NnError::Config(msg) => NnError::Mismatch {
+                path: path.to_path_buf(),
+                problems: vec![msg],
+            },
+            e => e,
+        })?;
         opt.set_step_count(step);
     }
     {

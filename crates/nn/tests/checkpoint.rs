@@ -223,3 +223,30 @@ fn a_torn_write_leaves_the_previous_checkpoint_intact() {
     assert_eq!(bits(&fresh), bits(&m));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn optimiser_state_for_another_model_is_refused_by_name() {
+    let dir = tmp_dir("optim-mismatch");
+    let path = dir.join("ckpt.safetensors");
+    let a = model(1);
+    let mut opt = Adam::adamw(a.params(), AdamConfig::adamw());
+    train_step(&a, &mut opt, &mut Generator::new(0));
+    save_checkpoint(&path, &a, Some(&opt), &TrainState::default()).unwrap();
+    // Same model, but the optimiser only holds the last layer: state for 0.* is unexpected.
+    let b = model(2);
+    let before = bits(&b);
+    let mut opt_b = Adam::adamw(
+        selfsup_nn::optim::trainable(b.params(), &["0."]),
+        AdamConfig::adamw(),
+    );
+    let msg = load_checkpoint(&path, &b, Some(&mut opt_b), &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("0.weight.exp_avg: no parameter 0.weight"),
+        "{msg}"
+    );
+    assert!(msg.contains("ckpt.safetensors"), "{msg}");
+    assert_eq!(bits(&b), before, "a failed load leaves the model untouched");
+    std::fs::remove_dir_all(dir).ok();
+}

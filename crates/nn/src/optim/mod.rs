@@ -83,24 +83,39 @@ pub trait Optimizer {
     /// The state tensors, mutably (used when loading).
     fn state_mut(&mut self) -> &mut BTreeMap<String, Tensor>;
 
-    /// Replaces the state with copies of `state` (from a checkpoint).
+    /// Replaces the state with copies of `state` (from a checkpoint). Every entry must be named
+    /// `{param}.{slot}` for a parameter of this optimiser and have that parameter's shape (the
+    /// `step` slot is a scalar); otherwise nothing changes and the error lists every problem.
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<()> {
-        let names: Vec<String> = self
+        let shapes: BTreeMap<String, Vec<usize>> = self
             .groups()
             .iter()
-            .flat_map(|g| g.params.iter().map(|(n, _)| n.clone()))
+            .flat_map(|g| {
+                g.params
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+            })
             .collect();
         let mut map = BTreeMap::new();
+        let mut problems = Vec::new();
         for (k, t) in state {
-            if !names
-                .iter()
-                .any(|n| k.starts_with(n.as_str()) && k[n.len()..].starts_with('.'))
-            {
-                return config(format!(
-                    "optimizer state {k}: no parameter of that name in the optimizer"
-                ));
+            let Some((param, slot)) = k.rsplit_once('.') else {
+                problems.push(format!("{k}: not a `param.slot` name"));
+                continue;
+            };
+            match shapes.get(param) {
+                None => problems.push(format!("{k}: no parameter {param} in the optimizer")),
+                Some(s) if slot != "step" && t.shape() != s.as_slice() => problems.push(format!(
+                    "{k}: shape {:?}, the parameter has {s:?}",
+                    t.shape()
+                )),
+                Some(_) => {
+                    map.insert(k, t.detach().copy()?);
+                }
             }
-            map.insert(k, t.detach().copy()?);
+        }
+        if !problems.is_empty() {
+            return config(format!("optimizer state: {}", problems.join("; ")));
         }
         *self.state_mut() = map;
         Ok(())
