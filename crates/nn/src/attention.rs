@@ -1,0 +1,151 @@
+//! Multi-head self-attention with explicit `softmax(Q K^T / sqrt(d)) V`, causal and key-padding
+//! masks.
+
+use std::collections::HashMap;
+
+use selfsup_tensor::{DType, Generator, Tensor};
+
+use crate::activation::Dropout;
+
+use crate::error::{config, Result};
+use crate::linear::Linear;
+use crate::module::{join, Module};
+
+/// The score given to masked positions: large and finite so that a fully masked row gives a
+/// uniform distribution instead of NaN; `exp` of it underflows to exactly 0 otherwise.
+pub const MASK_VALUE: f64 = -1e9;
+
+/// Multi-head self-attention: `qkv` (`[3D, D]`, Q, K and V stacked) and the output `proj`.
+#[derive(Debug)]
+pub struct MultiHeadAttention {
+    /// Input projection to queries, keys and values.
+    pub qkv: Linear,
+    /// Output projection.
+    pub proj: Linear,
+    /// Dropout on the attention probabilities, if any (see [`MultiHeadAttention::with_dropout`]).
+    pub dropout: Option<Dropout>,
+    heads: usize,
+}
+
+/// `[T, T]` with 1 above the diagonal (the future), 0 elsewhere.
+pub fn causal_mask(t: usize, dtype: DType) -> Result<Tensor> {
+    let v: Vec<f64> = (0..t * t)
+        .map(|k| if k % t > k / t { 1.0 } else { 0.0 })
+        .collect();
+    Ok(Tensor::from_vec(v, &[t, t])?.to_dtype(dtype)?)
+}
+
+impl MultiHeadAttention {
+    /// Attention over `dim` features split into `heads` heads (`dim % heads == 0`).
+    pub fn new(
+        dim: usize,
+        heads: usize,
+        bias: bool,
+        dtype: DType,
+        g: &mut Generator,
+    ) -> Result<Self> {
+        if heads == 0 || dim % heads != 0 {
+            return config(format!(
+                "MultiHeadAttention: dim {dim} is not divisible by {heads} heads"
+            ));
+        }
+        Ok(MultiHeadAttention {
+            qkv: Linear::new(dim, 3 * dim, bias, dtype, g)?,
+            proj: Linear::new(dim, dim, bias, dtype, g)?,
+            dropout: None,
+            heads,
+        })
+    }
+
+    /// Adds dropout with probability `p` on the attention probabilities (training only).
+    pub fn with_dropout(mut self, p: f64, gen: Generator) -> Result<Self> {
+        self.dropout = Some(Dropout::new(p, gen)?);
+        Ok(self)
+    }
+
+    /// Number of heads.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// Attends over `x` `[B, T, D]`. With `causal`, position `i` sees only positions `<= i`.
+    /// `key_padding` `[B, T]` (the dtype of `x`) is nonzero at padding positions, which no query
+    /// attends to. Returns `[B, T, D]`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        causal: bool,
+        key_padding: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if x.rank() != 3 {
+            return config(format!(
+                "MultiHeadAttention: input must be [B, T, D], got {:?}",
+                x.shape()
+            ));
+        }
+        let (b, t, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        if d != self.proj.in_features() {
+            return config(format!(
+                "MultiHeadAttention: input feature size {d} differs from the layer's {}",
+                self.proj.in_features()
+            ));
+        }
+        let h = self.heads;
+        let dh = d / h;
+        // [B, T, 3, H, dh] -> [3, B, H, T, dh]
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape(&[b, t, 3, h, dh])?
+            .permute(&[2, 0, 3, 1, 4])?;
+        let (q, k, v) = (qkv.select(0, 0)?, qkv.select(0, 1)?, qkv.select(0, 2)?);
+        let mut scores = q
+            .matmul(&k.transpose(-2, -1)?)?
+            .mul_scalar(1.0 / (dh as f64).sqrt())?;
+        if causal {
+            scores = scores.masked_fill(&causal_mask(t, x.dtype())?, MASK_VALUE)?;
+        }
+        if let Some(pad) = key_padding {
+            if pad.shape() != [b, t] {
+                return config(format!(
+                    "MultiHeadAttention: key padding mask must be [B, T] = [{b}, {t}], got {:?}",
+                    pad.shape()
+                ));
+            }
+            scores = scores.masked_fill(&pad.reshape(&[b, 1, 1, t])?, MASK_VALUE)?;
+        }
+        let mut probs = scores.softmax(-1)?;
+        if let Some(d) = &self.dropout {
+            probs = d.forward(&probs)?;
+        }
+        let out = probs.matmul(&v)?; // [B, H, T, dh]
+        let out = out.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;
+        self.proj.forward(&out)
+    }
+}
+
+impl Module for MultiHeadAttention {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        self.qkv.visit_params(&join(prefix, "qkv"), f);
+        self.proj.visit_params(&join(prefix, "proj"), f);
+    }
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        self.qkv.visit_params_mut(&join(prefix, "qkv"), f);
+        self.proj.visit_params_mut(&join(prefix, "proj"), f);
+    }
+    fn visit_rng(&self, prefix: &str, f: &mut dyn FnMut(String, (u64, u64))) {
+        if let Some(d) = &self.dropout {
+            d.visit_rng(&join(prefix, "dropout"), f);
+        }
+    }
+    fn load_rng(&self, prefix: &str, states: &HashMap<String, (u64, u64)>) {
+        if let Some(d) = &self.dropout {
+            d.load_rng(&join(prefix, "dropout"), states);
+        }
+    }
+    fn set_train(&mut self, train: bool) {
+        if let Some(d) = &mut self.dropout {
+            d.set_train(train);
+        }
+    }
+}

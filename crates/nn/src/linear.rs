@@ -1,0 +1,121 @@
+//! Fully connected layer.
+
+use selfsup_tensor::{DType, Generator, Tensor};
+
+use crate::error::{config, Result};
+use crate::init;
+use crate::module::{visit_one, visit_one_mut, Layer, Module};
+
+/// `y = x W^T + b` over the last axis of `x` (any leading axes).
+///
+/// Parameters: `weight` `[out, in]`, `bias` `[out]` (optional). Initialised as PyTorch does:
+/// both `U(-1/sqrt(in), 1/sqrt(in))`.
+#[derive(Debug)]
+pub struct Linear {
+    /// `[out_features, in_features]`.
+    pub weight: Tensor,
+    /// `[out_features]`, if the layer has a bias.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A new layer with PyTorch's default initialisation.
+    pub fn new(
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        dtype: DType,
+        g: &mut Generator,
+    ) -> Result<Linear> {
+        if in_features == 0 || out_features == 0 {
+            return config(format!(
+                "Linear: features must be positive, got in {in_features}, out {out_features}"
+            ));
+        }
+        let weight = init::kaiming_uniform(
+            &[out_features, in_features],
+            5f64.sqrt(),
+            init::FanMode::FanIn,
+            dtype,
+            g,
+        )?
+        .requires_grad_();
+        let b = 1.0 / (in_features as f64).sqrt();
+        let bias = if bias {
+            Some(init::uniform(&[out_features], -b, b, dtype, g)?.requires_grad_())
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// A layer over the given tensors (made parameter leaves if they are not already).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        if weight.rank() != 2 {
+            return config(format!(
+                "Linear: weight must be [out, in], got {:?}",
+                weight.shape()
+            ));
+        }
+        if let Some(b) = &bias {
+            if b.shape() != [weight.shape()[0]] {
+                return config(format!(
+                    "Linear: bias shape {:?} does not match weight {:?}",
+                    b.shape(),
+                    weight.shape()
+                ));
+            }
+        }
+        let leaf = |t: Tensor| {
+            if t.requires_grad() {
+                t
+            } else {
+                t.requires_grad_()
+            }
+        };
+        Ok(Linear {
+            weight: leaf(weight),
+            bias: bias.map(leaf),
+        })
+    }
+
+    /// Input size.
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// Output size.
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Applies the layer to `x` of shape `[..., in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(match &self.bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        })
+    }
+}
+
+impl Module for Linear {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        visit_one(prefix, "weight", &self.weight, f);
+        if let Some(b) = &self.bias {
+            visit_one(prefix, "bias", b, f);
+        }
+    }
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        visit_one_mut(prefix, "weight", &mut self.weight, f);
+        if let Some(b) = &mut self.bias {
+            visit_one_mut(prefix, "bias", b, f);
+        }
+    }
+}
+
+impl Layer for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Linear::forward(self, x)
+    }
+}

@@ -1,0 +1,247 @@
+//! Normalisation layers: [`LayerNorm`] and [`BatchNorm`] (1-D and 2-D), written as compositions
+//! of tensor ops so that autograd differentiates them.
+
+use selfsup_tensor::{no_grad, DType, Tensor};
+
+use crate::error::{config, Result};
+use crate::module::{visit_one, visit_one_mut, Layer, Module};
+
+/// Layer normalisation over the last axis: `(x - mean) / sqrt(var + eps) * weight + bias`,
+/// with the biased variance, as PyTorch's `LayerNorm(dim)`.
+#[derive(Debug)]
+pub struct LayerNorm {
+    /// Scale, `[dim]` (ones at init); `None` without affine parameters.
+    pub weight: Option<Tensor>,
+    /// Shift, `[dim]` (zeros at init).
+    pub bias: Option<Tensor>,
+    /// Added to the variance (1e-5 by default).
+    pub eps: f64,
+    dim: usize,
+}
+
+impl LayerNorm {
+    /// LayerNorm over a last axis of size `dim`, eps 1e-5, with affine parameters.
+    pub fn new(dim: usize, dtype: DType) -> LayerNorm {
+        LayerNorm {
+            weight: Some(Tensor::ones(&[dim], dtype).requires_grad_()),
+            bias: Some(Tensor::zeros(&[dim], dtype).requires_grad_()),
+            eps: 1e-5,
+            dim,
+        }
+    }
+
+    /// LayerNorm without the affine parameters.
+    pub fn without_affine(dim: usize) -> LayerNorm {
+        LayerNorm {
+            weight: None,
+            bias: None,
+            eps: 1e-5,
+            dim,
+        }
+    }
+
+    /// Normalises `x` of shape `[..., dim]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let d = x.dim(-1)?;
+        if d != self.dim {
+            return config(format!(
+                "LayerNorm: input shape {:?} does not end in {}",
+                x.shape(),
+                self.dim
+            ));
+        }
+        let mean = x.mean(&[-1], true)?;
+        let xc = x.sub(&mean)?;
+        let var = xc.sqr()?.mean(&[-1], true)?;
+        let mut y = xc.mul(&var.add_scalar(self.eps)?.rsqrt()?)?;
+        if let Some(w) = &self.weight {
+            y = y.mul(w)?;
+        }
+        if let Some(b) = &self.bias {
+            y = y.add(b)?;
+        }
+        Ok(y)
+    }
+}
+
+impl Module for LayerNorm {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        if let Some(w) = &self.weight {
+            visit_one(prefix, "weight", w, f);
+        }
+        if let Some(b) = &self.bias {
+            visit_one(prefix, "bias", b, f);
+        }
+    }
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        if let Some(w) = &mut self.weight {
+            visit_one_mut(prefix, "weight", w, f);
+        }
+        if let Some(b) = &mut self.bias {
+            visit_one_mut(prefix, "bias", b, f);
+        }
+    }
+}
+
+impl Layer for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        LayerNorm::forward(self, x)
+    }
+}
+
+/// Batch normalisation over the channel axis 1 of `[N, C]`, `[N, C, L]` (BatchNorm1d) or
+/// `[N, C, H, W]` (BatchNorm2d).
+///
+/// Training: normalises with the batch mean and biased variance, and updates the running
+/// statistics with `running = (1 - momentum) * running + momentum * batch` (unbiased variance),
+/// momentum 0.1. Evaluation: normalises with the running statistics. Buffers:
+/// `running_mean`, `running_var`, `num_batches_tracked` (as in PyTorch).
+#[derive(Debug)]
+pub struct BatchNorm {
+    /// Scale `[C]` (ones at init), `None` without affine parameters.
+    pub weight: Option<Tensor>,
+    /// Shift `[C]` (zeros at init).
+    pub bias: Option<Tensor>,
+    /// Running mean `[C]` (a buffer).
+    pub running_mean: Tensor,
+    /// Running (unbiased) variance `[C]` (a buffer).
+    pub running_var: Tensor,
+    /// Number of training batches seen, as a one-element i64 buffer.
+    pub num_batches_tracked: Tensor,
+    /// Weight of the new batch in the running statistics (0.1).
+    pub momentum: f64,
+    /// Added to the variance (1e-5).
+    pub eps: f64,
+    /// Expected input rank(s): 2 or 3 for BatchNorm1d, 4 for BatchNorm2d.
+    ranks: &'static [usize],
+    train: bool,
+}
+
+impl BatchNorm {
+    fn with_ranks(c: usize, affine: bool, dtype: DType, ranks: &'static [usize]) -> BatchNorm {
+        BatchNorm {
+            weight: affine.then(|| Tensor::ones(&[c], dtype).requires_grad_()),
+            bias: affine.then(|| Tensor::zeros(&[c], dtype).requires_grad_()),
+            running_mean: Tensor::zeros(&[c], dtype),
+            running_var: Tensor::ones(&[c], dtype),
+            num_batches_tracked: Tensor::zeros(&[], DType::I64),
+            momentum: 0.1,
+            eps: 1e-5,
+            ranks,
+            train: true,
+        }
+    }
+
+    /// BatchNorm1d over `c` channels, for `[N, C]` or `[N, C, L]` inputs.
+    pub fn new_1d(c: usize, affine: bool, dtype: DType) -> BatchNorm {
+        BatchNorm::with_ranks(c, affine, dtype, &[2, 3])
+    }
+
+    /// BatchNorm2d over `c` channels, for `[N, C, H, W]` inputs.
+    pub fn new_2d(c: usize, affine: bool, dtype: DType) -> BatchNorm {
+        BatchNorm::with_ranks(c, affine, dtype, &[4])
+    }
+
+    /// Whether the layer is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.train
+    }
+
+    /// Normalises `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.running_mean.numel();
+        if !self.ranks.contains(&x.rank()) || x.shape()[1] != c {
+            return config(format!(
+                "BatchNorm: input shape {:?} must have rank in {:?} and {c} channels on axis 1",
+                x.shape(),
+                self.ranks
+            ));
+        }
+        // Shape [1, C, 1, ...] to broadcast per-channel vectors against x.
+        let mut bshape = vec![1; x.rank()];
+        bshape[1] = c;
+        let axes: Vec<isize> = (0..x.rank() as isize).filter(|&a| a != 1).collect();
+        let (mean, var) = if self.train {
+            let n = x.numel() / c;
+            if n < 2 {
+                return config(format!(
+                    "BatchNorm: training needs more than one value per channel, got input {:?}",
+                    x.shape()
+                ));
+            }
+            let mean = x.mean(&axes, true)?;
+            let var = x.sub(&mean)?.sqr()?.mean(&axes, true)?;
+            {
+                let _g = no_grad();
+                let m = self.momentum;
+                let bm = mean.detach().reshape(&[c])?;
+                let bv = var
+                    .detach()
+                    .reshape(&[c])?
+                    .mul_scalar(n as f64 / (n as f64 - 1.0))?;
+                self.running_mean.assign(
+                    &self
+                        .running_mean
+                        .mul_scalar(1.0 - m)?
+                        .add(&bm.mul_scalar(m)?)?,
+                )?;
+                self.running_var.assign(
+                    &self
+                        .running_var
+                        .mul_scalar(1.0 - m)?
+                        .add(&bv.mul_scalar(m)?)?,
+                )?;
+                let k = self.num_batches_tracked.to_vec::<i64>()?;
+                let next = Tensor::from_vec(vec![k.first().copied().unwrap_or(0) + 1], &[])?;
+                self.num_batches_tracked.assign(&next)?;
+            }
+            (mean, var)
+        } else {
+            (
+                self.running_mean.reshape(&bshape)?,
+                self.running_var.reshape(&bshape)?,
+            )
+        };
+        let mut y = x.sub(&mean)?.mul(&var.add_scalar(self.eps)?.rsqrt()?)?;
+        if let Some(w) = &self.weight {
+            y = y.mul(&w.reshape(&bshape)?)?;
+        }
+        if let Some(b) = &self.bias {
+            y = y.add(&b.reshape(&bshape)?)?;
+        }
+        Ok(y)
+    }
+}
+
+impl Module for BatchNorm {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        if let Some(w) = &self.weight {
+            visit_one(prefix, "weight", w, f);
+        }
+        if let Some(b) = &self.bias {
+            visit_one(prefix, "bias", b, f);
+        }
+    }
+    fn visit_params_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        if let Some(w) = &mut self.weight {
+            visit_one_mut(prefix, "weight", w, f);
+        }
+        if let Some(b) = &mut self.bias {
+            visit_one_mut(prefix, "bias", b, f);
+        }
+    }
+    fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
+        visit_one(prefix, "running_mean", &self.running_mean, f);
+        visit_one(prefix, "running_var", &self.running_var, f);
+        visit_one(prefix, "num_batches_tracked", &self.num_batches_tracked, f);
+    }
+    fn set_train(&mut self, train: bool) {
+        self.train = train;
+    }
+}
+
+impl Layer for BatchNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        BatchNorm::forward(self, x)
+    }
+}

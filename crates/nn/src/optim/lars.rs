@@ -1,0 +1,114 @@
+//! LARS (You et al., 2017) as used for SimCLR/BYOL/Barlow Twins: layer-wise trust ratio on top
+//! of SGD with momentum; 1-D parameters (biases, norm scales) get neither weight decay nor the
+//! trust ratio.
+
+use std::collections::BTreeMap;
+
+use selfsup_tensor::{no_grad, Tensor};
+
+use super::{grad_of, norm, slot, Optimizer, ParamGroup};
+use crate::error::Result;
+
+/// Hyper-parameters of [`Lars`].
+#[derive(Clone, Debug)]
+pub struct LarsConfig {
+    /// Learning rate (for [`Lars::new`]).
+    pub lr: f64,
+    /// Momentum factor.
+    pub momentum: f64,
+    /// Weight decay (for [`Lars::new`]).
+    pub weight_decay: f64,
+    /// Trust coefficient.
+    pub eta: f64,
+    /// Exclude 1-D parameters from weight decay and adaptation.
+    pub exclude_1d: bool,
+}
+
+impl Default for LarsConfig {
+    fn default() -> Self {
+        LarsConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-6,
+            eta: 0.001,
+            exclude_1d: true,
+        }
+    }
+}
+
+/// LARS: for adapted parameters `d = g + wd p`, `d *= eta ||p|| / ||d||` (when both norms are
+/// positive); then `mu = momentum mu + d`, `p -= lr mu`.
+#[derive(Debug)]
+pub struct Lars {
+    groups: Vec<ParamGroup>,
+    cfg: LarsConfig,
+    state: BTreeMap<String, Tensor>,
+    step: u64,
+}
+
+impl Lars {
+    /// One group with `cfg.lr` and `cfg.weight_decay`.
+    pub fn new(params: Vec<(String, Tensor)>, cfg: LarsConfig) -> Lars {
+        let g = ParamGroup::new(params, cfg.lr, cfg.weight_decay);
+        Lars {
+            groups: vec![g],
+            cfg,
+            state: BTreeMap::new(),
+            step: 0,
+        }
+    }
+
+    /// Several groups with their own lr and weight decay.
+    pub fn with_groups(groups: Vec<ParamGroup>, cfg: LarsConfig) -> Lars {
+        Lars {
+            groups,
+            cfg,
+            state: BTreeMap::new(),
+            step: 0,
+        }
+    }
+}
+
+impl Optimizer for Lars {
+    fn step(&mut self) -> Result<()> {
+        let _g = no_grad();
+        let c = &self.cfg;
+        for group in &self.groups {
+            for (name, p) in &group.params {
+                let Some(mut d) = grad_of(p)? else { continue };
+                if !(c.exclude_1d && p.rank() <= 1) {
+                    if group.weight_decay != 0.0 {
+                        d = d.add(&p.mul_scalar(group.weight_decay)?)?;
+                    }
+                    let (pn, dn) = (norm(p)?, norm(&d)?);
+                    if pn > 0.0 && dn > 0.0 {
+                        d = d.mul_scalar(c.eta * pn / dn)?;
+                    }
+                }
+                let mu = slot(&mut self.state, format!("{name}.mu"), p);
+                mu.assign(&mu.mul_scalar(c.momentum)?.add(&d)?)?;
+                p.assign(&p.sub(&mu.mul_scalar(group.lr)?)?)?;
+            }
+        }
+        self.step += 1;
+        Ok(())
+    }
+    fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+    fn groups_mut(&mut self) -> &mut Vec<ParamGroup> {
+        &mut self.groups
+    }
+    fn step_count(&self) -> u64 {
+        self.step
+    }
+    fn set_step_count(&mut self, step: u64) {
+        self.step = step;
+    }
+    fn state(&self) -> &BTreeMap<String, Tensor> {
+        &self.state
+    }
+    fn state_mut(&mut self) -> &mut BTreeMap<String, Tensor> {
+        &mut self.state
+    }
+}
