@@ -38,7 +38,9 @@
 
 pub mod activation;
 pub mod attention;
+pub mod backbone;
 pub mod checkpoint;
+pub mod conv;
 pub mod embedding;
 pub mod error;
 pub mod init;
@@ -53,6 +55,8 @@ pub mod transformer;
 
 pub use activation::{Activation, Dropout};
 pub use attention::{causal_mask, MultiHeadAttention};
+pub use backbone::SmallCnn;
+pub use conv::Conv2d;
 pub use embedding::{sinusoidal_positions, Embedding, LearnedPositionalEmbedding};
 pub use error::{NnError, Result};
 pub use linear::Linear;

@@ -38,6 +38,7 @@ pub use device::Device;
 pub use dtype::{DType, Element, Float};
 pub use error::{Error, Result, ShapeDisplay};
 pub use layout::{broadcast_shapes, Layout};
+pub use ops::conv::Conv2dParams;
 pub use rng::Generator;
 pub use storage::{CpuStorage, Storage};
 pub use tensor::{live_buffers, Tensor, TensorId};

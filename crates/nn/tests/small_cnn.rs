@@ -1,0 +1,145 @@
+//! Conv2d and the SmallCnn backbone: counts, gradients through the layers, and learning.
+
+use selfsup_nn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
+use selfsup_nn::{Conv2d, Linear, Module, SmallCnn};
+use selfsup_tensor::gradcheck::check_grad;
+use selfsup_tensor::{DType, Generator, Tensor};
+
+#[test]
+fn small_cnn_matches_the_reference_counts() {
+    let m = SmallCnn::new(1, DType::F32, &mut Generator::new(0)).unwrap();
+    // conv 1*32*9 + bn 2*32, conv 32*64*9 + bn 2*64, conv 64*128*9 + bn 2*128.
+    assert_eq!(m.num_params(), 288 + 64 + 18_432 + 128 + 73_728 + 256);
+    assert_eq!(m.out_dim(), 128);
+    // 2 * (32*9*28*28 + 64*288*14*14 + 128*576*7*7) multiply-adds per 28x28 image.
+    assert_eq!(m.flops_per_sample(28, 28), 14_902_272);
+    let names: Vec<String> = m.params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names[0], "blocks.0.conv.weight");
+    assert!(m
+        .buffers()
+        .iter()
+        .any(|(n, _)| n == "blocks.2.bn.running_var"));
+    let y = m
+        .forward(&Tensor::zeros(&[3, 1, 28, 28], DType::F32))
+        .unwrap();
+    assert_eq!(y.shape(), &[3, 128]);
+    let e = m
+        .forward(&Tensor::zeros(&[3, 3, 28, 28], DType::F32))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[N, 1, H, W]") && e.contains("[3, 3, 28, 28]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn grad_through_conv_layer_and_small_cnn() {
+    let mut g = Generator::new(1);
+    let conv = Conv2d::new(2, 3, 3, 2, 1, true, DType::F64, &mut g).unwrap();
+    let x = Tensor::randn(&[2, 2, 5, 5], 0.0, 1.0, DType::F64, &mut g).unwrap();
+    let r = check_grad(|xs| Ok(conv.forward(&xs[0]).unwrap()), &[x]).unwrap();
+    assert!(r.max_error < 1e-6, "{r:?}");
+    // The whole encoder in train mode (BatchNorm with batch statistics), narrow widths.
+    let net = SmallCnn::with_widths(1, [2, 3, 4], DType::F64, &mut g).unwrap();
+    let x = Tensor::randn(&[3, 1, 6, 6], 0.0, 1.0, DType::F64, &mut g).unwrap();
+    let r = check_grad(|xs| Ok(net.forward(&xs[0]).unwrap()), &[x]).unwrap();
+    assert!(r.max_error < 1e-6, "{r:?}");
+    // Gradients reach every parameter.
+    net.forward(&Tensor::randn(&[3, 1, 6, 6], 0.0, 1.0, DType::F64, &mut g).unwrap())
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (name, p) in net.params() {
+        assert!(p.grad().is_some(), "{name} got no gradient");
+    }
+}
+
+/// Horizontal vs vertical stripes at random phases, with noise: 8x8 single-channel images.
+fn stripes(n: usize, g: &mut Generator) -> (Tensor, Tensor) {
+    let mut p = g.fork();
+    let (mut x, mut y) = (Vec::with_capacity(n * 64), Vec::with_capacity(n));
+    for _ in 0..n {
+        let vertical = p.bernoulli(0.5);
+        let phase = p.below(2) as usize;
+        for i in 0..8 {
+            for j in 0..8 {
+                let k = if vertical { j } else { i };
+                x.push(
+                    if (k + phase) % 2 == 0 { 1.0f32 } else { -1.0 } + 0.3 * p.normal_f64() as f32,
+                );
+            }
+        }
+        y.push(vertical as i64);
+    }
+    (
+        Tensor::from_vec(x, &[n, 1, 8, 8]).unwrap(),
+        Tensor::from_vec(y, &[n]).unwrap(),
+    )
+}
+
+fn train(make_opt: impl Fn(Vec<(String, Tensor)>) -> Box<dyn Optimizer>) -> f64 {
+    let mut g = Generator::new(5);
+    let (x, y) = stripes(128, &mut g);
+    let net = SmallCnn::with_widths(1, [8, 16, 16], DType::F32, &mut g).unwrap();
+    let head = Linear::new(16, 2, true, DType::F32, &mut g).unwrap();
+    let mut params = net.params();
+    params.extend(
+        head.params()
+            .into_iter()
+            .map(|(n, t)| (format!("head.{n}"), t)),
+    );
+    let mut opt = make_opt(params);
+    for _ in 0..60 {
+        opt.zero_grad();
+        head.forward(&net.forward(&x).unwrap())
+            .unwrap()
+            .cross_entropy(&y)
+            .unwrap()
+            .backward()
+            .unwrap();
+        opt.step().unwrap();
+    }
+    let pred = head
+        .forward(&net.forward(&x).unwrap())
+        .unwrap()
+        .argmax(-1, false)
+        .unwrap()
+        .to_vec::<i64>()
+        .unwrap();
+    let y = y.to_vec::<i64>().unwrap();
+    pred.iter().zip(&y).filter(|(a, b)| a == b).count() as f64 / y.len() as f64
+}
+
+#[test]
+fn small_cnn_learns_stripes_with_sgd() {
+    let acc = train(|p| {
+        Box::new(Sgd::new(
+            p,
+            SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                ..Default::default()
+            },
+        ))
+    });
+    assert!(acc >= 0.98, "training accuracy {acc}");
+}
+
+#[test]
+fn small_cnn_learns_stripes_with_adamw() {
+    let acc = train(|p| {
+        Box::new(Adam::adamw(
+            p,
+            AdamConfig {
+                lr: 3e-3,
+                ..AdamConfig::adamw()
+            },
+        ))
+    });
+    assert!(acc >= 0.98, "training accuracy {acc}");
+}
