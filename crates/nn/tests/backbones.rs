@@ -1,4 +1,4 @@
-//! Conv2d and the SmallCnn backbone: counts, gradients through the layers, and learning.
+//! Conv2d and the SmallCnn and ResNet backbones: counts, gradients through the layers, learning.
 
 use selfsup_nn::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use selfsup_nn::{Conv2d, Linear, Module, SmallCnn};
@@ -142,4 +142,41 @@ fn small_cnn_learns_stripes_with_adamw() {
         ))
     });
     assert!(acc >= 0.98, "training accuracy {acc}");
+}
+
+#[test]
+fn resnet18_matches_the_known_parameter_count_and_runs() {
+    use selfsup_nn::ResNet;
+    let mut g = Generator::new(2);
+    let r = ResNet::resnet18(3, DType::F32, &mut g).unwrap();
+    // ResNet-18 with a 3x3 stem and no fc, by hand: stem 3*64*9 + 128 = 1,856; stages
+    // 147,968 + 525,568 + 2,099,712 + 8,393,728 (convs, BatchNorms, 1x1 projections).
+    assert_eq!(r.num_params(), 11_168_832);
+    assert_eq!(r.out_dim(), 512);
+    let names: Vec<String> = r.params().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.contains(&"layer2.0.downsample.0.weight".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"layer4.1.bn2.bias".to_string()));
+    // About 0.56 G multiply-adds per 32x32 image, i.e. 1.1 GFLOP.
+    let f = r.flops_per_sample(32, 32);
+    assert!((1.05e9..1.15e9).contains(&(f as f64)), "{f}");
+    // A narrow, shallow one runs forward and backward on a small batch.
+    let small = ResNet::new(1, [1, 1, 1, 1], 4, DType::F32, &mut g).unwrap();
+    let x = Tensor::randn(&[2, 1, 16, 16], 0.0, 1.0, DType::F32, &mut g).unwrap();
+    let y = small.forward(&x).unwrap();
+    assert_eq!(y.shape(), &[2, 32]);
+    y.sum_all().unwrap().backward().unwrap();
+    assert!(small.params().iter().all(|(_, p)| p.grad().is_some()));
+}
+
+#[test]
+fn grad_through_resnet_block() {
+    use selfsup_nn::ResNet;
+    let mut g = Generator::new(3);
+    let net = ResNet::new(1, [1, 1, 1, 1], 2, DType::F64, &mut g).unwrap();
+    let x = Tensor::randn(&[3, 1, 8, 8], 0.0, 1.0, DType::F64, &mut g).unwrap();
+    let r = check_grad(|xs| Ok(net.forward(&xs[0]).unwrap()), &[x]).unwrap();
+    assert!(r.max_error < 1e-6, "{r:?}");
 }
