@@ -180,3 +180,73 @@ fn grad_through_resnet_block() {
     let r = check_grad(|xs| Ok(net.forward(&xs[0]).unwrap()), &[x]).unwrap();
     assert!(r.max_error < 1e-6, "{r:?}");
 }
+
+#[test]
+fn text_transformers_count_parameters_and_respect_causality() {
+    use selfsup_nn::{TextConfig, TextTransformer};
+    let mut g = Generator::new(6);
+    let gpt = TextTransformer::new(&TextConfig::reference_gpt(), DType::F32, &mut g).unwrap();
+    assert_eq!(gpt.num_params(), 834_304);
+    let tied = TextTransformer::new(
+        &TextConfig {
+            tied: true,
+            ..TextConfig::reference_gpt()
+        },
+        DType::F32,
+        &mut g,
+    )
+    .unwrap();
+    assert_eq!(tied.num_params(), 834_304 - 96 * 128);
+    // Forward FLOPs per token: 4 blocks x (2 x 12 d^2 + 4 x 128 d) + 2 x d x vocab.
+    assert_eq!(
+        gpt.flops_per_token(),
+        4 * (2 * 12 * 128 * 128 + 4 * 128 * 128) + 2 * 128 * 96
+    );
+
+    let small = TextConfig {
+        vocab: 11,
+        context: 6,
+        layers: 2,
+        heads: 2,
+        dim: 8,
+        mlp_ratio: 2,
+        causal: true,
+        tied: true,
+        dropout: 0.0,
+    };
+    let m = TextTransformer::new(&small, DType::F64, &mut g).unwrap();
+    let ids = Tensor::from_vec(vec![1i64, 2, 3, 4, 5, 6, 7, 8, 9, 10], &[2, 5]).unwrap();
+    let a = m.forward(&ids).unwrap().to_vec::<f64>().unwrap();
+    let ids2 = Tensor::from_vec(vec![1i64, 2, 3, 4, 0, 6, 7, 8, 9, 10], &[2, 5]).unwrap();
+    let b = m.forward(&ids2).unwrap().to_vec::<f64>().unwrap();
+    // Changing the last token of sequence 0 leaves its first 4 positions' logits bit-identical.
+    assert_eq!(a[..4 * 11], b[..4 * 11]);
+    assert_ne!(a[4 * 11..5 * 11], b[4 * 11..5 * 11]);
+    let bert = TextTransformer::new(
+        &TextConfig {
+            causal: false,
+            ..small
+        },
+        DType::F64,
+        &mut g,
+    )
+    .unwrap();
+    let c = bert.forward(&ids).unwrap().to_vec::<f64>().unwrap();
+    let d = bert.forward(&ids2).unwrap().to_vec::<f64>().unwrap();
+    assert_ne!(c[..11], d[..11], "a bidirectional encoder sees every token");
+    // The tied head gets gradient through both uses of the embedding.
+    let loss = m
+        .forward(&ids)
+        .unwrap()
+        .reshape(&[10, 11])
+        .unwrap()
+        .cross_entropy(&ids.reshape(&[10]).unwrap())
+        .unwrap();
+    loss.backward().unwrap();
+    assert!(m.tok.weight.grad().is_some());
+    let e = m
+        .forward(&Tensor::zeros(&[1, 7], DType::I64))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("T <= 6"), "{e}");
+}

@@ -3,6 +3,8 @@
 
 mod resnet;
 mod small_cnn;
+mod text;
 
 pub use resnet::{BasicBlock, ResNet};
 pub use small_cnn::SmallCnn;
+pub use text::{TextConfig, TextTransformer};
