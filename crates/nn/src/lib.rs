@@ -55,7 +55,7 @@ pub mod transformer;
 
 pub use activation::{Activation, Dropout};
 pub use attention::{causal_mask, MultiHeadAttention};
-pub use backbone::{ResNet, SmallCnn, TextConfig, TextTransformer};
+pub use backbone::{ResNet, SmallCnn, TextConfig, TextTransformer, Vit, VitConfig};
 pub use conv::Conv2d;
 pub use embedding::{sinusoidal_positions, Embedding, LearnedPositionalEmbedding};
 pub use error::{NnError, Result};

@@ -250,3 +250,50 @@ fn text_transformers_count_parameters_and_respect_causality() {
         .to_string();
     assert!(e.contains("T <= 6"), "{e}");
 }
+
+#[test]
+fn vit_counts_runs_on_patch_subsets_and_backpropagates() {
+    use selfsup_nn::{Vit, VitConfig};
+    let mut g = Generator::new(8);
+    // ViT-Tiny, 32x32 RGB, 4x4 patches, by hand: patch embed 3*192*16 + 192 = 9,408; class
+    // token 192; positions 65*192 = 12,480; 12 blocks x 444,864 (LN 768, qkv 111,168, proj
+    // 37,056, MLP 148,224 + 147,648); final LN 384.
+    let tiny = Vit::new(&VitConfig::tiny(32, 3, 4), DType::F32, &mut g).unwrap();
+    assert_eq!(tiny.num_params(), 9_408 + 192 + 12_480 + 12 * 444_864 + 384);
+    // 64 patches x 2 x 3*192*16 for the embedding; 65 tokens per block.
+    assert_eq!(
+        tiny.flops_per_sample(),
+        64 * 2 * 3 * 192 * 16 + 12 * (65 * 2 * 12 * 192 * 192 + 4 * 65 * 65 * 192)
+    );
+
+    let cfg = VitConfig {
+        image: 8,
+        channels: 1,
+        patch: 4,
+        dim: 8,
+        depth: 1,
+        heads: 2,
+        mlp_ratio: 2,
+        cls_token: true,
+    };
+    let vit = Vit::new(&cfg, DType::F64, &mut g).unwrap();
+    let x = Tensor::randn(&[2, 1, 8, 8], 0.0, 1.0, DType::F64, &mut g).unwrap();
+    assert_eq!(vit.forward(&x).unwrap().shape(), &[2, 8]);
+    // Keep patches 0 and 3 of image 0, 1 and 2 of image 1: the encoder sees 1 + 2 tokens.
+    let keep = Tensor::from_vec(vec![0i64, 3, 1, 2], &[2, 2]).unwrap();
+    let t = vit.forward_tokens(&x, Some(&keep)).unwrap();
+    assert_eq!(t.shape(), &[2, 3, 8]);
+    // A pixel of a dropped patch (patch 1 of image 0: rows 0-3, cols 4-7) changes nothing.
+    let mut v = x.to_vec::<f64>().unwrap();
+    v[5] += 10.0;
+    let t2 = vit
+        .forward_tokens(&Tensor::from_vec(v, &[2, 1, 8, 8]).unwrap(), Some(&keep))
+        .unwrap();
+    assert_eq!(t.to_vec::<f64>().unwrap(), t2.to_vec::<f64>().unwrap());
+    let r = check_grad(
+        |xs| Ok(vit.forward_tokens(&xs[0], Some(&keep)).unwrap()),
+        &[x],
+    )
+    .unwrap();
+    assert!(r.max_error < 1e-6, "{r:?}");
+}

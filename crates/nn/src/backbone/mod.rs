@@ -4,7 +4,9 @@
 mod resnet;
 mod small_cnn;
 mod text;
+mod vit;
 
 pub use resnet::{BasicBlock, ResNet};
 pub use small_cnn::SmallCnn;
 pub use text::{TextConfig, TextTransformer};
+pub use vit::{Vit, VitConfig};
