@@ -24,9 +24,10 @@ use rayon::prelude::*;
 use std::cell::Cell;
 use std::thread::LocalKey;
 
-/// Depth of a k block: B sliver `KC·NR` floats (12 KiB) stays in the 48 KiB L1d.
-const KC: usize = 256;
-/// Rows of A per task block: `MC·KC` floats (256 KiB) stay in the 1 MiB per-core L2.
+/// Depth of a k block: B sliver `KC·NR` floats (24 KiB) stays in the 48 KiB L1d. (512 measured
+/// 0–8 % faster than 256 at n = 512–2048; fewer passes over C.)
+const KC: usize = 512;
+/// Rows of A per task block: `MC·KC` floats (512 KiB) stay in the 1 MiB per-core L2.
 const MC: usize = 256;
 /// Upper bound, in floats, for the packed panel of B (16 MiB, half the shared L3).
 const B_PANEL_MAX: usize = 4 << 20;
