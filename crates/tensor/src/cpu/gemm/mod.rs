@@ -17,7 +17,9 @@ mod pack;
 #[cfg(test)]
 mod tests;
 
-/// `m·n·k` below which packing overhead dominates and `matrixmultiply` is faster.
+/// `m·n·k` below which the call goes to `matrixmultiply`. Measured on the target machine, the
+/// packed path was already faster than `matrixmultiply` from `8³` up (at `2³` and `4³` both
+/// take well under a microsecond), so only trivial products skip packing.
 #[cfg(target_arch = "x86_64")]
 const PACKED_MIN_VOLUME: usize = 8 * 8 * 8;
 
