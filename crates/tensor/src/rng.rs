@@ -52,7 +52,12 @@ pub fn u64_to_unit_f64(x: u64) -> f64 {
 #[inline]
 pub fn philox_block(seed: u64, stream: u64, block: u64) -> [u32; 4] {
     philox4x32(
-        [block as u32, (block >> 32) as u32, stream as u32, (stream >> 32) as u32],
+        [
+            block as u32,
+            (block >> 32) as u32,
+            stream as u32,
+            (stream >> 32) as u32,
+        ],
         [seed as u32, (seed >> 32) as u32],
     )
 }
@@ -74,7 +79,13 @@ pub struct Philox {
 impl Philox {
     /// A stream identified by `(seed, stream)`, positioned at its start.
     pub fn new(seed: u64, stream: u64) -> Self {
-        Philox { seed, stream, block: 0, buf: [0; 4], used: 4 }
+        Philox {
+            seed,
+            stream,
+            block: 0,
+            buf: [0; 4],
+            used: 4,
+        }
     }
 
     /// The next 32 random bits.
@@ -195,7 +206,10 @@ impl Generator {
     pub fn fork(&mut self) -> Philox {
         let block = self.reserve(1);
         let w = philox_block(self.seed, u64::MAX, block);
-        Philox::new(self.seed ^ ((w[0] as u64) << 32 | w[1] as u64), (w[2] as u64) << 32 | w[3] as u64)
+        Philox::new(
+            self.seed ^ ((w[0] as u64) << 32 | w[1] as u64),
+            (w[2] as u64) << 32 | w[3] as u64,
+        )
     }
 
     /// The seed this generator was created with.
@@ -211,22 +225,43 @@ mod tests {
     #[test]
     fn philox_matches_random123_known_answer() {
         // Known-answer vectors from Random123's kat_vectors for philox4x32_10.
-        assert_eq!(philox4x32([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+        assert_eq!(
+            philox4x32([0, 0, 0, 0], [0, 0]),
+            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+        );
         assert_eq!(
             philox4x32([u32::MAX; 4], [u32::MAX; 2]),
             [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
         );
         assert_eq!(
-            philox4x32([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+            philox4x32(
+                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+                [0xa4093822, 0x299f31d0]
+            ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u32> = (0..10).map({ let mut p = Philox::new(7, 0); move |_| p.next_u32() }).collect();
-        let b: Vec<u32> = (0..10).map({ let mut p = Philox::new(7, 0); move |_| p.next_u32() }).collect();
-        let c: Vec<u32> = (0..10).map({ let mut p = Philox::new(7, 1); move |_| p.next_u32() }).collect();
+        let a: Vec<u32> = (0..10)
+            .map({
+                let mut p = Philox::new(7, 0);
+                move |_| p.next_u32()
+            })
+            .collect();
+        let b: Vec<u32> = (0..10)
+            .map({
+                let mut p = Philox::new(7, 0);
+                move |_| p.next_u32()
+            })
+            .collect();
+        let c: Vec<u32> = (0..10)
+            .map({
+                let mut p = Philox::new(7, 1);
+                move |_| p.next_u32()
+            })
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
