@@ -1,0 +1,5 @@
+//! Self-supervised losses, one file each.
+
+mod nt_xent;
+
+pub use nt_xent::nt_xent;
