@@ -522,27 +522,6 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
     dw
 }
 
-/// Sum of 8 interleaved partial sums (vectorisable, fixed order).
-#[inline]
-fn sum8<T: Float>(x: &[T]) -> T {
-    let mut acc = [T::ZERO; 8];
-    let chunks = x.chunks_exact(8);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            acc[i] += c[i];
-        }
-    }
-    let mut s = T::ZERO;
-    for a in acc {
-        s += a;
-    }
-    for &r in rem {
-        s += r;
-    }
-    s
-}
-
 /// Gradient of the bias: `db[c] = sum over n, oy, ox of dy[n, c, oy, ox]` for `dy` of shape
 /// `[n, c, plane]`.
 pub fn conv2d_backward_bias<T: Float>(dy: &[T], n: usize, c: usize, plane: usize) -> Vec<T> {
@@ -551,7 +530,7 @@ pub fn conv2d_backward_bias<T: Float>(dy: &[T], n: usize, c: usize, plane: usize
         .map(|ch| {
             let mut s = T::ZERO;
             for i in 0..n {
-                s += sum8(&dy[(i * c + ch) * plane..(i * c + ch + 1) * plane]);
+                s += super::lanes::lanes_sum(&dy[(i * c + ch) * plane..(i * c + ch + 1) * plane]);
             }
             s
         })

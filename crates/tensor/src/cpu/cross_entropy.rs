@@ -22,9 +22,9 @@ pub fn forward<T: Float>(
             let (m, s) = super::simd::dispatch(
                 #[inline(always)]
                 || {
-                    let m = super::softmax::lanes_max(r);
+                    let m = super::lanes::lanes_max(r);
                     let m = if m == T::NEG_INF { T::ZERO } else { m };
-                    (m, super::softmax::lanes_sum_exp(r, m))
+                    (m, super::lanes::lanes_sum_exp(r, m))
                 },
             );
             let lse = s.ln() + m;

@@ -8,6 +8,7 @@ pub mod conv;
 pub mod cross_entropy;
 pub mod gemm;
 pub mod index;
+pub mod lanes;
 pub mod math;
 pub mod matmul;
 pub mod pool;

@@ -1,9 +1,11 @@
 //! Row reductions over contiguous data: `out[r] = reduce(x[r*len .. (r+1)*len])`.
 //!
-//! Callers permute the reduced axes to the end first. Sums use 8 independent accumulators
-//! (vectorisable, and more accurate than one running sum); long rows are split into fixed-size
-//! chunks reduced in parallel and combined in order, so results do not depend on thread count.
+//! Callers permute the reduced axes to the end first. Rows are reduced with the lane-parallel
+//! helpers of [`super::lanes`] (vectorisable, and more accurate than one running sum); long
+//! rows are split into fixed-size chunks reduced in parallel and combined in order, so results
+//! do not depend on thread count.
 
+use super::lanes::{lanes_max, lanes_min, lanes_sum};
 use crate::dtype::Float;
 use rayon::prelude::*;
 
@@ -32,24 +34,9 @@ fn reduce_slice<T: Float>(x: &[T], kind: ReduceKind) -> T {
 #[inline(always)]
 fn reduce_slice_inner<T: Float>(x: &[T], kind: ReduceKind) -> T {
     match kind {
-        ReduceKind::Sum => {
-            let mut acc = [T::ZERO; 8];
-            let chunks = x.chunks_exact(8);
-            let rem = chunks.remainder();
-            for c in chunks {
-                for k in 0..8 {
-                    acc[k] += c[k];
-                }
-            }
-            let mut s =
-                ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-            for &v in rem {
-                s += v;
-            }
-            s
-        }
-        ReduceKind::Max => x.iter().fold(T::NEG_INF, |a, &b| a.max(b)),
-        ReduceKind::Min => x.iter().fold(T::INF, |a, &b| a.min(b)),
+        ReduceKind::Sum => lanes_sum(x),
+        ReduceKind::Max => lanes_max(x),
+        ReduceKind::Min => lanes_min(x),
     }
 }
 

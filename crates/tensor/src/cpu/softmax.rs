@@ -1,6 +1,7 @@
 //! Row-wise softmax and log-softmax over contiguous rows: one pass for the maximum, one for
 //! the sum of exponentials, one to write; rows in parallel above a size threshold.
 
+use super::lanes::{lanes_max, lanes_sum};
 use crate::dtype::Float;
 use rayon::prelude::*;
 
@@ -11,55 +12,6 @@ fn row<T: Float>(x: &[T], out: &mut [T], log: bool) {
         #[inline(always)]
         || row_inner(x, out, log),
     )
-}
-
-/// Maximum with 16 independent lanes (vectorisable; NaN propagates).
-#[inline(always)]
-pub(crate) fn lanes_max<T: Float>(x: &[T]) -> T {
-    let mut acc = [T::NEG_INF; 16];
-    let chunks = x.chunks_exact(16);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for k in 0..16 {
-            acc[k] = acc[k].max(c[k]);
-        }
-    }
-    rem.iter()
-        .fold(acc.iter().fold(T::NEG_INF, |a, &b| a.max(b)), |a, &b| {
-            a.max(b)
-        })
-}
-
-/// Sum with 16 independent lanes (vectorisable).
-#[inline(always)]
-pub(crate) fn lanes_sum<T: Float>(x: &[T]) -> T {
-    let mut acc = [T::ZERO; 16];
-    let chunks = x.chunks_exact(16);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for k in 0..16 {
-            acc[k] += c[k];
-        }
-    }
-    rem.iter()
-        .fold(acc.iter().fold(T::ZERO, |a, &b| a + b), |a, &b| a + b)
-}
-
-/// `sum(exp(x - m))` with 16 independent lanes (vectorisable).
-#[inline(always)]
-pub(crate) fn lanes_sum_exp<T: Float>(x: &[T], m: T) -> T {
-    let mut acc = [T::ZERO; 16];
-    let chunks = x.chunks_exact(16);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for k in 0..16 {
-            acc[k] += (c[k] - m).exp();
-        }
-    }
-    rem.iter()
-        .fold(acc.iter().fold(T::ZERO, |a, &b| a + b), |a, &b| {
-            a + (b - m).exp()
-        })
 }
 
 #[inline(always)]

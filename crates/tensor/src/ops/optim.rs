@@ -4,7 +4,7 @@
 
 use crate::error::{shape_err, Result};
 use crate::storage::CpuStorage;
-use crate::Tensor;
+use crate::{Element, Tensor};
 use rayon::prelude::*;
 
 /// Hyper-parameters of one Adam/AdamW step.
@@ -170,7 +170,7 @@ impl Tensor {
         let bslice = bw.as_mut().map(|b| b.cpu_mut("sgd_step_")).transpose()?;
         match (pw.cpu_mut("sgd_step_")?, gr.cpu("sgd_step_")?, bslice) {
             (CpuStorage::F32(p), CpuStorage::F32(g), b) => {
-                let b = b.and_then(|b| b.as_mut_slice_f32());
+                let b = b.and_then(f32::slice_mut);
                 sgd_kernel(
                     p,
                     g,
@@ -184,7 +184,7 @@ impl Tensor {
                 )
             }
             (CpuStorage::F64(p), CpuStorage::F64(g), b) => {
-                let b = b.and_then(|b| b.as_mut_slice_f64());
+                let b = b.and_then(f64::slice_mut);
                 sgd_kernel(
                     p,
                     g,
@@ -200,21 +200,6 @@ impl Tensor {
             (p, ..) => return Err(crate::ops::unsupported("sgd_step_", p.dtype())),
         }
         Ok(())
-    }
-}
-
-impl CpuStorage {
-    fn as_mut_slice_f32(&mut self) -> Option<&mut [f32]> {
-        match self {
-            CpuStorage::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn as_mut_slice_f64(&mut self) -> Option<&mut [f64]> {
-        match self {
-            CpuStorage::F64(v) => Some(v),
-            _ => None,
-        }
     }
 }
 

@@ -8,8 +8,8 @@ use crate::cpu::strided::to_contiguous;
 use crate::error::{shape_err, Error, Result};
 use crate::layout::{numel, resolve_axis, Layout};
 use crate::storage::CpuStorage;
-use crate::with_cpu;
 use crate::Tensor;
+use crate::{with_cpu, Element};
 
 /// A view of `x` with layout `l`, recording `bw` as its backward.
 fn view(x: &Tensor, l: Layout, bw: impl FnOnce() -> Box<dyn BackwardOp>) -> Tensor {
@@ -21,19 +21,8 @@ pub(crate) fn copy_contiguous(x: &Tensor) -> Result<Tensor> {
     let g = x.read();
     let c = g.cpu("contiguous")?;
     let l = x.layout();
-    let s: CpuStorage =
-        with_cpu!(c, v => IntoStorageVec::into_storage_vec(to_contiguous(&v[..], l)));
+    let s: CpuStorage = with_cpu!(c, v => Element::into_storage(to_contiguous(&v[..], l)));
     Ok(Tensor::from_cpu(s, x.shape()))
-}
-
-/// Helper so `with_cpu!` can rewrap a `Vec` of any element type.
-trait IntoStorageVec {
-    fn into_storage_vec(self) -> CpuStorage;
-}
-impl<T: crate::dtype::Element> IntoStorageVec for Vec<T> {
-    fn into_storage_vec(self) -> CpuStorage {
-        T::into_storage(self)
-    }
 }
 
 /// A zero tensor of `shape` with `g` written into the sub-view `sub` (the backward of
