@@ -93,22 +93,5 @@ impl Optimizer for Lars {
         self.step += 1;
         Ok(())
     }
-    fn groups(&self) -> &[ParamGroup] {
-        &self.groups
-    }
-    fn groups_mut(&mut self) -> &mut Vec<ParamGroup> {
-        &mut self.groups
-    }
-    fn step_count(&self) -> u64 {
-        self.step
-    }
-    fn set_step_count(&mut self, step: u64) {
-        self.step = step;
-    }
-    fn state(&self) -> &BTreeMap<String, Tensor> {
-        &self.state
-    }
-    fn state_mut(&mut self) -> &mut BTreeMap<String, Tensor> {
-        &mut self.state
-    }
+    super::optimizer_accessors!();
 }

@@ -151,6 +151,32 @@ pub trait Optimizer {
     }
 }
 
+/// The [`Optimizer`] accessors for a struct with `groups`, `step` and `state` fields (every
+/// optimiser here keeps its state that way).
+macro_rules! optimizer_accessors {
+    () => {
+        fn groups(&self) -> &[$crate::optim::ParamGroup] {
+            &self.groups
+        }
+        fn groups_mut(&mut self) -> &mut Vec<$crate::optim::ParamGroup> {
+            &mut self.groups
+        }
+        fn step_count(&self) -> u64 {
+            self.step
+        }
+        fn set_step_count(&mut self, step: u64) {
+            self.step = step;
+        }
+        fn state(&self) -> &std::collections::BTreeMap<String, selfsup_tensor::Tensor> {
+            &self.state
+        }
+        fn state_mut(&mut self) -> &mut std::collections::BTreeMap<String, selfsup_tensor::Tensor> {
+            &mut self.state
+        }
+    };
+}
+pub(crate) use optimizer_accessors;
+
 /// The state slot `key`, created as zeros like `like` on first use.
 pub(crate) fn slot(state: &mut BTreeMap<String, Tensor>, key: String, like: &Tensor) -> Tensor {
     state
