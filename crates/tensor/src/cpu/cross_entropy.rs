@@ -46,13 +46,13 @@ pub fn forward<T: Float>(
     rows.into_iter().unzip()
 }
 
-/// Gradient of `sum_r scale[r] * loss[r]` with respect to the logits.
+/// Gradient of `scale * sum_r loss[r]` with respect to the logits.
 pub fn backward<T: Float>(
     x: &[T],
     c: usize,
     targets: &[Option<usize>],
     lse: &[T],
-    scale: &[T],
+    scale: T,
     eps: f64,
 ) -> Vec<T> {
     let mut out = vec![T::ZERO; x.len()];
@@ -61,7 +61,7 @@ pub fn backward<T: Float>(
         .enumerate()
         .for_each(|(r, (o, xr))| {
             let Some(t) = targets[r] else { return };
-            let s = scale[r];
+            let s = scale;
             let uni = T::c(eps / c as f64);
             for (oj, &xj) in o.iter_mut().zip(xr) {
                 *oj = ((xj - lse[r]).exp() - uni) * s;

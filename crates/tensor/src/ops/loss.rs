@@ -53,7 +53,7 @@ impl BackwardOp for CeBack {
                 c,
                 &self.targets,
                 lse,
-                &vec![gs as f32; n],
+                gs as f32,
                 self.eps,
             )),
             (CpuStorage::F64(v), CpuStorage::F64(lse)) => CpuStorage::F64(cross_entropy::backward(
@@ -61,7 +61,7 @@ impl BackwardOp for CeBack {
                 c,
                 &self.targets,
                 lse,
-                &vec![gs; n],
+                gs,
                 self.eps,
             )),
             (v, _) => return Err(crate::ops::unsupported("cross_entropy", v.dtype())),
