@@ -134,8 +134,8 @@ impl ResNet {
             .map_or(0, |b| b.bn2.running_mean.numel())
     }
 
-    /// Features `[N, out_dim]` of images `[N, C, H, W]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The last feature map `[N, out_dim, H/8, W/8]` of images `[N, C, H, W]` (before pooling).
+    pub fn feature_map(&self, x: &Tensor) -> Result<Tensor> {
         if x.rank() != 4 || x.shape()[1] != self.in_channels {
             return config(format!(
                 "ResNet: expected images [N, {}, H, W], got {:?}",
@@ -149,7 +149,12 @@ impl ResNet {
                 h = b.forward(&h)?;
             }
         }
-        Ok(h.global_avg_pool2d()?)
+        Ok(h)
+    }
+
+    /// Features `[N, out_dim]` of images `[N, C, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.feature_map(x)?.global_avg_pool2d()?)
     }
 
     /// Multiply-adds times 2 of the convolutions for one `h x w` image.

@@ -68,6 +68,11 @@ impl SmallCnn {
 
     /// Features `[N, out_dim]` of images `[N, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.feature_map(x)?.global_avg_pool2d()?)
+    }
+
+    /// The last feature map `[N, out_dim, H/4, W/4]` (before pooling).
+    pub fn feature_map(&self, x: &Tensor) -> Result<Tensor> {
         if x.rank() != 4 || x.shape()[1] != self.in_channels {
             return config(format!(
                 "SmallCnn: expected images [N, {}, H, W], got {:?}",
@@ -79,7 +84,7 @@ impl SmallCnn {
         for b in &self.blocks {
             h = b.bn.forward(&b.conv.forward(&h)?)?.relu()?;
         }
-        Ok(h.global_avg_pool2d()?)
+        Ok(h)
     }
 
     /// Multiply-adds times 2 of the convolutions for one `h x w` image (BatchNorm, ReLU and

@@ -1,0 +1,116 @@
+//! Trains one SSL method for a few hundred steps on real data (Fashion-MNIST for image
+//! methods, the fortunes corpus for text methods) and prints the loss before and after, the
+//! collapse diagnostics and the time: the runs recorded in docs/methods.md.
+//!
+//! ```text
+//! cargo run --release -p selfsup-ssl --example train_method -- simclr 300 256
+//! ```
+//! Arguments: method name, steps (default 300), batch size (default 256 images or 32 text
+//! windows). Needs `apt-get install dataset-fashion-mnist` / `apt-get install fortunes`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use selfsup_data::{idx, text, vocab::Vocab, LoaderConfig, Split};
+use selfsup_ssl::feed::{default_view, image_loader, to_ssl_batch, TextWindows};
+use selfsup_ssl::{build, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
+use selfsup_tensor::Generator;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let method: MethodName = args
+        .first()
+        .map(String::as_str)
+        .unwrap_or("simclr")
+        .parse()?;
+    let steps: u64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(300);
+    let mut cfg = MethodConfig::for_method(method);
+    let mut optim = OptimConfig::default();
+    let mut g = Generator::new(0);
+    let started = Instant::now();
+    let mut losses = Vec::new();
+    let mut last = None;
+    if method.is_text() {
+        let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
+        let corpus = text::fortunes_corpus(Path::new(text::DEBIAN_FORTUNES_DIR))?;
+        let vocab = Vocab::chars_from_text(vec!["[PAD]".into(), "[MASK]".into()], &corpus.text);
+        cfg.backbone.vocab = vocab.len();
+        cfg.backbone.context = 64;
+        optim.optimizer = selfsup_ssl::OptimizerKind::Adamw;
+        optim.weight_decay = 0.1;
+        let windows = TextWindows::new(vocab.encode(&corpus.train)?, 64, 0)?;
+        let mut trainer = Trainer::new(build(&cfg, &mut g)?, &optim, steps, 0)?;
+        for s in 0..steps {
+            let b = SslBatch::from_tokens(windows.batch(s, batch)?);
+            let st = trainer.train_step(&b)?;
+            log(s, steps, &st);
+            losses.push(st.loss);
+            last = Some(st);
+        }
+    } else {
+        let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(256);
+        let train = Arc::new(idx::load_fashion_mnist_debian(Split::Train)?);
+        let method_box = build(&cfg, &mut g)?;
+        let kind = method_box.input();
+        let loader = image_loader(
+            train,
+            &kind,
+            &default_view(method, cfg.backbone.image_size),
+            LoaderConfig {
+                batch_size: batch,
+                ..LoaderConfig::default()
+            },
+        )?;
+        let mut trainer = Trainer::new(method_box, &optim, steps, 0)?;
+        let mut s = 0;
+        'outer: for epoch in 0.. {
+            for b in loader.epoch(epoch) {
+                if s == steps {
+                    break 'outer;
+                }
+                let st = trainer.train_step(&to_ssl_batch(b)?)?;
+                log(s, steps, &st);
+                losses.push(st.loss);
+                last = Some(st);
+                s += 1;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let k = (losses.len() / 10).max(1);
+    let first: f64 = losses.iter().take(k).sum::<f64>() / k as f64;
+    let final_: f64 = losses.iter().rev().take(k).sum::<f64>() / k as f64;
+    let diag = match &last {
+        Some(st) => st.diagnostics()?.map(|d| d.summary()),
+        None => None,
+    };
+    println!(
+        "| {method} | {steps} | {first:.4} | {final_:.4} | {} | {secs:.0} s |",
+        diag.unwrap_or_else(|| "-".into())
+    );
+    Ok(())
+}
+
+fn log(s: u64, steps: u64, st: &selfsup_ssl::StepStats) {
+    if s % 25 == 0 || s + 1 == steps {
+        let extra: Vec<String> = st
+            .metrics
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect();
+        eprintln!(
+            "step {s:4} loss {:.4} lr {:.2e} {}",
+            st.loss,
+            st.lr,
+            extra.join(" ")
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! [`Trainer`]: one optimiser step of any [`SslMethod`], with the learning-rate schedule, the
+//! NaN guard and the method's per-step updates; [`OptimConfig`] describes the optimiser.
+
+use serde::{Deserialize, Serialize};
+
+use selfsup_nn::optim::{
+    clip_grad_norm, decay_groups, Adam, AdamConfig, Lars, LarsConfig, Optimizer, Sgd, SgdConfig,
+};
+use selfsup_nn::schedule::LrSchedule;
+use selfsup_tensor::{Generator, Tensor};
+
+use crate::diagnostics::{diagnostics, Diagnostics};
+use crate::error::{config, Result, SslError};
+use crate::method::{Progress, SslBatch, SslMethod};
+
+/// The optimisers a run can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Adam (L2 weight decay added to the gradient).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+    /// SGD with momentum 0.9.
+    Sgd,
+    /// LARS (layer-wise trust ratio, momentum 0.9).
+    Lars,
+}
+
+/// The learning-rate schedules a run can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// Linear warm-up then cosine decay to `final_lr_ratio * lr`.
+    Cosine,
+    /// Linear warm-up then constant.
+    Constant,
+}
+
+/// Optimiser and schedule settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Which optimiser.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Weight decay (not applied to biases and normalisation parameters).
+    pub weight_decay: f64,
+    /// The schedule.
+    pub schedule: ScheduleKind,
+    /// Warm-up steps.
+    pub warmup_steps: u64,
+    /// Final learning rate as a fraction of `lr` (cosine).
+    pub final_lr_ratio: f64,
+    /// Clip the global gradient norm to this value (0 = no clipping).
+    pub clip_grad: f64,
+}
+
+impl Default for OptimConfig {
+    /// Adam, lr 1e-3, no weight decay, cosine schedule with 10 warm-up steps to 1% of lr.
+    fn default() -> Self {
+        OptimConfig {
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            schedule: ScheduleKind::Cosine,
+            warmup_steps: 10,
+            final_lr_ratio: 0.01,
+            clip_grad: 0.0,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return config(format!("optim.lr = {} must be positive", self.lr));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return config(format!(
+                "optim.weight_decay = {} must be >= 0",
+                self.weight_decay
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.final_lr_ratio) {
+            return config(format!(
+                "optim.final_lr_ratio = {} must be in [0, 1]",
+                self.final_lr_ratio
+            ));
+        }
+        if !(self.clip_grad >= 0.0) {
+            return config(format!("optim.clip_grad = {} must be >= 0", self.clip_grad));
+        }
+        Ok(())
+    }
+
+    /// The schedule over `total` steps.
+    pub fn schedule(&self, total: u64) -> LrSchedule {
+        match self.schedule {
+            ScheduleKind::Cosine => LrSchedule::WarmupCosine {
+                lr: self.lr,
+                warmup: self.warmup_steps.min(total / 2),
+                total,
+                final_lr: self.lr * self.final_lr_ratio,
+            },
+            ScheduleKind::Constant if self.warmup_steps > 0 => LrSchedule::WarmupCosine {
+                lr: self.lr,
+                warmup: self.warmup_steps.min(total / 2),
+                total: u64::MAX,
+                final_lr: self.lr,
+            },
+            ScheduleKind::Constant => LrSchedule::Constant { lr: self.lr },
+        }
+    }
+
+    /// The optimiser over `params` (weight decay only on tensors of rank >= 2).
+    pub fn build(&self, params: Vec<(String, Tensor)>) -> Result<Box<dyn Optimizer + Send>> {
+        self.validate()?;
+        let groups = decay_groups(params, self.lr, self.weight_decay);
+        Ok(match self.optimizer {
+            OptimizerKind::Adam => Box::new(Adam::with_groups(
+                groups,
+                AdamConfig {
+                    lr: self.lr,
+                    weight_decay: self.weight_decay,
+                    ..AdamConfig::default()
+                },
+            )?),
+            OptimizerKind::Adamw => Box::new(Adam::with_groups(
+                groups,
+                AdamConfig {
+                    lr: self.lr,
+                    weight_decay: self.weight_decay,
+                    ..AdamConfig::adamw()
+                },
+            )?),
+            OptimizerKind::Sgd => Box::new(Sgd::with_groups(
+                groups,
+                SgdConfig {
+                    lr: self.lr,
+                    momentum: 0.9,
+                    weight_decay: self.weight_decay,
+                    ..SgdConfig::default()
+                },
+            )?),
+            OptimizerKind::Lars => Box::new(Lars::with_groups(
+                groups,
+                LarsConfig {
+                    lr: self.lr,
+                    weight_decay: self.weight_decay,
+                    ..LarsConfig::default()
+                },
+            )),
+        })
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Debug)]
+pub struct StepStats {
+    /// The loss before the update.
+    pub loss: f64,
+    /// The learning rate used.
+    pub lr: f64,
+    /// The method's extra figures.
+    pub metrics: Vec<(String, f64)>,
+    /// Detached features of two views (for diagnostics), when the method gives them.
+    pub embeddings: Option<(Tensor, Option<Tensor>)>,
+}
+
+impl StepStats {
+    /// Collapse diagnostics of this step's embeddings, if there are any.
+    pub fn diagnostics(&self) -> Result<Option<Diagnostics>> {
+        match &self.embeddings {
+            Some((a, b)) => Ok(Some(diagnostics(a, b.as_ref())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Trains one method: forward, NaN guard, backward, clipping, optimiser step, the method's
+/// per-step updates.
+pub struct Trainer {
+    /// The method being trained.
+    pub method: Box<dyn SslMethod>,
+    /// Its optimiser (over [`SslMethod::trainable_params`]).
+    pub optimizer: Box<dyn Optimizer + Send>,
+    schedule: LrSchedule,
+    clip: f64,
+    /// Steps done.
+    pub step: u64,
+    /// Steps planned (for schedules).
+    pub total: u64,
+    /// Randomness of the method (masks, rotations, permutations).
+    pub generator: Generator,
+}
+
+impl Trainer {
+    /// A trainer for `method` over `total` steps; `seed` drives the method's own randomness.
+    pub fn new(
+        method: Box<dyn SslMethod>,
+        optim: &OptimConfig,
+        total: u64,
+        seed: u64,
+    ) -> Result<Self> {
+        let optimizer = optim.build(method.trainable_params())?;
+        Ok(Trainer {
+            method,
+            optimizer,
+            schedule: optim.schedule(total.max(1)),
+            clip: optim.clip_grad,
+            step: 0,
+            total: total.max(1),
+            generator: Generator::new(seed ^ 0x5e1f_5a9b),
+        })
+    }
+
+    /// One optimisation step on `batch`. A NaN or infinite loss returns
+    /// [`SslError::NonFinite`] before anything is updated.
+    pub fn train_step(&mut self, batch: &SslBatch) -> Result<StepStats> {
+        let progress = Progress {
+            step: self.step,
+            total: self.total,
+        };
+        let lr = self.schedule.lr(self.step);
+        self.optimizer.set_lr(lr);
+        self.method.set_train(true);
+        let out = self.method.forward(batch, progress, &mut self.generator)?;
+        let loss = out.loss.item()?;
+        if !loss.is_finite() {
+            return Err(SslError::NonFinite {
+                step: self.step,
+                value: loss,
+            });
+        }
+        out.loss.backward()?;
+        if self.clip > 0.0 {
+            let params: Vec<(String, Tensor)> = self
+                .optimizer
+                .groups()
+                .iter()
+                .flat_map(|g| g.params.iter().cloned())
+                .collect();
+            clip_grad_norm(&params, self.clip)?;
+        }
+        self.optimizer.step()?;
+        self.optimizer.zero_grad();
+        self.method.zero_grad();
+        self.method.after_step(progress)?;
+        self.step += 1;
+        Ok(StepStats {
+            loss,
+            lr,
+            metrics: out.metrics,
+            embeddings: out.embeddings,
+        })
+    }
+}
