@@ -32,6 +32,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod encoder;
 pub mod error;
+pub mod eval;
 pub mod feed;
 pub mod loss;
 mod macros;
