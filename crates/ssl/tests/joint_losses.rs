@@ -83,26 +83,17 @@ fn byol_and_negative_cosine_hand_values() {
 #[test]
 fn barlow_twins_is_zero_on_identical_decorrelated_views() {
     // Columns with mean 0, biased variance 1 and zero correlation: C = I / (1 + eps).
-    let z = t(
-        &[1.0, 1.0, 1.0, -1.0, -1.0, 1.0, -1.0, -1.0],
-        &[4, 2],
-    );
+    let z = t(&[1.0, 1.0, 1.0, -1.0, -1.0, 1.0, -1.0, -1.0], &[4, 2]);
     let got = item(barlow_twins(&z, &z, 5e-3).unwrap());
     let c = 1.0 / (1.0 + BARLOW_EPS);
     assert!((got - 2.0 * (1.0 - c) * (1.0 - c)).abs() < 1e-15, "{got}");
     assert!(got < 1e-9);
     // Second view: the first column flipped: C = diag(-c, c): on-diagonal (1 + c)^2.
-    let flipped = t(
-        &[-1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0],
-        &[4, 2],
-    );
+    let flipped = t(&[-1.0, 1.0, -1.0, -1.0, 1.0, 1.0, 1.0, -1.0], &[4, 2]);
     let got = item(barlow_twins(&z, &flipped, 5e-3).unwrap());
     assert!((got - ((1.0 + c).powi(2) + (1.0 - c).powi(2))).abs() < 1e-12);
     // Second view: the columns swapped: C = [[0, c], [c, 0]]: 2 + lambda * 2 c^2.
-    let swapped = t(
-        &[1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0],
-        &[4, 2],
-    );
+    let swapped = t(&[1.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1.0, -1.0], &[4, 2]);
     let got = item(barlow_twins(&z, &swapped, 0.5).unwrap());
     assert!((got - (2.0 + 0.5 * 2.0 * c * c)).abs() < 1e-12, "{got}");
     assert!(barlow_twins(&t(&[1.0, 2.0], &[1, 2]), &t(&[1.0, 2.0], &[1, 2]), 0.1).is_err());
@@ -144,17 +135,36 @@ fn dino_hand_values_and_centre() {
     let s = Tensor::zeros(&[3, k], DType::F64);
     let teach = randn(&[3, k], 1);
     let c = Tensor::zeros(&[1, k], DType::F64);
-    let got = item(dino_loss(&[s.clone(), s.clone(), s.clone()], &[teach.clone(), teach.clone()], &c, 0.1, 0.04).unwrap());
+    let got = item(
+        dino_loss(
+            &[s.clone(), s.clone(), s.clone()],
+            &[teach.clone(), teach.clone()],
+            &c,
+            0.1,
+            0.04,
+        )
+        .unwrap(),
+    );
     assert!((got - (k as f64).ln()).abs() < 1e-12);
     // Centre: m c + (1 - m) mean over all rows of both teacher outputs.
     let c0 = t(&[1.0, 2.0], &[1, 2]);
     let t1 = t(&[0.0, 0.0, 2.0, 4.0], &[2, 2]);
     let t2 = t(&[4.0, 8.0, 2.0, 0.0], &[2, 2]);
-    let got = dino_center(&c0, &[t1, t2], 0.9).unwrap().to_vec::<f64>().unwrap();
+    let got = dino_center(&c0, &[t1, t2], 0.9)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
     // mean rows = [2, 3]
     assert!((got[0] - (0.9 + 0.2)).abs() < 1e-12 && (got[1] - (1.8 + 0.3)).abs() < 1e-12);
     assert!(dino_loss(&[s.clone()], &[teach.clone()], &c, 0.1, 0.04).is_err());
-    assert!(dino_loss(&[s.clone(), s], &[teach], &Tensor::zeros(&[1, 2], DType::F64), 0.1, 0.04).is_err());
+    assert!(dino_loss(
+        &[s.clone(), s],
+        &[teach],
+        &Tensor::zeros(&[1, 2], DType::F64),
+        0.1,
+        0.04
+    )
+    .is_err());
 }
 
 // ---------- f64 loop references ----------
@@ -198,7 +208,9 @@ fn ref_barlow(a: &Tensor, b: &Tensor, lambda: f64) -> f64 {
     let std = |c: Vec<f64>| -> Vec<f64> {
         let m = mean(&c);
         let var = c.iter().map(|x| (x - m).powi(2)).sum::<f64>() / c.len() as f64;
-        c.iter().map(|x| (x - m) / (var + BARLOW_EPS).sqrt()).collect()
+        c.iter()
+            .map(|x| (x - m) / (var + BARLOW_EPS).sqrt())
+            .collect()
     };
     let ca: Vec<Vec<f64>> = columns(&rows(a)).into_iter().map(std).collect();
     let cb: Vec<Vec<f64>> = columns(&rows(b)).into_iter().map(std).collect();
@@ -207,7 +219,11 @@ fn ref_barlow(a: &Tensor, b: &Tensor, lambda: f64) -> f64 {
     for (i, x) in ca.iter().enumerate() {
         for (j, y) in cb.iter().enumerate() {
             let c = dot(x, y) / n;
-            loss += if i == j { (1.0 - c).powi(2) } else { lambda * c * c };
+            loss += if i == j {
+                (1.0 - c).powi(2)
+            } else {
+                lambda * c * c
+            };
         }
     }
     loss
@@ -365,9 +381,14 @@ proptest! {
 #[test]
 fn dino_sends_no_gradient_to_the_teacher_or_centre() {
     let s: Vec<Tensor> = (0..3).map(|v| randn(&[2, 4], v).requires_grad_()).collect();
-    let te: Vec<Tensor> = (0..2).map(|v| randn(&[2, 4], 10 + v).requires_grad_()).collect();
+    let te: Vec<Tensor> = (0..2)
+        .map(|v| randn(&[2, 4], 10 + v).requires_grad_())
+        .collect();
     let c = randn(&[1, 4], 20).requires_grad_();
-    dino_loss(&s, &te, &c, 0.1, 0.04).unwrap().backward().unwrap();
+    dino_loss(&s, &te, &c, 0.1, 0.04)
+        .unwrap()
+        .backward()
+        .unwrap();
     assert!(s.iter().all(|x| x.grad().is_some()));
     assert!(te.iter().all(|x| x.grad().is_none()));
     assert!(c.grad().is_none());

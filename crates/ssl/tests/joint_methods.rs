@@ -9,8 +9,7 @@ use selfsup_nn::Module;
 use selfsup_ssl::loss::negative_cosine;
 use selfsup_ssl::methods::{Dino, MocoV2, Simsiam};
 use selfsup_ssl::{
-    build, InputKind, MethodConfig, MethodName, OptimConfig, Progress, SslBatch, SslMethod,
-    Trainer,
+    build, InputKind, MethodConfig, MethodName, OptimConfig, Progress, SslBatch, SslMethod, Trainer,
 };
 use selfsup_tensor::{DType, Generator, Tensor};
 
@@ -196,7 +195,11 @@ fn simsiam_gradient_equals_the_one_with_constant_targets() {
     let grads: Vec<Vec<f32>> = s
         .params()
         .iter()
-        .map(|(_, t)| t.grad().map(|g| g.to_vec::<f32>().unwrap()).unwrap_or_default())
+        .map(|(_, t)| {
+            t.grad()
+                .map(|g| g.to_vec::<f32>().unwrap())
+                .unwrap_or_default()
+        })
         .collect();
     s.zero_grad();
     // The same loss with the targets rebuilt as fresh constants: no graph behind them at all.
@@ -211,7 +214,10 @@ fn simsiam_gradient_equals_the_one_with_constant_targets() {
         };
         let l = negative_cosine(&pr.narrow(0, 0, 8).unwrap(), &zt.narrow(0, 8, 8).unwrap())
             .unwrap()
-            .add(&negative_cosine(&pr.narrow(0, 8, 8).unwrap(), &zt.narrow(0, 0, 8).unwrap()).unwrap())
+            .add(
+                &negative_cosine(&pr.narrow(0, 8, 8).unwrap(), &zt.narrow(0, 0, 8).unwrap())
+                    .unwrap(),
+            )
             .unwrap()
             .mul_scalar(0.5)
             .unwrap();
@@ -219,7 +225,11 @@ fn simsiam_gradient_equals_the_one_with_constant_targets() {
         let out: Vec<Vec<f32>> = s
             .params()
             .iter()
-            .map(|(_, t)| t.grad().map(|g| g.to_vec::<f32>().unwrap()).unwrap_or_default())
+            .map(|(_, t)| {
+                t.grad()
+                    .map(|g| g.to_vec::<f32>().unwrap())
+                    .unwrap_or_default()
+            })
             .collect();
         s.zero_grad();
         out
@@ -260,7 +270,11 @@ fn moco_queue_takes_the_new_keys_and_wraps() {
         m.forward(&b, p, &mut g).unwrap();
         let x = Tensor::concat(&[&b.views[0], &b.views[1]], 0).unwrap();
         keys.push(rows(
-            &m.target.forward(&x).unwrap().l2_normalize(-1, 1e-12).unwrap(),
+            &m.target
+                .forward(&x)
+                .unwrap()
+                .l2_normalize(-1, 1e-12)
+                .unwrap(),
         ));
         m.after_step(p).unwrap();
     }
@@ -316,7 +330,11 @@ fn dino_centre_moves_by_its_ema() {
         for j in 0..k {
             let mean: f64 = (0..16).map(|i| t[i * k + j] as f64).sum::<f64>() / 16.0;
             let want = cfg.center_momentum * c0[j] as f64 + (1.0 - cfg.center_momentum) * mean;
-            assert!((c1[j] as f64 - want).abs() < 1e-6, "{j}: {} vs {want}", c1[j]);
+            assert!(
+                (c1[j] as f64 - want).abs() < 1e-6,
+                "{j}: {} vs {want}",
+                c1[j]
+            );
             moved |= c1[j] != c0[j];
         }
         assert!(moved);

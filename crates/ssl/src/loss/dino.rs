@@ -40,7 +40,11 @@ pub fn dino_loss(
     if shape.len() != 2 || student.iter().chain(teacher).any(|t| t.shape() != shape) {
         return shape_err(format!(
             "every output must be [N, K] of the same shape, got {:?}",
-            student.iter().chain(teacher).map(|t| t.shape().to_vec()).collect::<Vec<_>>()
+            student
+                .iter()
+                .chain(teacher)
+                .map(|t| t.shape().to_vec())
+                .collect::<Vec<_>>()
         ));
     }
     if center.numel() != shape[1] {

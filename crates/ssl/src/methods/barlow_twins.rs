@@ -28,7 +28,10 @@ impl BarlowTwins {
     /// Builds Barlow Twins from `cfg` (encoder, `proj_*`, `lambda`).
     pub fn new(cfg: &MethodConfig, g: &mut Generator) -> Result<Self> {
         if !(cfg.lambda >= 0.0 && cfg.lambda.is_finite()) {
-            return config(format!("barlow-twins: lambda = {} must be >= 0", cfg.lambda));
+            return config(format!(
+                "barlow-twins: lambda = {} must be >= 0",
+                cfg.lambda
+            ));
         }
         let encoder = Encoder::new(&cfg.backbone, false, false, g)?;
         let proj = bn_mlp(

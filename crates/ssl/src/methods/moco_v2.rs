@@ -83,8 +83,16 @@ impl MocoV2 {
         if n == 0 {
             return Ok(());
         }
-        let keys = keys.narrow(0, total - n, n)?.detach().to_dtype(self.queue.dtype())?;
-        let ptr = self.queue_ptr.to_vec::<i64>()?.first().copied().unwrap_or(0);
+        let keys = keys
+            .narrow(0, total - n, n)?
+            .detach()
+            .to_dtype(self.queue.dtype())?;
+        let ptr = self
+            .queue_ptr
+            .to_vec::<i64>()?
+            .first()
+            .copied()
+            .unwrap_or(0);
         let p = usize::try_from(ptr).unwrap_or(0) % cap;
         let first = n.min(cap - p);
         let rest = n - first;

@@ -69,9 +69,7 @@ impl SslMethod for Simsiam {
     fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
         let v = batch.views("simsiam", 2)?;
         let b = v[0].shape()[0];
-        let h = self
-            .encoder
-            .embed(&Tensor::concat(&[&v[0], &v[1]], 0)?)?;
+        let h = self.encoder.embed(&Tensor::concat(&[&v[0], &v[1]], 0)?)?;
         let z = self.projector.forward(&h)?;
         let p = self.predictor.forward(&z)?;
         let zd = z.detach();
