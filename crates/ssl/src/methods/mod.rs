@@ -1,8 +1,24 @@
 //! The methods, one file each, and [`build`], which makes any of them from a [`MethodConfig`].
 
+mod barlow_twins;
+mod byol;
+mod dino;
+mod moco_v2;
+mod moco_v3;
+mod momentum;
 mod simclr;
+mod simsiam;
+mod vicreg;
 
+pub use barlow_twins::BarlowTwins;
+pub use byol::Byol;
+pub use dino::{dino_local_size, Dino, DinoHead, DinoTeacher};
+pub use moco_v2::MocoV2;
+pub use moco_v3::MocoV3;
+pub use momentum::MomentumBranch;
 pub use simclr::Simclr;
+pub use simsiam::Simsiam;
+pub use vicreg::Vicreg;
 
 use selfsup_tensor::Generator;
 
@@ -15,6 +31,13 @@ pub fn build(cfg: &MethodConfig, g: &mut Generator) -> Result<Box<dyn SslMethod>
     cfg.validate()?;
     Ok(match cfg.method {
         MethodName::Simclr => Box::new(Simclr::new(cfg, g)?),
+        MethodName::MocoV2 => Box::new(MocoV2::new(cfg, g)?),
+        MethodName::MocoV3 => Box::new(MocoV3::new(cfg, g)?),
+        MethodName::Byol => Box::new(Byol::new(cfg, g)?),
+        MethodName::Simsiam => Box::new(Simsiam::new(cfg, g)?),
+        MethodName::BarlowTwins => Box::new(BarlowTwins::new(cfg, g)?),
+        MethodName::Vicreg => Box::new(Vicreg::new(cfg, g)?),
+        MethodName::Dino => Box::new(Dino::new(cfg, g)?),
         other => return config(format!("method {other} is not built yet")),
     })
 }
