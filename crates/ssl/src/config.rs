@@ -471,10 +471,16 @@ impl MethodConfig {
         if matches!(m, MethodName::Cpc | MethodName::Simmim) && b.kind == BackboneKind::Vit {
             return config(format!(
                 "method {m} needs a CNN backbone (small-cnn or resnet18), not vit{}",
-                if m == MethodName::Simmim { "; use method mae for a vit" } else { "" }
+                if m == MethodName::Simmim {
+                    "; use method mae for a vit"
+                } else {
+                    ""
+                }
             ));
         }
-        if m == MethodName::Cpc && (self.grid < 2 || self.cpc_steps == 0 || self.cpc_steps >= self.grid) {
+        if m == MethodName::Cpc
+            && (self.grid < 2 || self.cpc_steps == 0 || self.cpc_steps >= self.grid)
+        {
             return config(format!(
                 "cpc needs grid >= 2 and 1 <= cpc_steps < grid, got grid = {} and cpc_steps = {}",
                 self.grid, self.cpc_steps

@@ -24,7 +24,11 @@ fn tiny_text(method: MethodName, vocab: usize, context: usize) -> MethodConfig {
 }
 
 fn gpt(seed: u64) -> Gpt {
-    Gpt::new(&tiny_text(MethodName::Gpt, 11, 8), &mut Generator::new(seed)).unwrap()
+    Gpt::new(
+        &tiny_text(MethodName::Gpt, 11, 8),
+        &mut Generator::new(seed),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -60,8 +64,11 @@ fn causal_logits_never_see_the_future() {
 #[test]
 fn gpt_loss_is_next_token_cross_entropy() {
     let m = gpt(1);
-    let tokens = Tensor::from_vec((0..18).map(|i| (i * 7 % 11) as i64).collect::<Vec<_>>(), &[2, 9])
-        .unwrap();
+    let tokens = Tensor::from_vec(
+        (0..18).map(|i| (i * 7 % 11) as i64).collect::<Vec<_>>(),
+        &[2, 9],
+    )
+    .unwrap();
     let (loss, logits, _) = m.loss(&tokens).unwrap();
     assert_eq!(logits.shape(), &[2, 8, 11]);
     let lv = logits.to_vec_f64().unwrap();
@@ -188,7 +195,14 @@ fn tiny_cpc() -> MethodConfig {
 #[test]
 fn cpc_patches_tile_the_image_half_overlapping() {
     let cpc = Cpc::new(&tiny_cpc(), &mut Generator::new(0)).unwrap();
-    let x = Tensor::randn(&[2, 1, 12, 12], 0.0, 1.0, DType::F32, &mut Generator::new(1)).unwrap();
+    let x = Tensor::randn(
+        &[2, 1, 12, 12],
+        0.0,
+        1.0,
+        DType::F32,
+        &mut Generator::new(1),
+    )
+    .unwrap();
     let p = cpc.patches(&x).unwrap();
     // stride 12 / 4 = 3, side 6.
     assert_eq!(p.shape(), &[18, 1, 6, 6]);
@@ -247,11 +261,16 @@ fn every_new_method_takes_three_finite_steps() {
     }
     for method in [MethodName::Mlm, MethodName::Gpt] {
         let cfg = tiny_text(method, 13, 8);
-        let mut tr = Trainer::new(build(&cfg, &mut g).unwrap(), &OptimConfig::default(), 3, 0).unwrap();
+        let mut tr =
+            Trainer::new(build(&cfg, &mut g).unwrap(), &OptimConfig::default(), 3, 0).unwrap();
         for s in 0..3u64 {
-            let ids: Vec<i64> = (0..4 * 9).map(|i| 2 + ((i as u64 * 5 + s) % 11) as i64).collect();
+            let ids: Vec<i64> = (0..4 * 9)
+                .map(|i| 2 + ((i as u64 * 5 + s) % 11) as i64)
+                .collect();
             let st = tr
-                .train_step(&SslBatch::from_tokens(Tensor::from_vec(ids, &[4, 9]).unwrap()))
+                .train_step(&SslBatch::from_tokens(
+                    Tensor::from_vec(ids, &[4, 9]).unwrap(),
+                ))
                 .unwrap();
             assert!(st.loss.is_finite(), "{method}: {}", st.loss);
             assert!(st.embeddings.is_some());
@@ -261,8 +280,18 @@ fn every_new_method_takes_three_finite_steps() {
     let mut cfg = tiny_text(MethodName::Mlm, 13, 8);
     cfg.nsp = true;
     let mut tr = Trainer::new(build(&cfg, &mut g).unwrap(), &OptimConfig::default(), 3, 0).unwrap();
-    let first = Tensor::from_vec((0..4 * 9).map(|i| 2 + (i % 11) as i64).collect::<Vec<_>>(), &[4, 9]).unwrap();
-    let second = Tensor::from_vec((0..4 * 8).map(|i| 2 + (i * 3 % 11) as i64).collect::<Vec<_>>(), &[4, 8]).unwrap();
+    let first = Tensor::from_vec(
+        (0..4 * 9).map(|i| 2 + (i % 11) as i64).collect::<Vec<_>>(),
+        &[4, 9],
+    )
+    .unwrap();
+    let second = Tensor::from_vec(
+        (0..4 * 8)
+            .map(|i| 2 + (i * 3 % 11) as i64)
+            .collect::<Vec<_>>(),
+        &[4, 8],
+    )
+    .unwrap();
     let labels = Tensor::from_vec(vec![1i64, 0, 0, 1], &[4]).unwrap();
     let mut batch = SslBatch::from_tokens(first.clone());
     batch.pairs = Some((second, labels));

@@ -34,11 +34,16 @@ fn masked_patch_mse_ignores_visible_patches_and_matches_a_loop() {
     let mask = Tensor::from_vec(mv.clone(), &[b, n]).unwrap();
     let loss = masked_patch_mse(&pred, &target, &mask).unwrap();
     // Straightforward loop.
-    let (pv, tv) = (pred.to_vec::<f64>().unwrap(), target.to_vec::<f64>().unwrap());
+    let (pv, tv) = (
+        pred.to_vec::<f64>().unwrap(),
+        target.to_vec::<f64>().unwrap(),
+    );
     let (mut acc, mut cnt) = (0.0, 0.0);
     for bn in 0..b * n {
         if mv[bn] == 1.0 {
-            let e: f64 = (0..p).map(|k| (pv[bn * p + k] - tv[bn * p + k]).powi(2)).sum();
+            let e: f64 = (0..p)
+                .map(|k| (pv[bn * p + k] - tv[bn * p + k]).powi(2))
+                .sum();
             acc += e / p as f64;
             cnt += 1.0;
         }
@@ -47,13 +52,22 @@ fn masked_patch_mse_ignores_visible_patches_and_matches_a_loop() {
     // Visible patch (b 0, n 1) and (b 1, n 4): the loss keeps every bit.
     for &(bn, k) in &[(1usize, 0usize), (9, 2)] {
         let t2 = with(&target, bn * p + k, 1e3);
-        assert_eq!(bits(&masked_patch_mse(&pred, &t2, &mask).unwrap()), bits(&loss));
+        assert_eq!(
+            bits(&masked_patch_mse(&pred, &t2, &mask).unwrap()),
+            bits(&loss)
+        );
         let p2 = with(&pred, bn * p + k, -7.0);
-        assert_eq!(bits(&masked_patch_mse(&p2, &target, &mask).unwrap()), bits(&loss));
+        assert_eq!(
+            bits(&masked_patch_mse(&p2, &target, &mask).unwrap()),
+            bits(&loss)
+        );
     }
     // A masked patch: it changes.
     let t2 = with(&target, 2 * p + 1, 3.0);
-    assert_ne!(bits(&masked_patch_mse(&pred, &t2, &mask).unwrap()), bits(&loss));
+    assert_ne!(
+        bits(&masked_patch_mse(&pred, &t2, &mask).unwrap()),
+        bits(&loss)
+    );
     // No masked patch: an error, not 0/0.
     assert!(masked_patch_mse(&pred, &target, &Tensor::zeros(&[b, n], DType::F64)).is_err());
     assert!(masked_patch_mse(&pred, &target, &Tensor::zeros(&[b, n + 1], DType::F64)).is_err());
@@ -97,7 +111,11 @@ fn grad_masked_losses() {
     )
     .unwrap();
     assert!(r.max_error < 1e-6, "{r:?}");
-    let pm = Tensor::from_vec(vec![1.0f64, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0], &[2, 1, 2, 2]).unwrap();
+    let pm = Tensor::from_vec(
+        vec![1.0f64, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0],
+        &[2, 1, 2, 2],
+    )
+    .unwrap();
     for l1 in [true, false] {
         let r = check_grad(
             |xs| masked_pixel_loss(&xs[0], &xs[1], &pm, l1),
@@ -106,8 +124,13 @@ fn grad_masked_losses() {
         .unwrap();
         assert!(r.max_error < 1e-6, "l1 {l1}: {r:?}");
     }
-    let targets = Tensor::from_vec(vec![2i64, IGNORE_INDEX, 0, 4, IGNORE_INDEX, 1], &[2, 3]).unwrap();
-    let r = check_grad(|xs| masked_token_ce(&xs[0], &targets), &[randn(&[2, 3, 5], 13)]).unwrap();
+    let targets =
+        Tensor::from_vec(vec![2i64, IGNORE_INDEX, 0, 4, IGNORE_INDEX, 1], &[2, 3]).unwrap();
+    let r = check_grad(
+        |xs| masked_token_ce(&xs[0], &targets),
+        &[randn(&[2, 3, 5], 13)],
+    )
+    .unwrap();
     assert!(r.max_error < 1e-6, "{r:?}");
 }
 
@@ -121,7 +144,10 @@ fn masked_pixel_loss_ignores_unmasked_pixels() {
     }
     let mask = Tensor::from_vec(mv.clone(), &[2, 1, 4, 4]).unwrap();
     let loss = masked_pixel_loss(&pred, &target, &mask, true).unwrap();
-    let (pv, tv) = (pred.to_vec::<f64>().unwrap(), target.to_vec::<f64>().unwrap());
+    let (pv, tv) = (
+        pred.to_vec::<f64>().unwrap(),
+        target.to_vec::<f64>().unwrap(),
+    );
     let (mut acc, mut cnt) = (0.0, 0.0);
     for b in 0..2 {
         for c in 0..2 {
@@ -139,7 +165,8 @@ fn masked_pixel_loss_ignores_unmasked_pixels() {
         for c in 0..2 {
             for p in 0..16 {
                 let i = (b * 2 + c) * 16 + p;
-                let changed = masked_pixel_loss(&pred, &with(&target, i, 50.0), &mask, true).unwrap();
+                let changed =
+                    masked_pixel_loss(&pred, &with(&target, i, 50.0), &mask, true).unwrap();
                 if mv[b * 16 + p] == 1.0 {
                     assert_ne!(bits(&changed), bits(&loss), "masked pixel {i}");
                 } else {
@@ -154,7 +181,16 @@ fn masked_pixel_loss_ignores_unmasked_pixels() {
 fn masked_token_ce_ignores_unmasked_positions_and_matches_a_loop() {
     let (b, t, v) = (2, 4, 6);
     let logits = randn(&[b, t, v], 30);
-    let tg = vec![3i64, IGNORE_INDEX, IGNORE_INDEX, 0, IGNORE_INDEX, 5, 2, IGNORE_INDEX];
+    let tg = vec![
+        3i64,
+        IGNORE_INDEX,
+        IGNORE_INDEX,
+        0,
+        IGNORE_INDEX,
+        5,
+        2,
+        IGNORE_INDEX,
+    ];
     let targets = Tensor::from_vec(tg.clone(), &[b, t]).unwrap();
     let loss = masked_token_ce(&logits, &targets).unwrap();
     let lv = logits.to_vec::<f64>().unwrap();
@@ -241,7 +277,10 @@ fn mae_encoder_sees_only_visible_patches() {
     assert_eq!(out.pred.shape(), &[3, 16, 8]);
     // Targets are the normalised patches.
     let want = norm_pix_target(&patchify(&x, 2).unwrap()).unwrap();
-    assert_eq!(out.target.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    assert_eq!(
+        out.target.to_vec::<f32>().unwrap(),
+        want.to_vec::<f32>().unwrap()
+    );
     let latent = out.latent.to_vec::<f32>().unwrap();
     let masked = (0..16).find(|&p| m.mask[p] == 1.0).unwrap();
     let visible = (0..16).find(|&p| m.mask[p] == 0.0).unwrap();
@@ -291,17 +330,26 @@ fn simmim_masks_inputs_with_the_mask_value_and_scores_masked_pixels() {
     }
     let out = s.forward_with_mask(&x, &mask).unwrap();
     assert_eq!(out.pred.shape(), x.shape());
-    let (iv, xv) = (out.input.to_vec::<f32>().unwrap(), x.to_vec::<f32>().unwrap());
+    let (iv, xv) = (
+        out.input.to_vec::<f32>().unwrap(),
+        x.to_vec::<f32>().unwrap(),
+    );
     for i in 0..128 {
         if mv[i] == 1.0 {
-            assert_eq!(iv[i], 0.0, "masked pixels take the (zero-initialised) mask value");
+            assert_eq!(
+                iv[i], 0.0,
+                "masked pixels take the (zero-initialised) mask value"
+            );
         } else {
             assert_eq!(iv[i], xv[i]);
         }
     }
     // The loss is the L1 over masked pixels of this prediction.
     let want = masked_pixel_loss(&out.pred, &x, &mask, true).unwrap();
-    assert_eq!(bits(&out.loss.to_dtype(DType::F64).unwrap()), bits(&want.to_dtype(DType::F64).unwrap()));
+    assert_eq!(
+        bits(&out.loss.to_dtype(DType::F64).unwrap()),
+        bits(&want.to_dtype(DType::F64).unwrap())
+    );
 }
 
 fn tiny_mlm(vocab: usize) -> Mlm {
@@ -323,7 +371,13 @@ fn mlm_masking_is_80_10_10_and_skips_padding() {
     let mlm = tiny_mlm(vocab);
     let n = 200_000;
     let ids: Vec<i64> = (0..n)
-        .map(|i| if i % 20 == 0 { PAD_ID } else { 2 + (i * 13 % 38) as i64 })
+        .map(|i| {
+            if i % 20 == 0 {
+                PAD_ID
+            } else {
+                2 + (i * 13 % 38) as i64
+            }
+        })
         .collect();
     let m = mlm.mask_tokens(&ids, &mut Philox::new(3, 0));
     let (mut sel, mut masked, mut random, mut same) = (0usize, 0usize, 0usize, 0usize);
@@ -371,14 +425,69 @@ fn mlm_loss_and_accuracy_count_selected_positions_only() {
     let mlm = tiny_mlm(12);
     let inputs = Tensor::from_vec(vec![2i64, MASK_ID, 4, 5, 6, 7, MASK_ID, 9], &[1, 8]).unwrap();
     let targets = Tensor::from_vec(
-        vec![IGNORE_INDEX, 3, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 8, IGNORE_INDEX],
+        vec![
+            IGNORE_INDEX,
+            3,
+            IGNORE_INDEX,
+            IGNORE_INDEX,
+            IGNORE_INDEX,
+            IGNORE_INDEX,
+            8,
+            IGNORE_INDEX,
+        ],
         &[1, 8],
     )
     .unwrap();
     let out = mlm.forward_masked(&inputs, &targets).unwrap();
     let want = masked_token_ce(&out.logits, &targets).unwrap();
     assert_eq!(out.mlm_loss.item().unwrap(), want.item().unwrap());
-    let am = out.logits.argmax(-1, false).unwrap().to_vec::<i64>().unwrap();
+    let am = out
+        .logits
+        .argmax(-1, false)
+        .unwrap()
+        .to_vec::<i64>()
+        .unwrap();
     let acc = (usize::from(am[1] == 3) + usize::from(am[6] == 8)) as f64 / 2.0;
     assert_eq!(out.accuracy, acc);
+}
+
+#[test]
+fn nsp_batches_pad_and_cut_segments() {
+    use selfsup_ssl::feed::nsp_batch;
+    let pairs = vec![
+        (vec![2i64, 3, 4, 5, 6, 7], vec![8i64, 9], true),
+        (vec![2i64], vec![3i64, 4, 5, 6, 7, 8, 9], false),
+    ];
+    let b = nsp_batch(&pairs, 4, 0, 16, 1).unwrap();
+    let tokens = b.tokens.as_ref().unwrap();
+    let (second, labels) = b.pairs.as_ref().unwrap();
+    assert_eq!(tokens.shape(), &[16, 5]);
+    assert_eq!(second.shape(), &[16, 4]);
+    let (t, s, l) = (
+        tokens.to_vec::<i64>().unwrap(),
+        second.to_vec::<i64>().unwrap(),
+        labels.to_vec::<i64>().unwrap(),
+    );
+    let mut seen = [false; 2];
+    for r in 0..16 {
+        let (ft, st) = (&t[r * 5..r * 5 + 5], &s[r * 4..r * 4 + 4]);
+        if l[r] == 1 {
+            assert_eq!(
+                (ft, st),
+                (&[2i64, 3, 4, 5, 6][..], &[8i64, 9, PAD_ID, PAD_ID][..])
+            );
+            seen[0] = true;
+        } else {
+            assert_eq!(
+                (ft, st),
+                (
+                    &[2i64, PAD_ID, PAD_ID, PAD_ID, PAD_ID][..],
+                    &[3i64, 4, 5, 6][..]
+                )
+            );
+            seen[1] = true;
+        }
+    }
+    assert!(seen[0] && seen[1]);
+    assert!(nsp_batch(&[], 4, 0, 2, 0).is_err());
 }

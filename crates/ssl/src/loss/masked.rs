@@ -45,7 +45,12 @@ pub fn masked_patch_mse(pred: &Tensor, target: &Tensor, mask: &Tensor) -> Result
 /// broadcastable to it (e.g. `[B, 1, H, W]` for `[B, C, H, W]` images), 1 where masked. The
 /// elementwise error (`|d|` when `l1`, else `d^2`) is summed over masked entries and divided by
 /// their number (the mask's count after broadcasting).
-pub fn masked_pixel_loss(pred: &Tensor, target: &Tensor, mask: &Tensor, l1: bool) -> Result<Tensor> {
+pub fn masked_pixel_loss(
+    pred: &Tensor,
+    target: &Tensor,
+    mask: &Tensor,
+    l1: bool,
+) -> Result<Tensor> {
     if pred.shape() != target.shape() {
         return shape_err(
             "masked_pixel_loss",

@@ -74,7 +74,9 @@ impl Cpc {
         }
         let encoder = Encoder::new(b, false, false, g)?;
         if encoder.as_vit().is_some() || encoder.as_text().is_some() {
-            return config("cpc encodes patches of any size: use a CNN backbone (small-cnn or resnet18)");
+            return config(
+                "cpc encodes patches of any size: use a CNN backbone (small-cnn or resnet18)",
+            );
         }
         let d = encoder.out_dim();
         let dt = DType::F32;
@@ -113,7 +115,10 @@ impl Cpc {
         let (b, c, h) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let s = h / (self.grid + 1);
         if s == 0 {
-            return config(format!("cpc: {h}-pixel images are too small for grid {}", self.grid));
+            return config(format!(
+                "cpc: {h}-pixel images are too small for grid {}",
+                self.grid
+            ));
         }
         let p = 2 * s;
         let mut tiles = Vec::with_capacity(self.grid * self.grid);
@@ -147,9 +152,7 @@ impl Cpc {
         for (k0, pred) in self.head.predictors.iter().enumerate() {
             let k = k0 + 1;
             let n = b * g * (g - k);
-            let q = pred
-                .forward(&ctx.narrow(1, 0, g - k)?)?
-                .reshape(&[n, d])?;
+            let q = pred.forward(&ctx.narrow(1, 0, g - k)?)?.reshape(&[n, d])?;
             let keys = cols.narrow(1, k, g - k)?.reshape(&[n, d])?;
             let l = cpc_info_nce(&q, &keys, self.temperature)?;
             {
@@ -157,7 +160,11 @@ impl Cpc {
                 let am = info_nce_logits(&q, &keys, self.temperature)?
                     .argmax(-1, false)?
                     .to_vec::<i64>()?;
-                right += am.iter().enumerate().filter(|(i, &a)| *i as i64 == a).count();
+                right += am
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, &a)| *i as i64 == a)
+                    .count();
                 count += n;
             }
             total = Some(match total {

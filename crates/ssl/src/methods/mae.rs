@@ -148,7 +148,14 @@ impl Mae {
         let heads = heads_for(dd, cfg.backbone.heads);
         let mut blocks = Vec::with_capacity(cfg.decoder_depth);
         for _ in 0..cfg.decoder_depth {
-            blocks.push(TransformerBlock::new(dd, heads, 4, Activation::Gelu, dt, g)?);
+            blocks.push(TransformerBlock::new(
+                dd,
+                heads,
+                4,
+                Activation::Gelu,
+                dt,
+                g,
+            )?);
         }
         let decoder = MaeDecoder {
             embed: Linear::new(d, dd, true, dt, g)?,
