@@ -6,13 +6,16 @@
 //! cargo run --release -p selfsup-ssl --example train_method -- simclr 300 256
 //! ```
 //! Arguments: method name, steps (default 300), batch size (default 256 images or 32 text
-//! windows). Needs `apt-get install dataset-fashion-mnist` / `apt-get install fortunes`.
+//! windows), and for `mlm` optionally `nsp` (next-sentence pairs from the fortunes' sentences).
+//! GPT prints a short sample at the end. Needs `apt-get install dataset-fashion-mnist` /
+//! `apt-get install fortunes`.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use selfsup_data::{idx, text, vocab::Vocab, LoaderConfig, Split};
+use selfsup_nn::Module;
 use selfsup_ssl::feed::{default_view, image_loader, to_ssl_batch, TextWindows};
 use selfsup_ssl::{build, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
 use selfsup_tensor::Generator;
@@ -47,13 +50,48 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         optim.optimizer = selfsup_ssl::OptimizerKind::Adamw;
         optim.weight_decay = 0.1;
         let windows = TextWindows::new(vocab.encode(&corpus.train)?, 64, 0)?;
+        let nsp = method == MethodName::Mlm && args.get(3).map(String::as_str) == Some("nsp");
+        let mut pairs = Vec::new();
+        if nsp {
+            cfg.nsp = true;
+            let docs: Vec<Vec<String>> = corpus
+                .entries
+                .iter()
+                .map(|e| text::split_sentences(e))
+                .collect();
+            for p in text::nsp_pairs(&docs, 0)? {
+                pairs.push((vocab.encode(&p.first)?, vocab.encode(&p.second)?, p.is_next));
+            }
+        }
         let mut trainer = Trainer::new(build(&cfg, &mut g)?, &optim, steps, 0)?;
         for s in 0..steps {
-            let b = SslBatch::from_tokens(windows.batch(s, batch)?);
+            let b = if nsp {
+                selfsup_ssl::feed::nsp_batch(&pairs, 64, s, batch, 0)?
+            } else {
+                SslBatch::from_tokens(windows.batch(s, batch)?)
+            };
             let st = trainer.train_step(&b)?;
             log(s, steps, &st);
             losses.push(st.loss);
             last = Some(st);
+        }
+        if method == MethodName::Gpt {
+            trainer.method.set_train(false);
+            if let Some(model) = trainer.method.encoder().as_text() {
+                let prompt = vocab.encode("The ")?;
+                let out = selfsup_ssl::sample::sample(
+                    model,
+                    &prompt,
+                    200,
+                    0.8,
+                    Some(10),
+                    &mut Generator::new(1),
+                )?;
+                eprintln!(
+                    "sample (temperature 0.8, top-k 10):\n{}",
+                    vocab.decode(&out)
+                );
+            }
         }
     } else {
         let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(256);

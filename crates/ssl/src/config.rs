@@ -430,7 +430,13 @@ impl MethodConfig {
                 c.proj_dim = 64;
                 c.proj_layers = 3;
             }
-            MethodName::Cpc => c.temperature = 0.1,
+            MethodName::Cpc => {
+                // A 6 x 6 grid of half-overlapping 8-pixel patches on 28x28 images, three rows
+                // predicted ahead.
+                c.temperature = 0.1;
+                c.grid = 6;
+                c.cpc_steps = 3;
+            }
             MethodName::Mae => c.backbone = BackboneConfig::vit(1, 28, 4),
             MethodName::Simmim => c.mask_ratio = 0.6,
             MethodName::Mlm => {
@@ -460,6 +466,24 @@ impl MethodConfig {
             return config(format!(
                 "method mae needs a vit backbone (it feeds the encoder only the visible patches), not {}; use --backbone vit or method simmim for a CNN",
                 b.kind
+            ));
+        }
+        if matches!(m, MethodName::Cpc | MethodName::Simmim) && b.kind == BackboneKind::Vit {
+            return config(format!(
+                "method {m} needs a CNN backbone (small-cnn or resnet18), not vit{}",
+                if m == MethodName::Simmim {
+                    "; use method mae for a vit"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if m == MethodName::Cpc
+            && (self.grid < 2 || self.cpc_steps == 0 || self.cpc_steps >= self.grid)
+        {
+            return config(format!(
+                "cpc needs grid >= 2 and 1 <= cpc_steps < grid, got grid = {} and cpc_steps = {}",
+                self.grid, self.cpc_steps
             ));
         }
         if b.kind == BackboneKind::Vit && (b.patch == 0 || b.image_size % b.patch != 0) {

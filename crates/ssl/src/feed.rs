@@ -145,3 +145,38 @@ pub fn default_view(method: crate::MethodName, size: usize) -> ViewConfig {
     v.size = (size, size);
     v
 }
+
+/// A batch for MLM with next-sentence prediction, from encoded pairs `(first, second,
+/// is_next)`: `batch` pairs drawn from `(seed, step)`; the first segments padded (id 0,
+/// `[PAD]`) or cut to `[batch, context + 1]` as the token ids, the second segments to
+/// `[batch, context]` with their labels (1 = is next) as [`SslBatch::pairs`].
+pub fn nsp_batch(
+    pairs: &[(Vec<i64>, Vec<i64>, bool)],
+    context: usize,
+    step: u64,
+    batch: usize,
+    seed: u64,
+) -> Result<SslBatch> {
+    if pairs.is_empty() || context == 0 || batch == 0 {
+        return config("nsp_batch: needs pairs, a positive context and a positive batch size");
+    }
+    let pad = |ids: &[i64], n: usize| -> Vec<i64> {
+        let mut v: Vec<i64> = ids.iter().copied().take(n).collect();
+        v.resize(n, 0);
+        v
+    };
+    let mut rng = Philox::new(seed, step);
+    let (mut first, mut second, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..batch {
+        let (a, b, next) = &pairs[rng.below(pairs.len() as u64) as usize];
+        first.extend(pad(a, context + 1));
+        second.extend(pad(b, context));
+        labels.push(i64::from(*next));
+    }
+    let mut out = SslBatch::from_tokens(Tensor::from_vec(first, &[batch, context + 1])?);
+    out.pairs = Some((
+        Tensor::from_vec(second, &[batch, context])?,
+        Tensor::from_vec(labels, &[batch])?,
+    ));
+    Ok(out)
+}

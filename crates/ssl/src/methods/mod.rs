@@ -19,6 +19,16 @@ pub use momentum::MomentumBranch;
 pub use simclr::Simclr;
 pub use simsiam::Simsiam;
 pub use vicreg::Vicreg;
+mod cpc;
+mod gpt;
+mod mae;
+mod mlm;
+mod simmim;
+pub use cpc::{Cpc, CpcHead};
+pub use gpt::Gpt;
+pub use mae::{patchify, Mae, MaeDecoder, MaeOutput};
+pub use mlm::{Mlm, MlmOutput, MASK_ID, PAD_ID};
+pub use simmim::{Simmim, SimmimHead, SimmimOutput};
 
 use selfsup_tensor::Generator;
 
@@ -38,6 +48,11 @@ pub fn build(cfg: &MethodConfig, g: &mut Generator) -> Result<Box<dyn SslMethod>
         MethodName::BarlowTwins => Box::new(BarlowTwins::new(cfg, g)?),
         MethodName::Vicreg => Box::new(Vicreg::new(cfg, g)?),
         MethodName::Dino => Box::new(Dino::new(cfg, g)?),
+        MethodName::Mae => Box::new(Mae::new(cfg, g)?),
+        MethodName::Simmim => Box::new(Simmim::new(cfg, g)?),
+        MethodName::Mlm => Box::new(Mlm::new(cfg, g)?),
+        MethodName::Gpt => Box::new(Gpt::new(cfg, g)?),
+        MethodName::Cpc => Box::new(Cpc::new(cfg, g)?),
         other => return config(format!("method {other} is not built yet")),
     })
 }

@@ -1,0 +1,94 @@
+//! GPT-style next-token prediction (Radford et al. 2018): a causal text transformer with a
+//! tied output head reads tokens `[:, :T]` of each window `[B, T + 1]` and is trained with
+//! cross-entropy against tokens `[:, 1:]`.
+
+use selfsup_tensor::{no_grad, Generator, Tensor};
+
+use crate::config::{MethodConfig, MethodName};
+use crate::encoder::Encoder;
+use crate::error::{Result, SslError};
+use crate::loss::masked_token_ce;
+use crate::macros::impl_module;
+use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
+
+/// GPT: a causal text encoder.
+#[derive(Debug)]
+pub struct Gpt {
+    /// The causal text transformer (tied head).
+    pub encoder: Encoder,
+    context: usize,
+}
+
+impl Gpt {
+    /// Builds GPT from `cfg` (a text backbone).
+    pub fn new(cfg: &MethodConfig, g: &mut Generator) -> Result<Self> {
+        let encoder = Encoder::new(&cfg.backbone, true, true, g)?;
+        if encoder.as_text().is_none() {
+            return Err(SslError::Config("gpt needs a text backbone".into()));
+        }
+        Ok(Gpt {
+            encoder,
+            context: cfg.backbone.context,
+        })
+    }
+
+    /// Next-token loss, logits `[B, T, V]` and hidden states of windows `tokens` `[B, T + 1]`.
+    pub fn loss(&self, tokens: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let text = self
+            .encoder
+            .as_text()
+            .ok_or_else(|| SslError::Config("gpt needs a text backbone".into()))?;
+        if tokens.rank() != 2 || tokens.shape()[1] < 2 {
+            return Err(SslError::Batch {
+                method: "gpt",
+                msg: format!("token ids must be [B, T + 1], got {:?}", tokens.shape()),
+            });
+        }
+        let t = tokens.shape()[1] - 1;
+        let inputs = tokens.narrow(1, 0, t)?.contiguous()?;
+        let targets = tokens.narrow(1, 1, t)?.contiguous()?;
+        let hidden = text.hidden(&inputs, None)?;
+        let logits = text.logits(&hidden)?;
+        let loss = masked_token_ce(&logits, &targets)?;
+        Ok((loss, logits, hidden))
+    }
+}
+
+impl_module!(Gpt { encoder });
+
+impl SslMethod for Gpt {
+    fn name(&self) -> MethodName {
+        MethodName::Gpt
+    }
+    fn input(&self) -> InputKind {
+        InputKind::Tokens {
+            context: self.context,
+        }
+    }
+    fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+    fn encoder_mut(&mut self) -> &mut Encoder {
+        &mut self.encoder
+    }
+    fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
+        let tokens = batch.tokens("gpt")?;
+        let (loss, logits, hidden) = self.loss(tokens)?;
+        let acc = {
+            let _g = no_grad();
+            let t = logits.shape()[1];
+            let pred = logits.argmax(-1, false)?.to_vec::<i64>()?;
+            let tg = tokens.narrow(1, 1, t)?.contiguous()?.to_vec::<i64>()?;
+            pred.iter().zip(&tg).filter(|(a, b)| a == b).count() as f64 / tg.len().max(1) as f64
+        };
+        let l = loss.item()?;
+        Ok(StepOutput {
+            loss,
+            embeddings: Some((hidden.detach().mean(&[1], false)?, None)),
+            metrics: vec![
+                ("next_token_acc".into(), acc),
+                ("bits_per_token".into(), l / std::f64::consts::LN_2),
+            ],
+        })
+    }
+}
