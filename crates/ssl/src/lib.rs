@@ -37,6 +37,7 @@ pub mod loss;
 mod macros;
 pub mod method;
 pub mod methods;
+pub mod pretext;
 pub mod train;
 
 pub use config::{BackboneConfig, BackboneKind, MethodConfig, MethodName};
