@@ -6,7 +6,7 @@
 //! cargo run --release -p selfsup-ssl --example train_method -- simclr 300 256
 //! ```
 //! Arguments: method name, steps (default 300), batch size (default 256 images or 32 text
-//! windows). Needs `apt-get install dataset-fashion-mnist` / `apt-get install fortunes`.
+//! windows), and optionally the SmallCnn widths as `a,b,c` (default 32,64,128). Needs `apt-get install dataset-fashion-mnist` / `apt-get install fortunes`.
 //!
 //! Colorization needs RGB images: Fashion-MNIST is grayscale, so for it each image (left
 //! un-normalised, in [0, 1]) is colourised with a fixed per-class palette (class `c` gets the
@@ -38,6 +38,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let steps: u64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(300);
     let mut cfg = MethodConfig::for_method(method);
+    if let Some(w) = args.get(3) {
+        let v: Vec<usize> = w
+            .split(',')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()?;
+        cfg.backbone.widths = v
+            .try_into()
+            .map_err(|_| "widths must be three numbers a,b,c")?;
+    }
     let mut optim = OptimConfig::default();
     let mut g = Generator::new(0);
     let started = Instant::now();
@@ -128,7 +137,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "| {method} | {steps} | {first:.4} | {final_:.4} | {} | {} | {secs:.0} s |",
         diag.unwrap_or_else(|| "-".into()),
-        if extra.is_empty() { "-".into() } else { extra.join(", ") }
+        if extra.is_empty() {
+            "-".into()
+        } else {
+            extra.join(", ")
+        }
     );
     Ok(())
 }

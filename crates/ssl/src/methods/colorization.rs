@@ -44,7 +44,9 @@ impl ChromaDecoder {
 pub fn upsample_nearest(x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
     let s = x.shape();
     if s.len() != 4 || s[2] == 0 || s[3] == 0 {
-        return config(format!("upsample: needs a feature map [B, C, h, w], got {s:?}"));
+        return config(format!(
+            "upsample: needs a feature map [B, C, h, w], got {s:?}"
+        ));
     }
     let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
     let (fy, fx) = (height.div_ceil(h), width.div_ceil(w));

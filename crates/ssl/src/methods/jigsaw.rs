@@ -80,7 +80,14 @@ pub fn sample_puzzles(
     let labels: Vec<usize> = (0..b)
         .map(|_| rng.below(set.perms.len() as u64) as usize)
         .collect();
-    let mut at = vec![PatchAt { image: 0, y: 0, x: 0 }; n * b];
+    let mut at = vec![
+        PatchAt {
+            image: 0,
+            y: 0,
+            x: 0
+        };
+        n * b
+    ];
     for (i, &p) in labels.iter().enumerate() {
         for (k, &tile) in set.perms[p].iter().enumerate() {
             let (y, x) = geo.jittered(tile / geo.grid, tile % geo.grid, &mut rng);

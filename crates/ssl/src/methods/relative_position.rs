@@ -31,12 +31,7 @@ impl RelativePosition {
         let geometry = GridGeometry::new(cfg.backbone.image_size, cfg.grid, cfg.gap, cfg.jitter)?;
         let encoder = Encoder::new(&cfg.backbone, false, false, g)?;
         let head = Mlp::new(
-            &MlpConfig::new(
-                2 * encoder.out_dim(),
-                cfg.proj_hidden,
-                8,
-                cfg.proj_layers,
-            ),
+            &MlpConfig::new(2 * encoder.out_dim(), cfg.proj_hidden, 8, cfg.proj_layers),
             DType::F32,
             g,
         )?;

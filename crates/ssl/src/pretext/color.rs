@@ -37,7 +37,9 @@ fn mix(x: &Tensor, m: &[[f64; 3]; 3], what: &str) -> Result<Tensor> {
             "{what}: needs 3-channel images [B, 3, H, W], got {s:?}"
         ));
     }
-    let ch: Vec<Tensor> = (0..3).map(|c| x.narrow(1, c, 1)).collect::<selfsup_tensor::Result<_>>()?;
+    let ch: Vec<Tensor> = (0..3)
+        .map(|c| x.narrow(1, c, 1))
+        .collect::<selfsup_tensor::Result<_>>()?;
     let mut rows = Vec::with_capacity(3);
     for r in m {
         let mut acc = ch[0].mul_scalar(r[0])?;

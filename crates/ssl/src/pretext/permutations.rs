@@ -91,7 +91,11 @@ pub fn max_hamming_set(tiles: usize, count: usize, seed: u64) -> Result<Permutat
         let mut seen = std::collections::HashSet::new();
         let mut v = Vec::with_capacity(CANDIDATE_POOL);
         while v.len() < CANDIDATE_POOL.max(count) {
-            let p: Vec<u8> = rng.permutation(tiles).into_iter().map(|t| t as u8).collect();
+            let p: Vec<u8> = rng
+                .permutation(tiles)
+                .into_iter()
+                .map(|t| t as u8)
+                .collect();
             if seen.insert(p.clone()) {
                 v.push(p);
             }

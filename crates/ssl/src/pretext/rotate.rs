@@ -35,6 +35,6 @@ pub fn rotate_all(x: &Tensor) -> Result<(Tensor, Vec<usize>)> {
     let b = x.shape().first().copied().unwrap_or(0);
     let rots = (0..4).map(|k| rot90(x, k)).collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Tensor> = rots.iter().collect();
-    let labels = (0..4).flat_map(|k| std::iter::repeat(k).take(b)).collect();
+    let labels = (0..4).flat_map(|k| std::iter::repeat_n(k, b)).collect();
     Ok((Tensor::concat(&refs, 0)?, labels))
 }
