@@ -9,6 +9,12 @@
 //! windows), and for `mlm` optionally `nsp` (next-sentence pairs from the fortunes' sentences).
 //! GPT prints a short sample at the end. Needs `apt-get install dataset-fashion-mnist` /
 //! `apt-get install fortunes`.
+//! windows), and optionally the SmallCnn widths as `a,b,c` (default 32,64,128). Needs `apt-get install dataset-fashion-mnist` / `apt-get install fortunes`.
+//!
+//! Colorization needs RGB images: Fashion-MNIST is grayscale, so for it each image (left
+//! un-normalised, in [0, 1]) is colourised with a fixed per-class palette (class `c` gets the
+//! fully saturated hue `36 c` degrees at value 1, scaled by the pixel's gray level), which makes
+//! chroma a deterministic function of the garment's class and gray level.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use selfsup_data::{idx, text, vocab::Vocab, LoaderConfig, Split};
 use selfsup_nn::Module;
 use selfsup_ssl::feed::{default_view, image_loader, to_ssl_batch, TextWindows};
 use selfsup_ssl::{build, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
-use selfsup_tensor::Generator;
+use selfsup_tensor::{Generator, Tensor};
 
 fn main() {
     if let Err(e) = run() {
@@ -36,11 +42,21 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .parse()?;
     let steps: u64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(300);
     let mut cfg = MethodConfig::for_method(method);
+    if let Some(w) = args.get(3) {
+        let v: Vec<usize> = w
+            .split(',')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()?;
+        cfg.backbone.widths = v
+            .try_into()
+            .map_err(|_| "widths must be three numbers a,b,c")?;
+    }
     let mut optim = OptimConfig::default();
     let mut g = Generator::new(0);
     let started = Instant::now();
     let mut losses = Vec::new();
     let mut last = None;
+    let mut metrics: Vec<Vec<(String, f64)>> = Vec::new();
     if method.is_text() {
         let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
         let corpus = text::fortunes_corpus(Path::new(text::DEBIAN_FORTUNES_DIR))?;
@@ -98,10 +114,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let train = Arc::new(idx::load_fashion_mnist_debian(Split::Train)?);
         let method_box = build(&cfg, &mut g)?;
         let kind = method_box.input();
+        let colour = method == MethodName::Colorization;
+        let mut view = default_view(method, cfg.backbone.image_size);
+        if colour {
+            view.normalize = None;
+        }
         let loader = image_loader(
             train,
             &kind,
-            &default_view(method, cfg.backbone.image_size),
+            &view,
             LoaderConfig {
                 batch_size: batch,
                 ..LoaderConfig::default()
@@ -114,8 +135,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 if s == steps {
                     break 'outer;
                 }
-                let st = trainer.train_step(&to_ssl_batch(b)?)?;
+                let labels = b.labels.clone().unwrap_or_default();
+                let mut sb = to_ssl_batch(b)?;
+                if colour {
+                    sb.views[0] = colourise(&sb.views[0], &labels)?;
+                }
+                let st = trainer.train_step(&sb)?;
                 log(s, steps, &st);
+                metrics.push(st.metrics.clone());
                 losses.push(st.loss);
                 last = Some(st);
                 s += 1;
@@ -130,11 +157,56 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(st) => st.diagnostics()?.map(|d| d.summary()),
         None => None,
     };
+    // The method's own figures (pretext accuracy), averaged like the loss.
+    let extra: Vec<String> = metrics
+        .first()
+        .map(|m| m.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let avg = |it: &mut dyn Iterator<Item = &Vec<(String, f64)>>| {
+                it.take(k).map(|m| m[i].1).sum::<f64>() / k as f64
+            };
+            let a = avg(&mut metrics.iter());
+            let b = avg(&mut metrics.iter().rev());
+            format!("{name} {a:.3} -> {b:.3}")
+        })
+        .collect();
     println!(
-        "| {method} | {steps} | {first:.4} | {final_:.4} | {} | {secs:.0} s |",
-        diag.unwrap_or_else(|| "-".into())
+        "| {method} | {steps} | {first:.4} | {final_:.4} | {} | {} | {secs:.0} s |",
+        diag.unwrap_or_else(|| "-".into()),
+        if extra.is_empty() {
+            "-".into()
+        } else {
+            extra.join(", ")
+        }
     );
     Ok(())
+}
+
+/// RGB of class `c`: hue `36 c` degrees, full saturation and value.
+fn palette(c: i64) -> [f32; 3] {
+    let h = (c.rem_euclid(10) as f32) * 36.0 / 60.0;
+    let x = 1.0 - ((h % 2.0) - 1.0).abs();
+    match h as usize {
+        0 => [1.0, x, 0.0],
+        1 => [x, 1.0, 0.0],
+        2 => [0.0, 1.0, x],
+        3 => [0.0, x, 1.0],
+        4 => [x, 0.0, 1.0],
+        _ => [1.0, 0.0, x],
+    }
+}
+
+/// Gray images `[B, 1, H, W]` coloured by their labels' palette entries: `[B, 3, H, W]`.
+fn colourise(x: &Tensor, labels: &[i64]) -> Result<Tensor, Box<dyn std::error::Error>> {
+    let b = x.shape()[0];
+    if labels.len() != b {
+        return Err("colorization: the batch has no labels to colour it by".into());
+    }
+    let p: Vec<f32> = labels.iter().flat_map(|&c| palette(c)).collect();
+    Ok(x.mul(&Tensor::from_vec(p, &[b, 3, 1, 1])?)?)
 }
 
 fn log(s: u64, steps: u64, st: &selfsup_ssl::StepStats) {

@@ -348,7 +348,7 @@ pub struct MethodConfig {
     pub mask_ratio: f64,
     /// MAE: normalise each target patch by its own mean and variance.
     pub norm_pix_loss: bool,
-    /// MAE: decoder width.
+    /// MAE: decoder width; colorization: width of the chroma decoder.
     pub decoder_dim: usize,
     /// MAE: decoder blocks.
     pub decoder_depth: usize,
@@ -356,13 +356,15 @@ pub struct MethodConfig {
     pub nsp: bool,
     /// CPC: number of future steps predicted.
     pub cpc_steps: usize,
-    /// Jigsaw / relative position: grid side (3 for 3x3 tiles).
+    /// Jigsaw / relative position: grid side (3 for 3x3 tiles). Relative position needs an
+    /// odd grid (a centre cell and its 8 neighbours).
     pub grid: usize,
     /// Jigsaw: number of permutations in the fixed set.
     pub permutations: usize,
-    /// Relative position: gap between tiles in pixels.
+    /// Jigsaw / relative position: gap between tiles in pixels (tile side is
+    /// `image_size / grid - gap`).
     pub gap: usize,
-    /// Relative position: maximum jitter of each tile in pixels.
+    /// Jigsaw / relative position: maximum random shift of each tile in pixels.
     pub jitter: usize,
 }
 
@@ -444,6 +446,10 @@ impl MethodConfig {
                 c.backbone = BackboneConfig::text(96, 128);
             }
             MethodName::Gpt => c.backbone = BackboneConfig::text(96, 128),
+            MethodName::Colorization => {
+                c.backbone.in_channels = 3;
+                c.decoder_dim = 32;
+            }
             _ => {}
         }
         c
@@ -517,6 +523,65 @@ impl MethodConfig {
         }
         if self.proj_layers == 0 || self.proj_dim == 0 || self.proj_hidden == 0 {
             return config("proj_layers, proj_dim and proj_hidden must be at least 1");
+        }
+        self.validate_pretext()
+    }
+
+    /// The checks of the patch-based and colour pretext tasks.
+    fn validate_pretext(&self) -> Result<()> {
+        use crate::pretext::{patches::GridGeometry, permutations::MAX_PERMUTATIONS};
+        let m = self.method;
+        let b = &self.backbone;
+        let cnn = matches!(b.kind, BackboneKind::SmallCnn | BackboneKind::Resnet18);
+        match m {
+            MethodName::RelativePosition | MethodName::Jigsaw => {
+                if !cnn {
+                    return config(format!(
+                        "method {m} feeds the encoder patches smaller than the image: it needs a \
+                         CNN backbone (small-cnn or resnet18), not {}",
+                        b.kind
+                    ));
+                }
+                if m == MethodName::RelativePosition && (self.grid < 3 || self.grid % 2 == 0) {
+                    return config(format!(
+                        "relative-position needs an odd grid >= 3 (a centre cell with 8 neighbours), got grid = {}",
+                        self.grid
+                    ));
+                }
+                if self.grid < 2 {
+                    return config(format!("jigsaw needs grid >= 2, got {}", self.grid));
+                }
+                GridGeometry::new(b.image_size, self.grid, self.gap, self.jitter)?;
+                if m == MethodName::Jigsaw {
+                    let tiles = self.grid * self.grid;
+                    let limit = (1..=tiles)
+                        .try_fold(1usize, |a, k| a.checked_mul(k))
+                        .unwrap_or(usize::MAX)
+                        .min(MAX_PERMUTATIONS);
+                    if self.permutations < 2 || self.permutations > limit {
+                        return config(format!(
+                            "permutations = {} must be between 2 and {limit} for a {}x{} jigsaw",
+                            self.permutations, self.grid, self.grid
+                        ));
+                    }
+                }
+            }
+            MethodName::Colorization => {
+                if b.in_channels != 3 {
+                    return config(format!(
+                        "colorization needs RGB images (in_channels 3), got in_channels = {}",
+                        b.in_channels
+                    ));
+                }
+                if !cnn {
+                    return config(format!(
+                        "colorization decodes chroma from the encoder's feature map: it needs a \
+                         CNN backbone (small-cnn or resnet18), not {}",
+                        b.kind
+                    ));
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -39,6 +39,7 @@ mod macros;
 pub mod method;
 pub mod methods;
 pub mod sample;
+pub mod pretext;
 pub mod train;
 
 pub use config::{BackboneConfig, BackboneKind, MethodConfig, MethodName};

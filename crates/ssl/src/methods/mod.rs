@@ -6,6 +6,10 @@ mod dino;
 mod moco_v2;
 mod moco_v3;
 mod momentum;
+mod colorization;
+mod jigsaw;
+mod relative_position;
+mod rotation;
 mod simclr;
 mod simsiam;
 mod vicreg;
@@ -16,6 +20,10 @@ pub use dino::{dino_local_size, Dino, DinoHead, DinoTeacher};
 pub use moco_v2::MocoV2;
 pub use moco_v3::MocoV3;
 pub use momentum::MomentumBranch;
+pub use colorization::{upsample_nearest, ChromaDecoder, Colorization};
+pub use jigsaw::{sample_puzzles, Jigsaw};
+pub use relative_position::{sample_pairs, RelativePosition};
+pub use rotation::Rotation;
 pub use simclr::Simclr;
 pub use simsiam::Simsiam;
 pub use vicreg::Vicreg;
@@ -53,6 +61,10 @@ pub fn build(cfg: &MethodConfig, g: &mut Generator) -> Result<Box<dyn SslMethod>
         MethodName::Mlm => Box::new(Mlm::new(cfg, g)?),
         MethodName::Gpt => Box::new(Gpt::new(cfg, g)?),
         MethodName::Cpc => Box::new(Cpc::new(cfg, g)?),
+        MethodName::Rotation => Box::new(Rotation::new(cfg, g)?),
+        MethodName::RelativePosition => Box::new(RelativePosition::new(cfg, g)?),
+        MethodName::Jigsaw => Box::new(Jigsaw::new(cfg, g)?),
+        MethodName::Colorization => Box::new(Colorization::new(cfg, g)?),
         other => return config(format!("method {other} is not built yet")),
     })
 }

@@ -1,0 +1,63 @@
+//! Rotation prediction (Gidaris et al. 2018, RotNet): every image is shown at 0, 90, 180 and
+//! 270 degrees and a linear head on the encoder's features classifies which rotation it sees.
+
+use selfsup_nn::Linear;
+use selfsup_tensor::{DType, Generator};
+
+use crate::config::{MethodConfig, MethodName};
+use crate::encoder::Encoder;
+use crate::error::Result;
+use crate::macros::impl_module;
+use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
+use crate::pretext::rotate::rotate_all;
+use crate::pretext::{accuracy, label_tensor};
+
+/// RotNet: encoder and a 4-way linear head, cross-entropy over all four rotations of each
+/// image (the `4B` images go through the encoder as one batch).
+#[derive(Debug)]
+pub struct Rotation {
+    /// The encoder.
+    pub encoder: Encoder,
+    /// The 4-way rotation classifier.
+    pub head: Linear,
+}
+
+impl Rotation {
+    /// Builds the method from `cfg` (its encoder).
+    pub fn new(cfg: &MethodConfig, g: &mut Generator) -> Result<Self> {
+        let encoder = Encoder::new(&cfg.backbone, false, false, g)?;
+        let head = Linear::new(encoder.out_dim(), 4, true, DType::F32, g)?;
+        Ok(Rotation { encoder, head })
+    }
+}
+
+impl_module!(Rotation { encoder, head });
+
+impl SslMethod for Rotation {
+    fn name(&self) -> MethodName {
+        MethodName::Rotation
+    }
+    fn input(&self) -> InputKind {
+        InputKind::Images
+    }
+    fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+    fn encoder_mut(&mut self) -> &mut Encoder {
+        &mut self.encoder
+    }
+    fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
+        let x = &batch.views("rotation", 1)?[0];
+        let b = x.shape()[0];
+        let (rotated, labels) = rotate_all(x)?;
+        let h = self.encoder.embed(&rotated)?;
+        let logits = self.head.forward(&h)?;
+        let loss = logits.cross_entropy(&label_tensor(&labels)?)?;
+        let acc = accuracy(&logits, &labels)?;
+        Ok(StepOutput {
+            loss,
+            embeddings: Some((h.detach().narrow(0, 0, b)?, None)),
+            metrics: vec![("rotation_acc".into(), acc)],
+        })
+    }
+}
