@@ -184,8 +184,7 @@ fn check_config(cfg: &FinetuneConfig) -> Result<()> {
         return config("finetune: batch and epochs must be at least 1");
     }
     let ok = |x: f64| x >= 0.0 && x.is_finite();
-    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) || !ok(cfg.encoder_lr_scale) || !ok(cfg.weight_decay)
-    {
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) || !ok(cfg.encoder_lr_scale) || !ok(cfg.weight_decay) {
         return config(format!(
             "finetune: lr {} must be positive, encoder_lr_scale {} and weight_decay {} >= 0",
             cfg.lr, cfg.encoder_lr_scale, cfg.weight_decay
