@@ -227,10 +227,9 @@ pub fn tsne_2d(feats: &Tensor, perplexity: f64, iters: usize, seed: u64) -> Resu
                 [4.0 * gx, 4.0 * gy]
             })
             .collect();
-        for i in 0..n {
-            for a in 0..2 {
+        for (i, gi) in grad.iter().enumerate() {
+            for (a, &g) in gi.iter().enumerate() {
                 let k = 2 * i + a;
-                let g = grad[i][a];
                 gains[k] = if (g > 0.0) != (vel[k] > 0.0) {
                     gains[k] + 0.2
                 } else {

@@ -27,6 +27,7 @@ pub(crate) struct LbfgsReport {
 /// gradient. Two-loop recursion for the direction, backtracking (Armijo) line search starting at
 /// the unit step; a pair with non-positive curvature is skipped. Stops at `gtol`, at
 /// `max_iter`, when the relative decrease falls below `ftol`, or when no step decreases the objective any more (round-off level).
+#[allow(clippy::type_complexity)]
 pub(crate) fn minimize<E>(
     x: &mut [f64],
     opts: &LbfgsOptions,

@@ -176,6 +176,7 @@ fn predict_std(x: &Tensor, p: &[f64], d: usize, c: usize) -> Result<Vec<usize>> 
         .collect())
 }
 
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // the negated comparisons also reject NaN
 fn check_inputs(
     feats: &Tensor,
     labels: &[usize],
