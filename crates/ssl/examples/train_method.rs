@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use selfsup_data::{idx, text, vocab::Vocab, LoaderConfig, Split};
-use selfsup_nn::Module;
 use selfsup_ssl::feed::{default_view, image_loader, to_ssl_batch, TextWindows};
 use selfsup_ssl::{build, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
 use selfsup_tensor::{Generator, Tensor};

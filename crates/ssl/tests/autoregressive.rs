@@ -300,3 +300,17 @@ fn every_new_method_takes_three_finite_steps() {
     assert!(st.metrics.iter().any(|(k, _)| k == "nsp_acc"));
     assert!(tr.train_step(&SslBatch::from_tokens(first)).is_err());
 }
+
+#[test]
+fn tied_text_models_start_near_uniform_predictions() {
+    // With the token table at N(0, 0.02) the tied head's first logits are small, so the first
+    // loss is close to ln(vocab) (an N(0, 1) table gives losses many times larger).
+    let vocab = 50;
+    let mut cfg = tiny_text(MethodName::Gpt, vocab, 16);
+    cfg.backbone.dim = 64;
+    let m = Gpt::new(&cfg, &mut Generator::new(3)).unwrap();
+    let ids: Vec<i64> = (0..4 * 17).map(|i| (i * 7 % vocab) as i64).collect();
+    let (loss, _, _) = m.loss(&Tensor::from_vec(ids, &[4, 17]).unwrap()).unwrap();
+    let l = loss.item().unwrap();
+    assert!((l - (vocab as f64).ln()).abs() < 0.3, "{l}");
+}

@@ -53,14 +53,23 @@ fn knn_hand_example_weighting_changes_the_vote() {
         k: 3,
         temperature: 1e6,
     };
-    assert_eq!(knn_classify(&train, &labels, &test, 2, &weighted).unwrap(), vec![0]);
-    assert_eq!(knn_classify(&train, &labels, &test, 2, &flat).unwrap(), vec![1]);
+    assert_eq!(
+        knn_classify(&train, &labels, &test, 2, &weighted).unwrap(),
+        vec![0]
+    );
+    assert_eq!(
+        knn_classify(&train, &labels, &test, 2, &flat).unwrap(),
+        vec![1]
+    );
     // With every point voting (k = 5) the flat vote goes 3 to 2 for class 0.
     let all = KnnConfig {
         k: 5,
         temperature: 1e6,
     };
-    assert_eq!(knn_classify(&train, &labels, &test, 2, &all).unwrap(), vec![0]);
+    assert_eq!(
+        knn_classify(&train, &labels, &test, 2, &all).unwrap(),
+        vec![0]
+    );
     assert!(knn_classify(&train, &labels[..4], &test, 2, &flat).is_err());
     assert!(knn_classify(&train, &[0, 1, 2, 0, 0], &test, 2, &flat).is_err());
 }
@@ -156,7 +165,15 @@ fn logistic_regression_separates_separable_data() {
 }
 
 /// Gradient of `mean CE + l2/2 |W|^2` at `(w [d, c], b [c])` on rows `x`, in f64.
-fn reference_grad(x: &[f64], y: &[usize], w: &[f64], b: &[f64], d: usize, c: usize, l2: f64) -> Vec<f64> {
+fn reference_grad(
+    x: &[f64],
+    y: &[usize],
+    w: &[f64],
+    b: &[f64],
+    d: usize,
+    c: usize,
+    l2: f64,
+) -> Vec<f64> {
     let n = y.len();
     let mut g = vec![0.0; d * c + c];
     for i in 0..n {
@@ -186,7 +203,15 @@ fn logistic_regression_reaches_the_optimum() {
     let (n, d, c) = (150, 5, 3);
     let (x, _) = blobs(n, d, c, 1.0, 11);
     let mut r = Philox::new(5, 5);
-    let y: Vec<usize> = (0..n).map(|i| if r.uniform_f64() < 0.6 { i % c } else { r.below(3) as usize }).collect();
+    let y: Vec<usize> = (0..n)
+        .map(|i| {
+            if r.uniform_f64() < 0.6 {
+                i % c
+            } else {
+                r.below(3) as usize
+            }
+        })
+        .collect();
     let feats = t2(&x, n, d);
     for l2 in [1e-3, 1e-1] {
         let p = LinearProbe::fit_l2(&feats, &y, c, l2, 2000, 1e-9).unwrap();
@@ -241,8 +266,14 @@ fn l2_is_chosen_without_looking_at_test_labels() {
     let (acc_b, _, pb) = pixels_logreg(&train, &scrambled, &cfg).unwrap();
     assert_eq!(pa.l2, pb.l2);
     assert_eq!(pa.l2_scores, pb.l2_scores);
-    assert_eq!(pa.weight.to_vec::<f32>().unwrap(), pb.weight.to_vec::<f32>().unwrap());
-    assert_ne!(acc_a, acc_b, "scrambled test labels must change the test score only");
+    assert_eq!(
+        pa.weight.to_vec::<f32>().unwrap(),
+        pb.weight.to_vec::<f32>().unwrap()
+    );
+    assert_ne!(
+        acc_a, acc_b,
+        "scrambled test labels must change the test score only"
+    );
     assert!(acc_a > 0.5, "pixel logreg on easy images: {acc_a}");
     // The features are the pixels in [0, 1].
     let f = pixel_features(&train).unwrap().to_vec::<f32>().unwrap();
@@ -291,7 +322,13 @@ fn tsne_keeps_separated_clusters_apart() {
     let mut x = Vec::new();
     for i in 0..n {
         for j in 0..d {
-            let centre = if i < n / 2 { 0.0 } else if j == 0 { 15.0 } else { 0.0 };
+            let centre = if i < n / 2 {
+                0.0
+            } else if j == 0 {
+                15.0
+            } else {
+                0.0
+            };
             x.push(centre + r.normal_f64());
         }
     }
@@ -300,15 +337,29 @@ fn tsne_keeps_separated_clusters_apart() {
     let dist = |a: [f64; 2], b: [f64; 2]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
     let centre = |s: &[[f64; 2]]| {
         let k = s.len() as f64;
-        [s.iter().map(|p| p[0]).sum::<f64>() / k, s.iter().map(|p| p[1]).sum::<f64>() / k]
+        [
+            s.iter().map(|p| p[0]).sum::<f64>() / k,
+            s.iter().map(|p| p[1]).sum::<f64>() / k,
+        ]
     };
     let (a, b) = y.split_at(n / 2);
     let (ca, cb) = (centre(a), centre(b));
-    let spread = y[..n / 2].iter().map(|&p| dist(p, ca)).chain(b.iter().map(|&p| dist(p, cb))).fold(0.0, f64::max);
-    assert!(dist(ca, cb) > 2.0 * spread, "centres {} apart, spread {spread}", dist(ca, cb));
+    let spread = y[..n / 2]
+        .iter()
+        .map(|&p| dist(p, ca))
+        .chain(b.iter().map(|&p| dist(p, cb)))
+        .fold(0.0, f64::max);
+    assert!(
+        dist(ca, cb) > 2.0 * spread,
+        "centres {} apart, spread {spread}",
+        dist(ca, cb)
+    );
     // Every point's nearest neighbour is in its own cluster.
     for i in 0..n {
-        let j = (0..n).filter(|&j| j != i).min_by(|&p, &q| dist(y[i], y[p]).total_cmp(&dist(y[i], y[q]))).unwrap();
+        let j = (0..n)
+            .filter(|&j| j != i)
+            .min_by(|&p, &q| dist(y[i], y[p]).total_cmp(&dist(y[i], y[q])))
+            .unwrap();
         assert_eq!(i < n / 2, j < n / 2);
     }
     assert!(tsne_2d(&t2(&x, n, d), 200.0, 10, 0).is_err());
@@ -339,7 +390,10 @@ fn left_right(n: usize, seed: u64) -> ImageDataset {
     let mut labels = Vec::new();
     for i in 0..n {
         let c = (i % 2) as i64;
-        let (lo, hi) = (20.0 + 40.0 * r.uniform_f64(), 160.0 + 60.0 * r.uniform_f64());
+        let (lo, hi) = (
+            20.0 + 40.0 * r.uniform_f64(),
+            160.0 + 60.0 * r.uniform_f64(),
+        );
         for _ in 0..h {
             for x in 0..w {
                 let bright = (x < w / 2) == (c == 0);
@@ -349,7 +403,13 @@ fn left_right(n: usize, seed: u64) -> ImageDataset {
         }
         labels.push(c);
     }
-    ImageDataset::new(px, [n, 1, h, w], Some(labels), vec!["left".into(), "right".into()]).unwrap()
+    ImageDataset::new(
+        px,
+        [n, 1, h, w],
+        Some(labels),
+        vec!["left".into(), "right".into()],
+    )
+    .unwrap()
 }
 
 fn tiny_backbone() -> BackboneConfig {
@@ -382,12 +442,26 @@ fn finetune_with_frozen_encoder_trains_only_the_head() {
         ..Default::default()
     };
     let mut seen = Vec::new();
-    let (clf, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |e, l, a| seen.push((e, l, a))).unwrap();
+    let (clf, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |e, l, a| {
+        seen.push((e, l, a))
+    })
+    .unwrap();
     let head_after = clf.head.weight.to_vec::<f32>().unwrap();
     assert_eq!(res.epochs_run, 4);
     assert_eq!(seen, res.history);
-    assert!(res.history[3].1 < res.history[0].1, "head loss must go down: {:?}", res.history);
-    let fresh = selfsup_nn::Linear::new(8, 2, true, selfsup_tensor::DType::F32, &mut Generator::new(0)).unwrap();
+    assert!(
+        res.history[3].1 < res.history[0].1,
+        "head loss must go down: {:?}",
+        res.history
+    );
+    let fresh = selfsup_nn::Linear::new(
+        8,
+        2,
+        true,
+        selfsup_tensor::DType::F32,
+        &mut Generator::new(0),
+    )
+    .unwrap();
     assert_ne!(head_after, fresh.weight.to_vec::<f32>().unwrap());
     drop(clf);
     let after: Vec<(String, Vec<f64>)> = enc
@@ -400,9 +474,15 @@ fn finetune_with_frozen_encoder_trains_only_the_head() {
 
     // Freezing the lower two stages of three leaves exactly those untouched.
     let mut enc2 = Encoder::new(&tiny_backbone(), false, false, &mut Generator::new(0)).unwrap();
-    assert_eq!(finetune::stages(&enc2), vec!["blocks.0", "blocks.1", "blocks.2"]);
+    assert_eq!(
+        finetune::stages(&enc2),
+        vec!["blocks.0", "blocks.1", "blocks.2"]
+    );
     let before2 = enc2.params();
-    let before2: Vec<(String, Vec<f32>)> = before2.iter().map(|(n, t)| (n.clone(), t.to_vec::<f32>().unwrap())).collect();
+    let before2: Vec<(String, Vec<f32>)> = before2
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_vec::<f32>().unwrap()))
+        .collect();
     let cfg2 = FinetuneConfig {
         freeze: FreezePolicy::Lower(2),
         encoder_lr_scale: 1.0,
@@ -433,8 +513,15 @@ fn supervised_from_scratch_learns_an_easy_task() {
         patience: 4,
         ..Default::default()
     };
-    let (acc, cm) =
-        supervised_from_scratch(&tiny_backbone(), &train, &test, None, &cfg, &mut |_, _, _| {}).unwrap();
+    let (acc, cm) = supervised_from_scratch(
+        &tiny_backbone(),
+        &train,
+        &test,
+        None,
+        &cfg,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
     assert_eq!(cm.total(), 100);
     assert!(acc > 0.9, "accuracy {acc}\n{}", cm.to_markdown(None));
 }

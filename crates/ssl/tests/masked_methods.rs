@@ -366,6 +366,7 @@ fn tiny_mlm(vocab: usize) -> Mlm {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn mlm_masking_is_80_10_10_and_skips_padding() {
     let vocab = 40;
     let mlm = tiny_mlm(vocab);

@@ -95,12 +95,12 @@ impl ConfusionMatrix {
             s.push_str("---:|");
         }
         s.push('\n');
-        for t in 0..self.classes {
+        for (t, r) in recall.iter().enumerate() {
             s.push_str(&format!("| {} |", name(t)));
             for p in 0..self.classes {
                 s.push_str(&format!(" {} |", self.get(t, p)));
             }
-            s.push_str(&format!(" {:.1}% |\n", 100.0 * recall[t]));
+            s.push_str(&format!(" {:.1}% |\n", 100.0 * r));
         }
         s.push_str(&format!(
             "\naccuracy: {:.2}% of {}\n",

@@ -71,7 +71,9 @@ fn top2(xc: &Tensor, d: usize) -> Result<[Vec<f64>; 2]> {
     let mut u: Vec<f64> = a.iter().zip(&b).map(|(x, y)| c * x + s * y).collect();
     let mut w: Vec<f64> = a.iter().zip(&b).map(|(x, y)| -s * x + c * y).collect();
     for v in [&mut u, &mut w] {
-        let big = v.iter().fold(0f64, |m, x| if x.abs() > m.abs() { *x } else { m });
+        let big = v
+            .iter()
+            .fold(0f64, |m, x| if x.abs() > m.abs() { *x } else { m });
         if big < 0.0 {
             v.iter_mut().for_each(|x| *x = -*x);
         }
@@ -151,7 +153,11 @@ pub fn tsne_2d(feats: &Tensor, perplexity: f64, iters: usize, seed: u64) -> Resu
             }
             if h > target {
                 lo = beta;
-                beta = if hi.is_finite() { 0.5 * (beta + hi) } else { beta * 2.0 };
+                beta = if hi.is_finite() {
+                    0.5 * (beta + hi)
+                } else {
+                    beta * 2.0
+                };
             } else {
                 hi = beta;
                 beta = 0.5 * (beta + lo);
@@ -221,10 +227,9 @@ pub fn tsne_2d(feats: &Tensor, perplexity: f64, iters: usize, seed: u64) -> Resu
                 [4.0 * gx, 4.0 * gy]
             })
             .collect();
-        for i in 0..n {
-            for a in 0..2 {
+        for (i, gi) in grad.iter().enumerate() {
+            for (a, &g) in gi.iter().enumerate() {
                 let k = 2 * i + a;
-                let g = grad[i][a];
                 gains[k] = if (g > 0.0) != (vel[k] > 0.0) {
                     gains[k] + 0.2
                 } else {

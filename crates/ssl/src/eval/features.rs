@@ -192,7 +192,9 @@ impl Standardizer {
 pub(crate) fn dims2(x: &Tensor, what: &str) -> Result<(usize, usize)> {
     match x.shape() {
         &[n, d] if d > 0 => Ok((n, d)),
-        s => config(format!("{what}: expected features [N, D] with D > 0, got {s:?}")),
+        s => config(format!(
+            "{what}: expected features [N, D] with D > 0, got {s:?}"
+        )),
     }
 }
 

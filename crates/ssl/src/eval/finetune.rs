@@ -184,8 +184,8 @@ fn check_config(cfg: &FinetuneConfig) -> Result<()> {
         return config("finetune: batch and epochs must be at least 1");
     }
     let ok = |x: f64| x >= 0.0 && x.is_finite();
-    if !(cfg.lr > 0.0 && cfg.lr.is_finite()) || !ok(cfg.encoder_lr_scale) || !ok(cfg.weight_decay)
-    {
+    let lr_ok = cfg.lr > 0.0 && cfg.lr.is_finite();
+    if !lr_ok || !ok(cfg.encoder_lr_scale) || !ok(cfg.weight_decay) {
         return config(format!(
             "finetune: lr {} must be positive, encoder_lr_scale {} and weight_decay {} >= 0",
             cfg.lr, cfg.encoder_lr_scale, cfg.weight_decay
@@ -294,7 +294,8 @@ pub fn finetune<'a>(
     )?;
 
     let mut clf = Classifier { encoder, head };
-    let mut best: Option<(f64, HashMap<String, Tensor>, HashMap<String, Tensor>)> = None;
+    type Snapshot = HashMap<String, Tensor>;
+    let mut best: Option<(f64, Snapshot, Snapshot)> = None;
     let mut history = Vec::new();
     let mut since_best = 0;
     for epoch in 1..=cfg.epochs {

@@ -9,6 +9,9 @@ pub(crate) struct LbfgsOptions {
     pub gtol: f64,
     /// Correction pairs kept.
     pub memory: usize,
+    /// Also stop when an iteration lowers the objective by less than `ftol * max(|f|, 1)`
+    /// (0: never).
+    pub ftol: f64,
 }
 
 /// What [`minimize`] reached.
@@ -23,7 +26,8 @@ pub(crate) struct LbfgsReport {
 /// Minimises `f` from `x` (updated in place). `f(x, grad)` returns the objective and writes its
 /// gradient. Two-loop recursion for the direction, backtracking (Armijo) line search starting at
 /// the unit step; a pair with non-positive curvature is skipped. Stops at `gtol`, at
-/// `max_iter`, or when no step decreases the objective any more (round-off level).
+/// `max_iter`, when the relative decrease falls below `ftol`, or when no step decreases the objective any more (round-off level).
+#[allow(clippy::type_complexity)]
 pub(crate) fn minimize<E>(
     x: &mut [f64],
     opts: &LbfgsOptions,
@@ -107,7 +111,7 @@ pub(crate) fn minimize<E>(
         }
         x.copy_from_slice(&xn);
         g.copy_from_slice(&gn);
-        let done = fnew >= fx && step < 1e-10;
+        let done = (fnew >= fx && step < 1e-10) || fx - fnew <= opts.ftol * fx.abs().max(1.0);
         fx = fnew;
         if done {
             break;

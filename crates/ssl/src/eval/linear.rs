@@ -29,17 +29,22 @@ pub struct LinearConfig {
     pub seed: u64,
     /// Convergence: stop when the largest absolute gradient entry is below this.
     pub tol: f64,
+    /// Also stop when one L-BFGS iteration lowers the objective by less than this fraction of
+    /// it (scipy's `ftol`; 0 solves to `tol` or `max_iter`).
+    pub ftol: f64,
 }
 
 impl Default for LinearConfig {
-    /// Penalties `1e-5 ..= 1e-1` by decades, 20% validation, 1000 iterations, seed 0, tol 1e-6.
+    /// Penalties `1e-5 ..= 1e-1` by decades, 20% validation, 1000 iterations, seed 0, tol 1e-5,
+    /// ftol 1e-9.
     fn default() -> Self {
         LinearConfig {
             l2: vec![1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
             val_fraction: 0.2,
             max_iter: 1000,
             seed: 0,
-            tol: 1e-6,
+            tol: 1e-5,
+            ftol: 1e-9,
         }
     }
 }
@@ -87,13 +92,7 @@ impl Problem {
             DType::F32
         };
         let x = x.to_dtype(dt)?.contiguous()?;
-        Ok(Problem {
-            x,
-            labels,
-            n,
-            d,
-            c,
-        })
+        Ok(Problem { x, labels, n, d, c })
     }
 
     /// Loss and gradient at `p` = `W` row-major `[D, C]` followed by `b` `[C]`.
@@ -145,11 +144,19 @@ impl Problem {
         Ok(loss * inv_n + 0.5 * l2 * reg)
     }
 
-    fn solve(&self, p: &mut [f64], l2: f64, max_iter: usize, tol: f64) -> Result<(usize, f64)> {
+    fn solve(
+        &self,
+        p: &mut [f64],
+        l2: f64,
+        max_iter: usize,
+        tol: f64,
+        ftol: f64,
+    ) -> Result<(usize, f64)> {
         let opts = LbfgsOptions {
             max_iter,
             gtol: tol,
             memory: 10,
+            ftol,
         };
         let rep = minimize::<SslError>(p, &opts, &mut |x, g| self.eval(x, g, l2))?;
         Ok((rep.iterations, rep.grad_inf))
@@ -161,8 +168,7 @@ fn predict_std(x: &Tensor, p: &[f64], d: usize, c: usize) -> Result<Vec<usize>> 
     let w = Tensor::from_slice(&p[..d * c], &[d, c])?.to_dtype(x.dtype())?;
     let z = x.matmul(&w)?.to_vec_f64()?;
     let b = &p[d * c..];
-    Ok(z
-        .chunks_exact(c)
+    Ok(z.chunks_exact(c)
         .map(|zi| {
             let s: Vec<f64> = zi.iter().zip(b).map(|(a, b)| a + b).collect();
             argmax(&s)
@@ -170,7 +176,13 @@ fn predict_std(x: &Tensor, p: &[f64], d: usize, c: usize) -> Result<Vec<usize>> 
         .collect())
 }
 
-fn check_inputs(feats: &Tensor, labels: &[usize], classes: usize, cfg: &LinearConfig) -> Result<()> {
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // the negated comparisons also reject NaN
+fn check_inputs(
+    feats: &Tensor,
+    labels: &[usize],
+    classes: usize,
+    cfg: &LinearConfig,
+) -> Result<()> {
     let (n, _) = dims2(feats, "linear probe")?;
     if labels.len() != n {
         return config(format!(
@@ -188,7 +200,7 @@ fn check_inputs(feats: &Tensor, labels: &[usize], classes: usize, cfg: &LinearCo
             cfg.l2
         ));
     }
-    if cfg.max_iter == 0 || !(cfg.tol > 0.0) {
+    if cfg.max_iter == 0 || !(cfg.tol > 0.0) || !(cfg.ftol >= 0.0) {
         return config("linear probe: max_iter must be >= 1 and tol > 0");
     }
     Ok(())
@@ -201,7 +213,12 @@ impl LinearProbe {
     /// largest penalty down, each warm-started from the previous solution. The chosen penalty
     /// is then refitted on all labelled rows. Every class needs at least 2 rows (one to fit,
     /// one to validate).
-    pub fn fit(feats: &Tensor, labels: &[usize], classes: usize, cfg: &LinearConfig) -> Result<Self> {
+    pub fn fit(
+        feats: &Tensor,
+        labels: &[usize],
+        classes: usize,
+        cfg: &LinearConfig,
+    ) -> Result<Self> {
         check_inputs(feats, labels, classes, cfg)?;
         let _g = no_grad();
         let feats = feats.detach();
@@ -225,7 +242,7 @@ impl LinearProbe {
         let mut scores = Vec::new();
         let mut best: Option<(f64, f64, Vec<f64>)> = None;
         for &l2 in &order {
-            prob.solve(&mut p, l2, cfg.max_iter, cfg.tol)?;
+            prob.solve(&mut p, l2, cfg.max_iter, cfg.tol, cfg.ftol)?;
             let acc = super::accuracy(&predict_std(&xv, &p, d, c)?, &yv);
             scores.push((l2, acc));
             if best.as_ref().is_none_or(|(_, a, _)| acc > *a) {
@@ -235,13 +252,21 @@ impl LinearProbe {
         let Some((l2, val_accuracy, mut p)) = best else {
             return config("linear probe: no l2 candidate");
         };
-        let mut probe = Self::fit_l2_from(&feats, labels, c, l2, cfg.max_iter, cfg.tol, &mut p)?;
+        let mut probe = Self::fit_l2_from(
+            &feats,
+            labels,
+            c,
+            l2,
+            (cfg.max_iter, cfg.tol, cfg.ftol),
+            &mut p,
+        )?;
         probe.val_accuracy = val_accuracy;
         probe.l2_scores = scores;
         Ok(probe)
     }
 
-    /// Fits with a fixed penalty `l2` on all rows (no validation; `val_accuracy` is NaN).
+    /// Fits with a fixed penalty `l2` on all rows (no validation; `val_accuracy` is NaN), solved
+    /// until the largest gradient entry is below `tol` or `max_iter` iterations.
     pub fn fit_l2(
         feats: &Tensor,
         labels: &[usize],
@@ -260,7 +285,14 @@ impl LinearProbe {
         let _g = no_grad();
         let (_, d) = dims2(feats, "linear probe")?;
         let mut p = vec![0f64; d * classes + classes];
-        Self::fit_l2_from(&feats.detach(), labels, classes, l2, max_iter, tol, &mut p)
+        Self::fit_l2_from(
+            &feats.detach(),
+            labels,
+            classes,
+            l2,
+            (max_iter, tol, 0.0),
+            &mut p,
+        )
     }
 
     fn fit_l2_from(
@@ -268,14 +300,13 @@ impl LinearProbe {
         labels: &[usize],
         c: usize,
         l2: f64,
-        max_iter: usize,
-        tol: f64,
+        (max_iter, tol, ftol): (usize, f64, f64),
         p: &mut [f64],
     ) -> Result<Self> {
         let (_, d) = dims2(feats, "linear probe")?;
         let scaler = Standardizer::fit(feats)?;
         let prob = Problem::new(scaler.apply(feats)?, labels.to_vec(), c)?;
-        let (iterations, grad_inf) = prob.solve(p, l2, max_iter, tol)?;
+        let (iterations, grad_inf) = prob.solve(p, l2, max_iter, tol, ftol)?;
         let weight = Tensor::from_slice(&p[..d * c], &[d, c])?.to_dtype(DType::F32)?;
         let bias = Tensor::from_slice(&p[d * c..], &[c])?.to_dtype(DType::F32)?;
         Ok(LinearProbe {
@@ -316,7 +347,11 @@ impl LinearProbe {
         }
         let _g = no_grad();
         let x = self.scaler.apply(feats)?;
-        let x = x.to_dtype(if x.numel() <= F64_MAX_ELEMS { DType::F64 } else { DType::F32 })?;
+        let x = x.to_dtype(if x.numel() <= F64_MAX_ELEMS {
+            DType::F64
+        } else {
+            DType::F32
+        })?;
         predict_std(&x, &p, d, c)
     }
 }

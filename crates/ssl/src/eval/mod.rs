@@ -22,8 +22,8 @@ pub mod embed2d;
 pub mod features;
 pub mod finetune;
 pub mod knn;
-pub mod linear;
 mod lbfgs;
+pub mod linear;
 mod split;
 pub mod subset;
 
@@ -41,12 +41,12 @@ use crate::error::{config, Result};
 /// The labels of `data` as class indices, checked against `classes` when it is non-zero.
 pub(crate) fn labels_of(data: &selfsup_data::ImageDataset, what: &str) -> Result<Vec<usize>> {
     let Some(l) = &data.labels else {
-        return config(format!("{what}: the dataset has no labels; pass a labelled dataset"));
+        return config(format!(
+            "{what}: the dataset has no labels; pass a labelled dataset"
+        ));
     };
     l.iter()
-        .map(|&x| {
-            usize::try_from(x).or_else(|_| config(format!("{what}: negative label {x}")))
-        })
+        .map(|&x| usize::try_from(x).or_else(|_| config(format!("{what}: negative label {x}"))))
         .collect()
 }
 

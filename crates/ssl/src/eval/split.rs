@@ -22,7 +22,9 @@ pub(crate) fn stratified_split(
     let mut by_class = vec![Vec::new(); classes];
     for (i, &l) in labels.iter().enumerate() {
         if l >= classes {
-            return config(format!("label {l} is not below the number of classes {classes}"));
+            return config(format!(
+                "label {l} is not below the number of classes {classes}"
+            ));
         }
         by_class[l].push(i);
     }

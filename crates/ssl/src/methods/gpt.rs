@@ -2,6 +2,7 @@
 //! tied output head reads tokens `[:, :T]` of each window `[B, T + 1]` and is trained with
 //! cross-entropy against tokens `[:, 1:]`.
 
+use selfsup_nn::init;
 use selfsup_tensor::{no_grad, Generator, Tensor};
 
 use crate::config::{MethodConfig, MethodName};
@@ -26,6 +27,7 @@ impl Gpt {
         if encoder.as_text().is_none() {
             return Err(SslError::Config("gpt needs a text backbone".into()));
         }
+        small_token_init(&encoder, g)?;
         Ok(Gpt {
             encoder,
             context: cfg.backbone.context,
@@ -52,6 +54,19 @@ impl Gpt {
         let loss = masked_token_ce(&logits, &targets)?;
         Ok((loss, logits, hidden))
     }
+}
+
+/// Redraws the token table of a text encoder from `N(0, 0.02)` (GPT-2's initialisation). The
+/// table doubles as the tied output head, and at the embedding's default `N(0, 1)` the initial
+/// logits have a standard deviation of about `sqrt(dim)`, so the first losses are in the
+/// hundreds.
+pub(crate) fn small_token_init(encoder: &Encoder, g: &mut Generator) -> Result<()> {
+    if let Some(text) = encoder.as_text() {
+        let _ng = no_grad();
+        let w = &text.tok.weight;
+        w.assign(&init::normal(w.shape(), 0.0, 0.02, w.dtype(), g)?)?;
+    }
+    Ok(())
 }
 
 impl_module!(Gpt { encoder });

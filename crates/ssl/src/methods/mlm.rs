@@ -55,6 +55,7 @@ impl Mlm {
             .as_text()
             .ok_or_else(|| SslError::Config("mlm needs a text backbone".into()))?;
         let (vocab, dim) = (text.config.vocab, text.config.dim);
+        crate::methods::gpt::small_token_init(&encoder, g)?;
         if vocab < 3 {
             return config(format!(
                 "mlm: a vocabulary of {vocab} ids has no room for [PAD], [MASK] and a token"
