@@ -205,7 +205,14 @@ impl Loader {
     /// The batches of `epoch`, prepared on a background thread up to `prefetch` batches ahead.
     /// Dropping the iterator stops and joins the thread.
     pub fn epoch(&self, epoch: u64) -> EpochIter {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `start` on (resuming a run mid-epoch yields exactly the
+    /// batches the uninterrupted run would have seen).
+    pub fn epoch_from(&self, epoch: u64, start: usize) -> EpochIter {
         let total = self.batches_per_epoch();
+        let start = start.min(total);
         let (tx, rx) = sync_channel(self.config.prefetch.max(1));
         let stop = Arc::new(AtomicBool::new(false));
         let me = self.clone();
@@ -214,7 +221,7 @@ impl Loader {
             .name("selfsup-loader".into())
             .spawn(move || {
                 let order = me.order(epoch);
-                for b in 0..total {
+                for b in start..total {
                     if stop2.load(Ordering::Relaxed) {
                         break;
                     }
@@ -229,7 +236,7 @@ impl Loader {
                 rx: Some(rx),
                 handle: Some(h),
                 stop,
-                remaining: total,
+                remaining: total - start,
                 fallback: None,
             },
             // No thread could be started: compute the batches on the caller's thread instead.
@@ -237,8 +244,8 @@ impl Loader {
                 rx: None,
                 handle: None,
                 stop,
-                remaining: total,
-                fallback: Some((self.clone(), epoch, self.order(epoch), 0)),
+                remaining: total - start,
+                fallback: Some((self.clone(), epoch, self.order(epoch), start)),
             },
         }
     }

@@ -38,8 +38,8 @@ pub mod loss;
 mod macros;
 pub mod method;
 pub mod methods;
-pub mod sample;
 pub mod pretext;
+pub mod sample;
 pub mod train;
 
 pub use config::{BackboneConfig, BackboneKind, MethodConfig, MethodName};

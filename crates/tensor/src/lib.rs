@@ -21,6 +21,7 @@
 //! # Ok::<(), selfsup_tensor::Error>(())
 //! ```
 
+pub mod alloc;
 pub mod autograd;
 pub mod cpu;
 mod device;

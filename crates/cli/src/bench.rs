@@ -1,0 +1,170 @@
+//! `selfsup bench`: the reference workloads of shared/README.md, printing one JSON line per
+//! measurement (medians over timed repetitions after warm-up).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use selfsup_data::{idx, LoaderConfig, Split};
+use selfsup_nn::optim::{Adam, AdamConfig, Optimizer};
+use selfsup_nn::{Module, TextConfig, TextTransformer};
+use selfsup_ssl::feed::{image_loader, to_ssl_batch};
+use selfsup_ssl::{build, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
+use selfsup_tensor::{DType, Generator, Tensor};
+use serde_json::json;
+
+use crate::cli::{BenchArgs, Workload};
+use crate::error::Result;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn timed(reps: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64());
+    }
+    Ok(t)
+}
+
+/// Runs one workload and prints its JSON lines.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    match args.workload {
+        Workload::Sgemm => {
+            let mut g = Generator::new(0);
+            for &n in &args.sizes {
+                let a = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?;
+                let b = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?;
+                let reps = if n >= 2048 {
+                    args.reps.min(5)
+                } else {
+                    args.reps
+                };
+                let t = timed(reps, 2, || {
+                    a.matmul(&b)?;
+                    Ok(())
+                })?;
+                let gflops: Vec<f64> = t
+                    .iter()
+                    .map(|s| 2.0 * (n as f64).powi(3) / s / 1e9)
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"bench": "sgemm", "n": n, "threads": threads, "reps": t.len(), "gflops": (median(gflops) * 10.0).round() / 10.0})
+                );
+            }
+        }
+        Workload::SimclrStep => {
+            let cfg = MethodConfig::for_method(MethodName::Simclr);
+            let mut g = Generator::new(0);
+            let method = build(&cfg, &mut g)?;
+            let kind = method.input();
+            let optim = OptimConfig {
+                warmup_steps: 0,
+                schedule: selfsup_ssl::ScheduleKind::Constant,
+                ..OptimConfig::default()
+            };
+            let steps = args.reps + 3;
+            let mut trainer = Trainer::new(method, &optim, steps as u64, 0)?;
+            let (data, batches): (&str, Vec<SslBatch>) = match idx::load_fashion_mnist_debian(
+                Split::Train,
+            ) {
+                Ok(train) => {
+                    let loader = image_loader(
+                        Arc::new(train),
+                        &kind,
+                        &selfsup_data::ViewConfig::default(),
+                        LoaderConfig::default(),
+                    )?;
+                    // Views are made by the loader's background thread while the step runs;
+                    // collect them first so the timing is of the training step alone and of
+                    // the loader separately.
+                    let t = Instant::now();
+                    let b: Vec<SslBatch> = loader
+                        .epoch(0)
+                        .take(steps)
+                        .map(to_ssl_batch)
+                        .collect::<std::result::Result<_, _>>()?;
+                    let per = t.elapsed().as_secs_f64() / steps as f64;
+                    println!(
+                        "{}",
+                        json!({"bench": "simclr-aug", "threads": threads, "ms_per_batch": (per * 1e4).round() / 10.0})
+                    );
+                    ("fashion-mnist", b)
+                }
+                Err(_) => {
+                    let b = (0..steps)
+                        .map(|_| {
+                            Ok(SslBatch::from_views(vec![
+                                Tensor::randn(&[256, 1, 28, 28], 0.0, 1.0, DType::F32, &mut g)?,
+                                Tensor::randn(&[256, 1, 28, 28], 0.0, 1.0, DType::F32, &mut g)?,
+                            ]))
+                        })
+                        .collect::<Result<_>>()?;
+                    ("random (Fashion-MNIST not installed)", b)
+                }
+            };
+            let mut i = 0;
+            let mut last = 0.0;
+            let t = timed(args.reps, 3, || {
+                last = trainer.train_step(&batches[i % batches.len()])?.loss;
+                i += 1;
+                Ok(())
+            })?;
+            let ips: Vec<f64> = t.iter().map(|s| 256.0 / s).collect();
+            println!(
+                "{}",
+                json!({"bench": "simclr-step", "threads": threads, "batch_images": 256, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
+            );
+        }
+        Workload::GptStep => {
+            let mut g = Generator::new(0);
+            let model = TextTransformer::new(&TextConfig::reference_gpt(), DType::F32, &mut g)?;
+            let mut opt = Adam::adamw(
+                model.params(),
+                AdamConfig {
+                    lr: 3e-4,
+                    weight_decay: 0.1,
+                    ..AdamConfig::adamw()
+                },
+            );
+            let (b, t_len, vocab) = (32usize, 128usize, 96usize);
+            let mut rng = selfsup_tensor::rng::Philox::new(0, 1);
+            let ids: Vec<i64> = (0..b * (t_len + 1))
+                .map(|_| (rng.next_u32() % vocab as u32) as i64)
+                .collect();
+            let all = Tensor::from_vec(ids, &[b, t_len + 1])?;
+            let x = all.narrow(1, 0, t_len)?.contiguous()?;
+            let y = all
+                .narrow(1, 1, t_len)?
+                .contiguous()?
+                .reshape(&[b * t_len])?;
+            let mut last = 0.0;
+            let t = timed(args.reps, 2, || {
+                let logits = model.forward(&x)?.reshape(&[b * t_len, vocab])?;
+                let loss = logits.cross_entropy(&y)?;
+                last = loss.item()?;
+                loss.backward()?;
+                opt.step()?;
+                opt.zero_grad();
+                Ok(())
+            })?;
+            let tps: Vec<f64> = t.iter().map(|s| (b * t_len) as f64 / s).collect();
+            println!(
+                "{}",
+                json!({"bench": "gpt-step", "threads": threads, "params": model.num_params(), "tokens_per_step": b * t_len, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "tok_per_s": median(tps).round(), "last_loss": last})
+            );
+        }
+    }
+    Ok(())
+}
