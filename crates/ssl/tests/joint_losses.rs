@@ -156,7 +156,14 @@ fn dino_hand_values_and_centre() {
         .unwrap();
     // mean rows = [2, 3]
     assert!((got[0] - (0.9 + 0.2)).abs() < 1e-12 && (got[1] - (1.8 + 0.3)).abs() < 1e-12);
-    assert!(dino_loss(&[s.clone()], &[teach.clone()], &c, 0.1, 0.04).is_err());
+    assert!(dino_loss(
+        std::slice::from_ref(&s),
+        std::slice::from_ref(&teach),
+        &c,
+        0.1,
+        0.04
+    )
+    .is_err());
     assert!(dino_loss(
         &[s.clone(), s],
         &[teach],
