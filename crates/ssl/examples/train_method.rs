@@ -6,10 +6,10 @@
 //! cargo run --release -p selfsup-ssl --example train_method -- simclr 300 256
 //! ```
 //! Arguments: method name, steps (default 300), batch size (default 256 images or 32 text
-//! windows), and for `mlm` optionally `nsp` (next-sentence pairs from the fortunes' sentences).
-//! GPT prints a short sample at the end. Needs `apt-get install dataset-fashion-mnist` /
+//! windows), then optionally the SmallCnn widths as `a,b,c` (default 32,64,128) for image
+//! methods, or `nsp` for `mlm` (next-sentence pairs from the fortunes' sentences). GPT prints a
+//! short sample at the end. Needs `apt-get install dataset-fashion-mnist` /
 //! `apt-get install fortunes`.
-//! windows), and optionally the SmallCnn widths as `a,b,c` (default 32,64,128). Needs `apt-get install dataset-fashion-mnist` / `apt-get install fortunes`.
 //!
 //! Colorization needs RGB images: Fashion-MNIST is grayscale, so for it each image (left
 //! un-normalised, in [0, 1]) is colourised with a fixed per-class palette (class `c` gets the
