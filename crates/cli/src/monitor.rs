@@ -134,7 +134,7 @@ pub fn text_val_loss(
     let _g = no_grad();
     method.set_train(false);
     let all = windows.sequential(max_windows)?;
-    let mut g = Generator::new(0x7661_6c);
+    let mut g = Generator::new(0x0076_616c);
     let (mut sum, mut n) = (0.0, 0usize);
     for chunk in all.chunks(batch.max(1)) {
         let refs: Vec<&selfsup_tensor::Tensor> = chunk.iter().collect();

@@ -434,14 +434,12 @@ pub fn pretrain(
     );
     m.insert("final_loss".into(), num(summary.final_loss));
     m.insert(
-        format!(
-            "{}",
-            if unit == "tok/s" {
-                "tokens_per_second"
-            } else {
-                "images_per_second"
-            }
-        ),
+        if unit == "tok/s" {
+            "tokens_per_second"
+        } else {
+            "images_per_second"
+        }
+        .to_string(),
         num(rate),
     );
     if let Some(k) = summary.knn {

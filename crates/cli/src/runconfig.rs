@@ -126,7 +126,6 @@ impl AugmentConfig {
         let (crop_min, crop_max) = v.crop.map(|c| c.scale).unwrap_or((0.0, 1.0));
         let (jitter_p, j) = v
             .jitter
-            .clone()
             .unwrap_or((0.0, ColorJitter::new(0.0, 0.0, 0.0, 0.0)));
         let strength = |r: Option<(f32, f32)>| r.map(|(_, hi)| f64::from(hi) - 1.0).unwrap_or(0.0);
         AugmentConfig {
