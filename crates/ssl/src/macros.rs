@@ -1,5 +1,7 @@
 //! `impl_module!`: the [`selfsup_nn::Module`] impl of a method struct whose fields are modules,
-//! each visited under its field name (`encoder.`, `projector.`, `target.`, ...).
+//! each visited under its field name (`encoder.`, `projector.`, `target.`, ...); and
+//! `encoder_access!`: the two encoder accessors of [`crate::SslMethod`] for a struct whose
+//! encoder is its `encoder` field.
 
 /// Implements [`selfsup_nn::Module`] for `$ty` by visiting the listed module fields in order,
 /// each under its own name. `buffers: [..]` lists plain tensor fields saved as buffers (queues,
@@ -38,3 +40,18 @@ macro_rules! impl_module {
     };
 }
 pub(crate) use impl_module;
+
+/// The [`crate::SslMethod::encoder`] and [`crate::SslMethod::encoder_mut`] methods for a method
+/// struct that keeps its encoder in a field named `encoder`; used inside the trait impl.
+macro_rules! encoder_access {
+    () => {
+        fn encoder(&self) -> &$crate::encoder::Encoder {
+            &self.encoder
+        }
+        fn encoder_mut(&mut self) -> &mut $crate::encoder::Encoder {
+            &mut self.encoder
+        }
+    };
+}
+
+pub(crate) use encoder_access;

@@ -9,7 +9,7 @@ use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::{config, Result};
 use crate::loss::barlow_twins;
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 
 use super::momentum::bn_mlp;
@@ -59,12 +59,7 @@ impl SslMethod for BarlowTwins {
     fn input(&self) -> InputKind {
         InputKind::Views { count: 2 }
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
         let v = batch.views("barlow-twins", 2)?;
         let h1 = self.encoder.embed(&v[0])?;

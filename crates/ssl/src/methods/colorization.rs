@@ -12,7 +12,7 @@ use selfsup_tensor::{no_grad, DType, Generator, Tensor};
 use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::{config, Result};
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 use crate::pretext::color::luma_chroma;
 
@@ -107,12 +107,7 @@ impl SslMethod for Colorization {
     fn input(&self) -> InputKind {
         InputKind::Images
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
         let x = &batch.views("colorization", 1)?[0];
         if x.rank() != 4 || x.shape()[1] != 3 {

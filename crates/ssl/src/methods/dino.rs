@@ -18,7 +18,7 @@ use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::{config, Result};
 use crate::loss::{dino_center, dino_loss};
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 
 /// Side of the local crops for global views of side `image_size`: 3/7 of it (DINO's 96 for
@@ -170,12 +170,7 @@ impl SslMethod for Dino {
             local_size: self.local_size,
         }
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
         let v = batch.views("dino", 2 + self.local_crops)?;
         let b = v[0].shape()[0];

@@ -9,7 +9,7 @@ use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::{Result, SslError};
 use crate::loss::masked_token_ce;
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 
 /// GPT: a causal text encoder.
@@ -80,12 +80,7 @@ impl SslMethod for Gpt {
             context: self.context,
         }
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
         let tokens = batch.tokens("gpt")?;
         let (loss, logits, hidden) = self.loss(tokens)?;

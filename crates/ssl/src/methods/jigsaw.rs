@@ -9,7 +9,7 @@ use selfsup_tensor::{no_grad, DType, Generator};
 use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::Result;
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 use crate::pretext::patches::{cut_patches, GridGeometry, PatchAt};
 use crate::pretext::permutations::{max_hamming_set, PermutationSet, PERMUTATION_SEED};
@@ -104,12 +104,7 @@ impl SslMethod for Jigsaw {
     fn input(&self) -> InputKind {
         InputKind::Images
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, g: &mut Generator) -> Result<StepOutput> {
         let x = &batch.views("jigsaw", 1)?[0];
         let b = x.shape()[0];

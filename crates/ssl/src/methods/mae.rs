@@ -12,7 +12,7 @@ use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::{config, Result};
 use crate::loss::{masked_patch_mse, norm_pix_target};
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 
 /// The largest head count `<= want` that divides `dim` (at least 1).
@@ -236,12 +236,7 @@ impl SslMethod for Mae {
     fn input(&self) -> InputKind {
         InputKind::Images
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, g: &mut Generator) -> Result<StepOutput> {
         let x = &batch.views("mae", 1)?[0];
         let m = self.draw_mask(x.shape()[0], g)?;

@@ -16,6 +16,7 @@ use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::{config, Result, SslError};
 use crate::loss::masked_token_ce;
+use crate::macros::encoder_access;
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 
 /// The `[PAD]` id (never selected, masked out of attention).
@@ -209,12 +210,7 @@ impl SslMethod for Mlm {
             context: self.context,
         }
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, g: &mut Generator) -> Result<StepOutput> {
         let (seq, labels) = self.sequence(batch)?;
         let shape = seq.shape().to_vec();

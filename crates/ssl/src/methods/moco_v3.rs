@@ -12,7 +12,7 @@ use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::Result;
 use crate::loss::info_nce_batch;
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 
 use super::momentum::{bn_mlp, MomentumBranch};
@@ -79,12 +79,7 @@ impl SslMethod for MocoV3 {
     fn input(&self) -> InputKind {
         InputKind::Views { count: 2 }
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
         let v = batch.views("moco-v3", 2)?;
         let b = v[0].shape()[0];

@@ -8,7 +8,7 @@ use selfsup_tensor::{no_grad, DType, Generator, Tensor};
 use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::Result;
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 use crate::pretext::patches::{cut_patches, GridGeometry, PatchAt, NEIGHBOURS};
 use crate::pretext::{accuracy, label_tensor};
@@ -85,12 +85,7 @@ impl SslMethod for RelativePosition {
     fn input(&self) -> InputKind {
         InputKind::Images
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, g: &mut Generator) -> Result<StepOutput> {
         let x = &batch.views("relative-position", 1)?[0];
         let b = x.shape()[0];

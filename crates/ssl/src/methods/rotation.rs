@@ -7,7 +7,7 @@ use selfsup_tensor::{DType, Generator};
 use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::Result;
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 use crate::pretext::rotate::rotate_all;
 use crate::pretext::{accuracy, label_tensor};
@@ -40,12 +40,7 @@ impl SslMethod for Rotation {
     fn input(&self) -> InputKind {
         InputKind::Images
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
         let x = &batch.views("rotation", 1)?[0];
         let b = x.shape()[0];

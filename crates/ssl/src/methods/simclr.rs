@@ -8,7 +8,7 @@ use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::Result;
 use crate::loss::nt_xent;
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 
 /// SimCLR: encoder, projection MLP (`proj_layers` layers, ReLU), NT-Xent at `temperature`.
@@ -52,12 +52,7 @@ impl SslMethod for Simclr {
     fn input(&self) -> InputKind {
         InputKind::Views { count: 2 }
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
         let v = batch.views("simclr", 2)?;
         let b = v[0].shape()[0];

@@ -12,7 +12,7 @@ use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
 use crate::error::{config, Result};
 use crate::loss::masked_pixel_loss;
-use crate::macros::impl_module;
+use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 
 /// SimMIM's learned mask value and its pixel head.
@@ -178,12 +178,7 @@ impl SslMethod for Simmim {
     fn input(&self) -> InputKind {
         InputKind::Images
     }
-    fn encoder(&self) -> &Encoder {
-        &self.encoder
-    }
-    fn encoder_mut(&mut self) -> &mut Encoder {
-        &mut self.encoder
-    }
+    encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, g: &mut Generator) -> Result<StepOutput> {
         let x = &batch.views("simmim", 1)?[0];
         let mask = self.draw_mask(x.shape()[0], g)?;
