@@ -1,5 +1,6 @@
-//! Normalisation layers: [`LayerNorm`] and [`BatchNorm`] (1-D and 2-D), written as compositions
-//! of tensor ops so that autograd differentiates them.
+//! Normalisation layers: [`LayerNorm`] (composed of tensor ops) and [`BatchNorm`] (1-D and
+//! 2-D, on the tensor crate's fused batch-norm op, with the ReLU folded in by
+//! [`BatchNorm::forward_relu`]).
 
 use selfsup_tensor::{no_grad, DType, Tensor};
 
@@ -149,6 +150,15 @@ impl BatchNorm {
 
     /// Normalises `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, false)
+    }
+
+    /// Normalises `x` and applies a ReLU, in one fused op (the `Conv -> BN -> ReLU` block).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, true)
+    }
+
+    fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let c = self.running_mean.numel();
         if !self.ranks.contains(&x.rank()) || x.shape()[1] != c {
             return config(format!(
@@ -157,58 +167,43 @@ impl BatchNorm {
                 self.ranks
             ));
         }
-        // Shape [1, C, 1, ...] to broadcast per-channel vectors against x.
-        let mut bshape = vec![1; x.rank()];
-        bshape[1] = c;
-        let axes: Vec<isize> = (0..x.rank() as isize).filter(|&a| a != 1).collect();
-        let (mean, var) = if self.train {
-            let n = x.numel() / c;
-            if n < 2 {
-                return config(format!(
-                    "BatchNorm: training needs more than one value per channel, got input {:?}",
-                    x.shape()
-                ));
-            }
-            let mean = x.mean(&axes, true)?;
-            let var = x.sub(&mean)?.sqr()?.mean(&axes, true)?;
-            {
-                let _g = no_grad();
-                let m = self.momentum;
-                let bm = mean.detach().reshape(&[c])?;
-                let bv = var
-                    .detach()
-                    .reshape(&[c])?
-                    .mul_scalar(n as f64 / (n as f64 - 1.0))?;
-                self.running_mean.assign(
-                    &self
-                        .running_mean
-                        .mul_scalar(1.0 - m)?
-                        .add(&bm.mul_scalar(m)?)?,
-                )?;
-                self.running_var.assign(
-                    &self
-                        .running_var
-                        .mul_scalar(1.0 - m)?
-                        .add(&bv.mul_scalar(m)?)?,
-                )?;
-                let k = self.num_batches_tracked.to_vec::<i64>()?;
-                let next = Tensor::from_vec(vec![k.first().copied().unwrap_or(0) + 1], &[])?;
-                self.num_batches_tracked.assign(&next)?;
-            }
-            (mean, var)
-        } else {
-            (
-                self.running_mean.reshape(&bshape)?,
-                self.running_var.reshape(&bshape)?,
-            )
-        };
-        let mut y = x.sub(&mean)?.mul(&var.add_scalar(self.eps)?.rsqrt()?)?;
-        if let Some(w) = &self.weight {
-            y = y.mul(&w.reshape(&bshape)?)?;
+        let (w, b) = (self.weight.as_ref(), self.bias.as_ref());
+        if !self.train {
+            return Ok(x.batch_norm_eval(
+                &self.running_mean,
+                &self.running_var,
+                w,
+                b,
+                self.eps,
+                relu,
+            )?);
         }
-        if let Some(b) = &self.bias {
-            y = y.add(&b.reshape(&bshape)?)?;
+        let n = x.numel() / c;
+        if n < 2 {
+            return config(format!(
+                "BatchNorm: training needs more than one value per channel, got input {:?}",
+                x.shape()
+            ));
         }
+        let (y, mean, var) = x.batch_norm_train(w, b, self.eps, relu)?;
+        let _g = no_grad();
+        let m = self.momentum;
+        let bv = var.mul_scalar(n as f64 / (n as f64 - 1.0))?;
+        self.running_mean.assign(
+            &self
+                .running_mean
+                .mul_scalar(1.0 - m)?
+                .add(&mean.mul_scalar(m)?)?,
+        )?;
+        self.running_var.assign(
+            &self
+                .running_var
+                .mul_scalar(1.0 - m)?
+                .add(&bv.mul_scalar(m)?)?,
+        )?;
+        let k = self.num_batches_tracked.to_vec::<i64>()?;
+        let next = Tensor::from_vec(vec![k.first().copied().unwrap_or(0) + 1], &[])?;
+        self.num_batches_tracked.assign(&next)?;
         Ok(y)
     }
 }

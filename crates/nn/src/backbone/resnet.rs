@@ -51,7 +51,7 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let h = self.bn1.forward_relu(&self.conv1.forward(x)?)?;
         let h = self.bn2.forward(&self.conv2.forward(&h)?)?;
         let s = match &self.downsample {
             Some((c, b)) => b.forward(&c.forward(x)?)?,
@@ -143,7 +143,7 @@ impl ResNet {
                 x.shape()
             ));
         }
-        let mut h = self.bn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let mut h = self.bn1.forward_relu(&self.conv1.forward(x)?)?;
         for stage in &self.layers {
             for b in stage {
                 h = b.forward(&h)?;

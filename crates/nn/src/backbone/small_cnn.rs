@@ -82,7 +82,7 @@ impl SmallCnn {
         }
         let mut h = x.clone();
         for b in &self.blocks {
-            h = b.bn.forward(&b.conv.forward(&h)?)?.relu()?;
+            h = b.bn.forward_relu(&b.conv.forward(&h)?)?;
         }
         Ok(h)
     }

@@ -6,6 +6,7 @@
 
 use crate::layout::{merge_dims, numel, Layout};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Below this many output elements a map runs on the calling thread.
 pub const PAR_THRESHOLD: usize = 1 << 15;
@@ -62,7 +63,11 @@ impl<const N: usize> Walker<N> {
 
 /// The unit-stride inner loop, compiled for the widest detected instruction set.
 #[inline(always)]
-fn map_unit<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(row: &mut [O], sl: [&[T]; N], f: &F) {
+fn map_unit<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(
+    row: &mut [MaybeUninit<O>],
+    sl: [&[T]; N],
+    f: &F,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         use super::simd::{level, Level};
@@ -78,21 +83,21 @@ fn map_unit<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(row: &mut [O], sl: [
 
 #[inline(always)]
 fn map_unit_body<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(
-    row: &mut [O],
+    row: &mut [MaybeUninit<O>],
     sl: [&[T]; N],
     f: &F,
 ) {
     let n = row.len();
     let sl: [&[T]; N] = std::array::from_fn(|k| &sl[k][..n]);
     for (i, o) in row.iter_mut().enumerate() {
-        *o = f(std::array::from_fn(|k| sl[k][i]));
+        o.write(f(std::array::from_fn(|k| sl[k][i])));
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn map_unit_avx512<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(
-    row: &mut [O],
+    row: &mut [MaybeUninit<O>],
     sl: [&[T]; N],
     f: &F,
 ) {
@@ -102,7 +107,7 @@ unsafe fn map_unit_avx512<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn map_unit_avx2<T: Copy, O, F: Fn([T; N]) -> O, const N: usize>(
-    row: &mut [O],
+    row: &mut [MaybeUninit<O>],
     sl: [&[T]; N],
     f: &F,
 ) {
@@ -117,7 +122,7 @@ where
     F: Fn([T; N]) -> O + Sync + Send,
 {
     let n = numel(shape);
-    let mut out = vec![O::default(); n];
+    let mut out: Vec<O> = Vec::with_capacity(n);
     if n == 0 {
         return out;
     }
@@ -130,7 +135,9 @@ where
     let base: [usize; N] = std::array::from_fn(|k| srcs[k].1.offset());
     let data: [&[T]; N] = std::array::from_fn(|k| srcs[k].0);
     let unit = inner_st.iter().all(|&s| s == 1);
-    let process = |row0: usize, chunk: &mut [O]| {
+    // Every element is written exactly once below (rows tile the output), so the buffer is
+    // never zero-filled first.
+    let process = |row0: usize, chunk: &mut [MaybeUninit<O>]| {
         let mut w = Walker::new(outer, outer_st.clone(), base, row0);
         for row in chunk.chunks_mut(inner) {
             if unit {
@@ -138,22 +145,26 @@ where
                 map_unit(row, sl, &f);
             } else {
                 for (i, o) in row.iter_mut().enumerate() {
-                    *o = f(std::array::from_fn(|k| {
+                    o.write(f(std::array::from_fn(|k| {
                         data[k][w.offs[k] + i * inner_st[k]]
-                    }));
+                    })));
                 }
             }
             w.advance();
         }
     };
+    let spare = &mut out.spare_capacity_mut()[..n];
     if n >= PAR_THRESHOLD {
         let rows_per = (CHUNK / inner).max(1);
-        out.par_chunks_mut(rows_per * inner)
+        spare
+            .par_chunks_mut(rows_per * inner)
             .enumerate()
             .for_each(|(c, ch)| process(c * rows_per, ch));
     } else {
-        process(0, &mut out);
+        process(0, spare);
     }
+    // SAFETY: `process` wrote all `n` elements (the chunks cover the output exactly).
+    unsafe { out.set_len(n) };
     out
 }
 

@@ -3,6 +3,7 @@
 //! plus reference tests of forward values, one module per op family.
 
 mod autograd;
+mod batch_norm;
 mod binary;
 mod common;
 mod conv;

@@ -1,4 +1,5 @@
-//! Goto/BLIS-style blocked driver for `C ← α·A·B + β·C` (f32) on top of the AVX-512 kernel.
+//! Goto/BLIS-style blocked driver for `C ← α·A·B + β·C` (f32), generic over the micro-kernel
+//! ([`Avx512`]: 32 × 12, or [`Avx2`]: 16 × 6) and its blocking.
 //!
 //! A is `m × k`, B is `k × n`, C is `m × n`; element `(i, j)` of X sits at `x + i·rsx + j·csx`.
 //! The caller orients the problem so that C's row stride is (ideally) 1: the kernel's vectors
@@ -18,17 +19,93 @@
 //! Each element of C is produced by exactly one task, accumulating over k in a fixed order, so
 //! results are bit-identical for any thread count.
 
-use super::avx512::{kernel, MR, NR};
 use super::pack::pack;
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::thread::LocalKey;
 
-/// Depth of a k block: B sliver `KC·NR` floats (24 KiB) stays in the 48 KiB L1d. (512 measured
-/// 0–8 % faster than 256 at n = 512–2048; fewer passes over C.)
-const KC: usize = 512;
-/// Rows of A per task block: `MC·KC` floats (512 KiB) stay in the 1 MiB per-core L2.
-const MC: usize = 256;
+/// A micro-kernel and the blocking that suits the caches of the CPUs that run it.
+pub(super) trait MicroKernel {
+    /// Rows of C per micro-tile (the vector dimension).
+    const MR: usize;
+    /// Columns of C per micro-tile (broadcast operands).
+    const NR: usize;
+    /// Depth of a k block: a B sliver of `KC·NR` floats should stay in L1d.
+    const KC: usize;
+    /// Rows of A per task block: `MC·KC` floats should stay in L2.
+    const MC: usize;
+    /// Whether packing may use AVX-512.
+    const AVX512: bool;
+    /// One micro-tile (see `avx512::kernel` / `avx2::kernel` for the contract).
+    ///
+    /// # Safety
+    /// As for the kernel named.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+        mr: usize,
+        nr: usize,
+    );
+}
+
+/// The AVX-512 kernel (32 × 12). KC = 512: B sliver 24 KiB in a 48 KiB L1d (512 measured 0–8 %
+/// faster than 256 at n = 512–2048 on Zen 5); MC = 256: 512 KiB of A in a 1 MiB L2.
+pub(super) struct Avx512;
+
+impl MicroKernel for Avx512 {
+    const MR: usize = super::avx512::MR;
+    const NR: usize = super::avx512::NR;
+    const KC: usize = 512;
+    const MC: usize = 256;
+    const AVX512: bool = true;
+    unsafe fn run(
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+        mr: usize,
+        nr: usize,
+    ) {
+        super::avx512::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr)
+    }
+}
+
+/// The AVX2 + FMA kernel (16 × 6). KC = 256: B sliver 6 KiB and A sliver 16 KiB in a 32 KiB
+/// L1d; MC = 256: 256 KiB of A in a 512 KiB L2 (Zen 3).
+pub(super) struct Avx2;
+
+impl MicroKernel for Avx2 {
+    const MR: usize = super::avx2::MR;
+    const NR: usize = super::avx2::NR;
+    const KC: usize = 256;
+    const MC: usize = 256;
+    const AVX512: bool = false;
+    unsafe fn run(
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+        mr: usize,
+        nr: usize,
+    ) {
+        super::avx2::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr)
+    }
+}
 /// Upper bound, in floats, for the packed panel of B (16 MiB, half the shared L3).
 const B_PANEL_MAX: usize = 4 << 20;
 /// Flops below which an extra thread is not worth its fork/join and packing cost.
@@ -95,10 +172,10 @@ fn split(total: usize, parts: usize, t: usize) -> (usize, usize) {
 /// Blocked, packed, multithreaded `C ← α·A·B + β·C` (layouts in the module header).
 ///
 /// # Safety
-/// AVX-512F must be available; `m, k, n > 0`; A, B must be readable and C writable at every
+/// The CPU must support the kernel's instructions; `m, k, n > 0`; A, B must be readable and C writable at every
 /// in-range index, and distinct `(i, j)` must address distinct elements of C.
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm(
+pub(super) unsafe fn gemm<K: MicroKernel>(
     m: usize,
     k: usize,
     n: usize,
@@ -118,24 +195,24 @@ pub(super) unsafe fn gemm(
     let threads = rayon::current_num_threads()
         .min(flops / MIN_FLOPS_PER_THREAD)
         .max(1);
-    let nc_max = ((B_PANEL_MAX / k).max(NR) / NR * NR).min(n.div_ceil(NR) * NR);
+    let nc_max = ((B_PANEL_MAX / k).max(K::NR) / K::NR * K::NR).min(n.div_ceil(K::NR) * K::NR);
     let (a, b, c) = (SendPtr(a), SendPtr(b), SendPtr(c));
 
     with_scratch(&B_BUF, nc_max * k, |bp| {
         let bp = SendPtr(bp);
         for jc in (0..n).step_by(nc_max) {
             let nc = nc_max.min(n - jc);
-            let n_sl = nc.div_ceil(NR);
+            let n_sl = nc.div_ceil(K::NR);
             let b = SendPtr(b.get().offset(jc as isize * csb));
             let c = SendPtr(c.get().offset(jc as isize * csc));
 
-            // Split rows into ≤ MC blocks, a multiple of the thread count when there are enough;
+            // Split rows into ≤ K::MC blocks, a multiple of the thread count when there are enough;
             // when all rows fit one block, split columns instead.
-            let m_sl = m.div_ceil(MR);
-            let m_parts = if m <= MC {
+            let m_sl = m.div_ceil(K::MR);
+            let m_parts = if m <= K::MC {
                 1
             } else {
-                m.div_ceil(MC)
+                m.div_ceil(K::MC)
                     .div_ceil(threads)
                     .saturating_mul(threads)
                     .min(m_sl)
@@ -149,16 +226,19 @@ pub(super) unsafe fn gemm(
                 let b_parts = threads.min(n_sl);
                 for_each_task(threads, b_parts, |t| {
                     let (s0, s1) = split(n_sl, b_parts, t);
-                    let cols = (s1 * NR).min(nc) - s0 * NR;
-                    for p0 in (0..k).step_by(KC) {
-                        let kc = KC.min(k - p0);
-                        pack::<NR>(
+                    let cols = (s1 * K::NR).min(nc) - s0 * K::NR;
+                    for p0 in (0..k).step_by(K::KC) {
+                        let kc = K::KC.min(k - p0);
+                        pack(
+                            K::NR,
+                            K::AVX512,
                             cols,
                             kc,
-                            b.get().offset(p0 as isize * rsb + (s0 * NR) as isize * csb),
+                            b.get()
+                                .offset(p0 as isize * rsb + (s0 * K::NR) as isize * csb),
                             csb,
                             rsb,
-                            bp.get().add(p0 * n_sl * NR + s0 * NR * kc),
+                            bp.get().add(p0 * n_sl * K::NR + s0 * K::NR * kc),
                         );
                     }
                 });
@@ -166,13 +246,15 @@ pub(super) unsafe fn gemm(
             for_each_task(threads, m_parts * n_parts, |t| {
                 let (is0, is1) = split(m_sl, m_parts, t / n_parts);
                 let (js0, js1) = split(n_sl, n_parts, t % n_parts);
-                let i0 = is0 * MR;
-                let mc = (is1 * MR).min(m) - i0;
-                with_scratch(&A_BUF, (is1 - is0) * MR * KC.min(k), |ap| {
-                    for p0 in (0..k).step_by(KC) {
-                        let kc = KC.min(k - p0);
+                let i0 = is0 * K::MR;
+                let mc = (is1 * K::MR).min(m) - i0;
+                with_scratch(&A_BUF, (is1 - is0) * K::MR * K::KC.min(k), |ap| {
+                    for p0 in (0..k).step_by(K::KC) {
+                        let kc = K::KC.min(k - p0);
                         let beta = if p0 == 0 { beta } else { 1.0 };
-                        pack::<MR>(
+                        pack(
+                            K::MR,
+                            K::AVX512,
                             mc,
                             kc,
                             a.get().offset(i0 as isize * rsa + p0 as isize * csa),
@@ -180,25 +262,27 @@ pub(super) unsafe fn gemm(
                             csa,
                             ap,
                         );
-                        let bk = bp.get().add(p0 * n_sl * NR);
+                        let bk = bp.get().add(p0 * n_sl * K::NR);
                         if b_in_tasks {
-                            let cols = (js1 * NR).min(nc) - js0 * NR;
-                            pack::<NR>(
+                            let cols = (js1 * K::NR).min(nc) - js0 * K::NR;
+                            pack(
+                                K::NR,
+                                K::AVX512,
                                 cols,
                                 kc,
                                 b.get()
-                                    .offset(p0 as isize * rsb + (js0 * NR) as isize * csb),
+                                    .offset(p0 as isize * rsb + (js0 * K::NR) as isize * csb),
                                 csb,
                                 rsb,
-                                bk.add(js0 * NR * kc),
+                                bk.add(js0 * K::NR * kc),
                             );
                         }
                         for s in js0..js1 {
-                            let j = s * NR;
-                            let nr = NR.min(nc - j);
+                            let j = s * K::NR;
+                            let nr = K::NR.min(nc - j);
                             let bs = bk.add(j * kc);
-                            for i in (0..mc).step_by(MR) {
-                                kernel(
+                            for i in (0..mc).step_by(K::MR) {
+                                K::run(
                                     kc,
                                     alpha,
                                     ap.add(i * kc),
@@ -207,7 +291,7 @@ pub(super) unsafe fn gemm(
                                     c.get().offset((i0 + i) as isize * rsc + j as isize * csc),
                                     rsc,
                                     csc,
-                                    MR.min(mc - i),
+                                    K::MR.min(mc - i),
                                     nr,
                                 );
                             }

@@ -4,10 +4,13 @@
 //! (strides in elements, any sign), so transposed operands are passed by swapping strides,
 //! without a copy. The semantics are those of [`matrixmultiply::sgemm`].
 //!
-//! [`sgemm`] runs a packed, rayon-parallel Goto/BLIS driver with an AVX-512 micro-kernel when
-//! the CPU has AVX-512F (detected once at run time) and the problem is large enough to amortise
-//! packing; otherwise, and for f64 ([`dgemm`]), it delegates to `matrixmultiply`.
+//! [`sgemm`] runs a packed, rayon-parallel Goto/BLIS driver with our own micro-kernel (AVX-512
+//! 32 × 12 when the CPU has AVX-512F, else AVX2 + FMA 16 × 6; detected once at run time) when
+//! the problem is large enough to amortise packing; otherwise (tiny problems, CPUs with
+//! neither), and for f64 ([`dgemm`]), it delegates to `matrixmultiply`.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
@@ -28,6 +31,13 @@ const PACKED_MIN_VOLUME: usize = 8 * 8 * 8;
 fn has_avx512() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+/// Whether the CPU supports AVX2 and FMA (detected once).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 /// Single-precision GEMM: `C ← α·A·B + β·C`.
@@ -60,8 +70,17 @@ pub unsafe fn sgemm(
     csc: isize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if m.saturating_mul(n).saturating_mul(k) >= PACKED_MIN_VOLUME && has_avx512() {
-        return packed_sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+    if m.saturating_mul(n).saturating_mul(k) >= PACKED_MIN_VOLUME {
+        if has_avx512() {
+            return packed_sgemm::<driver::Avx512>(
+                m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+            );
+        }
+        if has_avx2_fma() {
+            return packed_sgemm::<driver::Avx2>(
+                m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+            );
+        }
     }
     matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
 }
@@ -92,16 +111,16 @@ pub unsafe fn dgemm(
     matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
 }
 
-/// The packed AVX-512 path of [`sgemm`], for any size.
+/// The packed path of [`sgemm`] with micro-kernel `K`, for any size.
 ///
 /// Orients the problem so that C's smaller stride runs along the kernel's vector dimension:
 /// when C is closer to row-major it computes `Cᵀ ← α·Bᵀ·Aᵀ + β·Cᵀ` instead (strides swapped).
 ///
 /// # Safety
-/// As for [`sgemm`], and AVX-512F must be available.
+/// As for [`sgemm`], and the CPU must support `K`'s instructions.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn packed_sgemm(
+unsafe fn packed_sgemm<K: driver::MicroKernel>(
     m: usize,
     k: usize,
     n: usize,
@@ -121,8 +140,8 @@ unsafe fn packed_sgemm(
         // Nothing to multiply: C ← β·C.
         matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
     } else if csc.unsigned_abs() < rsc.unsigned_abs() {
-        driver::gemm(n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc);
+        driver::gemm::<K>(n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc);
     } else {
-        driver::gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+        driver::gemm::<K>(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
     }
 }

@@ -7,18 +7,25 @@
 //! `W = MR` (`i` = row of A), B blocks with `W = NR` (`i` = column of B).
 //!
 //! When the source is contiguous along `i` each k-step is a plain copy; when it is contiguous
-//! along k (a transposing pack) 16 × 16 tiles are transposed in AVX-512 registers.
+//! along k (a transposing pack) 16 × 16 tiles are transposed in AVX-512 registers, or 8 × 8
+//! tiles in AVX2 registers on CPUs without AVX-512.
 
 use core::arch::x86_64::*;
 use core::ptr;
 
 /// Packs a strided `len × kc` block into `W`-wide slivers (layout in the module header).
 ///
+/// `avx512` selects the AVX-512 transposing path (else AVX2).
+///
 /// # Safety
-/// AVX-512F must be available; every `(i, p)` with `i < len`, `p < kc` must address a readable
-/// `f32` through `src`, and `dst` must be valid for `len.div_ceil(W) · W · kc` writes that do
-/// not overlap the source.
-pub(super) unsafe fn pack<const W: usize>(
+/// AVX-512F (when `avx512`) or AVX2 must be available; every `(i, p)` with `i < len`, `p < kc`
+/// must address a readable `f32` through `src`, and `dst` must be valid for
+/// `len.div_ceil(W) · W · kc` writes that do not overlap the source.
+#[allow(clippy::too_many_arguments)]
+#[allow(non_snake_case)]
+pub(super) unsafe fn pack(
+    W: usize,
+    avx512: bool,
     len: usize,
     kc: usize,
     src: *const f32,
@@ -43,7 +50,11 @@ pub(super) unsafe fn pack<const W: usize>(
                 }
             }
         } else if s_k == 1 {
-            pack_transposed::<W>(rows, kc, from, s_len, to);
+            if avx512 {
+                pack_transposed(W, rows, kc, from, s_len, to);
+            } else {
+                pack_transposed_avx2(W, rows, kc, from, s_len, to);
+            }
         } else {
             // General strides: walk each source row along k, scattering by `W`.
             for r in 0..rows {
@@ -68,7 +79,9 @@ pub(super) unsafe fn pack<const W: usize>(
 /// AVX-512F must be available; rows `0..rows` of `src` must be readable for `kc` floats and
 /// `dst` writable for `W · kc` floats.
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_transposed<const W: usize>(
+#[allow(non_snake_case)]
+unsafe fn pack_transposed(
+    W: usize,
     rows: usize,
     kc: usize,
     src: *const f32,
@@ -92,6 +105,86 @@ unsafe fn pack_transposed<const W: usize>(
             }
         }
     }
+}
+
+/// Like [`pack_transposed`] with 8 × 8 tiles in AVX2 registers.
+///
+/// # Safety
+/// AVX2 must be available; rows `0..rows` of `src` must be readable for `kc` floats and `dst`
+/// writable for `W · kc` floats.
+#[target_feature(enable = "avx2")]
+#[allow(non_snake_case)]
+unsafe fn pack_transposed_avx2(
+    W: usize,
+    rows: usize,
+    kc: usize,
+    src: *const f32,
+    s_len: isize,
+    dst: *mut f32,
+) {
+    for g in (0..W).step_by(8) {
+        let lanes = W.min(g + 8) - g;
+        let valid = rows.saturating_sub(g).min(8);
+        let store_mask = lane_mask(lanes);
+        for p in (0..kc).step_by(8) {
+            let np = (kc - p).min(8);
+            let load_mask = lane_mask(np);
+            let mut t = [_mm256_setzero_ps(); 8];
+            for (i, x) in t.iter_mut().enumerate().take(valid) {
+                let row = src.offset((g + i) as isize * s_len).add(p);
+                *x = if np == 8 {
+                    _mm256_loadu_ps(row)
+                } else {
+                    _mm256_maskload_ps(row, load_mask)
+                };
+            }
+            transpose8(&mut t);
+            for (q, x) in t.iter().enumerate().take(np) {
+                let d = dst.add((p + q) * W + g);
+                if lanes == 8 {
+                    _mm256_storeu_ps(d, *x);
+                } else {
+                    _mm256_maskstore_ps(d, store_mask, *x);
+                }
+            }
+        }
+    }
+}
+
+/// An AVX2 lane mask selecting the first `n ≤ 8` lanes.
+#[target_feature(enable = "avx2")]
+fn lane_mask(n: usize) -> __m256i {
+    let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
+}
+
+/// Transposes an 8 × 8 tile held as 8 row vectors (row `i` becomes column `i`).
+#[target_feature(enable = "avx2")]
+fn transpose8(r: &mut [__m256; 8]) {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+    r[0] = _mm256_permute2f128_ps::<0x20>(u0, u4);
+    r[1] = _mm256_permute2f128_ps::<0x20>(u1, u5);
+    r[2] = _mm256_permute2f128_ps::<0x20>(u2, u6);
+    r[3] = _mm256_permute2f128_ps::<0x20>(u3, u7);
+    r[4] = _mm256_permute2f128_ps::<0x31>(u0, u4);
+    r[5] = _mm256_permute2f128_ps::<0x31>(u1, u5);
+    r[6] = _mm256_permute2f128_ps::<0x31>(u2, u6);
+    r[7] = _mm256_permute2f128_ps::<0x31>(u3, u7);
 }
 
 /// Transposes a 16 × 16 tile held as 16 row vectors (row `i` becomes column `i`).

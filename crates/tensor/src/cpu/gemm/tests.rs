@@ -1,4 +1,4 @@
-//! Tests for `sgemm` (and its packed AVX-512 path at every size) against a naive triple loop
+//! Tests for `sgemm` (and its packed AVX-512 and AVX2 paths at every size, where the CPU has them) against a naive triple loop
 //! accumulating in f64, over odd shapes, strided/transposed/reversed layouts, α/β combinations,
 //! `β = 0` with NaN-filled C, calls from inside rayon tasks, and thread-count determinism.
 
@@ -28,7 +28,11 @@ fn impls() -> Vec<(&'static str, Gemm)> {
     let mut v: Vec<(&'static str, Gemm)> = vec![("sgemm", sgemm)];
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
-        v.push(("packed", packed_sgemm));
+        v.push(("packed-avx512", packed_sgemm::<driver::Avx512>));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        v.push(("packed-avx2", packed_sgemm::<driver::Avx2>));
     }
     v
 }

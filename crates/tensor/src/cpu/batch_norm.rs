@@ -1,0 +1,325 @@
+//! Fused batch normalisation with an optional ReLU, forward and backward, over contiguous data
+//! viewed as `[N, C, S]` (channel axis 1, `S` the product of the spatial axes; `S = 1` for
+//! `[N, C]`).
+//!
+//! Forward: `y = act(x * scale[c] + shift[c])` with `scale = w / sqrt(var + eps)` and
+//! `shift = b - mean * scale`, one read of `x` and one write of `y` (the statistics take two
+//! more reads in training). Backward: two per-channel sums over the masked gradient `g`
+//! (`sum g` and `sum g * xhat`), then one pass writing `dx`. Reductions run in parallel over
+//! channels, with each `S`-long row summed in 16 lanes and rows accumulated in f64; the
+//! elementwise passes run in parallel over images and write their output exactly once
+//! (no zero-fill).
+
+use crate::dtype::Float;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// The shape of a batch-norm problem: `n` images, `c` channels, `s` values per channel and
+/// image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnGeom {
+    /// Batch size (axis 0).
+    pub n: usize,
+    /// Channels (axis 1).
+    pub c: usize,
+    /// Values per channel and image (product of the remaining axes).
+    pub s: usize,
+}
+
+impl BnGeom {
+    /// Values per channel over the whole batch (`n * s`).
+    pub fn per_channel(&self) -> usize {
+        self.n * self.s
+    }
+
+    /// Total number of values.
+    pub fn numel(&self) -> usize {
+        self.n * self.c * self.s
+    }
+}
+
+/// Sums `f(a[i], b[i])` over two equally long rows in 16 lanes.
+#[inline(always)]
+fn lanes_sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [T::ZERO; 16];
+    let full = n / 16 * 16;
+    for (ca, cb) in a[..full].chunks_exact(16).zip(b[..full].chunks_exact(16)) {
+        for k in 0..16 {
+            acc[k] += f(ca[k], cb[k]);
+        }
+    }
+    let mut tail = T::ZERO;
+    for i in full..n {
+        tail += f(a[i], b[i]);
+    }
+    acc.iter().fold(tail, |s, &v| s + v)
+}
+
+/// Sums the two components of `f(i)` for `i < n` in 16 lanes each.
+#[inline(always)]
+fn lanes_pair<T: Float>(n: usize, f: impl Fn(usize) -> (T, T)) -> (T, T) {
+    let (mut a, mut b) = ([T::ZERO; 16], [T::ZERO; 16]);
+    let full = n / 16 * 16;
+    let mut i = 0;
+    while i < full {
+        for k in 0..16 {
+            let (p, q) = f(i + k);
+            a[k] += p;
+            b[k] += q;
+        }
+        i += 16;
+    }
+    let (mut ta, mut tb) = (T::ZERO, T::ZERO);
+    for j in full..n {
+        let (p, q) = f(j);
+        ta += p;
+        tb += q;
+    }
+    (
+        a.iter().fold(ta, |s, &v| s + v),
+        b.iter().fold(tb, |s, &v| s + v),
+    )
+}
+
+/// Sums `f(a[i])` over a row in 16 lanes.
+#[inline(always)]
+fn lanes_sum1<T: Float>(a: &[T], f: impl Fn(T) -> T) -> T {
+    lanes_sum2(a, a, |x, _| f(x))
+}
+
+/// Per-channel sums `(sum_i f(x_i, y_i))` for every channel, in parallel over channels.
+fn channel_sums<T: Float>(
+    x: &[T],
+    y: &[T],
+    g: BnGeom,
+    f: impl Fn(usize, T, T) -> T + Sync,
+) -> Vec<f64> {
+    let BnGeom { n, c, s } = g;
+    if s == 1 {
+        // [N, C]: accumulate across rows, vectorised over channels.
+        let mut acc = vec![0.0f64; c];
+        for r in 0..n {
+            let (xr, yr) = (&x[r * c..(r + 1) * c], &y[r * c..(r + 1) * c]);
+            for ch in 0..c {
+                acc[ch] += f(ch, xr[ch], yr[ch]).to_f64();
+            }
+        }
+        return acc;
+    }
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut total = 0.0f64;
+            for img in 0..n {
+                let o = (img * c + ch) * s;
+                let (xr, yr) = (&x[o..o + s], &y[o..o + s]);
+                total += super::simd::dispatch(
+                    #[inline(always)]
+                    || lanes_sum2(xr, yr, |a, b| f(ch, a, b)),
+                )
+                .to_f64();
+            }
+            total
+        })
+        .collect()
+}
+
+/// Batch mean and biased variance of every channel (two passes: the mean, then the mean
+/// squared deviation from it).
+pub fn stats<T: Float>(x: &[T], g: BnGeom) -> (Vec<T>, Vec<T>) {
+    let m = g.per_channel().max(1) as f64;
+    let sums = channel_sums(x, x, g, |_, a, _| a);
+    let mean: Vec<T> = sums.iter().map(|&s| T::c(s / m)).collect();
+    let sq = if g.s == 1 {
+        channel_sums(x, x, g, |ch, a, _| {
+            let d = a - mean[ch];
+            d * d
+        })
+    } else {
+        // The per-channel closure reads the mean once per row, not per element.
+        let BnGeom { n, c, s } = g;
+        (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let mu = mean[ch];
+                let mut total = 0.0f64;
+                for img in 0..n {
+                    let o = (img * c + ch) * s;
+                    let xr = &x[o..o + s];
+                    total += super::simd::dispatch(
+                        #[inline(always)]
+                        || {
+                            lanes_sum1(xr, |a| {
+                                let d = a - mu;
+                                d * d
+                            })
+                        },
+                    )
+                    .to_f64();
+                }
+                total
+            })
+            .collect()
+    };
+    let var = sq.iter().map(|&v| T::c(v / m)).collect();
+    (mean, var)
+}
+
+/// Writes every element of a fresh vector of length `len` through `fill`, which is handed
+/// disjoint `[C * S]` image chunks in parallel together with the image index.
+fn write_images<T: Float>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    if chunk == 0 {
+        return out;
+    }
+    if len >= super::strided::PAR_THRESHOLD {
+        spare
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, o)| fill(i, o));
+    } else {
+        spare
+            .chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, o)| fill(i, o));
+    }
+    // SAFETY: `fill` wrote every element of every chunk (each caller writes its whole chunk).
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `y = act(x * scale[c] + shift[c])`, ReLU when `relu`.
+pub fn apply<T: Float>(x: &[T], g: BnGeom, scale: &[T], shift: &[T], relu: bool) -> Vec<T> {
+    let BnGeom { c, s, .. } = g;
+    write_images(g.numel(), c * s, |img, o| {
+        let xi = &x[img * c * s..(img + 1) * c * s];
+        for ch in 0..c {
+            let (k, b) = (scale[ch], shift[ch]);
+            let xr = &xi[ch * s..(ch + 1) * s];
+            let orow = &mut o[ch * s..(ch + 1) * s];
+            super::simd::dispatch(
+                #[inline(always)]
+                || {
+                    for (d, &v) in orow.iter_mut().zip(xr) {
+                        let z = v * k + b;
+                        d.write(if relu && z < T::ZERO { T::ZERO } else { z });
+                    }
+                },
+            );
+        }
+    })
+}
+
+/// Per-channel `(sum g, sum g * xhat)` of the masked gradient `g = dy * [y > 0 if relu]`,
+/// with `xhat = (x - mean) * invstd`.
+pub fn grad_sums<T: Float>(
+    x: &[T],
+    dy: &[T],
+    y: Option<&[T]>,
+    g: BnGeom,
+    mean: &[T],
+    invstd: &[T],
+) -> (Vec<f64>, Vec<f64>) {
+    let BnGeom { n, c, s } = g;
+    let masked = |yv: T, d: T| if yv > T::ZERO { d } else { T::ZERO };
+    let per_channel = |ch: usize| -> (f64, f64) {
+        let (mu, is) = (mean[ch], invstd[ch]);
+        let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+        for img in 0..n {
+            let o = (img * c + ch) * s;
+            let (xr, dr) = (&x[o..o + s], &dy[o..o + s]);
+            let (a, b) = super::simd::dispatch(
+                #[inline(always)]
+                || match y {
+                    Some(y) => {
+                        let yr = &y[o..o + s];
+                        lanes_pair(s, |i| {
+                            let gv = masked(yr[i], dr[i]);
+                            (gv, gv * (xr[i] - mu))
+                        })
+                    }
+                    None => lanes_pair(s, |i| (dr[i], dr[i] * (xr[i] - mu))),
+                },
+            );
+            sg += a.to_f64();
+            sgx += b.to_f64();
+        }
+        (sg, sgx * is.to_f64())
+    };
+    let pairs: Vec<(f64, f64)> = if s == 1 || c == 1 {
+        (0..c).map(per_channel).collect()
+    } else {
+        (0..c).into_par_iter().map(per_channel).collect()
+    };
+    pairs.into_iter().unzip()
+}
+
+/// The input gradient. Training (`batch_stats`): `dx = k (g - sum_g / M - xhat sum_gx / M)`;
+/// evaluation: `dx = k g`; `k = w * invstd` per channel, `g` masked by `y > 0` when `y` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn grad_input<T: Float>(
+    x: &[T],
+    dy: &[T],
+    y: Option<&[T]>,
+    g: BnGeom,
+    mean: &[T],
+    invstd: &[T],
+    k: &[T],
+    sums: Option<(&[f64], &[f64])>,
+) -> Vec<T> {
+    let BnGeom { c, s, .. } = g;
+    let m = g.per_channel().max(1) as f64;
+    // dx = a * g + b * (x - mean) + d, per channel.
+    let (a, b, d): (Vec<T>, Vec<T>, Vec<T>) = match sums {
+        Some((sg, sgx)) => (0..c)
+            .map(|ch| {
+                let kk = k[ch].to_f64();
+                let is = invstd[ch].to_f64();
+                (k[ch], T::c(-kk * is * sgx[ch] / m), T::c(-kk * sg[ch] / m))
+            })
+            .fold((vec![], vec![], vec![]), |mut acc, (p, q, r)| {
+                acc.0.push(p);
+                acc.1.push(q);
+                acc.2.push(r);
+                acc
+            }),
+        None => (k.to_vec(), vec![T::ZERO; c], vec![T::ZERO; c]),
+    };
+    write_images(g.numel(), c * s, |img, o| {
+        let base = img * c * s;
+        for ch in 0..c {
+            let r = base + ch * s..base + (ch + 1) * s;
+            let (xr, dr) = (&x[r.clone()], &dy[r.clone()]);
+            let orow = &mut o[ch * s..(ch + 1) * s];
+            let (aa, bb, dd, mu) = (a[ch], b[ch], d[ch], mean[ch]);
+            super::simd::dispatch(
+                #[inline(always)]
+                || match y {
+                    Some(y) => {
+                        let yr = &y[r.clone()];
+                        for i in 0..s {
+                            let v = if yr[i] > T::ZERO {
+                                aa * dr[i] + bb * (xr[i] - mu) + dd
+                            } else {
+                                bb * (xr[i] - mu) + dd
+                            };
+                            orow[i].write(v);
+                        }
+                    }
+                    None => {
+                        for i in 0..s {
+                            orow[i].write(aa * dr[i] + bb * (xr[i] - mu) + dd);
+                        }
+                    }
+                },
+            );
+        }
+    })
+}

@@ -1,0 +1,81 @@
+//! AVX2 + FMA micro-kernel: one `MR × NR` = 16 × 6 tile of `C ← α·A·B + β·C` from packed
+//! slivers, for CPUs without AVX-512 (e.g. AMD Zen 2/3, Intel before Skylake-X).
+//!
+//! Same sliver layout as the AVX-512 kernel (see `pack.rs`): one k-step of A is `MR` contiguous
+//! floats (two ymm vectors), one k-step of B is `NR` floats that are broadcast. The tile lives in
+//! 12 ymm accumulators (each holds 8 consecutive rows of one column of C), leaving registers for
+//! the two A vectors and one broadcast.
+
+use core::arch::x86_64::*;
+
+/// Rows of C per micro-tile (two ymm vectors).
+pub(super) const MR: usize = 16;
+/// Columns of C per micro-tile.
+pub(super) const NR: usize = 6;
+
+/// Computes the top-left `mr × nr` part of `C ← α·A·B + β·C` for one micro-tile.
+///
+/// `a` is a packed `MR × kc` sliver and `b` a packed `kc × NR` sliver (zero-padded past
+/// `mr` / `nr`); element `(i, j)` of C is at `c + i·rsc + j·csc`. When `beta == 0`, C is not read.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `a` and `b` must be valid for `kc·MR` and `kc·NR` reads;
+/// every `(i, j)` with `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    mr: usize,
+    nr: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; NR];
+    let mut a = a;
+    let mut b = b;
+    for _ in 0..kc {
+        let a0 = _mm256_loadu_ps(a);
+        let a1 = _mm256_loadu_ps(a.add(8));
+        for (j, col) in acc.iter_mut().enumerate() {
+            let bj = _mm256_broadcast_ss(&*b.add(j));
+            col[0] = _mm256_fmadd_ps(a0, bj, col[0]);
+            col[1] = _mm256_fmadd_ps(a1, bj, col[1]);
+        }
+        a = a.add(MR);
+        b = b.add(NR);
+    }
+
+    let valpha = _mm256_set1_ps(alpha);
+    if rsc == 1 && mr == MR {
+        let vbeta = _mm256_set1_ps(beta);
+        for (j, col) in acc.iter().enumerate().take(nr) {
+            let cj = c.offset(j as isize * csc);
+            for (v, x) in col.iter().enumerate() {
+                let p = cj.add(8 * v);
+                let mut r = _mm256_mul_ps(*x, valpha);
+                if beta != 0.0 {
+                    r = _mm256_fmadd_ps(_mm256_loadu_ps(p), vbeta, r);
+                }
+                _mm256_storeu_ps(p, r);
+            }
+        }
+    } else {
+        let mut tile = [[0f32; MR]; NR];
+        for (t, col) in tile.iter_mut().zip(acc) {
+            for (v, x) in col.into_iter().enumerate() {
+                _mm256_storeu_ps(t.as_mut_ptr().add(8 * v), _mm256_mul_ps(x, valpha));
+            }
+        }
+        for (j, t) in tile.iter().enumerate().take(nr) {
+            for (i, &x) in t.iter().enumerate().take(mr) {
+                let p = c.offset(i as isize * rsc + j as isize * csc);
+                *p = if beta == 0.0 { x } else { x + beta * *p };
+            }
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Fused batch normalisation over channel axis 1 (`[N, C]`, `[N, C, L]`, `[N, C, H, W]`, ...),
+//! with an optional ReLU folded in: in training mode from the batch statistics
+//! ([`Tensor::batch_norm_train`]), in evaluation mode from given statistics
+//! ([`Tensor::batch_norm_eval`]). One op in the graph instead of the eight elementwise ops and
+//! two reductions of the composed form; the backward is the closed-form batch-norm gradient
+//! (kernels in [`crate::cpu::batch_norm`]).
+
+use crate::autograd::BackwardOp;
+use crate::cpu::batch_norm::{self as kernel, BnGeom};
+use crate::error::{invalid, shape_err, Error, Result};
+use crate::{DType, Device, Element, Float, Tensor};
+
+const OP: &str = "batch_norm";
+
+/// Runs `f` on the contiguous data of `t` as a `&[T]`.
+fn with_slice<T: Element, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    let t = t.detach().contiguous()?;
+    let g = t.read();
+    let cpu = g.cpu(OP)?;
+    let s = T::slice(cpu).ok_or(Error::DTypeMismatch {
+        op: OP,
+        lhs: cpu.dtype(),
+        rhs: T::DTYPE,
+    })?;
+    let l = t.layout();
+    Ok(f(&s[l.offset()..l.offset() + l.numel()]))
+}
+
+/// The geometry of `x`, after checking the per-channel operands against it.
+fn geometry(x: &Tensor, per_channel: &[(&str, Option<&Tensor>)], eps: f64) -> Result<BnGeom> {
+    if x.rank() < 2 {
+        return shape_err(
+            OP,
+            format!(
+                "input {:?} needs rank >= 2 with channels on axis 1",
+                x.shape()
+            ),
+        );
+    }
+    if !(eps >= 0.0 && eps.is_finite()) {
+        return invalid(OP, format!("eps {eps} must be finite and >= 0"));
+    }
+    crate::ops::check_float(OP, x)?;
+    if x.device() != Device::Cpu {
+        return Err(Error::DeviceUnavailable {
+            device: x.device(),
+            reason: "batch_norm runs on the CPU only".into(),
+        });
+    }
+    let c = x.shape()[1];
+    for (name, t) in per_channel {
+        if let Some(t) = t {
+            crate::ops::check_same(OP, x, t)?;
+            if t.shape() != [c] {
+                return shape_err(
+                    OP,
+                    format!(
+                        "{name} has shape {:?}, expected [{c}] for input {:?}",
+                        t.shape(),
+                        x.shape()
+                    ),
+                );
+            }
+        }
+    }
+    let n = x.shape()[0];
+    let s = x.shape()[2..].iter().product();
+    Ok(BnGeom { n, c, s })
+}
+
+/// Per-channel vector of `t`, or `fill` repeated when absent.
+fn channel_vec<T: Float>(t: Option<&Tensor>, c: usize, fill: T) -> Result<Vec<T>> {
+    match t {
+        Some(t) => t.to_vec::<T>(),
+        None => Ok(vec![fill; c]),
+    }
+}
+
+/// Forward in dtype `T`: returns `(y, mean, var)` (the batch statistics in training, the given
+/// ones otherwise) as host vectors.
+fn forward_typed<T: Float>(
+    x: &Tensor,
+    g: BnGeom,
+    stats: Option<(&Tensor, &Tensor)>,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    relu: bool,
+) -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+    let w = channel_vec(weight, g.c, T::ONE)?;
+    let b = channel_vec(bias, g.c, T::ZERO)?;
+    let (mean, var) = match stats {
+        Some((m, v)) => (m.to_vec::<T>()?, v.to_vec::<T>()?),
+        None => with_slice::<T, _>(x, |xs| kernel::stats(xs, g))?,
+    };
+    let mut scale = Vec::with_capacity(g.c);
+    let mut shift = Vec::with_capacity(g.c);
+    for ch in 0..g.c {
+        let k = w[ch] / (var[ch] + T::c(eps)).sqrt();
+        scale.push(k);
+        shift.push(b[ch] - mean[ch] * k);
+    }
+    let y = with_slice::<T, _>(x, |xs| kernel::apply(xs, g, &scale, &shift, relu))?;
+    Ok((y, mean, var))
+}
+
+struct BnBack {
+    geom: BnGeom,
+    training: bool,
+    relu: bool,
+    eps: f64,
+    has_weight: bool,
+    has_bias: bool,
+    /// The statistics the forward pass normalised with, `[C]`.
+    mean: Tensor,
+    var: Tensor,
+}
+
+impl BnBack {
+    fn typed<T: Float>(
+        &self,
+        inputs: &[Tensor],
+        output: &Tensor,
+        grad: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let g = self.geom;
+        let x = &inputs[0];
+        let weight = self.has_weight.then(|| &inputs[1]);
+        let w = channel_vec(weight, g.c, T::ONE)?;
+        let mean = self.mean.to_vec::<T>()?;
+        let var = self.var.to_vec::<T>()?;
+        let invstd: Vec<T> = var
+            .iter()
+            .map(|&v| T::ONE / (v + T::c(self.eps)).sqrt())
+            .collect();
+        let k: Vec<T> = w.iter().zip(&invstd).map(|(&a, &b)| a * b).collect();
+        let grad = grad.contiguous()?;
+        let (sg, sgx, dx) = with_slice::<T, _>(x, |xs| {
+            with_slice::<T, _>(&grad, |dy| {
+                with_slice::<T, _>(output, |ys| {
+                    let y = self.relu.then_some(ys);
+                    let (sg, sgx) = kernel::grad_sums(xs, dy, y, g, &mean, &invstd);
+                    let sums = self.training.then_some((&sg[..], &sgx[..]));
+                    let dx = kernel::grad_input(xs, dy, y, g, &mean, &invstd, &k, sums);
+                    (sg, sgx, dx)
+                })
+            })
+        })???;
+        let vec_t = |v: Vec<f64>| {
+            Tensor::from_cpu(T::into_storage(v.into_iter().map(T::c).collect()), &[g.c])
+        };
+        let mut out = vec![Some(Tensor::from_cpu(T::into_storage(dx), x.shape()))];
+        if self.has_weight {
+            out.push(Some(vec_t(sgx.clone())));
+        }
+        if self.has_bias {
+            out.push(Some(vec_t(sg.clone())));
+        }
+        if !self.training {
+            // d/dmean = -k sum g; d/dvar = -w invstd^2 sum(g xhat) / 2.
+            let dmean = (0..g.c).map(|c| -k[c].to_f64() * sg[c]).collect();
+            let dvar = (0..g.c)
+                .map(|c| {
+                    let is = invstd[c].to_f64();
+                    -0.5 * w[c].to_f64() * is * is * sgx[c]
+                })
+                .collect();
+            out.push(Some(vec_t(dmean)));
+            out.push(Some(vec_t(dvar)));
+        }
+        Ok(out)
+    }
+}
+
+impl BackwardOp for BnBack {
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        output: &Tensor,
+        grad: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        match inputs[0].dtype() {
+            DType::F32 => self.typed::<f32>(inputs, output, grad),
+            DType::F64 => self.typed::<f64>(inputs, output, grad),
+            d => Err(crate::ops::unsupported(OP, d)),
+        }
+    }
+}
+
+/// Dispatches the forward pass on the dtype and records the op.
+#[allow(clippy::too_many_arguments)]
+fn batch_norm_op(
+    x: &Tensor,
+    g: BnGeom,
+    stats: Option<(&Tensor, &Tensor)>,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    fn wrap<T: Float>(r: (Vec<T>, Vec<T>, Vec<T>), shape: &[usize]) -> (Tensor, Tensor, Tensor) {
+        let c = r.1.len();
+        (
+            Tensor::from_cpu(T::into_storage(r.0), shape),
+            Tensor::from_cpu(T::into_storage(r.1), &[c]),
+            Tensor::from_cpu(T::into_storage(r.2), &[c]),
+        )
+    }
+    let (y, mean, var) = match x.dtype() {
+        DType::F32 => wrap(
+            forward_typed::<f32>(x, g, stats, weight, bias, eps, relu)?,
+            x.shape(),
+        ),
+        DType::F64 => wrap(
+            forward_typed::<f64>(x, g, stats, weight, bias, eps, relu)?,
+            x.shape(),
+        ),
+        d => return Err(crate::ops::unsupported(OP, d)),
+    };
+    let mut inputs: Vec<&Tensor> = vec![x];
+    inputs.extend(weight);
+    inputs.extend(bias);
+    if let Some((m, v)) = stats {
+        inputs.push(m);
+        inputs.push(v);
+    }
+    let (bm, bv) = (mean.clone(), var.clone());
+    let y = y.attach(&inputs, || {
+        Box::new(BnBack {
+            geom: g,
+            training: stats.is_none(),
+            relu,
+            eps,
+            has_weight: weight.is_some(),
+            has_bias: bias.is_some(),
+            mean: bm,
+            var: bv,
+        })
+    });
+    Ok((y, mean, var))
+}
+
+impl Tensor {
+    /// Batch normalisation with the batch's own statistics (training mode), optionally followed
+    /// by a ReLU, over channel axis 1 of a `[N, C, ...]` input:
+    /// `y = act((x - mean) / sqrt(var + eps) * weight + bias)` with the per-channel mean and
+    /// biased variance over all axes but 1. `weight` and `bias` are `[C]` (absent: 1 and 0).
+    ///
+    /// Returns `(y, mean, var)`; `mean` and `var` (biased, `[C]`) are plain values for updating
+    /// running statistics and carry no gradient. Gradients flow to `x`, `weight` and `bias`
+    /// through the statistics, as in the composed form. CPU only.
+    pub fn batch_norm_train(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        relu: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let g = geometry(self, &[("weight", weight), ("bias", bias)], eps)?;
+        if g.per_channel() < 2 {
+            return shape_err(
+                OP,
+                format!(
+                    "training needs more than one value per channel, got input {:?}",
+                    self.shape()
+                ),
+            );
+        }
+        batch_norm_op(self, g, None, weight, bias, eps, relu)
+    }
+
+    /// Batch normalisation with given statistics (evaluation mode), optionally followed by a
+    /// ReLU: `y = act((x - mean) / sqrt(var + eps) * weight + bias)`, `mean`, `var`, `weight`,
+    /// `bias` all `[C]` (weight and bias optional). Differentiable in every tensor argument.
+    /// CPU only.
+    pub fn batch_norm_eval(
+        &self,
+        mean: &Tensor,
+        var: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let g = geometry(
+            self,
+            &[
+                ("mean", Some(mean)),
+                ("var", Some(var)),
+                ("weight", weight),
+                ("bias", bias),
+            ],
+            eps,
+        )?;
+        Ok(batch_norm_op(self, g, Some((mean, var)), weight, bias, eps, relu)?.0)
+    }
+}
