@@ -1,5 +1,5 @@
-//! Normalisation layers: [`LayerNorm`] (composed of tensor ops) and [`BatchNorm`] (1-D and
-//! 2-D, on the tensor crate's fused batch-norm op, with the ReLU folded in by
+//! Normalisation layers: [`LayerNorm`] (on the tensor crate's fused layer-norm op) and
+//! [`BatchNorm`] (1-D and 2-D, on the fused batch-norm op, with the ReLU folded in by
 //! [`BatchNorm::forward_relu`]).
 
 use selfsup_tensor::{no_grad, DType, Tensor};
@@ -51,17 +51,7 @@ impl LayerNorm {
                 self.dim
             ));
         }
-        let mean = x.mean(&[-1], true)?;
-        let xc = x.sub(&mean)?;
-        let var = xc.sqr()?.mean(&[-1], true)?;
-        let mut y = xc.mul(&var.add_scalar(self.eps)?.rsqrt()?)?;
-        if let Some(w) = &self.weight {
-            y = y.mul(w)?;
-        }
-        if let Some(b) = &self.bias {
-            y = y.add(b)?;
-        }
-        Ok(y)
+        Ok(x.layer_norm(self.weight.as_ref(), self.bias.as_ref(), self.eps)?)
     }
 }
 

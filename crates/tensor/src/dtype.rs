@@ -143,7 +143,8 @@ pub trait Float:
     fn sqrt(self) -> Self;
     /// Hyperbolic tangent.
     fn tanh(self) -> Self;
-    /// Error function.
+    /// Error function (f32: the vectorisable [`crate::cpu::math::erf_f32`], absolute error
+    /// below 4e-7; f64: libm).
     fn erf(self) -> Self;
     /// x^y.
     fn powf(self, y: Self) -> Self;
@@ -227,5 +228,5 @@ macro_rules! float {
         }
     };
 }
-float!(f32, libm::erff, crate::cpu::math::exp_f32);
+float!(f32, crate::cpu::math::erf_f32, crate::cpu::math::exp_f32);
 float!(f64, libm::erf, f64::exp);

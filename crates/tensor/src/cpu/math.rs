@@ -33,9 +33,66 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
+/// erf(x) for f32, branch-free so loops over it vectorise: absolute error below 4e-7
+/// everywhere and relative error below 1e-6 for |x| < 0.5; odd; ±1 beyond |x| ≈ 3.9; NaN for
+/// NaN.
+///
+/// |x| < 0.5: the Maclaurin series to x¹¹. Otherwise Abramowitz & Stegun 7.1.26,
+/// `1 - t (a1 + t (a2 + ...)) e^(-x²)` with `t = 1 / (1 + p |x|)`, using [`exp_f32`].
+#[inline(always)]
+pub fn erf_f32(x: f32) -> f32 {
+    const TWO_OVER_SQRT_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI;
+    let z = x * x;
+    let mut s = -1.0f32 / 1320.0;
+    s = s * z + 1.0 / 216.0;
+    s = s * z - 1.0 / 42.0;
+    s = s * z + 1.0 / 10.0;
+    s = s * z - 1.0 / 3.0;
+    s = s * z + 1.0;
+    let small = TWO_OVER_SQRT_PI * x * s;
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let mut p = 1.061_405_4f32;
+    p = p * t - 1.453_152_1;
+    p = p * t + 1.421_413_7;
+    p = p * t - 0.284_496_72;
+    p = p * t + 0.254_829_6;
+    let big = 1.0 - p * t * exp_f32(-z);
+    let big = if x < 0.0 { -big } else { big };
+    let y = if a < 0.5 { small } else { big };
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::exp_f32;
+    use super::{erf_f32, exp_f32};
+
+    #[test]
+    fn erf_f32_matches_f64_erf() {
+        let (mut worst_abs, mut worst_rel_small) = (0.0f64, 0.0f64);
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            let (a, b) = (erf_f32(x) as f64, libm::erf(x as f64));
+            worst_abs = worst_abs.max((a - b).abs());
+            if x.abs() < 0.5 && x != 0.0 {
+                worst_rel_small = worst_rel_small.max(((a - b) / b).abs());
+            }
+            x += 0.000_37;
+        }
+        assert!(worst_abs < 4e-7, "worst absolute error {worst_abs}");
+        assert!(
+            worst_rel_small < 1e-6,
+            "worst relative error near 0 {worst_rel_small}"
+        );
+        assert_eq!(erf_f32(0.0), 0.0);
+        assert_eq!(erf_f32(f32::INFINITY), 1.0);
+        assert_eq!(erf_f32(f32::NEG_INFINITY), -1.0);
+        assert!(erf_f32(f32::NAN).is_nan());
+    }
 
     #[test]
     fn exp_f32_matches_std_within_2_ulp() {

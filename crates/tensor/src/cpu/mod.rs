@@ -10,6 +10,7 @@ pub mod cross_entropy;
 pub mod gemm;
 pub mod index;
 pub mod lanes;
+pub mod layer_norm;
 pub mod math;
 pub mod matmul;
 pub mod pool;

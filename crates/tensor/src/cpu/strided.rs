@@ -135,13 +135,32 @@ where
     let base: [usize; N] = std::array::from_fn(|k| srcs[k].1.offset());
     let data: [&[T]; N] = std::array::from_fn(|k| srcs[k].0);
     let unit = inner_st.iter().all(|&s| s == 1);
+    // Operands broadcast along the inner axis (stride 0, e.g. `x - mean` with a `[n, 1]` mean)
+    // are splatted into a row buffer so the row still runs through the vector loop.
+    let splat = !unit && inner >= 8 && inner_st.iter().all(|&s| s <= 1);
     // Every element is written exactly once below (rows tile the output), so the buffer is
     // never zero-filled first.
     let process = |row0: usize, chunk: &mut [MaybeUninit<O>]| {
         let mut w = Walker::new(outer, outer_st.clone(), base, row0);
+        let mut bufs: [Vec<T>; N] = std::array::from_fn(|_| Vec::new());
         for row in chunk.chunks_mut(inner) {
             if unit {
                 let sl: [&[T]; N] = std::array::from_fn(|k| &data[k][w.offs[k]..w.offs[k] + inner]);
+                map_unit(row, sl, &f);
+            } else if splat {
+                for k in 0..N {
+                    if inner_st[k] == 0 {
+                        bufs[k].clear();
+                        bufs[k].resize(inner, data[k][w.offs[k]]);
+                    }
+                }
+                let sl: [&[T]; N] = std::array::from_fn(|k| {
+                    if inner_st[k] == 0 {
+                        &bufs[k][..]
+                    } else {
+                        &data[k][w.offs[k]..w.offs[k] + inner]
+                    }
+                });
                 map_unit(row, sl, &f);
             } else {
                 for (i, o) in row.iter_mut().enumerate() {
@@ -234,6 +253,27 @@ mod tests {
         let lb = Layout::contiguous(&[2]).broadcast_to(&[3, 2]).unwrap();
         let out = map_n(&[3, 2], [(&a[..], &la), (&b[..], &lb)], |[x, y]| x + y);
         assert_eq!(out, vec![10.0, 23.0, 11.0, 24.0, 12.0, 25.0]);
+    }
+
+    #[test]
+    fn inner_broadcast_rows_match_elementwise() {
+        // x [3, 20] minus a per-row value [3, 1] broadcast along the inner axis (stride 0),
+        // and a per-row value minus x, and both broadcast operands at once.
+        let x: Vec<f32> = (0..60).map(|v| v as f32 * 0.5).collect();
+        let lx = Layout::contiguous(&[3, 20]);
+        let m = vec![1.0f32, 2.0, 3.0];
+        let lm = Layout::contiguous(&[3, 1]).broadcast_to(&[3, 20]).unwrap();
+        let out = map_n(&[3, 20], [(&x[..], &lx), (&m[..], &lm)], |[a, b]| a - b);
+        let out2 = map_n(&[3, 20], [(&m[..], &lm), (&x[..], &lx)], |[a, b]| a - b);
+        let out3 = map_n(&[3, 20], [(&m[..], &lm), (&m[..], &lm)], |[a, b]| a * b);
+        for r in 0..3 {
+            for c in 0..20 {
+                let i = r * 20 + c;
+                assert_eq!(out[i], x[i] - m[r]);
+                assert_eq!(out2[i], m[r] - x[i]);
+                assert_eq!(out3[i], m[r] * m[r]);
+            }
+        }
     }
 
     #[test]

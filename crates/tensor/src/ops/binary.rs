@@ -58,7 +58,7 @@ fn binary_forward<B: BinaryOp>(a: &Tensor, b: &Tensor) -> Result<(Storage, Vec<u
     );
     let (ga, gb) = (a.read(), b.read());
     let s = float_map2!(B::NAME, ga.cpu(B::NAME)?, gb.cpu(B::NAME)?, x, y =>
-        map_n(&shape, [(&x[..], &la), (&y[..], &lb)], |[p, q]| B::f(p, q)));
+        map_n(&shape, [(&x[..], &la), (&y[..], &lb)], #[inline(always)] |[p, q]| B::f(p, q)));
     Ok((Storage::Cpu(s), shape))
 }
 

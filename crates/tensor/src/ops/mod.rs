@@ -6,6 +6,7 @@ pub mod binary;
 pub mod cast;
 pub mod conv;
 pub mod index;
+pub mod layer_norm;
 pub mod loss;
 pub mod matmul;
 pub mod optim;

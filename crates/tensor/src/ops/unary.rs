@@ -104,7 +104,9 @@ pub fn unary<U: UnaryOp>(x: &Tensor, op: U) -> Result<Tensor> {
         let g = x.read();
         let c = g.cpu(U::NAME)?;
         let l = x.layout();
-        Storage::Cpu(float_map!(U::NAME, c, v => map_n(l.shape(), [(&v[..], l)], |[a]| op.f(a))))
+        Storage::Cpu(
+            float_map!(U::NAME, c, v => map_n(l.shape(), [(&v[..], l)], #[inline(always)] |[a]| op.f(a))),
+        )
     };
     Ok(Tensor::from_op(storage, x.shape(), &[x], || {
         Box::new(UnaryBackward(op))
@@ -132,7 +134,7 @@ impl<U: UnaryOp> BackwardOp for UnaryBackward<U> {
             let (lx, ly, lg) = (x.layout(), out.layout(), gb.layout());
             Storage::Cpu(
                 float_map3!(U::NAME, gx.cpu(U::NAME)?, gy.cpu(U::NAME)?, gg.cpu(U::NAME)?, a, b, c =>
-                map_n(shape, [(&a[..], lx), (&b[..], ly), (&c[..], lg)], |[x, y, g]| g * op.df(x, y))),
+                map_n(shape, [(&a[..], lx), (&b[..], ly), (&c[..], lg)], #[inline(always)] |[x, y, g]| g * op.df(x, y))),
             )
         };
         Ok(vec![Some(Tensor::from_storage(storage, shape))])

@@ -8,6 +8,7 @@ mod binary;
 mod common;
 mod conv;
 mod index;
+mod layer_norm;
 mod matmul;
 mod pool;
 mod reduce;

@@ -1,0 +1,158 @@
+//! Fused layer normalisation over the last axis ([`Tensor::layer_norm`]): one op in the graph
+//! instead of the nine elementwise ops and reductions of the composed form, with the
+//! closed-form backward (kernels in [`crate::cpu::layer_norm`]).
+
+use crate::autograd::BackwardOp;
+use crate::cpu::layer_norm as kernel;
+use crate::error::{invalid, shape_err, Error, Result};
+use crate::{DType, Device, Element, Float, Tensor};
+
+const OP: &str = "layer_norm";
+
+/// Runs `f` on the contiguous data of `t` as a `&[T]`.
+fn with_slice<T: Element, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    let t = t.detach().contiguous()?;
+    let g = t.read();
+    let cpu = g.cpu(OP)?;
+    let s = T::slice(cpu).ok_or(Error::DTypeMismatch {
+        op: OP,
+        lhs: cpu.dtype(),
+        rhs: T::DTYPE,
+    })?;
+    let l = t.layout();
+    Ok(f(&s[l.offset()..l.offset() + l.numel()]))
+}
+
+struct LnBack {
+    d: usize,
+    has_weight: bool,
+    has_bias: bool,
+    /// Per-row mean and `1 / sqrt(var + eps)` from the forward pass.
+    mean: Tensor,
+    rstd: Tensor,
+}
+
+impl LnBack {
+    fn typed<T: Float>(&self, inputs: &[Tensor], grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = &inputs[0];
+        let w = if self.has_weight {
+            Some(inputs[1].to_vec::<T>()?)
+        } else {
+            None
+        };
+        let mean = self.mean.to_vec::<T>()?;
+        let rstd = self.rstd.to_vec::<T>()?;
+        let (dx, dw, db) = with_slice::<T, _>(x, |xs| {
+            with_slice::<T, _>(grad, |gs| {
+                kernel::backward(xs, gs, self.d, w.as_deref(), &mean, &rstd)
+            })
+        })??;
+        let mut out = vec![Some(Tensor::from_cpu(T::into_storage(dx), x.shape()))];
+        if self.has_weight {
+            out.push(Some(Tensor::from_cpu(T::into_storage(dw), &[self.d])));
+        }
+        if self.has_bias {
+            out.push(Some(Tensor::from_cpu(T::into_storage(db), &[self.d])));
+        }
+        Ok(out)
+    }
+}
+
+impl BackwardOp for LnBack {
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        match inputs[0].dtype() {
+            DType::F32 => self.typed::<f32>(inputs, grad),
+            DType::F64 => self.typed::<f64>(inputs, grad),
+            d => Err(crate::ops::unsupported(OP, d)),
+        }
+    }
+}
+
+/// Forward in dtype `T`: `(y, mean, rstd)` as tensors.
+fn forward_typed<T: Float>(
+    x: &Tensor,
+    d: usize,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let w = weight.map(|t| t.to_vec::<T>()).transpose()?;
+    let b = bias.map(|t| t.to_vec::<T>()).transpose()?;
+    let (y, mean, rstd) = with_slice::<T, _>(x, |xs| {
+        kernel::forward(xs, d, w.as_deref(), b.as_deref(), eps)
+    })?;
+    let rows = mean.len();
+    Ok((
+        Tensor::from_cpu(T::into_storage(y), x.shape()),
+        Tensor::from_cpu(T::into_storage(mean), &[rows]),
+        Tensor::from_cpu(T::into_storage(rstd), &[rows]),
+    ))
+}
+
+impl Tensor {
+    /// Layer normalisation over the last axis:
+    /// `y = (x - mean) / sqrt(var + eps) * weight + bias`, with the per-row mean and biased
+    /// variance, as PyTorch's `F.layer_norm(x, [d], weight, bias, eps)`. `weight` and `bias`
+    /// are `[d]` (absent: 1 and 0). Differentiable in `x`, `weight` and `bias`. CPU only.
+    pub fn layer_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        if self.rank() < 1 {
+            return shape_err(OP, "needs a tensor of rank >= 1 (normalises the last axis)");
+        }
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return invalid(OP, format!("eps {eps} must be finite and >= 0"));
+        }
+        crate::ops::check_float(OP, self)?;
+        if self.device() != Device::Cpu {
+            return Err(Error::DeviceUnavailable {
+                device: self.device(),
+                reason: "layer_norm runs on the CPU only".into(),
+            });
+        }
+        let d = self.shape()[self.rank() - 1];
+        for (name, t) in [("weight", weight), ("bias", bias)] {
+            if let Some(t) = t {
+                crate::ops::check_same(OP, self, t)?;
+                if t.shape() != [d] {
+                    return shape_err(
+                        OP,
+                        format!(
+                            "{name} has shape {:?}, expected [{d}] for input {:?}",
+                            t.shape(),
+                            self.shape()
+                        ),
+                    );
+                }
+            }
+        }
+        let (y, mean, rstd) = match self.dtype() {
+            DType::F32 => forward_typed::<f32>(self, d, weight, bias, eps)?,
+            DType::F64 => forward_typed::<f64>(self, d, weight, bias, eps)?,
+            dt => return Err(crate::ops::unsupported(OP, dt)),
+        };
+        let mut inputs: Vec<&Tensor> = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        Ok(y.attach(&inputs, || {
+            Box::new(LnBack {
+                d,
+                has_weight: weight.is_some(),
+                has_bias: bias.is_some(),
+                mean,
+                rstd,
+            })
+        }))
+    }
+}
