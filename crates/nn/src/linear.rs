@@ -91,11 +91,26 @@ impl Linear {
 
     /// Applies the layer to `x` of shape `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight.t()?)?;
-        Ok(match &self.bias {
+        // `[.., in]` inputs run as one `[rows, in]` product, so the weight gradient is one GEMM
+        // over all rows rather than a batch of products summed afterwards.
+        let lead: Vec<usize> = x.shape()[..x.rank().saturating_sub(1)].to_vec();
+        let x2 = if x.rank() > 2 {
+            x.reshape(&[lead.iter().product(), x.dim(-1)?])?
+        } else {
+            x.clone()
+        };
+        let y = x2.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
             Some(b) => y.add(b)?,
             None => y,
-        })
+        };
+        if x.rank() > 2 {
+            let mut shape = lead;
+            shape.push(self.weight.shape()[0]);
+            Ok(y.reshape(&shape)?)
+        } else {
+            Ok(y)
+        }
     }
 }
 

@@ -77,6 +77,48 @@ pub fn reduce_rows<T: Float>(x: &[T], rows: usize, len: usize, kind: ReduceKind)
     }
 }
 
+/// Reduces the leading `rows` axis of a contiguous `[rows, cols]` array: `out[c]` combines
+/// `x[r, c]` over `r` (e.g. a bias gradient summed over the batch). Runs along rows, so the
+/// inner loop is a vectorised combine of two rows; parallel over blocks of rows, partial results
+/// combined in block order (deterministic for a given size).
+pub fn reduce_leading<T: Float>(x: &[T], rows: usize, cols: usize, kind: ReduceKind) -> Vec<T> {
+    let id = match kind {
+        ReduceKind::Sum => T::ZERO,
+        ReduceKind::Max => T::NEG_INF,
+        ReduceKind::Min => T::INF,
+    };
+    if cols == 0 {
+        return Vec::new();
+    }
+    let block = |rs: &[T]| -> Vec<T> {
+        let mut acc = vec![id; cols];
+        super::simd::dispatch(
+            #[inline(always)]
+            || {
+                for r in rs.chunks_exact(cols) {
+                    for (a, &v) in acc.iter_mut().zip(r) {
+                        *a = combine(*a, v, kind);
+                    }
+                }
+            },
+        );
+        acc
+    };
+    let x = &x[..rows * cols];
+    if x.len() < PAR || rows < 2 {
+        return block(x);
+    }
+    let rows_per = (SPLIT / cols).max(1);
+    let parts: Vec<Vec<T>> = x.par_chunks(rows_per * cols).map(block).collect();
+    let mut out = vec![id; cols];
+    for p in parts {
+        for (a, v) in out.iter_mut().zip(p) {
+            *a = combine(*a, v, kind);
+        }
+    }
+    out
+}
+
 /// Index of the first maximum (`max = true`) or minimum of each row.
 pub fn arg_rows<T: Float>(x: &[T], len: usize, max: bool) -> Vec<i64> {
     let f = |r: &[T]| -> i64 {

@@ -2,7 +2,7 @@
 //! var/std, logsumexp. An empty axis list means every axis.
 
 use crate::autograd::BackwardOp;
-use crate::cpu::reduce::{arg_rows, reduce_rows, ReduceKind};
+use crate::cpu::reduce::{arg_rows, reduce_leading, reduce_rows, ReduceKind};
 use crate::cpu::strided::contiguous_slice;
 use crate::error::{invalid, Result};
 use crate::layout::{numel, resolve_axis};
@@ -58,6 +58,18 @@ fn plan(op: &'static str, x: &Tensor, axes: &[isize], keepdim: bool) -> Result<P
 }
 
 fn reduce_forward(op: &'static str, x: &Tensor, p: &Plan, kind: ReduceKind) -> Result<Storage> {
+    // Leading axes of a contiguous tensor (a bias gradient over the batch): combine whole rows
+    // instead of transposing the reduced axes to the end.
+    let j = p.axes.len();
+    if x.is_contiguous() && j < x.rank() && p.axes.iter().enumerate().all(|(i, &a)| i == a) {
+        let rows: usize = x.shape()[..j].iter().product();
+        let cols: usize = x.shape()[j..].iter().product();
+        let off = x.layout().offset();
+        let g = x.read();
+        return Ok(Storage::Cpu(float_map!(op, g.cpu(op)?, v => {
+            reduce_leading(&v[off..off + rows * cols], rows, cols, kind)
+        })));
+    }
     let l = x.layout().permute(&p.perm)?;
     let g = x.read();
     Ok(Storage::Cpu(float_map!(op, g.cpu(op)?, v => {
