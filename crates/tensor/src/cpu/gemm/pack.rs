@@ -125,7 +125,6 @@ unsafe fn pack_transposed_avx2(
     for g in (0..W).step_by(8) {
         let lanes = W.min(g + 8) - g;
         let valid = rows.saturating_sub(g).min(8);
-        let store_mask = lane_mask(lanes);
         for p in (0..kc).step_by(8) {
             let np = (kc - p).min(8);
             let load_mask = lane_mask(np);
@@ -144,10 +143,35 @@ unsafe fn pack_transposed_avx2(
                 if lanes == 8 {
                     _mm256_storeu_ps(d, *x);
                 } else {
-                    _mm256_maskstore_ps(d, store_mask, *x);
+                    store_first(d, *x, lanes);
                 }
             }
         }
+    }
+}
+
+/// Stores the first `n < 8` lanes of `x` at `d` with plain 128/64/32-bit stores (masked stores
+/// are microcoded and slow on AMD Zen, and a `memcpy` of a runtime length is a call).
+///
+/// # Safety
+/// AVX must be available and `d` writable for `n` floats.
+#[target_feature(enable = "avx2")]
+unsafe fn store_first(d: *mut f32, x: __m256, n: usize) {
+    let (mut v, mut d, mut n) = (_mm256_castps256_ps128(x), d, n);
+    if n >= 4 {
+        _mm_storeu_ps(d, v);
+        v = _mm256_extractf128_ps::<1>(x);
+        d = d.add(4);
+        n -= 4;
+    }
+    if n >= 2 {
+        _mm_storel_epi64(d as *mut __m128i, _mm_castps_si128(v));
+        v = _mm_movehl_ps(v, v);
+        d = d.add(2);
+        n -= 2;
+    }
+    if n == 1 {
+        _mm_store_ss(d, v);
     }
 }
 
