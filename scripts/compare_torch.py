@@ -6,6 +6,7 @@ Usage (from the repository root, after `cargo build --release`; PyTorch in a scr
   python3 scripts/compare_torch.py --python /tmp/tv/bin/python --rounds 5 sgemm simclr gpt
   python3 scripts/compare_torch.py --python /tmp/tv/bin/python --threads 1 sgemm
 
+Peak memory is each process's maximum resident set (GNU time's %M), data loading included.
 Ratios are ours / PyTorch's throughput (higher is better), computed per round from runs made
 back to back, then the median over rounds: the machine's speed drifts between runs, so only
 figures from one round are compared with each other. Standard library only.
@@ -22,10 +23,20 @@ SELFSUP = os.path.join(ROOT, "target", "release", "selfsup")
 TORCH_REF = os.path.join(ROOT, "..", "shared", "peers", "torch_reference.py")
 
 
-def json_lines(cmd, env=None):
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+LAST_RSS_MB = [0.0]
+
+
+def json_lines(cmd):
+    """Runs `cmd` under /usr/bin/time (peak RSS of the whole process, in LAST_RSS_MB) and
+    returns its JSON stdout lines."""
+    timed = ["/usr/bin/time", "-f", "MAXRSS_KB=%M"] + cmd if os.path.exists("/usr/bin/time") else cmd
+    out = subprocess.run(timed, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()[-400:]}")
+    LAST_RSS_MB[0] = 0.0
+    for line in out.stderr.splitlines():
+        if line.startswith("MAXRSS_KB="):
+            LAST_RSS_MB[0] = int(line.split("=")[1]) / 1024
     rows = []
     for line in out.stdout.splitlines():
         line = line.strip()
@@ -64,9 +75,12 @@ def main():
     args = ap.parse_args()
     for w in args.workloads:
         per_key = {}
+        rss = []
         for r in range(args.rounds):
             a = ours(w, args.threads)
+            ra = LAST_RSS_MB[0]
             b = torch(args.python, w, args.threads)
+            rss.append((ra, LAST_RSS_MB[0]))
             for k in a:
                 if k in b:
                     per_key.setdefault(k, []).append((a[k], b[k]))
@@ -82,6 +96,12 @@ def main():
                 "ratio_median": round(statistics.median(ratios), 3),
                 "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
                 "summary": True}), flush=True)
+        print(json.dumps({
+            "workload": w, "threads": args.threads,
+            "ours_peak_rss_mb": round(statistics.median(x for x, _ in rss)),
+            "torch_peak_rss_mb": round(statistics.median(y for _, y in rss)),
+            "note": "peak RSS of the whole process (data loading included), median over rounds",
+            "summary": True}), flush=True)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ pub fn recipe(steps: u64) -> RunConfig {
 }
 
 /// Default pretraining steps (sized to keep the whole quickstart within 5 minutes on 2 cores).
-pub const DEFAULT_STEPS: u64 = 150;
+pub const DEFAULT_STEPS: u64 = 300;
 
 /// Runs the quickstart and prints its table.
 pub fn quickstart(args: &QuickstartArgs, command: &str) -> Result<()> {
