@@ -248,7 +248,16 @@ pub fn pretrain(
         let step = trainer.step;
         let st = match trainer.train_step(&batch) {
             Ok(st) => st,
-            Err(SslError::NonFinite { step, value }) => {
+            Err(err @ (SslError::NonFinite { .. } | SslError::Diverged { .. })) => {
+                let (step, what) = match &err {
+                    SslError::Diverged { step, what, value } => {
+                        (*step, format!("{what} became {value}"))
+                    }
+                    SslError::NonFinite { step, value } => {
+                        (*step, format!("the loss became {value}"))
+                    }
+                    _ => (trainer.step, err.to_string()),
+                };
                 progress.finish();
                 let kept = if ckpt_path.is_file() {
                     format!(
@@ -263,9 +272,9 @@ pub fn pretrain(
                         cfg.optim.lr
                     )
                 };
-                log.write(json!({"step": step, "event": "diverged", "loss": value.to_string()}))?;
+                log.write(json!({"step": step, "event": "diverged", "what": what}))?;
                 return Err(CliError::Diverged(format!(
-                    "stopped: the loss became {value} at step {step}; {kept}"
+                    "stopped: {what} at step {step}; {kept}"
                 )));
             }
             Err(e) => return Err(e.into()),

@@ -278,7 +278,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_checkpoint() {
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(
-        e.contains("the loss became") && e.contains("last good checkpoint"),
+        e.contains("stopped: ") && e.contains(" became ") && e.contains("last good checkpoint"),
         "{e}"
     );
     assert!(out.join("checkpoint.safetensors").is_file());

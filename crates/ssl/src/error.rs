@@ -32,6 +32,16 @@ pub enum SslError {
         /// The offending value.
         value: f64,
     },
+    /// A gradient or running statistic became NaN or infinite while the loss stayed finite.
+    #[error("{what} became {value} at step {step}: lower the learning rate or clip gradients")]
+    Diverged {
+        /// The step at which it happened.
+        step: u64,
+        /// Which tensor (e.g. `gradient of encoder.conv1.weight`, `buffer ...running_var`).
+        what: String,
+        /// Its largest magnitude (NaN or infinite).
+        value: f64,
+    },
 }
 
 /// `Result` with [`SslError`].

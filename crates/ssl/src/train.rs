@@ -217,8 +217,41 @@ impl Trainer {
         })
     }
 
+    /// The first gradient or floating-point buffer (running statistics) holding a NaN or an
+    /// infinity, as `(name, offending max |value|)`.
+    fn first_non_finite(&self) -> Result<Option<(String, f64)>> {
+        let mut found: Option<(String, f64)> = None;
+        let mut first_err: Option<selfsup_tensor::Error> = None;
+        let mut check = |name: String, t: &Tensor| {
+            if found.is_some() || first_err.is_some() || !t.dtype().is_float() {
+                return;
+            }
+            match t
+                .abs()
+                .and_then(|a| a.max(&[], false))
+                .and_then(|m| m.item())
+            {
+                Ok(m) if !m.is_finite() => found = Some((name, m)),
+                Ok(_) => {}
+                Err(e) => first_err = Some(e),
+            }
+        };
+        for (name, p) in self.method.trainable_params() {
+            if let Some(g) = p.grad() {
+                check(format!("gradient of {name}"), &g);
+            }
+        }
+        self.method
+            .visit_buffers("", &mut |name, b| check(format!("buffer {name}"), b));
+        if let Some(e) = first_err {
+            return Err(e.into());
+        }
+        Ok(found)
+    }
+
     /// One optimisation step on `batch`. A NaN or infinite loss returns
-    /// [`SslError::NonFinite`] before anything is updated.
+    /// [`SslError::NonFinite`], and a NaN or infinite gradient or running statistic
+    /// [`SslError::Diverged`], before the optimiser updates anything.
     pub fn train_step(&mut self, batch: &SslBatch) -> Result<StepStats> {
         let progress = Progress {
             step: self.step,
@@ -236,6 +269,16 @@ impl Trainer {
             });
         }
         out.loss.backward()?;
+        // A finite loss can still come with non-finite gradients or running statistics (e.g.
+        // BatchNorm's normalisation keeps the loss finite while the weights blow up): stop
+        // before the optimiser writes them into the parameters.
+        if let Some((name, value)) = self.first_non_finite()? {
+            return Err(SslError::Diverged {
+                step: self.step,
+                what: name,
+                value,
+            });
+        }
         if self.clip > 0.0 {
             let params: Vec<(String, Tensor)> = self
                 .optimizer
