@@ -8,23 +8,10 @@
 use crate::autograd::BackwardOp;
 use crate::cpu::batch_norm::{self as kernel, BnGeom};
 use crate::error::{invalid, shape_err, Error, Result};
-use crate::{DType, Device, Element, Float, Tensor};
+use crate::ops::with_slice;
+use crate::{DType, Device, Float, Tensor};
 
 const OP: &str = "batch_norm";
-
-/// Runs `f` on the contiguous data of `t` as a `&[T]`.
-fn with_slice<T: Element, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    let t = t.detach().contiguous()?;
-    let g = t.read();
-    let cpu = g.cpu(OP)?;
-    let s = T::slice(cpu).ok_or(Error::DTypeMismatch {
-        op: OP,
-        lhs: cpu.dtype(),
-        rhs: T::DTYPE,
-    })?;
-    let l = t.layout();
-    Ok(f(&s[l.offset()..l.offset() + l.numel()]))
-}
 
 /// The geometry of `x`, after checking the per-channel operands against it.
 fn geometry(x: &Tensor, per_channel: &[(&str, Option<&Tensor>)], eps: f64) -> Result<BnGeom> {
@@ -91,7 +78,7 @@ fn forward_typed<T: Float>(
     let b = channel_vec(bias, g.c, T::ZERO)?;
     let (mean, var) = match stats {
         Some((m, v)) => (m.to_vec::<T>()?, v.to_vec::<T>()?),
-        None => with_slice::<T, _>(x, |xs| kernel::stats(xs, g))?,
+        None => with_slice::<T, _>(OP, x, |xs| kernel::stats(xs, g))?,
     };
     let mut scale = Vec::with_capacity(g.c);
     let mut shift = Vec::with_capacity(g.c);
@@ -100,7 +87,7 @@ fn forward_typed<T: Float>(
         scale.push(k);
         shift.push(b[ch] - mean[ch] * k);
     }
-    let y = with_slice::<T, _>(x, |xs| kernel::apply(xs, g, &scale, &shift, relu))?;
+    let y = with_slice::<T, _>(OP, x, |xs| kernel::apply(xs, g, &scale, &shift, relu))?;
     Ok((y, mean, var))
 }
 
@@ -135,9 +122,9 @@ impl BnBack {
             .collect();
         let k: Vec<T> = w.iter().zip(&invstd).map(|(&a, &b)| a * b).collect();
         let grad = grad.contiguous()?;
-        let (sg, sgx, dx) = with_slice::<T, _>(x, |xs| {
-            with_slice::<T, _>(&grad, |dy| {
-                with_slice::<T, _>(output, |ys| {
+        let (sg, sgx, dx) = with_slice::<T, _>(OP, x, |xs| {
+            with_slice::<T, _>(OP, &grad, |dy| {
+                with_slice::<T, _>(OP, output, |ys| {
                     let y = self.relu.then_some(ys);
                     let (sg, sgx) = kernel::grad_sums(xs, dy, y, g, &mean, &invstd);
                     let sums = self.training.then_some((&sg[..], &sgx[..]));

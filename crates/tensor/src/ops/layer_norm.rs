@@ -5,23 +5,10 @@
 use crate::autograd::BackwardOp;
 use crate::cpu::layer_norm as kernel;
 use crate::error::{invalid, shape_err, Error, Result};
-use crate::{DType, Device, Element, Float, Tensor};
+use crate::ops::with_slice;
+use crate::{DType, Device, Float, Tensor};
 
 const OP: &str = "layer_norm";
-
-/// Runs `f` on the contiguous data of `t` as a `&[T]`.
-fn with_slice<T: Element, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    let t = t.detach().contiguous()?;
-    let g = t.read();
-    let cpu = g.cpu(OP)?;
-    let s = T::slice(cpu).ok_or(Error::DTypeMismatch {
-        op: OP,
-        lhs: cpu.dtype(),
-        rhs: T::DTYPE,
-    })?;
-    let l = t.layout();
-    Ok(f(&s[l.offset()..l.offset() + l.numel()]))
-}
 
 struct LnBack {
     d: usize,
@@ -42,8 +29,8 @@ impl LnBack {
         };
         let mean = self.mean.to_vec::<T>()?;
         let rstd = self.rstd.to_vec::<T>()?;
-        let (dx, dw, db) = with_slice::<T, _>(x, |xs| {
-            with_slice::<T, _>(grad, |gs| {
+        let (dx, dw, db) = with_slice::<T, _>(OP, x, |xs| {
+            with_slice::<T, _>(OP, grad, |gs| {
                 kernel::backward(xs, gs, self.d, w.as_deref(), &mean, &rstd)
             })
         })??;
@@ -86,7 +73,7 @@ fn forward_typed<T: Float>(
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let w = weight.map(|t| t.to_vec::<T>()).transpose()?;
     let b = bias.map(|t| t.to_vec::<T>()).transpose()?;
-    let (y, mean, rstd) = with_slice::<T, _>(x, |xs| {
+    let (y, mean, rstd) = with_slice::<T, _>(OP, x, |xs| {
         kernel::forward(xs, d, w.as_deref(), b.as_deref(), eps)
     })?;
     let rows = mean.len();

@@ -48,6 +48,25 @@ pub(crate) fn check_same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()>
     Ok(())
 }
 
+/// Runs `f` on the elements of `t` (made contiguous, detached) as a `&[T]`; `op` names the
+/// caller in errors.
+pub(crate) fn with_slice<T: crate::Element, R>(
+    op: &'static str,
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> R,
+) -> Result<R> {
+    let t = t.detach().contiguous()?;
+    let g = t.read();
+    let cpu = g.cpu(op)?;
+    let s = T::slice(cpu).ok_or(Error::DTypeMismatch {
+        op,
+        lhs: cpu.dtype(),
+        rhs: T::DTYPE,
+    })?;
+    let l = t.layout();
+    Ok(f(&s[l.offset()..l.offset() + l.numel()]))
+}
+
 /// Refuses non-float tensors.
 pub(crate) fn check_float(op: &'static str, a: &Tensor) -> Result<()> {
     match a.dtype() {
