@@ -249,14 +249,14 @@ pub fn pretrain(
         let st = match trainer.train_step(&batch) {
             Ok(st) => st,
             Err(err @ (SslError::NonFinite { .. } | SslError::Diverged { .. })) => {
-                let (step, what) = match &err {
+                let (step, what) = match err {
                     SslError::Diverged { step, what, value } => {
-                        (*step, format!("{what} became {value}"))
+                        (step, format!("{what} became {value}"))
                     }
                     SslError::NonFinite { step, value } => {
-                        (*step, format!("the loss became {value}"))
+                        (step, format!("the loss became {value}"))
                     }
-                    _ => (trainer.step, err.to_string()),
+                    other => return Err(other.into()),
                 };
                 progress.finish();
                 let kept = if ckpt_path.is_file() {

@@ -38,25 +38,6 @@ impl BnGeom {
     }
 }
 
-/// Sums `f(a[i], b[i])` over two equally long rows in 16 lanes.
-#[inline(always)]
-fn lanes_sum2<T: Float>(a: &[T], b: &[T], f: impl Fn(T, T) -> T) -> T {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [T::ZERO; 16];
-    let full = n / 16 * 16;
-    for (ca, cb) in a[..full].chunks_exact(16).zip(b[..full].chunks_exact(16)) {
-        for k in 0..16 {
-            acc[k] += f(ca[k], cb[k]);
-        }
-    }
-    let mut tail = T::ZERO;
-    for i in full..n {
-        tail += f(a[i], b[i]);
-    }
-    acc.iter().fold(tail, |s, &v| s + v)
-}
-
 /// Sums the two components of `f(i)` for `i < n` in 16 lanes each.
 #[inline(always)]
 fn lanes_pair<T: Float>(n: usize, f: impl Fn(usize) -> (T, T)) -> (T, T) {
@@ -86,24 +67,18 @@ fn lanes_pair<T: Float>(n: usize, f: impl Fn(usize) -> (T, T)) -> (T, T) {
 /// Sums `f(a[i])` over a row in 16 lanes.
 #[inline(always)]
 fn lanes_sum1<T: Float>(a: &[T], f: impl Fn(T) -> T) -> T {
-    lanes_sum2(a, a, |x, _| f(x))
+    lanes_pair(a.len(), |i| (f(a[i]), T::ZERO)).0
 }
 
-/// Per-channel sums `(sum_i f(x_i, y_i))` for every channel, in parallel over channels.
-fn channel_sums<T: Float>(
-    x: &[T],
-    y: &[T],
-    g: BnGeom,
-    f: impl Fn(usize, T, T) -> T + Sync,
-) -> Vec<f64> {
+/// Per-channel sums `sum_i f(ch, x_i)` for every channel, in parallel over channels.
+fn channel_sums<T: Float>(x: &[T], g: BnGeom, f: impl Fn(usize, T) -> T + Sync) -> Vec<f64> {
     let BnGeom { n, c, s } = g;
     if s == 1 {
         // [N, C]: accumulate across rows, vectorised over channels.
         let mut acc = vec![0.0f64; c];
-        for r in 0..n {
-            let (xr, yr) = (&x[r * c..(r + 1) * c], &y[r * c..(r + 1) * c]);
-            for ch in 0..c {
-                acc[ch] += f(ch, xr[ch], yr[ch]).to_f64();
+        for row in x[..n * c].chunks_exact(c) {
+            for (ch, (a, &v)) in acc.iter_mut().zip(row).enumerate() {
+                *a += f(ch, v).to_f64();
             }
         }
         return acc;
@@ -114,10 +89,10 @@ fn channel_sums<T: Float>(
             let mut total = 0.0f64;
             for img in 0..n {
                 let o = (img * c + ch) * s;
-                let (xr, yr) = (&x[o..o + s], &y[o..o + s]);
+                let xr = &x[o..o + s];
                 total += super::simd::dispatch(
                     #[inline(always)]
-                    || lanes_sum2(xr, yr, |a, b| f(ch, a, b)),
+                    || lanes_sum1(xr, |v| f(ch, v)),
                 )
                 .to_f64();
             }
@@ -130,39 +105,12 @@ fn channel_sums<T: Float>(
 /// squared deviation from it).
 pub fn stats<T: Float>(x: &[T], g: BnGeom) -> (Vec<T>, Vec<T>) {
     let m = g.per_channel().max(1) as f64;
-    let sums = channel_sums(x, x, g, |_, a, _| a);
+    let sums = channel_sums(x, g, |_, v| v);
     let mean: Vec<T> = sums.iter().map(|&s| T::c(s / m)).collect();
-    let sq = if g.s == 1 {
-        channel_sums(x, x, g, |ch, a, _| {
-            let d = a - mean[ch];
-            d * d
-        })
-    } else {
-        // The per-channel closure reads the mean once per row, not per element.
-        let BnGeom { n, c, s } = g;
-        (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let mu = mean[ch];
-                let mut total = 0.0f64;
-                for img in 0..n {
-                    let o = (img * c + ch) * s;
-                    let xr = &x[o..o + s];
-                    total += super::simd::dispatch(
-                        #[inline(always)]
-                        || {
-                            lanes_sum1(xr, |a| {
-                                let d = a - mu;
-                                d * d
-                            })
-                        },
-                    )
-                    .to_f64();
-                }
-                total
-            })
-            .collect()
-    };
+    let sq = channel_sums(x, g, |ch, v| {
+        let d = v - mean[ch];
+        d * d
+    });
     let var = sq.iter().map(|&v| T::c(v / m)).collect();
     (mean, var)
 }
@@ -276,21 +224,17 @@ pub fn grad_input<T: Float>(
 ) -> Vec<T> {
     let BnGeom { c, s, .. } = g;
     let m = g.per_channel().max(1) as f64;
-    // dx = a * g + b * (x - mean) + d, per channel.
-    let (a, b, d): (Vec<T>, Vec<T>, Vec<T>) = match sums {
+    // dx = a * g + b * (x - mean) + d, per channel; b = d = 0 in evaluation mode.
+    let a = k.to_vec();
+    let (b, d): (Vec<T>, Vec<T>) = match sums {
         Some((sg, sgx)) => (0..c)
             .map(|ch| {
                 let kk = k[ch].to_f64();
                 let is = invstd[ch].to_f64();
-                (k[ch], T::c(-kk * is * sgx[ch] / m), T::c(-kk * sg[ch] / m))
+                (T::c(-kk * is * sgx[ch] / m), T::c(-kk * sg[ch] / m))
             })
-            .fold((vec![], vec![], vec![]), |mut acc, (p, q, r)| {
-                acc.0.push(p);
-                acc.1.push(q);
-                acc.2.push(r);
-                acc
-            }),
-        None => (k.to_vec(), vec![T::ZERO; c], vec![T::ZERO; c]),
+            .unzip(),
+        None => (vec![T::ZERO; c], vec![T::ZERO; c]),
     };
     write_images(g.numel(), c * s, |img, o| {
         let base = img * c * s;

@@ -71,30 +71,10 @@ pub fn forward<T: Float>(
                         let rs = T::ONE / (var + T::c(eps)).sqrt();
                         mc[r] = mu;
                         rc[r] = rs;
-                        match (w, b) {
-                            (Some(w), Some(b)) => {
-                                let (w, b) = (&w[..d], &b[..d]);
-                                for i in 0..d {
-                                    yr[i].write((xr[i] - mu) * rs * w[i] + b[i]);
-                                }
-                            }
-                            (Some(w), None) => {
-                                let w = &w[..d];
-                                for i in 0..d {
-                                    yr[i].write((xr[i] - mu) * rs * w[i]);
-                                }
-                            }
-                            (None, Some(b)) => {
-                                let b = &b[..d];
-                                for i in 0..d {
-                                    yr[i].write((xr[i] - mu) * rs + b[i]);
-                                }
-                            }
-                            (None, None) => {
-                                for i in 0..d {
-                                    yr[i].write((xr[i] - mu) * rs);
-                                }
-                            }
+                        let wv = |i: usize| w.map_or(T::ONE, |w| w[i]);
+                        let bv = |i: usize| b.map_or(T::ZERO, |b| b[i]);
+                        for i in 0..d {
+                            yr[i].write((xr[i] - mu) * rs * wv(i) + bv(i));
                         }
                     }
                 },

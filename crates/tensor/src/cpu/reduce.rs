@@ -40,6 +40,15 @@ fn reduce_slice_inner<T: Float>(x: &[T], kind: ReduceKind) -> T {
     }
 }
 
+/// The value that `combine` leaves unchanged (the result of an empty reduction).
+fn identity<T: Float>(kind: ReduceKind) -> T {
+    match kind {
+        ReduceKind::Sum => T::ZERO,
+        ReduceKind::Max => T::NEG_INF,
+        ReduceKind::Min => T::INF,
+    }
+}
+
 fn combine<T: Float>(a: T, b: T, kind: ReduceKind) -> T {
     match kind {
         ReduceKind::Sum => a + b,
@@ -63,12 +72,7 @@ fn reduce_row<T: Float>(x: &[T], kind: ReduceKind) -> T {
 /// Reduces each of the `rows` rows of length `len` of the contiguous `x`.
 pub fn reduce_rows<T: Float>(x: &[T], rows: usize, len: usize, kind: ReduceKind) -> Vec<T> {
     if len == 0 {
-        let id = match kind {
-            ReduceKind::Sum => T::ZERO,
-            ReduceKind::Max => T::NEG_INF,
-            ReduceKind::Min => T::INF,
-        };
-        return vec![id; rows];
+        return vec![identity(kind); rows];
     }
     if rows >= 2 && x.len() >= PAR {
         x.par_chunks(len).map(|r| reduce_slice(r, kind)).collect()
@@ -82,11 +86,7 @@ pub fn reduce_rows<T: Float>(x: &[T], rows: usize, len: usize, kind: ReduceKind)
 /// inner loop is a vectorised combine of two rows; parallel over blocks of rows, partial results
 /// combined in block order (deterministic for a given size).
 pub fn reduce_leading<T: Float>(x: &[T], rows: usize, cols: usize, kind: ReduceKind) -> Vec<T> {
-    let id = match kind {
-        ReduceKind::Sum => T::ZERO,
-        ReduceKind::Max => T::NEG_INF,
-        ReduceKind::Min => T::INF,
-    };
+    let id = identity(kind);
     if cols == 0 {
         return Vec::new();
     }
