@@ -93,9 +93,14 @@ impl Dropout {
         *self.gen.lock().unwrap_or_else(|e| e.into_inner()) = Generator::from_state(seed, offset);
     }
 
+    /// Whether [`Dropout::forward`] changes anything (training mode with `p > 0`).
+    pub fn is_active(&self) -> bool {
+        self.train && self.p > 0.0
+    }
+
     /// Applies dropout (identity in evaluation mode).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !self.train || self.p == 0.0 {
+        if !self.is_active() {
             return Ok(x.clone());
         }
         let mut g = self.gen.lock().unwrap_or_else(|e| e.into_inner());

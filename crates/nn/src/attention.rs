@@ -1,5 +1,8 @@
-//! Multi-head self-attention with explicit `softmax(Q K^T / sqrt(d)) V`, causal and key-padding
-//! masks.
+//! Multi-head self-attention `softmax(Q K^T / sqrt(d)) V`, causal and key-padding masks.
+//!
+//! Without a key-padding mask or active attention dropout, the heads run through the fused
+//! [`Tensor::attention_qkv`] (no per-head copies, no stored `T x T` probabilities); otherwise
+//! through the composed ops, which support both.
 
 use std::collections::HashMap;
 
@@ -92,6 +95,13 @@ impl MultiHeadAttention {
         }
         let h = self.heads;
         let dh = d / h;
+        let dropout = self.dropout.as_ref().is_some_and(|d| d.is_active());
+        let fusable = x.device() == selfsup_tensor::Device::Cpu
+            && matches!(x.dtype(), DType::F32 | DType::F64);
+        if key_padding.is_none() && !dropout && fusable {
+            let y = self.qkv.forward(x)?.attention_qkv(h, causal)?;
+            return self.proj.forward(&y);
+        }
         // [B, T, 3, H, dh] -> [3, B, H, T, dh]
         let qkv = self
             .qkv

@@ -4,6 +4,7 @@
 //!
 //! [`Layout`]: crate::Layout
 
+pub mod attention;
 pub mod batch_norm;
 pub mod conv;
 pub mod cross_entropy;

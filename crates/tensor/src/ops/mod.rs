@@ -1,6 +1,7 @@
 //! Tensor ops, one family per file, each with its forward (shape checks, device dispatch to a
 //! kernel) and its backward (a [`crate::autograd::BackwardOp`] written with tensor ops).
 
+pub mod attention;
 pub mod batch_norm;
 pub mod binary;
 pub mod cast;

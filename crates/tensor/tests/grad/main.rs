@@ -2,6 +2,7 @@
 //! f64, on proptest-generated shapes, broadcasting, non-contiguous views and reused inputs,
 //! plus reference tests of forward values, one module per op family.
 
+mod attention;
 mod autograd;
 mod batch_norm;
 mod binary;

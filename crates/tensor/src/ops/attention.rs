@@ -1,0 +1,128 @@
+//! Fused scaled-dot-product self-attention on packed projections
+//! ([`Tensor::attention_qkv`]): one op in the graph instead of the select / permute copies,
+//! two batched products, scaling, masking and softmax of the composed form, with a backward
+//! that recomputes the probabilities from the saved log-sum-exp (kernels in
+//! [`crate::cpu::attention`]).
+
+use crate::autograd::BackwardOp;
+use crate::cpu::attention::{self as kernel, AttnDims};
+use crate::error::{shape_err, Error, Result};
+use crate::ops::with_slice;
+use crate::{DType, Device, Float, Tensor};
+
+const OP: &str = "attention_qkv";
+
+struct AttnBack {
+    dims: AttnDims,
+    causal: bool,
+    scale: f64,
+    /// The forward's output `[B, T, D]` and per-row log-sum-exp `[B, H, T]`.
+    out: Tensor,
+    lse: Tensor,
+}
+
+impl AttnBack {
+    fn typed<T: Float>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let out = self.out.to_vec::<T>()?;
+        let lse = self.lse.to_vec::<T>()?;
+        let g = with_slice::<T, _>(OP, x, |xs| {
+            with_slice::<T, _>(OP, grad, |gs| {
+                kernel::backward(xs, &out, &lse, gs, self.dims, self.causal, T::c(self.scale))
+            })
+        })??;
+        Ok(Tensor::from_cpu(T::into_storage(g), x.shape()))
+    }
+}
+
+impl BackwardOp for AttnBack {
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn backward(
+        &self,
+        inputs: &[Tensor],
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let g = match inputs[0].dtype() {
+            DType::F32 => self.typed::<f32>(&inputs[0], grad)?,
+            DType::F64 => self.typed::<f64>(&inputs[0], grad)?,
+            d => return Err(crate::ops::unsupported(OP, d)),
+        };
+        Ok(vec![Some(g)])
+    }
+}
+
+fn forward_typed<T: Float>(
+    x: &Tensor,
+    dims: AttnDims,
+    causal: bool,
+    scale: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (out, lse) =
+        with_slice::<T, _>(OP, x, |xs| kernel::forward(xs, dims, causal, T::c(scale)))?;
+    let AttnDims { b, t, h, dh } = dims;
+    Ok((
+        Tensor::from_cpu(T::into_storage(out), &[b, t, h * dh]),
+        Tensor::from_cpu(T::into_storage(lse), &[b, h, t]),
+    ))
+}
+
+impl Tensor {
+    /// Multi-head self-attention `softmax(Q K^T / sqrt(dh)) V` on packed projections.
+    ///
+    /// `self` is `[B, T, 3D]`, the output of one input projection to queries, keys and values
+    /// (in that order along the last axis, each `[H, dh]` with `D = heads * dh`, as PyTorch's
+    /// `in_proj`); the result is `[B, T, D]` with the heads concatenated, as
+    /// `F.scaled_dot_product_attention(q, k, v, is_causal=causal)` followed by merging the
+    /// heads. With `causal`, position `i` attends to positions `<= i` only. The `T x T`
+    /// probabilities are not kept for the backward (it recomputes them), so memory grows with
+    /// `T`, not `T^2`. Differentiable; f32 or f64; CPU only. No attention mask other than the
+    /// causal one and no dropout: compose the ops for those.
+    pub fn attention_qkv(&self, heads: usize, causal: bool) -> Result<Tensor> {
+        if self.rank() != 3 {
+            return shape_err(
+                OP,
+                format!(
+                    "needs packed projections [B, T, 3D], got {:?}",
+                    self.shape()
+                ),
+            );
+        }
+        let (b, t, d3) = (self.shape()[0], self.shape()[1], self.shape()[2]);
+        if heads == 0 || d3 % (3 * heads) != 0 {
+            return shape_err(
+                OP,
+                format!(
+                    "last axis {d3} of {:?} is not 3 x heads x head width for {heads} heads",
+                    self.shape()
+                ),
+            );
+        }
+        crate::ops::check_float(OP, self)?;
+        if self.device() != Device::Cpu {
+            return Err(Error::DeviceUnavailable {
+                device: self.device(),
+                reason: "attention_qkv runs on the CPU only".into(),
+            });
+        }
+        let dh = d3 / (3 * heads);
+        let dims = AttnDims { b, t, h: heads, dh };
+        let scale = 1.0 / (dh.max(1) as f64).sqrt();
+        let (out, lse) = match self.dtype() {
+            DType::F32 => forward_typed::<f32>(self, dims, causal, scale)?,
+            DType::F64 => forward_typed::<f64>(self, dims, causal, scale)?,
+            dt => return Err(crate::ops::unsupported(OP, dt)),
+        };
+        let saved = out.detach();
+        Ok(out.attach(&[self], || {
+            Box::new(AttnBack {
+                dims,
+                causal,
+                scale,
+                out: saved,
+                lse,
+            })
+        }))
+    }
+}
