@@ -190,9 +190,18 @@ pub struct BaselineArgs {
     /// Supervised: backbone (small-cnn, resnet18, vit).
     #[arg(long, default_value = "small-cnn")]
     pub backbone: String,
-    /// Supervised: epochs at most (early stopping on validation accuracy).
+    /// Supervised: SmallCnn widths, one block each (e.g. `32,64,128,256`; default the
+    /// reference `32,64,128`): use the SSL run's to compare like with like.
+    #[arg(long, value_delimiter = ',')]
+    pub widths: Option<Vec<usize>>,
+    /// Supervised: epochs (cosine learning-rate decay over them; the weights of the best
+    /// validation epoch are kept).
     #[arg(long, default_value_t = 200)]
     pub epochs: usize,
+    /// Supervised: at least this many optimiser steps (more epochs when the labelled set is
+    /// small).
+    #[arg(long, default_value_t = 800)]
+    pub min_steps: usize,
     /// Supervised: train on the SSL augmentations.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub augment: bool,
@@ -236,8 +245,9 @@ pub struct QuickstartArgs {
     /// Output directory.
     #[arg(long, default_value = "runs/quickstart")]
     pub out: PathBuf,
-    /// Labelled images per class for the evaluation.
-    #[arg(long, default_value_t = 100)]
+    /// Labelled images per class for the evaluation (10: the few-label regime where SSL
+    /// pays; docs/results.md has 30 and 100 too).
+    #[arg(long, default_value_t = 10)]
     pub labels_per_class: usize,
     /// Pretraining steps.
     #[arg(long)]

@@ -245,16 +245,27 @@ pub struct BaselineOutcome {
 }
 
 /// The supervised-from-scratch settings shared by `baseline` and `quickstart`.
-pub fn supervised_config(epochs: usize, augment: bool, seed: u64) -> FinetuneConfig {
+///
+/// At least `min_steps` optimiser steps run, however few the labels (10 per class make one
+/// step of 64 images per epoch), so that small label budgets do not leave it undertrained.
+pub fn supervised_config(
+    epochs: usize,
+    min_steps: usize,
+    augment: bool,
+    seed: u64,
+) -> FinetuneConfig {
     FinetuneConfig {
         epochs,
+        min_steps,
         lr: 1e-3,
         encoder_lr_scale: 1.0,
         freeze: FreezePolicy::None,
         augment,
         // The SSL recipe's augmentations (crop 0.3-1, flip, brightness/contrast jitter).
         view: crate::runconfig::AugmentConfig::default().to_view(28, None),
-        patience: 10,
+        // The whole cosine schedule runs; the best validation epoch's weights are kept.
+        patience: 0,
+        cosine: true,
         seed,
         ..FinetuneConfig::default()
     }
@@ -348,6 +359,14 @@ pub fn baseline(args: &BaselineArgs, command: &str) -> Result<BaselineOutcome> {
     let defaults = RunConfig::defaults(selfsup_ssl::MethodName::Simclr, args.dataset);
     let mut backbone = defaults.model.backbone.clone();
     backbone.kind = kind;
+    if let Some(w) = &args.widths {
+        if kind != BackboneKind::SmallCnn || w.is_empty() || w.contains(&0) {
+            return input(format!(
+                "--widths {w:?}: give one or more positive widths, with --backbone small-cnn"
+            ));
+        }
+        backbone.widths = w.clone();
+    }
     let data_path = args
         .data
         .as_ref()
@@ -355,7 +374,7 @@ pub fn baseline(args: &BaselineArgs, command: &str) -> Result<BaselineOutcome> {
         .unwrap_or_default();
     let data = load_images(args.dataset, &data_path, backbone.image_size)?;
     ensure_dir(&args.out)?;
-    let fcfg = supervised_config(args.epochs, args.augment, args.seed);
+    let fcfg = supervised_config(args.epochs, args.min_steps, args.augment, args.seed);
     let (o, sections) = run_baselines(
         &data,
         args.dataset,

@@ -398,6 +398,15 @@ fn user_errors_are_one_line_with_exit_code_2() {
         &selfsup(&["pretrain", "--config", bad.to_str().unwrap(), "--out", o_s]),
         "not valid TOML",
     );
+    std::fs::write(&bad, "[model.backbone]\nwidths = []\n").unwrap();
+    assert_user_error(
+        &selfsup(&["pretrain", "--config", bad.to_str().unwrap(), "--out", o_s]),
+        "backbone.widths []",
+    );
+    assert_user_error(
+        &selfsup(&["baseline", "--widths", "8,0", "--out", o_s]),
+        "--widths [8, 0]",
+    );
     assert_user_error(
         &selfsup(&["pretrain", "--config", "/nonexistent.toml", "--out", o_s]),
         "/nonexistent.toml",

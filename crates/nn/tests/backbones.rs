@@ -34,6 +34,31 @@ fn small_cnn_matches_the_reference_counts() {
 }
 
 #[test]
+fn small_cnn_takes_any_number_of_blocks() {
+    let mut g = Generator::new(0);
+    let m = SmallCnn::with_widths(1, &[4, 8, 16, 32], DType::F32, &mut g).unwrap();
+    assert_eq!(m.blocks.len(), 4);
+    assert_eq!(m.out_dim(), 32);
+    // 28 -> 28 -> 14 -> 7 -> 4 (3x3, pad 1, stride 2 rounds up).
+    let x = Tensor::zeros(&[2, 1, 28, 28], DType::F32);
+    assert_eq!(m.feature_map(&x).unwrap().shape(), &[2, 32, 4, 4]);
+    assert_eq!(m.forward(&x).unwrap().shape(), &[2, 32]);
+    // 2 * (4*9*784 + 8*36*196 + 16*72*49 + 32*144*16) multiply-adds.
+    assert_eq!(
+        m.flops_per_sample(28, 28),
+        2 * (28_224 + 56_448 + 56_448 + 73_728)
+    );
+    let one = SmallCnn::with_widths(1, &[5], DType::F32, &mut g).unwrap();
+    assert_eq!(one.forward(&x).unwrap().shape(), &[2, 5]);
+    for bad in [&[][..], &[4, 0, 8][..]] {
+        let e = SmallCnn::with_widths(1, bad, DType::F32, &mut g)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("widths") && e.contains("positive"), "{e}");
+    }
+}
+
+#[test]
 fn grad_through_conv_layer_and_small_cnn() {
     let mut g = Generator::new(1);
     let conv = Conv2d::new(2, 3, 3, 2, 1, true, DType::F64, &mut g).unwrap();
@@ -41,7 +66,7 @@ fn grad_through_conv_layer_and_small_cnn() {
     let r = check_grad(|xs| Ok(conv.forward(&xs[0]).unwrap()), &[x]).unwrap();
     assert!(r.max_error < 1e-6, "{r:?}");
     // The whole encoder in train mode (BatchNorm with batch statistics), narrow widths.
-    let net = SmallCnn::with_widths(1, [2, 3, 4], DType::F64, &mut g).unwrap();
+    let net = SmallCnn::with_widths(1, &[2, 3, 4], DType::F64, &mut g).unwrap();
     let x = Tensor::randn(&[3, 1, 6, 6], 0.0, 1.0, DType::F64, &mut g).unwrap();
     let r = check_grad(|xs| Ok(net.forward(&xs[0]).unwrap()), &[x]).unwrap();
     assert!(r.max_error < 1e-6, "{r:?}");
@@ -85,7 +110,7 @@ fn stripes(n: usize, g: &mut Generator) -> (Tensor, Tensor) {
 fn train(make_opt: impl Fn(Vec<(String, Tensor)>) -> Box<dyn Optimizer>) -> f64 {
     let mut g = Generator::new(5);
     let (x, y) = stripes(128, &mut g);
-    let net = SmallCnn::with_widths(1, [8, 16, 16], DType::F32, &mut g).unwrap();
+    let net = SmallCnn::with_widths(1, &[8, 16, 16], DType::F32, &mut g).unwrap();
     let head = Linear::new(16, 2, true, DType::F32, &mut g).unwrap();
     let mut params = net.params();
     params.extend(

@@ -6,7 +6,7 @@
 //! cargo run --release -p selfsup-ssl --example train_method -- simclr 300 256
 //! ```
 //! Arguments: method name, steps (default 300), batch size (default 256 images or 32 text
-//! windows), then optionally the SmallCnn widths as `a,b,c` (default 32,64,128) for image
+//! windows), then optionally the SmallCnn widths as `a,b,c[,d..]` (default 32,64,128) for image
 //! methods, or `nsp` for `mlm` (next-sentence pairs from the fortunes' sentences). GPT prints a
 //! short sample at the end. Needs `apt-get install dataset-fashion-mnist` /
 //! `apt-get install fortunes`.
@@ -15,12 +15,22 @@
 //! un-normalised, in [0, 1]) is colourised with a fixed per-class palette (class `c` gets the
 //! fully saturated hue `36 c` degrees at value 1, scaled by the pixel's gray level), which makes
 //! chroma a deterministic function of the garment's class and gray level.
+//!
+//! Any argument `key=value` (TOML value) overrides that field of the method's
+//! `MethodConfig`, e.g. `momentum=0.99` or `dino_out_dim=256`.
+//!
+//! Image methods other than colorization also report a weighted kNN accuracy (k = 20,
+//! T = 0.07) of the encoder's features, from the first 10,000 training images to the 10,000
+//! test images, before and after the run: the untrained encoder is the baseline a healthy run
+//! must beat.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use selfsup_data::ImageDataset;
 use selfsup_data::{idx, text, vocab::Vocab, LoaderConfig, Split};
+use selfsup_ssl::eval::{extract_features, knn_classify, KnnConfig};
 use selfsup_ssl::feed::{default_view, image_loader, to_ssl_batch, TextWindows};
 use selfsup_ssl::{build, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
 use selfsup_tensor::{Generator, Tensor};
@@ -33,7 +43,8 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (overrides, args): (Vec<String>, Vec<String>) =
+        std::env::args().skip(1).partition(|a| a.contains('='));
     let method: MethodName = args
         .first()
         .map(String::as_str)
@@ -46,15 +57,24 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .split(',')
             .map(|x| x.trim().parse())
             .collect::<Result<_, _>>()?;
-        cfg.backbone.widths = v
-            .try_into()
-            .map_err(|_| "widths must be three numbers a,b,c")?;
+        cfg.backbone.widths = v;
+    }
+    if !overrides.is_empty() {
+        let mut table = toml::Table::try_from(&cfg)?;
+        for o in &overrides {
+            let parsed: toml::Table = toml::from_str(o)?;
+            table.extend(parsed);
+        }
+        cfg = table.try_into()?;
+        eprintln!("overrides: {}", overrides.join(" "));
     }
     let mut optim = OptimConfig::default();
     let mut g = Generator::new(0);
     let started = Instant::now();
     let mut losses = Vec::new();
     let mut last = None;
+    let mut first_stats = None;
+    let mut knn = None;
     let mut metrics: Vec<Vec<(String, f64)>> = Vec::new();
     if method.is_text() {
         let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(32);
@@ -119,7 +139,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             view.normalize = None;
         }
         let loader = image_loader(
-            train,
+            train.clone(),
             &kind,
             &view,
             LoaderConfig {
@@ -128,6 +148,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             },
         )?;
         let mut trainer = Trainer::new(method_box, &optim, steps, 0)?;
+        let probe = if colour {
+            None
+        } else {
+            let test = idx::load_fashion_mnist_debian(Split::Test)?;
+            let rows: Vec<usize> = (0..train.len.min(10_000)).collect();
+            let before = knn_accuracy(&mut trainer, &train.select(&rows)?, &test, &view)?;
+            Some((train.select(&rows)?, test, before))
+        };
         let mut s = 0;
         'outer: for epoch in 0.. {
             for b in loader.epoch(epoch) {
@@ -143,9 +171,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 log(s, steps, &st);
                 metrics.push(st.metrics.clone());
                 losses.push(st.loss);
+                if s == 0 {
+                    first_stats = Some(st.clone());
+                }
                 last = Some(st);
                 s += 1;
             }
+        }
+        if let Some((probe_train, test, before)) = probe {
+            let after = knn_accuracy(&mut trainer, &probe_train, &test, &view)?;
+            knn = Some((before, after));
         }
     }
     let secs = started.elapsed().as_secs_f64();
@@ -156,6 +191,20 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(st) => st.diagnostics()?.map(|d| d.summary()),
         None => None,
     };
+    let first_diag = match &first_stats {
+        Some(st) => st.diagnostics()?.map(|d| d.summary()),
+        None => None,
+    };
+    if let Some(d) = first_diag {
+        eprintln!("diagnostics at step 0: {d}");
+    }
+    if let Some((a, b)) = knn {
+        eprintln!(
+            "kNN accuracy (10k train -> 10k test): {:.2}% untrained -> {:.2}% trained",
+            100.0 * a,
+            100.0 * b
+        );
+    }
     // The method's own figures (pretext accuracy), averaged like the loss.
     let extra: Vec<String> = metrics
         .first()
@@ -172,8 +221,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             format!("{name} {a:.3} -> {b:.3}")
         })
         .collect();
+    let knn_cell = match knn {
+        Some((a, b)) => format!("{:.1}% -> {:.1}%", 100.0 * a, 100.0 * b),
+        None => "-".into(),
+    };
     println!(
-        "| {method} | {steps} | {first:.4} | {final_:.4} | {} | {} | {secs:.0} s |",
+        "| {method} | {steps} | {first:.4} | {final_:.4} | {} | {knn_cell} | {} | {secs:.0} s |",
         diag.unwrap_or_else(|| "-".into()),
         if extra.is_empty() {
             "-".into()
@@ -182,6 +235,33 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     );
     Ok(())
+}
+
+/// Weighted kNN accuracy (k = 20, T = 0.07) of the method's encoder features from `train` to
+/// `test`; leaves the method in training mode.
+fn knn_accuracy(
+    trainer: &mut Trainer,
+    train: &ImageDataset,
+    test: &ImageDataset,
+    view: &selfsup_data::ViewConfig,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let nm = view.normalize.as_ref();
+    let enc = trainer.method.encoder_mut();
+    let ftr = extract_features(enc, train, nm, 500)?;
+    let fte = extract_features(enc, test, nm, 500)?;
+    trainer.method.set_train(true);
+    let labels = |d: &ImageDataset| -> Vec<usize> {
+        d.labels
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|&l| l as usize)
+            .collect()
+    };
+    let (ltr, lte) = (labels(train), labels(test));
+    let pred = knn_classify(&ftr, &ltr, &fte, 10, &KnnConfig::default())?;
+    let hits = pred.iter().zip(&lte).filter(|(p, l)| p == l).count();
+    Ok(hits as f64 / lte.len().max(1) as f64)
 }
 
 /// RGB of class `c`: hue `36 c` degrees, full saturation and value.

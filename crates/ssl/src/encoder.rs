@@ -30,13 +30,13 @@ impl Encoder {
         let dt = DType::F32;
         Ok(match cfg.kind {
             BackboneKind::SmallCnn => {
-                if cfg.widths.contains(&0) || cfg.in_channels == 0 {
+                if cfg.widths.is_empty() || cfg.widths.contains(&0) || cfg.in_channels == 0 {
                     return config(format!(
-                        "backbone.widths {:?} and in_channels {} must be positive",
+                        "backbone.widths {:?} must be one or more positive numbers and in_channels {} positive",
                         cfg.widths, cfg.in_channels
                     ));
                 }
-                Encoder::SmallCnn(SmallCnn::with_widths(cfg.in_channels, cfg.widths, dt, g)?)
+                Encoder::SmallCnn(SmallCnn::with_widths(cfg.in_channels, &cfg.widths, dt, g)?)
             }
             BackboneKind::Resnet18 => Encoder::ResNet(ResNet::resnet18(cfg.in_channels, dt, g)?),
             BackboneKind::Vit => Encoder::Vit(Vit::new(

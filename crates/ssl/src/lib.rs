@@ -15,7 +15,7 @@
 //!
 //! let mut g = Generator::new(0);
 //! let mut cfg = MethodConfig::for_method(MethodName::Simclr);
-//! cfg.backbone.widths = [4, 8, 16];
+//! cfg.backbone.widths = vec![4, 8, 16];
 //! let method = build(&cfg, &mut g)?;
 //! let mut trainer = Trainer::new(method, &OptimConfig::default(), 10, 0)?;
 //! let v1 = Tensor::randn(&[8, 1, 28, 28], 0.0, 1.0, DType::F32, &mut g)?;

@@ -185,7 +185,7 @@ fn cpc_info_nce_by_hand() {
 
 fn tiny_cpc() -> MethodConfig {
     let mut cfg = MethodConfig::for_method(MethodName::Cpc);
-    cfg.backbone.widths = [4, 8, 8];
+    cfg.backbone.widths = vec![4, 8, 8];
     cfg.backbone.image_size = 12;
     cfg.grid = 3;
     cfg.cpc_steps = 2;
@@ -244,7 +244,7 @@ fn every_new_method_takes_three_finite_steps() {
     mae.decoder_dim = 8;
     mae.decoder_depth = 1;
     let mut simmim = MethodConfig::for_method(MethodName::Simmim);
-    simmim.backbone.widths = [4, 4, 8];
+    simmim.backbone.widths = vec![4, 4, 8];
     simmim.backbone.image_size = 8;
     simmim.backbone.patch = 2;
     let images = [(mae, 8usize), (simmim, 8), (tiny_cpc(), 12)];

@@ -416,7 +416,7 @@ fn tiny_backbone() -> BackboneConfig {
     BackboneConfig {
         in_channels: 1,
         image_size: 12,
-        widths: [4, 8, 8],
+        widths: vec![4, 8, 8],
         ..Default::default()
     }
 }
@@ -499,6 +499,26 @@ fn finetune_with_frozen_encoder_trains_only_the_head() {
         ..cfg
     };
     assert!(finetune(&mut enc2, &data, None, 2, &bad, &mut |_, _, _| {}).is_err());
+}
+
+#[test]
+fn finetune_runs_at_least_min_steps() {
+    // 80 images, 20% held out: 64 to fit, 4 steps of 16 per epoch.
+    let data = left_right(80, 1);
+    let mut enc = Encoder::new(&tiny_backbone(), false, false, &mut Generator::new(0)).unwrap();
+    let cfg = FinetuneConfig {
+        epochs: 1,
+        min_steps: 10,
+        batch: 16,
+        augment: false,
+        patience: 0,
+        ..Default::default()
+    };
+    let (_, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |_, _, _| {}).unwrap();
+    assert_eq!(res.epochs_run, 3, "ceil(10 / 4) epochs");
+    let cfg = FinetuneConfig { epochs: 5, ..cfg };
+    let (_, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |_, _, _| {}).unwrap();
+    assert_eq!(res.epochs_run, 5, "epochs already give more than min_steps");
 }
 
 #[test]

@@ -25,7 +25,7 @@ const JOINT: [MethodName; 7] = [
 
 fn tiny(m: MethodName) -> MethodConfig {
     let mut c = MethodConfig::for_method(m);
-    c.backbone.widths = [4, 8, 16];
+    c.backbone.widths = vec![4, 8, 16];
     c.proj_hidden = 32;
     c.proj_dim = 16;
     c.pred_hidden = 16;

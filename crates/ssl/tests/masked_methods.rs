@@ -310,7 +310,7 @@ fn mae_encoder_sees_only_visible_patches() {
 #[test]
 fn simmim_masks_inputs_with_the_mask_value_and_scores_masked_pixels() {
     let mut cfg = MethodConfig::for_method(MethodName::Simmim);
-    cfg.backbone.widths = [4, 4, 8];
+    cfg.backbone.widths = vec![4, 4, 8];
     cfg.backbone.image_size = 8;
     cfg.backbone.patch = 2;
     let mut g = Generator::new(1);

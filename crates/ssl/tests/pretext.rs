@@ -320,7 +320,7 @@ fn accuracy_counts_argmax_hits() {
 
 fn tiny(method: MethodName) -> MethodConfig {
     let mut cfg = MethodConfig::for_method(method);
-    cfg.backbone.widths = [4, 8, 16];
+    cfg.backbone.widths = vec![4, 8, 16];
     cfg.proj_hidden = 32;
     cfg
 }

@@ -1,6 +1,7 @@
 //! `SmallCnn`: the reference encoder of the shared benchmarks: three 3x3 conv (no bias) +
 //! BatchNorm2d + ReLU blocks, 1 -> 32 (stride 1) -> 64 (stride 2) -> 128 (stride 2), then global
-//! average pooling to a 128-d feature. Parameter names follow PyTorch's `nn.Sequential`
+//! average pooling to a 128-d feature. Other widths, and other numbers of blocks (each after the
+//! first halves the resolution), are built with [`SmallCnn::with_widths`]. Parameter names follow PyTorch's `nn.Sequential`
 //! numbering in blocks: `blocks.{i}.conv.weight`, `blocks.{i}.bn.{weight,bias,running_mean,..}`.
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ pub struct ConvBnRelu {
 /// The reference CNN encoder (see the module header).
 #[derive(Debug)]
 pub struct SmallCnn {
-    /// The three blocks.
+    /// The blocks (three in the reference model).
     pub blocks: Vec<ConvBnRelu>,
     in_channels: usize,
 }
@@ -35,17 +36,24 @@ impl SmallCnn {
 
     /// The reference encoder for images with `in_channels` channels (1 for Fashion-MNIST).
     pub fn new(in_channels: usize, dtype: DType, g: &mut Generator) -> Result<SmallCnn> {
-        SmallCnn::with_widths(in_channels, Self::WIDTHS, dtype, g)
+        SmallCnn::with_widths(in_channels, &Self::WIDTHS, dtype, g)
     }
 
-    /// The same architecture with other widths (strides 1, 2, 2).
+    /// The same architecture with other widths: one block per entry of `widths`, the first
+    /// with stride 1, every later one with stride 2 (`[32, 64, 128, 256]` adds a fourth block
+    /// that halves a 7x7 map to 4x4 and widens the receptive field from 9 to 17 pixels).
     pub fn with_widths(
         in_channels: usize,
-        widths: [usize; 3],
+        widths: &[usize],
         dtype: DType,
         g: &mut Generator,
     ) -> Result<SmallCnn> {
-        let mut blocks = Vec::with_capacity(3);
+        if widths.is_empty() || widths.contains(&0) || in_channels == 0 {
+            return config(format!(
+                "SmallCnn: widths {widths:?} must be one or more positive numbers, in_channels {in_channels} positive"
+            ));
+        }
+        let mut blocks = Vec::with_capacity(widths.len());
         let mut c = in_channels;
         for (i, &w) in widths.iter().enumerate() {
             let stride = if i == 0 { 1 } else { 2 };
@@ -71,7 +79,8 @@ impl SmallCnn {
         Ok(self.feature_map(x)?.global_avg_pool2d()?)
     }
 
-    /// The last feature map `[N, out_dim, H/4, W/4]` (before pooling).
+    /// The last feature map (before pooling): `[N, out_dim, H/4, W/4]` for three blocks, each
+    /// further block halving it (rounding up).
     pub fn feature_map(&self, x: &Tensor) -> Result<Tensor> {
         if x.rank() != 4 || x.shape()[1] != self.in_channels {
             return config(format!(

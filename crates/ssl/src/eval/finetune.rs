@@ -32,6 +32,9 @@ pub enum FreezePolicy {
 pub struct FinetuneConfig {
     /// Most epochs over the fitting part of the labelled set.
     pub epochs: usize,
+    /// At least this many optimiser steps: `epochs` is raised to reach it when the labelled
+    /// set is small (10 images per class make one step per epoch). 0: `epochs` as given.
+    pub min_steps: usize,
     /// Learning rate of the head (AdamW).
     pub lr: f64,
     /// The encoder's learning rate is `lr * encoder_lr_scale`.
@@ -50,6 +53,9 @@ pub struct FinetuneConfig {
     pub view: ViewConfig,
     /// Stop after this many epochs without a better validation accuracy (0: never stop early).
     pub patience: usize,
+    /// Decay both learning rates along a cosine from their values at the first step to 0 at
+    /// the last step of `epochs` (otherwise they stay constant).
+    pub cosine: bool,
     /// Fraction of every class held out for validation (early stopping and model choice).
     pub val_fraction: f64,
     /// Seed of the split, the head's initialisation, shuffling and augmentation.
@@ -57,11 +63,13 @@ pub struct FinetuneConfig {
 }
 
 impl Default for FinetuneConfig {
-    /// 30 epochs, head lr 1e-3, encoder lr scale 0.1, weight decay 1e-4, batch 64, nothing
-    /// frozen, augmentation with the default SimCLR view, patience 5, 20% validation, seed 0.
+    /// 30 epochs (no minimum step count), head lr 1e-3, encoder lr scale 0.1, weight decay 1e-4, batch 64, nothing
+    /// frozen, augmentation with the default SimCLR view, patience 5, cosine decay, 20%
+    /// validation, seed 0.
     fn default() -> Self {
         FinetuneConfig {
             epochs: 30,
+            min_steps: 0,
             lr: 1e-3,
             encoder_lr_scale: 0.1,
             weight_decay: 1e-4,
@@ -70,6 +78,7 @@ impl Default for FinetuneConfig {
             augment: true,
             view: ViewConfig::default(),
             patience: 5,
+            cosine: true,
             val_fraction: 0.2,
             seed: 0,
         }
@@ -198,7 +207,9 @@ fn check_config(cfg: &FinetuneConfig) -> Result<()> {
 ///
 /// A stratified `val_fraction` of every class is held out; the rest is trained on with AdamW
 /// (head at `lr`, encoder at `lr * encoder_lr_scale`, parameters frozen by `cfg.freeze`
-/// excluded), augmented with `cfg.view` when `cfg.augment`, for at most `cfg.epochs` epochs,
+/// excluded; both rates decayed along a cosine over all the steps when `cfg.cosine`), augmented
+/// with `cfg.view` when `cfg.augment`, for at most `cfg.epochs` epochs (more when needed for
+/// `cfg.min_steps` steps),
 /// stopping after `cfg.patience` epochs without a better validation accuracy. The weights of the
 /// best validation epoch are restored into `encoder` (parameters and BatchNorm statistics) and
 /// the head, and returned as a [`Classifier`] borrowing the encoder. `progress(epoch, train
@@ -298,7 +309,11 @@ pub fn finetune<'a>(
     let mut best: Option<(f64, Snapshot, Snapshot)> = None;
     let mut history = Vec::new();
     let mut since_best = 0;
-    for epoch in 1..=cfg.epochs {
+    let per_epoch = loader.batches_per_epoch().max(1);
+    let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(per_epoch));
+    let total_steps = (epochs * per_epoch) as f64;
+    let mut step = 0usize;
+    for epoch in 1..=epochs {
         clf.encoder.set_train(encoder_trains);
         let (mut loss_sum, mut steps) = (0.0, 0usize);
         for b in loader.epoch(epoch as u64) {
@@ -321,6 +336,15 @@ pub fn finetune<'a>(
                 .forward(&f)?
                 .cross_entropy(&Tensor::from_vec(y, &[n])?)?;
             loss.backward()?;
+            if cfg.cosine {
+                let f = 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total_steps).cos());
+                let groups = opt.groups_mut();
+                groups[0].lr = cfg.lr * f;
+                if let Some(enc) = groups.get_mut(1) {
+                    enc.lr = cfg.lr * cfg.encoder_lr_scale * f;
+                }
+            }
+            step += 1;
             opt.step()?;
             opt.zero_grad();
             clf.encoder.zero_grad();
