@@ -107,7 +107,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             };
             let st = trainer.train_step(&b)?;
             log(s, steps, &st);
+            metrics.push(st.metrics.clone());
             losses.push(st.loss);
+            if s == 0 {
+                first_stats = Some(st.clone());
+            }
             last = Some(st);
         }
         if method == MethodName::Gpt {

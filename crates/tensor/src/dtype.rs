@@ -160,6 +160,10 @@ pub trait Float:
     fn exp_m1(self) -> Self;
     /// ln(1 + x) accurately near 0.
     fn ln_1p(self) -> Self;
+    /// `self * a + b` with one rounding: one FMA instruction inside
+    /// [`crate::cpu::simd::dispatch`] on CPUs that have it (a slow library call elsewhere, so
+    /// use it only in dispatched kernels).
+    fn mul_add(self, a: Self, b: Self) -> Self;
 }
 
 macro_rules! float {
@@ -220,6 +224,10 @@ macro_rules! float {
             #[inline(always)]
             fn exp_m1(self) -> Self {
                 <$t>::exp_m1(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
             #[inline(always)]
             fn ln_1p(self) -> Self {
