@@ -293,7 +293,7 @@ fn colourise(x: &Tensor, labels: &[i64]) -> Result<Tensor, Box<dyn std::error::E
 }
 
 fn log(s: u64, steps: u64, st: &selfsup_ssl::StepStats) {
-    if s % 25 == 0 || s + 1 == steps {
+    if s.is_multiple_of(25) || s + 1 == steps {
         let extra: Vec<String> = st
             .metrics
             .iter()
