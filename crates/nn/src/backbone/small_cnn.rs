@@ -1,8 +1,9 @@
 //! `SmallCnn`: the reference encoder of the shared benchmarks: three 3x3 conv (no bias) +
 //! BatchNorm2d + ReLU blocks, 1 -> 32 (stride 1) -> 64 (stride 2) -> 128 (stride 2), then global
 //! average pooling to a 128-d feature. Other widths, and other numbers of blocks (each after the
-//! first halves the resolution), are built with [`SmallCnn::with_widths`]. Parameter names follow PyTorch's `nn.Sequential`
-//! numbering in blocks: `blocks.{i}.conv.weight`, `blocks.{i}.bn.{weight,bias,running_mean,..}`.
+//! first halves the resolution), are built with [`SmallCnn::with_widths`]. Parameter names
+//! follow PyTorch's `nn.Sequential` numbering in blocks: `blocks.{i}.conv.weight`,
+//! `blocks.{i}.bn.{weight,bias,running_mean,..}`.
 
 use std::collections::HashMap;
 

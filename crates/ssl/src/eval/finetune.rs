@@ -63,9 +63,9 @@ pub struct FinetuneConfig {
 }
 
 impl Default for FinetuneConfig {
-    /// 30 epochs (no minimum step count), head lr 1e-3, encoder lr scale 0.1, weight decay 1e-4, batch 64, nothing
-    /// frozen, augmentation with the default SimCLR view, patience 5, cosine decay, 20%
-    /// validation, seed 0.
+    /// 30 epochs (no minimum step count), head lr 1e-3, encoder lr scale 0.1, weight decay
+    /// 1e-4, batch 64, nothing frozen, augmentation with the default SimCLR view, patience 5,
+    /// cosine decay, 20% validation, seed 0.
     fn default() -> Self {
         FinetuneConfig {
             epochs: 30,
