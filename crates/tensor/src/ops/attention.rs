@@ -23,13 +23,16 @@ struct AttnBack {
 
 impl AttnBack {
     fn typed<T: Float>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
-        let out = self.out.to_vec::<T>()?;
-        let lse = self.lse.to_vec::<T>()?;
+        // The saved output and log-sum-exp are read in place, like the input and the gradient.
         let g = with_slice::<T, _>(OP, x, |xs| {
             with_slice::<T, _>(OP, grad, |gs| {
-                kernel::backward(xs, &out, &lse, gs, self.dims, self.causal, T::c(self.scale))
+                with_slice::<T, _>(OP, &self.out, |os| {
+                    with_slice::<T, _>(OP, &self.lse, |ls| {
+                        kernel::backward(xs, os, ls, gs, self.dims, self.causal, T::c(self.scale))
+                    })
+                })
             })
-        })??;
+        })????;
         Ok(Tensor::from_cpu(T::into_storage(g), x.shape()))
     }
 }
