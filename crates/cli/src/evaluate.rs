@@ -68,7 +68,8 @@ pub fn load_method(dir: &Path, cfg: &RunConfig) -> Result<Box<dyn SslMethod>> {
     Ok(method)
 }
 
-fn freeze_policy(s: &str) -> Result<FreezePolicy> {
+/// Parses `--freeze`.
+pub fn freeze_policy(s: &str) -> Result<FreezePolicy> {
     match s {
         "none" => Ok(FreezePolicy::None),
         "all" => Ok(FreezePolicy::All),
@@ -87,11 +88,7 @@ pub fn eval(args: &EvalArgs, command: &str) -> Result<f64> {
     let dir = run_dir(&args.checkpoint)?;
     let mut cfg = load_run_config(&dir)?;
     if cfg.dataset == DatasetKind::Text {
-        return input(format!(
-            "{} is a text run ({}): the eval protocols classify images; for a text model use `selfsup generate`",
-            dir.display(),
-            cfg.method
-        ));
+        return crate::evaluate_text::eval_text(args, command, &dir, &cfg);
     }
     if let Some(d) = &args.data {
         cfg.data = d.display().to_string();
@@ -349,7 +346,7 @@ pub fn run_baselines(
 pub fn baseline(args: &BaselineArgs, command: &str) -> Result<BaselineOutcome> {
     let started = Instant::now();
     if args.dataset == DatasetKind::Text {
-        return input("baselines classify images: pick an image --dataset");
+        return input("baselines classify images: pick an image --dataset (for text, `selfsup eval` on a text run reports the n-gram and untrained-encoder baselines with the same labels)");
     }
     let kind: BackboneKind = parse_enum(
         "--backbone",

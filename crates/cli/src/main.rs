@@ -13,6 +13,7 @@ mod cli;
 mod datasets;
 mod error;
 mod evaluate;
+mod evaluate_text;
 mod generate;
 mod monitor;
 mod pretrain;

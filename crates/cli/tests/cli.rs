@@ -454,3 +454,106 @@ fn bench_prints_json_lines() {
     assert_eq!(lines[1]["n"], 96);
     assert!(lines[0]["gflops"].as_f64().unwrap() > 0.0);
 }
+
+/// A fortunes-shaped folder: the eight topic files of `selfsup eval`'s text task (plus the
+/// `fortunes` file that marks the folder), each entry built from its topic's own words.
+fn write_fortunes(dir: &Path, per_file: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let topics = [
+        ("computers", "kernel byte disk"),
+        ("definitions", "noun verb word"),
+        ("people", "said born wife"),
+        ("politics", "vote law state"),
+        ("science", "atom cell mass"),
+        ("songs-poems", "sing rhyme love"),
+        ("work", "boss job desk"),
+        ("zippy", "yow pinhead pizza"),
+        ("fortunes", "luck fate day"),
+    ];
+    for (name, words) in topics {
+        let w: Vec<&str> = words.split(' ').collect();
+        let body: String = (0..per_file)
+            .map(|i| {
+                let s: Vec<&str> = (0..4 + i % 5).map(|j| w[(i + j) % 3]).collect();
+                format!("{}.\n%\n", s.join(" "))
+            })
+            .collect();
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+}
+
+#[test]
+fn text_eval_classifies_fortune_topics_against_baselines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("fortunes");
+    write_fortunes(&data, 30);
+    let cfg = tmp.path().join("mlm.toml");
+    std::fs::write(&cfg, "method = \"mlm\"\ndataset = \"text\"\n[model.backbone]\ndim = 16\ndepth = 1\nheads = 2\ncontext = 32\n[train]\nbatch_size = 8\nmax_steps = 10\nepochs = 1\n[optim]\nlr = 0.01\nwarmup_steps = 2\n").unwrap();
+    let run = tmp.path().join("mlm");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let o = selfsup(&[
+        "pretrain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        d,
+        "--out",
+        r,
+        "--no-monitor",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = tmp.path().join("lin");
+    let o = selfsup(&[
+        "eval",
+        "--checkpoint",
+        r,
+        "--protocol",
+        "linear",
+        "--labels-per-class",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = metrics(&out);
+    assert_eq!(m["task"], "fortune-topics");
+    assert_eq!(m["labelled_texts"], 80);
+    // 9 files x 30 entries, every 10th over all files held out, 8 of the files are classes.
+    assert_eq!(m["test_texts"], 24);
+    for k in [
+        "linear_accuracy",
+        "random_encoder_accuracy",
+        "ngram_accuracy",
+    ] {
+        let v = m[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{k}: {m:?}");
+    }
+    assert!(m["ngram_accuracy"].as_f64().unwrap() > 0.9, "{m:?}");
+    assert!(out.join("report.html").is_file() && out.join("confusion.md").is_file());
+
+    let out = tmp.path().join("ft");
+    let o = selfsup(&[
+        "eval",
+        "--checkpoint",
+        r,
+        "--protocol",
+        "finetune",
+        "--labels-per-class",
+        "10",
+        "--epochs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = metrics(&out);
+    for k in ["finetune_accuracy", "supervised_accuracy", "ngram_accuracy"] {
+        assert!(m[k].as_f64().is_some(), "{k}: {m:?}");
+    }
+    // A folder that is not the fortunes collection is named, with the fix.
+    std::fs::remove_file(data.join("fortunes")).unwrap();
+    assert_user_error(
+        &selfsup(&["eval", "--checkpoint", r, "--data", d]),
+        "needs the fortunes directory",
+    );
+}

@@ -32,6 +32,7 @@ pub mod loader;
 pub mod mask;
 pub mod subset;
 pub mod text;
+pub mod topics;
 pub mod views;
 pub mod vocab;
 

@@ -219,19 +219,35 @@ pub struct FortunesCorpus {
     pub validation: String,
 }
 
-/// Loads the fortunes corpus from `dir` (e.g. [`DEBIAN_FORTUNES_DIR`]): every plain-text file
-/// (skipping `.dat` index files, `.u8` links and other symlinks) sorted by name, split into
-/// entries, every 10th entry held out for validation.
+/// The corpus holds out every `VALIDATION_EVERY`-th entry (over all files) for validation.
+pub const VALIDATION_EVERY: usize = 10;
+
+/// The fortune files of `dir` (every plain-text file, skipping `.dat` index files, `.u8` links
+/// and other symlinks), sorted by name, each with its entries.
+pub fn fortune_files(dir: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    Ok(read_texts(dir, &[".dat", ".u8"])?
+        .into_iter()
+        .map(|(p, t)| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, split_fortune_entries(&t))
+        })
+        .collect())
+}
+
+/// Loads the fortunes corpus from `dir` (e.g. [`DEBIAN_FORTUNES_DIR`]): the entries of
+/// [`fortune_files`], every 10th entry held out for validation.
 pub fn fortunes_corpus(dir: &Path) -> Result<FortunesCorpus> {
-    let files = read_texts(dir, &[".dat", ".u8"])?;
-    let entries: Vec<String> = files
-        .iter()
-        .flat_map(|(_, t)| split_fortune_entries(t))
+    let entries: Vec<String> = fortune_files(dir)?
+        .into_iter()
+        .flat_map(|(_, e)| e)
         .collect();
     let mut train = Vec::new();
     let mut val = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        if i % 10 == 9 {
+        if i % VALIDATION_EVERY == VALIDATION_EVERY - 1 {
             val.push(e.as_str());
         } else {
             train.push(e.as_str());

@@ -127,6 +127,28 @@ impl Vocab {
         }
     }
 
+    /// Encodes text, skipping every character a char-level vocabulary lacks (for scoring text
+    /// that was not used to build the vocabulary). Returns the ids and how many characters were
+    /// skipped.
+    pub fn encode_lossy(&self, text: &str) -> (Vec<i64>, usize) {
+        let base = self.specials.len() as i64;
+        match &self.kind {
+            VocabKind::Byte => (text.bytes().map(|b| base + b as i64).collect(), 0),
+            VocabKind::Char(_) => {
+                let mut skipped = 0;
+                let ids = text
+                    .chars()
+                    .filter_map(|c| {
+                        let id = self.index.get(&c).copied();
+                        skipped += usize::from(id.is_none());
+                        id
+                    })
+                    .collect();
+                (ids, skipped)
+            }
+        }
+    }
+
     /// Decodes ids; special tokens are written as their text, invalid ids and bytes as U+FFFD.
     pub fn decode(&self, ids: &[i64]) -> String {
         let base = self.specials.len() as i64;
@@ -259,6 +281,14 @@ mod tests {
         let back = Vocab::from_text(Path::new("v"), &v.to_text()).unwrap();
         assert_eq!(back, v);
         assert!(v.encode("z").unwrap_err().to_string().contains("'z'"));
+    }
+
+    #[test]
+    fn lossy_encoding_skips_unknown_characters() {
+        let v = Vocab::chars_from_text(vec!["[PAD]".into()], "abc");
+        assert_eq!(v.encode_lossy("axbyc"), (v.encode("abc").unwrap(), 2));
+        let b = Vocab::bytes(vec![]);
+        assert_eq!(b.encode_lossy("é").1, 0);
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub fn stages(encoder: &Encoder) -> Vec<String> {
 }
 
 /// Copies of every parameter and buffer, by name.
-fn snapshot(m: &dyn Module) -> Result<HashMap<String, Tensor>> {
+pub(crate) fn snapshot(m: &dyn Module) -> Result<HashMap<String, Tensor>> {
     let _g = no_grad();
     let mut out = HashMap::new();
     for (n, t) in m.params().into_iter().chain(m.buffers()) {
@@ -178,7 +178,7 @@ fn snapshot(m: &dyn Module) -> Result<HashMap<String, Tensor>> {
 }
 
 /// Writes a [`snapshot`] back in place.
-fn restore(m: &dyn Module, snap: &HashMap<String, Tensor>) -> Result<()> {
+pub(crate) fn restore(m: &dyn Module, snap: &HashMap<String, Tensor>) -> Result<()> {
     let _g = no_grad();
     for (n, t) in m.params().into_iter().chain(m.buffers()) {
         if let Some(s) = snap.get(&n) {
@@ -188,7 +188,7 @@ fn restore(m: &dyn Module, snap: &HashMap<String, Tensor>) -> Result<()> {
     Ok(())
 }
 
-fn check_config(cfg: &FinetuneConfig) -> Result<()> {
+pub(crate) fn check_config(cfg: &FinetuneConfig) -> Result<()> {
     if cfg.batch == 0 || cfg.epochs == 0 {
         return config("finetune: batch and epochs must be at least 1");
     }
@@ -203,36 +203,14 @@ fn check_config(cfg: &FinetuneConfig) -> Result<()> {
     Ok(())
 }
 
-/// Fine-tunes `encoder` with a new linear head on the labelled images of `train`.
-///
-/// A stratified `val_fraction` of every class is held out; the rest is trained on with AdamW
-/// (head at `lr`, encoder at `lr * encoder_lr_scale`, parameters frozen by `cfg.freeze`
-/// excluded; both rates decayed along a cosine over all the steps when `cfg.cosine`), augmented
-/// with `cfg.view` when `cfg.augment`, for at most `cfg.epochs` epochs (more when needed for
-/// `cfg.min_steps` steps),
-/// stopping after `cfg.patience` epochs without a better validation accuracy. The weights of the
-/// best validation epoch are restored into `encoder` (parameters and BatchNorm statistics) and
-/// the head, and returned as a [`Classifier`] borrowing the encoder. `progress(epoch, train
-/// loss, val accuracy)` is called after every epoch.
-pub fn finetune<'a>(
-    encoder: &'a mut Encoder,
-    train: &ImageDataset,
-    normalize: Option<&Normalize>,
-    classes: usize,
+/// AdamW over the head (at `cfg.lr`) and the encoder parameters `cfg.freeze` leaves
+/// trainable (at `cfg.lr * cfg.encoder_lr_scale`); also says whether any encoder parameter
+/// trains.
+pub(crate) fn optimizer(
+    encoder: &Encoder,
+    head: &Linear,
     cfg: &FinetuneConfig,
-    progress: &mut dyn FnMut(usize, f64, f64),
-) -> Result<(Classifier<'a>, FinetuneResult)> {
-    check_config(cfg)?;
-    check_normalize(normalize, train.channels)?;
-    let labels = super::labels_of(train, "finetune")?;
-    super::check_labels(&labels, classes, "finetune")?;
-    let (fit_rows, val_rows) = stratified_split(&labels, classes, cfg.val_fraction, cfg.seed)?;
-    let fit = Arc::new(train.select(&fit_rows)?);
-    let val = train.select(&val_rows)?;
-    let val_labels: Vec<usize> = val_rows.iter().map(|&i| labels[i]).collect();
-
-    let mut g = Generator::new(cfg.seed);
-    let head = Linear::new(encoder.out_dim(), classes, true, DType::F32, &mut g)?;
+) -> Result<(Adam, bool)> {
     let frozen: Vec<String> = match cfg.freeze {
         FreezePolicy::None => Vec::new(),
         FreezePolicy::All => stages(encoder),
@@ -268,7 +246,7 @@ pub fn finetune<'a>(
             cfg.weight_decay,
         ));
     }
-    let mut opt = Adam::with_groups(
+    let opt = Adam::with_groups(
         groups,
         AdamConfig {
             lr: cfg.lr,
@@ -277,6 +255,54 @@ pub fn finetune<'a>(
             ..Default::default()
         },
     )?;
+
+    Ok((opt, encoder_trains))
+}
+
+/// Sets both learning rates of an [`optimizer`] to their cosine-decayed values at `step` of
+/// `total` (no change unless `cfg.cosine`).
+pub(crate) fn cosine_lr(opt: &mut Adam, cfg: &FinetuneConfig, step: usize, total: f64) {
+    if cfg.cosine {
+        let f = 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total).cos());
+        let groups = opt.groups_mut();
+        groups[0].lr = cfg.lr * f;
+        if let Some(enc) = groups.get_mut(1) {
+            enc.lr = cfg.lr * cfg.encoder_lr_scale * f;
+        }
+    }
+}
+
+/// Fine-tunes `encoder` with a new linear head on the labelled images of `train`.
+///
+/// A stratified `val_fraction` of every class is held out; the rest is trained on with AdamW
+/// (head at `lr`, encoder at `lr * encoder_lr_scale`, parameters frozen by `cfg.freeze`
+/// excluded; both rates decayed along a cosine over all the steps when `cfg.cosine`), augmented
+/// with `cfg.view` when `cfg.augment`, for at most `cfg.epochs` epochs (more when needed for
+/// `cfg.min_steps` steps),
+/// stopping after `cfg.patience` epochs without a better validation accuracy. The weights of the
+/// best validation epoch are restored into `encoder` (parameters and BatchNorm statistics) and
+/// the head, and returned as a [`Classifier`] borrowing the encoder. `progress(epoch, train
+/// loss, val accuracy)` is called after every epoch.
+pub fn finetune<'a>(
+    encoder: &'a mut Encoder,
+    train: &ImageDataset,
+    normalize: Option<&Normalize>,
+    classes: usize,
+    cfg: &FinetuneConfig,
+    progress: &mut dyn FnMut(usize, f64, f64),
+) -> Result<(Classifier<'a>, FinetuneResult)> {
+    check_config(cfg)?;
+    check_normalize(normalize, train.channels)?;
+    let labels = super::labels_of(train, "finetune")?;
+    super::check_labels(&labels, classes, "finetune")?;
+    let (fit_rows, val_rows) = stratified_split(&labels, classes, cfg.val_fraction, cfg.seed)?;
+    let fit = Arc::new(train.select(&fit_rows)?);
+    let val = train.select(&val_rows)?;
+    let val_labels: Vec<usize> = val_rows.iter().map(|&i| labels[i]).collect();
+
+    let mut g = Generator::new(cfg.seed);
+    let head = Linear::new(encoder.out_dim(), classes, true, DType::F32, &mut g)?;
+    let (mut opt, encoder_trains) = optimizer(encoder, &head, cfg)?;
 
     let size = (train.height, train.width);
     let views = if cfg.augment {
@@ -336,14 +362,7 @@ pub fn finetune<'a>(
                 .forward(&f)?
                 .cross_entropy(&Tensor::from_vec(y, &[n])?)?;
             loss.backward()?;
-            if cfg.cosine {
-                let f = 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total_steps).cos());
-                let groups = opt.groups_mut();
-                groups[0].lr = cfg.lr * f;
-                if let Some(enc) = groups.get_mut(1) {
-                    enc.lr = cfg.lr * cfg.encoder_lr_scale * f;
-                }
-            }
+            cosine_lr(&mut opt, cfg, step, total_steps);
             step += 1;
             opt.step()?;
             opt.zero_grad();

@@ -12,6 +12,9 @@
 //! - [`embed2d`]: 2-D PCA and exact t-SNE for plots.
 //! - [`confusion`]: the confusion matrix, accuracy, per-class recall, a markdown table.
 //! - [`subset`]: `K` labelled images per class.
+//! - [`text`]: features for text classification: mean-pooled text-encoder states, and the
+//!   hashed bag-of-n-grams baseline.
+//! - [`text_finetune`]: fine-tuning a text encoder with a linear head on mean-pooled states.
 //!
 //! Nothing here ever looks at test labels except to score predictions: every choice (L2 penalty,
 //! early-stopping epoch) is made on a split of the labelled training set.
@@ -26,6 +29,8 @@ mod lbfgs;
 pub mod linear;
 mod split;
 pub mod subset;
+pub mod text;
+pub mod text_finetune;
 
 pub use baselines::{pixels_logreg, supervised_from_scratch};
 pub use confusion::ConfusionMatrix;
@@ -35,6 +40,8 @@ pub use finetune::{finetune, Classifier, FinetuneConfig, FinetuneResult, FreezeP
 pub use knn::{knn_classify, KnnConfig};
 pub use linear::{LinearConfig, LinearProbe};
 pub use subset::labelled_subset;
+pub use text::{ngram_features, text_features};
+pub use text_finetune::{text_finetune, TextClassifier};
 
 use crate::error::{config, Result};
 
