@@ -53,6 +53,20 @@ fn range(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// A tick label: integers without a decimal point, other values with up to 4 significant
+/// digits.
+fn tick(v: &f64) -> String {
+    let v = *v;
+    if (v - v.round()).abs() < 1e-9 * v.abs().max(1.0) {
+        format!("{v:.0}")
+    } else {
+        let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 8) as usize;
+        let s = format!("{v:.digits$}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_string()
+    }
+}
+
 /// A line chart as SVG text.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<String> {
     let mut svg = String::new();
@@ -72,6 +86,8 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
                 .configure_mesh()
                 .x_desc(x_label)
                 .y_desc(y_label)
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
                 .draw()?;
             for (i, (name, pts)) in series.iter().enumerate() {
                 let c = palette(i);
@@ -111,6 +127,8 @@ pub fn scatter(
         let draw = || -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
             root.fill(&WHITE)?;
             let (x0, x1) = range(points.iter().map(|p| p[0]));
+            // Room on the right for the legend, so it covers no points.
+            let x1 = x1 + 0.3 * (x1 - x0);
             let (y0, y1) = range(points.iter().map(|p| p[1]));
             let mut chart = ChartBuilder::on(&root)
                 .caption(title, ("sans-serif", 18))
@@ -118,7 +136,12 @@ pub fn scatter(
                 .x_label_area_size(25)
                 .y_label_area_size(40)
                 .build_cartesian_2d(x0..x1, y0..y1)?;
-            chart.configure_mesh().disable_mesh().draw()?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_label_formatter(&tick)
+                .y_label_formatter(&tick)
+                .draw()?;
             let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
             for c in 0..classes {
                 let col = palette(c);
@@ -390,4 +413,19 @@ pub fn pretrain_report(
         "",
         &sections,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick;
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick(&500.0), "500");
+        assert_eq!(tick(&0.0), "0");
+        assert_eq!(tick(&0.0002), "0.0002");
+        assert_eq!(tick(&0.0018), "0.0018");
+        assert_eq!(tick(&-1.2), "-1.2");
+        assert_eq!(tick(&0.865), "0.865");
+    }
 }
