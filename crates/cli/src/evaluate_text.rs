@@ -147,6 +147,8 @@ pub fn eval_text(args: &EvalArgs, command: &str, dir: &Path, cfg: &RunConfig) ->
             encoder_lr_scale: args.encoder_lr_scale,
             freeze: freeze_policy(&args.freeze)?,
             batch: 32,
+            // Both models run the whole cosine schedule; the best validation epoch is kept.
+            patience: 0,
             seed: args.seed,
             ..FinetuneConfig::default()
         };
