@@ -340,9 +340,9 @@ fn text_pretraining_and_generation() {
         "\u{263a}",
     ]);
     assert_user_error(&o, "--prompt");
-    // eval refuses a text run plainly.
+    // eval's text task needs the fortunes collection; a run on another corpus is told so.
     let o = selfsup(&["eval", "--checkpoint", out.to_str().unwrap()]);
-    assert_user_error(&o, "text run");
+    assert_user_error(&o, "needs the fortunes directory");
 }
 
 #[test]
