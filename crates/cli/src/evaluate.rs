@@ -1,7 +1,7 @@
 //! `selfsup eval` and `selfsup baseline`: the evaluation protocols on the held-out test split,
 //! with a seeded, stratified label budget.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use selfsup_data::ImageDataset;
@@ -82,6 +82,17 @@ pub fn freeze_policy(s: &str) -> Result<FreezePolicy> {
     }
 }
 
+/// Where `eval` writes: `--out`, or `RUN/eval-PROTOCOL[-K]`.
+pub fn out_dir(dir: &Path, args: &EvalArgs) -> PathBuf {
+    args.out.clone().unwrap_or_else(|| {
+        let mut name = format!("eval-{:?}", args.protocol).to_lowercase();
+        if let Some(k) = args.labels_per_class {
+            name.push_str(&format!("-{k}"));
+        }
+        dir.join(name)
+    })
+}
+
 /// Runs `selfsup eval`; returns the test accuracy.
 pub fn eval(args: &EvalArgs, command: &str) -> Result<f64> {
     let started = Instant::now();
@@ -100,13 +111,7 @@ pub fn eval(args: &EvalArgs, command: &str) -> Result<f64> {
     let train_labels = labels_of(&train, "training")?;
     let test_labels = labels_of(test, "test")?;
     let classes = data.train.num_classes().max(test.num_classes());
-    let out = args.out.clone().unwrap_or_else(|| {
-        let mut name = format!("eval-{:?}", args.protocol).to_lowercase();
-        if let Some(k) = args.labels_per_class {
-            name.push_str(&format!("-{k}"));
-        }
-        dir.join(name)
-    });
+    let out = out_dir(&dir, args);
     ensure_dir(&out)?;
     let norm = data.normalize.clone();
     let encoder = method.encoder_mut();

@@ -20,7 +20,7 @@ use serde_json::{json, Map};
 
 use crate::cli::{EvalArgs, Protocol};
 use crate::error::{input, Result};
-use crate::evaluate::{freeze_policy, load_method};
+use crate::evaluate::{freeze_policy, load_method, out_dir};
 use crate::pretrain::VOCAB;
 use crate::report::{confusion_html, write_html};
 use crate::runconfig::RunConfig;
@@ -116,13 +116,7 @@ pub fn eval_text(args: &EvalArgs, command: &str, dir: &Path, cfg: &RunConfig) ->
     let y: Vec<usize> = labelled.iter().map(|(_, c)| *c).collect();
     let yt: Vec<usize> = task.test.iter().map(|(_, c)| *c).collect();
     let vocab = Vocab::load(&dir.join(VOCAB))?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let mut name = format!("eval-{:?}", args.protocol).to_lowercase();
-        if let Some(k) = args.labels_per_class {
-            name.push_str(&format!("-{k}"));
-        }
-        dir.join(name)
-    });
+    let out = out_dir(dir, args);
     ensure_dir(&out)?;
 
     let mut method = load_method(dir, cfg)?;

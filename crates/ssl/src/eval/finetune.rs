@@ -203,6 +203,54 @@ pub(crate) fn check_config(cfg: &FinetuneConfig) -> Result<()> {
     Ok(())
 }
 
+/// Keeps the weights (encoder and head) of the best validation epoch so far and counts the
+/// epochs since, for early stopping.
+pub(crate) struct BestEpoch {
+    best: Option<(f64, HashMap<String, Tensor>, HashMap<String, Tensor>)>,
+    since_best: usize,
+    patience: usize,
+}
+
+impl BestEpoch {
+    /// Stops after `patience` epochs without a better accuracy (0: never).
+    pub(crate) fn new(patience: usize) -> Self {
+        BestEpoch {
+            best: None,
+            since_best: 0,
+            patience,
+        }
+    }
+
+    /// Records an epoch's validation accuracy (snapshotting the weights when it is the best so
+    /// far); returns whether training should stop.
+    pub(crate) fn observe(
+        &mut self,
+        acc: f64,
+        encoder: &dyn Module,
+        head: &dyn Module,
+    ) -> Result<bool> {
+        if self.best.as_ref().is_none_or(|(a, _, _)| acc > *a) {
+            self.best = Some((acc, snapshot(encoder)?, snapshot(head)?));
+            self.since_best = 0;
+            return Ok(false);
+        }
+        self.since_best += 1;
+        Ok(self.patience > 0 && self.since_best >= self.patience)
+    }
+
+    /// Writes the best epoch's weights back; returns its accuracy (0 when no epoch ran).
+    pub(crate) fn restore(&self, encoder: &dyn Module, head: &dyn Module) -> Result<f64> {
+        match &self.best {
+            Some((acc, enc, h)) => {
+                restore(encoder, enc)?;
+                restore(head, h)?;
+                Ok(*acc)
+            }
+            None => Ok(0.0),
+        }
+    }
+}
+
 /// AdamW over the head (at `cfg.lr`) and the encoder parameters `cfg.freeze` leaves
 /// trainable (at `cfg.lr * cfg.encoder_lr_scale`); also says whether any encoder parameter
 /// trains.
@@ -331,10 +379,8 @@ pub fn finetune<'a>(
     )?;
 
     let mut clf = Classifier { encoder, head };
-    type Snapshot = HashMap<String, Tensor>;
-    let mut best: Option<(f64, Snapshot, Snapshot)> = None;
+    let mut best = BestEpoch::new(cfg.patience);
     let mut history = Vec::new();
-    let mut since_best = 0;
     let per_epoch = loader.batches_per_epoch().max(1);
     let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(per_epoch));
     let total_steps = (epochs * per_epoch) as f64;
@@ -382,22 +428,11 @@ pub fn finetune<'a>(
         let mean_loss = loss_sum / steps.max(1) as f64;
         history.push((epoch, mean_loss, acc));
         progress(epoch, mean_loss, acc);
-        if best.as_ref().is_none_or(|(a, _, _)| acc > *a) {
-            best = Some((acc, snapshot(&*clf.encoder)?, snapshot(&clf.head)?));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if cfg.patience > 0 && since_best >= cfg.patience {
-                break;
-            }
+        if best.observe(acc, &*clf.encoder, &clf.head)? {
+            break;
         }
     }
-    let mut val_accuracy = 0.0;
-    if let Some((acc, enc, head)) = &best {
-        restore(&*clf.encoder, enc)?;
-        restore(&clf.head, head)?;
-        val_accuracy = *acc;
-    }
+    let val_accuracy = best.restore(&*clf.encoder, &clf.head)?;
     clf.encoder.set_train(false);
     let epochs_run = history.len();
     Ok((

@@ -1,15 +1,13 @@
 //! Fine-tuning a text encoder with a new linear head on labelled token sequences (BERT-style
 //! fine-tuning; with a freshly initialised encoder, the supervised-from-scratch baseline).
 
-use std::collections::HashMap;
-
 use selfsup_nn::optim::Optimizer;
 use selfsup_nn::{Linear, Module};
 use selfsup_tensor::rng::Philox;
 use selfsup_tensor::{no_grad, DType, Generator, Tensor};
 
 use super::finetune::{
-    check_config, cosine_lr, optimizer, restore, snapshot, FinetuneConfig, FinetuneResult,
+    check_config, cosine_lr, optimizer, BestEpoch, FinetuneConfig, FinetuneResult,
 };
 use super::split::stratified_split;
 use crate::encoder::Encoder;
@@ -144,10 +142,8 @@ pub fn text_finetune<'a>(
     let per_epoch = (fit.len() / batch).max(1);
     let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(per_epoch));
     let total_steps = (epochs * per_epoch) as f64;
-    type Snapshot = HashMap<String, Tensor>;
-    let mut best: Option<(f64, Snapshot, Snapshot)> = None;
+    let mut best = BestEpoch::new(cfg.patience);
     let mut history = Vec::new();
-    let mut since_best = 0;
     let mut step = 0usize;
     for epoch in 1..=epochs {
         clf.encoder.set_train(encoder_trains);
@@ -187,22 +183,11 @@ pub fn text_finetune<'a>(
         let mean_loss = loss_sum / steps.max(1) as f64;
         history.push((epoch, mean_loss, acc));
         progress(epoch, mean_loss, acc);
-        if best.as_ref().is_none_or(|(a, _, _)| acc > *a) {
-            best = Some((acc, snapshot(&*clf.encoder)?, snapshot(&clf.head)?));
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if cfg.patience > 0 && since_best >= cfg.patience {
-                break;
-            }
+        if best.observe(acc, &*clf.encoder, &clf.head)? {
+            break;
         }
     }
-    let mut val_accuracy = 0.0;
-    if let Some((acc, enc, head)) = &best {
-        restore(&*clf.encoder, enc)?;
-        restore(&clf.head, head)?;
-        val_accuracy = *acc;
-    }
+    let val_accuracy = best.restore(&*clf.encoder, &clf.head)?;
     clf.encoder.set_train(false);
     let epochs_run = history.len();
     Ok((
