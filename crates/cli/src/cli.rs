@@ -135,6 +135,13 @@ pub struct EvalArgs {
     /// kNN temperature.
     #[arg(long, default_value_t = 0.07)]
     pub temperature: f64,
+    /// kNN: choose k and the temperature on a validation split of the labelled images (10%,
+    /// stratified; k in 1..200, T in 0.002..0.2) instead of --k/--temperature.
+    #[arg(long)]
+    pub tune_knn: bool,
+    /// kNN: subtract the mean training feature before the cosine similarity.
+    #[arg(long)]
+    pub center: bool,
     /// Fine-tuning: epochs at most (early stopping on a validation split of the labels).
     #[arg(long, default_value_t = 50)]
     pub epochs: usize,

@@ -7,12 +7,13 @@ use std::time::Instant;
 use selfsup_data::ImageDataset;
 use selfsup_nn::checkpoint::{load_checkpoint, LoadOptions};
 use selfsup_ssl::eval::{
-    extract_features, finetune, knn_classify, labelled_subset, pixels_logreg,
+    extract_features, finetune, knn_classify, knn_select, labelled_subset, pixels_logreg,
     supervised_from_scratch, ConfusionMatrix, FinetuneConfig, FreezePolicy, KnnConfig,
-    LinearConfig, LinearProbe,
+    LinearConfig, LinearProbe, KNN_KS, KNN_TEMPERATURES,
 };
 use selfsup_ssl::{build, BackboneConfig, BackboneKind, SslMethod};
 use selfsup_tensor::Generator;
+use selfsup_tensor::Tensor;
 use serde_json::{json, Map};
 
 use crate::cli::{parse_enum, BaselineArgs, EvalArgs, Protocol, Which};
@@ -22,6 +23,43 @@ use crate::pretrain::{run_dir, ENCODER};
 use crate::report::{class_names, confusion_html, embedding_plots, write_html};
 use crate::runconfig::{load_run_config, DatasetKind, RunConfig};
 use crate::runlog::{ensure_dir, num, write_metrics, Progress};
+
+/// kNN predictions with `eval`'s flags: `--k` and `--temperature` as given, or both chosen on a
+/// validation split of the labelled rows with `--tune-knn`; `--center`. Returns the settings
+/// used beside the predictions.
+pub(crate) fn knn_predict(
+    train: &Tensor,
+    labels: &[usize],
+    test: &Tensor,
+    classes: usize,
+    args: &EvalArgs,
+) -> Result<(Vec<usize>, KnnConfig)> {
+    let mut cfg = KnnConfig {
+        k: args.k,
+        temperature: args.temperature,
+        center: args.center,
+    };
+    if args.tune_knn {
+        let sel = knn_select(
+            train,
+            labels,
+            classes,
+            &KNN_KS,
+            &KNN_TEMPERATURES,
+            args.center,
+            args.seed,
+        )?;
+        eprintln!(
+            "knn: k {} and temperature {} chosen on a validation split of the labelled rows (validation accuracy {:.2}%)",
+            sel.k,
+            sel.temperature,
+            100.0 * sel.val_accuracy
+        );
+        cfg.k = sel.k;
+        cfg.temperature = sel.temperature;
+    }
+    Ok((knn_classify(train, labels, test, classes, &cfg)?, cfg))
+}
 
 /// Labels as class indices (an error when the split has none).
 pub fn labels_of(d: &ImageDataset, what: &str) -> Result<Vec<usize>> {
@@ -115,21 +153,15 @@ pub fn eval(args: &EvalArgs, command: &str) -> Result<f64> {
     ensure_dir(&out)?;
     let norm = data.normalize.clone();
     let encoder = method.encoder_mut();
+    let mut knn_used = None;
     let pred = match args.protocol {
         Protocol::Knn | Protocol::Linear => {
             let ftr = extract_features(encoder, &train, Some(&norm), 512)?;
             let fte = extract_features(encoder, test, Some(&norm), 512)?;
             if args.protocol == Protocol::Knn {
-                knn_classify(
-                    &ftr,
-                    &train_labels,
-                    &fte,
-                    classes,
-                    &KnnConfig {
-                        k: args.k,
-                        temperature: args.temperature,
-                    },
-                )?
+                let (pred, used) = knn_predict(&ftr, &train_labels, &fte, classes, args)?;
+                knn_used = Some(used);
+                pred
             } else {
                 let probe = LinearProbe::fit(
                     &ftr,
@@ -197,6 +229,12 @@ pub fn eval(args: &EvalArgs, command: &str) -> Result<f64> {
         "labels_per_class".into(),
         args.labels_per_class.map_or(json!("all"), |k| json!(k)),
     );
+    if let Some(c) = &knn_used {
+        m.insert("knn_k".into(), json!(c.k));
+        m.insert("knn_temperature".into(), num(c.temperature));
+        m.insert("knn_center".into(), json!(c.center));
+        m.insert("knn_tuned".into(), json!(args.tune_knn));
+    }
     m.insert("labelled_images".into(), json!(train.len));
     m.insert("test_images".into(), json!(test.len));
     m.insert("checkpoint".into(), json!(dir.display().to_string()));

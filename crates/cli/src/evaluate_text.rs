@@ -11,8 +11,8 @@ use selfsup_data::text::DEBIAN_FORTUNES_DIR;
 use selfsup_data::topics::{fortune_topics, TextClassification, DEFAULT_TOPICS};
 use selfsup_data::vocab::Vocab;
 use selfsup_ssl::eval::{
-    knn_classify, ngram_features, text_features, text_finetune, ConfusionMatrix, FinetuneConfig,
-    FreezePolicy, KnnConfig, LinearConfig, LinearProbe,
+    ngram_features, text_features, text_finetune, ConfusionMatrix, FinetuneConfig, FreezePolicy,
+    LinearConfig, LinearProbe,
 };
 use selfsup_ssl::{build, Encoder};
 use selfsup_tensor::{Generator, Tensor};
@@ -58,16 +58,7 @@ fn predict(
     args: &EvalArgs,
 ) -> Result<Vec<usize>> {
     Ok(match protocol {
-        Protocol::Knn => knn_classify(
-            train,
-            labels,
-            test,
-            classes,
-            &KnnConfig {
-                k: args.k,
-                temperature: args.temperature,
-            },
-        )?,
+        Protocol::Knn => crate::evaluate::knn_predict(train, labels, test, classes, args)?.0,
         _ => LinearProbe::fit(
             train,
             labels,

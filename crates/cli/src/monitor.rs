@@ -92,6 +92,7 @@ impl ImageMonitor {
             &KnnConfig {
                 k: self.cfg.knn_k,
                 temperature: self.cfg.knn_temperature,
+                center: false,
             },
         )?;
         let knn = accuracy(&pred, &self.query_labels);

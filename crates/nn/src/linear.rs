@@ -99,11 +99,7 @@ impl Linear {
         } else {
             x.clone()
         };
-        let y = x2.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.add(b)?,
-            None => y,
-        };
+        let y = x2.linear(&self.weight, self.bias.as_ref())?;
         if x.rank() > 2 {
             let mut shape = lead;
             shape.push(self.weight.shape()[0]);

@@ -404,3 +404,102 @@ fn set_train_reaches_nested_layers() {
     net.forward(&x).unwrap();
     assert_eq!(vals(&net.buffers()[0].1), before);
 }
+
+/// A `[3, 4]` parameter stored contiguously, and the same values as a transposed (strided)
+/// leaf, which the optimisers cannot update with the fused in-place kernels.
+fn twin_params() -> (Tensor, Tensor) {
+    let v: Vec<f64> = (0..12).map(|i| (i as f64 - 5.5) * 0.3).collect();
+    let a = param(&v, &[3, 4]);
+    let vt: Vec<f64> = (0..12).map(|i| v[(i % 3) * 4 + i / 3]).collect();
+    let b = Tensor::from_slice(&vt, &[4, 3])
+        .unwrap()
+        .t()
+        .unwrap()
+        .requires_grad_();
+    assert!(!b.is_contiguous());
+    assert_eq!(vals(&a), vals(&b.contiguous().unwrap()));
+    (a, b)
+}
+
+#[test]
+fn fused_and_composed_updates_agree() {
+    type Make = fn(Tensor) -> Box<dyn Optimizer>;
+    let makers: [(&str, Make); 5] = [
+        ("adam l2", |p| {
+            Box::new(Adam::new(
+                vec![("p".into(), p)],
+                AdamConfig {
+                    lr: 0.05,
+                    weight_decay: 0.1,
+                    ..Default::default()
+                },
+            ))
+        }),
+        ("adamw", |p| {
+            Box::new(Adam::adamw(
+                vec![("p".into(), p)],
+                AdamConfig {
+                    lr: 0.05,
+                    weight_decay: 0.1,
+                    ..AdamConfig::adamw()
+                },
+            ))
+        }),
+        ("sgd", |p| {
+            Box::new(Sgd::new(
+                vec![("p".into(), p)],
+                SgdConfig {
+                    lr: 0.1,
+                    ..Default::default()
+                },
+            ))
+        }),
+        ("sgd momentum wd", |p| {
+            Box::new(Sgd::new(
+                vec![("p".into(), p)],
+                SgdConfig {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    dampening: 0.1,
+                    weight_decay: 0.01,
+                    ..Default::default()
+                },
+            ))
+        }),
+        ("sgd nesterov", |p| {
+            Box::new(Sgd::new(
+                vec![("p".into(), p)],
+                SgdConfig {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    nesterov: true,
+                    ..Default::default()
+                },
+            ))
+        }),
+    ];
+    for (what, make) in makers {
+        let (a, b) = twin_params();
+        let (mut oa, mut ob) = (make(a.clone()), make(b.clone()));
+        for step in 0..4 {
+            // The gradient of sum(p^3) / 3 plus a step-dependent tilt.
+            let g = a
+                .detach()
+                .sqr()
+                .unwrap()
+                .add_scalar(step as f64 * 0.1)
+                .unwrap();
+            a.set_grad(Some(g.copy().unwrap()));
+            b.set_grad(Some(g.copy().unwrap()));
+            oa.step().unwrap();
+            ob.step().unwrap();
+            let (va, vb) = (vals(&a), vals(&b.contiguous().unwrap()));
+            for (x, y) in va.iter().zip(&vb) {
+                assert!(
+                    (x - y).abs() < 1e-12,
+                    "{what} step {step}: {va:?} vs {vb:?}"
+                );
+            }
+        }
+    }
+}

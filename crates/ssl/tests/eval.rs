@@ -48,10 +48,12 @@ fn knn_hand_example_weighting_changes_the_vote() {
     let weighted = KnnConfig {
         k: 3,
         temperature: 0.07,
+        center: false,
     };
     let flat = KnnConfig {
         k: 3,
         temperature: 1e6,
+        center: false,
     };
     assert_eq!(
         knn_classify(&train, &labels, &test, 2, &weighted).unwrap(),
@@ -65,6 +67,7 @@ fn knn_hand_example_weighting_changes_the_vote() {
     let all = KnnConfig {
         k: 5,
         temperature: 1e6,
+        center: false,
     };
     assert_eq!(
         knn_classify(&train, &labels, &test, 2, &all).unwrap(),
@@ -72,6 +75,76 @@ fn knn_hand_example_weighting_changes_the_vote() {
     );
     assert!(knn_classify(&train, &labels[..4], &test, 2, &flat).is_err());
     assert!(knn_classify(&train, &[0, 1, 2, 0, 0], &test, 2, &flat).is_err());
+}
+
+#[test]
+fn knn_center_equals_classifying_centred_rows() {
+    let mut r = Philox::new(11, 0);
+    let (n, m, d, classes) = (300, 120, 6, 4);
+    // All-positive features (as after ReLU + pooling) with a class-dependent direction.
+    let labels: Vec<usize> = (0..n).map(|_| r.below(classes as u64) as usize).collect();
+    let row = |r: &mut Philox, c: usize| -> Vec<f64> {
+        (0..d)
+            .map(|j| 3.0 + if j % classes == c { 0.6 } else { 0.0 } + 0.5 * r.normal_f64().abs())
+            .collect()
+    };
+    let train: Vec<f64> = labels.iter().flat_map(|&c| row(&mut r, c)).collect();
+    let test: Vec<f64> = (0..m)
+        .flat_map(|_| {
+            let c = r.below(classes as u64) as usize;
+            row(&mut r, c)
+        })
+        .collect();
+    let mean: Vec<f64> = (0..d)
+        .map(|j| (0..n).map(|i| train[i * d + j]).sum::<f64>() / n as f64)
+        .collect();
+    let shift =
+        |v: &[f64]| -> Vec<f64> { v.iter().enumerate().map(|(i, x)| x - mean[i % d]).collect() };
+    let cfg = |center| KnnConfig {
+        k: 10,
+        temperature: 0.1,
+        center,
+    };
+    let centred = knn_classify(
+        &t2(&train, n, d),
+        &labels,
+        &t2(&test, m, d),
+        classes,
+        &cfg(true),
+    )
+    .unwrap();
+    let by_hand = knn_classify(
+        &t2(&shift(&train), n, d),
+        &labels,
+        &t2(&shift(&test), m, d),
+        classes,
+        &cfg(false),
+    )
+    .unwrap();
+    let agree = centred.iter().zip(&by_hand).filter(|(a, b)| a == b).count();
+    assert!(agree >= m - 1, "{agree}/{m} agree");
+    // And centring is not a no-op on these rows.
+    let plain = knn_classify(
+        &t2(&train, n, d),
+        &labels,
+        &t2(&test, m, d),
+        classes,
+        &cfg(false),
+    )
+    .unwrap();
+    assert_ne!(plain, centred);
+}
+
+#[test]
+fn knn_select_checks_its_grid() {
+    let train = at_angles(&[0.1, 0.2, 1.6, 1.7, 0.15, 1.65, 0.12, 1.62, 0.18, 1.68]);
+    let labels = [0, 0, 1, 1, 0, 1, 0, 1, 0, 1];
+    assert!(knn_select(&train, &labels, 2, &[], &[0.1], false, 0).is_err());
+    assert!(knn_select(&train, &labels, 2, &[3], &[], false, 0).is_err());
+    assert!(knn_select(&train, &labels, 2, &[3], &[-1.0], false, 0).is_err());
+    // Two clean clusters: every pair is perfect, so the first one wins.
+    let s = knn_select(&train, &labels, 2, &[1, 3], &[0.05, 0.5], false, 0).unwrap();
+    assert_eq!((s.k, s.temperature, s.val_accuracy), (1, 0.05, 1.0));
 }
 
 /// Brute-force weighted kNN in f64.
@@ -129,7 +202,11 @@ fn knn_matches_brute_force_reference() {
             &labels,
             &t2(&test, m, d),
             classes,
-            &KnnConfig { k, temperature: t },
+            &KnnConfig {
+                k,
+                temperature: t,
+                center: false,
+            },
         )
         .unwrap();
         let want = knn_reference(&train, &labels, &test, d, classes, k, t);

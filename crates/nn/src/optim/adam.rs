@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use selfsup_tensor::ops::optim::AdamStep;
 use selfsup_tensor::{no_grad, Tensor};
 
-use super::{grad_of, slot, Optimizer, ParamGroup};
+use super::{fusable, grad_of, slot, Optimizer, ParamGroup};
 use crate::error::{config, Result};
 
 /// Hyper-parameters of [`Adam`].
@@ -103,7 +104,7 @@ impl Optimizer for Adam {
         let (b1, b2) = self.cfg.betas;
         for group in &self.groups {
             for (name, p) in &group.params {
-                let Some(mut g) = grad_of(p)? else { continue };
+                let Some(g) = grad_of(p)? else { continue };
                 // Per-parameter step count (as PyTorch): a parameter that received no gradient
                 // on some steps keeps its own bias correction.
                 let step_key = format!("{name}.step");
@@ -115,6 +116,24 @@ impl Optimizer for Adam {
                 let t = t.min(i32::MAX as i64) as i32;
                 let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
                 let wd = group.weight_decay;
+                let m = slot(&mut self.state, format!("{name}.exp_avg"), p);
+                let v = slot(&mut self.state, format!("{name}.exp_avg_sq"), p);
+                let g = g.contiguous()?;
+                if fusable(p, &[&g, &m, &v]) {
+                    // One pass over the four buffers, no temporaries.
+                    let h = AdamStep {
+                        lr: group.lr,
+                        beta1: b1,
+                        beta2: b2,
+                        eps: self.cfg.eps,
+                        weight_decay: wd,
+                        decoupled: self.cfg.decoupled,
+                        step: t as u64,
+                    };
+                    p.adam_step_(&g, &m, &v, &h)?;
+                    continue;
+                }
+                let mut g = g;
                 if wd != 0.0 {
                     if self.cfg.decoupled {
                         p.assign(&p.mul_scalar(1.0 - group.lr * wd)?)?;
@@ -122,8 +141,6 @@ impl Optimizer for Adam {
                         g = g.add(&p.mul_scalar(wd)?)?;
                     }
                 }
-                let m = slot(&mut self.state, format!("{name}.exp_avg"), p);
-                let v = slot(&mut self.state, format!("{name}.exp_avg_sq"), p);
                 m.assign(&m.mul_scalar(b1)?.add(&g.mul_scalar(1.0 - b1)?)?)?;
                 v.assign(&v.mul_scalar(b2)?.add(&g.sqr()?.mul_scalar(1.0 - b2)?)?)?;
                 let denom = v.sqrt()?.div_scalar(bc2.sqrt())?.add_scalar(self.cfg.eps)?;

@@ -12,7 +12,7 @@ mod sgd;
 
 use std::collections::BTreeMap;
 
-use selfsup_tensor::{no_grad, Tensor};
+use selfsup_tensor::{no_grad, DType, Tensor};
 
 use crate::error::{config, Result};
 
@@ -183,6 +183,25 @@ pub(crate) fn slot(state: &mut BTreeMap<String, Tensor>, key: String, like: &Ten
         .entry(key)
         .or_insert_with(|| like.zeros_like())
         .clone()
+}
+
+/// Whether the fused in-place updates of `selfsup_tensor` (`adam_step_`, `sgd_step_`) take these
+/// buffers: f32 or f64, the parameter's shape and dtype, contiguous from offset 0, and distinct
+/// storages. Otherwise the optimisers run the same update as composed ops.
+pub(crate) fn fusable(p: &Tensor, others: &[&Tensor]) -> bool {
+    let plain = |t: &Tensor| {
+        t.shape() == p.shape()
+            && t.dtype() == p.dtype()
+            && t.is_contiguous()
+            && t.layout().offset() == 0
+    };
+    matches!(p.dtype(), DType::F32 | DType::F64)
+        && plain(p)
+        && others.iter().all(|t| plain(t))
+        && others
+            .iter()
+            .enumerate()
+            .all(|(i, a)| !a.same_storage(p) && others[i + 1..].iter().all(|b| !b.same_storage(a)))
 }
 
 /// The gradient of `p` in `p`'s dtype, or `None` when it has none.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use selfsup_tensor::{no_grad, Tensor};
 
-use super::{grad_of, slot, Optimizer, ParamGroup};
+use super::{fusable, grad_of, slot, Optimizer, ParamGroup};
 use crate::error::{config, Result};
 
 /// Hyper-parameters of [`Sgd`].
@@ -77,14 +77,32 @@ impl Optimizer for Sgd {
         let c = &self.cfg;
         for group in &self.groups {
             for (name, p) in &group.params {
-                let Some(mut g) = grad_of(p)? else { continue };
+                let Some(g) = grad_of(p)? else { continue };
+                let g = g.contiguous()?;
+                let key = format!("{name}.momentum_buffer");
+                let fresh = !self.state.contains_key(&key);
+                let buf = (c.momentum != 0.0).then(|| slot(&mut self.state, key, p));
+                let mut others = vec![&g];
+                others.extend(buf.as_ref());
+                if fusable(p, &others) {
+                    // One pass over the buffers, no temporaries.
+                    p.sgd_step_(
+                        &g,
+                        buf.as_ref(),
+                        group.lr,
+                        c.momentum,
+                        c.dampening,
+                        group.weight_decay,
+                        c.nesterov,
+                        fresh,
+                    )?;
+                    continue;
+                }
+                let mut g = g;
                 if group.weight_decay != 0.0 {
                     g = g.add(&p.mul_scalar(group.weight_decay)?)?;
                 }
-                if c.momentum != 0.0 {
-                    let key = format!("{name}.momentum_buffer");
-                    let fresh = !self.state.contains_key(&key);
-                    let buf = slot(&mut self.state, key, p);
+                if let Some(buf) = &buf {
                     let nb = if fresh {
                         g.clone()
                     } else {

@@ -37,7 +37,7 @@ pub use confusion::ConfusionMatrix;
 pub use embed2d::{pca_2d, tsne_2d};
 pub use features::{extract_features, standardize};
 pub use finetune::{finetune, Classifier, FinetuneConfig, FinetuneResult, FreezePolicy};
-pub use knn::{knn_classify, KnnConfig};
+pub use knn::{knn_classify, knn_select, KnnConfig, KnnSelection, KNN_KS, KNN_TEMPERATURES};
 pub use linear::{LinearConfig, LinearProbe};
 pub use subset::labelled_subset;
 pub use text::{ngram_features, text_features};

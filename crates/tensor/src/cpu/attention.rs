@@ -3,23 +3,30 @@
 //! Layout: the input is the output of one `[D, 3D]` projection, contiguous `[B, T, 3, H, dh]`
 //! (queries, keys, values of head `h` at `[b, t, 0|1|2, h, ..]`, `D = H * dh`); the output is
 //! contiguous `[B, T, H, dh]` = `[B, T, D]`, ready for the output projection, so no head is
-//! ever split out or permuted into a copy.
+//! ever split out or permuted into a copy: every product below reads the heads in place
+//! through their strides (row stride `3D` in the input, `D` in the output).
 //!
-//! Forward, per query row `i` of head `h`: scores `s_j = scale * q_i . k_j` for the keys it
-//! sees (`j <= i` when causal), `o_i = sum_j softmax(s)_j v_j`, and the row's log-sum-exp
-//! `lse_i = max s + ln sum exp(s - max s)` kept for the backward. The `T x T` probabilities are
-//! never stored: the backward recomputes `p_ij = exp(s_ij - lse_i)` (FlashAttention's scheme):
-//! `dv_j += p_ij do_i`, `dp_ij = do_i . v_j`, `ds_ij = p_ij (dp_ij - do_i . o_i)`,
-//! `dq_i += scale ds_ij k_j`, `dk_j += scale ds_ij q_i`.
+//! Forward, per sample and head: `S = Q Kᵀ` (a GEMM), then per query row `i` over the keys it
+//! sees (`j <= i` when causal) `P_ij = softmax(scale * S_i)_j` and the row's log-sum-exp
+//! `lse_i` (kept for the backward), then `O = P V` (a GEMM). The `T x T` probabilities live in
+//! one per-task scratch buffer and are never stored: the backward recomputes
+//! `P_ij = exp(scale * S_ij - lse_i)` (FlashAttention's scheme) and runs
+//! `dP = dO Vᵀ`, `dS = P ∘ (dP - rowsum(dO ∘ O)) * scale`, `dV = Pᵀ dO`, `dQ = dS K`,
+//! `dK = dSᵀ Q`, each a GEMM ([`Gemm`]: the packed AVX2/AVX-512 kernel for f32).
 //!
-//! Each head is first copied out of the packed input into contiguous `[T, dh]` rows and
-//! `[dh, T]` transposes, so that every inner loop is a contiguous `y += a * x` (the scores of
-//! one query are `dh` such updates of length `T`; no horizontal sums). Work is split over the
-//! batch: each parallel task owns one sample's rows of the output and of the gradient, so tasks
-//! never write to the same memory.
+//! Causal attention runs in blocks of [`ROWS`] query rows: block `[r0, r1)` only multiplies
+//! keys `0..r1`, and the transposed products for key block `[c0, c1)` only read query rows
+//! `c0..T`, so the masked upper triangle is mostly skipped rather than computed and zeroed.
+//! Work is split over the batch: each parallel task owns one sample's rows of the output and
+//! of the gradient, so tasks never write to the same memory; the GEMMs inside a task are too
+//! small to fork again.
 
+use super::matmul::Gemm;
 use crate::dtype::Float;
 use rayon::prelude::*;
+
+/// Query rows per causal block.
+pub const ROWS: usize = 32;
 
 /// The sizes of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,14 +71,6 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     acc.iter().fold(tail, |s, &v| s + v)
 }
 
-/// `y += alpha * x` (fused multiply-adds).
-#[inline(always)]
-fn axpy<T: Float>(y: &mut [T], alpha: T, x: &[T]) {
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = alpha.mul_add(xi, *yi);
-    }
-}
-
 /// Sum in 8 lanes.
 #[inline(always)]
 fn sum<T: Float>(s: &[T]) -> T {
@@ -86,131 +85,136 @@ fn sum<T: Float>(s: &[T]) -> T {
         .fold(s[full..].iter().fold(T::ZERO, |a, &v| a + v), |a, &v| a + v)
 }
 
-/// Keys scored for query row `i`: all `t`, or `0..=i` when causal, rounded up to a multiple of
-/// 8 (at most `t`) so that the score loops have no scalar tail; the extra keys are masked.
+/// Maximum in 8 lanes (`-inf` for an empty slice; a NaN may or may not win).
 #[inline(always)]
-fn span(i: usize, t: usize, causal: bool) -> (usize, usize) {
-    let n = if causal { i + 1 } else { t };
-    (n, n.div_ceil(8).saturating_mul(8).min(t))
-}
-
-/// One head of one sample, copied out of the packed input: `q`, `k`, `v` row-major `[T, dh]`
-/// and `kt`, `vt` transposed `[dh, T]`, so that every inner loop is a contiguous
-/// `y += a * x` (scores of a query row against all keys are `dh` such updates of length `T`,
-/// with no horizontal sums).
-struct Head<T> {
-    q: Vec<T>,
-    k: Vec<T>,
-    v: Vec<T>,
-    kt: Vec<T>,
-    vt: Vec<T>,
-}
-
-impl<T: Float> Head<T> {
-    fn new(dims: AttnDims) -> Self {
-        let n = dims.t * dims.dh;
-        Head {
-            q: vec![T::ZERO; n],
-            k: vec![T::ZERO; n],
-            v: vec![T::ZERO; n],
-            kt: vec![T::ZERO; n],
-            vt: vec![T::ZERO; n],
+fn max<T: Float>(s: &[T]) -> T {
+    let mut acc = [T::NEG_INF; 8];
+    let full = s.len() / 8 * 8;
+    for c in s[..full].chunks_exact(8) {
+        for k in 0..8 {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
         }
     }
-
-    #[inline(always)]
-    fn load(&mut self, x: &[T], dims: AttnDims, h: usize) {
-        let (t, dh) = (dims.t, dims.dh);
-        for j in 0..t {
-            self.q[j * dh..][..dh].copy_from_slice(&x[dims.at(j, 0, h)..][..dh]);
-            let k = &x[dims.at(j, 1, h)..][..dh];
-            let v = &x[dims.at(j, 2, h)..][..dh];
-            self.k[j * dh..][..dh].copy_from_slice(k);
-            self.v[j * dh..][..dh].copy_from_slice(v);
-            for c in 0..dh {
-                self.kt[c * t + j] = k[c];
-                self.vt[c * t + j] = v[c];
-            }
-        }
-    }
+    let tail = s[full..].iter().fold(T::NEG_INF, |a, &v| a.max(v));
+    acc.iter().fold(tail, |a, &v| a.max(v))
 }
 
-/// `s[..n] = scale * sum_c a[c] * mt[c, ..n]` for `mt` `[dh, T]`.
+/// Row blocks `[r0, r1)` of the query rows with the number of keys they see: one block of all
+/// `t` rows and keys, or, when causal, blocks of [`ROWS`] rows seeing keys `0..r1`.
+fn blocks(t: usize, causal: bool) -> impl Iterator<Item = (usize, usize, usize)> {
+    let step = if causal { ROWS } else { t.max(1) };
+    (0..t).step_by(step).map(move |r0| {
+        let r1 = (r0 + step).min(t);
+        (r0, r1, if causal { r1 } else { t })
+    })
+}
+
+/// `C = A·B` on raw strided operands (`C` row-major with row stride `rsc`).
+///
+/// # Safety
+/// As [`Gemm::gemm`].
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn row_times<T: Float>(s: &mut [T], a: &[T], mt: &[T], t: usize, scale: T) {
-    s.iter_mut().for_each(|v| *v = T::ZERO);
-    let n = s.len();
-    for (c, &ac) in a.iter().enumerate() {
-        axpy(s, ac, &mt[c * t..c * t + n]);
-    }
-    s.iter_mut().for_each(|v| *v *= scale);
-}
-
-/// `y[..dh] += alpha * x[..dh]` for one head row: with `N > 0` the width is the constant `N`
-/// (`dh == N`), so the loop is fully unrolled; `N == 0` handles any width.
-#[inline(always)]
-fn axpy_row<T: Float, const N: usize>(y: &mut [T], alpha: T, x: &[T], dh: usize) {
-    if N > 0 {
-        let (y, x) = (&mut y[..N], &x[..N]);
-        for k in 0..N {
-            y[k] = alpha.mul_add(x[k], y[k]);
-        }
-    } else {
-        axpy(&mut y[..dh], alpha, &x[..dh]);
-    }
-}
-
-/// Runs `$body` with the const generic `$n` set to the head width when it is a common one
-/// (16, 32, 64), 0 otherwise.
-macro_rules! with_width {
-    ($dh:expr, $f:ident :: <$t:ty> ($($arg:expr),*)) => {
-        match $dh {
-            16 => $f::<$t, 16>($($arg),*),
-            32 => $f::<$t, 32>($($arg),*),
-            64 => $f::<$t, 64>($($arg),*),
-            _ => $f::<$t, 0>($($arg),*),
-        }
-    };
+unsafe fn mm<T: Gemm>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    (rsa, csa): (usize, usize),
+    b: *const T,
+    (rsb, csb): (usize, usize),
+    c: *mut T,
+    rsc: usize,
+) {
+    T::gemm(
+        m,
+        k,
+        n,
+        a,
+        rsa as isize,
+        csa as isize,
+        b,
+        rsb as isize,
+        csb as isize,
+        c,
+        rsc as isize,
+    );
 }
 
 /// The forward of one sample: `x` its `[T, 3, H, dh]` input, `ob` its `[T, D]` output, `lb`
-/// its `[H, T]` log-sum-exp.
-#[inline(always)]
-fn forward_sample<T: Float, const N: usize>(
+/// its `[H, T]` log-sum-exp, `p` a `[T, T]` scratch.
+#[allow(clippy::too_many_arguments)]
+fn forward_sample<T: Gemm>(
     x: &[T],
     ob: &mut [T],
     lb: &mut [T],
+    p: &mut [T],
     dims: AttnDims,
     causal: bool,
     scale: T,
 ) {
     let AttnDims { t, h, dh, .. } = dims;
-    let mut s = vec![T::ZERO; t];
-    let mut hd = Head::new(dims);
+    let (d, rs) = (dims.d(), 3 * dims.d());
     for hh in 0..h {
-        hd.load(x, dims, hh);
-        for i in 0..t {
-            let (n, n8) = span(i, t, causal);
-            let s = &mut s[..n8];
-            row_times(s, &hd.q[i * dh..][..dh], &hd.kt, t, scale);
-            let m = s[..n].iter().fold(T::NEG_INF, |m, &v| m.max(v));
-            s.iter_mut().for_each(|v| *v = (*v - m).exp());
-            s[n..].iter_mut().for_each(|v| *v = T::ZERO);
-            let l = sum(s);
-            let o = &mut ob[(i * h + hh) * dh..][..dh];
-            let inv = T::ONE / l;
-            for (j, &p) in s[..n].iter().enumerate() {
-                axpy_row::<T, N>(o, p * inv, &hd.v[j * dh..], dh);
+        let (q, k, v) = (dims.at(0, 0, hh), dims.at(0, 1, hh), dims.at(0, 2, hh));
+        for (r0, r1, nk) in blocks(t, causal) {
+            let rows = r1 - r0;
+            // SAFETY: every operand lies inside its slice: head rows `r0..r1` / `0..nk` of the
+            // input at row stride `3D`, the scratch's rows `r0..r1` (row stride `T`), and the
+            // output's rows at stride `D`; the scratch and the output alias nothing else.
+            unsafe {
+                mm(
+                    rows,
+                    dh,
+                    nk,
+                    x[q + r0 * rs..].as_ptr(),
+                    (rs, 1),
+                    x[k..].as_ptr(),
+                    (1, rs),
+                    p[r0 * t..].as_mut_ptr(),
+                    t,
+                );
             }
-            lb[hh * t + i] = m + l.ln();
+            super::simd::dispatch(
+                #[inline(always)]
+                || {
+                    for i in r0..r1 {
+                        let n = if causal { i + 1 } else { t };
+                        let row = &mut p[i * t..i * t + nk];
+                        let m = max(&row[..n]) * scale;
+                        row[..n]
+                            .iter_mut()
+                            .for_each(|v| *v = (*v * scale - m).exp());
+                        row[n..].iter_mut().for_each(|v| *v = T::ZERO);
+                        let l = sum(&row[..n]);
+                        let inv = T::ONE / l;
+                        row[..n].iter_mut().for_each(|v| *v *= inv);
+                        lb[hh * t + i] = m + l.ln();
+                    }
+                },
+            );
+            // SAFETY: as above.
+            unsafe {
+                mm(
+                    rows,
+                    nk,
+                    dh,
+                    p[r0 * t..].as_ptr(),
+                    (t, 1),
+                    x[v..].as_ptr(),
+                    (rs, 1),
+                    ob[r0 * d + hh * dh..].as_mut_ptr(),
+                    d,
+                );
+            }
         }
     }
 }
 
 /// Forward: returns the output `[B, T, D]` and the log-sum-exp of every score row
 /// `[B, H, T]`.
-pub fn forward<T: Float>(qkv: &[T], dims: AttnDims, causal: bool, scale: T) -> (Vec<T>, Vec<T>) {
-    let AttnDims { b, t, h, dh } = dims;
+pub fn forward<T: Gemm>(qkv: &[T], dims: AttnDims, causal: bool, scale: T) -> (Vec<T>, Vec<T>) {
+    let AttnDims { b, t, h, .. } = dims;
     let d = dims.d();
     let mut out = vec![T::ZERO; b * t * d];
     let mut lse = vec![T::ZERO; b * h * t];
@@ -220,70 +224,135 @@ pub fn forward<T: Float>(qkv: &[T], dims: AttnDims, causal: bool, scale: T) -> (
     out.par_chunks_mut(t * d)
         .zip(lse.par_chunks_mut(h * t))
         .enumerate()
-        .for_each(|(bi, (ob, lb))| {
-            let x = &qkv[bi * t * 3 * d..(bi + 1) * t * 3 * d];
-            super::simd::dispatch(
-                #[inline(always)]
-                || with_width!(dh, forward_sample::<T>(x, ob, lb, dims, causal, scale)),
-            )
-        });
+        .for_each_init(
+            || vec![T::ZERO; t * t],
+            |p, (bi, (ob, lb))| {
+                let x = &qkv[bi * t * 3 * d..(bi + 1) * t * 3 * d];
+                forward_sample(x, ob, lb, p, dims, causal, scale);
+            },
+        );
     (out, lse)
 }
 
 /// The backward of one sample: `x`, `o`, `go`, `lb` its input, output, output gradient and
-/// log-sum-exp; `gb` its `[T, 3, H, dh]` input gradient (written whole).
+/// log-sum-exp; `gb` its `[T, 3, H, dh]` input gradient (written whole); `p`, `ds` `[T, T]`
+/// scratch.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn backward_sample<T: Float, const N: usize>(
+fn backward_sample<T: Gemm>(
     x: &[T],
     o: &[T],
     go: &[T],
     lb: &[T],
     gb: &mut [T],
+    (p, ds): (&mut [T], &mut [T]),
     dims: AttnDims,
     causal: bool,
     scale: T,
 ) {
     let AttnDims { t, h, dh, .. } = dims;
-    let mut hd = Head::new(dims);
-    let (mut p, mut dp) = (vec![T::ZERO; t], vec![T::ZERO; t]);
-    let (mut dk, mut dv) = (vec![T::ZERO; t * dh], vec![T::ZERO; t * dh]);
+    let (d, rs) = (dims.d(), 3 * dims.d());
     for hh in 0..h {
-        hd.load(x, dims, hh);
-        dk.iter_mut().for_each(|v| *v = T::ZERO);
-        dv.iter_mut().for_each(|v| *v = T::ZERO);
-        for i in 0..t {
-            let (n, n8) = span(i, t, causal);
-            let q = &hd.q[i * dh..][..dh];
-            let goi = &go[(i * h + hh) * dh..][..dh];
-            let di = dot(goi, &o[(i * h + hh) * dh..][..dh]);
-            let li = lb[hh * t + i];
-            let (p, dp) = (&mut p[..n8], &mut dp[..n8]);
-            row_times(p, q, &hd.kt, t, scale);
-            p.iter_mut().for_each(|v| *v = (*v - li).exp());
-            p[n..].iter_mut().for_each(|v| *v = T::ZERO);
-            row_times(dp, goi, &hd.vt, t, T::ONE);
-            // dp becomes ds * scale.
-            for (dpj, &pj) in dp.iter_mut().zip(p.iter()) {
-                *dpj = pj * (*dpj - di) * scale;
+        let (q, k, v) = (dims.at(0, 0, hh), dims.at(0, 1, hh), dims.at(0, 2, hh));
+        let gh = hh * dh;
+        for (r0, r1, nk) in blocks(t, causal) {
+            let rows = r1 - r0;
+            // SAFETY: as in `forward_sample`; `dO` rows at stride `D`, the gradient's rows at
+            // stride `3D`; `p`, `ds` and `gb` are distinct buffers.
+            unsafe {
+                // S = Q Kᵀ and dP = dO Vᵀ for this row block.
+                mm(
+                    rows,
+                    dh,
+                    nk,
+                    x[q + r0 * rs..].as_ptr(),
+                    (rs, 1),
+                    x[k..].as_ptr(),
+                    (1, rs),
+                    p[r0 * t..].as_mut_ptr(),
+                    t,
+                );
+                mm(
+                    rows,
+                    dh,
+                    nk,
+                    go[r0 * d + gh..].as_ptr(),
+                    (d, 1),
+                    x[v..].as_ptr(),
+                    (1, rs),
+                    ds[r0 * t..].as_mut_ptr(),
+                    t,
+                );
             }
-            let dq = &mut gb[dims.at(i, 0, hh)..][..dh];
-            for j in 0..n {
-                axpy_row::<T, N>(dq, dp[j], &hd.k[j * dh..], dh);
-                axpy_row::<T, N>(&mut dk[j * dh..], dp[j], q, dh);
-                axpy_row::<T, N>(&mut dv[j * dh..], p[j], goi, dh);
+            super::simd::dispatch(
+                #[inline(always)]
+                || {
+                    for i in r0..r1 {
+                        let n = if causal { i + 1 } else { t };
+                        let di = dot(&go[i * d + gh..][..dh], &o[i * d + gh..][..dh]);
+                        let li = lb[hh * t + i];
+                        let pr = &mut p[i * t..(i + 1) * t];
+                        let dr = &mut ds[i * t..(i + 1) * t];
+                        for (pj, dj) in pr[..n].iter_mut().zip(dr[..n].iter_mut()) {
+                            let pv = (*pj * scale - li).exp();
+                            *pj = pv;
+                            *dj = pv * (*dj - di) * scale;
+                        }
+                        pr[n..].iter_mut().for_each(|v| *v = T::ZERO);
+                        dr[n..].iter_mut().for_each(|v| *v = T::ZERO);
+                    }
+                },
+            );
+            // SAFETY: as above. dQ = dS K for this row block.
+            unsafe {
+                mm(
+                    rows,
+                    nk,
+                    dh,
+                    ds[r0 * t..].as_ptr(),
+                    (t, 1),
+                    x[k..].as_ptr(),
+                    (rs, 1),
+                    gb[q + r0 * rs..].as_mut_ptr(),
+                    rs,
+                );
             }
         }
-        for j in 0..t {
-            gb[dims.at(j, 1, hh)..][..dh].copy_from_slice(&dk[j * dh..][..dh]);
-            gb[dims.at(j, 2, hh)..][..dh].copy_from_slice(&dv[j * dh..][..dh]);
+        // dV = Pᵀ dO and dK = dSᵀ Q, by key blocks: keys `c0..c1` are seen by rows `c0..T`
+        // only when causal (the rows above are zero in `p` and `ds`).
+        for (c0, c1, _) in blocks(t, causal) {
+            let (cols, r0) = (c1 - c0, if causal { c0 } else { 0 });
+            // SAFETY: as above; `Pᵀ` and `dSᵀ` are read through swapped strides.
+            unsafe {
+                mm(
+                    cols,
+                    t - r0,
+                    dh,
+                    p[r0 * t + c0..].as_ptr(),
+                    (1, t),
+                    go[r0 * d + gh..].as_ptr(),
+                    (d, 1),
+                    gb[v + c0 * rs..].as_mut_ptr(),
+                    rs,
+                );
+                mm(
+                    cols,
+                    t - r0,
+                    dh,
+                    ds[r0 * t + c0..].as_ptr(),
+                    (1, t),
+                    x[q + r0 * rs..].as_ptr(),
+                    (rs, 1),
+                    gb[k + c0 * rs..].as_mut_ptr(),
+                    rs,
+                );
+            }
         }
     }
 }
 
 /// Backward: the gradient `[B, T, 3, H, dh]` of the packed input, from the input, the forward's
 /// output and log-sum-exp, and the output's gradient `dout` `[B, T, D]`.
-pub fn backward<T: Float>(
+pub fn backward<T: Gemm>(
     qkv: &[T],
     out: &[T],
     lse: &[T],
@@ -292,28 +361,21 @@ pub fn backward<T: Float>(
     causal: bool,
     scale: T,
 ) -> Vec<T> {
-    let AttnDims { b, t, h, dh } = dims;
+    let AttnDims { b, t, h, .. } = dims;
     let d = dims.d();
     let mut grad = vec![T::ZERO; b * t * 3 * d];
-    if grad.is_empty() {
+    if grad.is_empty() || d == 0 {
         return grad;
     }
-    grad.par_chunks_mut(t * 3 * d)
-        .enumerate()
-        .for_each(|(bi, gb)| {
+    grad.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
+        || (vec![T::ZERO; t * t], vec![T::ZERO; t * t]),
+        |(p, ds), (bi, gb)| {
             let x = &qkv[bi * t * 3 * d..(bi + 1) * t * 3 * d];
             let o = &out[bi * t * d..(bi + 1) * t * d];
             let go = &dout[bi * t * d..(bi + 1) * t * d];
             let lb = &lse[bi * h * t..(bi + 1) * h * t];
-            super::simd::dispatch(
-                #[inline(always)]
-                || {
-                    with_width!(
-                        dh,
-                        backward_sample::<T>(x, o, go, lb, gb, dims, causal, scale)
-                    )
-                },
-            )
-        });
+            backward_sample(x, o, go, lb, gb, (p, ds), dims, causal, scale);
+        },
+    );
     grad
 }

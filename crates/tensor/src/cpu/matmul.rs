@@ -134,14 +134,19 @@ pub fn matmul<T: Gemm>(
     k: usize,
     n: usize,
 ) -> Vec<T> {
-    let mut out = vec![T::ZERO; batch * m * n];
-    if m == 0 || n == 0 {
-        return out;
+    let len = batch * m * n;
+    if len == 0 || k == 0 {
+        return vec![T::ZERO; len];
     }
+    // Every element is written by its block's GEMM (β = 0 never reads C), so the output is
+    // not zero-filled first: one pass over it fewer.
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let base = OutPtr(out.as_mut_ptr());
     let ra = la.rank();
     let (rsa, csa) = (la.strides()[ra - 2] as isize, la.strides()[ra - 1] as isize);
     let (rsb, csb) = (lb.strides()[ra - 2] as isize, lb.strides()[ra - 1] as isize);
-    let one = |i: usize, c: &mut [T]| {
+    let one = |i: usize| {
+        let c = base.at(i * m * n);
         let (oa, ob) = (batch_offset(la, i), batch_offset(lb, i));
         // SAFETY: offsets and strides come from layouts that lie inside their buffers
         // (checked when the layouts were built); `c` is a fresh m*n block.
@@ -156,19 +161,32 @@ pub fn matmul<T: Gemm>(
                 b.as_ptr().add(ob),
                 rsb,
                 csb,
-                c.as_mut_ptr(),
+                c,
                 n as isize,
             )
         }
     };
     if batch > 1 && m * n * k * batch >= 1 << 15 {
-        out.par_chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, c)| one(i, c));
+        (0..batch).into_par_iter().for_each(one);
     } else {
-        out.chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, c)| one(i, c));
+        (0..batch).for_each(one);
     }
+    // SAFETY: the GEMMs above wrote all `len` elements (blocks `i * m * n ..` for every `i`).
+    unsafe { out.set_len(len) };
     out
+}
+
+/// The output buffer's base pointer, shared by the batch's tasks (each writes its own block).
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+// SAFETY: tasks write disjoint blocks of the buffer.
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
+
+impl<T> OutPtr<T> {
+    /// The pointer `i` elements in (a method, so closures capture the whole `Sync` wrapper).
+    fn at(self, i: usize) -> *mut T {
+        // SAFETY: callers stay inside the allocation.
+        unsafe { self.0.add(i) }
+    }
 }

@@ -6,9 +6,10 @@
 
 use crate::autograd::BackwardOp;
 use crate::cpu::attention::{self as kernel, AttnDims};
+use crate::cpu::matmul::Gemm;
 use crate::error::{shape_err, Error, Result};
 use crate::ops::with_slice;
-use crate::{DType, Device, Float, Tensor};
+use crate::{DType, Device, Tensor};
 
 const OP: &str = "attention_qkv";
 
@@ -22,7 +23,7 @@ struct AttnBack {
 }
 
 impl AttnBack {
-    fn typed<T: Float>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    fn typed<T: Gemm>(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         // The saved output and log-sum-exp are read in place, like the input and the gradient.
         let g = with_slice::<T, _>(OP, x, |xs| {
             with_slice::<T, _>(OP, grad, |gs| {
@@ -56,7 +57,7 @@ impl BackwardOp for AttnBack {
     }
 }
 
-fn forward_typed<T: Float>(
+fn forward_typed<T: Gemm>(
     x: &Tensor,
     dims: AttnDims,
     causal: bool,

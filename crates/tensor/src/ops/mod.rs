@@ -8,6 +8,7 @@ pub mod cast;
 pub mod conv;
 pub mod index;
 pub mod layer_norm;
+pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod optim;

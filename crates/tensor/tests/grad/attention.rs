@@ -107,17 +107,23 @@ fn grad_of(x: &Tensor, g: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Vec
 
 #[test]
 fn gpt_sized_blocks_match_the_composed_ops() {
-    // Several samples (parallel tasks), several heads, and every head width the kernel
-    // specialises (16, 32, 64) besides a generic one (12).
-    for (heads, dh) in [(4, 12), (2, 16), (2, 32), (1, 64)] {
+    // Several samples (parallel tasks), several heads and head widths, and sequences shorter
+    // and longer than one causal block (70 = two full blocks of 32 and a partial one).
+    for (heads, dh, t) in [
+        (4, 12, 21),
+        (2, 16, 70),
+        (2, 32, 21),
+        (1, 64, 70),
+        (3, 8, 33),
+    ] {
         let d = heads * dh;
         for (dtype, tol) in [(DType::F64, 1e-10), (DType::F32, 2e-5)] {
             for causal in [true, false] {
-                let x = uniform(&[3, 21, 3 * d], 11, -1.5, 1.5)
+                let x = uniform(&[3, t, 3 * d], 11, -1.5, 1.5)
                     .to_dtype(dtype)
                     .unwrap();
-                let g = uniform(&[3, 21, d], 12, -1.0, 1.0).to_dtype(dtype).unwrap();
-                let what = format!("{dtype:?} heads {heads} dh {dh} causal {causal}");
+                let g = uniform(&[3, t, d], 12, -1.0, 1.0).to_dtype(dtype).unwrap();
+                let what = format!("{dtype:?} heads {heads} dh {dh} t {t} causal {causal}");
                 let fused = x.attention_qkv(heads, causal).unwrap();
                 let reference = composed(&x, heads, causal).unwrap();
                 let f = fused.to_dtype(DType::F64).unwrap().to_vec::<f64>().unwrap();

@@ -29,6 +29,35 @@ proptest! {
     }
 
     #[test]
+    fn grad_linear_strided_with_and_without_bias(n in 1usize..6, k in 1usize..6, out in 1usize..5, tx in any::<bool>(), tw in any::<bool>(), bias in any::<bool>(), seed in 0u64..1000) {
+        // x [n, k] and weight [out, k], each optionally stored transposed (a strided view).
+        let x = uniform(&if tx { [k, n] } else { [n, k] }, seed, -1.0, 1.0);
+        let w = uniform(&if tw { [k, out] } else { [out, k] }, seed + 1, -1.0, 1.0);
+        // The bias is a strided view too: every other element of a [2 * out] buffer.
+        let b = uniform(&[2 * out], seed + 2, -1.0, 1.0);
+        let f = |xs: &[Tensor]| {
+            let x = if tx { xs[0].t()? } else { xs[0].clone() };
+            let w = if tw { xs[1].t()? } else { xs[1].clone() };
+            let b = xs[2].reshape(&[out, 2])?.select(1, 0)?;
+            x.linear(&w, bias.then_some(&b))
+        };
+        assert_grad(f, &[x.clone(), w.clone(), b.clone()])?;
+        let e = f32_vs_f64(f, &[x.clone(), w.clone(), b.clone()]).unwrap();
+        prop_assert!(e < 1e-5, "f32 vs f64: {e}");
+        // Same values as the composed form.
+        let fused = f(&[x.clone(), w.clone(), b.clone()]).unwrap().to_vec_f64().unwrap();
+        let xv = if tx { x.t().unwrap() } else { x };
+        let wv = if tw { w.t().unwrap() } else { w };
+        let mut composed = xv.matmul(&wv.t().unwrap()).unwrap();
+        if bias {
+            composed = composed.add(&b.reshape(&[out, 2]).unwrap().select(1, 0).unwrap()).unwrap();
+        }
+        for (a, c) in fused.iter().zip(composed.to_vec_f64().unwrap()) {
+            prop_assert!((a - c).abs() < 1e-12, "{a} vs {c}");
+        }
+    }
+
+    #[test]
     fn grad_matmul_vectors_and_reuse(k in 1usize..6, n in 1usize..5, seed in 0u64..1000) {
         let v = uniform(&[k], seed, -1.0, 1.0);
         let w = uniform(&[k, n], seed + 2, -1.0, 1.0);
@@ -37,6 +66,24 @@ proptest! {
         let sq = uniform(&[k, k], seed + 3, -1.0, 1.0);
         assert_grad(|xs| xs[0].matmul(&xs[0]), &[sq])?;
     }
+}
+
+#[test]
+fn linear_errors_name_the_shapes() {
+    let x = Tensor::zeros(&[4, 3], selfsup_tensor::DType::F32);
+    let w = Tensor::zeros(&[2, 5], selfsup_tensor::DType::F32);
+    assert_eq!(
+        x.linear(&w, None).unwrap_err().to_string(),
+        "linear: weight [2, 5] does not fit input [4, 3]: expected [out, 3]"
+    );
+    let w = Tensor::zeros(&[2, 3], selfsup_tensor::DType::F32);
+    let b = Tensor::zeros(&[3], selfsup_tensor::DType::F32);
+    assert_eq!(
+        x.linear(&w, Some(&b)).unwrap_err().to_string(),
+        "linear: bias [3] does not fit weight [2, 3]: expected [2]"
+    );
+    let x3 = Tensor::zeros(&[1, 4, 3], selfsup_tensor::DType::F32);
+    assert!(x3.linear(&w, None).is_err());
 }
 
 #[test]

@@ -1,0 +1,194 @@
+//! Fully connected layer `y = x·Wᵀ + b` as one op ([`Tensor::linear`]).
+//!
+//! The composed form (`x.matmul(&w.t())` then `add(&b)`) writes the product once and then reads
+//! it back to add the bias into a second buffer. Here the output rows start as copies of the
+//! bias and the GEMM accumulates into them (β = 1), so the output is written by the product
+//! only; the weight is read through its transposed strides, without a copy.
+
+use rayon::prelude::*;
+
+use crate::autograd::BackwardOp;
+use crate::cpu::matmul::Gemm;
+use crate::error::{shape_err, Result};
+use crate::layout::Layout;
+use crate::ops::check_same;
+use crate::storage::Storage;
+use crate::{DType, Element, Tensor};
+
+const OP: &str = "linear";
+
+struct LinearBack;
+
+impl BackwardOp for LinearBack {
+    fn name(&self) -> &'static str {
+        OP
+    }
+    fn backward(&self, inputs: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (x, w) = (&inputs[0], &inputs[1]);
+        let gx = if x.requires_grad() {
+            Some(g.matmul(w)?)
+        } else {
+            None
+        };
+        let gw = if w.requires_grad() {
+            Some(g.t()?.matmul(x)?)
+        } else {
+            None
+        };
+        let mut grads = vec![gx, gw];
+        if let Some(b) = inputs.get(2) {
+            grads.push(if b.requires_grad() {
+                Some(g.sum(&[0], false)?)
+            } else {
+                None
+            });
+        }
+        Ok(grads)
+    }
+}
+
+/// Rows of the output filled per rayon task when copying the bias.
+const FILL_ROWS: usize = 256;
+
+/// `x·Wᵀ (+ b)` on strided `x` `[n, k]` and `w` `[out, k]`; returns the contiguous `[n, out]`.
+#[allow(clippy::too_many_arguments)]
+fn forward<T: Gemm + Element>(
+    x: &[T],
+    lx: &Layout,
+    w: &[T],
+    lw: &Layout,
+    bias: Option<&[T]>,
+    n: usize,
+    k: usize,
+    out: usize,
+) -> Vec<T> {
+    let mut y = vec![T::ZERO; n * out];
+    if n == 0 || out == 0 {
+        return y;
+    }
+    if let Some(b) = bias {
+        y.par_chunks_mut(out * FILL_ROWS).for_each(|rows| {
+            for r in rows.chunks_exact_mut(out) {
+                r.copy_from_slice(b);
+            }
+        });
+    }
+    let (rsx, csx) = (lx.strides()[0] as isize, lx.strides()[1] as isize);
+    // B = Wᵀ: element (p, j) is w[j, p].
+    let (rsb, csb) = (lw.strides()[1] as isize, lw.strides()[0] as isize);
+    // SAFETY: the layouts lie inside their buffers (checked when they were built); `y` is a
+    // fresh, initialised `n × out` block that aliases neither operand.
+    unsafe {
+        let a = x.as_ptr().add(lx.offset());
+        let b = w.as_ptr().add(lw.offset());
+        if bias.is_some() {
+            T::gemm_acc(
+                n,
+                k,
+                out,
+                a,
+                rsx,
+                csx,
+                b,
+                rsb,
+                csb,
+                y.as_mut_ptr(),
+                out as isize,
+            );
+        } else {
+            T::gemm(
+                n,
+                k,
+                out,
+                a,
+                rsx,
+                csx,
+                b,
+                rsb,
+                csb,
+                y.as_mut_ptr(),
+                out as isize,
+            );
+        }
+    }
+    y
+}
+
+/// Runs [`forward`] on the CPU buffers of the operands.
+fn typed<T: Gemm + Element>(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    n: usize,
+    k: usize,
+    out: usize,
+) -> Result<Storage> {
+    let b = bias.map(|b| b.to_vec::<T>()).transpose()?;
+    let (gx, gw) = (x.read(), w.read());
+    let (cx, cw) = (gx.cpu(OP)?, gw.cpu(OP)?);
+    let mismatch = |c: &crate::storage::CpuStorage| crate::Error::DTypeMismatch {
+        op: OP,
+        lhs: c.dtype(),
+        rhs: T::DTYPE,
+    };
+    let xs = T::slice(cx).ok_or_else(|| mismatch(cx))?;
+    let ws = T::slice(cw).ok_or_else(|| mismatch(cw))?;
+    let y = forward(xs, x.layout(), ws, w.layout(), b.as_deref(), n, k, out);
+    Ok(Storage::Cpu(T::into_storage(y)))
+}
+
+impl Tensor {
+    /// The fully connected layer `self · weightᵀ + bias` for `self` `[N, in]`, `weight`
+    /// `[out, in]` (PyTorch's layout) and `bias` `[out]`: the same values as
+    /// `self.matmul(&weight.t()?)?.add(bias)?` in one op, with one output buffer written once.
+    /// Any operand may be a strided view. Differentiable in all three: `dx = g·W`,
+    /// `dW = gᵀ·x`, `db = Σ_rows g`. f32 and f64 run fused; bf16/f16 run the composed form.
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        check_same(OP, self, weight)?;
+        if let Some(b) = bias {
+            check_same(OP, self, b)?;
+        }
+        let (n, k) = match *self.shape() {
+            [n, k] => (n, k),
+            ref s => {
+                return shape_err(OP, format!("needs an input [N, in], got {s:?}"));
+            }
+        };
+        let out = match *weight.shape() {
+            [o, k2] if k2 == k => o,
+            ref s => {
+                return shape_err(
+                    OP,
+                    format!("weight {s:?} does not fit input [{n}, {k}]: expected [out, {k}]"),
+                );
+            }
+        };
+        if let Some(b) = bias {
+            if b.shape() != [out] {
+                return shape_err(
+                    OP,
+                    format!(
+                        "bias {:?} does not fit weight [{out}, {k}]: expected [{out}]",
+                        b.shape()
+                    ),
+                );
+            }
+        }
+        let s = match self.dtype() {
+            DType::F32 => typed::<f32>(self, weight, bias, n, k, out)?,
+            DType::F64 => typed::<f64>(self, weight, bias, n, k, out)?,
+            _ => {
+                let y = self.matmul(&weight.t()?)?;
+                return match bias {
+                    Some(b) => y.add(b),
+                    None => Ok(y),
+                };
+            }
+        };
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Ok(Tensor::from_op(s, &[n, out], &inputs, || {
+            Box::new(LinearBack)
+        }))
+    }
+}
