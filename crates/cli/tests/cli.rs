@@ -229,7 +229,36 @@ fn pretrain_eval_resume_and_the_run_directory() {
         assert!((0.0..=1.0).contains(&acc), "{m:?}");
         assert_eq!(m["labels_per_class"], 5);
         assert!(out.join("report.html").is_file() && out.join("confusion.md").is_file());
+        if protocol == "knn" {
+            assert_eq!(
+                (m["knn_k"].as_u64(), m["knn_tuned"].as_bool()),
+                (Some(20), Some(false))
+            );
+        }
     }
+    // kNN with k and T chosen on a validation split of the labelled images.
+    let out = tmp.path().join("eval-knn-tuned");
+    let o = selfsup(&[
+        "eval",
+        "--checkpoint",
+        a.to_str().unwrap(),
+        "--protocol",
+        "knn",
+        "--tune-knn",
+        "--labels-per-class",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("chosen on a validation split"),
+        "{}",
+        stderr(&o)
+    );
+    let m = metrics(&out);
+    assert_eq!(m["knn_tuned"], true);
+    assert!(m["knn_temperature"].as_f64().unwrap() > 0.0, "{m:?}");
 
     // Baselines with the same budget.
     let out = tmp.path().join("base");
