@@ -41,6 +41,12 @@ pub(crate) fn images_tensor(
     )?)
 }
 
+/// Rows `rows` of `feats` (in that order) as a new tensor.
+pub(crate) fn take_rows(feats: &Tensor, rows: &[usize]) -> Result<Tensor> {
+    let ids: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+    Ok(feats.index_select(0, &Tensor::from_vec(ids, &[rows.len()])?)?)
+}
+
 /// Checks that a normalisation has one value, or one per channel, and no zero std.
 pub(crate) fn check_normalize(normalize: Option<&Normalize>, channels: usize) -> Result<()> {
     if let Some(nm) = normalize {

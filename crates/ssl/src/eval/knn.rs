@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 use selfsup_tensor::{no_grad, DType, Tensor};
 
-use super::features::dims2;
+use super::features::{dims2, take_rows};
 use crate::error::{config, Result};
 
 /// Settings of [`knn_classify`].
@@ -100,13 +100,8 @@ pub fn knn_select(
         check_temperature(t)?;
     }
     let (fit, val) = super::split::stratified_split(train_labels, classes, 0.1, seed)?;
-    let rows = |ids: &[usize]| -> Result<Tensor> {
-        let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let n = ids.len();
-        Ok(train.index_select(0, &Tensor::from_vec(ids, &[n])?)?)
-    };
     let _g = no_grad();
-    let (fit_n, val_n) = unit_rows(&rows(&fit)?, &rows(&val)?, center)?;
+    let (fit_n, val_n) = unit_rows(&take_rows(train, &fit)?, &take_rows(train, &val)?, center)?;
     let fit_labels: Vec<usize> = fit.iter().map(|&i| train_labels[i]).collect();
     let near = neighbours(&fit_n, &val_n, kmax.min(fit.len()))?;
     let mut best: Option<KnnSelection> = None;
@@ -263,12 +258,7 @@ mod tests {
             let got = knn_select(&x, &labels, classes, &ks, &ts, center, 9).unwrap();
             let (fit, val) =
                 super::super::split::stratified_split(&labels, classes, 0.1, 9).unwrap();
-            let take = |ids: &[usize]| {
-                let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-                let k = ids.len();
-                x.index_select(0, &Tensor::from_vec(ids, &[k]).unwrap())
-                    .unwrap()
-            };
+            let take = |ids: &[usize]| take_rows(&x, ids).unwrap();
             let fit_labels: Vec<usize> = fit.iter().map(|&i| labels[i]).collect();
             let mut best = (0, 0.0, -1.0);
             for k in ks {

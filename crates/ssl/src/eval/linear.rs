@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 use selfsup_tensor::{no_grad, DType, Tensor};
 
-use super::features::{dims2, Standardizer};
+use super::features::{dims2, take_rows, Standardizer};
 use super::knn::argmax;
 use super::lbfgs::{minimize, LbfgsOptions};
 use super::split::stratified_split;
@@ -225,11 +225,7 @@ impl LinearProbe {
         let (_, d) = dims2(&feats, "linear probe")?;
         let c = classes;
         let (fit_rows, val_rows) = stratified_split(labels, c, cfg.val_fraction, cfg.seed)?;
-        let take = |rows: &[usize]| -> Result<Tensor> {
-            let ids: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
-            Ok(feats.index_select(0, &Tensor::from_vec(ids, &[rows.len()])?)?)
-        };
-        let (xf, xv) = (take(&fit_rows)?, take(&val_rows)?);
+        let (xf, xv) = (take_rows(&feats, &fit_rows)?, take_rows(&feats, &val_rows)?);
         let scaler = Standardizer::fit(&xf)?;
         let yf: Vec<usize> = fit_rows.iter().map(|&i| labels[i]).collect();
         let yv: Vec<usize> = val_rows.iter().map(|&i| labels[i]).collect();

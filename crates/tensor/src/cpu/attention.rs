@@ -141,6 +141,38 @@ unsafe fn mm<T: Gemm>(
     );
 }
 
+/// `S[r0..r0 + rows, 0..nk] = Q[r0.., :] K[0..nk, :]ᵀ` for the head whose queries and keys
+/// start at offsets `q` and `k` of the sample's packed input `x` (row stride `3D`), into the
+/// rows of the `[T, T]` scratch `s`.
+#[allow(clippy::too_many_arguments)]
+fn scores<T: Gemm>(
+    x: &[T],
+    (q, k): (usize, usize),
+    s: &mut [T],
+    dims: AttnDims,
+    r0: usize,
+    rows: usize,
+    nk: usize,
+) {
+    let (t, rs) = (dims.t, 3 * dims.d());
+    // SAFETY: query rows `r0..r0 + rows` and key rows `0..nk` (< T) of the head lie inside `x`
+    // at row stride `3D`; rows `r0..r0 + rows` of `s` (row stride `T`) lie inside `s`, which
+    // aliases nothing else.
+    unsafe {
+        mm(
+            rows,
+            dims.dh,
+            nk,
+            x[q + r0 * rs..].as_ptr(),
+            (rs, 1),
+            x[k..].as_ptr(),
+            (1, rs),
+            s[r0 * t..].as_mut_ptr(),
+            t,
+        );
+    }
+}
+
 /// The forward of one sample: `x` its `[T, 3, H, dh]` input, `ob` its `[T, D]` output, `lb`
 /// its `[H, T]` log-sum-exp, `p` a `[T, T]` scratch.
 #[allow(clippy::too_many_arguments)]
@@ -159,22 +191,7 @@ fn forward_sample<T: Gemm>(
         let (q, k, v) = (dims.at(0, 0, hh), dims.at(0, 1, hh), dims.at(0, 2, hh));
         for (r0, r1, nk) in blocks(t, causal) {
             let rows = r1 - r0;
-            // SAFETY: every operand lies inside its slice: head rows `r0..r1` / `0..nk` of the
-            // input at row stride `3D`, the scratch's rows `r0..r1` (row stride `T`), and the
-            // output's rows at stride `D`; the scratch and the output alias nothing else.
-            unsafe {
-                mm(
-                    rows,
-                    dh,
-                    nk,
-                    x[q + r0 * rs..].as_ptr(),
-                    (rs, 1),
-                    x[k..].as_ptr(),
-                    (1, rs),
-                    p[r0 * t..].as_mut_ptr(),
-                    t,
-                );
-            }
+            scores(x, (q, k), p, dims, r0, rows, nk);
             super::simd::dispatch(
                 #[inline(always)]
                 || {
@@ -193,7 +210,9 @@ fn forward_sample<T: Gemm>(
                     }
                 },
             );
-            // SAFETY: as above.
+            // SAFETY: rows `r0..r1` of the scratch (stride `T`), value rows `0..nk` of the input
+            // (stride `3D`) and the output's rows (stride `D`) lie inside their slices; the
+            // scratch and the output alias nothing else.
             unsafe {
                 mm(
                     rows,
@@ -256,21 +275,12 @@ fn backward_sample<T: Gemm>(
         let gh = hh * dh;
         for (r0, r1, nk) in blocks(t, causal) {
             let rows = r1 - r0;
-            // SAFETY: as in `forward_sample`; `dO` rows at stride `D`, the gradient's rows at
-            // stride `3D`; `p`, `ds` and `gb` are distinct buffers.
+            // S = Q Kᵀ and dP = dO Vᵀ for this row block.
+            scores(x, (q, k), p, dims, r0, rows, nk);
+            // SAFETY: `dO` rows `r0..r1` at stride `D` and value rows `0..nk` at stride `3D` lie
+            // inside their slices; rows of `ds` (stride `T`) likewise; `p`, `ds` and `gb` are
+            // distinct buffers.
             unsafe {
-                // S = Q Kᵀ and dP = dO Vᵀ for this row block.
-                mm(
-                    rows,
-                    dh,
-                    nk,
-                    x[q + r0 * rs..].as_ptr(),
-                    (rs, 1),
-                    x[k..].as_ptr(),
-                    (1, rs),
-                    p[r0 * t..].as_mut_ptr(),
-                    t,
-                );
                 mm(
                     rows,
                     dh,

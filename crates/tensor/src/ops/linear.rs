@@ -81,35 +81,21 @@ fn forward<T: Gemm + Element>(
     unsafe {
         let a = x.as_ptr().add(lx.offset());
         let b = w.as_ptr().add(lw.offset());
-        if bias.is_some() {
-            T::gemm_acc(
-                n,
-                k,
-                out,
-                a,
-                rsx,
-                csx,
-                b,
-                rsb,
-                csb,
-                y.as_mut_ptr(),
-                out as isize,
-            );
-        } else {
-            T::gemm(
-                n,
-                k,
-                out,
-                a,
-                rsx,
-                csx,
-                b,
-                rsb,
-                csb,
-                y.as_mut_ptr(),
-                out as isize,
-            );
-        }
+        // With a bias, accumulate onto the rows that already hold it.
+        let gemm = if bias.is_some() { T::gemm_acc } else { T::gemm };
+        gemm(
+            n,
+            k,
+            out,
+            a,
+            rsx,
+            csx,
+            b,
+            rsb,
+            csb,
+            y.as_mut_ptr(),
+            out as isize,
+        );
     }
     y
 }
