@@ -1,5 +1,5 @@
 //! Elementwise add/mul/gelu at 1M f32 elements, softmax over rows, and row reductions
-//! (layernorm-like mean/var), through the Tensor API. Each is measured beside a plain
+//! (layernorm-like mean/var) and columns (bias gradients), through the Tensor API. Each is measured beside a plain
 //! single-threaded Rust loop over the same data in the same run, as the peer to quote against.
 //!
 //! Run: `cargo bench --bench elementwise`. Criterion reports throughput in bytes/s (inputs read
@@ -82,6 +82,21 @@ fn bench(c: &mut Criterion) {
                     .map(|r| r.iter().sum::<f32>())
                     .collect::<Vec<f32>>(),
             )
+        })
+    });
+    // Column sums (a bias gradient: sum over the batch rows).
+    grp.bench_function("sum_cols/selfsup", |bn| {
+        bn.iter(|| black_box(rows.sum(&[0], false).unwrap()))
+    });
+    grp.bench_function("sum_cols/plain_loop", |bn| {
+        bn.iter(|| {
+            let mut acc = vec![0f32; 1024];
+            for r in av.chunks(1024) {
+                for (a, v) in acc.iter_mut().zip(r) {
+                    *a += v;
+                }
+            }
+            black_box(acc)
         })
     });
     grp.finish();

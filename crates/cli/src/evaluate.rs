@@ -173,9 +173,8 @@ pub fn eval(args: &EvalArgs, command: &str) -> Result<f64> {
                     },
                 )?;
                 eprintln!(
-                    "linear probe: L2 {:.0e} chosen on a validation split of the labelled images (validation accuracy {:.2}%)",
-                    probe.l2,
-                    100.0 * probe.val_accuracy
+                    "linear probe: {}, chosen on the labelled images",
+                    probe.chosen_by()
                 );
                 probe.predict(&fte)?
             }
@@ -340,8 +339,8 @@ pub fn run_baselines(
             },
         )?;
         eprintln!(
-            "pixels: logistic regression on standardised pixels, L2 {:.0e} (chosen on validation), test accuracy {:.2}% [{:.0} s]",
-            probe.l2,
+            "pixels: logistic regression on standardised pixels, {}, test accuracy {:.2}% [{:.0} s]",
+            probe.chosen_by(),
             100.0 * acc,
             t.elapsed().as_secs_f64()
         );

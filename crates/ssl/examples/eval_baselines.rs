@@ -100,11 +100,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         let t_pred = t.elapsed().as_secs_f64();
         let cm = ConfusionMatrix::from_predictions(&yt, &pred, 10)?;
         println!(
-            "pixels logreg, {} labels: test {:.2}% | l2 {:e} (val {:.2}%, scores {:?}) | iters {} |grad|inf {:.1e} | features {:.2}s fit {:.2}s predict {:.2}s",
+            "pixels logreg, {} labels: test {:.2}% | {} (scores {:?}) | iters {} |grad|inf {:.1e} | features {:.2}s fit {:.2}s predict {:.2}s",
             sub.len,
             100.0 * cm.accuracy(),
-            probe.l2,
-            100.0 * probe.val_accuracy,
+            probe.chosen_by(),
             probe.l2_scores,
             probe.iterations,
             probe.grad_inf,

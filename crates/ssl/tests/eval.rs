@@ -238,7 +238,8 @@ fn logistic_regression_separates_separable_data() {
     let pred = probe.predict(&t2(&x, 300, 6)).unwrap();
     assert_eq!(pred, y);
     assert!(probe.val_accuracy == 1.0);
-    assert_eq!(probe.l2_scores.len(), 5);
+    assert_eq!(probe.l2_scores.len(), LinearConfig::default().l2.len());
+    assert_eq!(probe.folds, 5);
 }
 
 /// Gradient of `mean CE + l2/2 |W|^2` at `(w [d, c], b [c])` on rows `x`, in f64.
@@ -301,12 +302,19 @@ fn logistic_regression_reaches_the_optimum() {
         // And the weights are not trivially zero.
         assert!(w.iter().any(|v| v.abs() > 1e-2));
     }
-    // The chosen candidate is the best on validation, ties to the larger penalty.
     let cfg = LinearConfig::default();
     let p = LinearProbe::fit(&feats, &y, c, &cfg).unwrap();
-    let best = p.l2_scores.iter().map(|s| s.1).fold(0.0, f64::max);
-    let first = p.l2_scores.iter().find(|s| s.1 == best).unwrap();
-    assert_eq!((p.l2, p.val_accuracy), *first);
+    // The chosen candidate has the lowest validation cross-entropy, ties to the larger penalty.
+    let best = p
+        .l2_scores
+        .iter()
+        .map(|s| s.loss)
+        .fold(f64::INFINITY, f64::min);
+    let first = p.l2_scores.iter().find(|s| s.loss == best).unwrap();
+    assert_eq!(
+        (p.l2, p.val_accuracy, p.val_loss),
+        (first.l2, first.accuracy, first.loss)
+    );
     assert!(cfg.l2.contains(&p.l2));
 }
 

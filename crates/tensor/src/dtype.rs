@@ -146,6 +146,8 @@ pub trait Float:
     /// Error function (f32: the vectorisable [`crate::cpu::math::erf_f32`], absolute error
     /// below 4e-7; f64: libm).
     fn erf(self) -> Self;
+    /// `(erf(x), e^(-x²))` together (f32 shares one exponential between them).
+    fn erf_gauss(self) -> (Self, Self);
     /// x^y.
     fn powf(self, y: Self) -> Self;
     /// |x|.
@@ -167,7 +169,7 @@ pub trait Float:
 }
 
 macro_rules! float {
-    ($t:ty, $erf:path, $exp:path) => {
+    ($t:ty, $erf:path, $exp:path, $erf_gauss:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -192,6 +194,10 @@ macro_rules! float {
             #[inline(always)]
             fn erf(self) -> Self {
                 $erf(self)
+            }
+            #[inline(always)]
+            fn erf_gauss(self) -> (Self, Self) {
+                $erf_gauss(self)
             }
             #[inline(always)]
             fn powf(self, y: Self) -> Self {
@@ -236,5 +242,15 @@ macro_rules! float {
         }
     };
 }
-float!(f32, crate::cpu::math::erf_f32, crate::cpu::math::exp_f32);
-float!(f64, libm::erf, f64::exp);
+float!(
+    f32,
+    crate::cpu::math::erf_f32,
+    crate::cpu::math::exp_f32,
+    crate::cpu::math::erf_gauss_f32
+);
+float!(f64, libm::erf, f64::exp, erf_gauss_f64);
+
+/// `(erf(x), e^(-x²))` in f64, from libm and the standard exponential.
+fn erf_gauss_f64(x: f64) -> (f64, f64) {
+    (libm::erf(x), (-x * x).exp())
+}

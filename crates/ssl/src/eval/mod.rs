@@ -4,7 +4,7 @@
 //!   standardisation with statistics from the training rows only.
 //! - [`knn`]: weighted k-nearest-neighbour classification on cosine similarity (InstDisc).
 //! - [`linear`]: the linear probe, multinomial logistic regression solved to convergence with
-//!   L-BFGS, its L2 penalty chosen on a validation split of the labelled training set.
+//!   L-BFGS, its L2 penalty chosen by cross-validated cross-entropy on the labelled training set.
 //! - [`finetune`]: fine-tuning the encoder with a new linear head, early stopping on a
 //!   validation split, optional freezing.
 //! - [`baselines`]: logistic regression on raw pixels, and the same backbone trained supervised
@@ -38,7 +38,7 @@ pub use embed2d::{pca_2d, tsne_2d};
 pub use features::{extract_features, standardize};
 pub use finetune::{finetune, Classifier, FinetuneConfig, FinetuneResult, FreezePolicy};
 pub use knn::{knn_classify, knn_select, KnnConfig, KnnSelection, KNN_KS, KNN_TEMPERATURES};
-pub use linear::{LinearConfig, LinearProbe};
+pub use linear::{L2Score, LinearConfig, LinearProbe};
 pub use subset::labelled_subset;
 pub use text::{ngram_features, text_features};
 pub use text_finetune::{text_finetune, TextClassifier};

@@ -22,7 +22,12 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let er = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the exponent bits. `n + 127` is an integer in [1, 255] here; adding 2^23 puts
+    // it in the low mantissa bits, and the shift drops everything above them. (An `as i32`
+    // conversion would saturate per lane, which compiles to scalar code and stops the loop
+    // from vectorising.)
+    let biased = (n + 127.0 + 8_388_608.0).to_bits();
+    let scale = f32::from_bits(biased << 23);
     let y = er * scale;
     let y = if x < -87.336_55 { 0.0 } else { y };
     let y = if x > 88.722_83 { f32::INFINITY } else { y };
@@ -41,6 +46,13 @@ pub fn exp_f32(x: f32) -> f32 {
 /// `1 - t (a1 + t (a2 + ...)) e^(-x²)` with `t = 1 / (1 + p |x|)`, using [`exp_f32`].
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
+    erf_gauss_f32(x).0
+}
+
+/// `(erf(x), e^(-x²))` for f32: [`erf_f32`] computes the Gaussian factor anyway, so callers
+/// that need both (the GELU derivative) get it without a second exponential.
+#[inline(always)]
+pub fn erf_gauss_f32(x: f32) -> (f32, f32) {
     const TWO_OVER_SQRT_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI;
     let z = x * x;
     let mut s = -1.0f32 / 1320.0;
@@ -57,19 +69,16 @@ pub fn erf_f32(x: f32) -> f32 {
     p = p * t + 1.421_413_7;
     p = p * t - 0.284_496_72;
     p = p * t + 0.254_829_6;
-    let big = 1.0 - p * t * exp_f32(-z);
+    let gauss = exp_f32(-z);
+    let big = 1.0 - p * t * gauss;
     let big = if x < 0.0 { -big } else { big };
     let y = if a < 0.5 { small } else { big };
-    if x.is_nan() {
-        x
-    } else {
-        y
-    }
+    (if x.is_nan() { x } else { y }, gauss)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{erf_f32, exp_f32};
+    use super::{erf_f32, erf_gauss_f32, exp_f32};
 
     #[test]
     fn erf_f32_matches_f64_erf() {
@@ -92,6 +101,22 @@ mod tests {
         assert_eq!(erf_f32(f32::INFINITY), 1.0);
         assert_eq!(erf_f32(f32::NEG_INFINITY), -1.0);
         assert!(erf_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn erf_gauss_f32_pairs_erf_with_its_gaussian() {
+        let mut x = -9.0f32;
+        while x < 9.0 {
+            let (e, g) = erf_gauss_f32(x);
+            assert_eq!(e.to_bits(), erf_f32(x).to_bits(), "x {x}");
+            let want = (-(x as f64) * (x as f64)).exp();
+            // x² rounded to f32 carries a relative error of 6e-8, i.e. an absolute error of
+            // 6e-8·x² in the exponent: the tolerance grows with x².
+            let tol = 1e-6 * want * (1.0 + (x * x) as f64);
+            assert!((g as f64 - want).abs() <= tol, "x {x}: {g} vs {want}");
+            x += 0.013;
+        }
+        assert!(erf_gauss_f32(f32::NAN).1.is_nan());
     }
 
     #[test]

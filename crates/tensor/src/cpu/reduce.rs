@@ -92,16 +92,12 @@ pub fn reduce_leading<T: Float>(x: &[T], rows: usize, cols: usize, kind: ReduceK
     }
     let block = |rs: &[T]| -> Vec<T> {
         let mut acc = vec![id; cols];
-        super::simd::dispatch(
-            #[inline(always)]
-            || {
-                for r in rs.chunks_exact(cols) {
-                    for (a, &v) in acc.iter_mut().zip(r) {
-                        *a = combine(*a, v, kind);
-                    }
-                }
-            },
-        );
+        // One loop per kind, so the inner loop holds no branch and vectorises.
+        match kind {
+            ReduceKind::Sum => combine_rows(&mut acc, rs, |a, b| a + b),
+            ReduceKind::Max => combine_rows(&mut acc, rs, |a, b| a.max(b)),
+            ReduceKind::Min => combine_rows(&mut acc, rs, |a, b| a.min(b)),
+        }
         acc
     };
     let x = &x[..rows * cols];
@@ -117,6 +113,22 @@ pub fn reduce_leading<T: Float>(x: &[T], rows: usize, cols: usize, kind: ReduceK
         }
     }
     out
+}
+
+/// `acc[c] = f(acc[c], row[c])` for every row of `rows` (rows of `acc.len()` values).
+#[inline(always)]
+fn combine_rows<T: Float>(acc: &mut [T], rows: &[T], f: impl Fn(T, T) -> T) {
+    let cols = acc.len();
+    super::simd::dispatch(
+        #[inline(always)]
+        || {
+            for r in rows.chunks_exact(cols) {
+                for (a, &v) in acc.iter_mut().zip(r) {
+                    *a = f(*a, v);
+                }
+            }
+        },
+    );
 }
 
 /// Index of the first maximum (`max = true`) or minimum of each row.

@@ -62,17 +62,33 @@ fn forward<T: Gemm + Element>(
     k: usize,
     out: usize,
 ) -> Vec<T> {
-    let mut y = vec![T::ZERO; n * out];
-    if n == 0 || out == 0 {
+    if n == 0 || out == 0 || k == 0 {
+        let mut y = vec![T::ZERO; n * out];
+        if let (Some(b), true) = (bias, out > 0) {
+            y.chunks_exact_mut(out).for_each(|r| r.copy_from_slice(b));
+        }
         return y;
     }
-    if let Some(b) = bias {
-        y.par_chunks_mut(out * FILL_ROWS).for_each(|rows| {
-            for r in rows.chunks_exact_mut(out) {
-                r.copy_from_slice(b);
-            }
-        });
-    }
+    // With a bias every row starts as a copy of it (written straight into the fresh buffer,
+    // no zero-fill first); without one the buffer is zeroed and the product written over it.
+    let mut y = match bias {
+        Some(b) => {
+            let mut y: Vec<T> = Vec::with_capacity(n * out);
+            y.spare_capacity_mut()[..n * out]
+                .par_chunks_mut(out * FILL_ROWS)
+                .for_each(|rows| {
+                    for r in rows.chunks_exact_mut(out) {
+                        for (d, &v) in r.iter_mut().zip(b) {
+                            d.write(v);
+                        }
+                    }
+                });
+            // SAFETY: every one of the `n * out` elements was written just above.
+            unsafe { y.set_len(n * out) };
+            y
+        }
+        None => vec![T::ZERO; n * out],
+    };
     let (rsx, csx) = (lx.strides()[0] as isize, lx.strides()[1] as isize);
     // B = Wᵀ: element (p, j) is w[j, p].
     let (rsb, csb) = (lw.strides()[1] as isize, lw.strides()[0] as isize);

@@ -5,7 +5,7 @@ use crate::autograd::BackwardOp;
 use crate::cpu::strided::map_n;
 use crate::dtype::Float;
 use crate::error::Result;
-use crate::ops::{float_map, float_map3};
+use crate::ops::{float_map, float_map2, float_map3};
 use crate::storage::Storage;
 use crate::Tensor;
 
@@ -18,15 +18,19 @@ pub trait UnaryOp: Clone + Send + Sync + 'static {
     fn f<T: Float>(&self, x: T) -> T;
     /// f'(x), where `y = f(x)` is available for ops whose derivative is cheaper from it.
     fn df<T: Float>(&self, x: T, y: T) -> T;
+    /// Whether [`UnaryOp::df`] reads `y`; when not, the backward pass does not read the saved
+    /// output (one memory stream fewer).
+    const DF_USES_Y: bool = true;
 }
 
 macro_rules! unary_op {
-    ($(#[$m:meta])* $name:ident $( { $($field:ident),* } )?, $kernel:literal, |$s:ident, $x:ident| $f:expr, |$s2:ident, $x2:ident, $y2:ident| $df:expr) => {
+    ($(#[$m:meta])* $name:ident $( { $($field:ident),* } )?, $kernel:literal, |$s:ident, $x:ident| $f:expr, |$s2:ident, $x2:ident, $y2:ident| $df:expr $(, uses_y = $uy:literal)?) => {
         $(#[$m])*
         #[derive(Clone, Debug)]
         pub struct $name { $( $(pub $field: f64),* )? }
         impl UnaryOp for $name {
             const NAME: &'static str = $kernel;
+            $(const DF_USES_Y: bool = $uy;)?
             #[inline(always)]
             #[allow(unused_variables)]
             fn f<T: Float>(&self, $x: T) -> T {
@@ -53,20 +57,20 @@ unary_op!(/** ln x */ Log, "log", |s, x| x.ln(), |s, x, y| T::ONE / x);
 unary_op!(/** sqrt x */ Sqrt, "sqrt", |s, x| x.sqrt(), |s, x, y| T::c(0.5) / y);
 unary_op!(/** 1 / sqrt x */ Rsqrt, "rsqrt", |s, x| T::ONE / x.sqrt(), |s, x, y| T::c(-0.5) * y * y * y);
 unary_op!(/** |x| (derivative 0 at 0) */ Abs, "abs", |s, x| x.abs(), |s, x, y| if x > T::ZERO { T::ONE } else if x < T::ZERO { -T::ONE } else { T::ZERO });
-unary_op!(/** max(x, 0) */ Relu, "relu", |s, x| if x > T::ZERO { x } else { T::ZERO }, |s, x, y| if x > T::ZERO { T::ONE } else { T::ZERO });
+unary_op!(/** max(x, 0) */ Relu, "relu", |s, x| if x > T::ZERO { x } else { T::ZERO }, |s, x, y| if x > T::ZERO { T::ONE } else { T::ZERO }, uses_y = false);
 unary_op!(/** x if x > 0 else slope * x */ LeakyRelu { slope }, "leaky_relu", |s, x| if x > T::ZERO { x } else { T::c(s.slope) * x }, |s, x, y| if x > T::ZERO { T::ONE } else { T::c(s.slope) });
 unary_op!(/** 1 / (1 + e^-x) */ Sigmoid, "sigmoid", |s, x| sigmoid(x), |s, x, y| y * (T::ONE - y));
 unary_op!(/** tanh x */ Tanh, "tanh", |s, x| x.tanh(), |s, x, y| T::ONE - y * y);
 unary_op!(/** x * sigmoid(x) */ Silu, "silu", |s, x| x * sigmoid(x), |s, x, y| { let sg = sigmoid(x); sg * (T::ONE + x * (T::ONE - sg)) });
 unary_op!(/** GELU, exact form x * Phi(x) */ GeluErf, "gelu_erf", |s, x| T::c(0.5) * x * (T::ONE + (x * T::c(INV_SQRT_2)).erf()),
-    |s, x, y| T::c(0.5) * (T::ONE + (x * T::c(INV_SQRT_2)).erf()) + x * T::c(INV_SQRT_2PI) * (T::c(-0.5) * x * x).exp());
+    |s, x, y| { let (e, g) = (x * T::c(INV_SQRT_2)).erf_gauss(); T::c(0.5) * (T::ONE + e) + x * T::c(INV_SQRT_2PI) * g }, uses_y = false);
 unary_op!(/** GELU, tanh approximation */ GeluTanh, "gelu_tanh",
 |s, x| T::c(0.5) * x * (T::ONE + (T::c(SQRT_2_OVER_PI) * (x + T::c(0.044715) * x * x * x)).tanh()),
 |s, x, y| {
     let u = T::c(SQRT_2_OVER_PI) * (x + T::c(0.044715) * x * x * x);
     let t = u.tanh();
     T::c(0.5) * (T::ONE + t) + T::c(0.5) * x * (T::ONE - t * t) * T::c(SQRT_2_OVER_PI) * (T::ONE + T::c(3.0 * 0.044715) * x * x)
-});
+}, uses_y = false);
 unary_op!(/** min(max(x, lo), hi); derivative 1 strictly inside */ Clamp { lo, hi }, "clamp",
     |s, x| if x < T::c(s.lo) { T::c(s.lo) } else if x > T::c(s.hi) { T::c(s.hi) } else { x },
     |s, x, y| if x > T::c(s.lo) && x < T::c(s.hi) { T::ONE } else { T::ZERO });
@@ -132,10 +136,13 @@ impl<U: UnaryOp> BackwardOp for UnaryBackward<U> {
         let storage = {
             let (gx, gy, gg) = (x.read(), out.read(), gb.read());
             let (lx, ly, lg) = (x.layout(), out.layout(), gb.layout());
-            Storage::Cpu(
+            Storage::Cpu(if U::DF_USES_Y {
                 float_map3!(U::NAME, gx.cpu(U::NAME)?, gy.cpu(U::NAME)?, gg.cpu(U::NAME)?, a, b, c =>
-                map_n(shape, [(&a[..], lx), (&b[..], ly), (&c[..], lg)], #[inline(always)] |[x, y, g]| g * op.df(x, y))),
-            )
+                map_n(shape, [(&a[..], lx), (&b[..], ly), (&c[..], lg)], #[inline(always)] |[x, y, g]| g * op.df(x, y)))
+            } else {
+                float_map2!(U::NAME, gx.cpu(U::NAME)?, gg.cpu(U::NAME)?, a, c =>
+                map_n(shape, [(&a[..], lx), (&c[..], lg)], #[inline(always)] |[x, g]| g * op.df(x, x)))
+            })
         };
         Ok(vec![Some(Tensor::from_storage(storage, shape))])
     }

@@ -206,13 +206,22 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
             let b = SendPtr(b.get().offset(jc as isize * csb));
             let c = SendPtr(c.get().offset(jc as isize * csc));
 
-            // Split rows into ≤ K::MC blocks, a multiple of the thread count when there are enough;
-            // when all rows fit one block, split columns instead.
+            // Split rows into ≤ mc blocks, a multiple of the thread count when there are enough;
+            // when all rows fit one block, split columns instead. A row block's packed A is
+            // `MC·KC` floats at full depth; at k ≤ KC/2 the same L2 budget holds twice the rows,
+            // which keeps products like `Wᵀ·xᵀ` with W `[≤ 512, 128]` in one row block whose
+            // tasks pack their own B slivers just before use (no separate packing pass), as long
+            // as there are enough column slivers to share among the threads.
             let m_sl = m.div_ceil(K::MR);
-            let m_parts = if m <= K::MC {
+            let mc = if 2 * k <= K::KC && n_sl >= threads {
+                2 * K::MC
+            } else {
+                K::MC
+            };
+            let m_parts = if m <= mc {
                 1
             } else {
-                m.div_ceil(K::MC)
+                m.div_ceil(mc)
                     .div_ceil(threads)
                     .saturating_mul(threads)
                     .min(m_sl)
