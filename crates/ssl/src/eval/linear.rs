@@ -192,33 +192,35 @@ impl Problem {
     }
 }
 
+/// Class scores `x W + b` `[N·C]` (row-major) of already standardised rows `x`.
+fn scores_std(x: &Tensor, p: &[f64], d: usize, c: usize) -> Result<Vec<f64>> {
+    let w = Tensor::from_slice(&p[..d * c], &[d, c])?.to_dtype(x.dtype())?;
+    let mut z = x.matmul(&w)?.to_vec_f64()?;
+    let b = &p[d * c..];
+    for zi in z.chunks_exact_mut(c) {
+        zi.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+    }
+    Ok(z)
+}
+
 /// Correct predictions and summed cross-entropy (nats) of already standardised rows `x`
 /// against `labels`.
 fn val_scores(x: &Tensor, p: &[f64], d: usize, c: usize, labels: &[usize]) -> Result<(usize, f64)> {
-    let w = Tensor::from_slice(&p[..d * c], &[d, c])?.to_dtype(x.dtype())?;
-    let z = x.matmul(&w)?.to_vec_f64()?;
-    let b = &p[d * c..];
     let (mut right, mut nll) = (0usize, 0f64);
-    for (zi, &y) in z.chunks_exact(c).zip(labels) {
-        let s: Vec<f64> = zi.iter().zip(b).map(|(a, b)| a + b).collect();
+    for (s, &y) in scores_std(x, p, d, c)?.chunks_exact(c).zip(labels) {
         let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = mx + s.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
         nll += lse - s[y];
-        right += usize::from(argmax(&s) == y);
+        right += usize::from(argmax(s) == y);
     }
     Ok((right, nll))
 }
 
-/// Class scores `x W + b` of already standardised rows, argmax per row.
+/// The argmax class of every already standardised row.
 fn predict_std(x: &Tensor, p: &[f64], d: usize, c: usize) -> Result<Vec<usize>> {
-    let w = Tensor::from_slice(&p[..d * c], &[d, c])?.to_dtype(x.dtype())?;
-    let z = x.matmul(&w)?.to_vec_f64()?;
-    let b = &p[d * c..];
-    Ok(z.chunks_exact(c)
-        .map(|zi| {
-            let s: Vec<f64> = zi.iter().zip(b).map(|(a, b)| a + b).collect();
-            argmax(&s)
-        })
+    Ok(scores_std(x, p, d, c)?
+        .chunks_exact(c)
+        .map(argmax)
         .collect())
 }
 
