@@ -257,7 +257,12 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                 let (js0, js1) = split(n_sl, n_parts, t % n_parts);
                 let i0 = is0 * K::MR;
                 let mc = (is1 * K::MR).min(m) - i0;
-                with_scratch(&A_BUF, (is1 - is0) * K::MR * K::KC.min(k), |ap| {
+                // Packed A (`MR`-row slivers, a multiple of 16 floats, so what follows stays
+                // 64-byte aligned), then, when this task packs its own B, one sliver of it.
+                let a_len = (is1 - is0) * K::MR * K::KC.min(k);
+                let b_len = if b_in_tasks { K::NR * K::KC.min(k) } else { 0 };
+                with_scratch(&A_BUF, a_len + b_len, |ap| {
+                    let own_b = ap.add(a_len);
                     for p0 in (0..k).step_by(K::KC) {
                         let kc = K::KC.min(k - p0);
                         let beta = if p0 == 0 { beta } else { 1.0 };
@@ -272,24 +277,26 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                             ap,
                         );
                         let bk = bp.get().add(p0 * n_sl * K::NR);
-                        if b_in_tasks {
-                            let cols = (js1 * K::NR).min(nc) - js0 * K::NR;
-                            pack(
-                                K::NR,
-                                K::AVX512,
-                                cols,
-                                kc,
-                                b.get()
-                                    .offset(p0 as isize * rsb + (js0 * K::NR) as isize * csb),
-                                csb,
-                                rsb,
-                                bk.add(js0 * K::NR * kc),
-                            );
-                        }
                         for s in js0..js1 {
                             let j = s * K::NR;
                             let nr = K::NR.min(nc - j);
-                            let bs = bk.add(j * kc);
+                            // A sliver this task packs itself is packed just before use, into
+                            // a buffer that stays in L1 while every A sliver passes over it.
+                            let bs = if b_in_tasks {
+                                pack(
+                                    K::NR,
+                                    K::AVX512,
+                                    nr,
+                                    kc,
+                                    b.get().offset(p0 as isize * rsb + j as isize * csb),
+                                    csb,
+                                    rsb,
+                                    own_b,
+                                );
+                                own_b as *const f32
+                            } else {
+                                bk.add(j * kc) as *const f32
+                            };
                             for i in (0..mc).step_by(K::MR) {
                                 K::run(
                                     kc,

@@ -67,7 +67,11 @@ pub(super) unsafe fn pack(
             if avx512 {
                 pack_transposed(W, rows, kc, from, s_len, to);
             } else {
-                pack_transposed_avx2(W, rows, kc, from, s_len, to);
+                match (W, rows == W) {
+                    (6, true) => pack_transposed_full_avx2::<6>(kc, from, s_len, to),
+                    (16, true) => pack_transposed_full_avx2::<16>(kc, from, s_len, to),
+                    _ => pack_transposed_avx2(W, rows, kc, from, s_len, to),
+                }
             }
         } else {
             // General strides: walk each source row along k, scattering by `W`.
@@ -86,14 +90,25 @@ pub(super) unsafe fn pack(
     }
 }
 
+/// k-steps ahead that [`copy_steps`] prefetches: each k-step of a sliver lies in another
+/// source row, a stride the hardware prefetcher follows too late to hide the first misses.
+const COPY_PREFETCH: usize = 8;
+
 /// Copies `kc` k-steps of `W` contiguous floats (source step `s_k`) into a packed sliver; `W`
 /// is a constant so each copy compiles to a few vector moves instead of a `memcpy` call.
 ///
 /// # Safety
-/// The source must be readable for every step and `dst` writable for `kc · W` floats.
-#[inline(always)]
+/// AVX2 must be available (it is wherever either micro-kernel runs); the source must be
+/// readable for every step and `dst` writable for `kc · W` floats.
+#[target_feature(enable = "avx2")]
 unsafe fn copy_steps<const W: usize>(kc: usize, src: *const f32, s_k: isize, dst: *mut f32) {
     for p in 0..kc {
+        // A prefetch never faults, so steps past the block's end are harmless.
+        let ahead = src.wrapping_offset((p + COPY_PREFETCH) as isize * s_k);
+        _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+        if W > 8 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(W - 1) as *const i8);
+        }
         let f = src.offset(p as isize * s_k) as *const [f32; W];
         let t = dst.add(p * W) as *mut [f32; W];
         t.write_unaligned(f.read_unaligned());
@@ -156,6 +171,18 @@ unsafe fn pack_transposed_avx2(
         for p in (0..kc).step_by(8) {
             let np = (kc - p).min(8);
             let load_mask = lane_mask(np);
+            if p % 16 == 0 {
+                // The same cache line of the rows `W` further on (the next sliver's, which
+                // the caller packs next): strided row starts defeat the hardware prefetcher,
+                // and without this most of the pack's time is spent waiting on these loads.
+                // A prefetch never faults, so rows past the end of the operand are harmless.
+                for i in 0..valid {
+                    let next = src
+                        .wrapping_offset((W + g + i) as isize * s_len)
+                        .wrapping_add(p);
+                    _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
+                }
+            }
             let mut t = [_mm256_setzero_ps(); 8];
             for (i, x) in t.iter_mut().enumerate().take(valid) {
                 let row = src.offset((g + i) as isize * s_len).add(p);
@@ -178,12 +205,61 @@ unsafe fn pack_transposed_avx2(
     }
 }
 
+/// [`pack_transposed_avx2`] for a full sliver of a width known at compile time (the AVX2
+/// kernel's `NR = 6` and `MR = 16`): the row count, lane count and store widths are constants,
+/// so the inner loop has no branches; a k tail that is not a multiple of 8 takes the general
+/// path.
+///
+/// # Safety
+/// As for [`pack_transposed_avx2`] with `rows == W`.
+#[target_feature(enable = "avx2")]
+unsafe fn pack_transposed_full_avx2<const W: usize>(
+    kc: usize,
+    src: *const f32,
+    s_len: isize,
+    dst: *mut f32,
+) {
+    let body = kc / 8 * 8;
+    for g in (0..W).step_by(8) {
+        let lanes = W.min(g + 8) - g;
+        let row = |i: usize| src.offset((g + i) as isize * s_len);
+        for p in (0..body).step_by(8) {
+            if p % 16 == 0 {
+                // As in `pack_transposed_avx2`: the next sliver's rows, one line ahead.
+                for i in 0..lanes {
+                    let next = src
+                        .wrapping_offset((W + g + i) as isize * s_len)
+                        .wrapping_add(p);
+                    _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
+                }
+            }
+            let mut t = [_mm256_setzero_ps(); 8];
+            for (i, x) in t.iter_mut().enumerate().take(lanes) {
+                *x = _mm256_loadu_ps(row(i).add(p));
+            }
+            transpose8(&mut t);
+            for (q, x) in t.iter().enumerate() {
+                let d = dst.add((p + q) * W + g);
+                if lanes == 8 {
+                    _mm256_storeu_ps(d, *x);
+                } else {
+                    store_first(d, *x, lanes);
+                }
+            }
+        }
+    }
+    if body < kc {
+        pack_transposed_avx2(W, W, kc - body, src.add(body), s_len, dst.add(body * W));
+    }
+}
+
 /// Stores the first `n < 8` lanes of `x` at `d` with plain 128/64/32-bit stores (masked stores
 /// are microcoded and slow on AMD Zen, and a `memcpy` of a runtime length is a call).
 ///
 /// # Safety
 /// AVX must be available and `d` writable for `n` floats.
 #[target_feature(enable = "avx2")]
+#[inline]
 unsafe fn store_first(d: *mut f32, x: __m256, n: usize) {
     let (mut v, mut d, mut n) = (_mm256_castps256_ps128(x), d, n);
     if n >= 4 {
@@ -212,6 +288,7 @@ fn lane_mask(n: usize) -> __m256i {
 
 /// Transposes an 8 × 8 tile held as 8 row vectors (row `i` becomes column `i`).
 #[target_feature(enable = "avx2")]
+#[inline]
 fn transpose8(r: &mut [__m256; 8]) {
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);

@@ -292,6 +292,27 @@ fn tile_and_block_edges() {
 }
 
 #[test]
+fn one_row_block_packing_its_own_b_slivers() {
+    // m within one row block and enough flops for several tasks: each task packs its B
+    // slivers one at a time just before use (the transposing full-sliver path, with a k tail
+    // that is not a multiple of 8, when B is column-major), run on a 2-thread pool so the
+    // columns are split between tasks even on a 1-core machine.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("a 2-thread pool");
+    pool.install(|| {
+        for (name, gemm) in impls() {
+            for &lb in &LAYOUTS {
+                for &(m, k, n) in &[(64, 131, 700), (40, 64, 1200), (17, 260, 500)] {
+                    check(name, gemm, case(m, k, n, (Layout::Row, lb, Layout::Row)));
+                }
+            }
+        }
+    });
+}
+
+#[test]
 fn around_300() {
     let shapes = [
         (300, 301, 299),
