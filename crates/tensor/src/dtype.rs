@@ -148,6 +148,10 @@ pub trait Float:
     fn erf(self) -> Self;
     /// `(erf(x), e^(-x²))` together (f32 shares one exponential between them).
     fn erf_gauss(self) -> (Self, Self);
+    /// `(1 + erf(x), e^(-x²))` together, accurate in absolute terms without cancellation for
+    /// negative x (the GELU's `2·Φ(x·√2)`; f32: [`crate::cpu::math::erf1p_gauss_f32`], f64:
+    /// libm's `erfc(-x)`).
+    fn erf1p_gauss(self) -> (Self, Self);
     /// x^y.
     fn powf(self, y: Self) -> Self;
     /// |x|.
@@ -169,7 +173,7 @@ pub trait Float:
 }
 
 macro_rules! float {
-    ($t:ty, $erf:path, $exp:path, $erf_gauss:path) => {
+    ($t:ty, $erf:path, $exp:path, $erf_gauss:path, $erf1p_gauss:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -198,6 +202,10 @@ macro_rules! float {
             #[inline(always)]
             fn erf_gauss(self) -> (Self, Self) {
                 $erf_gauss(self)
+            }
+            #[inline(always)]
+            fn erf1p_gauss(self) -> (Self, Self) {
+                $erf1p_gauss(self)
             }
             #[inline(always)]
             fn powf(self, y: Self) -> Self {
@@ -246,11 +254,17 @@ float!(
     f32,
     crate::cpu::math::erf_f32,
     crate::cpu::math::exp_f32,
-    crate::cpu::math::erf_gauss_f32
+    crate::cpu::math::erf_gauss_f32,
+    crate::cpu::math::erf1p_gauss_f32
 );
-float!(f64, libm::erf, f64::exp, erf_gauss_f64);
+float!(f64, libm::erf, f64::exp, erf_gauss_f64, erf1p_gauss_f64);
 
 /// `(erf(x), e^(-x²))` in f64, from libm and the standard exponential.
 fn erf_gauss_f64(x: f64) -> (f64, f64) {
     (libm::erf(x), (-x * x).exp())
+}
+
+/// `(1 + erf(x), e^(-x²))` in f64, as `erfc(-x)` from libm.
+fn erf1p_gauss_f64(x: f64) -> (f64, f64) {
+    (libm::erfc(-x), (-x * x).exp())
 }

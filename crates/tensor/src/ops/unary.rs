@@ -62,8 +62,8 @@ unary_op!(/** x if x > 0 else slope * x */ LeakyRelu { slope }, "leaky_relu", |s
 unary_op!(/** 1 / (1 + e^-x) */ Sigmoid, "sigmoid", |s, x| sigmoid(x), |s, x, y| y * (T::ONE - y));
 unary_op!(/** tanh x */ Tanh, "tanh", |s, x| x.tanh(), |s, x, y| T::ONE - y * y);
 unary_op!(/** x * sigmoid(x) */ Silu, "silu", |s, x| x * sigmoid(x), |s, x, y| { let sg = sigmoid(x); sg * (T::ONE + x * (T::ONE - sg)) });
-unary_op!(/** GELU, exact form x * Phi(x) */ GeluErf, "gelu_erf", |s, x| T::c(0.5) * x * (T::ONE + (x * T::c(INV_SQRT_2)).erf()),
-    |s, x, y| { let (e, g) = (x * T::c(INV_SQRT_2)).erf_gauss(); T::c(0.5) * (T::ONE + e) + x * T::c(INV_SQRT_2PI) * g }, uses_y = false);
+unary_op!(/** GELU, exact form x * Phi(x) */ GeluErf, "gelu_erf", |s, x| T::c(0.5) * x * (x * T::c(INV_SQRT_2)).erf1p_gauss().0,
+    |s, x, y| { let (e1p, g) = (x * T::c(INV_SQRT_2)).erf1p_gauss(); T::c(0.5) * e1p + x * T::c(INV_SQRT_2PI) * g }, uses_y = false);
 unary_op!(/** GELU, tanh approximation */ GeluTanh, "gelu_tanh",
 |s, x| T::c(0.5) * x * (T::ONE + (T::c(SQRT_2_OVER_PI) * (x + T::c(0.044715) * x * x * x)).tanh()),
 |s, x, y| {
