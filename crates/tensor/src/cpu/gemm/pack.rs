@@ -172,16 +172,7 @@ unsafe fn pack_transposed_avx2(
             let np = (kc - p).min(8);
             let load_mask = lane_mask(np);
             if p % 16 == 0 {
-                // The same cache line of the rows `W` further on (the next sliver's, which
-                // the caller packs next): strided row starts defeat the hardware prefetcher,
-                // and without this most of the pack's time is spent waiting on these loads.
-                // A prefetch never faults, so rows past the end of the operand are harmless.
-                for i in 0..valid {
-                    let next = src
-                        .wrapping_offset((W + g + i) as isize * s_len)
-                        .wrapping_add(p);
-                    _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
-                }
+                prefetch_next_sliver(src, W, g, valid, s_len, p);
             }
             let mut t = [_mm256_setzero_ps(); 8];
             for (i, x) in t.iter_mut().enumerate().take(valid) {
@@ -205,6 +196,23 @@ unsafe fn pack_transposed_avx2(
     }
 }
 
+/// Prefetches, for rows `g..g + rows` of the sliver at `src` (rows `s_len` apart), the cache
+/// line at k-offset `p` of the row `W` further on: the next sliver's, which the caller packs
+/// next. Strided row starts defeat the hardware prefetcher, and without this most of a
+/// transposing pack's time is spent waiting on its loads. A prefetch never faults, so rows past
+/// the end of the operand are harmless (and the addresses are formed with wrapping arithmetic).
+#[inline(always)]
+#[allow(non_snake_case)]
+fn prefetch_next_sliver(src: *const f32, W: usize, g: usize, rows: usize, s_len: isize, p: usize) {
+    for i in 0..rows {
+        let next = src
+            .wrapping_offset((W + g + i) as isize * s_len)
+            .wrapping_add(p);
+        // SAFETY: SSE is part of x86-64, and a prefetch reads nothing architecturally.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(next as *const i8) };
+    }
+}
+
 /// [`pack_transposed_avx2`] for a full sliver of a width known at compile time (the AVX2
 /// kernel's `NR = 6` and `MR = 16`): the row count, lane count and store widths are constants,
 /// so the inner loop has no branches; a k tail that is not a multiple of 8 takes the general
@@ -225,13 +233,7 @@ unsafe fn pack_transposed_full_avx2<const W: usize>(
         let row = |i: usize| src.offset((g + i) as isize * s_len);
         for p in (0..body).step_by(8) {
             if p % 16 == 0 {
-                // As in `pack_transposed_avx2`: the next sliver's rows, one line ahead.
-                for i in 0..lanes {
-                    let next = src
-                        .wrapping_offset((W + g + i) as isize * s_len)
-                        .wrapping_add(p);
-                    _mm_prefetch::<_MM_HINT_T0>(next as *const i8);
-                }
+                prefetch_next_sliver(src, W, g, lanes, s_len, p);
             }
             let mut t = [_mm256_setzero_ps(); 8];
             for (i, x) in t.iter_mut().enumerate().take(lanes) {
