@@ -146,8 +146,6 @@ pub trait Float:
     /// Error function (f32: the vectorisable [`crate::cpu::math::erf_f32`], absolute error
     /// below 4e-7; f64: libm).
     fn erf(self) -> Self;
-    /// `(erf(x), e^(-x²))` together (f32 shares one exponential between them).
-    fn erf_gauss(self) -> (Self, Self);
     /// `(1 + erf(x), e^(-x²))` together, accurate in absolute terms without cancellation for
     /// negative x (the GELU's `2·Φ(x·√2)`; f32: [`crate::cpu::math::erf1p_gauss_f32`], f64:
     /// libm's `erfc(-x)`).
@@ -173,7 +171,7 @@ pub trait Float:
 }
 
 macro_rules! float {
-    ($t:ty, $erf:path, $exp:path, $erf_gauss:path, $erf1p_gauss:path) => {
+    ($t:ty, $erf:path, $exp:path, $erf1p_gauss:path) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -198,10 +196,6 @@ macro_rules! float {
             #[inline(always)]
             fn erf(self) -> Self {
                 $erf(self)
-            }
-            #[inline(always)]
-            fn erf_gauss(self) -> (Self, Self) {
-                $erf_gauss(self)
             }
             #[inline(always)]
             fn erf1p_gauss(self) -> (Self, Self) {
@@ -254,15 +248,9 @@ float!(
     f32,
     crate::cpu::math::erf_f32,
     crate::cpu::math::exp_f32,
-    crate::cpu::math::erf_gauss_f32,
     crate::cpu::math::erf1p_gauss_f32
 );
-float!(f64, libm::erf, f64::exp, erf_gauss_f64, erf1p_gauss_f64);
-
-/// `(erf(x), e^(-x²))` in f64, from libm and the standard exponential.
-fn erf_gauss_f64(x: f64) -> (f64, f64) {
-    (libm::erf(x), (-x * x).exp())
-}
+float!(f64, libm::erf, f64::exp, erf1p_gauss_f64);
 
 /// `(1 + erf(x), e^(-x²))` in f64, as `erfc(-x)` from libm.
 fn erf1p_gauss_f64(x: f64) -> (f64, f64) {

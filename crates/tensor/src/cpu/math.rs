@@ -50,7 +50,7 @@ pub fn erf_f32(x: f32) -> f32 {
 }
 
 /// `(erf(x), e^(-x²))` for f32: [`erf_f32`] computes the Gaussian factor anyway, so callers
-/// that need both (the GELU derivative) get it without a second exponential.
+/// that need both get it without a second exponential.
 #[inline(always)]
 pub fn erf_gauss_f32(x: f32) -> (f32, f32) {
     const TWO_OVER_SQRT_PI: f32 = std::f32::consts::FRAC_2_SQRT_PI;
@@ -86,8 +86,9 @@ fn erfc_factor(a: f32) -> f32 {
 /// `(1 + erf(x), e^(-x²))` for f32, for the GELU `x·Φ(x) = x·(1 + erf(x/√2))/2` and its
 /// derivative: the Abramowitz-Stegun tail `erfc(|x|) ≈ t·P(t)·e^(-x²)` alone, as `2 - tail`
 /// for `x ≥ 0` and `tail` for `x < 0`. Absolute error below 7e-7 (worst near x = 0.07, where
-/// the value is 1.08); for negative x there is no cancellation against 1, and the series that [`erf_gauss_f32`] needs for the
-/// relative accuracy of `erf` near 0 is not needed, since `1 + erf` is near 1 there.
+/// the value is 1.08); for negative x there is no cancellation against 1, and the series that
+/// [`erf_gauss_f32`] needs for the relative accuracy of `erf` near 0 is not needed, since
+/// `1 + erf` is near 1 there.
 #[inline(always)]
 pub fn erf1p_gauss_f32(x: f32) -> (f32, f32) {
     let gauss = exp_f32(-(x * x));
