@@ -7,6 +7,9 @@
 //! `dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat))`; the parameter gradients
 //! `dw = sum_rows dy * xhat`, `db = sum_rows dy` are summed per parallel chunk of rows, then
 //! across chunks. Rows are processed in parallel; sums run in 16 lanes.
+//!
+//! Every inner loop walks equal-length slices (an absent weight or bias is a row of ones or
+//! zeros), so the compiler vectorises it without per-element bounds checks or branches.
 
 use crate::dtype::Float;
 use rayon::prelude::*;
@@ -14,23 +17,55 @@ use rayon::prelude::*;
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
 
-/// Sum of `f(i)` for `i < n` in 16 lanes.
+/// Lanes of the row sums.
+const L: usize = 16;
+
+/// Sum of `f(a_i, b_i, c_i)` over equal-length slices, in [`L`] lanes.
 #[inline(always)]
-fn lanes<T: Float>(n: usize, f: impl Fn(usize) -> T) -> T {
-    let mut acc = [T::ZERO; 16];
-    let full = n / 16 * 16;
-    let mut i = 0;
-    while i < full {
-        for (k, a) in acc.iter_mut().enumerate() {
-            *a += f(i + k);
+fn sum3<T: Float>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) -> T {
+    let n = a.len().min(b.len()).min(c.len());
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    let mut acc = [T::ZERO; L];
+    let full = n / L * L;
+    for ((ca, cb), cc) in a[..full]
+        .chunks_exact(L)
+        .zip(b[..full].chunks_exact(L))
+        .zip(c[..full].chunks_exact(L))
+    {
+        for k in 0..L {
+            acc[k] += f(ca[k], cb[k], cc[k]);
         }
-        i += 16;
     }
     let mut tail = T::ZERO;
-    for j in full..n {
-        tail += f(j);
+    for i in full..n {
+        tail += f(a[i], b[i], c[i]);
     }
     acc.iter().fold(tail, |s, &v| s + v)
+}
+
+/// `w` and `b` as slices of length `d` (ones and zeros when absent).
+fn affine<'a, T: Float>(
+    d: usize,
+    w: Option<&'a [T]>,
+    b: Option<&'a [T]>,
+    ones: &'a mut Vec<T>,
+    zeros: &'a mut Vec<T>,
+) -> (&'a [T], &'a [T]) {
+    let w = match w {
+        Some(w) => &w[..d],
+        None => {
+            *ones = vec![T::ONE; d];
+            &ones[..]
+        }
+    };
+    let b = match b {
+        Some(b) => &b[..d],
+        None => {
+            *zeros = vec![T::ZERO; d];
+            &zeros[..]
+        }
+    };
+    (w, b)
 }
 
 /// Forward: returns `(y, mean, rstd)` for rows of length `d`; `w`, `b` have length `d` (or are
@@ -49,32 +84,35 @@ pub fn forward<T: Float>(
     if rows == 0 || d == 0 {
         return (y, mean, rstd);
     }
+    let (mut ones, mut zeros) = (Vec::new(), Vec::new());
+    let (w, b) = affine(d, w, b, &mut ones, &mut zeros);
+    let x = &x[..rows * d];
     let inv_d = T::c(1.0 / d as f64);
+    let eps = T::c(eps);
     let task = ROWS_PER_TASK * d;
     y.spare_capacity_mut()[..rows * d]
         .par_chunks_mut(task)
+        .zip(x.par_chunks(task))
         .zip(mean.par_chunks_mut(ROWS_PER_TASK))
         .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
-        .enumerate()
-        .for_each(|(t, ((yc, mc), rc))| {
+        .for_each(|(((yc, xc), mc), rc)| {
             super::simd::dispatch(
                 #[inline(always)]
                 || {
-                    for (r, yr) in yc.chunks_mut(d).enumerate() {
-                        let row = t * ROWS_PER_TASK + r;
-                        let xr = &x[row * d..(row + 1) * d];
-                        let mu = lanes(d, |i| xr[i]) * inv_d;
-                        let var = lanes(d, |i| {
-                            let c = xr[i] - mu;
-                            c * c
-                        }) * inv_d;
-                        let rs = T::ONE / (var + T::c(eps)).sqrt();
-                        mc[r] = mu;
-                        rc[r] = rs;
-                        let wv = |i: usize| w.map_or(T::ONE, |w| w[i]);
-                        let bv = |i: usize| b.map_or(T::ZERO, |b| b[i]);
+                    for (((yr, xr), m), r) in yc
+                        .chunks_exact_mut(d)
+                        .zip(xc.chunks_exact(d))
+                        .zip(mc.iter_mut())
+                        .zip(rc.iter_mut())
+                    {
+                        let mu = sum3(xr, xr, xr, |v, _, _| v) * inv_d;
+                        let var = sum3(xr, xr, xr, |v, _, _| (v - mu) * (v - mu)) * inv_d;
+                        let rs = T::ONE / (var + eps).sqrt();
+                        *m = mu;
+                        *r = rs;
+                        let yr = &mut yr[..d];
                         for i in 0..d {
-                            yr[i].write((xr[i] - mu) * rs * wv(i) + bv(i));
+                            yr[i].write((xr[i] - mu) * rs * w[i] + b[i]);
                         }
                     }
                 },
@@ -99,28 +137,37 @@ pub fn backward<T: Float>(
     if rows == 0 || d == 0 {
         return (dx, vec![T::ZERO; d], vec![T::ZERO; d]);
     }
+    let (mut ones, mut zeros) = (Vec::new(), Vec::new());
+    let (w, _) = affine(d, w, None, &mut ones, &mut zeros);
+    let (x, dy) = (&x[..rows * d], &dy[..rows * d]);
     let inv_d = T::c(1.0 / d as f64);
     let task = ROWS_PER_TASK * d;
     let partials: Vec<(Vec<T>, Vec<T>)> = dx.spare_capacity_mut()[..rows * d]
         .par_chunks_mut(task)
-        .enumerate()
-        .map(|(t, dc)| {
+        .zip(x.par_chunks(task))
+        .zip(dy.par_chunks(task))
+        .zip(mean.par_chunks(ROWS_PER_TASK))
+        .zip(rstd.par_chunks(ROWS_PER_TASK))
+        .map(|((((dc, xc), gc), mc), rc)| {
             let mut dw = vec![T::ZERO; d];
             let mut db = vec![T::ZERO; d];
             super::simd::dispatch(
                 #[inline(always)]
                 || {
-                    for (r, dxr) in dc.chunks_mut(d).enumerate() {
-                        let row = t * ROWS_PER_TASK + r;
-                        let (xr, gr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
-                        let (mu, rs) = (mean[row], rstd[row]);
-                        let wv = |i: usize| w.map_or(T::ONE, |w| w[i]);
-                        let a = lanes(d, |i| gr[i] * wv(i)) * inv_d;
-                        let bm = lanes(d, |i| gr[i] * wv(i) * (xr[i] - mu) * rs) * inv_d;
-                        let (dw, db) = (&mut dw[..d], &mut db[..d]);
+                    let (dw, db) = (&mut dw[..d], &mut db[..d]);
+                    for ((((dxr, xr), gr), &mu), &rs) in dc
+                        .chunks_exact_mut(d)
+                        .zip(xc.chunks_exact(d))
+                        .zip(gc.chunks_exact(d))
+                        .zip(mc)
+                        .zip(rc)
+                    {
+                        let a = sum3(gr, w, w, |g, wv, _| g * wv) * inv_d;
+                        let bm = sum3(gr, w, xr, |g, wv, xv| g * wv * (xv - mu)) * (rs * inv_d);
+                        let (dxr, xr, gr) = (&mut dxr[..d], &xr[..d], &gr[..d]);
                         for i in 0..d {
                             let xh = (xr[i] - mu) * rs;
-                            dxr[i].write(rs * (gr[i] * wv(i) - a - xh * bm));
+                            dxr[i].write(rs * (gr[i] * w[i] - a - xh * bm));
                             dw[i] += gr[i] * xh;
                             db[i] += gr[i];
                         }
