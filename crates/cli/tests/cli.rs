@@ -586,3 +586,51 @@ fn text_eval_classifies_fortune_topics_against_baselines() {
         "needs the fortunes directory",
     );
 }
+
+/// Every recipe in `configs/` parses (no unknown key, no impossible combination) and trains a
+/// step on a small fixture of its dataset, so a shipped config cannot rot unnoticed.
+#[test]
+fn shipped_configs_start_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("fmnist");
+    write_idx(&images, 160, 60);
+    let text = tmp.path().join("fortunes");
+    write_fortunes(&text, 80);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let cfg = entry.unwrap().path();
+        if cfg.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let body = std::fs::read_to_string(&cfg).unwrap();
+        let data = if body.contains("dataset = \"text\"") {
+            &text
+        } else {
+            &images
+        };
+        let out = tmp.path().join(cfg.file_stem().unwrap());
+        let o = selfsup(&[
+            "pretrain",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--no-monitor",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}: {}", cfg.display(), stderr(&o));
+        assert!(out.join("metrics.json").exists(), "{}", cfg.display());
+        seen += 1;
+    }
+    assert!(
+        seen >= 3,
+        "expected the shipped configs in {}",
+        dir.display()
+    );
+}
