@@ -56,7 +56,8 @@ pub(super) trait MicroKernel {
 }
 
 /// The AVX-512 kernel (32 × 12). KC = 512: B sliver 24 KiB in a 48 KiB L1d (512 measured 0–8 %
-/// faster than 256 at n = 512–2048 on Zen 5); MC = 256: 512 KiB of A in a 1 MiB L2.
+/// faster than 256 at n = 512–2048 on Zen 5); MC = 256: 512 KiB of A in a 1 MiB L2 (the
+/// fallback: [`mc_rows`] sizes it from the L2 the CPU reports).
 pub(super) struct Avx512;
 
 impl MicroKernel for Avx512 {
@@ -82,7 +83,7 @@ impl MicroKernel for Avx512 {
 }
 
 /// The AVX2 + FMA kernel (16 × 6). KC = 256: B sliver 6 KiB and A sliver 16 KiB in a 32 KiB
-/// L1d; MC = 256: 256 KiB of A in a 512 KiB L2 (Zen 3).
+/// L1d; MC = 256: 256 KiB of A in a 512 KiB L2 (Zen 3; the fallback of [`mc_rows`]).
 pub(super) struct Avx2;
 
 impl MicroKernel for Avx2 {
@@ -110,6 +111,39 @@ impl MicroKernel for Avx2 {
 const B_PANEL_MAX: usize = 4 << 20;
 /// Flops below which an extra thread is not worth its fork/join and packing cost.
 const MIN_FLOPS_PER_THREAD: usize = 1 << 22;
+
+/// Per-core L2 size in bytes as the CPU reports it (`cpuid` leaf 0x8000_0006, which Intel and
+/// AMD both fill), read once; `None` when the leaf is missing or reports nothing.
+fn l2_bytes() -> Option<usize> {
+    static L2: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *L2.get_or_init(|| {
+        // SAFETY: `cpuid` exists on every x86-64 CPU; leaf 0x8000_0006 is read only when the
+        // highest extended leaf reaches it.
+        let kib = unsafe {
+            use core::arch::x86_64::__cpuid;
+            if __cpuid(0x8000_0000).eax < 0x8000_0006 {
+                return None;
+            }
+            (__cpuid(0x8000_0006).ecx >> 16) as usize
+        };
+        (kib > 0).then_some(kib * 1024)
+    })
+}
+
+/// Rows of A per task block for kernel `K` on this CPU: the packed `MC × KC` block of A fills
+/// at most half of the per-core L2 (the rest holds B's panel and C), in whole `MR`-row slivers,
+/// between `K::MC / 2` and `4 · K::MC`; `K::MC` when the L2 size is unknown. On a 2 MiB L2
+/// (Sapphire Rapids) the AVX-512 kernel gets 512 rows: SGEMM n = 512 with 2 threads went from
+/// 200-256 to 272 GFLOP/s (docs/performance.md, session 10).
+pub(super) fn mc_rows<K: MicroKernel>() -> usize {
+    match l2_bytes() {
+        Some(l2) => {
+            let rows = l2 / 2 / (K::KC * std::mem::size_of::<f32>()) / K::MR * K::MR;
+            rows.clamp(K::MC / 2, 4 * K::MC)
+        }
+        None => K::MC,
+    }
+}
 
 /// Floats of slack so a scratch buffer can be aligned to a 64-byte cache line.
 const ALIGN_SLACK: usize = 16;
@@ -208,15 +242,15 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
 
             // Split rows into ≤ mc blocks, a multiple of the thread count when there are enough;
             // when all rows fit one block, split columns instead. A row block's packed A is
-            // `MC·KC` floats at full depth; at k ≤ KC/2 the same L2 budget holds twice the rows,
+            // `MC·KC` floats at full depth ([`mc_rows`]); at k ≤ KC/2 the same L2 budget holds twice the rows,
             // which keeps products like `Wᵀ·xᵀ` with W `[≤ 512, 128]` in one row block whose
             // tasks pack their own B slivers just before use (no separate packing pass), as long
             // as there are enough column slivers to share among the threads.
             let m_sl = m.div_ceil(K::MR);
             let mc = if 2 * k <= K::KC && n_sl >= threads {
-                2 * K::MC
+                2 * mc_rows::<K>()
             } else {
-                K::MC
+                mc_rows::<K>()
             };
             let m_parts = if m <= mc {
                 1

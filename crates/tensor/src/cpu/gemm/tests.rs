@@ -341,6 +341,30 @@ fn around_300() {
 }
 
 #[test]
+fn several_row_blocks_on_a_large_l2() {
+    // More rows than one A block holds even when the block is sized from a 2 MiB L2 (512 rows,
+    // 1024 at k <= KC/2), with the rows split over a 2-thread pool; C column-major and
+    // row-major (then the problem is transposed, so the rows are C's columns).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("a 2-thread pool");
+    pool.install(|| {
+        for (name, gemm) in impls() {
+            for &(m, k, n, lc) in &[
+                (1100, 600, 40, Layout::Col),
+                (1090, 100, 30, Layout::Col),
+                (36, 530, 1100, Layout::Row),
+            ] {
+                let mut c = case(m, k, n, (Layout::Row, Layout::Col, lc));
+                c.beta = 0.5;
+                check(name, gemm, c);
+            }
+        }
+    });
+}
+
+#[test]
 fn several_column_blocks() {
     // k large enough that the packed B panel is split into several column blocks.
     let mut c = case(40, 4100, 1100, (Layout::Row, Layout::Row, Layout::Row));
@@ -469,4 +493,17 @@ fn dgemm_delegates() {
             assert_eq!(c[i * n + j], want);
         }
     }
+}
+
+#[test]
+fn row_block_from_the_l2_size_is_whole_slivers_within_bounds() {
+    use driver::MicroKernel;
+    fn check<K: MicroKernel>(name: &str) {
+        let mc = driver::mc_rows::<K>();
+        println!("{name}: {mc} rows per A block");
+        assert_eq!(mc % K::MR, 0, "{name}: {mc}");
+        assert!((K::MC / 2..=4 * K::MC).contains(&mc), "{name}: {mc}");
+    }
+    check::<driver::Avx512>("avx512");
+    check::<driver::Avx2>("avx2");
 }
