@@ -117,15 +117,12 @@ const MIN_FLOPS_PER_THREAD: usize = 1 << 22;
 fn l2_bytes() -> Option<usize> {
     static L2: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     *L2.get_or_init(|| {
-        // SAFETY: `cpuid` exists on every x86-64 CPU; leaf 0x8000_0006 is read only when the
-        // highest extended leaf reaches it.
-        let kib = unsafe {
-            use core::arch::x86_64::__cpuid;
-            if __cpuid(0x8000_0000).eax < 0x8000_0006 {
-                return None;
-            }
-            (__cpuid(0x8000_0006).ecx >> 16) as usize
-        };
+        use core::arch::x86_64::__cpuid;
+        // Leaf 0x8000_0006 is read only when the highest extended leaf reaches it.
+        if __cpuid(0x8000_0000).eax < 0x8000_0006 {
+            return None;
+        }
+        let kib = (__cpuid(0x8000_0006).ecx >> 16) as usize;
         (kib > 0).then_some(kib * 1024)
     })
 }
