@@ -173,7 +173,24 @@ where
         }
     };
     let spare = &mut out.spare_capacity_mut()[..n];
-    if n >= PAR_THRESHOLD {
+    if n >= PAR_THRESHOLD && outer.is_empty() {
+        // One long row (every operand contiguous, or uniformly strided, after merging): split
+        // the row itself, or the whole map would be one task on one thread.
+        spare.par_chunks_mut(CHUNK).enumerate().for_each(|(c, ch)| {
+            let start = c * CHUNK;
+            if unit {
+                let sl: [&[T]; N] =
+                    std::array::from_fn(|k| &data[k][base[k] + start..][..ch.len()]);
+                map_unit(ch, sl, &f);
+            } else {
+                for (i, o) in ch.iter_mut().enumerate() {
+                    o.write(f(std::array::from_fn(|k| {
+                        data[k][base[k] + (start + i) * inner_st[k]]
+                    })));
+                }
+            }
+        });
+    } else if n >= PAR_THRESHOLD {
         let rows_per = (CHUNK / inner).max(1);
         spare
             .par_chunks_mut(rows_per * inner)
@@ -287,5 +304,33 @@ mod tests {
         let a2 = &a[..3 * (n / 3)];
         let out2 = map_n(l2.shape(), [(a2, &l2)], |[x]| x);
         assert_eq!(out2[1], (n / 3) as f32);
+    }
+
+    #[test]
+    fn one_long_row_is_split_across_tasks() {
+        // Long enough for several chunks, with a tail: a contiguous operand beside one with
+        // offset and stride 3 (a column of an [m, 3] block) and one broadcast scalar; merged,
+        // each is a single row, which the map splits into pieces.
+        let m = PAR_THRESHOLD * 2 + 5;
+        let a: Vec<f64> = (0..m).map(|x| x as f64).collect();
+        let la = Layout::contiguous(&[m]);
+        let b: Vec<f64> = (0..3 * m).map(|x| x as f64 * 0.5).collect();
+        let lb = Layout::new(vec![m], vec![3], 1);
+        let c = vec![7.0f64];
+        let lc = Layout::new(vec![m], vec![0], 0);
+        let out = map_n(
+            &[m],
+            [(&a[..], &la), (&b[..], &lb), (&c[..], &lc)],
+            |[x, y, z]| x + y * z,
+        );
+        for (i, &v) in out.iter().enumerate() {
+            assert_eq!(v, i as f64 + (3 * i + 1) as f64 * 0.5 * 7.0, "element {i}");
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let out2 = pool.install(|| map_n(&[m], [(&a[..], &la)], |[x]| x + 1.0));
+        assert!(out2.iter().enumerate().all(|(i, &v)| v == i as f64 + 1.0));
     }
 }
