@@ -12,6 +12,8 @@ use core::arch::x86_64::*;
 pub(super) const MR: usize = 32;
 /// Columns of C per micro-tile.
 pub(super) const NR: usize = 12;
+/// k-steps ahead at which the kernel prefetches its A sliver.
+const A_PREFETCH: usize = 20;
 /// zmm vectors per column of the tile.
 const MV: usize = MR / 16;
 
@@ -50,6 +52,10 @@ pub(super) unsafe fn kernel(
     let mut a = a;
     let mut b = b;
     for _ in 0..kc {
+        // The A sliver streams from L2: fetch its lines A_PREFETCH k-steps ahead.
+        for v in 0..MV {
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_PREFETCH * MR + 16 * v) as *const i8);
+        }
         let mut av = [_mm512_setzero_ps(); MV];
         for (v, x) in av.iter_mut().enumerate() {
             *x = _mm512_loadu_ps(a.add(16 * v));
