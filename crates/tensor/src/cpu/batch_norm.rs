@@ -38,36 +38,41 @@ impl BnGeom {
     }
 }
 
-/// Sums the two components of `f(i)` for `i < n` in 16 lanes each.
+/// Sums the two components of `f(a_i, b_i, c_i)` over equal-length slices, in 16 lanes each.
+/// The slices are walked in 16-element chunks, so the loop vectorises with no bounds checks.
 #[inline(always)]
-fn lanes_pair<T: Float>(n: usize, f: impl Fn(usize) -> (T, T)) -> (T, T) {
-    let (mut a, mut b) = ([T::ZERO; 16], [T::ZERO; 16]);
+fn lanes_pair<T: Float>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> (T, T)) -> (T, T) {
+    let n = a.len().min(b.len()).min(c.len());
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    let (mut sa, mut sb) = ([T::ZERO; 16], [T::ZERO; 16]);
     let full = n / 16 * 16;
-    let mut i = 0;
-    while i < full {
+    for ((ca, cb), cc) in a[..full]
+        .chunks_exact(16)
+        .zip(b[..full].chunks_exact(16))
+        .zip(c[..full].chunks_exact(16))
+    {
         for k in 0..16 {
-            let (p, q) = f(i + k);
-            a[k] += p;
-            b[k] += q;
+            let (p, q) = f(ca[k], cb[k], cc[k]);
+            sa[k] += p;
+            sb[k] += q;
         }
-        i += 16;
     }
     let (mut ta, mut tb) = (T::ZERO, T::ZERO);
     for j in full..n {
-        let (p, q) = f(j);
+        let (p, q) = f(a[j], b[j], c[j]);
         ta += p;
         tb += q;
     }
     (
-        a.iter().fold(ta, |s, &v| s + v),
-        b.iter().fold(tb, |s, &v| s + v),
+        sa.iter().fold(ta, |s, &v| s + v),
+        sb.iter().fold(tb, |s, &v| s + v),
     )
 }
 
 /// Sums `f(a[i])` over a row in 16 lanes.
 #[inline(always)]
 fn lanes_sum1<T: Float>(a: &[T], f: impl Fn(T) -> T) -> T {
-    lanes_pair(a.len(), |i| (f(a[i]), T::ZERO)).0
+    lanes_pair(a, a, a, |v, _, _| (f(v), T::ZERO)).0
 }
 
 /// Per-channel sums `sum_i f(ch, x_i)` for every channel, in parallel over channels.
@@ -186,14 +191,11 @@ pub fn grad_sums<T: Float>(
             let (a, b) = super::simd::dispatch(
                 #[inline(always)]
                 || match y {
-                    Some(y) => {
-                        let yr = &y[o..o + s];
-                        lanes_pair(s, |i| {
-                            let gv = masked(yr[i], dr[i]);
-                            (gv, gv * (xr[i] - mu))
-                        })
-                    }
-                    None => lanes_pair(s, |i| (dr[i], dr[i] * (xr[i] - mu))),
+                    Some(y) => lanes_pair(&y[o..o + s], dr, xr, |yv, dv, xv| {
+                        let gv = masked(yv, dv);
+                        (gv, gv * (xv - mu))
+                    }),
+                    None => lanes_pair(dr, dr, xr, |dv, _, xv| (dv, dv * (xv - mu))),
                 },
             );
             sg += a.to_f64();
@@ -247,19 +249,16 @@ pub fn grad_input<T: Float>(
                 #[inline(always)]
                 || match y {
                     Some(y) => {
-                        let yr = &y[r.clone()];
-                        for i in 0..s {
-                            let v = if yr[i] > T::ZERO {
-                                aa * dr[i] + bb * (xr[i] - mu) + dd
-                            } else {
-                                bb * (xr[i] - mu) + dd
-                            };
-                            orow[i].write(v);
+                        for ((o, (&xv, &dv)), &yv) in
+                            orow.iter_mut().zip(xr.iter().zip(dr)).zip(&y[r.clone()])
+                        {
+                            let gv = if yv > T::ZERO { dv } else { T::ZERO };
+                            o.write(aa * gv + bb * (xv - mu) + dd);
                         }
                     }
                     None => {
-                        for i in 0..s {
-                            orow[i].write(aa * dr[i] + bb * (xr[i] - mu) + dd);
+                        for (o, (&xv, &dv)) in orow.iter_mut().zip(xr.iter().zip(dr)) {
+                            o.write(aa * dv + bb * (xv - mu) + dd);
                         }
                     }
                 },

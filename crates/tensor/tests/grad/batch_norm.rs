@@ -188,3 +188,39 @@ fn bad_inputs_name_the_problem() {
     let e = x.batch_norm_train(None, None, -1.0, false).unwrap_err();
     assert!(e.to_string().contains("eps"), "{e}");
 }
+
+#[test]
+fn long_spatial_rows_match_the_composed_form() {
+    // 5 x 7 = 35 values per channel and image: two full 16-lane chunks and a tail, which the
+    // small proptest shapes never reach; training mode with ReLU and affine parameters, and
+    // evaluation mode without ReLU.
+    for (training, relu) in [(true, true), (false, false), (true, false)] {
+        let cs = Case {
+            shape: vec![3, 2, 5, 7],
+            training,
+            relu,
+            affine: true,
+            v: Variant::Plain,
+            seed: 11,
+        };
+        let ins: Vec<Tensor> = inputs(&cs).iter().map(|t| t.requires_grad_()).collect();
+        let g = uniform(&cs.shape, 12, -1.0, 1.0);
+        let grads = |fused: bool| -> Vec<Vec<f64>> {
+            let xs: Vec<Tensor> = ins.iter().map(|t| t.detach().requires_grad_()).collect();
+            let y = run(&cs, &xs, fused).unwrap();
+            y.mul(&g).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut out = vec![y.to_vec::<f64>().unwrap()];
+            out.extend(
+                xs.iter()
+                    .map(|t| t.grad().unwrap().to_vec::<f64>().unwrap()),
+            );
+            out
+        };
+        let (fused, reference) = (grads(true), grads(false));
+        for (k, (a, b)) in fused.iter().zip(&reference).enumerate() {
+            for (u, v) in a.iter().zip(b) {
+                assert!((u - v).abs() < 1e-10, "{cs:?} output/grad {k}: {u} vs {v}");
+            }
+        }
+    }
+}
