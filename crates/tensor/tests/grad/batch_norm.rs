@@ -192,11 +192,12 @@ fn bad_inputs_name_the_problem() {
 #[test]
 fn long_spatial_rows_match_the_composed_form() {
     // 5 x 7 = 35 values per channel and image: two full 16-lane chunks and a tail, which the
-    // small proptest shapes never reach; training mode with ReLU and affine parameters, and
-    // evaluation mode without ReLU.
+    // small proptest shapes never reach, and 20 images: two partial per-channel sums (16
+    // images each); training mode with ReLU and affine parameters, and evaluation mode
+    // without ReLU.
     for (training, relu) in [(true, true), (false, false), (true, false)] {
         let cs = Case {
-            shape: vec![3, 2, 5, 7],
+            shape: vec![20, 2, 5, 7],
             training,
             relu,
             affine: true,
