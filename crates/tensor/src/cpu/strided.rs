@@ -316,7 +316,7 @@ mod tests {
         let la = Layout::contiguous(&[m]);
         let b: Vec<f64> = (0..3 * m).map(|x| x as f64 * 0.5).collect();
         let lb = Layout::new(vec![m], vec![3], 1);
-        let c = vec![7.0f64];
+        let c = [7.0f64];
         let lc = Layout::new(vec![m], vec![0], 0);
         let out = map_n(
             &[m],
