@@ -297,11 +297,7 @@ fn one_row_block_packing_its_own_b_slivers() {
     // slivers one at a time just before use (the transposing full-sliver path, with a k tail
     // that is not a multiple of 8, when B is column-major), run on a 2-thread pool so the
     // columns are split between tasks even on a 1-core machine.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("a 2-thread pool");
-    pool.install(|| {
+    on_threads(2, || {
         for (name, gemm) in impls() {
             for &lb in &LAYOUTS {
                 for &(m, k, n) in &[(64, 131, 700), (40, 64, 1200), (17, 260, 500)] {
@@ -345,11 +341,7 @@ fn several_row_blocks_on_a_large_l2() {
     // More rows than one A block holds even when the block is sized from a 2 MiB L2 (512 rows,
     // 1024 at k <= KC/2), with the rows split over a 2-thread pool; C column-major and
     // row-major (then the problem is transposed, so the rows are C's columns).
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("a 2-thread pool");
-    pool.install(|| {
+    on_threads(2, || {
         for (name, gemm) in impls() {
             for &(m, k, n, lc) in &[
                 (1100, 600, 40, Layout::Col),
@@ -449,11 +441,7 @@ fn deterministic_across_runs_and_thread_counts() {
     for (name, gemm) in impls() {
         let (.., first) = run(gemm, c);
         let (.., again) = run(gemm, c);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .expect("build a 1-thread pool");
-        let (.., single) = pool.install(|| run(gemm, c));
+        let (.., single) = on_threads(1, || run(gemm, c));
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&first), bits(&again), "{name}: run to run");
         if name == "packed" {
@@ -506,4 +494,14 @@ fn row_block_from_the_l2_size_is_whole_slivers_within_bounds() {
     }
     check::<driver::Avx512>("avx512");
     check::<driver::Avx2>("avx2");
+}
+
+/// Runs `f` on a fresh rayon pool of `n` threads (so splits over threads are exercised even
+/// on a 1-core machine).
+fn on_threads<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("a rayon pool")
+        .install(f)
 }
