@@ -10,6 +10,7 @@
 //! elementwise passes run in parallel over images and write their output exactly once
 //! (no zero-fill).
 
+use super::lanes::lanes_sum_pair3;
 use crate::dtype::Float;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -36,37 +37,6 @@ impl BnGeom {
     pub fn numel(&self) -> usize {
         self.n * self.c * self.s
     }
-}
-
-/// Sums the two components of `f(a_i, b_i, c_i)` over equal-length slices, in 16 lanes each.
-/// The slices are walked in 16-element chunks, so the loop vectorises with no bounds checks.
-#[inline(always)]
-fn lanes_pair<T: Float>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> (T, T)) -> (T, T) {
-    let n = a.len().min(b.len()).min(c.len());
-    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-    let (mut sa, mut sb) = ([T::ZERO; 16], [T::ZERO; 16]);
-    let full = n / 16 * 16;
-    for ((ca, cb), cc) in a[..full]
-        .chunks_exact(16)
-        .zip(b[..full].chunks_exact(16))
-        .zip(c[..full].chunks_exact(16))
-    {
-        for k in 0..16 {
-            let (p, q) = f(ca[k], cb[k], cc[k]);
-            sa[k] += p;
-            sb[k] += q;
-        }
-    }
-    let (mut ta, mut tb) = (T::ZERO, T::ZERO);
-    for j in full..n {
-        let (p, q) = f(a[j], b[j], c[j]);
-        ta += p;
-        tb += q;
-    }
-    (
-        sa.iter().fold(ta, |s, &v| s + v),
-        sb.iter().fold(tb, |s, &v| s + v),
-    )
 }
 
 /// Per-channel sums `sum_i f(ch, x_i)` for every channel.
@@ -113,10 +83,12 @@ fn channel_pair_sums<T: Float>(
                         let (ai, bi, ci) = (&a[r.clone()], &b[r.clone()], &c3[r]);
                         for ch in 0..c {
                             let rr = ch * s..(ch + 1) * s;
-                            let (u, v) =
-                                lanes_pair(&ai[rr.clone()], &bi[rr.clone()], &ci[rr], |x, y, z| {
-                                    f(ch, x, y, z)
-                                });
+                            let (u, v) = lanes_sum_pair3(
+                                &ai[rr.clone()],
+                                &bi[rr.clone()],
+                                &ci[rr],
+                                |x, y, z| f(ch, x, y, z),
+                            );
                             p[ch] += u.to_f64();
                             q[ch] += v.to_f64();
                         }
@@ -221,11 +193,11 @@ pub fn grad_sums<T: Float>(
             let (a, b) = super::simd::dispatch(
                 #[inline(always)]
                 || match y {
-                    Some(y) => lanes_pair(&y[o..o + s], dr, xr, |yv, dv, xv| {
+                    Some(y) => lanes_sum_pair3(&y[o..o + s], dr, xr, |yv, dv, xv| {
                         let gv = masked(yv, dv);
                         (gv, gv * (xv - mu))
                     }),
-                    None => lanes_pair(dr, dr, xr, |dv, _, xv| (dv, dv * (xv - mu))),
+                    None => lanes_sum_pair3(dr, dr, xr, |dv, _, xv| (dv, dv * (xv - mu))),
                 },
             );
             sg += a.to_f64();

@@ -68,3 +68,46 @@ pub fn lanes_min<T: Float>(x: &[T]) -> T {
     rem.iter()
         .fold(acc.iter().fold(T::INF, |a, &b| a.min(b)), |a, &b| a.min(b))
 }
+
+/// Sums both components of `f(a_i, b_i, c_i)` over equal-length slices (the shortest length
+/// when they differ) with 16 independent lanes each: walked in 16-element chunks, so the loop
+/// vectorises with no bounds checks; the tail is summed apart and the lanes folded onto it.
+#[inline(always)]
+pub fn lanes_sum_pair3<T: Float>(
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    f: impl Fn(T, T, T) -> (T, T),
+) -> (T, T) {
+    let n = a.len().min(b.len()).min(c.len());
+    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
+    let (mut sa, mut sb) = ([T::ZERO; 16], [T::ZERO; 16]);
+    let full = n / 16 * 16;
+    for ((ca, cb), cc) in a[..full]
+        .chunks_exact(16)
+        .zip(b[..full].chunks_exact(16))
+        .zip(c[..full].chunks_exact(16))
+    {
+        for k in 0..16 {
+            let (p, q) = f(ca[k], cb[k], cc[k]);
+            sa[k] += p;
+            sb[k] += q;
+        }
+    }
+    let (mut ta, mut tb) = (T::ZERO, T::ZERO);
+    for j in full..n {
+        let (p, q) = f(a[j], b[j], c[j]);
+        ta += p;
+        tb += q;
+    }
+    (
+        sa.iter().fold(ta, |s, &v| s + v),
+        sb.iter().fold(tb, |s, &v| s + v),
+    )
+}
+
+/// Sums `f(a_i, b_i, c_i)` over equal-length slices, as [`lanes_sum_pair3`] does per component.
+#[inline(always)]
+pub fn lanes_sum3<T: Float>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) -> T {
+    lanes_sum_pair3(a, b, c, |x, y, z| (f(x, y, z), T::ZERO)).0
+}

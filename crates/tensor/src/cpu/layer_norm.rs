@@ -11,37 +11,12 @@
 //! Every inner loop walks equal-length slices (an absent weight or bias is a row of ones or
 //! zeros), so the compiler vectorises it without per-element bounds checks or branches.
 
+use super::lanes::lanes_sum3;
 use crate::dtype::Float;
 use rayon::prelude::*;
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
-
-/// Lanes of the row sums.
-const L: usize = 16;
-
-/// Sum of `f(a_i, b_i, c_i)` over equal-length slices, in [`L`] lanes.
-#[inline(always)]
-fn sum3<T: Float>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) -> T {
-    let n = a.len().min(b.len()).min(c.len());
-    let (a, b, c) = (&a[..n], &b[..n], &c[..n]);
-    let mut acc = [T::ZERO; L];
-    let full = n / L * L;
-    for ((ca, cb), cc) in a[..full]
-        .chunks_exact(L)
-        .zip(b[..full].chunks_exact(L))
-        .zip(c[..full].chunks_exact(L))
-    {
-        for k in 0..L {
-            acc[k] += f(ca[k], cb[k], cc[k]);
-        }
-    }
-    let mut tail = T::ZERO;
-    for i in full..n {
-        tail += f(a[i], b[i], c[i]);
-    }
-    acc.iter().fold(tail, |s, &v| s + v)
-}
 
 /// `w` and `b` as slices of length `d` (ones and zeros when absent).
 fn affine<'a, T: Float>(
@@ -105,8 +80,8 @@ pub fn forward<T: Float>(
                         .zip(mc.iter_mut())
                         .zip(rc.iter_mut())
                     {
-                        let mu = sum3(xr, xr, xr, |v, _, _| v) * inv_d;
-                        let var = sum3(xr, xr, xr, |v, _, _| (v - mu) * (v - mu)) * inv_d;
+                        let mu = lanes_sum3(xr, xr, xr, |v, _, _| v) * inv_d;
+                        let var = lanes_sum3(xr, xr, xr, |v, _, _| (v - mu) * (v - mu)) * inv_d;
                         let rs = T::ONE / (var + eps).sqrt();
                         *m = mu;
                         *r = rs;
@@ -162,8 +137,9 @@ pub fn backward<T: Float>(
                         .zip(mc)
                         .zip(rc)
                     {
-                        let a = sum3(gr, w, w, |g, wv, _| g * wv) * inv_d;
-                        let bm = sum3(gr, w, xr, |g, wv, xv| g * wv * (xv - mu)) * (rs * inv_d);
+                        let a = lanes_sum3(gr, w, w, |g, wv, _| g * wv) * inv_d;
+                        let bm =
+                            lanes_sum3(gr, w, xr, |g, wv, xv| g * wv * (xv - mu)) * (rs * inv_d);
                         let (dxr, xr, gr) = (&mut dxr[..d], &xr[..d], &gr[..d]);
                         for i in 0..d {
                             let xh = (xr[i] - mu) * rs;
