@@ -68,14 +68,25 @@ fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
 
+/// Stack of each compute thread: commands run on a pool thread (see [`hot`]), and dropping a
+/// long autograd graph recurses, so they get the room a main thread would have and more.
+const STACK_BYTES: usize = 16 << 20;
+
+/// Builds the global thread pool: `n` threads (0 or none: one per core).
 fn set_threads(n: Option<usize>) -> Result<()> {
-    if let Some(n) = n.filter(|&n| n > 0) {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| CliError::Input(format!("--threads {n}: {e}")))?;
-    }
-    Ok(())
+    let n = n.unwrap_or(0);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .stack_size(STACK_BYTES)
+        .build_global()
+        .map_err(|e| CliError::Input(format!("--threads {n}: {e}")))
+}
+
+/// Runs a compute-bound command on the pool with the other workers spinning for work between
+/// ops instead of sleeping (`selfsup_tensor::parallel::hot`): on a VM a sleeping vCPU can
+/// take milliseconds to wake, which otherwise leaves every op's other half waiting.
+fn hot<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    selfsup_tensor::parallel::hot(f)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -84,7 +95,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pretrain(a) => {
             let (cfg, out, resume) = resolve_pretrain(&a)?;
             set_threads(Some(cfg.threads))?;
-            let s = pretrain::pretrain(cfg, &out, resume, a.stop_at, &cmd)?;
+            let s = hot(|| pretrain::pretrain(cfg, &out, resume, a.stop_at, &cmd))?;
             let mut line = format!(
                 "pretrained {} steps in {:.0} s, final loss {:.4}",
                 s.steps, s.seconds, s.final_loss
@@ -100,11 +111,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(a) => {
             set_threads(a.threads)?;
-            evaluate::eval(&a, &cmd).map(|_| ())
+            hot(|| evaluate::eval(&a, &cmd).map(|_| ()))
         }
         Command::Baseline(a) => {
             set_threads(a.threads)?;
-            evaluate::baseline(&a, &cmd).map(|_| ())
+            hot(|| evaluate::baseline(&a, &cmd).map(|_| ()))
         }
         Command::Generate(a) => {
             let text = generate::generate(&a)?;
@@ -113,11 +124,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Quickstart(a) => {
             set_threads(a.threads)?;
-            quickstart::quickstart(&a, &cmd)
+            hot(|| quickstart::quickstart(&a, &cmd))
         }
         Command::Bench(a) => {
             set_threads(a.threads)?;
-            bench::bench(&a)
+            hot(|| bench::bench(&a))
         }
     }
 }

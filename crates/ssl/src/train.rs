@@ -252,7 +252,15 @@ impl Trainer {
     /// One optimisation step on `batch`. A NaN or infinite loss returns
     /// [`SslError::NonFinite`], and a NaN or infinite gradient or running statistic
     /// [`SslError::Diverged`], before the optimiser updates anything.
+    ///
+    /// The step runs inside [`selfsup_tensor::parallel::hot`]: the thread pool's workers spin
+    /// between its ops instead of sleeping (a no-op when the caller is already inside `hot`).
     pub fn train_step(&mut self, batch: &SslBatch) -> Result<StepStats> {
+        selfsup_tensor::parallel::hot(|| self.step_once(batch))
+    }
+
+    /// The body of [`Trainer::train_step`].
+    fn step_once(&mut self, batch: &SslBatch) -> Result<StepStats> {
         let progress = Progress {
             step: self.step,
             total: self.total,

@@ -30,6 +30,7 @@ mod error;
 pub mod gradcheck;
 mod layout;
 pub mod ops;
+pub mod parallel;
 pub mod rng;
 mod storage;
 mod tensor;
