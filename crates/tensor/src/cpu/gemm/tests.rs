@@ -293,15 +293,20 @@ fn tile_and_block_edges() {
 
 #[test]
 fn one_row_block_packing_its_own_b_slivers() {
-    // m within one row block and enough flops for several tasks: each task packs its B
-    // slivers one at a time just before use (the transposing full-sliver path, with a k tail
-    // that is not a multiple of 8, when B is column-major), run on a 2-thread pool so the
-    // columns are split between tasks even on a 1-core machine.
+    // m within one row block and enough flops for several tasks: each task packs its own B,
+    // one sliver at a time just before use (the transposing full-sliver path, with a k tail
+    // that is not a multiple of 8) or, when B's k-steps are contiguous rows, all its slivers
+    // of a k block at once (three k blocks, the last one short, in the last shape), run on a
+    // 2-thread pool so the columns are split between tasks even on a 1-core machine.
     on_threads(2, || {
         for (name, gemm) in impls() {
             for &lb in &LAYOUTS {
                 for &(m, k, n) in &[(64, 131, 700), (40, 64, 1200), (17, 260, 500)] {
                     check(name, gemm, case(m, k, n, (Layout::Row, lb, Layout::Row)));
+                }
+                // Row-major C is computed as Cᵀ = Bᵀ·Aᵀ: a column-major A has contiguous rows.
+                for &la in &[Layout::Row, Layout::Col] {
+                    check(name, gemm, case(33, 1100, 300, (la, lb, Layout::Row)));
                 }
             }
         }
