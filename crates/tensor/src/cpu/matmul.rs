@@ -24,6 +24,32 @@ pub trait Gemm: Float {
         rsc: isize,
     );
 
+    /// `C = A·B + bias`, `bias[j]` added to column `j` (`n` values): like [`Gemm::gemm`], with
+    /// `c` only written. The default fills C's rows with the bias and accumulates onto them.
+    ///
+    /// # Safety
+    /// As for [`Gemm::gemm`]; `bias` must be readable for `n` values.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_col_bias(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        c: *mut Self,
+        rsc: isize,
+        bias: *const Self,
+    ) {
+        for i in 0..m {
+            std::ptr::copy_nonoverlapping(bias, c.offset(i as isize * rsc), n);
+        }
+        Self::gemm_acc(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc);
+    }
+
     /// `C += A·B` (beta = 1): like [`Gemm::gemm`] but accumulating into `c`.
     ///
     /// # Safety
@@ -74,6 +100,23 @@ impl Gemm for f32 {
         rsc: isize,
     ) {
         super::gemm::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 1.0, c, rsc, 1);
+    }
+
+    unsafe fn gemm_col_bias(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        c: *mut f32,
+        rsc: isize,
+        bias: *const f32,
+    ) {
+        super::gemm::sgemm_col_bias(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, 1, bias);
     }
 }
 

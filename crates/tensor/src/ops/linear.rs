@@ -1,11 +1,9 @@
 //! Fully connected layer `y = x·Wᵀ + b` as one op ([`Tensor::linear`]).
 //!
 //! The composed form (`x.matmul(&w.t())` then `add(&b)`) writes the product once and then reads
-//! it back to add the bias into a second buffer. Here the output rows start as copies of the
-//! bias and the GEMM accumulates into them (β = 1), so the output is written by the product
-//! only; the weight is read through its transposed strides, without a copy.
-
-use rayon::prelude::*;
+//! it back to add the bias into a second buffer. Here the GEMM adds the bias as it stores each
+//! tile ([`Gemm::gemm_col_bias`]), so the output is written once and never read; the weight is
+//! read through its transposed strides, without a copy.
 
 use crate::autograd::BackwardOp;
 use crate::cpu::matmul::Gemm;
@@ -47,9 +45,6 @@ impl BackwardOp for LinearBack {
     }
 }
 
-/// Rows of the output filled per rayon task when copying the bias.
-const FILL_ROWS: usize = 256;
-
 /// `x·Wᵀ (+ b)` on strided `x` `[n, k]` and `w` `[out, k]`; returns the contiguous `[n, out]`.
 #[allow(clippy::too_many_arguments)]
 fn forward<T: Gemm + Element>(
@@ -69,49 +64,36 @@ fn forward<T: Gemm + Element>(
         }
         return y;
     }
-    // With a bias every row starts as a copy of it (written straight into the fresh buffer,
-    // no zero-fill first); without one the buffer is zeroed and the product written over it.
-    let mut y = match bias {
-        Some(b) => {
-            let mut y: Vec<T> = Vec::with_capacity(n * out);
-            y.spare_capacity_mut()[..n * out]
-                .par_chunks_mut(out * FILL_ROWS)
-                .for_each(|rows| {
-                    for r in rows.chunks_exact_mut(out) {
-                        for (d, &v) in r.iter_mut().zip(b) {
-                            d.write(v);
-                        }
-                    }
-                });
-            // SAFETY: every one of the `n * out` elements was written just above.
-            unsafe { y.set_len(n * out) };
-            y
-        }
-        None => vec![T::ZERO; n * out],
-    };
+    // Every element is written by the GEMM (β = 0 never reads C), so the output is not
+    // initialised first.
+    let mut y: Vec<T> = Vec::with_capacity(n * out);
     let (rsx, csx) = (lx.strides()[0] as isize, lx.strides()[1] as isize);
     // B = Wᵀ: element (p, j) is w[j, p].
     let (rsb, csb) = (lw.strides()[1] as isize, lw.strides()[0] as isize);
-    // SAFETY: the layouts lie inside their buffers (checked when they were built); `y` is a
-    // fresh, initialised `n × out` block that aliases neither operand.
+    // SAFETY: the layouts lie inside their buffers (checked when they were built); `y` has room
+    // for the `n × out` block, which aliases neither operand, and the GEMM writes all of it.
     unsafe {
         let a = x.as_ptr().add(lx.offset());
         let b = w.as_ptr().add(lw.offset());
-        // With a bias, accumulate onto the rows that already hold it.
-        let gemm = if bias.is_some() { T::gemm_acc } else { T::gemm };
-        gemm(
-            n,
-            k,
-            out,
-            a,
-            rsx,
-            csx,
-            b,
-            rsb,
-            csb,
-            y.as_mut_ptr(),
-            out as isize,
-        );
+        let c = y.as_mut_ptr();
+        match bias {
+            Some(bias) => T::gemm_col_bias(
+                n,
+                k,
+                out,
+                a,
+                rsx,
+                csx,
+                b,
+                rsb,
+                csb,
+                c,
+                out as isize,
+                bias.as_ptr(),
+            ),
+            None => T::gemm(n, k, out, a, rsx, csx, b, rsb, csb, c, out as isize),
+        }
+        y.set_len(n * out);
     }
     y
 }

@@ -6,6 +6,7 @@
 //! 12 ymm accumulators (each holds 8 consecutive rows of one column of C), leaving registers for
 //! the two A vectors and one broadcast.
 
+use super::Bias;
 use core::arch::x86_64::*;
 
 /// Rows of C per micro-tile (two ymm vectors).
@@ -13,14 +14,16 @@ pub(super) const MR: usize = 16;
 /// Columns of C per micro-tile.
 pub(super) const NR: usize = 6;
 
-/// Computes the top-left `mr × nr` part of `C ← α·A·B + β·C` for one micro-tile.
+/// Computes the top-left `mr × nr` part of `C ← α·A·B + bias + β·C` for one micro-tile.
 ///
 /// `a` is a packed `MR × kc` sliver and `b` a packed `kc × NR` sliver (zero-padded past
-/// `mr` / `nr`); element `(i, j)` of C is at `c + i·rsc + j·csc`. When `beta == 0`, C is not read.
+/// `mr` / `nr`); element `(i, j)` of C is at `c + i·rsc + j·csc`; `bias` points at this tile's
+/// first row / column entries. When `beta == 0`, C is not read.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA; `a` and `b` must be valid for `kc·MR` and `kc·NR` reads;
-/// every `(i, j)` with `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C.
+/// every `(i, j)` with `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C, and a
+/// non-null bias must be readable for `mr` (rows) / `nr` (columns) floats.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn kernel(
@@ -34,6 +37,7 @@ pub(super) unsafe fn kernel(
     csc: isize,
     mr: usize,
     nr: usize,
+    bias: Bias,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; NR];
     let mut a = a;
@@ -53,11 +57,23 @@ pub(super) unsafe fn kernel(
     let valpha = _mm256_set1_ps(alpha);
     if rsc == 1 && mr == MR {
         let vbeta = _mm256_set1_ps(beta);
+        let mut row_bias = [_mm256_setzero_ps(); 2];
+        if !bias.rows.is_null() {
+            for (v, r) in row_bias.iter_mut().enumerate() {
+                *r = _mm256_loadu_ps(bias.rows.add(8 * v));
+            }
+        }
         for (j, col) in acc.iter().enumerate().take(nr) {
             let cj = c.offset(j as isize * csc);
             for (v, x) in col.iter().enumerate() {
                 let p = cj.add(8 * v);
                 let mut r = _mm256_mul_ps(*x, valpha);
+                if !bias.rows.is_null() {
+                    r = _mm256_add_ps(r, row_bias[v]);
+                }
+                if !bias.cols.is_null() {
+                    r = _mm256_add_ps(r, _mm256_set1_ps(*bias.cols.add(j)));
+                }
                 if beta != 0.0 {
                     r = _mm256_fmadd_ps(_mm256_loadu_ps(p), vbeta, r);
                 }
@@ -73,6 +89,7 @@ pub(super) unsafe fn kernel(
         }
         for (j, t) in tile.iter().enumerate().take(nr) {
             for (i, &x) in t.iter().enumerate().take(mr) {
+                let x = bias.add(x, i, j);
                 let p = c.offset(i as isize * rsc + j as isize * csc);
                 *p = if beta == 0.0 { x } else { x + beta * *p };
             }

@@ -5,7 +5,9 @@
 //! (`b[p·NR + j]`), so one k-step of B is `NR` scalars that are broadcast. The tile lives in
 //! `NR · MR / 16` zmm accumulators (each holds 16 consecutive rows of one column of C), so C is
 //! written with vector stores when its row stride is 1 and through a scratch tile otherwise.
+//! A bias ([`Bias`]) is added as the tile is written, so C never has to be pre-filled with it.
 
+use super::Bias;
 use core::arch::x86_64::*;
 
 /// Rows of C per micro-tile (two zmm vectors).
@@ -17,14 +19,16 @@ const A_PREFETCH: usize = 20;
 /// zmm vectors per column of the tile.
 const MV: usize = MR / 16;
 
-/// Computes the top-left `mr × nr` part of `C ← α·A·B + β·C` for one micro-tile.
+/// Computes the top-left `mr × nr` part of `C ← α·A·B + bias + β·C` for one micro-tile.
 ///
 /// `a` is a packed `MR × kc` sliver and `b` a packed `kc × NR` sliver (zero-padded past
-/// `mr` / `nr`); element `(i, j)` of C is at `c + i·rsc + j·csc`. When `beta == 0`, C is not read.
+/// `mr` / `nr`); element `(i, j)` of C is at `c + i·rsc + j·csc`; `bias` points at this tile's
+/// first row / column entries. When `beta == 0`, C is not read.
 ///
 /// # Safety
 /// The CPU must support AVX-512F; `a` and `b` must be valid for `kc·MR` and `kc·NR` reads; every
-/// `(i, j)` with `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C.
+/// `(i, j)` with `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C, and a
+/// non-null bias must be readable for `mr` (rows) / `nr` (columns) floats.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn kernel(
@@ -38,6 +42,7 @@ pub(super) unsafe fn kernel(
     csc: isize,
     mr: usize,
     nr: usize,
+    bias: Bias,
 ) {
     if rsc == 1 {
         // Start fetching the tile of C now so its read at the end does not stall.
@@ -74,9 +79,13 @@ pub(super) unsafe fn kernel(
     if rsc == 1 {
         let vbeta = _mm512_set1_ps(beta);
         let mut masks = [0u16; MV];
+        let mut row_bias = [_mm512_setzero_ps(); MV];
         for (v, mask) in masks.iter_mut().enumerate() {
             let rows = mr.saturating_sub(16 * v).min(16);
             *mask = ((1u32 << rows) - 1) as u16;
+            if !bias.rows.is_null() {
+                row_bias[v] = _mm512_maskz_loadu_ps(*mask, bias.rows.add(16 * v));
+            }
         }
         for (j, col) in acc.iter().enumerate() {
             if j < nr {
@@ -84,6 +93,12 @@ pub(super) unsafe fn kernel(
                 for (v, x) in col.iter().enumerate() {
                     let p = cj.add(16 * v);
                     let mut r = _mm512_mul_ps(*x, valpha);
+                    if !bias.rows.is_null() {
+                        r = _mm512_add_ps(r, row_bias[v]);
+                    }
+                    if !bias.cols.is_null() {
+                        r = _mm512_add_ps(r, _mm512_set1_ps(*bias.cols.add(j)));
+                    }
                     if beta != 0.0 {
                         r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(masks[v], p), vbeta, r);
                     }
@@ -100,6 +115,7 @@ pub(super) unsafe fn kernel(
         }
         for (j, t) in tile.iter().enumerate().take(nr) {
             for (i, &x) in t.iter().enumerate().take(mr) {
+                let x = bias.add(x, i, j);
                 let p = c.offset(i as isize * rsc + j as isize * csc);
                 *p = if beta == 0.0 { x } else { x + beta * *p };
             }

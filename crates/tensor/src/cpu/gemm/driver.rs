@@ -4,6 +4,7 @@
 //! A is `m × k`, B is `k × n`, C is `m × n`; element `(i, j)` of X sits at `x + i·rsx + j·csx`.
 //! The caller orients the problem so that C's row stride is (ideally) 1: the kernel's vectors
 //! run down columns of C.
+//! A [`Bias`] (per row or per column of C) is added by the kernel as it stores the first k block.
 //!
 //! Loop nest, for each column block `jc` of `NC` columns (NC chosen so the packed panel of B
 //! for all of k stays within `B_PANEL_MAX` floats; layout: k block `p0` at `p0·NCp`, sliver `s`
@@ -20,6 +21,7 @@
 //! results are bit-identical for any thread count.
 
 use super::pack::{pack, sliver_stride};
+use super::Bias;
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::thread::LocalKey;
@@ -52,6 +54,7 @@ pub(super) trait MicroKernel {
         csc: isize,
         mr: usize,
         nr: usize,
+        bias: Bias,
     );
 }
 
@@ -77,8 +80,9 @@ impl MicroKernel for Avx512 {
         csc: isize,
         mr: usize,
         nr: usize,
+        bias: Bias,
     ) {
-        super::avx512::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr)
+        super::avx512::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias)
     }
 }
 
@@ -103,8 +107,9 @@ impl MicroKernel for Avx2 {
         csc: isize,
         mr: usize,
         nr: usize,
+        bias: Bias,
     ) {
-        super::avx2::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr)
+        super::avx2::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias)
     }
 }
 /// Upper bound, in floats, for the packed panel of B (16 MiB, half the shared L3).
@@ -200,7 +205,7 @@ fn split(total: usize, parts: usize, t: usize) -> (usize, usize) {
     (t * total / parts, (t + 1) * total / parts)
 }
 
-/// Blocked, packed, multithreaded `C ← α·A·B + β·C` (layouts in the module header).
+/// Blocked, packed, multithreaded `C ← α·A·B + bias + β·C` (layouts in the module header).
 ///
 /// # Safety
 /// The CPU must support the kernel's instructions; `m, k, n > 0`; A, B must be readable and C writable at every
@@ -221,6 +226,7 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
     c: *mut f32,
     rsc: isize,
     csc: isize,
+    bias: Bias,
 ) {
     let flops = m.saturating_mul(n).saturating_mul(k).saturating_mul(2);
     let threads = rayon::current_num_threads()
@@ -228,6 +234,7 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
         .max(1);
     let nc_max = ((B_PANEL_MAX / k).max(K::NR) / K::NR * K::NR).min(n.div_ceil(K::NR) * K::NR);
     let (a, b, c) = (SendPtr(a), SendPtr(b), SendPtr(c));
+    let bias = SendPtr(bias);
 
     // The packed B panel of a column block: k block `p0` at `(p0 / KC) · n_sl · sliver_stride(NR,
     // KC)` (only the last block is shorter), sliver `s` of it `s · sliver_stride(NR, kc)` further.
@@ -323,7 +330,8 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                     let own_b = ap.add(a_len);
                     for p0 in (0..k).step_by(K::KC) {
                         let kc = K::KC.min(k - p0);
-                        let beta = if p0 == 0 { beta } else { 1.0 };
+                        // The bias goes in with the first k block, which also applies β.
+                        let (beta, first) = if p0 == 0 { (beta, true) } else { (1.0, false) };
                         pack(
                             K::MR,
                             K::AVX512,
@@ -386,6 +394,11 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                                     csc,
                                     K::MR.min(mc - i),
                                     nr,
+                                    if first {
+                                        bias.get().at(i0 + i, jc + j)
+                                    } else {
+                                        Bias::NONE
+                                    },
                                 );
                             }
                         }

@@ -20,6 +20,66 @@ mod pack;
 #[cfg(test)]
 mod tests;
 
+/// A bias added to the product as its tile is written: `rows[i]` to every element of row `i`,
+/// `cols[j]` to every element of column `j` (null: none). Added once, with the first k block.
+#[derive(Clone, Copy)]
+pub(crate) struct Bias {
+    /// Per-row bias (length m), or null.
+    pub(crate) rows: *const f32,
+    /// Per-column bias (length n), or null.
+    pub(crate) cols: *const f32,
+}
+
+impl Bias {
+    /// No bias.
+    pub(crate) const NONE: Bias = Bias {
+        rows: core::ptr::null(),
+        cols: core::ptr::null(),
+    };
+
+    /// The bias transposed (rows become columns), for `Cᵀ = Bᵀ·Aᵀ`.
+    fn transposed(self) -> Bias {
+        Bias {
+            rows: self.cols,
+            cols: self.rows,
+        }
+    }
+
+    /// This bias for the tile whose first element is `(i0, j0)`.
+    ///
+    /// # Safety
+    /// `i0 ≤ m` and `j0 ≤ n` for the product the bias belongs to.
+    unsafe fn at(self, i0: usize, j0: usize) -> Bias {
+        Bias {
+            rows: if self.rows.is_null() {
+                self.rows
+            } else {
+                self.rows.add(i0)
+            },
+            cols: if self.cols.is_null() {
+                self.cols
+            } else {
+                self.cols.add(j0)
+            },
+        }
+    }
+
+    /// `x` plus the bias of element `(i, j)` of the tile.
+    ///
+    /// # Safety
+    /// A non-null side must be readable at `i` (rows) / `j` (columns).
+    #[inline(always)]
+    unsafe fn add(self, mut x: f32, i: usize, j: usize) -> f32 {
+        if !self.rows.is_null() {
+            x += *self.rows.add(i);
+        }
+        if !self.cols.is_null() {
+            x += *self.cols.add(j);
+        }
+        x
+    }
+}
+
 /// `m·n·k` below which the call goes to `matrixmultiply`. Measured on the target machine, the
 /// packed path was already faster than `matrixmultiply` from `8³` up (at `2³` and `4³` both
 /// take well under a microsecond), so only trivial products skip packing.
@@ -69,20 +129,100 @@ pub unsafe fn sgemm(
     rsc: isize,
     csc: isize,
 ) {
+    sgemm_biased(
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        beta,
+        c,
+        rsc,
+        csc,
+        Bias::NONE,
+    );
+}
+
+/// `C ← A·B + bias`, with `bias[j]` added to every element of column `j` (length `n`); C is
+/// only written. Same conventions as [`sgemm`]. The packed path adds the bias as each tile is
+/// stored (C is never pre-filled and read back); the fallback fills C with the bias first.
+///
+/// # Safety
+/// As for [`sgemm`]; `bias` must be readable for `n` floats.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_col_bias(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    bias: *const f32,
+) {
+    let bias = Bias {
+        rows: core::ptr::null(),
+        cols: bias,
+    };
+    sgemm_biased(
+        m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc, bias,
+    );
+}
+
+/// [`sgemm`] plus a bias (added with β·C, so the bias must come with `beta == 0` for the
+/// fallback's pre-fill to be right).
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_biased(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    bias: Bias,
+) {
     #[cfg(target_arch = "x86_64")]
     if m.saturating_mul(n).saturating_mul(k) >= PACKED_MIN_VOLUME {
         if has_avx512() {
             return packed_sgemm::<driver::Avx512>(
-                m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+                m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc, bias,
             );
         }
         if has_avx2_fma() {
             return packed_sgemm::<driver::Avx2>(
-                m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc,
+                m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc, bias,
             );
         }
     }
-    matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+    if bias.rows.is_null() && bias.cols.is_null() {
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+        return;
+    }
+    // Fallback: C starts as the bias and the product accumulates onto it.
+    for i in 0..m {
+        for j in 0..n {
+            *c.offset(i as isize * rsc + j as isize * csc) = bias.add(0.0, i, j);
+        }
+    }
+    matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, 1.0, c, rsc, csc);
 }
 
 /// Double-precision GEMM: `C ← α·A·B + β·C`, same conventions as [`sgemm`].
@@ -135,13 +275,25 @@ unsafe fn packed_sgemm<K: driver::MicroKernel>(
     c: *mut f32,
     rsc: isize,
     csc: isize,
+    bias: Bias,
 ) {
     if m == 0 || n == 0 || k == 0 {
-        // Nothing to multiply: C ← β·C.
+        // Nothing to multiply: C ← β·C (+ bias).
         matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+        for i in 0..m {
+            for j in 0..n {
+                let p = c.offset(i as isize * rsc + j as isize * csc);
+                *p = bias.add(*p, i, j);
+            }
+        }
     } else if csc.unsigned_abs() < rsc.unsigned_abs() {
-        driver::gemm::<K>(n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc);
+        let bias = bias.transposed();
+        driver::gemm::<K>(
+            n, k, m, alpha, b, csb, rsb, a, csa, rsa, beta, c, csc, rsc, bias,
+        );
     } else {
-        driver::gemm::<K>(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+        driver::gemm::<K>(
+            m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc, bias,
+        );
     }
 }

@@ -20,12 +20,13 @@ type Gemm = unsafe fn(
     *mut f32,
     isize,
     isize,
+    Bias,
 );
 
-/// The implementations under test: the public dispatcher and, where the CPU allows, the packed
-/// AVX-512 path forced at every size.
+/// The implementations under test: the public dispatcher (with its bias) and, where the CPU
+/// allows, the packed AVX-512 and AVX2 paths forced at every size.
 fn impls() -> Vec<(&'static str, Gemm)> {
-    let mut v: Vec<(&'static str, Gemm)> = vec![("sgemm", sgemm)];
+    let mut v: Vec<(&'static str, Gemm)> = vec![("sgemm", sgemm_biased)];
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         v.push(("packed-avx512", packed_sgemm::<driver::Avx512>));
@@ -128,6 +129,21 @@ struct Case {
     lb: Layout,
     lc: Layout,
     seed: u64,
+    /// Add a per-row bias (`m` values) / a per-column bias (`n` values).
+    bias: (bool, bool),
+}
+
+/// The per-row and per-column bias vectors of `case` (empty when it has none).
+fn biases(case: &Case) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = Lcg(case.seed ^ 0xb1a5);
+    let mut v = |len: usize, on: bool| -> Vec<f32> {
+        if on {
+            (0..len).map(|_| 4.0 * rng.f32()).collect()
+        } else {
+            Vec::new()
+        }
+    };
+    (v(case.m, case.bias.0), v(case.n, case.bias.1))
 }
 
 /// Runs `case` through `gemm` and returns C's whole buffer.
@@ -151,6 +167,18 @@ fn run(gemm: Gemm, case: Case) -> (Mat, Mat, Mat, Vec<f32>) {
     }
     let (rsc, csc) = (c.rs, c.cs);
     let cp = c.ptr_mut();
+    let (rows, cols) = biases(&case);
+    let ptr = |v: &Vec<f32>| {
+        if v.is_empty() {
+            std::ptr::null()
+        } else {
+            v.as_ptr()
+        }
+    };
+    let bias = Bias {
+        rows: ptr(&rows),
+        cols: ptr(&cols),
+    };
     // SAFETY: every view is in bounds of its buffer by construction.
     unsafe {
         gemm(
@@ -168,6 +196,7 @@ fn run(gemm: Gemm, case: Case) -> (Mat, Mat, Mat, Vec<f32>) {
             cp,
             rsc,
             csc,
+            bias,
         );
     }
     (a, b, c0, c.data)
@@ -176,6 +205,7 @@ fn run(gemm: Gemm, case: Case) -> (Mat, Mat, Mat, Vec<f32>) {
 /// Checks `gemm` on `case` against the f64 reference, and that C's padding is untouched.
 fn check(name: &str, gemm: Gemm, case: Case) {
     let (a, b, c0, out) = run(gemm, case);
+    let (rows, cols) = biases(&case);
     let mut in_view = vec![false; out.len()];
     for i in 0..case.m {
         for j in 0..case.n {
@@ -194,6 +224,10 @@ fn check(name: &str, gemm: Gemm, case: Case) {
                 let old = c0.data[x] as f64;
                 want += beta * old;
                 mag += (beta * old).abs();
+            }
+            for bias in [rows.get(i), cols.get(j)].into_iter().flatten() {
+                want += *bias as f64;
+                mag += bias.abs() as f64;
             }
             let tol = 2.0 * (case.k as f64 + 2.0) * f32::EPSILON as f64 * mag + 1e-30;
             let got = out[x] as f64;
@@ -225,6 +259,7 @@ fn case(m: usize, k: usize, n: usize, layouts: (Layout, Layout, Layout)) -> Case
         lb: layouts.1,
         lc: layouts.2,
         seed: (m * 10007 + k * 101 + n) as u64,
+        bias: (false, false),
     }
 }
 
@@ -403,6 +438,39 @@ fn empty_dimensions() {
 }
 
 #[test]
+fn bias_on_rows_or_columns_in_every_orientation() {
+    // The bias is added as each tile is stored with the first k block: tile edges (m, n not
+    // multiples of the tile), several k blocks (k = 1100), C row- or column-major (the packed
+    // path transposes the problem, and the bias with it), strided C (the scratch-tile store),
+    // the tiny-product fallback (3 × 2 × 3), and 2 threads (split rows or columns).
+    let shapes = [(3, 2, 3), (45, 70, 29), (70, 1100, 33), (300, 64, 70)];
+    let layouts = [
+        (Layout::Row, Layout::Col, Layout::Row),
+        (Layout::Col, Layout::Row, Layout::Col),
+        (Layout::Row, Layout::Row, Layout::Strided),
+    ];
+    on_threads(2, || {
+        for (name, gemm) in impls() {
+            for &(m, k, n) in &shapes {
+                for &l in &layouts {
+                    for bias in [(true, false), (false, true), (true, true)] {
+                        let mut c = case(m, k, n, l);
+                        c.bias = bias;
+                        check(name, gemm, c);
+                        if name != "sgemm" {
+                            // The kernels add the bias before β·C (the dispatcher's fallback
+                            // pre-fills C, so it takes a bias with β = 0 only).
+                            c.beta = 0.5;
+                            check(name, gemm, c);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[test]
 fn randomized() {
     let mut rng = Lcg(0x5eed);
     let scalars = [0.0, 1.0, -1.0, 0.5, 3.0];
@@ -418,6 +486,7 @@ fn randomized() {
                 lb: LAYOUTS[rng.range(0, 3)],
                 lc: LAYOUTS[rng.range(0, 3)],
                 seed: rng.next_u32() as u64,
+                bias: (false, false),
             };
             check(name, gemm, c);
         }
