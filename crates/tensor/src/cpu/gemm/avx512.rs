@@ -19,14 +19,72 @@ const A_PREFETCH: usize = 20;
 /// zmm vectors per column of the tile.
 const MV: usize = MR / 16;
 
+/// The `MR × NR` tile of `A·B` over `kc` k-steps, in accumulators (see [`kernel`]): B packed
+/// (`ROWS == false`: k-step `p` at `b + p·NR`) or read in place from `NR` rows contiguous along
+/// k (`ROWS == true`: element `(p, j)` at `b + j·ldb + p`; the rows are walked through four
+/// pointers, three rows apart, so each broadcast is one load with a register offset).
+///
+/// # Safety
+/// As for [`kernel`].
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn accumulate<const ROWS: bool>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+) -> [[__m512; MV]; NR] {
+    let mut acc = [[_mm512_setzero_ps(); MV]; NR];
+    let mut a = a;
+    let mut b = b;
+    let mut rows = [b; NR / 3];
+    if ROWS {
+        for (q, r) in rows.iter_mut().enumerate() {
+            *r = b.add(3 * q * ldb);
+        }
+    }
+    for _ in 0..kc {
+        // The A sliver streams from L2: fetch its lines A_PREFETCH k-steps ahead.
+        for v in 0..MV {
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_PREFETCH * MR + 16 * v) as *const i8);
+        }
+        let mut av = [_mm512_setzero_ps(); MV];
+        for (v, x) in av.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(a.add(16 * v));
+        }
+        for (j, col) in acc.iter_mut().enumerate() {
+            let bj = if ROWS {
+                _mm512_set1_ps(*rows[j / 3].add((j % 3) * ldb))
+            } else {
+                _mm512_set1_ps(*b.add(j))
+            };
+            for (x, s) in col.iter_mut().zip(av) {
+                *x = _mm512_fmadd_ps(s, bj, *x);
+            }
+        }
+        a = a.add(MR);
+        if ROWS {
+            for r in rows.iter_mut() {
+                *r = r.add(1);
+            }
+        } else {
+            b = b.add(NR);
+        }
+    }
+    acc
+}
+
 /// Computes the top-left `mr × nr` part of `C ← α·A·B + bias + β·C` for one micro-tile.
 ///
 /// `a` is a packed `MR × kc` sliver and `b` a packed `kc × NR` sliver (zero-padded past
-/// `mr` / `nr`); element `(i, j)` of C is at `c + i·rsc + j·csc`; `bias` points at this tile's
-/// first row / column entries. When `beta == 0`, C is not read.
+/// `mr` / `nr`), or, when `ldb > 0`, `NR` rows of B's source that are contiguous along k
+/// (element `(p, j)` at `b + j·ldb + p`, all `NR` of them valid); element `(i, j)` of C is at
+/// `c + i·rsc + j·csc`; `bias` points at this tile's first row / column entries. When
+/// `beta == 0`, C is not read.
 ///
 /// # Safety
-/// The CPU must support AVX-512F; `a` and `b` must be valid for `kc·MR` and `kc·NR` reads; every
+/// The CPU must support AVX-512F; `a` and `b` must be valid for `kc·MR` and `kc·NR` reads
+/// (`b + j·ldb + p` for `j < NR`, `p < kc` when `ldb > 0`); every
 /// `(i, j)` with `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C, and a
 /// non-null bias must be readable for `mr` (rows) / `nr` (columns) floats.
 #[target_feature(enable = "avx512f")]
@@ -43,6 +101,7 @@ pub(super) unsafe fn kernel(
     mr: usize,
     nr: usize,
     bias: Bias,
+    ldb: usize,
 ) {
     if rsc == 1 {
         // Start fetching the tile of C now so its read at the end does not stall.
@@ -53,27 +112,11 @@ pub(super) unsafe fn kernel(
             _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(4 * MR - 4));
         }
     }
-    let mut acc = [[_mm512_setzero_ps(); MV]; NR];
-    let mut a = a;
-    let mut b = b;
-    for _ in 0..kc {
-        // The A sliver streams from L2: fetch its lines A_PREFETCH k-steps ahead.
-        for v in 0..MV {
-            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(A_PREFETCH * MR + 16 * v) as *const i8);
-        }
-        let mut av = [_mm512_setzero_ps(); MV];
-        for (v, x) in av.iter_mut().enumerate() {
-            *x = _mm512_loadu_ps(a.add(16 * v));
-        }
-        for (j, col) in acc.iter_mut().enumerate() {
-            let bj = _mm512_set1_ps(*b.add(j));
-            for (x, s) in col.iter_mut().zip(av) {
-                *x = _mm512_fmadd_ps(s, bj, *x);
-            }
-        }
-        a = a.add(MR);
-        b = b.add(NR);
-    }
+    let acc = if ldb == 0 {
+        accumulate::<false>(kc, a, b, 0)
+    } else {
+        accumulate::<true>(kc, a, b, ldb)
+    };
 
     let valpha = _mm512_set1_ps(alpha);
     if rsc == 1 {

@@ -7,12 +7,15 @@
 //! A [`Bias`] (per row or per column of C) is added by the kernel as it stores the first k block.
 //!
 //! Loop nest, for each column block `jc` of `NC` columns (NC chosen so the packed panel of B
-//! for all of k stays within `B_PANEL_MAX` floats; layout: k block `p0` at `p0·NCp`, sliver `s`
-//! of it at `s·NR·kc`):
+//! for all of k stays within `B_PANEL_MAX` floats; layout: k block `p0` at
+//! `p0 / KC · n_sl · sliver_stride(NR, KC)`, sliver `s` of it `s · sliver_stride(NR, kc)` further):
 //! 1. split the rows of the C block into `≤ MC`-row tasks (a multiple of the thread count), or,
-//!    when all rows fit one block, split its columns (NR slivers) across the threads;
+//!    when all rows fit one block, split its columns (NR slivers) across the threads (or still
+//!    its rows, when A is much the larger operand);
 //! 2. with several row tasks, pack the B block first, split over the rayon pool by slivers;
-//!    with a single row task, each task packs its own B slivers just before use instead;
+//!    with a single row task, each task packs its own B slivers instead: all of a k block at
+//!    once when B's rows are contiguous, else one sliver just before use, or none at all when
+//!    the AVX-512 kernel can read a full sliver in place (B contiguous along k, one k block);
 //! 3. each task walks the k blocks, packs its `≤ MC × KC` block of A into a thread-local buffer
 //!    (L2-resident) and runs the kernel over its tiles, B sliver outer (L1-resident), A sliver
 //!    inner.
@@ -38,6 +41,9 @@ pub(super) trait MicroKernel {
     const MC: usize;
     /// Whether packing may use AVX-512.
     const AVX512: bool;
+    /// Whether the kernel can read a full B sliver in place from `NR` rows contiguous along k
+    /// (its `ldb` argument); otherwise `ldb` is always 0.
+    const DIRECT_B: bool;
     /// One micro-tile (see `avx512::kernel` / `avx2::kernel` for the contract).
     ///
     /// # Safety
@@ -55,6 +61,7 @@ pub(super) trait MicroKernel {
         mr: usize,
         nr: usize,
         bias: Bias,
+        ldb: usize,
     );
 }
 
@@ -69,6 +76,7 @@ impl MicroKernel for Avx512 {
     const KC: usize = 512;
     const MC: usize = 256;
     const AVX512: bool = true;
+    const DIRECT_B: bool = true;
     unsafe fn run(
         kc: usize,
         alpha: f32,
@@ -81,8 +89,9 @@ impl MicroKernel for Avx512 {
         mr: usize,
         nr: usize,
         bias: Bias,
+        ldb: usize,
     ) {
-        super::avx512::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias)
+        super::avx512::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias, ldb)
     }
 }
 
@@ -96,6 +105,7 @@ impl MicroKernel for Avx2 {
     const KC: usize = 256;
     const MC: usize = 256;
     const AVX512: bool = false;
+    const DIRECT_B: bool = false;
     unsafe fn run(
         kc: usize,
         alpha: f32,
@@ -108,7 +118,9 @@ impl MicroKernel for Avx2 {
         mr: usize,
         nr: usize,
         bias: Bias,
+        ldb: usize,
     ) {
+        debug_assert_eq!(ldb, 0, "the AVX2 kernel reads packed B only");
         super::avx2::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias)
     }
 }
@@ -288,6 +300,12 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
             // linear layer, `[384, 4096] · [4096, 128]`: 127 -> 137-141 GFLOP/s on one thread,
             // with the sliver padding of `pack`).
             let b_rows = csb == 1;
+            // When B's columns are contiguous along k and all of k is one block, the kernel
+            // reads full B slivers in place (`NR` columns are a contiguous `NR × k` strip of
+            // the source when `csb == k`), and only a last, partial sliver is packed: the
+            // activations of `x·Wᵀ` and of `dy·W` need no transposing pass.
+            let direct_b =
+                K::DIRECT_B && b_in_tasks && !b_rows && rsb == 1 && csb > 0 && k <= K::KC;
             if !b_in_tasks {
                 // Pack this column block of B, every k block, split by slivers.
                 let b_parts = threads.min(n_sl);
@@ -365,8 +383,11 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                             let nr = K::NR.min(nc - j);
                             // A sliver this task packs itself is packed just before use, into
                             // a buffer that stays in L1 while every A sliver passes over it.
+                            let direct = direct_b && nr == K::NR;
                             let bs = if b_in_tasks && b_rows {
                                 own_b.add((s - js0) * sliver_stride(K::NR, kc)) as *const f32
+                            } else if direct {
+                                b.get().offset(j as isize * csb)
                             } else if b_in_tasks {
                                 pack(
                                     K::NR,
@@ -399,6 +420,7 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                                     } else {
                                         Bias::NONE
                                     },
+                                    if direct { csb as usize } else { 0 },
                                 );
                             }
                         }
