@@ -14,8 +14,9 @@
 //!    its rows, when A is much the larger operand);
 //! 2. with several row tasks, pack the B block first, split over the rayon pool by slivers;
 //!    with a single row task, each task packs its own B slivers instead: all of a k block at
-//!    once when B's rows are contiguous, else one sliver just before use, or none at all when
-//!    the AVX-512 kernel can read a full sliver in place (B contiguous along k, one k block);
+//!    once when B's rows are contiguous, else one sliver just before use; either way, when B
+//!    is contiguous along k, the AVX-512 kernel reads its full slivers in place and only a
+//!    partial last sliver is packed;
 //! 3. each task walks the k blocks, packs its `≤ MC × KC` block of A into a thread-local buffer
 //!    (L2-resident) and runs the kernel over its tiles, B sliver outer (L1-resident), A sliver
 //!    inner.
@@ -300,17 +301,20 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
             // linear layer, `[384, 4096] · [4096, 128]`: 127 -> 137-141 GFLOP/s on one thread,
             // with the sliver padding of `pack`).
             let b_rows = csb == 1;
-            // When B's columns are contiguous along k and all of k is one block, the kernel
-            // reads full B slivers in place (`NR` columns are a contiguous `NR × k` strip of
-            // the source when `csb == k`), and only a last, partial sliver is packed: the
-            // activations of `x·Wᵀ` and of `dy·W` need no transposing pass.
-            let direct_b =
-                K::DIRECT_B && b_in_tasks && !b_rows && rsb == 1 && csb > 0 && k <= K::KC;
-            if !b_in_tasks {
+            // When B's columns are contiguous along k, the kernel reads full B slivers in place
+            // (`NR` rows of the source, `kc` floats of each) and only a last, partial sliver is
+            // packed: the activations of `x·Wᵀ` and of `dy·W` need no transposing pass (GPT
+            // step +5.7%), nor does `A·B` with both row-major (SGEMM 2 threads n = 1024, 2048:
+            // 290 -> 309-313 GFLOP/s; docs/performance.md, session 11).
+            let direct_b = K::DIRECT_B && !b_rows && rsb == 1 && csb > 0;
+            // Slivers the shared pass below packs: all of them, or only a partial last one.
+            let packed_from = if direct_b { nc / K::NR } else { 0 };
+            if !b_in_tasks && packed_from < n_sl {
                 // Pack this column block of B, every k block, split by slivers.
-                let b_parts = threads.min(n_sl);
+                let b_parts = threads.min(n_sl - packed_from);
                 for_each_task(threads, b_parts, |t| {
-                    let (s0, s1) = split(n_sl, b_parts, t);
+                    let (s0, s1) = split(n_sl - packed_from, b_parts, t);
+                    let (s0, s1) = (s0 + packed_from, s1 + packed_from);
                     let cols = (s1 * K::NR).min(nc) - s0 * K::NR;
                     for p0 in (0..k).step_by(K::KC) {
                         let kc = K::KC.min(k - p0);
@@ -387,7 +391,7 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                             let bs = if b_in_tasks && b_rows {
                                 own_b.add((s - js0) * sliver_stride(K::NR, kc)) as *const f32
                             } else if direct {
-                                b.get().offset(j as isize * csb)
+                                b.get().offset(p0 as isize * rsb + j as isize * csb)
                             } else if b_in_tasks {
                                 pack(
                                     K::NR,
