@@ -279,7 +279,16 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                 // A (dW of a linear layer, `[128, 4096] · [4096, 512]` with 2 threads: 226 ->
                 // 237-239 GFLOP/s). Not for square blocks: there the separate pass that packs
                 // B costs more (n = 256: 277 -> 220-225).
-                if threads > 1 && m >= 2 * n && m_sl >= 2 * threads {
+                // When the kernel reads B in place there is no such pass, and a square block of
+                // at least 8 slivers per thread splits its rows too (n = 512: 293-316 -> 313-315
+                // GFLOP/s; at n = 256, 4 slivers per thread, it lost: 286-307 -> 270-274).
+                let in_place_b = K::DIRECT_B && csb != 1 && rsb == 1 && csb > 0;
+                let wide = if in_place_b && m_sl >= 8 * threads {
+                    m >= n
+                } else {
+                    m >= 2 * n
+                };
+                if threads > 1 && wide && m_sl >= 2 * threads {
                     threads
                 } else {
                     1
