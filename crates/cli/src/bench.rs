@@ -56,10 +56,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             for &n in &args.sizes {
                 let a = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?;
                 let b = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?;
-                let reps = if n >= 2048 {
-                    args.reps.min(5)
-                } else {
-                    args.reps
+                // Timed calls scale with how short a call is, as in the PyTorch reference
+                // (50 / 30 / 15 / 7 at n = 256 / 512 / 1024 / 2048 with the default 10): ten
+                // 0.1 ms calls give a median that one hiccup of the shared machine can move.
+                let r = args.reps.max(1);
+                let reps = match n {
+                    0..=256 => 5 * r,
+                    257..=512 => 3 * r,
+                    513..=1024 => r * 3 / 2,
+                    _ => (r * 7 / 10).max(1),
                 };
                 let t = timed(reps, 2, || {
                     a.matmul(&b)?;

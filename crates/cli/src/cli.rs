@@ -284,7 +284,8 @@ pub struct BenchArgs {
     /// Threads.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Timed repetitions (after warm-up).
+    /// Timed repetitions (after warm-up); sgemm scales them with the size as the PyTorch
+    /// reference does (x5 / x3 / x1.5 / x0.7 at n <= 256 / 512 / 1024 / larger).
     #[arg(long, default_value_t = 10)]
     pub reps: usize,
     /// sgemm sizes (comma-separated).
