@@ -36,7 +36,9 @@ fn bench(c: &mut Criterion) {
         let a = operand(m, k, at, &mut g);
         let b = operand(k, n, bt, &mut g);
         grp.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        grp.bench_function(name, |bn| bn.iter(|| black_box(a.matmul(&b).expect("matmul"))));
+        grp.bench_function(name, |bn| {
+            bn.iter(|| black_box(a.matmul(&b).expect("matmul")))
+        });
     }
     grp.finish();
 }

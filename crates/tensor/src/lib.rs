@@ -5,7 +5,8 @@
 //! - Reverse-mode autograd written by hand: every op records its backward; [`Tensor::backward`]
 //!   fills the `grad` of leaves; [`no_grad`] and [`Tensor::detach`] stop it.
 //! - CPU kernels vectorised and parallel with rayon ([`cpu`]); one op definition per family in
-//!   [`ops`], with a device dispatch point for the CUDA backend.
+//!   [`ops`], with a device dispatch point for the CUDA backend. Run a training step inside
+//!   [`parallel::hot`] so the pool's workers spin between ops instead of sleeping.
 //! - A counter-based RNG ([`rng`]) so random draws are reproducible across threads and devices.
 //! - [`gradcheck`]: finite-difference checks of any function of tensors.
 //!
