@@ -93,7 +93,7 @@ pub fn hot<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                 match rayon::yield_now() {
                     Some(rayon::Yield::Executed) => idle = 0,
                     _ => {
-                        idle += 1;
+                        idle = idle.wrapping_add(1);
                         if idle.is_multiple_of(SPINS_PER_YIELD) {
                             // Let any other runnable thread on this core (a data loader) go first.
                             std::thread::yield_now();
