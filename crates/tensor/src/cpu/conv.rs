@@ -14,7 +14,7 @@
 //! sum per run and adds the partials in run order, so it is deterministic for a given thread
 //! count. 1x1 convolutions with stride 1 and no padding use the input as the column matrix.
 
-use crate::cpu::matmul::Gemm;
+use crate::cpu::matmul::{Gemm, Output};
 use crate::dtype::Float;
 use rayon::prelude::*;
 
@@ -493,7 +493,7 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
                     // SAFETY: dyb is [cout_g, cols], the column block transposed is [cols, k]
                     // (strides 1, cols), dwg is [cout_g, k] in this task's own buffer.
                     unsafe {
-                        T::gemm_acc(
+                        T::gemm_into(
                             cout_g,
                             cols,
                             k,
@@ -505,6 +505,7 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
                             cols as isize,
                             dwg.as_mut_ptr(),
                             k as isize,
+                            Output::Accumulate,
                         )
                     }
                 }

@@ -6,10 +6,47 @@ use crate::dtype::Float;
 use crate::layout::Layout;
 use rayon::prelude::*;
 
+/// What a GEMM does with its output `C` (see [`Gemm::gemm_into`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Output<T> {
+    /// `C = A·B`; C is only written, so it may be uninitialised.
+    Write,
+    /// `C += A·B`; C must hold initialised values.
+    Accumulate,
+    /// `C = A·B + bias`, `bias[j]` added to every element of column `j` (`n` values); C is
+    /// only written.
+    ColBias(*const T),
+}
+
 /// A GEMM on raw strided matrices (`C = A·B`, C row-major and contiguous).
 pub trait Gemm: Float {
+    /// `C ← A·B` as `out` says (write, accumulate, or write with a column bias).
+    ///
     /// # Safety
-    /// Pointers must be valid for the given sizes and strides; `c` must not alias `a` or `b`.
+    /// Pointers must be valid for the given sizes and strides; `c` must not alias `a` or `b`;
+    /// with [`Output::Accumulate`] `c` must hold initialised values, with [`Output::ColBias`]
+    /// the bias must be readable for `n` values.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_into(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        c: *mut Self,
+        rsc: isize,
+        out: Output<Self>,
+    );
+
+    /// `C = A·B` ([`Gemm::gemm_into`] with [`Output::Write`]).
+    ///
+    /// # Safety
+    /// As for [`Gemm::gemm_into`].
+    #[allow(clippy::too_many_arguments)]
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -22,55 +59,13 @@ pub trait Gemm: Float {
         csb: isize,
         c: *mut Self,
         rsc: isize,
-    );
-
-    /// `C = A·B + bias`, `bias[j]` added to column `j` (`n` values): like [`Gemm::gemm`], with
-    /// `c` only written. The default fills C's rows with the bias and accumulates onto them.
-    ///
-    /// # Safety
-    /// As for [`Gemm::gemm`]; `bias` must be readable for `n` values.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_col_bias(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        c: *mut Self,
-        rsc: isize,
-        bias: *const Self,
     ) {
-        for i in 0..m {
-            std::ptr::copy_nonoverlapping(bias, c.offset(i as isize * rsc), n);
-        }
-        Self::gemm_acc(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc);
+        Self::gemm_into(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, Output::Write);
     }
-
-    /// `C += A·B` (beta = 1): like [`Gemm::gemm`] but accumulating into `c`.
-    ///
-    /// # Safety
-    /// As for [`Gemm::gemm`]; `c` must hold initialised values.
-    unsafe fn gemm_acc(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        c: *mut Self,
-        rsc: isize,
-    );
 }
 
 impl Gemm for f32 {
-    unsafe fn gemm(
+    unsafe fn gemm_into(
         m: usize,
         k: usize,
         n: usize,
@@ -82,46 +77,22 @@ impl Gemm for f32 {
         csb: isize,
         c: *mut f32,
         rsc: isize,
+        out: Output<f32>,
     ) {
-        super::gemm::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
-    }
-
-    unsafe fn gemm_acc(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        rsb: isize,
-        csb: isize,
-        c: *mut f32,
-        rsc: isize,
-    ) {
-        super::gemm::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 1.0, c, rsc, 1);
-    }
-
-    unsafe fn gemm_col_bias(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        rsa: isize,
-        csa: isize,
-        b: *const f32,
-        rsb: isize,
-        csb: isize,
-        c: *mut f32,
-        rsc: isize,
-        bias: *const f32,
-    ) {
-        super::gemm::sgemm_col_bias(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, 1, bias);
+        use super::gemm::{sgemm, sgemm_col_bias};
+        match out {
+            Output::Write => sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1),
+            Output::Accumulate => sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 1.0, c, rsc, 1),
+            // The packed path adds the bias as it stores each tile.
+            Output::ColBias(bias) => {
+                sgemm_col_bias(m, k, n, a, rsa, csa, b, rsb, csb, c, rsc, 1, bias)
+            }
+        }
     }
 }
 
 impl Gemm for f64 {
-    unsafe fn gemm(
+    unsafe fn gemm_into(
         m: usize,
         k: usize,
         n: usize,
@@ -133,24 +104,20 @@ impl Gemm for f64 {
         csb: isize,
         c: *mut f64,
         rsc: isize,
+        out: Output<f64>,
     ) {
-        super::gemm::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, 1);
-    }
-
-    unsafe fn gemm_acc(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f64,
-        rsa: isize,
-        csa: isize,
-        b: *const f64,
-        rsb: isize,
-        csb: isize,
-        c: *mut f64,
-        rsc: isize,
-    ) {
-        super::gemm::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 1.0, c, rsc, 1);
+        let beta = match out {
+            Output::Write => 0.0,
+            Output::Accumulate => 1.0,
+            Output::ColBias(bias) => {
+                // C starts as the bias rows and the product accumulates onto them.
+                for i in 0..m {
+                    std::ptr::copy_nonoverlapping(bias, c.offset(i as isize * rsc), n);
+                }
+                1.0
+            }
+        };
+        super::gemm::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, 1);
     }
 }
 

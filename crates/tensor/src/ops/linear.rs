@@ -2,11 +2,11 @@
 //!
 //! The composed form (`x.matmul(&w.t())` then `add(&b)`) writes the product once and then reads
 //! it back to add the bias into a second buffer. Here the GEMM adds the bias as it stores each
-//! tile ([`Gemm::gemm_col_bias`]), so the output is written once and never read; the weight is
+//! tile ([`Output::ColBias`]), so the output is written once and never read; the weight is
 //! read through its transposed strides, without a copy.
 
 use crate::autograd::BackwardOp;
-use crate::cpu::matmul::Gemm;
+use crate::cpu::matmul::{Gemm, Output};
 use crate::error::{shape_err, Result};
 use crate::layout::Layout;
 use crate::ops::check_same;
@@ -76,23 +76,24 @@ fn forward<T: Gemm + Element>(
         let a = x.as_ptr().add(lx.offset());
         let b = w.as_ptr().add(lw.offset());
         let c = y.as_mut_ptr();
-        match bias {
-            Some(bias) => T::gemm_col_bias(
-                n,
-                k,
-                out,
-                a,
-                rsx,
-                csx,
-                b,
-                rsb,
-                csb,
-                c,
-                out as isize,
-                bias.as_ptr(),
-            ),
-            None => T::gemm(n, k, out, a, rsx, csx, b, rsb, csb, c, out as isize),
-        }
+        let out_mode = match bias {
+            Some(bias) => Output::ColBias(bias.as_ptr()),
+            None => Output::Write,
+        };
+        T::gemm_into(
+            n,
+            k,
+            out,
+            a,
+            rsx,
+            csx,
+            b,
+            rsb,
+            csb,
+            c,
+            out as isize,
+            out_mode,
+        );
         y.set_len(n * out);
     }
     y
