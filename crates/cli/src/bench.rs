@@ -9,7 +9,7 @@ use selfsup_nn::optim::{Adam, AdamConfig, Optimizer};
 use selfsup_nn::{Module, TextConfig, TextTransformer};
 use selfsup_ssl::feed::{image_loader, to_ssl_batch};
 use selfsup_ssl::{build, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
-use selfsup_tensor::{parallel, DType, Generator, Tensor};
+use selfsup_tensor::{DType, Generator, Tensor};
 use serde_json::json;
 
 use crate::cli::{BenchArgs, Workload};
@@ -27,24 +27,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// so the workers are given this long to wake up and start spinning before timing starts.
 const WARMUP_S: f64 = 0.2;
 
-/// Runs `f` at least `warmup` times and for at least [`WARMUP_S`], then `reps` timed times, all inside [`parallel::hot`] (the pool's
-/// workers spin between calls, as OpenMP's do in PyTorch's runs).
-fn timed(reps: usize, warmup: usize, mut f: impl FnMut() -> Result<()> + Send) -> Result<Vec<f64>> {
-    parallel::hot(|| {
-        let start = Instant::now();
-        let mut done = 0;
-        while done < warmup || start.elapsed().as_secs_f64() < WARMUP_S {
-            f()?;
-            done += 1;
-        }
-        let mut t = Vec::with_capacity(reps);
-        for _ in 0..reps.max(1) {
-            let s = Instant::now();
-            f()?;
-            t.push(s.elapsed().as_secs_f64());
-        }
-        Ok(t)
-    })
+/// Runs `f` at least `warmup` times and for at least [`WARMUP_S`], then `reps` timed times. The
+/// whole bench runs inside `parallel::hot` (main.rs), so the pool's workers spin between calls,
+/// as OpenMP's do in PyTorch's runs.
+fn timed(reps: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < warmup || start.elapsed().as_secs_f64() < WARMUP_S {
+        f()?;
+        done += 1;
+    }
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let s = Instant::now();
+        f()?;
+        t.push(s.elapsed().as_secs_f64());
+    }
+    Ok(t)
 }
 
 /// Runs one workload and prints its JSON lines.
