@@ -189,10 +189,11 @@ pub fn eval(args: &EvalArgs, command: &str) -> Result<f64> {
                 seed: args.seed,
                 ..FinetuneConfig::default()
             };
-            let progress = Progress::new("finetune", 0, args.epochs as u64, 1);
-            let mut report = |epoch: usize, loss: f64, val: f64| {
+            let progress = Progress::epochs("finetune", args.epochs as u64);
+            let mut report = |epoch: usize, epochs: usize, loss: f64, val: f64| {
+                progress.set_total(epochs as u64);
                 progress.update(
-                    epoch as u64 + 1,
+                    epoch as u64,
                     &format!("loss {loss:.4} val {:.2}%", 100.0 * val),
                 );
             };
@@ -352,10 +353,11 @@ pub fn run_baselines(
     }
     if matches!(which, Which::Supervised | Which::Both) {
         let t = Instant::now();
-        let progress = Progress::new("supervised", 0, fcfg.epochs as u64, 1);
-        let mut report = |epoch: usize, loss: f64, val: f64| {
+        let progress = Progress::epochs("supervised", fcfg.epochs as u64);
+        let mut report = |epoch: usize, epochs: usize, loss: f64, val: f64| {
+            progress.set_total(epochs as u64);
             progress.update(
-                epoch as u64 + 1,
+                epoch as u64,
                 &format!("loss {loss:.4} val {:.2}%", 100.0 * val),
             );
         };

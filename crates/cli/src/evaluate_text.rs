@@ -139,10 +139,11 @@ pub fn eval_text(args: &EvalArgs, command: &str, dir: &Path, cfg: &RunConfig) ->
         };
         let run =
             |encoder: &mut Encoder, what: &str, fcfg: &FinetuneConfig| -> Result<ConfusionMatrix> {
-                let progress = Progress::new(what, 0, fcfg.epochs as u64, 1);
-                let mut report = |epoch: usize, loss: f64, val: f64| {
+                let progress = Progress::epochs(what, fcfg.epochs as u64);
+                let mut report = |epoch: usize, epochs: usize, loss: f64, val: f64| {
+                    progress.set_total(epochs as u64);
                     progress.update(
-                        epoch as u64 + 1,
+                        epoch as u64,
                         &format!("loss {loss:.4} val {:.2}%", 100.0 * val),
                     );
                 };

@@ -89,9 +89,10 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 pub struct Progress {
     bar: Option<ProgressBar>,
     started: Instant,
-    total: u64,
-    every: u64,
+    total: std::cell::Cell<u64>,
+    every: std::cell::Cell<u64>,
     label: String,
+    unit: &'static str,
 }
 
 impl Progress {
@@ -114,9 +115,31 @@ impl Progress {
         Progress {
             bar,
             started: Instant::now(),
-            total,
-            every: every.max(1),
+            total: std::cell::Cell::new(total),
+            every: std::cell::Cell::new(every.max(1)),
             label: label.to_string(),
+            unit: "step",
+        }
+    }
+
+    /// A progress display counted in epochs of a run that may grow past `total` (see
+    /// [`Progress::set_total`]); plain lines for about 20 of them.
+    pub fn epochs(label: &str, total: u64) -> Self {
+        Progress {
+            unit: "epoch",
+            ..Progress::new(label, 0, total, (total / 20).max(1))
+        }
+    }
+
+    /// Changes the number of steps the display counts to (for epochs, also how often it
+    /// prints a plain line: about 20 in all).
+    pub fn set_total(&self, total: u64) {
+        if self.unit == "epoch" && total != self.total.get() {
+            self.every.set((total / 20).max(1));
+        }
+        self.total.set(total);
+        if let Some(b) = &self.bar {
+            b.set_length(total);
         }
     }
 
@@ -128,11 +151,12 @@ impl Progress {
                 b.set_message(msg.to_string());
             }
             None => {
-                if step % self.every == 0 || step == self.total {
+                if step % self.every.get() == 0 || step == self.total.get() {
                     eprintln!(
-                        "{} step {step}/{} {msg} [{:.0} s]",
+                        "{} {} {step}/{} {msg} [{:.0} s]",
                         self.label,
-                        self.total,
+                        self.unit,
+                        self.total.get(),
                         self.started.elapsed().as_secs_f64()
                     );
                 }

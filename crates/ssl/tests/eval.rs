@@ -527,7 +527,7 @@ fn finetune_with_frozen_encoder_trains_only_the_head() {
         ..Default::default()
     };
     let mut seen = Vec::new();
-    let (clf, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |e, l, a| {
+    let (clf, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |e, _, l, a| {
         seen.push((e, l, a))
     })
     .unwrap();
@@ -574,7 +574,7 @@ fn finetune_with_frozen_encoder_trains_only_the_head() {
         epochs: 2,
         ..cfg.clone()
     };
-    finetune(&mut enc2, &data, None, 2, &cfg2, &mut |_, _, _| {}).unwrap();
+    finetune(&mut enc2, &data, None, 2, &cfg2, &mut |_, _, _, _| {}).unwrap();
     for ((n, b), (_, t)) in before2.iter().zip(enc2.params()) {
         let same = *b == t.to_vec::<f32>().unwrap();
         assert_eq!(same, !n.starts_with("blocks.2"), "{n}");
@@ -583,7 +583,7 @@ fn finetune_with_frozen_encoder_trains_only_the_head() {
         freeze: FreezePolicy::Lower(4),
         ..cfg
     };
-    assert!(finetune(&mut enc2, &data, None, 2, &bad, &mut |_, _, _| {}).is_err());
+    assert!(finetune(&mut enc2, &data, None, 2, &bad, &mut |_, _, _, _| {}).is_err());
 }
 
 #[test]
@@ -599,10 +599,10 @@ fn finetune_runs_at_least_min_steps() {
         patience: 0,
         ..Default::default()
     };
-    let (_, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |_, _, _| {}).unwrap();
+    let (_, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |_, _, _, _| {}).unwrap();
     assert_eq!(res.epochs_run, 3, "ceil(10 / 4) epochs");
     let cfg = FinetuneConfig { epochs: 5, ..cfg };
-    let (_, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |_, _, _| {}).unwrap();
+    let (_, res) = finetune(&mut enc, &data, None, 2, &cfg, &mut |_, _, _, _| {}).unwrap();
     assert_eq!(res.epochs_run, 5, "epochs already give more than min_steps");
 }
 
@@ -624,7 +624,7 @@ fn supervised_from_scratch_learns_an_easy_task() {
         &test,
         None,
         &cfg,
-        &mut |_, _, _| {},
+        &mut |_, _, _, _| {},
     )
     .unwrap();
     assert_eq!(cm.total(), 100);

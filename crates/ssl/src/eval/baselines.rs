@@ -56,7 +56,7 @@ pub fn supervised_from_scratch(
     test: &ImageDataset,
     normalize: Option<&Normalize>,
     cfg: &FinetuneConfig,
-    progress: &mut dyn FnMut(usize, f64, f64),
+    progress: &mut dyn FnMut(usize, usize, f64, f64),
 ) -> Result<(f64, ConfusionMatrix)> {
     let yt = super::labels_of(test, "supervised_from_scratch test")?;
     let classes = train.num_classes().max(test.num_classes());

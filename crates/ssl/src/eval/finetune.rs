@@ -329,15 +329,16 @@ pub(crate) fn cosine_lr(opt: &mut Adam, cfg: &FinetuneConfig, step: usize, total
 /// `cfg.min_steps` steps),
 /// stopping after `cfg.patience` epochs without a better validation accuracy. The weights of the
 /// best validation epoch are restored into `encoder` (parameters and BatchNorm statistics) and
-/// the head, and returned as a [`Classifier`] borrowing the encoder. `progress(epoch, train
-/// loss, val accuracy)` is called after every epoch.
+/// the head, and returned as a [`Classifier`] borrowing the encoder. `progress(epoch, epochs,
+/// train loss, val accuracy)` is called after every epoch (1-based, of the `epochs` the run
+/// may take: `cfg.epochs`, or more for `cfg.min_steps`).
 pub fn finetune<'a>(
     encoder: &'a mut Encoder,
     train: &ImageDataset,
     normalize: Option<&Normalize>,
     classes: usize,
     cfg: &FinetuneConfig,
-    progress: &mut dyn FnMut(usize, f64, f64),
+    progress: &mut dyn FnMut(usize, usize, f64, f64),
 ) -> Result<(Classifier<'a>, FinetuneResult)> {
     check_config(cfg)?;
     check_normalize(normalize, train.channels)?;
@@ -427,7 +428,7 @@ pub fn finetune<'a>(
         let acc = super::accuracy(&pred, &val_labels);
         let mean_loss = loss_sum / steps.max(1) as f64;
         history.push((epoch, mean_loss, acc));
-        progress(epoch, mean_loss, acc);
+        progress(epoch, epochs, mean_loss, acc);
         if best.observe(acc, &*clf.encoder, &clf.head)? {
             break;
         }

@@ -112,7 +112,7 @@ pub fn text_finetune<'a>(
     labels: &[usize],
     classes: usize,
     cfg: &FinetuneConfig,
-    progress: &mut dyn FnMut(usize, f64, f64),
+    progress: &mut dyn FnMut(usize, usize, f64, f64),
 ) -> Result<(TextClassifier<'a>, FinetuneResult)> {
     check_config(cfg)?;
     if encoder.as_text().is_none() {
@@ -182,7 +182,7 @@ pub fn text_finetune<'a>(
         let acc = super::accuracy(&pred, &val_labels);
         let mean_loss = loss_sum / steps.max(1) as f64;
         history.push((epoch, mean_loss, acc));
-        progress(epoch, mean_loss, acc);
+        progress(epoch, epochs, mean_loss, acc);
         if best.observe(acc, &*clf.encoder, &clf.head)? {
             break;
         }
@@ -250,7 +250,7 @@ mod tests {
             ..FinetuneConfig::default()
         };
         let (mut clf, res) =
-            text_finetune(&mut enc, &seqs, &labels, 2, &cfg, &mut |_, _, _| {}).unwrap();
+            text_finetune(&mut enc, &seqs, &labels, 2, &cfg, &mut |_, _, _, _| {}).unwrap();
         let (test, yt) = toy(40, 9);
         let pred = clf.predict(&test, 7).unwrap();
         let acc = crate::eval::accuracy(&pred, &yt);
@@ -280,14 +280,14 @@ mod tests {
             freeze: FreezePolicy::All,
             ..FinetuneConfig::default()
         };
-        text_finetune(&mut enc, &seqs, &labels, 2, &cfg, &mut |_, _, _| {}).unwrap();
+        text_finetune(&mut enc, &seqs, &labels, 2, &cfg, &mut |_, _, _, _| {}).unwrap();
         assert_eq!(before, enc.params()[0].1.to_vec::<f32>().unwrap());
-        let err = text_finetune(&mut enc, &seqs, &labels[1..], 2, &cfg, &mut |_, _, _| {})
+        let err = text_finetune(&mut enc, &seqs, &labels[1..], 2, &cfg, &mut |_, _, _, _| {})
             .unwrap_err()
             .to_string();
         assert!(err.contains("32 sequences but 31 labels"), "{err}");
         let mut bad = seqs.clone();
         bad[3].clear();
-        assert!(text_finetune(&mut enc, &bad, &labels, 2, &cfg, &mut |_, _, _| {}).is_err());
+        assert!(text_finetune(&mut enc, &bad, &labels, 2, &cfg, &mut |_, _, _, _| {}).is_err());
     }
 }
