@@ -14,67 +14,16 @@ pub(super) const MR: usize = 16;
 /// Columns of C per micro-tile.
 pub(super) const NR: usize = 6;
 
-/// The `MR × NR` tile of `A·B` over `kc` k-steps, in accumulators (see [`kernel`]): B packed
-/// (`ROWS == false`: k-step `p` at `b + p·NR`) or read in place from `NR` rows contiguous along
-/// k (`ROWS == true`: element `(p, j)` at `b + j·ldb + p`; the rows are walked through two
-/// pointers, three rows apart, so each broadcast is one load with a scaled register offset).
-///
-/// # Safety
-/// As for [`kernel`].
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn accumulate<const ROWS: bool>(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    ldb: usize,
-) -> [[__m256; 2]; NR] {
-    let mut acc = [[_mm256_setzero_ps(); 2]; NR];
-    let mut a = a;
-    let mut b = b;
-    let mut rows = [b; NR / 3];
-    if ROWS {
-        for (q, r) in rows.iter_mut().enumerate() {
-            *r = b.add(3 * q * ldb);
-        }
-    }
-    for _ in 0..kc {
-        let a0 = _mm256_loadu_ps(a);
-        let a1 = _mm256_loadu_ps(a.add(8));
-        for (j, col) in acc.iter_mut().enumerate() {
-            let bj = if ROWS {
-                _mm256_broadcast_ss(&*rows[j / 3].add((j % 3) * ldb))
-            } else {
-                _mm256_broadcast_ss(&*b.add(j))
-            };
-            col[0] = _mm256_fmadd_ps(a0, bj, col[0]);
-            col[1] = _mm256_fmadd_ps(a1, bj, col[1]);
-        }
-        a = a.add(MR);
-        if ROWS {
-            for r in rows.iter_mut() {
-                *r = r.add(1);
-            }
-        } else {
-            b = b.add(NR);
-        }
-    }
-    acc
-}
-
 /// Computes the top-left `mr × nr` part of `C ← α·A·B + bias + β·C` for one micro-tile.
 ///
 /// `a` is a packed `MR × kc` sliver and `b` a packed `kc × NR` sliver (zero-padded past
-/// `mr` / `nr`), or, when `ldb > 0`, `NR` rows of B's source that are contiguous along k
-/// (element `(p, j)` at `b + j·ldb + p`, all `NR` of them valid); element `(i, j)` of C is at
-/// `c + i·rsc + j·csc`; `bias` points at this tile's first row / column entries. When
-/// `beta == 0`, C is not read.
+/// `mr` / `nr`); element `(i, j)` of C is at `c + i·rsc + j·csc`; `bias` points at this tile's
+/// first row / column entries. When `beta == 0`, C is not read.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; `a` and `b` must be valid for `kc·MR` and `kc·NR` reads
-/// (`b + j·ldb + p` for `j < NR`, `p < kc` when `ldb > 0`); every `(i, j)` with
-/// `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C, and a non-null bias
-/// must be readable for `mr` (rows) / `nr` (columns) floats.
+/// The CPU must support AVX2 and FMA; `a` and `b` must be valid for `kc·MR` and `kc·NR` reads;
+/// every `(i, j)` with `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C, and a
+/// non-null bias must be readable for `mr` (rows) / `nr` (columns) floats.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn kernel(
@@ -89,7 +38,6 @@ pub(super) unsafe fn kernel(
     mr: usize,
     nr: usize,
     bias: Bias,
-    ldb: usize,
 ) {
     if rsc == 1 {
         // Start fetching the tile of C now so its read at the end does not stall: with k
@@ -100,11 +48,20 @@ pub(super) unsafe fn kernel(
             _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(4 * MR - 4));
         }
     }
-    let acc = if ldb == 0 {
-        accumulate::<false>(kc, a, b, 0)
-    } else {
-        accumulate::<true>(kc, a, b, ldb)
-    };
+    let mut acc = [[_mm256_setzero_ps(); 2]; NR];
+    let mut a = a;
+    let mut b = b;
+    for _ in 0..kc {
+        let a0 = _mm256_loadu_ps(a);
+        let a1 = _mm256_loadu_ps(a.add(8));
+        for (j, col) in acc.iter_mut().enumerate() {
+            let bj = _mm256_broadcast_ss(&*b.add(j));
+            col[0] = _mm256_fmadd_ps(a0, bj, col[0]);
+            col[1] = _mm256_fmadd_ps(a1, bj, col[1]);
+        }
+        a = a.add(MR);
+        b = b.add(NR);
+    }
 
     let valpha = _mm256_set1_ps(alpha);
     if rsc == 1 && mr == MR {

@@ -26,6 +26,7 @@
 
 use super::pack::{pack, sliver_stride};
 use super::Bias;
+use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
 use rayon::prelude::*;
 use std::cell::Cell;
 use std::thread::LocalKey;
@@ -45,9 +46,9 @@ pub(super) trait MicroKernel {
     /// Whether the kernel can read a full B sliver in place from `NR` rows contiguous along k
     /// (its `ldb` argument); otherwise `ldb` is always 0.
     const DIRECT_B: bool;
-    /// Most lines of one L1d set that the `NR` in-place B rows of a k block may share (the
-    /// A sliver streams through every set too); see [`b_rows_per_set`].
-    const B_LINES_PER_SET: usize;
+    /// Whether a task fetches the next B sliver of a shared packed panel into L2 while the
+    /// kernel works through the current one.
+    const PREFETCH_NEXT_B: bool;
     /// One micro-tile (see `avx512::kernel` / `avx2::kernel` for the contract).
     ///
     /// # Safety
@@ -81,8 +82,8 @@ impl MicroKernel for Avx512 {
     const MC: usize = 256;
     const AVX512: bool = true;
     const DIRECT_B: bool = true;
-    // A 48 KiB, 12-way L1d: rows 8 KiB apart (n = 2048) still measured faster in place.
-    const B_LINES_PER_SET: usize = NO_LIMIT;
+    // Measured slower on Sapphire Rapids (docs/performance.md, session 11).
+    const PREFETCH_NEXT_B: bool = false;
     unsafe fn run(
         kc: usize,
         alpha: f32,
@@ -111,10 +112,12 @@ impl MicroKernel for Avx2 {
     const KC: usize = 256;
     const MC: usize = 256;
     const AVX512: bool = false;
-    const DIRECT_B: bool = true;
-    // A 32 KiB, 8-way L1d (Zen 3): rows 4 or 8 KiB apart (n = 1024, 2048) put all six on the
-    // same sets and measured 3-9% slower in place than packed; 2 KiB apart (3 per set) faster.
-    const B_LINES_PER_SET: usize = 3;
+    // Reading B in place measured 5-19% slower than packing it on the GPT step's GEMMs on
+    // Zen 3 (the activations come from DRAM in six strided streams), 3% faster only on square
+    // SGEMM at n = 256-512 (docs/performance.md, session 12).
+    const DIRECT_B: bool = false;
+    // SGEMM n = 2048 on one thread, Zen 3: 87.8 -> 89.4 GFLOP/s.
+    const PREFETCH_NEXT_B: bool = true;
     unsafe fn run(
         kc: usize,
         alpha: f32,
@@ -129,31 +132,10 @@ impl MicroKernel for Avx2 {
         bias: Bias,
         ldb: usize,
     ) {
-        super::avx2::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias, ldb)
+        debug_assert_eq!(ldb, 0, "the AVX2 kernel reads packed B only");
+        super::avx2::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias)
     }
 }
-/// [`MicroKernel::B_LINES_PER_SET`] for a kernel whose in-place B rows may alias freely.
-const NO_LIMIT: usize = usize::MAX;
-
-/// L1d bytes per way on the x86-64 CPUs we target (64 sets of 64-byte lines): addresses this
-/// far apart compete for the same sets.
-const L1_WAY_BYTES: usize = 4096;
-
-/// The most of `rows` segments of `seg` bytes each, `stride` bytes apart, that cover one L1d
-/// set (counting a segment longer than a way once per pass over it).
-pub(super) fn b_rows_per_set(rows: usize, stride: usize, seg: usize) -> usize {
-    const SETS: usize = L1_WAY_BYTES / 64;
-    let mut count = [0usize; SETS];
-    let lines = seg.div_ceil(64);
-    for j in 0..rows {
-        let first = (j * stride) % L1_WAY_BYTES / 64;
-        for l in 0..lines {
-            count[(first + l) % SETS] += 1;
-        }
-    }
-    count.into_iter().max().unwrap_or(0)
-}
-
 /// Upper bound, in floats, for the packed panel of B (16 MiB, half the shared L3).
 const B_PANEL_MAX: usize = 4 << 20;
 /// Flops below which an extra thread is not worth its fork/join and packing cost.
@@ -274,17 +256,6 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
     let threads = rayon::current_num_threads()
         .min(flops / MIN_FLOPS_PER_THREAD)
         .max(1);
-    // When B's columns are contiguous along k, the kernel reads full B slivers in place
-    // (`NR` rows of the source, `kc` floats of each) and only a last, partial sliver is
-    // packed: the activations of `x·Wᵀ` and of `dy·W` need no transposing pass (GPT step
-    // +5.7%), nor does `A·B` with both row-major (SGEMM 2 threads n = 1024, 2048: 290 ->
-    // 309-313 GFLOP/s on AVX-512; docs/performance.md, session 11) — unless those rows would
-    // crowd the L1 sets the kernel streams A through (see `B_LINES_PER_SET`).
-    let direct_b = K::DIRECT_B
-        && csb > 1
-        && rsb == 1
-        && (K::B_LINES_PER_SET == NO_LIMIT
-            || b_rows_per_set(K::NR, csb as usize * 4, K::KC.min(k) * 4) <= K::B_LINES_PER_SET);
     let nc_max = ((B_PANEL_MAX / k).max(K::NR) / K::NR * K::NR).min(n.div_ceil(K::NR) * K::NR);
     let (a, b, c) = (SendPtr(a), SendPtr(b), SendPtr(c));
     let bias = SendPtr(bias);
@@ -322,7 +293,8 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                 // When the kernel reads B in place there is no such pass, and a square block of
                 // at least 8 slivers per thread splits its rows too (n = 512: 293-316 -> 313-315
                 // GFLOP/s; at n = 256, 4 slivers per thread, it lost: 286-307 -> 270-274).
-                let wide = if direct_b && m_sl >= 8 * threads {
+                let in_place_b = K::DIRECT_B && csb != 1 && rsb == 1 && csb > 0;
+                let wide = if in_place_b && m_sl >= 8 * threads {
                     m >= n
                 } else {
                     m >= 2 * n
@@ -349,6 +321,12 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
             // linear layer, `[384, 4096] · [4096, 128]`: 127 -> 137-141 GFLOP/s on one thread,
             // with the sliver padding of `pack`).
             let b_rows = csb == 1;
+            // When B's columns are contiguous along k, the kernel reads full B slivers in place
+            // (`NR` rows of the source, `kc` floats of each) and only a last, partial sliver is
+            // packed: the activations of `x·Wᵀ` and of `dy·W` need no transposing pass (GPT
+            // step +5.7%), nor does `A·B` with both row-major (SGEMM 2 threads n = 1024, 2048:
+            // 290 -> 309-313 GFLOP/s; docs/performance.md, session 11).
+            let direct_b = K::DIRECT_B && !b_rows && rsb == 1 && csb > 0;
             // Slivers the shared pass below packs: all of them, or only a partial last one.
             let packed_from = if direct_b { nc / K::NR } else { 0 };
             if !b_in_tasks && packed_from < n_sl {
@@ -451,20 +429,18 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                             };
                             // The next sliver of the shared panel (likely in L3 or DRAM by
                             // now), fetched into L2 a few lines per kernel call.
-                            let next_b = (!b_in_tasks && !direct && s + 1 < js1)
-                                .then(|| bk.add((s + 1) * sliver_stride(K::NR, kc)) as *const i8);
+                            let next_b =
+                                (K::PREFETCH_NEXT_B && !b_in_tasks && !direct && s + 1 < js1).then(
+                                    || bk.add((s + 1) * sliver_stride(K::NR, kc)) as *const i8,
+                                );
                             let b_lines = (K::NR * kc).div_ceil(16);
-                            let calls = mc.div_ceil(K::MR);
-                            let per_call = b_lines.div_ceil(calls);
+                            let per_call = b_lines.div_ceil(mc.div_ceil(K::MR));
                             for i in (0..mc).step_by(K::MR) {
                                 if let Some(nb) = next_b {
                                     let l0 = i / K::MR * per_call;
                                     for l in l0..(l0 + per_call).min(b_lines) {
-                                        core::arch::x86_64::_mm_prefetch::<
-                                            { core::arch::x86_64::_MM_HINT_T1 },
-                                        >(
-                                            nb.wrapping_add(64 * l)
-                                        );
+                                        // SAFETY: a prefetch reads nothing architecturally.
+                                        _mm_prefetch::<_MM_HINT_T1>(nb.wrapping_add(64 * l));
                                     }
                                 }
                                 K::run(

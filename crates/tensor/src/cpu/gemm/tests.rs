@@ -581,22 +581,9 @@ fn on_threads<R: Send>(n: usize, f: impl FnOnce() -> R + Send) -> R {
 }
 
 #[test]
-fn in_place_b_rows_counted_per_l1_set() {
-    // Six 1 KiB row segments (k block 256): 8 and 4 KiB apart they all land on the same 16
-    // sets; 2 KiB apart, three per set; 1 KiB apart, two; contiguous (stride = segment), one.
-    assert_eq!(driver::b_rows_per_set(6, 8192, 1024), 6);
-    assert_eq!(driver::b_rows_per_set(6, 4096, 1024), 6);
-    assert_eq!(driver::b_rows_per_set(6, 2048, 1024), 3);
-    assert_eq!(driver::b_rows_per_set(6, 1024, 1024), 2);
-    assert_eq!(driver::b_rows_per_set(3, 1024, 1024), 1);
-    // A segment longer than a way covers each set once per pass.
-    assert_eq!(driver::b_rows_per_set(1, 4096, 8192), 2);
-}
-
-#[test]
 fn b_with_rows_one_or_several_l1_ways_apart() {
-    // B column-major with k = 1024 or 2048 (rows of the source 4 / 8 KiB apart: packed on an
-    // AVX2 CPU) and k = 1536 (6 KiB: read in place), with a partial last sliver and bias.
+    // B column-major with its rows (the kernel's in-place B slivers) 4, 6 and 8 KiB apart,
+    // several k blocks, a partial last sliver.
     for (name, gemm) in impls() {
         for &k in &[1024, 1536, 2048] {
             let mut c = case(37, k, 29, (Layout::Row, Layout::Col, Layout::Col));
