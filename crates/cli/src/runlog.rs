@@ -1,6 +1,7 @@
 //! The files of a run directory besides checkpoints: `log.jsonl` (one JSON object per logged
 //! step or epoch), `metrics.json`, and the progress display on the terminal.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -89,10 +90,28 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 pub struct Progress {
     bar: Option<ProgressBar>,
     started: Instant,
-    total: std::cell::Cell<u64>,
-    every: std::cell::Cell<u64>,
+    total: Cell<u64>,
+    every: Cell<u64>,
     label: String,
-    unit: &'static str,
+    unit: Unit,
+}
+
+/// What a [`Progress`] counts.
+#[derive(Clone, Copy, PartialEq)]
+enum Unit {
+    /// Optimiser steps, a plain line every `every` of them.
+    Steps,
+    /// Epochs, a plain line for about 20 of them, however many there turn out to be.
+    Epochs,
+}
+
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Steps => "step",
+            Unit::Epochs => "epoch",
+        }
+    }
 }
 
 impl Progress {
@@ -115,10 +134,10 @@ impl Progress {
         Progress {
             bar,
             started: Instant::now(),
-            total: std::cell::Cell::new(total),
-            every: std::cell::Cell::new(every.max(1)),
+            total: Cell::new(total),
+            every: Cell::new(every.max(1)),
             label: label.to_string(),
-            unit: "step",
+            unit: Unit::Steps,
         }
     }
 
@@ -126,7 +145,7 @@ impl Progress {
     /// [`Progress::set_total`]); plain lines for about 20 of them.
     pub fn epochs(label: &str, total: u64) -> Self {
         Progress {
-            unit: "epoch",
+            unit: Unit::Epochs,
             ..Progress::new(label, 0, total, (total / 20).max(1))
         }
     }
@@ -134,7 +153,7 @@ impl Progress {
     /// Changes the number of steps the display counts to (for epochs, also how often it
     /// prints a plain line: about 20 in all).
     pub fn set_total(&self, total: u64) {
-        if self.unit == "epoch" && total != self.total.get() {
+        if self.unit == Unit::Epochs {
             self.every.set((total / 20).max(1));
         }
         self.total.set(total);
@@ -155,7 +174,7 @@ impl Progress {
                     eprintln!(
                         "{} {} {step}/{} {msg} [{:.0} s]",
                         self.label,
-                        self.unit,
+                        self.unit.name(),
                         self.total.get(),
                         self.started.elapsed().as_secs_f64()
                     );
