@@ -144,10 +144,12 @@ impl Progress {
     /// A progress display counted in epochs of a run that may grow past `total` (see
     /// [`Progress::set_total`]); plain lines for about 20 of them.
     pub fn epochs(label: &str, total: u64) -> Self {
-        Progress {
+        let p = Progress {
             unit: Unit::Epochs,
-            ..Progress::new(label, 0, total, (total / 20).max(1))
-        }
+            ..Progress::new(label, 0, total, 1)
+        };
+        p.set_total(total);
+        p
     }
 
     /// Changes the number of steps the display counts to (for epochs, also how often it
