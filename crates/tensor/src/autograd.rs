@@ -181,7 +181,7 @@ impl Tensor {
                 if self.numel() != 1 {
                     return Err(Error::Autograd { op: "backward", msg: format!("needs a scalar (one element), got shape {:?}; pass a gradient with backward_with", self.shape()) });
                 }
-                Tensor::ones(self.shape(), self.dtype())
+                self.ones_like()?
             }
         };
         let _g = crate::no_grad();

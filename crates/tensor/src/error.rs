@@ -93,6 +93,14 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A CUDA driver or kernel failure on a device that was opened.
+    #[error("CUDA error on {device:?}: {reason}")]
+    Cuda {
+        /// The device.
+        device: Device,
+        /// What failed, with the driver's error code.
+        reason: String,
+    },
     /// A data buffer whose length does not match the shape.
     #[error("{op}: {len} elements cannot fill shape {shape} ({expected} elements)")]
     DataLength {

@@ -25,6 +25,8 @@
 pub mod alloc;
 pub mod autograd;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod device;
 mod dtype;
 mod error;

@@ -77,6 +77,18 @@ impl CpuStorage {
         }
     }
 
+    /// A buffer of `n` copies of `value` converted to `dtype`.
+    pub fn full(dtype: DType, n: usize, value: f64) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(vec![value as f32; n]),
+            DType::F64 => CpuStorage::F64(vec![value; n]),
+            DType::BF16 => CpuStorage::BF16(vec![bf16::from_f64(value); n]),
+            DType::F16 => CpuStorage::F16(vec![f16::from_f64(value); n]),
+            DType::I64 => CpuStorage::I64(vec![value as i64; n]),
+            DType::U32 => CpuStorage::U32(vec![value as u32; n]),
+        }
+    }
+
     /// Copies the elements of `src` at layout `ls` into this buffer at layout `ld` (same shape,
     /// same dtype).
     pub fn copy_strided_from(
@@ -115,6 +127,9 @@ impl CpuStorage {
 pub enum Storage {
     /// Host memory.
     Cpu(CpuStorage),
+    /// GPU memory (the `cuda` feature).
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::CudaStorage),
 }
 
 impl Storage {
@@ -122,6 +137,8 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => c.device(),
         }
     }
 
@@ -129,28 +146,87 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(c) => c.dtype(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => c.dtype(),
         }
     }
 
-    /// The host buffer, or an error naming `op` if the storage is elsewhere.
-    pub fn cpu(&self, _op: &'static str) -> Result<&CpuStorage> {
+    /// The host buffer, or an error naming `op` if the storage is elsewhere (an op whose CUDA
+    /// arm is not written yet).
+    pub fn cpu(&self, op: &'static str) -> Result<&CpuStorage> {
         match self {
             Storage::Cpu(c) => Ok(c),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => Err(no_kernel(op, c.device())),
         }
     }
 
     /// The host buffer, mutably.
-    pub fn cpu_mut(&mut self, _op: &'static str) -> Result<&mut CpuStorage> {
+    pub fn cpu_mut(&mut self, op: &'static str) -> Result<&mut CpuStorage> {
         match self {
             Storage::Cpu(c) => Ok(c),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => Err(no_kernel(op, c.device())),
+        }
+    }
+
+    /// Copies the elements of `src` at layout `ls` into this buffer at layout `ld` (same shape,
+    /// dtype and device).
+    pub fn copy_strided_from(
+        &mut self,
+        ld: &crate::Layout,
+        src: &Storage,
+        ls: &crate::Layout,
+    ) -> Result<()> {
+        match (self, src) {
+            (Storage::Cpu(d), Storage::Cpu(s)) => d.copy_strided_from(ld, s, ls),
+            #[cfg(feature = "cuda")]
+            (Storage::Cuda(d), Storage::Cuda(s)) => d.copy_strided_from(ld, s, ls),
+            #[allow(unreachable_patterns)]
+            (d, s) => Err(Error::DeviceMismatch {
+                op: "copy",
+                lhs: d.device(),
+                rhs: s.device(),
+            }),
+        }
+    }
+
+    /// The elements at layout `l` as a new contiguous buffer on the same device.
+    pub fn contiguous(&self, l: &crate::Layout) -> Result<Storage> {
+        match self {
+            Storage::Cpu(c) => Ok(Storage::Cpu(
+                crate::with_cpu!(c, v => crate::Element::into_storage(
+                crate::cpu::strided::to_contiguous(&v[..], l))),
+            )),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => Ok(Storage::Cuda(c.contiguous(l)?)),
+        }
+    }
+
+    /// A buffer of `n` copies of `value` on `device`.
+    pub fn full(device: Device, dtype: DType, n: usize, value: f64) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(CpuStorage::full(dtype, n, value))),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => {
+                let b = crate::cuda::CudaBackend::get(i)?;
+                Ok(Storage::Cuda(crate::cuda::CudaStorage::full(
+                    &b, dtype, n, value,
+                )?))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(crate::device::no_cuda_build(device)),
         }
     }
 }
 
-/// The error for a device a kernel does not exist for yet.
+/// The error for an op whose kernel for `device` does not exist in this build.
 pub(crate) fn no_kernel(op: &'static str, device: Device) -> Error {
     Error::DeviceUnavailable {
         device,
-        reason: format!("{op} has no kernel for this device in this build"),
+        reason: format!(
+            "{op} has no kernel for this device in this build; move its inputs with \
+             .to_device(Device::Cpu) for this op"
+        ),
     }
 }

@@ -197,16 +197,21 @@ impl Tensor {
 
     /// A tensor filled with `value`, converted to `dtype`.
     pub fn full(value: f64, shape: &[usize], dtype: DType) -> Tensor {
-        let n = numel(shape);
-        let s = match dtype {
-            DType::F32 => CpuStorage::F32(vec![value as f32; n]),
-            DType::F64 => CpuStorage::F64(vec![value; n]),
-            DType::BF16 => CpuStorage::BF16(vec![half::bf16::from_f64(value); n]),
-            DType::F16 => CpuStorage::F16(vec![half::f16::from_f64(value); n]),
-            DType::I64 => CpuStorage::I64(vec![value as i64; n]),
-            DType::U32 => CpuStorage::U32(vec![value as u32; n]),
-        };
-        Tensor::from_cpu(s, shape)
+        Tensor::from_cpu(CpuStorage::full(dtype, numel(shape), value), shape)
+    }
+
+    /// A tensor filled with `value`, converted to `dtype`, on `device` (an error when the
+    /// device cannot be used).
+    pub fn full_on(value: f64, shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Ok(Tensor::from_storage(
+            Storage::full(device, dtype, numel(shape), value)?,
+            shape,
+        ))
+    }
+
+    /// Zeros on `device`.
+    pub fn zeros_on(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Tensor::full_on(0.0, shape, dtype, device)
     }
 
     /// Zeros.
@@ -220,13 +225,13 @@ impl Tensor {
     }
 
     /// Zeros with the shape, dtype and device of `self`.
-    pub fn zeros_like(&self) -> Tensor {
-        Tensor::zeros(self.shape(), self.dtype())
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::zeros_on(self.shape(), self.dtype(), self.device())
     }
 
     /// Ones with the shape, dtype and device of `self`.
-    pub fn ones_like(&self) -> Tensor {
-        Tensor::ones(self.shape(), self.dtype())
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Tensor::full_on(1.0, self.shape(), self.dtype(), self.device())
     }
 
     /// `0, 1, ..., n-1` as a 1-D tensor of `dtype`.
@@ -377,7 +382,7 @@ impl Tensor {
                 rhs: T::DTYPE,
             });
         }
-        let c = self.contiguous()?;
+        let c = self.to_device(Device::Cpu)?.contiguous()?;
         let g = c.read();
         let cpu = g.cpu("to_vec")?;
         let s = T::slice(cpu).ok_or(Error::DTypeMismatch {
@@ -391,7 +396,7 @@ impl Tensor {
 
     /// The elements converted to f64, whatever the dtype.
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
-        let c = self.contiguous()?;
+        let c = self.to_device(Device::Cpu)?.contiguous()?;
         let g = c.read();
         let cpu = g.cpu("to_vec_f64")?;
         let l = c.layout();
@@ -413,11 +418,17 @@ impl Tensor {
         Ok(self.to_vec_f64()?[0])
     }
 
-    /// Moves the tensor to `device` (a copy unless it is already there).
+    /// Moves the tensor to `device` (a copy unless it is already there); gradients flow back
+    /// to the source device.
     pub fn to_device(&self, device: Device) -> Result<Tensor> {
         if device == self.device() {
             return Ok(self.clone());
         }
-        Err(crate::storage::no_kernel("to_device", device))
+        device.check()?;
+        let s = crate::ops::transfer::copy_to(self, device)?;
+        let from = self.device();
+        Ok(Tensor::from_storage(s, self.shape()).attach(&[self], || {
+            Box::new(crate::ops::transfer::ToDeviceBack(from))
+        }))
     }
 }

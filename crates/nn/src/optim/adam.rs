@@ -116,8 +116,8 @@ impl Optimizer for Adam {
                 let t = t.min(i32::MAX as i64) as i32;
                 let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
                 let wd = group.weight_decay;
-                let m = slot(&mut self.state, format!("{name}.exp_avg"), p);
-                let v = slot(&mut self.state, format!("{name}.exp_avg_sq"), p);
+                let m = slot(&mut self.state, format!("{name}.exp_avg"), p)?;
+                let v = slot(&mut self.state, format!("{name}.exp_avg_sq"), p)?;
                 let g = g.contiguous()?;
                 if fusable(p, &[&g, &m, &v]) {
                     // One pass over the four buffers, no temporaries.

@@ -85,7 +85,7 @@ impl Optimizer for Lars {
                         d = d.mul_scalar(c.eta * pn / dn)?;
                     }
                 }
-                let mu = slot(&mut self.state, format!("{name}.mu"), p);
+                let mu = slot(&mut self.state, format!("{name}.mu"), p)?;
                 mu.assign(&mu.mul_scalar(c.momentum)?.add(&d)?)?;
                 p.assign(&p.sub(&mu.mul_scalar(group.lr)?)?)?;
             }

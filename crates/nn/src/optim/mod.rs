@@ -178,11 +178,17 @@ macro_rules! optimizer_accessors {
 pub(crate) use optimizer_accessors;
 
 /// The state slot `key`, created as zeros like `like` on first use.
-pub(crate) fn slot(state: &mut BTreeMap<String, Tensor>, key: String, like: &Tensor) -> Tensor {
-    state
-        .entry(key)
-        .or_insert_with(|| like.zeros_like())
-        .clone()
+pub(crate) fn slot(
+    state: &mut BTreeMap<String, Tensor>,
+    key: String,
+    like: &Tensor,
+) -> selfsup_tensor::Result<Tensor> {
+    if let Some(t) = state.get(&key) {
+        return Ok(t.clone());
+    }
+    let t = like.zeros_like()?;
+    state.insert(key, t.clone());
+    Ok(t)
 }
 
 /// Whether the fused in-place updates of `selfsup_tensor` (`adam_step_`, `sgd_step_`) take these

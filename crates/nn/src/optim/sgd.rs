@@ -81,7 +81,9 @@ impl Optimizer for Sgd {
                 let g = g.contiguous()?;
                 let key = format!("{name}.momentum_buffer");
                 let fresh = !self.state.contains_key(&key);
-                let buf = (c.momentum != 0.0).then(|| slot(&mut self.state, key, p));
+                let buf = (c.momentum != 0.0)
+                    .then(|| slot(&mut self.state, key, p))
+                    .transpose()?;
                 let mut others = vec![&g];
                 others.extend(buf.as_ref());
                 if fusable(p, &others) {

@@ -48,6 +48,24 @@ binary_op!(Le, "le", |a, b| if a <= b { T::ONE } else { T::ZERO });
 binary_op!(Gt, "gt", |a, b| if a > b { T::ONE } else { T::ZERO });
 binary_op!(Ge, "ge", |a, b| if a >= b { T::ONE } else { T::ZERO });
 
+/// The kernel names of every op in this file (the CUDA kernels are `<name>_<dtype>`).
+#[cfg(all(test, feature = "cuda"))]
+pub(crate) const BINARY_NAMES: &[&str] = &[
+    Add::NAME,
+    Sub::NAME,
+    Mul::NAME,
+    Div::NAME,
+    Pow::NAME,
+    Maximum::NAME,
+    Minimum::NAME,
+    Eq::NAME,
+    Ne::NAME,
+    Lt::NAME,
+    Le::NAME,
+    Gt::NAME,
+    Ge::NAME,
+];
+
 /// Evaluates `B` over the broadcast of `a` and `b` without recording.
 fn binary_forward<B: BinaryOp>(a: &Tensor, b: &Tensor) -> Result<(Storage, Vec<usize>)> {
     check_same(B::NAME, a, b)?;
@@ -57,6 +75,11 @@ fn binary_forward<B: BinaryOp>(a: &Tensor, b: &Tensor) -> Result<(Storage, Vec<u
         b.layout().broadcast_to(&shape)?,
     );
     let (ga, gb) = (a.read(), b.read());
+    #[cfg(feature = "cuda")]
+    if let (Storage::Cuda(x), Storage::Cuda(y)) = (&*ga, &*gb) {
+        let s = crate::cuda::elementwise::binary(B::NAME, (x, &la), (y, &lb), &shape)?;
+        return Ok((Storage::Cuda(s), shape));
+    }
     let s = float_map2!(B::NAME, ga.cpu(B::NAME)?, gb.cpu(B::NAME)?, x, y =>
         map_n(&shape, [(&x[..], &la), (&y[..], &lb)], #[inline(always)] |[p, q]| B::f(p, q)));
     Ok((Storage::Cpu(s), shape))
@@ -210,11 +233,11 @@ impl Tensor {
     }
     /// `self > c` as 0/1.
     pub fn gt_scalar(&self, c: f64) -> Result<Tensor> {
-        self.gt(&Tensor::full(c, &[], self.dtype()))
+        self.gt(&Tensor::full_on(c, &[], self.dtype(), self.device())?)
     }
     /// `self < c` as 0/1.
     pub fn lt_scalar(&self, c: f64) -> Result<Tensor> {
-        self.lt(&Tensor::full(c, &[], self.dtype()))
+        self.lt(&Tensor::full_on(c, &[], self.dtype(), self.device())?)
     }
 
     /// `cond ? self : other` elementwise, broadcasting all three; `cond` is nonzero for true and
@@ -234,6 +257,17 @@ impl Tensor {
         );
         let s = {
             let (gc, ga, gb) = (cond.read(), self.read(), other.read());
+            #[cfg(feature = "cuda")]
+            if let (Storage::Cuda(c), Storage::Cuda(a), Storage::Cuda(b)) = (&*gc, &*ga, &*gb) {
+                let s = crate::cuda::elementwise::where_((c, &lc), (a, &la), (b, &lb), &shape)?;
+                drop((gc, ga, gb));
+                return Ok(Tensor::from_op(
+                    Storage::Cuda(s),
+                    &shape,
+                    &[self, other, cond],
+                    || Box::new(WhereBackward),
+                ));
+            }
             Storage::Cpu(
                 float_map3!("where", gc.cpu("where")?, ga.cpu("where")?, gb.cpu("where")?, c, a, b =>
                 map_n(&shape, [(&c[..], &lc), (&a[..], &la), (&b[..], &lb)], |[c, a, b]| if c != Float::ZERO { a } else { b })),
@@ -246,7 +280,7 @@ impl Tensor {
 
     /// `self` with `value` wherever `mask` is nonzero.
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
-        Tensor::full(value, &[], self.dtype())
+        Tensor::full_on(value, &[], self.dtype(), self.device())?
             .where_(mask, self)?
             .broadcast_to(self.shape())
     }
@@ -270,7 +304,7 @@ impl BackwardOp for WhereBackward {
         g: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
         let (a, b, c) = (&inputs[0], &inputs[1], &inputs[2]);
-        let zero = Tensor::zeros(&[], g.dtype());
+        let zero = Tensor::zeros_on(&[], g.dtype(), g.device())?;
         let ga = when(a.requires_grad(), || {
             sum_to_shape(&g.where_(c, &zero)?, a.shape())
         })?;

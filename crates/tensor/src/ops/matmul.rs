@@ -91,6 +91,18 @@ impl Tensor {
             self.layout().broadcast_to(&fa)?,
             rhs.layout().broadcast_to(&fb)?,
         );
+        #[cfg(feature = "cuda")]
+        if let (Storage::Cuda(x), Storage::Cuda(y)) = (&*self.read(), &*rhs.read()) {
+            if matches!(self.dtype(), DType::F32 | DType::F64) {
+                let s = crate::cuda::matmul::matmul(x, &la, y, &lb, batch, m, k, n)?;
+                return Ok(Tensor::from_op(
+                    Storage::Cuda(s),
+                    &out_shape,
+                    &[self, rhs],
+                    || Box::new(MatmulBack),
+                ));
+            }
+        }
         let s = match self.dtype() {
             DType::F32 | DType::F64 => {
                 let (ga, gb) = (self.read(), rhs.read());

@@ -16,6 +16,7 @@ pub mod pool;
 pub mod random;
 pub mod reduce;
 pub mod softmax;
+pub mod transfer;
 pub mod unary;
 pub mod view;
 

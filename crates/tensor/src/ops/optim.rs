@@ -211,7 +211,7 @@ mod tests {
     fn adamw_step_matches_hand_computation() {
         let p = Tensor::from_vec(vec![1.0f64, -2.0], &[2]).unwrap();
         let g = Tensor::from_vec(vec![0.5f64, 0.25], &[2]).unwrap();
-        let (m, v) = (p.zeros_like(), p.zeros_like());
+        let (m, v) = (p.zeros_like().unwrap(), p.zeros_like().unwrap());
         let h = AdamStep {
             lr: 0.1,
             beta1: 0.9,
@@ -244,7 +244,7 @@ mod tests {
     fn sgd_momentum_nesterov_matches_hand_computation() {
         let p = Tensor::from_vec(vec![1.0f32], &[1]).unwrap();
         let g = Tensor::from_vec(vec![2.0f32], &[1]).unwrap();
-        let b = p.zeros_like();
+        let b = p.zeros_like().unwrap();
         p.sgd_step_(&g, Some(&b), 0.1, 0.9, 0.0, 0.0, true, true)
             .unwrap();
         // buf = 2, update = 2 + 0.9 * 2 = 3.8, p = 1 - 0.38.

@@ -58,6 +58,14 @@ fn plan(op: &'static str, x: &Tensor, axes: &[isize], keepdim: bool) -> Result<P
 }
 
 fn reduce_forward(op: &'static str, x: &Tensor, p: &Plan, kind: ReduceKind) -> Result<Storage> {
+    #[cfg(feature = "cuda")]
+    if let Storage::Cuda(c) = &*x.read() {
+        let l = x.layout().permute(&p.perm)?;
+        let rows = numel(&p.keep_shape);
+        return Ok(Storage::Cuda(crate::cuda::reduce::rows(
+            op, kind, c, &l, rows, p.len,
+        )?));
+    }
     // Leading axes of a contiguous tensor (a bias gradient over the batch): combine whole rows
     // instead of transposing the reduced axes to the end.
     let j = p.axes.len();
@@ -232,7 +240,7 @@ impl Tensor {
         let m = self.detach().max(axes, true)?;
         // Rows of all -inf would give NaN from inf - inf: shift them by 0 instead.
         let finite = m.abs()?.lt_scalar(f64::INFINITY)?;
-        let m = m.where_(&finite, &Tensor::zeros(&[], m.dtype()))?;
+        let m = m.where_(&finite, &Tensor::zeros_on(&[], m.dtype(), m.device())?)?;
         let s = self.sub(&m)?.exp()?.sum(axes, true)?.log()?.add(&m)?;
         if keepdim {
             Ok(s)

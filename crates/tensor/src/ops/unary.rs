@@ -21,6 +21,11 @@ pub trait UnaryOp: Clone + Send + Sync + 'static {
     /// Whether [`UnaryOp::df`] reads `y`; when not, the backward pass does not read the saved
     /// output (one memory stream fewer).
     const DF_USES_Y: bool = true;
+    /// The op's scalar fields in declaration order, padded with zeros (the CUDA kernels take
+    /// them as `p0, p1`).
+    fn params(&self) -> [f64; 2] {
+        [0.0; 2]
+    }
 }
 
 macro_rules! unary_op {
@@ -31,6 +36,12 @@ macro_rules! unary_op {
         impl UnaryOp for $name {
             const NAME: &'static str = $kernel;
             $(const DF_USES_Y: bool = $uy;)?
+            $(
+            fn params(&self) -> [f64; 2] {
+                let v = [$(self.$field),*];
+                [v.first().copied().unwrap_or(0.0), v.get(1).copied().unwrap_or(0.0)]
+            }
+            )?
             #[inline(always)]
             #[allow(unused_variables)]
             fn f<T: Float>(&self, $x: T) -> T {
@@ -79,6 +90,29 @@ unary_op!(/** x * c */ MulScalar { c }, "mul_scalar", |s, x| x * T::c(s.c), |s, 
 unary_op!(/** x ^ p */ PowScalar { p }, "pow_scalar", |s, x| pow_scalar(x, s.p), |s, x, y| T::c(s.p) * pow_scalar(x, s.p - 1.0));
 unary_op!(/** c / x */ RdivScalar { c }, "rdiv_scalar", |s, x| T::c(s.c) / x, |s, x, y| -y / x);
 
+/// The kernel names of every op in this file (the CUDA kernels are `<name>_<dtype>`).
+#[cfg(all(test, feature = "cuda"))]
+pub(crate) const UNARY_NAMES: &[&str] = &[
+    Neg::NAME,
+    Exp::NAME,
+    Log::NAME,
+    Sqrt::NAME,
+    Rsqrt::NAME,
+    Abs::NAME,
+    Relu::NAME,
+    LeakyRelu::NAME,
+    Sigmoid::NAME,
+    Tanh::NAME,
+    Silu::NAME,
+    GeluErf::NAME,
+    GeluTanh::NAME,
+    Clamp::NAME,
+    AddScalar::NAME,
+    MulScalar::NAME,
+    PowScalar::NAME,
+    RdivScalar::NAME,
+];
+
 #[inline(always)]
 fn sigmoid<T: Float>(x: T) -> T {
     if x >= T::ZERO {
@@ -106,8 +140,16 @@ fn pow_scalar<T: Float>(x: T, p: f64) -> T {
 pub fn unary<U: UnaryOp>(x: &Tensor, op: U) -> Result<Tensor> {
     let storage = {
         let g = x.read();
-        let c = g.cpu(U::NAME)?;
         let l = x.layout();
+        #[cfg(feature = "cuda")]
+        if let Storage::Cuda(c) = &*g {
+            let s = crate::cuda::elementwise::unary(U::NAME, op.params(), c, l)?;
+            drop(g);
+            return Ok(Tensor::from_op(Storage::Cuda(s), x.shape(), &[x], || {
+                Box::new(UnaryBackward(op))
+            }));
+        }
+        let c = g.cpu(U::NAME)?;
         Storage::Cpu(
             float_map!(U::NAME, c, v => map_n(l.shape(), [(&v[..], l)], #[inline(always)] |[a]| op.f(a))),
         )
@@ -136,6 +178,18 @@ impl<U: UnaryOp> BackwardOp for UnaryBackward<U> {
         let storage = {
             let (gx, gy, gg) = (x.read(), out.read(), gb.read());
             let (lx, ly, lg) = (x.layout(), out.layout(), gb.layout());
+            #[cfg(feature = "cuda")]
+            if let (Storage::Cuda(cx), Storage::Cuda(cy), Storage::Cuda(cg)) = (&*gx, &*gy, &*gg) {
+                let y = U::DF_USES_Y.then_some((cy, ly));
+                let s = crate::cuda::elementwise::unary_backward(
+                    U::NAME,
+                    op.params(),
+                    (cx, lx),
+                    y,
+                    (cg, lg),
+                )?;
+                return Ok(vec![Some(Tensor::from_storage(Storage::Cuda(s), shape))]);
+            }
             Storage::Cpu(if U::DF_USES_Y {
                 float_map3!(U::NAME, gx.cpu(U::NAME)?, gy.cpu(U::NAME)?, gg.cpu(U::NAME)?, a, b, c =>
                 map_n(shape, [(&a[..], lx), (&b[..], ly), (&c[..], lg)], #[inline(always)] |[x, y, g]| g * op.df(x, y)))

@@ -4,12 +4,9 @@
 //! back to the input's shape.
 
 use crate::autograd::BackwardOp;
-use crate::cpu::strided::to_contiguous;
 use crate::error::{shape_err, Error, Result};
 use crate::layout::{numel, resolve_axis, Layout};
-use crate::storage::CpuStorage;
 use crate::Tensor;
-use crate::{with_cpu, Element};
 
 /// A view of `x` with layout `l`, recording `bw` as its backward.
 fn view(x: &Tensor, l: Layout, bw: impl FnOnce() -> Box<dyn BackwardOp>) -> Tensor {
@@ -18,22 +15,18 @@ fn view(x: &Tensor, l: Layout, bw: impl FnOnce() -> Box<dyn BackwardOp>) -> Tens
 
 /// Copies the elements of `x` into a fresh contiguous buffer (no graph).
 pub(crate) fn copy_contiguous(x: &Tensor) -> Result<Tensor> {
-    let g = x.read();
-    let c = g.cpu("contiguous")?;
-    let l = x.layout();
-    let s: CpuStorage = with_cpu!(c, v => Element::into_storage(to_contiguous(&v[..], l)));
-    Ok(Tensor::from_cpu(s, x.shape()))
+    let s = x.read().contiguous(x.layout())?;
+    Ok(Tensor::from_storage(s, x.shape()))
 }
 
 /// A zero tensor of `shape` with `g` written into the sub-view `sub` (the backward of
 /// narrow/select/indexing by ranges).
 pub(crate) fn scatter_view(g: &Tensor, shape: &[usize], sub: &Layout) -> Result<Tensor> {
-    let out = Tensor::zeros(shape, g.dtype());
+    let out = Tensor::zeros_on(shape, g.dtype(), g.device())?;
     {
         let mut w = out.write();
         let gg = g.read();
-        w.cpu_mut("scatter_view")?
-            .copy_strided_from(sub, gg.cpu("scatter_view")?, g.layout())?;
+        w.copy_strided_from(sub, &gg, g.layout())?;
     }
     Ok(out)
 }
@@ -309,8 +302,7 @@ impl Tensor {
         };
         let mut w = self.write();
         let s = src.read();
-        w.cpu_mut("assign")?
-            .copy_strided_from(self.layout(), s.cpu("assign")?, src.layout())?;
+        w.copy_strided_from(self.layout(), &s, src.layout())?;
         Ok(())
     }
 }

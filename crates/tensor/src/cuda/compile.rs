@@ -1,0 +1,251 @@
+//! The kernel sources (`kernels/*.cu`, built into the library) and their compilation with NVRTC
+//! for the GPU's architecture, cached on disk so a second run starts without compiling.
+//!
+//! Cache: one PTX file per (source, architecture, NVRTC version, options) under
+//! `$XDG_CACHE_HOME/selfsup/kernels` (else `~/.cache/selfsup/kernels`), named by a 64-bit FNV-1a
+//! hash of all four; written to a temporary name and renamed, so a crash never leaves a torn
+//! entry, and an unreadable entry is recompiled. The driver keeps its own cache of the machine
+//! code it builds from PTX.
+
+use std::path::{Path, PathBuf};
+
+/// What every kernel file starts with: the `Dims` layout struct and index helpers.
+const COMMON: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../kernels/common.cuh"
+));
+
+macro_rules! kernel_files {
+    ($($name:literal),* $(,)?) => {
+        /// Every kernel file of this build: (name, CUDA C source without the common header).
+        pub const KERNEL_FILES: &[(&str, &str)] = &[
+            $(($name, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../kernels/", $name, ".cu")))),*
+        ];
+    };
+}
+kernel_files!("unary", "binary", "copy", "reduce");
+
+/// The complete source NVRTC compiles for kernel file `name` (common header included).
+pub fn kernel_file(name: &str) -> Option<String> {
+    KERNEL_FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, src)| format!("{COMMON}\n// ---- {n}.cu\n{src}"))
+}
+
+/// Why NVRTC cannot be used, or `None` when it can.
+pub fn nvrtc_problem() -> Option<String> {
+    // SAFETY: only tries to dlopen the library under its usual names.
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        None
+    } else {
+        Some(
+            "NVRTC (libnvrtc.so.13 or .12, CUDA's run-time compiler) could not be loaded: \
+             install the CUDA toolkit or `pip install nvidia-cuda-nvrtc`, and put the directory \
+             holding libnvrtc on LD_LIBRARY_PATH"
+                .into(),
+        )
+    }
+}
+
+/// NVRTC's version (major, minor).
+pub fn nvrtc_version() -> Result<(i32, i32), String> {
+    if let Some(p) = nvrtc_problem() {
+        return Err(p);
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: writes two ints.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| format!("nvrtcVersion failed: {e:?}"))?;
+    Ok((major, minor))
+}
+
+/// Options every kernel is compiled with (besides the architecture).
+const OPTIONS: &[&str] = &["--std=c++17"];
+
+/// 64-bit FNV-1a: stable across Rust versions and platforms (unlike `DefaultHasher`), which a
+/// key of an on-disk cache needs.
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separate the parts so ("ab", "c") and ("a", "bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Where compiled kernels are cached, if a home or cache directory is known.
+pub fn cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    Some(base.join("selfsup").join("kernels"))
+}
+
+/// Compiles `src` to PTX for `arch` (e.g. `"sm_90"`) with NVRTC; the error carries NVRTC's log.
+pub fn compile_ptx(src: &str, arch: &str) -> Result<String, String> {
+    if let Some(p) = nvrtc_problem() {
+        return Err(p);
+    }
+    let opts = cudarc::nvrtc::CompileOptions {
+        options: OPTIONS
+            .iter()
+            .map(|s| s.to_string())
+            .chain([format!("--gpu-architecture={arch}")])
+            .collect(),
+        ..Default::default()
+    };
+    match cudarc::nvrtc::compile_ptx_with_opts(src, opts) {
+        Ok(ptx) => Ok(ptx.to_src()),
+        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(format!(
+            "NVRTC could not compile a kernel file for {arch}:\n{}",
+            log.to_string_lossy()
+        )),
+        Err(e) => Err(format!("NVRTC failed for {arch}: {e:?}")),
+    }
+}
+
+/// [`compile_ptx`] through the on-disk cache in `dir` (no caching when `dir` is `None`).
+pub fn ptx_cached_in(src: &str, arch: &str, dir: Option<&Path>) -> Result<String, String> {
+    let (major, minor) = nvrtc_version()?;
+    let version = format!("{major}.{minor}");
+    let key = fnv1a(&[
+        src.as_bytes(),
+        arch.as_bytes(),
+        version.as_bytes(),
+        OPTIONS.join(" ").as_bytes(),
+    ]);
+    let path = dir.map(|d| d.join(format!("{key:016x}-{arch}.ptx")));
+    if let Some(p) = &path {
+        if let Ok(ptx) = std::fs::read_to_string(p) {
+            if ptx.contains(".target") {
+                return Ok(ptx);
+            }
+        }
+    }
+    let ptx = compile_ptx(src, arch)?;
+    if let (Some(p), Some(d)) = (&path, dir) {
+        // A cache that cannot be written only costs a recompile next time.
+        let tmp = d.join(format!("{key:016x}.{}.tmp", std::process::id()));
+        if std::fs::create_dir_all(d).is_ok() && std::fs::write(&tmp, &ptx).is_ok() {
+            let _ = std::fs::rename(&tmp, p);
+        }
+    }
+    Ok(ptx)
+}
+
+/// [`ptx_cached_in`] with the default [`cache_dir`].
+pub fn ptx_cached(src: String, arch: &str) -> Result<String, String> {
+    ptx_cached_in(&src, arch, cache_dir().as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels the Rust side launches from each file, by the names it builds.
+    fn expected_entries(file: &str) -> Vec<String> {
+        let floats = ["f32", "f64"];
+        match file {
+            "unary" => crate::ops::unary::UNARY_NAMES
+                .iter()
+                .flat_map(|n| {
+                    floats
+                        .iter()
+                        .flat_map(move |d| [format!("{n}_{d}"), format!("{n}_bw_{d}")])
+                })
+                .collect(),
+            "binary" => crate::ops::binary::BINARY_NAMES
+                .iter()
+                .chain(&["where"])
+                .flat_map(|n| floats.iter().map(move |d| format!("{n}_{d}")))
+                .collect(),
+            "copy" => [
+                "copy_b16", "copy_b32", "copy_b64", "fill_b16", "fill_b32", "fill_b64",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(
+                super::super::storage::CAST_KERNELS
+                    .iter()
+                    .map(|s| s.to_string()),
+            )
+            .collect(),
+            "reduce" => ["sum", "max", "min"]
+                .iter()
+                .flat_map(|k| floats.iter().map(move |d| format!("reduce_{k}_{d}")))
+                .collect(),
+            other => panic!("list the kernels of {other}.cu here"),
+        }
+    }
+
+    #[test]
+    fn fnv1a_is_stable_and_separates_parts() {
+        // Reference value of 64-bit FNV-1a over "a" then the part separator.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in [b'a', 0xff] {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        assert_eq!(fnv1a(&[b"a"]), h);
+        assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn every_kernel_file_has_a_header_comment_and_the_common_prelude() {
+        for (name, src) in KERNEL_FILES {
+            assert!(
+                src.starts_with(&format!("// {name}.cu: ")),
+                "{name}.cu must open with a header comment naming what it computes"
+            );
+            let full = kernel_file(name).unwrap();
+            assert!(full.contains("struct Dims") && full.contains(src));
+        }
+        assert!(kernel_file("no_such_file").is_none());
+    }
+
+    /// Compiles every kernel file with NVRTC for Ampere and Hopper, through a fresh cache
+    /// directory, then again from the cache. Needs libnvrtc (not a GPU): CI installs it with
+    /// pip; elsewhere the test says it skipped.
+    #[test]
+    fn every_kernel_file_compiles_with_nvrtc_and_is_cached() {
+        if let Some(why) = nvrtc_problem() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("selfsup-kernel-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (name, _) in KERNEL_FILES {
+            for arch in ["sm_80", "sm_90"] {
+                let src = kernel_file(name).unwrap();
+                let ptx = ptx_cached_in(&src, arch, Some(&dir))
+                    .unwrap_or_else(|e| panic!("{name}.cu for {arch}: {e}"));
+                assert!(
+                    ptx.contains(&format!(".target {arch}")),
+                    "{name}.cu: {arch} PTX"
+                );
+                for entry in expected_entries(name) {
+                    assert!(
+                        ptx.contains(&format!(".entry {entry}(")),
+                        "{name}.cu has no kernel {entry}, which the Rust side launches"
+                    );
+                }
+                let again = ptx_cached_in(&src, arch, Some(&dir)).unwrap();
+                assert_eq!(ptx, again);
+            }
+        }
+        let cached = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(
+            cached,
+            2 * KERNEL_FILES.len(),
+            "one cache entry per file and arch"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,282 @@
+//! Opening a GPU: the driver, NVRTC, the context and stream, and the plain reason when any of
+//! them is missing.
+//!
+//! Every CUDA library is loaded at run time (cudarc's dynamic loading), so this crate builds and
+//! runs on machines without CUDA; [`CudaBackend::get`] is where a missing piece becomes an
+//! [`Error::DeviceUnavailable`] that says what to install.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream};
+
+use super::compile;
+use crate::error::{Error, Result};
+use crate::Device;
+
+/// One opened GPU: its context, the stream every op of this process is queued on, and the
+/// kernels loaded so far.
+pub struct CudaBackend {
+    ordinal: usize,
+    name: String,
+    capability: (i32, i32),
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+    blas: OnceLock<std::result::Result<Mutex<super::matmul::BlasHandle>, String>>,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CudaBackend({}: {}, sm_{}{})",
+            self.ordinal, self.name, self.capability.0, self.capability.1
+        )
+    }
+}
+
+type Opened = std::result::Result<Arc<CudaBackend>, String>;
+
+fn opened() -> &'static Mutex<HashMap<usize, Opened>> {
+    static OPENED: OnceLock<Mutex<HashMap<usize, Opened>>> = OnceLock::new();
+    OPENED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Why the driver library cannot be used, or `None` when it can.
+fn driver_problem() -> Option<String> {
+    // SAFETY: only tries to dlopen the library under its usual names.
+    if !unsafe { sys::is_culib_present() } {
+        return Some(
+            "no NVIDIA driver: libcuda.so could not be loaded (install the NVIDIA driver; \
+             the CPU backend works without it)"
+                .into(),
+        );
+    }
+    if let Err(e) = cudarc::driver::result::init() {
+        return Some(format!(
+            "the NVIDIA driver failed to initialise ({e:?}); check `nvidia-smi`"
+        ));
+    }
+    None
+}
+
+/// Number of CUDA devices the driver sees, or why there are none to use.
+pub fn device_count() -> std::result::Result<usize, String> {
+    if let Some(p) = driver_problem() {
+        return Err(p);
+    }
+    match CudaContext::device_count() {
+        Ok(n) if n > 0 => Ok(n as usize),
+        Ok(_) => Err("the NVIDIA driver sees no CUDA device".into()),
+        Err(e) => Err(format!("the driver could not count devices ({e:?})")),
+    }
+}
+
+fn open(ordinal: usize) -> Opened {
+    let count = device_count()?;
+    if ordinal >= count {
+        return Err(format!(
+            "there are {count} CUDA device(s), so ordinals run 0..{}",
+            count - 1
+        ));
+    }
+    if let Some(p) = compile::nvrtc_problem() {
+        return Err(p);
+    }
+    let ctx = CudaContext::new(ordinal).map_err(|e| format!("creating a context failed: {e:?}"))?;
+    // One stream per device and per process: ops are ordered by it, so cudarc's per-buffer
+    // event tracking (made for several streams) is pure overhead here.
+    // SAFETY: no other stream of this context touches our buffers.
+    unsafe { ctx.disable_event_tracking() };
+    let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+    let capability = ctx
+        .compute_capability()
+        .map_err(|e| format!("reading the compute capability failed: {e:?}"))?;
+    let stream = ctx
+        .new_stream()
+        .map_err(|e| format!("creating a stream failed: {e:?}"))?;
+    keep_freed_memory_pooled(&ctx);
+    Ok(Arc::new(CudaBackend {
+        ordinal,
+        name,
+        capability,
+        ctx,
+        stream,
+        modules: Mutex::new(HashMap::new()),
+        functions: Mutex::new(HashMap::new()),
+        blas: OnceLock::new(),
+    }))
+}
+
+/// Buffers come from the device's stream-ordered memory pool (cudarc allocates with
+/// `cuMemAllocAsync`). Raising the pool's release threshold to "never" makes it a caching
+/// allocator: freed blocks stay reserved and later allocations of a training step reuse them,
+/// so after the first step no memory is requested from the driver.
+fn keep_freed_memory_pooled(ctx: &CudaContext) {
+    // SAFETY: plain driver calls on a live device handle; a failure only costs speed.
+    unsafe {
+        let mut pool = std::mem::MaybeUninit::uninit();
+        if sys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), ctx.cu_device())
+            .result()
+            .is_ok()
+        {
+            let mut threshold: u64 = u64::MAX;
+            let _ = sys::cuMemPoolSetAttribute(
+                pool.assume_init(),
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                &mut threshold as *mut u64 as *mut std::ffi::c_void,
+            );
+        }
+    }
+}
+
+impl CudaBackend {
+    /// The opened device `ordinal` (opened on first use, then shared), or
+    /// [`Error::DeviceUnavailable`] saying plainly why it cannot be used: no driver, no NVRTC,
+    /// no such device.
+    pub fn get(ordinal: usize) -> Result<Arc<CudaBackend>> {
+        let mut map = opened().lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(ordinal).or_insert_with(|| open(ordinal));
+        match entry {
+            Ok(b) => Ok(b.clone()),
+            Err(reason) => Err(Error::DeviceUnavailable {
+                device: Device::Cuda(ordinal),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// The device ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    /// The GPU's name as the driver reports it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Compute capability (major, minor), e.g. (9, 0) for H100/H200.
+    pub fn capability(&self) -> (i32, i32) {
+        self.capability
+    }
+
+    /// The stream all ops on this device are queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits until every queued op has finished (used when a value is read back).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| self.err("synchronize", e))
+    }
+
+    /// Bytes of device memory held by live tensors, and bytes the pool has reserved.
+    pub fn memory_in_use(&self) -> Result<(u64, u64)> {
+        let read = |attr| -> Result<u64> {
+            let mut v: u64 = 0;
+            // SAFETY: reads one u64 attribute of the device's default pool.
+            unsafe {
+                let mut pool = std::mem::MaybeUninit::uninit();
+                sys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), self.ctx.cu_device())
+                    .result()
+                    .map_err(|e| self.err("memory_in_use", e))?;
+                sys::cuMemPoolGetAttribute(
+                    pool.assume_init(),
+                    attr,
+                    &mut v as *mut u64 as *mut std::ffi::c_void,
+                )
+                .result()
+                .map_err(|e| self.err("memory_in_use", e))?;
+            }
+            Ok(v)
+        };
+        Ok((
+            read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?,
+            read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
+        ))
+    }
+
+    /// The kernel `name` from the kernel file `file` (compiled on first use for this GPU's
+    /// architecture, through the on-disk cache).
+    pub(crate) fn function(&self, file: &'static str, name: &str) -> Result<CudaFunction> {
+        let key = format!("{file}/{name}");
+        if let Some(f) = self
+            .functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(f.clone());
+        }
+        let module = {
+            let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+            match modules.get(file) {
+                Some(m) => m.clone(),
+                None => {
+                    let src =
+                        compile::kernel_file(file).ok_or_else(|| Error::DeviceUnavailable {
+                            device: Device::Cuda(self.ordinal),
+                            reason: format!("no kernel file {file}.cu in this build"),
+                        })?;
+                    let arch = format!("sm_{}{}", self.capability.0, self.capability.1);
+                    let ptx = compile::ptx_cached(src, &arch).map_err(|reason| {
+                        Error::DeviceUnavailable {
+                            device: Device::Cuda(self.ordinal),
+                            reason,
+                        }
+                    })?;
+                    let m = self
+                        .ctx
+                        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                        .map_err(|e| {
+                            self.err_msg(format!(
+                                "loading {file}.cu failed ({e:?}); if this says \
+                                 UNSUPPORTED_PTX_VERSION, libnvrtc is newer than the driver"
+                            ))
+                        })?;
+                    modules.insert(file, m.clone());
+                    m
+                }
+            }
+        };
+        let f = module
+            .load_function(name)
+            .map_err(|e| self.err_msg(format!("kernel {name} not found in {file}.cu ({e:?})")))?;
+        self.functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// The cuBLAS handle of this device (opened on first use).
+    pub(crate) fn blas(&self) -> Result<&Mutex<super::matmul::BlasHandle>> {
+        let r = self.blas.get_or_init(|| {
+            super::matmul::open_blas(self).map_err(|e| match e {
+                Error::DeviceUnavailable { reason, .. } => reason,
+                other => other.to_string(),
+            })
+        });
+        r.as_ref().map_err(|reason| Error::DeviceUnavailable {
+            device: Device::Cuda(self.ordinal),
+            reason: reason.clone(),
+        })
+    }
+
+    /// An error from a driver call made for `what`.
+    pub(crate) fn err(&self, what: &str, e: cudarc::driver::DriverError) -> Error {
+        self.err_msg(format!("{what}: {e:?}"))
+    }
+
+    pub(crate) fn err_msg(&self, reason: String) -> Error {
+        Error::Cuda {
+            device: Device::Cuda(self.ordinal),
+            reason,
+        }
+    }
+}

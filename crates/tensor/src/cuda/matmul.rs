@@ -1,0 +1,251 @@
+//! Matrix products on the GPU through cuBLAS (strided-batched SGEMM/DGEMM): the CUDA arm of
+//! [`crate::ops::matmul`], whose CPU reference is [`crate::cpu::matmul`].
+//!
+//! Row-major `C[m, n] = A[m, k] · B[k, n]` is computed as the column-major product
+//! `Cᵀ = Bᵀ · Aᵀ`, so no operand is transposed in memory: a row-major operand is passed as-is
+//! (`N`), a column-major one (a transposed view) as `T`. Operands whose matrices are neither,
+//! or whose batch axes do not collapse to one stride, are first copied contiguous.
+
+use std::sync::Mutex;
+
+use cudarc::cublas::{result as blas, sys as blas_sys};
+
+use super::{CudaBackend, CudaStorage};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::{Device, Layout};
+
+/// A cuBLAS handle bound to a backend's stream.
+pub(crate) struct BlasHandle(blas_sys::cublasHandle_t);
+// SAFETY: the handle is only used under the backend's mutex.
+unsafe impl Send for BlasHandle {}
+
+impl Drop for BlasHandle {
+    fn drop(&mut self) {
+        // SAFETY: created by create_handle, destroyed once.
+        let _ = unsafe { blas::destroy_handle(self.0) };
+    }
+}
+
+/// Opens cuBLAS on `backend`'s stream, or says why it cannot.
+pub(crate) fn open_blas(backend: &CudaBackend) -> Result<Mutex<BlasHandle>> {
+    // SAFETY: only tries to dlopen the library under its usual names.
+    if !unsafe { blas_sys::is_culib_present() } {
+        return Err(Error::DeviceUnavailable {
+            device: Device::Cuda(backend.ordinal()),
+            reason: "cuBLAS (libcublas.so.13 or .12) could not be loaded: install the CUDA \
+                     toolkit's cuBLAS or `pip install nvidia-cublas`, and put its directory on \
+                     LD_LIBRARY_PATH"
+                .into(),
+        });
+    }
+    let h = blas::create_handle().map_err(|e| backend.err_msg(format!("cublasCreate: {e:?}")))?;
+    let handle = BlasHandle(h);
+    // SAFETY: a live handle and the backend's live stream.
+    unsafe { blas::set_stream(h, backend.stream().cu_stream() as _) }
+        .map_err(|e| backend.err_msg(format!("cublasSetStream: {e:?}")))?;
+    Ok(Mutex::new(handle))
+}
+
+/// How one operand's matrices are passed: `(transposed, leading dimension, batch stride,
+/// offset)`, for a logical row-major `rows x cols` matrix per batch entry.
+fn plan(l: &Layout, rows: usize, cols: usize) -> Option<(bool, usize, usize, usize)> {
+    let r = l.rank();
+    let (rs, cs) = (l.strides()[r - 2], l.strides()[r - 1]);
+    // Batch entries i = 0..batch must sit at offset + i * bs.
+    let shape = &l.shape()[..r - 2];
+    let strides = &l.strides()[..r - 2];
+    let mut bs = None;
+    let mut expect = 1usize;
+    for d in (0..shape.len()).rev() {
+        if shape[d] == 1 {
+            continue;
+        }
+        match bs {
+            None => bs = Some(strides[d]),
+            Some(b) => {
+                if strides[d] != b * expect {
+                    return None;
+                }
+            }
+        }
+        expect *= shape[d];
+    }
+    let bs = bs.unwrap_or(0);
+    // Row-major: Xᵀ is column-major cols x rows with ld = rs.
+    if (cs == 1 || cols == 1) && (rows == 1 || rs >= cols.max(1)) {
+        let ld = if rows == 1 { cols.max(1) } else { rs };
+        return Some((false, ld, bs, l.offset()));
+    }
+    // Column-major: X is column-major rows x cols with ld = cs, passed transposed.
+    if (rs == 1 || rows == 1) && (cols == 1 || cs >= rows.max(1)) {
+        let ld = if cols == 1 { rows.max(1) } else { cs };
+        return Some((true, ld, bs, l.offset()));
+    }
+    None
+}
+
+/// `[batch.., m, k] · [batch.., k, n]` with both layouts broadcast to the same batch shape;
+/// returns the contiguous `[batch.., m, n]` product.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<CudaStorage> {
+    let backend = &a.backend;
+    let dtype = a.dtype();
+    if b.dtype() != dtype {
+        return Err(Error::DTypeMismatch {
+            op: "matmul",
+            lhs: dtype,
+            rhs: b.dtype(),
+        });
+    }
+    if !matches!(dtype, DType::F32 | DType::F64) {
+        return Err(crate::ops::unsupported("matmul", dtype));
+    }
+    let len = batch * m * n;
+    if len == 0 || k == 0 {
+        return CudaStorage::full(backend, dtype, len, 0.0);
+    }
+    // Copy an operand contiguous when cuBLAS cannot read it in place.
+    let (a_dense, b_dense);
+    let (a, pa) = match plan(la, m, k) {
+        Some(p) => (a, p),
+        None => {
+            a_dense = a.contiguous(la)?;
+            let l = Layout::contiguous(la.shape());
+            let p = plan(&l, m, k).ok_or_else(|| backend.err_msg("matmul plan".into()))?;
+            (&a_dense, p)
+        }
+    };
+    let (b, pb) = match plan(lb, k, n) {
+        Some(p) => (b, p),
+        None => {
+            b_dense = b.contiguous(lb)?;
+            let l = Layout::contiguous(lb.shape());
+            let p = plan(&l, k, n).ok_or_else(|| backend.err_msg("matmul plan".into()))?;
+            (&b_dense, p)
+        }
+    };
+    let out = CudaStorage::alloc(backend, dtype, len)?;
+    let op = |t: bool| {
+        if t {
+            blas_sys::cublasOperation_t::CUBLAS_OP_T
+        } else {
+            blas_sys::cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    let int = |v: usize, what: &str| -> Result<i32> {
+        i32::try_from(v).map_err(|_| {
+            backend.err_msg(format!(
+                "matmul: {what} = {v} exceeds cuBLAS's 32-bit sizes"
+            ))
+        })
+    };
+    let (mi, ni, ki, bi) = (
+        int(n, "n")?,
+        int(m, "m")?,
+        int(k, "k")?,
+        int(batch, "batch")?,
+    );
+    let (lda_b, lda_a) = (int(pb.1, "ld")?, int(pa.1, "ld")?);
+    let size = dtype.size_in_bytes() as u64;
+    let (ptr_b, ptr_a) = (b.ptr() + pb.3 as u64 * size, a.ptr() + pa.3 as u64 * size);
+    let handle = backend.blas()?;
+    let h = handle.lock().unwrap_or_else(|p| p.into_inner());
+    // Column-major: C'(n x m) = op(B')(n x k) · op(A')(k x m).
+    // SAFETY: pointers, leading dimensions and batch strides were derived from layouts that lie
+    // inside their buffers; out holds batch * m * n elements.
+    let r = unsafe {
+        match dtype {
+            DType::F32 => {
+                let (one, zero) = (1.0f32, 0.0f32);
+                blas::sgemm_strided_batched(
+                    h.0,
+                    op(pb.0),
+                    op(pa.0),
+                    mi,
+                    ni,
+                    ki,
+                    &one,
+                    ptr_b as *const f32,
+                    lda_b,
+                    pb.2 as i64,
+                    ptr_a as *const f32,
+                    lda_a,
+                    pa.2 as i64,
+                    &zero,
+                    out.ptr() as *mut f32,
+                    mi,
+                    (m * n) as i64,
+                    bi,
+                )
+            }
+            _ => {
+                let (one, zero) = (1.0f64, 0.0f64);
+                blas::dgemm_strided_batched(
+                    h.0,
+                    op(pb.0),
+                    op(pa.0),
+                    mi,
+                    ni,
+                    ki,
+                    &one,
+                    ptr_b as *const f64,
+                    lda_b,
+                    pb.2 as i64,
+                    ptr_a as *const f64,
+                    lda_a,
+                    pa.2 as i64,
+                    &zero,
+                    out.ptr() as *mut f64,
+                    mi,
+                    (m * n) as i64,
+                    bi,
+                )
+            }
+        }
+    };
+    r.map_err(|e| {
+        backend.err_msg(format!(
+            "cuBLAS gemm ({m}x{k} by {k}x{n}, batch {batch}): {e:?}"
+        ))
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan;
+    use crate::Layout;
+
+    #[test]
+    fn plans_pass_row_and_column_major_operands_in_place() {
+        // Row-major [2, 3, 4]: ld 4, batch stride 12.
+        let l = Layout::contiguous(&[2, 3, 4]);
+        assert_eq!(plan(&l, 3, 4), Some((false, 4, 12, 0)));
+        // Its transpose [2, 4, 3] is column-major: passed transposed with ld 4.
+        let t = l.permute(&[0, 2, 1]).unwrap();
+        assert_eq!(plan(&t, 4, 3), Some((true, 4, 12, 0)));
+        // A broadcast batch has stride 0.
+        let b = Layout::contiguous(&[3, 4])
+            .broadcast_to(&[5, 3, 4])
+            .unwrap();
+        assert_eq!(plan(&b, 3, 4), Some((false, 4, 0, 0)));
+        // Batch axes that do not collapse to one stride are refused (copied by the caller).
+        let p = Layout::contiguous(&[2, 3, 5, 4])
+            .permute(&[1, 0, 2, 3])
+            .unwrap();
+        assert_eq!(plan(&p, 5, 4), None);
+        // Neither row- nor column-major (a strided column view) is refused.
+        let s = Layout::contiguous(&[3, 8]).narrow(1, 0, 4).unwrap();
+        assert_eq!(plan(&s, 3, 4), Some((false, 8, 0, 0)));
+    }
+}

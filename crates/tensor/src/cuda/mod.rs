@@ -1,0 +1,28 @@
+//! The CUDA backend (issue 7): device buffers, kernels compiled at run time from
+//! `kernels/*.cu` with NVRTC, and the launches behind each op's CUDA arm.
+//!
+//! Nothing here needs CUDA at build time: cudarc loads libcuda and libnvrtc when a CUDA device
+//! is first asked for, and [`CudaBackend::get`] explains what is missing when they are absent.
+//! [`available`] is the cheap check tests and programs use to pick a device.
+
+mod compile;
+mod device;
+pub mod elementwise;
+pub(crate) mod launch;
+pub mod matmul;
+pub mod reduce;
+mod storage;
+
+pub use compile::{
+    cache_dir, compile_ptx, kernel_file, nvrtc_problem, nvrtc_version, KERNEL_FILES,
+};
+pub use device::{device_count, CudaBackend};
+pub use storage::{CudaData, CudaStorage};
+
+/// Whether CUDA device `ordinal` can be used, or the plain reason why not.
+pub fn available(ordinal: usize) -> std::result::Result<(), String> {
+    CudaBackend::get(ordinal).map(|_| ()).map_err(|e| match e {
+        crate::Error::DeviceUnavailable { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}

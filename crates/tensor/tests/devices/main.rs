@@ -1,0 +1,66 @@
+//! The device suite: every op with a CUDA arm, run on each GPU this machine has and compared
+//! with the CPU on fresh random inputs (forward and backward, dtype-appropriate tolerances,
+//! non-contiguous views). On a machine without a usable GPU each test prints why it skipped.
+//!
+//! `on_each_gpu(|dev| ...)` is the one test body per op; `compare` checks a GPU result against
+//! the CPU's.
+
+mod availability;
+mod elementwise;
+mod matmul;
+mod reduce;
+mod transfer;
+
+use selfsup_tensor::{DType, Device, Generator, Tensor};
+
+/// Runs `body` on every usable GPU; prints the reason and returns when there is none.
+pub fn on_each_gpu(test: &str, body: impl Fn(Device)) {
+    let gpus: Vec<Device> = Device::all_available()
+        .into_iter()
+        .filter(|d| !d.is_cpu())
+        .collect();
+    if gpus.is_empty() {
+        let why = Device::Cuda(0)
+            .check()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        eprintln!("{test}: skipped on GPU: {why}");
+        return;
+    }
+    for d in gpus {
+        body(d);
+    }
+}
+
+/// Uniform values in [lo, hi) of `shape`, f32 or f64, on the CPU, from `seed`.
+pub fn rand(shape: &[usize], dtype: DType, lo: f64, hi: f64, seed: u64) -> Tensor {
+    let mut g = Generator::new(seed);
+    Tensor::rand(shape, lo, hi, dtype, &mut g).expect("rand")
+}
+
+/// Relative-and-absolute tolerance for comparing a GPU result with the CPU's in `dtype`.
+pub fn tol(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => 1e-11,
+        DType::F32 => 2e-5,
+        _ => 1e-2,
+    }
+}
+
+/// Asserts that `gpu` (any device) holds the same shape and values as `cpu` within `tol`.
+pub fn compare(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
+    assert_eq!(gpu.shape(), cpu.shape(), "{what}: shape");
+    assert_eq!(gpu.dtype(), cpu.dtype(), "{what}: dtype");
+    let (a, b) = (
+        gpu.to_vec_f64().expect("gpu values"),
+        cpu.to_vec_f64().expect("cpu values"),
+    );
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol * (1.0 + y.abs());
+        assert!(
+            ok,
+            "{what}: element {i}: GPU {x} vs CPU {y} (tolerance {tol})"
+        );
+    }
+}

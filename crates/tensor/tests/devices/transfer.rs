@@ -1,0 +1,121 @@
+//! Moving tensors to a GPU and back, filling on the device, and dtype casts there.
+
+use selfsup_tensor::{DType, Device, Tensor};
+
+use crate::{compare, on_each_gpu, rand};
+
+#[test]
+fn round_trip_keeps_every_dtype_and_view_exactly() {
+    on_each_gpu("round trip", |dev| {
+        for dtype in [
+            DType::F32,
+            DType::F64,
+            DType::BF16,
+            DType::F16,
+            DType::I64,
+            DType::U32,
+        ] {
+            let x = rand(&[4, 5, 6], DType::F64, -50.0, 50.0, 7)
+                .to_dtype(dtype)
+                .unwrap();
+            // A strided, offset view on each side of the transfer.
+            let view = x.permute(&[2, 0, 1]).unwrap().narrow(1, 1, 2).unwrap();
+            let on = view.to_device(dev).unwrap();
+            assert_eq!((on.device(), on.dtype()), (dev, dtype));
+            compare(&format!("{dtype:?} to device"), &on, &view, 0.0);
+            let whole = x.to_device(dev).unwrap();
+            let back = whole
+                .permute(&[2, 0, 1])
+                .unwrap()
+                .narrow(1, 1, 2)
+                .unwrap()
+                .to_device(Device::Cpu)
+                .unwrap();
+            compare(
+                &format!("{dtype:?} view on device, back"),
+                &back,
+                &view,
+                0.0,
+            );
+            compare(
+                &format!("{dtype:?} contiguous on device"),
+                &whole.permute(&[1, 2, 0]).unwrap().contiguous().unwrap(),
+                &x.permute(&[1, 2, 0]).unwrap(),
+                0.0,
+            );
+        }
+    });
+}
+
+#[test]
+fn full_and_zeros_like_are_made_on_the_device() {
+    on_each_gpu("full", |dev| {
+        for dtype in [
+            DType::F32,
+            DType::F64,
+            DType::BF16,
+            DType::F16,
+            DType::I64,
+            DType::U32,
+        ] {
+            let t = Tensor::full_on(3.0, &[3, 7], dtype, dev).unwrap();
+            assert_eq!(t.device(), dev);
+            compare(
+                &format!("{dtype:?} full"),
+                &t,
+                &Tensor::full(3.0, &[3, 7], dtype),
+                0.0,
+            );
+            let z = t.zeros_like().unwrap();
+            assert_eq!(z.device(), dev);
+            compare(
+                &format!("{dtype:?} zeros_like"),
+                &z,
+                &Tensor::zeros(&[3, 7], dtype),
+                0.0,
+            );
+        }
+    });
+}
+
+#[test]
+fn float_casts_round_like_the_cpu() {
+    on_each_gpu("casts", |dev| {
+        // Values that exercise rounding to bf16/f16, including ties and out-of-range for f16.
+        let x = rand(&[257], DType::F32, -70_000.0, 70_000.0, 3);
+        for (from, to) in [
+            (DType::F32, DType::F64),
+            (DType::F64, DType::F32),
+            (DType::F32, DType::BF16),
+            (DType::BF16, DType::F32),
+            (DType::F32, DType::F16),
+            (DType::F16, DType::F32),
+        ] {
+            let src = x.to_dtype(from).unwrap();
+            let g = src.to_device(dev).unwrap().to_dtype(to).unwrap();
+            assert_eq!(g.device(), dev);
+            compare(
+                &format!("{from:?} -> {to:?}"),
+                &g,
+                &src.to_dtype(to).unwrap(),
+                0.0,
+            );
+        }
+    });
+}
+
+#[test]
+fn gradients_flow_back_across_to_device() {
+    on_each_gpu("to_device backward", |dev| {
+        let x = rand(&[5], DType::F64, -1.0, 1.0, 9).requires_grad_();
+        let y = x.to_device(dev).unwrap().mul_scalar(3.0).unwrap();
+        y.backward_with(
+            Some(&Tensor::ones(&[5], DType::F64).to_device(dev).unwrap()),
+            false,
+        )
+        .unwrap();
+        let g = x.grad().unwrap();
+        assert_eq!(g.device(), Device::Cpu);
+        compare("d(3x)/dx", &g, &Tensor::full(3.0, &[5], DType::F64), 0.0);
+    });
+}

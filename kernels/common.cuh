@@ -1,0 +1,42 @@
+// common.cuh: definitions shared by every selfsup kernel file (prepended to each file before
+// NVRTC compiles it, so no include paths are needed).
+//
+// Layout: tensors are flat buffers addressed by an element offset plus per-axis strides (in
+// elements), exactly as the CPU side's `Layout`. An elementwise kernel walks the *output* in
+// row-major order, one logical index `i` per thread (grid-stride loop), and maps `i` to the
+// offset of each operand through `Dims`: up to MAX_DIMS axes, up to 3 strided operands.
+
+#define MAX_DIMS 8
+
+typedef long long i64;
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef unsigned short u16;
+
+// Shapes and strides of an elementwise launch; mirrors `cuda::launch::Dims` on the Rust side
+// (repr(C), same field order). `contiguous` bit k set means operand k is contiguous from
+// `offset[k]`, so its offset is `offset[k] + i` without the division walk.
+struct Dims {
+    int rank;
+    int contiguous;
+    i64 shape[MAX_DIMS];
+    i64 stride[3][MAX_DIMS];
+    i64 offset[3];
+};
+
+// Offset of logical index `i` in operand `k`.
+__device__ __forceinline__ i64 operand_offset(const Dims& d, int k, i64 i) {
+    if (d.contiguous & (1 << k)) return d.offset[k] + i;
+    i64 off = d.offset[k];
+    for (int ax = d.rank - 1; ax >= 0; --ax) {
+        i64 n = d.shape[ax];
+        i64 c = i % n;
+        i /= n;
+        off += c * d.stride[k][ax];
+    }
+    return off;
+}
+
+// Grid-stride loop over [0, n).
+#define FOR_EACH_INDEX(i, n) \
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)

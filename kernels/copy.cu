@@ -1,0 +1,74 @@
+// copy.cu: strided copies, fills and dtype casts.
+//
+// `copy_b16` / `copy_b32` / `copy_b64` move elements of 2, 4 or 8 bytes (any dtype of that
+// size) from a strided source (operand 0 of `Dims`) to a strided destination (operand 1):
+// this is `contiguous()`, `assign` and the scatter of a gradient into a view.
+// `fill_<dtype>` writes one value into every element of a contiguous range.
+// `cast_<from>_<to>` converts a contiguous buffer elementwise (round to nearest even for the
+// narrowing float casts, as the `half` crate does on the CPU).
+// Launch: 1-D grid-stride, 256 threads per block.
+
+#define COPY(NAME, T)                                                                          \
+    extern "C" __global__ void NAME(const T* src, T* dst, i64 n, Dims d) {                     \
+        FOR_EACH_INDEX(i, n) { dst[operand_offset(d, 1, i)] = src[operand_offset(d, 0, i)]; }  \
+    }
+COPY(copy_b16, u16)
+COPY(copy_b32, u32)
+COPY(copy_b64, u64)
+
+#define FILL(NAME, T)                                                                          \
+    extern "C" __global__ void NAME(T* dst, i64 n, T v) {                                      \
+        FOR_EACH_INDEX(i, n) { dst[i] = v; }                                                   \
+    }
+FILL(fill_b16, u16)
+FILL(fill_b32, u32)
+FILL(fill_b64, u64)
+
+// bf16 and f16 travel as their 16-bit patterns (no CUDA headers needed under NVRTC).
+struct bf16_bits { u16 v; };
+struct f16_bits { u16 v; };
+
+template <typename T> __device__ __forceinline__ float to_f32(T x) { return (float)x; }
+template <> __device__ __forceinline__ float to_f32<bf16_bits>(bf16_bits x) {
+    return __uint_as_float(((u32)x.v) << 16);
+}
+template <> __device__ __forceinline__ float to_f32<f16_bits>(f16_bits x) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.v));
+    return f;
+}
+template <typename T> __device__ __forceinline__ T from_f32(float x) { return (T)x; }
+// Round to nearest even; NaN stays NaN (quiet bit set), as the `half` crate does.
+template <> __device__ __forceinline__ bf16_bits from_f32<bf16_bits>(float x) {
+    u32 u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return bf16_bits{(u16)((u >> 16) | 0x40u)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return bf16_bits{(u16)(u >> 16)};
+}
+template <> __device__ __forceinline__ f16_bits from_f32<f16_bits>(float x) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return f16_bits{h};
+}
+
+// Casts between f64 and the integer types go directly (no f32 rounding on the way).
+#define CAST_DIRECT(NAME, S, D)                                                                \
+    extern "C" __global__ void NAME(const S* src, D* dst, i64 n) {                             \
+        FOR_EACH_INDEX(i, n) { dst[i] = (D)src[i]; }                                           \
+    }
+#define CAST_VIA_F32(NAME, S, D)                                                               \
+    extern "C" __global__ void NAME(const S* src, D* dst, i64 n) {                             \
+        FOR_EACH_INDEX(i, n) { dst[i] = from_f32<D>(to_f32<S>(src[i])); }                      \
+    }
+CAST_DIRECT(cast_f32_f64, float, double)
+CAST_DIRECT(cast_f64_f32, double, float)
+CAST_DIRECT(cast_i64_f32, i64, float)
+CAST_DIRECT(cast_i64_f64, i64, double)
+CAST_DIRECT(cast_u32_f32, u32, float)
+CAST_DIRECT(cast_u32_f64, u32, double)
+CAST_DIRECT(cast_u32_i64, u32, i64)
+CAST_DIRECT(cast_i64_u32, i64, u32)
+CAST_VIA_F32(cast_f32_bf16, float, bf16_bits)
+CAST_VIA_F32(cast_bf16_f32, bf16_bits, float)
+CAST_VIA_F32(cast_f32_f16, float, f16_bits)
+CAST_VIA_F32(cast_f16_f32, f16_bits, float)

@@ -1,0 +1,79 @@
+// unary.cu: elementwise unary ops y = f(x) and their fused backward dx = g * f'(x, y).
+//
+// One kernel per op and float dtype, named `<op>_f32` / `<op>_f64` (forward) and
+// `<op>_bw_f32` / `<op>_bw_f64` (backward); `<op>` is `UnaryOp::NAME` on the Rust side, whose
+// `f`/`df` are the CPU reference. Scalar parameters (slope, clamp bounds, the constant of
+// x + c, ...) arrive as p0, p1 in the order of the op's fields.
+// Layout: operands strided through `Dims` (operand 0 = x, 1 = y, 2 = g), output contiguous.
+// Launch: 1-D grid-stride, 256 threads per block.
+
+template <typename T> __device__ __forceinline__ T sigmoid_(T x) { return T(1) / (T(1) + exp(-x)); }
+template <typename T> __device__ __forceinline__ T pow_scalar_(T x, double p) {
+    if (p == 2.0) return x * x;
+    if (p == 1.0) return x;
+    if (p == 0.0) return T(1);
+    return pow(x, T(p));
+}
+
+#define SQRT_2_OVER_PI 0.7978845608028654
+#define INV_SQRT_2 0.7071067811865476
+#define INV_SQRT_2PI 0.3989422804014327
+
+#define UNARY(NAME, FWD, DF)                                                                   \
+    template <typename T> __device__ __forceinline__ T NAME##_f(T x, double p0, double p1) {   \
+        return FWD;                                                                            \
+    }                                                                                          \
+    template <typename T> __device__ __forceinline__ T NAME##_df(T x, T y, double p0, double p1) { \
+        return DF;                                                                             \
+    }                                                                                          \
+    template <typename T>                                                                      \
+    __device__ void NAME##_fwd(const T* x, T* y, i64 n, Dims d, double p0, double p1) {        \
+        FOR_EACH_INDEX(i, n) { y[i] = NAME##_f<T>(x[operand_offset(d, 0, i)], p0, p1); }       \
+    }                                                                                          \
+    template <typename T>                                                                      \
+    __device__ void NAME##_bwd(const T* x, const T* y, const T* g, T* dx, i64 n, Dims d,       \
+                               double p0, double p1) {                                         \
+        FOR_EACH_INDEX(i, n) {                                                                 \
+            T xv = x[operand_offset(d, 0, i)];                                                 \
+            T yv = y ? y[operand_offset(d, 1, i)] : T(0);                                      \
+            dx[i] = g[operand_offset(d, 2, i)] * NAME##_df<T>(xv, yv, p0, p1);                 \
+        }                                                                                      \
+    }                                                                                          \
+    extern "C" __global__ void NAME##_f32(const float* x, float* y, i64 n, Dims d, double p0,  \
+                                          double p1) { NAME##_fwd<float>(x, y, n, d, p0, p1); } \
+    extern "C" __global__ void NAME##_f64(const double* x, double* y, i64 n, Dims d, double p0, \
+                                          double p1) { NAME##_fwd<double>(x, y, n, d, p0, p1); } \
+    extern "C" __global__ void NAME##_bw_f32(const float* x, const float* y, const float* g,   \
+                                             float* dx, i64 n, Dims d, double p0, double p1) { \
+        NAME##_bwd<float>(x, y, g, dx, n, d, p0, p1);                                          \
+    }                                                                                          \
+    extern "C" __global__ void NAME##_bw_f64(const double* x, const double* y, const double* g, \
+                                             double* dx, i64 n, Dims d, double p0, double p1) { \
+        NAME##_bwd<double>(x, y, g, dx, n, d, p0, p1);                                         \
+    }
+
+UNARY(neg, -x, T(-1))
+UNARY(exp, exp(x), y)
+UNARY(log, log(x), T(1) / x)
+UNARY(sqrt, sqrt(x), T(0.5) / y)
+UNARY(rsqrt, T(1) / sqrt(x), T(-0.5) * y * y * y)
+UNARY(abs, fabs(x), x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)))
+UNARY(relu, x > T(0) ? x : T(0), x > T(0) ? T(1) : T(0))
+UNARY(leaky_relu, x > T(0) ? x : T(p0) * x, x > T(0) ? T(1) : T(p0))
+UNARY(sigmoid, sigmoid_(x), y * (T(1) - y))
+UNARY(tanh, tanh(x), T(1) - y * y)
+UNARY(silu, x * sigmoid_(x), sigmoid_(x) * (T(1) + x * (T(1) - sigmoid_(x))))
+UNARY(gelu_erf, T(0.5) * x * (T(1) + erf(x * T(INV_SQRT_2))),
+      T(0.5) * (T(1) + erf(x * T(INV_SQRT_2))) + x * T(INV_SQRT_2PI) * exp(T(-0.5) * x * x))
+UNARY(gelu_tanh,
+      T(0.5) * x * (T(1) + tanh(T(SQRT_2_OVER_PI) * (x + T(0.044715) * x * x * x))),
+      T(0.5) * (T(1) + tanh(T(SQRT_2_OVER_PI) * (x + T(0.044715) * x * x * x))) +
+          T(0.5) * x *
+              (T(1) - tanh(T(SQRT_2_OVER_PI) * (x + T(0.044715) * x * x * x)) *
+                          tanh(T(SQRT_2_OVER_PI) * (x + T(0.044715) * x * x * x))) *
+              T(SQRT_2_OVER_PI) * (T(1) + T(3.0 * 0.044715) * x * x))
+UNARY(clamp, x < T(p0) ? T(p0) : (x > T(p1) ? T(p1) : x), (x > T(p0) && x < T(p1)) ? T(1) : T(0))
+UNARY(add_scalar, x + T(p0), T(1))
+UNARY(mul_scalar, x * T(p0), T(p0))
+UNARY(pow_scalar, pow_scalar_(x, p0), T(p0) * pow_scalar_(x, p0 - 1.0))
+UNARY(rdiv_scalar, T(p0) / x, -y / x)

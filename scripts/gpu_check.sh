@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU check of issue 7, in two halves:
+#   bash scripts/gpu_check.sh build   # here (needs Rust): test binaries into target/gpu-bins
+#   bash scripts/gpu_check.sh run     # on the GPU machine (no Rust): runs them, logs to $OUT
+# `run` puts the CUDA libraries it finds (CUDA toolkit, or PyTorch's pip wheels) on
+# LD_LIBRARY_PATH, prints the device, then runs the tensor crate's unit tests and its device
+# suite (tests/devices), which compare every op with a CUDA arm against the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+bins=target/gpu-bins
+case "$mode" in
+build)
+  rm -rf "$bins" && mkdir -p "$bins"
+  cargo test -p selfsup-tensor --lib --test devices --no-run --message-format=json 2>/dev/null \
+    | python3 -c '
+import json, sys, shutil, os
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        name = m["target"]["name"] + ("-lib" if m["target"]["kind"] == ["lib"] else "")
+        shutil.copy(m["executable"], os.path.join(sys.argv[1], name))
+        print(name)
+' "$bins"
+  strip "$bins"/* 2>/dev/null || true
+  ls -la "$bins"
+  ;;
+run)
+  out=${OUT:-target/gpu-out}
+  mkdir -p "$out"
+  dirs=""
+  for d in /usr/local/cuda/lib64 /usr/local/cuda-*/lib64 /usr/lib/x86_64-linux-gnu; do
+    [ -d "$d" ] && dirs="$dirs:$d"
+  done
+  for py in python3 /usr/bin/python3; do
+    if command -v "$py" >/dev/null 2>&1; then
+      for d in $("$py" -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
+        for lib in "$d"/nvidia/*/lib "$d"/nvidia/cu*/lib; do [ -d "$lib" ] && dirs="$dirs:$lib"; done
+      done
+    fi
+  done
+  export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export XDG_CACHE_HOME="$out/cache"
+  {
+    date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  } | tee "$out/device.txt"
+  status=0
+  for b in "$bins"/*; do
+    name=$(basename "$b")
+    echo "== $name"
+    "$b" --test-threads=4 --nocapture >"$out/$name.log" 2>&1 || status=1
+    grep -E "^test result|FAILED|panicked|skipped" "$out/$name.log" | head -40
+  done
+  exit $status
+  ;;
+*)
+  echo "usage: bash scripts/gpu_check.sh build|run" >&2
+  exit 2
+  ;;
+esac
