@@ -40,3 +40,42 @@ __device__ __forceinline__ i64 operand_offset(const Dims& d, int k, i64 i) {
 // Grid-stride loop over [0, n).
 #define FOR_EACH_INDEX(i, n) \
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
+
+// Folding operators for reductions. Max and min let NaN win, as the CPU kernels do.
+struct SumOp {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+struct MaxOp {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const {
+        return (a != a || a > b) ? a : b;
+    }
+};
+struct MinOp {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const {
+        return (a != a || a < b) ? a : b;
+    }
+};
+
+// Folds `v` across a warp; lane 0 holds the result.
+template <typename T, typename Op> __device__ __forceinline__ T warp_fold(T v, Op op) {
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Folds `v` across the whole block (blockDim.x a multiple of 32, at most 1024); every thread
+// gets the result. Every thread of the block must call it.
+template <typename T, typename Op> __device__ T block_fold(T v, Op op, T init) {
+    __shared__ double scratch[33];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    v = warp_fold(v, op);
+    __syncthreads();  // the previous call's readers are done with scratch
+    if (lane == 0) scratch[warp] = (double)v;
+    __syncthreads();
+    if (warp == 0) {
+        T w = lane < warps ? (T)scratch[lane] : init;
+        w = warp_fold(w, op);
+        if (lane == 0) scratch[32] = (double)w;
+    }
+    __syncthreads();
+    return (T)scratch[32];
+}

@@ -5,44 +5,16 @@
 // come last (the Rust side permutes them there), so element (r, j) is logical index r*len + j;
 // out is contiguous with one value per row.
 // Launch: one block of 256 threads per row (grid-stride over rows); each thread folds a strided
-// share of the row, then warp shuffles and one pass over per-warp partials in shared memory.
+// share of the row, then `block_fold` (warp shuffles, per-warp partials in shared memory).
 // Kernels: `reduce_<sum|max|min>_<f32|f64>`.
-
-struct SumOp {
-    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
-};
-struct MaxOp {
-    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const {
-        return (a != a || a > b) ? a : b;
-    }
-};
-struct MinOp {
-    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const {
-        return (a != a || a < b) ? a : b;
-    }
-};
-
-template <typename T, typename Op> __device__ __forceinline__ T warp_fold(T v, Op op) {
-    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
-    return v;
-}
 
 template <typename T, typename Op>
 __device__ void reduce_rows(const T* x, T* out, i64 rows, i64 len, const Dims& d, Op op, T init) {
-    __shared__ double partial[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
     for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
         T acc = init;
         for (i64 j = threadIdx.x; j < len; j += blockDim.x) acc = op(acc, x[operand_offset(d, 0, r * len + j)]);
-        acc = warp_fold(acc, op);
-        if (lane == 0) partial[warp] = (double)acc;
-        __syncthreads();
-        if (warp == 0) {
-            T v = lane < warps ? (T)partial[lane] : init;
-            v = warp_fold(v, op);
-            if (lane == 0) out[r] = v;
-        }
-        __syncthreads();
+        acc = block_fold(acc, op, init);
+        if (threadIdx.x == 0) out[r] = acc;
     }
 }
 

@@ -4,7 +4,8 @@
 #   bash scripts/gpu_check.sh run     # on the GPU machine (no Rust): runs them, logs to $OUT
 # `run` puts the CUDA libraries it finds (CUDA toolkit, or PyTorch's pip wheels) on
 # LD_LIBRARY_PATH, prints the device, then runs the tensor crate's unit tests and its device
-# suite (tests/devices), which compare every op with a CUDA arm against the CPU.
+# suite (tests/devices), which compare every op with a CUDA arm against the CPU, and nn's
+# device test (a SmallCnn trained on the GPU against the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -12,13 +13,14 @@ bins=target/gpu-bins
 case "$mode" in
 build)
   rm -rf "$bins" && mkdir -p "$bins"
-  cargo test -p selfsup-tensor --lib --test devices --no-run --message-format=json 2>/dev/null \
+  cargo test -p selfsup-tensor -p selfsup-nn --lib --test devices --no-run --message-format=json 2>/dev/null \
     | python3 -c '
 import json, sys, shutil, os
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        name = m["target"]["name"] + ("-lib" if m["target"]["kind"] == ["lib"] else "")
+        pkg = m["package_id"].split("#")[-1].split("@")[0].split(":")[0]
+        name = pkg + "-" + m["target"]["name"] + ("-lib" if m["target"]["kind"] == ["lib"] else "")
         shutil.copy(m["executable"], os.path.join(sys.argv[1], name))
         print(name)
 ' "$bins"

@@ -135,6 +135,14 @@ impl Module for Mlp {
             b.visit_buffers(&join(prefix, "last_bn"), f);
         }
     }
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        for (i, b) in self.bn.iter_mut().enumerate() {
+            b.visit_buffers_mut(&join(prefix, &format!("bn.{i}")), f);
+        }
+        if let Some(b) = &mut self.last_bn {
+            b.visit_buffers_mut(&join(prefix, "last_bn"), f);
+        }
+    }
     fn set_train(&mut self, train: bool) {
         for b in &mut self.bn {
             b.set_train(train);

@@ -33,6 +33,33 @@ pub trait Module {
     /// statistics). None by default.
     fn visit_buffers(&self, _prefix: &str, _f: &mut dyn FnMut(String, &Tensor)) {}
 
+    /// Calls `f` with every buffer, mutably, so that it can be replaced (moved to a device).
+    /// Modules with buffers implement it beside [`Module::visit_buffers`]; none by default.
+    fn visit_buffers_mut(&mut self, _prefix: &str, _f: &mut dyn FnMut(String, &mut Tensor)) {}
+
+    /// Moves every parameter and buffer to `device` (parameters stay trainable leaves, their
+    /// gradients are dropped). A no-op for tensors already there.
+    fn to_device(&mut self, device: selfsup_tensor::Device) -> selfsup_tensor::Result<()> {
+        let mut err = None;
+        self.visit_params_mut("", &mut |_, t| {
+            if err.is_none() && t.device() != device {
+                match t.detach().to_device(device) {
+                    Ok(m) => *t = m.requires_grad_(),
+                    Err(e) => err = Some(e),
+                }
+            }
+        });
+        self.visit_buffers_mut("", &mut |_, t| {
+            if err.is_none() && t.device() != device {
+                match t.to_device(device) {
+                    Ok(m) => *t = m,
+                    Err(e) => err = Some(e),
+                }
+            }
+        });
+        err.map_or(Ok(()), Err)
+    }
+
     /// Calls `f` with the `(seed, offset)` state of every random generator the module owns
     /// (dropout), so that checkpoints can resume the exact random stream. None by default.
     fn visit_rng(&self, _prefix: &str, _f: &mut dyn FnMut(String, (u64, u64))) {}

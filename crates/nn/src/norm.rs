@@ -220,6 +220,14 @@ impl Module for BatchNorm {
         visit_one(prefix, "running_var", &self.running_var, f);
         visit_one(prefix, "num_batches_tracked", &self.num_batches_tracked, f);
     }
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        f(crate::join(prefix, "running_mean"), &mut self.running_mean);
+        f(crate::join(prefix, "running_var"), &mut self.running_var);
+        f(
+            crate::join(prefix, "num_batches_tracked"),
+            &mut self.num_batches_tracked,
+        );
+    }
     fn set_train(&mut self, train: bool) {
         self.train = train;
     }

@@ -64,6 +64,11 @@ impl Module for Sequential {
             l.visit_buffers(&join(prefix, &i.to_string()), f);
         }
     }
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.visit_buffers_mut(&join(prefix, &i.to_string()), f);
+        }
+    }
     fn visit_rng(&self, prefix: &str, f: &mut dyn FnMut(String, (u64, u64))) {
         for (i, l) in self.layers.iter().enumerate() {
             l.visit_rng(&join(prefix, &i.to_string()), f);

@@ -147,6 +147,9 @@ impl Module for Encoder {
     fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
         self.module().visit_buffers(prefix, f)
     }
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        self.module_mut().visit_buffers_mut(prefix, f)
+    }
     fn visit_rng(&self, prefix: &str, f: &mut dyn FnMut(String, (u64, u64))) {
         self.module().visit_rng(prefix, f)
     }

@@ -23,6 +23,10 @@ macro_rules! impl_module {
                 $( selfsup_nn::Module::visit_buffers(&self.$field, &selfsup_nn::join(prefix, stringify!($field)), f); )*
                 $($( f(selfsup_nn::join(prefix, stringify!($buf)), &self.$buf); )*)?
             }
+            fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut selfsup_tensor::Tensor)) {
+                $( selfsup_nn::Module::visit_buffers_mut(&mut self.$field, &selfsup_nn::join(prefix, stringify!($field)), f); )*
+                $($( f(selfsup_nn::join(prefix, stringify!($buf)), &mut self.$buf); )*)?
+            }
             fn visit_rng(&self, prefix: &str, f: &mut dyn FnMut(String, (u64, u64))) {
                 $( selfsup_nn::Module::visit_rng(&self.$field, &selfsup_nn::join(prefix, stringify!($field)), f); )*
             }

@@ -42,6 +42,7 @@ impl Device {
 
     /// Every device this process can use: the CPU, then each usable GPU.
     pub fn all_available() -> Vec<Device> {
+        #[allow(unused_mut)]
         let mut v = vec![Device::Cpu];
         #[cfg(feature = "cuda")]
         if let Ok(n) = crate::cuda::device_count() {

@@ -151,3 +151,46 @@ where
         .map(|(x, y)| (x - y).abs() / x.abs().max(1.0))
         .fold(0.0, f64::max))
 }
+
+/// Asserts that `f` and `g` give the same output and the same gradients for every input, within
+/// `tol` (relative to 1 + |value|): for checking an op against another formulation of it (the
+/// composed forms the GPU falls back on). A seed gradient of fixed random values drives both.
+#[cfg(test)]
+pub(crate) fn assert_close_grads(
+    inputs: &[&Tensor],
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    g: impl Fn(&[Tensor]) -> Result<Tensor>,
+    tol: f64,
+) {
+    let run = |h: &dyn Fn(&[Tensor]) -> Result<Tensor>| {
+        let leaves: Vec<Tensor> = inputs.iter().map(|t| t.detach().requires_grad_()).collect();
+        let y = h(&leaves).expect("forward");
+        let mut rng = crate::Generator::new(99);
+        let w = Tensor::randn(y.shape(), 0.0, 1.0, y.dtype(), &mut rng).expect("seed");
+        y.backward_with(Some(&w), false).expect("backward");
+        let grads: Vec<Vec<f64>> = leaves
+            .iter()
+            .map(|l| {
+                l.grad()
+                    .map(|g| g.to_vec_f64().expect("grad"))
+                    .unwrap_or_default()
+            })
+            .collect();
+        (y.to_vec_f64().expect("values"), grads)
+    };
+    let (ya, ga) = run(&f);
+    let (yb, gb) = run(&g);
+    let close = |what: &str, a: &[f64], b: &[f64]| {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}[{i}]: {x} vs {y}"
+            );
+        }
+    };
+    close("output", &ya, &yb);
+    for (i, (a, b)) in ga.iter().zip(&gb).enumerate() {
+        close(&format!("gradient of input {i}"), a, b);
+    }
+}

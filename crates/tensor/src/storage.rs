@@ -154,6 +154,7 @@ impl Storage {
     /// The host buffer, or an error naming `op` if the storage is elsewhere (an op whose CUDA
     /// arm is not written yet).
     pub fn cpu(&self, op: &'static str) -> Result<&CpuStorage> {
+        let _ = op;
         match self {
             Storage::Cpu(c) => Ok(c),
             #[cfg(feature = "cuda")]
@@ -163,6 +164,7 @@ impl Storage {
 
     /// The host buffer, mutably.
     pub fn cpu_mut(&mut self, op: &'static str) -> Result<&mut CpuStorage> {
+        let _ = op;
         match self {
             Storage::Cpu(c) => Ok(c),
             #[cfg(feature = "cuda")]
@@ -221,6 +223,7 @@ impl Storage {
 }
 
 /// The error for an op whose kernel for `device` does not exist in this build.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn no_kernel(op: &'static str, device: Device) -> Error {
     Error::DeviceUnavailable {
         device,

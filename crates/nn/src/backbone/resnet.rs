@@ -219,6 +219,20 @@ impl Module for ResNet {
             m.visit_buffers(&join(prefix, &n), f);
         }
     }
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        let p = |n: &str| join(prefix, n);
+        self.bn1.visit_buffers_mut(&p("bn1"), f);
+        for (i, stage) in self.layers.iter_mut().enumerate() {
+            for (j, b) in stage.iter_mut().enumerate() {
+                let q = p(&format!("layer{}.{j}", i + 1));
+                b.bn1.visit_buffers_mut(&join(&q, "bn1"), f);
+                b.bn2.visit_buffers_mut(&join(&q, "bn2"), f);
+                if let Some((_, bn)) = &mut b.downsample {
+                    bn.visit_buffers_mut(&join(&q, "downsample.1"), f);
+                }
+            }
+        }
+    }
     fn set_train(&mut self, train: bool) {
         self.bn1.set_train(train);
         for stage in &mut self.layers {

@@ -131,6 +131,11 @@ impl Module for SmallCnn {
             b.bn.visit_buffers(&join(&join(prefix, &format!("blocks.{i}")), "bn"), f);
         }
     }
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.bn.visit_buffers_mut(&join(&join(prefix, &format!("blocks.{i}")), "bn"), f);
+        }
+    }
     fn load_rng(&self, _prefix: &str, _states: &HashMap<String, (u64, u64)>) {}
     fn set_train(&mut self, train: bool) {
         for b in &mut self.blocks {

@@ -190,6 +190,9 @@ impl Module for Mlm {
     fn visit_buffers(&self, prefix: &str, f: &mut dyn FnMut(String, &Tensor)) {
         self.encoder.visit_buffers(&join(prefix, "encoder"), f);
     }
+    fn visit_buffers_mut(&mut self, prefix: &str, f: &mut dyn FnMut(String, &mut Tensor)) {
+        self.encoder.visit_buffers_mut(&join(prefix, "encoder"), f);
+    }
     fn visit_rng(&self, prefix: &str, f: &mut dyn FnMut(String, (u64, u64))) {
         self.encoder.visit_rng(&join(prefix, "encoder"), f);
     }

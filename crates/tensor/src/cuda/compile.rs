@@ -23,7 +23,10 @@ macro_rules! kernel_files {
         ];
     };
 }
-kernel_files!("unary", "binary", "copy", "reduce");
+kernel_files!(
+    "unary", "binary", "copy", "reduce", "softmax", "loss", "index", "optim", "conv", "pool",
+    "random"
+);
 
 /// The complete source NVRTC compiles for kernel file `name` (common header included).
 pub fn kernel_file(name: &str) -> Option<String> {
@@ -180,6 +183,39 @@ mod tests {
             "reduce" => ["sum", "max", "min"]
                 .iter()
                 .flat_map(|k| floats.iter().map(move |d| format!("reduce_{k}_{d}")))
+                .collect(),
+            "softmax" => ["softmax", "log_softmax"]
+                .iter()
+                .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+                .collect(),
+            "loss" => ["cross_entropy_fwd", "cross_entropy_bw"]
+                .iter()
+                .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+                .collect(),
+            "index" => ["index_select_b16", "index_select_b32", "index_select_b64"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(
+                    ["index_add", "gather", "scatter_add"]
+                        .iter()
+                        .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}"))),
+                )
+                .collect(),
+            "optim" => ["adam_step", "sgd_step"]
+                .iter()
+                .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+                .collect(),
+            "conv" => ["im2col", "col2im"]
+                .iter()
+                .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+                .collect(),
+            "pool" => ["max_pool_fwd", "max_pool_bw", "avg_pool_fwd", "avg_pool_bw"]
+                .iter()
+                .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+                .collect(),
+            "random" => ["rand", "randn", "bernoulli"]
+                .iter()
+                .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
                 .collect(),
             other => panic!("list the kernels of {other}.cu here"),
         }

@@ -6,11 +6,17 @@
 //! [`available`] is the cheap check tests and programs use to pick a device.
 
 mod compile;
+pub mod conv;
 mod device;
 pub mod elementwise;
+pub mod index;
 pub(crate) mod launch;
 pub mod matmul;
+pub mod optim;
+pub mod pool;
+pub mod random;
 pub mod reduce;
+pub mod rows;
 mod storage;
 
 pub use compile::{

@@ -7,7 +7,7 @@
 use crate::autograd::BackwardOp;
 use crate::cpu::attention::{self as kernel, AttnDims};
 use crate::cpu::matmul::Gemm;
-use crate::error::{shape_err, Error, Result};
+use crate::error::{shape_err, Result};
 use crate::ops::with_slice;
 use crate::{DType, Device, Tensor};
 
@@ -72,6 +72,30 @@ fn forward_typed<T: Gemm>(
     ))
 }
 
+/// Attention composed of matmuls, a mask and a softmax (for devices without the fused kernel).
+fn composed(x: &Tensor, heads: usize, dh: usize, causal: bool) -> Result<Tensor> {
+    let (b, t) = (x.shape()[0], x.shape()[1]);
+    // [B, T, 3, H, dh] -> [3, B, H, T, dh]
+    let qkv = x
+        .reshape(&[b, t, 3, heads, dh])?
+        .permute(&[2, 0, 3, 1, 4])?;
+    let (q, k, v) = (qkv.select(0, 0)?, qkv.select(0, 1)?, qkv.select(0, 2)?);
+    let scale = 1.0 / (dh.max(1) as f64).sqrt();
+    let mut scores = q.matmul(&k.transpose(-1, -2)?)?.mul_scalar(scale)?;
+    if causal {
+        // 1 above the diagonal (future positions), made on the host once per call.
+        let mask: Vec<f64> = (0..t * t)
+            .map(|i| if i % t > i / t { 1.0 } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, &[t, t])?
+            .to_dtype(x.dtype())?
+            .to_device(x.device())?;
+        scores = scores.masked_fill(&mask, f64::NEG_INFINITY)?;
+    }
+    let out = scores.softmax(-1)?.matmul(&v)?; // [B, H, T, dh]
+    out.permute(&[0, 2, 1, 3])?.reshape(&[b, t, heads * dh])
+}
+
 impl Tensor {
     /// Multi-head self-attention `softmax(Q K^T / sqrt(dh)) V` on packed projections.
     ///
@@ -81,7 +105,8 @@ impl Tensor {
     /// `F.scaled_dot_product_attention(q, k, v, is_causal=causal)` followed by merging the
     /// heads. With `causal`, position `i` attends to positions `<= i` only. The `T x T`
     /// probabilities are not kept for the backward (it recomputes them), so memory grows with
-    /// `T`, not `T^2`. Differentiable; f32 or f64; CPU only. No attention mask other than the
+    /// `T`, not `T^2`. Differentiable; f32 or f64. On the GPU it runs composed of matmuls and a
+    /// softmax (materialising the `T x T` scores) until its fused kernel exists. No attention mask other than the
     /// causal one and no dropout: compose the ops for those.
     pub fn attention_qkv(&self, heads: usize, causal: bool) -> Result<Tensor> {
         if self.rank() != 3 {
@@ -104,13 +129,10 @@ impl Tensor {
             );
         }
         crate::ops::check_float(OP, self)?;
-        if self.device() != Device::Cpu {
-            return Err(Error::DeviceUnavailable {
-                device: self.device(),
-                reason: "attention_qkv runs on the CPU only".into(),
-            });
-        }
         let dh = d3 / (3 * heads);
+        if self.device() != Device::Cpu {
+            return composed(self, heads, dh, causal);
+        }
         let dims = AttnDims { b, t, h: heads, dh };
         let scale = 1.0 / (dh.max(1) as f64).sqrt();
         let (out, lse) = match self.dtype() {
@@ -128,5 +150,26 @@ impl Tensor {
                 lse,
             })
         }))
+    }
+}
+
+#[cfg(test)]
+mod composed_tests {
+    use super::*;
+    use crate::gradcheck::assert_close_grads;
+
+    /// The GPU's composed form gives the fused CPU op's values and gradients.
+    #[test]
+    fn composed_form_matches_the_fused_op() {
+        let mut g = crate::Generator::new(3);
+        let x = Tensor::randn(&[2, 7, 3 * 12], 0.0, 1.0, DType::F64, &mut g).unwrap();
+        for causal in [false, true] {
+            assert_close_grads(
+                &[&x],
+                |v| v[0].attention_qkv(3, causal),
+                |v| composed(&v[0], 3, 4, causal),
+                1e-10,
+            );
+        }
     }
 }

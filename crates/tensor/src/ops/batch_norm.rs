@@ -7,7 +7,7 @@
 
 use crate::autograd::BackwardOp;
 use crate::cpu::batch_norm::{self as kernel, BnGeom};
-use crate::error::{invalid, shape_err, Error, Result};
+use crate::error::{invalid, shape_err, Result};
 use crate::ops::with_slice;
 use crate::{DType, Device, Float, Tensor};
 
@@ -28,12 +28,6 @@ fn geometry(x: &Tensor, per_channel: &[(&str, Option<&Tensor>)], eps: f64) -> Re
         return invalid(OP, format!("eps {eps} must be finite and >= 0"));
     }
     crate::ops::check_float(OP, x)?;
-    if x.device() != Device::Cpu {
-        return Err(Error::DeviceUnavailable {
-            device: x.device(),
-            reason: "batch_norm runs on the CPU only".into(),
-        });
-    }
     let c = x.shape()[1];
     for (name, t) in per_channel {
         if let Some(t) = t {
@@ -196,6 +190,9 @@ fn batch_norm_op(
             Tensor::from_cpu(T::into_storage(r.2), &[c]),
         )
     }
+    if x.device() != Device::Cpu {
+        return composed(x, stats, weight, bias, eps, relu);
+    }
     let (y, mean, var) = match x.dtype() {
         DType::F32 => wrap(
             forward_typed::<f32>(x, g, stats, weight, bias, eps, relu)?,
@@ -230,6 +227,40 @@ fn batch_norm_op(
     Ok((y, mean, var))
 }
 
+/// Batch normalisation composed of elementwise ops and reductions, for devices without a fused
+/// kernel yet (the GPU): the same values and gradients as the fused op, more memory traffic.
+fn composed(
+    x: &Tensor,
+    stats: Option<(&Tensor, &Tensor)>,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let mut axes: Vec<isize> = vec![0];
+    axes.extend(2..x.rank() as isize);
+    let mut per_channel = vec![1usize; x.rank()];
+    per_channel[1] = x.shape()[1];
+    let (mean, var) = match stats {
+        Some((m, v)) => (m.clone(), v.clone()),
+        None => (x.mean(&axes, false)?, x.var(&axes, false, false)?),
+    };
+    let at = |t: &Tensor| t.reshape(&per_channel);
+    let mut y = x
+        .sub(&at(&mean)?)?
+        .mul(&at(&var.add_scalar(eps)?.rsqrt()?)?)?;
+    if let Some(w) = weight {
+        y = y.mul(&at(w)?)?;
+    }
+    if let Some(b) = bias {
+        y = y.add(&at(b)?)?;
+    }
+    if relu {
+        y = y.relu()?;
+    }
+    Ok((y, mean.detach(), var.detach()))
+}
+
 impl Tensor {
     /// Batch normalisation with the batch's own statistics (training mode), optionally followed
     /// by a ReLU, over channel axis 1 of a `[N, C, ...]` input:
@@ -238,7 +269,8 @@ impl Tensor {
     ///
     /// Returns `(y, mean, var)`; `mean` and `var` (biased, `[C]`) are plain values for updating
     /// running statistics and carry no gradient. Gradients flow to `x`, `weight` and `bias`
-    /// through the statistics, as in the composed form. CPU only.
+    /// through the statistics, as in the composed form. On the GPU it runs composed of
+    /// elementwise ops and reductions until its fused kernel exists.
     pub fn batch_norm_train(
         &self,
         weight: Option<&Tensor>,
@@ -283,5 +315,50 @@ impl Tensor {
             eps,
         )?;
         Ok(batch_norm_op(self, g, Some((mean, var)), weight, bias, eps, relu)?.0)
+    }
+}
+
+#[cfg(test)]
+mod composed_tests {
+    use super::*;
+    use crate::gradcheck::assert_close_grads;
+
+    /// The GPU's composed form gives the fused CPU op's values and gradients, in both modes.
+    #[test]
+    fn composed_form_matches_the_fused_op() {
+        let mut g = crate::Generator::new(2);
+        let x = Tensor::randn(&[6, 3, 4, 5], 0.5, 2.0, DType::F64, &mut g).unwrap();
+        let w = Tensor::rand(&[3], 0.5, 1.5, DType::F64, &mut g).unwrap();
+        let b = Tensor::rand(&[3], -0.5, 0.5, DType::F64, &mut g).unwrap();
+        let m = Tensor::rand(&[3], -0.5, 0.5, DType::F64, &mut g).unwrap();
+        let v = Tensor::rand(&[3], 0.5, 1.5, DType::F64, &mut g).unwrap();
+        for relu in [false, true] {
+            assert_close_grads(
+                &[&x, &w, &b],
+                |t| {
+                    Ok(t[0]
+                        .batch_norm_train(Some(&t[1]), Some(&t[2]), 1e-5, relu)?
+                        .0)
+                },
+                |t| Ok(composed(&t[0], None, Some(&t[1]), Some(&t[2]), 1e-5, relu)?.0),
+                1e-9,
+            );
+            assert_close_grads(
+                &[&x, &w, &b, &m, &v],
+                |t| t[0].batch_norm_eval(&t[3], &t[4], Some(&t[1]), Some(&t[2]), 1e-5, relu),
+                |t| {
+                    Ok(composed(
+                        &t[0],
+                        Some((&t[3], &t[4])),
+                        Some(&t[1]),
+                        Some(&t[2]),
+                        1e-5,
+                        relu,
+                    )?
+                    .0)
+                },
+                1e-9,
+            );
+        }
     }
 }

@@ -39,6 +39,23 @@ impl Tensor {
             return Ok(self.clone());
         }
         let c = self.contiguous()?;
+        #[cfg(feature = "cuda")]
+        if let crate::storage::Storage::Cuda(g) = &*c.read() {
+            let l = c.layout();
+            let src = if l.offset() == 0 {
+                None
+            } else {
+                Some(g.contiguous(l)?)
+            };
+            let s = src.as_ref().unwrap_or(g).cast(dtype, l.numel())?;
+            let out = Tensor::from_storage(crate::storage::Storage::Cuda(s), self.shape());
+            return Ok(if dtype.is_float() && self.dtype().is_float() {
+                let from = self.dtype();
+                out.attach(&[self], || Box::new(CastBack(from)))
+            } else {
+                out
+            });
+        }
         let s = {
             let g = c.read();
             let cpu = g.cpu("to_dtype")?;

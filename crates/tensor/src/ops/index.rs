@@ -33,6 +33,32 @@ fn read_ids(op: &'static str, ids: &Tensor, size: usize) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// Checked indices as an i64 tensor on `device` (for the GPU kernels).
+#[cfg(feature = "cuda")]
+fn ids_on(ids: &[usize], shape: &[usize], device: crate::Device) -> Result<Tensor> {
+    Tensor::from_vec(ids.iter().map(|&i| i as i64).collect::<Vec<i64>>(), shape)?.to_device(device)
+}
+
+/// Runs a GPU index kernel on `t` (made dense) and `ids` (i64 on the same device).
+#[cfg(feature = "cuda")]
+fn on_gpu(
+    t: &Tensor,
+    ids: &Tensor,
+    g: crate::cuda::index::IndexGeom,
+    f: fn(
+        &crate::cuda::CudaStorage,
+        &crate::cuda::CudaStorage,
+        crate::cuda::index::IndexGeom,
+    ) -> Result<crate::cuda::CudaStorage>,
+) -> Result<Storage> {
+    let t = crate::ops::dense(t)?;
+    let (gt, gi) = (t.read(), ids.read());
+    match (&*gt, &*gi) {
+        (Storage::Cuda(ct), Storage::Cuda(ci)) => Ok(Storage::Cuda(f(ct, ci, g)?)),
+        _ => Err(crate::storage::no_kernel("index", t.device())),
+    }
+}
+
 fn split3(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (
         shape[..axis].iter().product(),
@@ -60,6 +86,18 @@ impl BackwardOp for IndexSelectBack {
 /// Zeros of `shape` with rows of `src` added at `ids` along `axis`.
 fn index_add_raw(shape: &[usize], axis: usize, ids: &[usize], src: &Tensor) -> Result<Tensor> {
     let (outer, dim, inner) = split3(shape, axis);
+    #[cfg(feature = "cuda")]
+    if !src.device().is_cpu() {
+        let geom = crate::cuda::index::IndexGeom {
+            outer,
+            dim,
+            inner,
+            n: ids.len(),
+        };
+        let d = ids_on(ids, &[ids.len()], src.device())?;
+        let s = on_gpu(src, &d, geom, crate::cuda::index::index_add)?;
+        return Ok(Tensor::from_storage(s, shape));
+    }
     let src = src.contiguous()?;
     let g = src.read();
     let l = src.layout();
@@ -86,17 +124,30 @@ impl BackwardOp for GatherBack {
         // Gradients of ids shape [outer, n, inner'] where inner' may be smaller than x's inner:
         // scatter into a buffer with g's inner size, then place it into x's shape.
         let gi: usize = g.shape()[self.axis + 1..].iter().product();
-        let gc = g.contiguous()?;
-        let gg = gc.read();
-        let l = gc.layout();
         let mut gshape = g.shape().to_vec();
         gshape[self.axis] = dim;
-        let s = float_map!("gather", gg.cpu("gather")?, v => {
-            let mut out = vec![crate::Float::ZERO; outer * dim * gi];
-            index::scatter_add(&mut out, dim, outer, n, gi, &self.ids, &v[l.offset()..l.offset() + l.numel()]);
-            out
-        });
-        let small = Tensor::from_cpu(s, &gshape);
+        #[cfg(feature = "cuda")]
+        let small = if !g.device().is_cpu() {
+            let geom = crate::cuda::index::IndexGeom {
+                outer,
+                dim,
+                inner: gi,
+                n,
+            };
+            let d = ids_on(&self.ids, g.shape(), g.device())?;
+            Some(Tensor::from_storage(
+                on_gpu(g, &d, geom, crate::cuda::index::scatter_add)?,
+                &gshape,
+            ))
+        } else {
+            None
+        };
+        #[cfg(not(feature = "cuda"))]
+        let small: Option<Tensor> = None;
+        let small = match small {
+            Some(s) => s,
+            None => self.scatter_cpu(g, &gshape, outer, dim, n, gi)?,
+        };
         let full = if gi == inner && gshape == shape {
             small
         } else {
@@ -107,6 +158,29 @@ impl BackwardOp for GatherBack {
             crate::ops::view::scatter_view(&small, shape, &sub)?
         };
         Ok(vec![Some(full), None])
+    }
+}
+
+impl GatherBack {
+    /// The CPU scatter-add of `g` into `gshape`.
+    fn scatter_cpu(
+        &self,
+        g: &Tensor,
+        gshape: &[usize],
+        outer: usize,
+        dim: usize,
+        n: usize,
+        gi: usize,
+    ) -> Result<Tensor> {
+        let gc = g.contiguous()?;
+        let gg = gc.read();
+        let l = gc.layout();
+        let s = float_map!("gather", gg.cpu("gather")?, v => {
+            let mut out = vec![crate::Float::ZERO; outer * dim * gi];
+            index::scatter_add(&mut out, dim, outer, n, gi, &self.ids, &v[l.offset()..l.offset() + l.numel()]);
+            out
+        });
+        Ok(Tensor::from_cpu(s, gshape))
     }
 }
 
@@ -140,14 +214,29 @@ impl Tensor {
             );
         }
         let idv = read_ids("index_select", ids, self.shape()[a])?;
+        let mut shape = self.shape().to_vec();
+        shape[a] = idv.len();
+        #[cfg(feature = "cuda")]
+        if !self.device().is_cpu() {
+            let (outer, dim, inner) = split3(self.shape(), a);
+            let geom = crate::cuda::index::IndexGeom {
+                outer,
+                dim,
+                inner,
+                n: idv.len(),
+            };
+            let d = ids_on(&idv, &[idv.len()], self.device())?;
+            let s = on_gpu(self, &d, geom, crate::cuda::index::index_select)?;
+            return Ok(Tensor::from_op(s, &shape, &[self, ids], || {
+                Box::new(IndexSelectBack { axis: a, ids: idv })
+            }));
+        }
         let x = self.contiguous()?.detach();
         let (outer, dim, inner) = split3(x.shape(), a);
         let g = x.read();
         let l = x.layout();
         let data = g.cpu("index_select")?;
         let s: CpuStorage = with_cpu!(data, v => crate::Element::into_storage(index::index_select(&v[l.offset()..l.offset() + l.numel()], outer, dim, inner, &idv)));
-        let mut shape = self.shape().to_vec();
-        shape[a] = idv.len();
         Ok(Tensor::from_op(
             Storage::Cpu(s),
             &shape,
@@ -203,6 +292,20 @@ impl Tensor {
         let xs = xs.contiguous()?;
         let (outer, dim, inner) = split3(xs.shape(), a);
         let n = ids.shape()[a];
+        #[cfg(feature = "cuda")]
+        if !self.device().is_cpu() {
+            let geom = crate::cuda::index::IndexGeom {
+                outer,
+                dim,
+                inner,
+                n,
+            };
+            let d = ids_on(&idv, ids.shape(), self.device())?;
+            let s = on_gpu(&xs, &d, geom, crate::cuda::index::gather)?;
+            return Ok(Tensor::from_op(s, ids.shape(), &[self, ids], || {
+                Box::new(GatherBack { axis: a, ids: idv })
+            }));
+        }
         let g = xs.read();
         let l = xs.layout();
         let s = float_map!("gather", g.cpu("gather")?, v => index::gather(v, l.offset(), (dim * inner, inner, 1), outer, n, inner, &idv));
@@ -223,7 +326,9 @@ impl Tensor {
         }
         let mut shape = self.shape().to_vec();
         shape.push(classes);
-        Tensor::from_vec(v, &shape)?.to_dtype(dtype)
+        Tensor::from_vec(v, &shape)?
+            .to_dtype(dtype)?
+            .to_device(self.device())
     }
 
     /// Joins tensors along `axis` (all other axes must match).
@@ -255,15 +360,14 @@ impl Tensor {
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[a]).collect();
         let mut shape = first.shape().to_vec();
         shape[a] = sizes.iter().sum();
-        let out = Tensor::zeros(&shape, first.dtype());
+        let out = Tensor::zeros_on(&shape, first.dtype(), first.device())?;
         {
             let mut w = out.write();
-            let dst = w.cpu_mut("concat")?;
             let full = Layout::contiguous(&shape);
             let mut start = 0;
             for (t, &s) in tensors.iter().zip(&sizes) {
                 let g = t.read();
-                dst.copy_strided_from(&full.narrow(a, start, s)?, g.cpu("concat")?, t.layout())?;
+                w.copy_strided_from(&full.narrow(a, start, s)?, &g, t.layout())?;
                 start += s;
             }
         }

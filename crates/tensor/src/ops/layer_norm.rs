@@ -4,7 +4,7 @@
 
 use crate::autograd::BackwardOp;
 use crate::cpu::layer_norm as kernel;
-use crate::error::{invalid, shape_err, Error, Result};
+use crate::error::{invalid, shape_err, Result};
 use crate::ops::with_slice;
 use crate::{DType, Device, Float, Tensor};
 
@@ -84,6 +84,27 @@ fn forward_typed<T: Float>(
     ))
 }
 
+/// Layer norm composed of reductions and elementwise ops, for devices without the fused kernel
+/// (the GPU): the same values and gradients, more memory traffic.
+fn composed(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let mean = x.mean(&[-1], true)?;
+    let xc = x.sub(&mean)?;
+    let rstd = xc.sqr()?.mean(&[-1], true)?.add_scalar(eps)?.rsqrt()?;
+    let mut y = xc.mul(&rstd)?;
+    if let Some(w) = weight {
+        y = y.mul(w)?;
+    }
+    if let Some(b) = bias {
+        y = y.add(b)?;
+    }
+    Ok(y)
+}
+
 impl Tensor {
     /// Layer normalisation over the last axis:
     /// `y = (x - mean) / sqrt(var + eps) * weight + bias`, with the per-row mean and biased
@@ -102,12 +123,6 @@ impl Tensor {
             return invalid(OP, format!("eps {eps} must be finite and >= 0"));
         }
         crate::ops::check_float(OP, self)?;
-        if self.device() != Device::Cpu {
-            return Err(Error::DeviceUnavailable {
-                device: self.device(),
-                reason: "layer_norm runs on the CPU only".into(),
-            });
-        }
         let d = self.shape()[self.rank() - 1];
         for (name, t) in [("weight", weight), ("bias", bias)] {
             if let Some(t) = t {
@@ -123,6 +138,9 @@ impl Tensor {
                     );
                 }
             }
+        }
+        if self.device() != Device::Cpu {
+            return composed(self, weight, bias, eps);
         }
         let (y, mean, rstd) = match self.dtype() {
             DType::F32 => forward_typed::<f32>(self, d, weight, bias, eps)?,
@@ -141,5 +159,26 @@ impl Tensor {
                 rstd,
             })
         }))
+    }
+}
+
+#[cfg(test)]
+mod composed_tests {
+    use super::*;
+    use crate::gradcheck::assert_close_grads;
+
+    /// The GPU's composed form gives the fused CPU op's values and gradients.
+    #[test]
+    fn composed_form_matches_the_fused_op() {
+        let mut g = crate::Generator::new(1);
+        let x = Tensor::randn(&[5, 3, 12], 0.0, 2.0, DType::F64, &mut g).unwrap();
+        let w = Tensor::rand(&[12], 0.5, 1.5, DType::F64, &mut g).unwrap();
+        let b = Tensor::rand(&[12], -0.5, 0.5, DType::F64, &mut g).unwrap();
+        assert_close_grads(
+            &[&x, &w, &b],
+            |v| v[0].layer_norm(Some(&v[1]), Some(&v[2]), 1e-5),
+            |v| composed(&v[0], Some(&v[1]), Some(&v[2]), 1e-5),
+            1e-10,
+        );
     }
 }

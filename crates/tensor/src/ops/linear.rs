@@ -159,9 +159,11 @@ impl Tensor {
                 );
             }
         }
+        let fused = self.device() == crate::Device::Cpu;
         let s = match self.dtype() {
-            DType::F32 => typed::<f32>(self, weight, bias, n, k, out)?,
-            DType::F64 => typed::<f64>(self, weight, bias, n, k, out)?,
+            DType::F32 if fused => typed::<f32>(self, weight, bias, n, k, out)?,
+            DType::F64 if fused => typed::<f64>(self, weight, bias, n, k, out)?,
+            // bf16/f16, and the GPU (cuBLAS GEMM, then the bias add): the composed form.
             _ => {
                 let y = self.matmul(&weight.t()?)?;
                 return match bias {

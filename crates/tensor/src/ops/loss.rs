@@ -132,6 +132,10 @@ impl Tensor {
         } else {
             1.0
         };
+        #[cfg(feature = "cuda")]
+        if !self.device().is_cpu() {
+            return cuda_ce::forward(self, targets, &tg, scale, opts.label_smoothing);
+        }
         let x = self.contiguous()?.detach();
         let (loss, lse) = {
             let g = x.read();
@@ -199,5 +203,98 @@ impl Tensor {
         self.l2_normalize(axis, eps)?
             .mul(&other.l2_normalize(axis, eps)?)?
             .sum(&[axis], false)
+    }
+}
+
+/// The fused cross-entropy on the GPU (`kernels/loss.cu`).
+#[cfg(feature = "cuda")]
+mod cuda_ce {
+    use super::*;
+    use crate::cuda::rows;
+
+    use crate::ops::dense;
+
+    pub(super) fn forward(
+        x: &Tensor,
+        targets: &Tensor,
+        tg: &[Option<usize>],
+        scale: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let (n, c) = (x.shape()[0], x.shape()[1]);
+        let host: Vec<i64> = tg.iter().map(|t| t.map_or(-1, |v| v as i64)).collect();
+        let tdev = Tensor::from_vec(host, &[n])?.to_device(x.device())?;
+        let xd = dense(x)?;
+        let (loss, lse) = {
+            let (gx, gt) = (xd.read(), tdev.read());
+            match (&*gx, &*gt) {
+                (Storage::Cuda(cx), Storage::Cuda(ct)) => {
+                    rows::cross_entropy_forward(cx, ct, n, c, eps)?
+                }
+                _ => return Err(crate::storage::no_kernel("cross_entropy", x.device())),
+            }
+        };
+        let per_row = Tensor::from_storage(Storage::Cuda(loss), &[n]);
+        let total = {
+            let _g = crate::no_grad();
+            per_row.sum_all()?.mul_scalar(scale)?
+        };
+        let lse = Tensor::from_storage(Storage::Cuda(lse), &[n]);
+        Ok(total.attach(&[x, targets], || {
+            Box::new(CeBackCuda {
+                targets: tdev,
+                lse,
+                scale,
+                eps,
+            })
+        }))
+    }
+
+    struct CeBackCuda {
+        targets: Tensor,
+        lse: Tensor,
+        scale: f64,
+        eps: f64,
+    }
+
+    impl BackwardOp for CeBackCuda {
+        fn name(&self) -> &'static str {
+            "cross_entropy"
+        }
+        fn backward(
+            &self,
+            inputs: &[Tensor],
+            _: &Tensor,
+            g: &Tensor,
+        ) -> Result<Vec<Option<Tensor>>> {
+            let x = dense(&inputs[0])?;
+            let (n, c) = (x.shape()[0], x.shape()[1]);
+            let dx = {
+                let (gx, gt, gl, gg) = (x.read(), self.targets.read(), self.lse.read(), g.read());
+                match (&*gx, &*gt, &*gl, &*gg) {
+                    (
+                        Storage::Cuda(cx),
+                        Storage::Cuda(ct),
+                        Storage::Cuda(cl),
+                        Storage::Cuda(cg),
+                    ) => rows::cross_entropy_backward(
+                        cx,
+                        ct,
+                        cl,
+                        cg,
+                        g.layout().offset(),
+                        n,
+                        c,
+                        self.scale,
+                        self.eps,
+                    )?,
+                    _ => return Err(crate::storage::no_kernel("cross_entropy", x.device())),
+                }
+            };
+            Ok(vec![
+                Some(Tensor::from_storage(Storage::Cuda(dx), &[n, c])),
+                None,
+            ])
+        }
     }
 }

@@ -70,6 +70,17 @@ pub(crate) fn with_slice<T: crate::Element, R>(
     Ok(f(&s[l.offset()..l.offset() + l.numel()]))
 }
 
+/// `t`'s elements contiguous from element 0 of their own buffer, detached (a copy only if
+/// needed): what kernels that take a bare pointer need.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn dense(t: &Tensor) -> Result<Tensor> {
+    if t.is_contiguous() && t.layout().offset() == 0 {
+        Ok(t.detach())
+    } else {
+        crate::ops::view::copy_contiguous(&t.detach())
+    }
+}
+
 /// Refuses non-float tensors.
 pub(crate) fn check_float(op: &'static str, a: &Tensor) -> Result<()> {
     match a.dtype() {

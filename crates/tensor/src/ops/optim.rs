@@ -4,6 +4,8 @@
 
 use crate::error::{shape_err, Result};
 use crate::storage::CpuStorage;
+#[cfg(feature = "cuda")]
+use crate::storage::Storage;
 use crate::{Element, Tensor};
 use rayon::prelude::*;
 
@@ -53,6 +55,13 @@ fn check(op: &'static str, p: &Tensor, others: &[&Tensor]) -> Result<()> {
             );
         }
         crate::ops::check_float(op, t)?;
+        if t.device() != p.device() {
+            return Err(crate::Error::DeviceMismatch {
+                op,
+                lhs: p.device(),
+                rhs: t.device(),
+            });
+        }
     }
     for (i, a) in others.iter().enumerate() {
         if a.same_storage(p) || others[i + 1..].iter().any(|b| b.same_storage(a)) {
@@ -130,6 +139,12 @@ impl Tensor {
     pub fn adam_step_(&self, grad: &Tensor, m: &Tensor, v: &Tensor, h: &AdamStep) -> Result<()> {
         check("adam_step_", self, &[grad, m, v])?;
         let (mut pw, gr, mut mw, mut vw) = (self.write(), grad.read(), m.write(), v.write());
+        #[cfg(feature = "cuda")]
+        if let (Storage::Cuda(p), Storage::Cuda(g), Storage::Cuda(m), Storage::Cuda(v)) =
+            (&*pw, &*gr, &*mw, &*vw)
+        {
+            return crate::cuda::optim::adam(p, g, m, v, self.numel(), h);
+        }
         match (
             pw.cpu_mut("adam_step_")?,
             gr.cpu("adam_step_")?,
@@ -167,6 +182,32 @@ impl Tensor {
         let mut pw = self.write();
         let gr = grad.read();
         let mut bw = momentum_buf.map(|b| b.write());
+        #[cfg(feature = "cuda")]
+        if let (Storage::Cuda(p), Storage::Cuda(g)) = (&*pw, &*gr) {
+            let b = match bw.as_deref() {
+                Some(Storage::Cuda(b)) => Some(b),
+                Some(_) => {
+                    return Err(crate::Error::DeviceMismatch {
+                        op: "sgd_step_",
+                        lhs: self.device(),
+                        rhs: crate::Device::Cpu,
+                    })
+                }
+                None => None,
+            };
+            return crate::cuda::optim::sgd(
+                p,
+                g,
+                b,
+                self.numel(),
+                lr,
+                momentum,
+                dampening,
+                weight_decay,
+                nesterov,
+                first,
+            );
+        }
         let bslice = bw.as_mut().map(|b| b.cpu_mut("sgd_step_")).transpose()?;
         match (pw.cpu_mut("sgd_step_")?, gr.cpu("sgd_step_")?, bslice) {
             (CpuStorage::F32(p), CpuStorage::F32(g), b) => {

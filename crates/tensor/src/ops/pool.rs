@@ -135,6 +135,10 @@ impl AvgPool {
 
     /// Runs the pooling on `x`, recording its backward.
     fn apply(self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if !x.device().is_cpu() {
+            return gpu::avg_pool(self, x);
+        }
         let x = x.contiguous()?;
         let y = match x.dtype() {
             DType::F32 => self.forward::<f32>(&x)?,
@@ -194,6 +198,10 @@ impl Tensor {
                     self.shape()
                 ),
             );
+        }
+        #[cfg(feature = "cuda")]
+        if !self.device().is_cpu() {
+            return gpu::max_pool(self, &win);
         }
         let x = self.contiguous()?;
         let (y, idx) = match x.dtype() {
@@ -269,5 +277,121 @@ impl Tensor {
             out_shape: vec![n, c],
         }
         .apply(self)
+    }
+}
+
+/// The GPU arms of the poolings (`kernels/pool.cu`).
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::*;
+    use crate::cuda::pool::{self as k, DevWindows};
+    use crate::storage::Storage;
+
+    /// The dense input's device buffer and the uploaded windows.
+    fn prepare(
+        op: &'static str,
+        x: &Tensor,
+        win: &PoolWindows,
+    ) -> Result<(Tensor, Arc<DevWindows>)> {
+        let [n, c, h, w] = nchw(op, x)?;
+        let xd = crate::ops::dense(x)?;
+        let backend = match &*xd.read() {
+            Storage::Cuda(s) => s.backend.clone(),
+            _ => return Err(crate::storage::no_kernel(op, x.device())),
+        };
+        Ok((xd, Arc::new(DevWindows::new(&backend, win, n * c, h, w)?)))
+    }
+
+    fn cuda_of<R>(
+        op: &'static str,
+        t: &Tensor,
+        f: impl FnOnce(&crate::cuda::CudaStorage) -> Result<R>,
+    ) -> Result<R> {
+        match &*t.read() {
+            Storage::Cuda(s) => f(s),
+            _ => Err(crate::storage::no_kernel(op, t.device())),
+        }
+    }
+
+    pub(super) fn max_pool(x: &Tensor, win: &PoolWindows) -> Result<Tensor> {
+        const OP: &str = "max_pool2d";
+        check_float(OP, x)?;
+        let (xd, dw) = prepare(OP, x, win)?;
+        let (y, idx) = cuda_of(OP, &xd, |s| k::max_forward(s, &dw))?;
+        let s = x.shape();
+        let y = Tensor::from_storage(Storage::Cuda(y), &[s[0], s[1], dw.out.0, dw.out.1]);
+        let idx = Tensor::from_storage(Storage::Cuda(idx), y.shape());
+        Ok(y.attach(&[x], || Box::new(MaxBack { win: dw, idx })))
+    }
+
+    struct MaxBack {
+        win: Arc<DevWindows>,
+        idx: Tensor,
+    }
+
+    impl BackwardOp for MaxBack {
+        fn name(&self) -> &'static str {
+            "max_pool2d"
+        }
+        fn backward(
+            &self,
+            inputs: &[Tensor],
+            _: &Tensor,
+            grad: &Tensor,
+        ) -> Result<Vec<Option<Tensor>>> {
+            let dy = crate::ops::dense(grad)?;
+            let dx = cuda_of("max_pool2d", &dy, |d| {
+                cuda_of("max_pool2d", &self.idx, |i| {
+                    k::max_backward(d, i, &self.win)
+                })
+            })?;
+            Ok(vec![Some(Tensor::from_storage(
+                Storage::Cuda(dx),
+                inputs[0].shape(),
+            ))])
+        }
+    }
+
+    pub(super) fn avg_pool(p: AvgPool, x: &Tensor) -> Result<Tensor> {
+        check_float(p.name, x)?;
+        let (xd, dw) = prepare(p.name, x, &p.win)?;
+        let fixed = p.fixed_divisor.unwrap_or(0);
+        let y = cuda_of(p.name, &xd, |s| k::avg_forward(s, &dw, fixed))?;
+        let y = Tensor::from_storage(Storage::Cuda(y), &p.out_shape);
+        let name = p.name;
+        Ok(y.attach(&[x], || {
+            Box::new(AvgBack {
+                name,
+                win: dw,
+                fixed,
+            })
+        }))
+    }
+
+    struct AvgBack {
+        name: &'static str,
+        win: Arc<DevWindows>,
+        fixed: usize,
+    }
+
+    impl BackwardOp for AvgBack {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn backward(
+            &self,
+            inputs: &[Tensor],
+            _: &Tensor,
+            grad: &Tensor,
+        ) -> Result<Vec<Option<Tensor>>> {
+            let dy = crate::ops::dense(grad)?;
+            let dx = cuda_of(self.name, &dy, |d| {
+                k::avg_backward(d, &self.win, self.fixed)
+            })?;
+            Ok(vec![Some(Tensor::from_storage(
+                Storage::Cuda(dx),
+                inputs[0].shape(),
+            ))])
+        }
     }
 }

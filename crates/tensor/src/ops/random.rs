@@ -6,7 +6,7 @@ use crate::error::{invalid, Result};
 use crate::layout::numel;
 use crate::rng::{philox_block, u32_to_unit_f32, u64_to_unit_f64, Generator};
 use crate::storage::CpuStorage;
-use crate::{DType, Tensor};
+use crate::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 /// `n` values; value `i` is `f` of the 32-bit words `i*words .. (i+1)*words` of the draw.
@@ -44,7 +44,126 @@ fn normal_pair(u1: f64, u2: f64) -> f64 {
     (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// The same draw made on a GPU: reserves the same Philox blocks as the CPU path would.
+#[cfg(feature = "cuda")]
+fn draw_on_gpu(
+    ordinal: usize,
+    shape: &[usize],
+    dtype: DType,
+    words: usize,
+    g: &mut Generator,
+    what: crate::cuda::random::Draw,
+) -> Result<Tensor> {
+    let backend = crate::cuda::CudaBackend::get(ordinal)?;
+    let n = numel(shape);
+    let start = g.reserve(n * words);
+    let (seed, _) = g.state();
+    let s = crate::cuda::random::draw(&backend, dtype, n, seed, start, what)?;
+    Ok(Tensor::from_storage(
+        crate::storage::Storage::Cuda(s),
+        shape,
+    ))
+}
+
+#[cfg(feature = "cuda")]
+/// 32-bit words per value of a draw of `dtype` (uniform and Bernoulli: 1 or 2; normal: 2 or 4).
+fn words(dtype: DType, normal: bool) -> usize {
+    match (dtype, normal) {
+        (DType::F64, true) => 4,
+        (DType::F64, false) | (_, true) => 2,
+        _ => 1,
+    }
+}
+
 impl Tensor {
+    /// [`Tensor::rand`] on `device`: the same values on every device for the same generator
+    /// state (bit-identical on the GPU).
+    pub fn rand_on(
+        shape: &[usize],
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        device: Device,
+        g: &mut Generator,
+    ) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Tensor::rand(shape, lo, hi, dtype, g),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => {
+                crate::ops::check_float("rand", &Tensor::zeros(&[], dtype))?;
+                draw_on_gpu(
+                    i,
+                    shape,
+                    dtype,
+                    words(dtype, false),
+                    g,
+                    crate::cuda::random::Draw::Uniform { lo, hi },
+                )
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(crate::device::no_cuda_build(device)),
+        }
+    }
+
+    /// [`Tensor::randn`] on `device` (on the GPU the same draws, transformed with CUDA's
+    /// log/cos: equal to the CPU's within a few ulps).
+    pub fn randn_on(
+        shape: &[usize],
+        mean: f64,
+        std: f64,
+        dtype: DType,
+        device: Device,
+        g: &mut Generator,
+    ) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Tensor::randn(shape, mean, std, dtype, g),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => {
+                crate::ops::check_float("randn", &Tensor::zeros(&[], dtype))?;
+                draw_on_gpu(
+                    i,
+                    shape,
+                    dtype,
+                    words(dtype, true),
+                    g,
+                    crate::cuda::random::Draw::Normal { mean, std },
+                )
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(crate::device::no_cuda_build(device)),
+        }
+    }
+
+    /// [`Tensor::bernoulli`] on `device` (bit-identical on the GPU).
+    pub fn bernoulli_on(
+        shape: &[usize],
+        p: f64,
+        dtype: DType,
+        device: Device,
+        g: &mut Generator,
+    ) -> Result<Tensor> {
+        match device {
+            Device::Cpu => Tensor::bernoulli(shape, p, dtype, g),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => {
+                if !(0.0..=1.0).contains(&p) {
+                    return invalid("bernoulli", format!("probability {p} is outside [0, 1]"));
+                }
+                crate::ops::check_float("bernoulli", &Tensor::zeros(&[], dtype))?;
+                draw_on_gpu(
+                    i,
+                    shape,
+                    dtype,
+                    1,
+                    g,
+                    crate::cuda::random::Draw::Bernoulli { p },
+                )
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(crate::device::no_cuda_build(device)),
+        }
+    }
+
     /// Uniform in `[lo, hi)`.
     pub fn rand(
         shape: &[usize],
@@ -126,7 +245,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         crate::ops::check_float("dropout", self)?;
-        let mask = Tensor::bernoulli(self.shape(), 1.0 - p, self.dtype(), g)?
+        let mask = Tensor::bernoulli_on(self.shape(), 1.0 - p, self.dtype(), self.device(), g)?
             .mul_scalar(1.0 / (1.0 - p))?;
         self.mul(&mask)
     }

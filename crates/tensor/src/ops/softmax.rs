@@ -48,10 +48,22 @@ fn softmax_impl(x: &Tensor, axis: isize, log: bool) -> Result<Tensor> {
     let s = {
         let g = xt.read();
         let l = xt.layout();
+        #[cfg(feature = "cuda")]
+        if let Storage::Cuda(c) = &*g {
+            let rows = l.numel() / len.max(1);
+            let s = crate::cuda::rows::softmax(c, l, rows, len, log)?;
+            drop(g);
+            return finish(x, Storage::Cuda(s), &xt, a, last, log);
+        }
         Storage::Cpu(
             float_map!(op, g.cpu(op)?, v => softmax_rows(&contiguous_slice(&v[..], l), len, log)),
         )
     };
+    finish(x, s, &xt, a, last, log)
+}
+
+/// Wraps the rows computed for `xt` (the axis moved last) back into `x`'s axis order.
+fn finish(x: &Tensor, s: Storage, xt: &Tensor, a: usize, last: usize, log: bool) -> Result<Tensor> {
     let yt = Tensor::from_storage(s, xt.shape());
     let y = if a == last {
         yt

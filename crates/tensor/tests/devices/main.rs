@@ -6,9 +6,12 @@
 //! the CPU's.
 
 mod availability;
+mod conv;
 mod elementwise;
+mod index;
 mod matmul;
 mod reduce;
+mod rows;
 mod transfer;
 
 use selfsup_tensor::{DType, Device, Generator, Tensor};

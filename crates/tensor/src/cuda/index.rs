@@ -1,0 +1,93 @@
+//! Launches of `kernels/index.cu`: index_select / embedding, gather, and their scatter-add
+//! adjoints (the CUDA arms of [`crate::ops::index`]; CPU reference `crate::cpu::index`).
+
+use cudarc::driver::PushKernelArg;
+
+use super::launch::grid_for;
+use super::CudaStorage;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// The geometry of an indexing launch: tensors seen as `[outer, dim, inner]` around the indexed
+/// axis, `n` indices on that axis.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexGeom {
+    /// Product of the axes before the indexed one.
+    pub outer: usize,
+    /// Length of the indexed axis in the indexed tensor.
+    pub dim: usize,
+    /// Product of the axes after it.
+    pub inner: usize,
+    /// Number of indices along the axis.
+    pub n: usize,
+}
+
+fn launch(
+    kernel: &str,
+    src: &CudaStorage,
+    ids: &CudaStorage,
+    out: &CudaStorage,
+    g: IndexGeom,
+) -> Result<()> {
+    if ids.dtype() != DType::I64 {
+        return Err(Error::DTypeMismatch {
+            op: "index",
+            lhs: ids.dtype(),
+            rhs: DType::I64,
+        });
+    }
+    let total = g.outer * g.n * g.inner;
+    if total == 0 {
+        return Ok(());
+    }
+    let b = &src.backend;
+    let f = b.function("index", kernel)?;
+    let (ps, pi, po) = (src.ptr(), ids.ptr(), out.ptr());
+    let (o, d, i, n) = (g.outer as i64, g.dim as i64, g.inner as i64, g.n as i64);
+    let mut l = b.stream().launch_builder(&f);
+    l.arg(&ps).arg(&pi).arg(&po).arg(&o).arg(&d).arg(&i).arg(&n);
+    // SAFETY: the callers checked every index against `dim` on the host and sized the buffers
+    // from the same geometry.
+    unsafe { l.launch(grid_for(total)) }.map_err(|e| b.err(kernel, e))?;
+    Ok(())
+}
+
+fn float_tag(op: &'static str, d: DType) -> Result<&'static str> {
+    match d {
+        DType::F32 => Ok("f32"),
+        DType::F64 => Ok("f64"),
+        other => Err(crate::ops::unsupported(op, other)),
+    }
+}
+
+/// `out[o, j, i] = src[o, ids[j], i]` (any dtype); `src` contiguous from element 0.
+pub fn index_select(src: &CudaStorage, ids: &CudaStorage, g: IndexGeom) -> Result<CudaStorage> {
+    let out = CudaStorage::alloc(&src.backend, src.dtype(), g.outer * g.n * g.inner)?;
+    let bits = src.dtype().size_in_bytes() * 8;
+    launch(&format!("index_select_b{bits}"), src, ids, &out, g)?;
+    Ok(out)
+}
+
+/// Zeros `[outer, dim, inner]` with `src[o, j, i]` added at row `ids[j]`.
+pub fn index_add(src: &CudaStorage, ids: &CudaStorage, g: IndexGeom) -> Result<CudaStorage> {
+    let tag = float_tag("index_add", src.dtype())?;
+    let out = CudaStorage::full(&src.backend, src.dtype(), g.outer * g.dim * g.inner, 0.0)?;
+    launch(&format!("index_add_{tag}"), src, ids, &out, g)?;
+    Ok(out)
+}
+
+/// `out[o, j, i] = x[o, ids[o, j, i], i]`; `x` contiguous `[outer, dim, inner]`.
+pub fn gather(x: &CudaStorage, ids: &CudaStorage, g: IndexGeom) -> Result<CudaStorage> {
+    let tag = float_tag("gather", x.dtype())?;
+    let out = CudaStorage::alloc(&x.backend, x.dtype(), g.outer * g.n * g.inner)?;
+    launch(&format!("gather_{tag}"), x, ids, &out, g)?;
+    Ok(out)
+}
+
+/// Zeros `[outer, dim, inner]` with `src[o, j, i]` added at `[o, ids[o, j, i], i]`.
+pub fn scatter_add(src: &CudaStorage, ids: &CudaStorage, g: IndexGeom) -> Result<CudaStorage> {
+    let tag = float_tag("scatter_add", src.dtype())?;
+    let out = CudaStorage::full(&src.backend, src.dtype(), g.outer * g.dim * g.inner, 0.0)?;
+    launch(&format!("scatter_add_{tag}"), src, ids, &out, g)?;
+    Ok(out)
+}

@@ -1,0 +1,138 @@
+//! Launches of the row kernels: softmax / log-softmax (`kernels/softmax.cu`) and the fused
+//! cross-entropy (`kernels/loss.cu`). CPU references: `crate::cpu::softmax`,
+//! `crate::cpu::cross_entropy`.
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use super::launch::{grid_for, Dims, BLOCK};
+use super::CudaStorage;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::Layout;
+
+fn tag(op: &'static str, d: DType) -> Result<&'static str> {
+    match d {
+        DType::F32 => Ok("f32"),
+        DType::F64 => Ok("f64"),
+        other => Err(crate::ops::unsupported(op, other)),
+    }
+}
+
+/// One block per row, grid-stride over rows.
+fn per_row(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.clamp(1, 65_535 * 16) as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Softmax (or log-softmax) of `x` at layout `l` (the softmax axis last, `rows * len`
+/// elements) into contiguous rows.
+pub fn softmax(
+    x: &CudaStorage,
+    l: &Layout,
+    rows: usize,
+    len: usize,
+    log: bool,
+) -> Result<CudaStorage> {
+    let op = if log { "log_softmax" } else { "softmax" };
+    let t = tag(op, x.dtype())?;
+    let out = CudaStorage::alloc(&x.backend, x.dtype(), rows * len)?;
+    if rows * len == 0 {
+        return Ok(out);
+    }
+    let d = Dims::new(l.shape(), &[l])?;
+    let f = x.backend.function("softmax", &format!("{op}_{t}"))?;
+    let (px, py, r64, n64) = (x.ptr(), out.ptr(), rows as i64, len as i64);
+    let mut b = x.backend.stream().launch_builder(&f);
+    b.arg(&px).arg(&py).arg(&r64).arg(&n64).arg(&d);
+    // SAFETY: the layout was checked against x's buffer; out holds rows * len elements.
+    unsafe { b.launch(per_row(rows)) }.map_err(|e| x.backend.err(op, e))?;
+    Ok(out)
+}
+
+/// Cross-entropy forward over contiguous logits `x` (`n * c` elements from element 0) and
+/// targets `tg` (i64, `-1` for ignored rows): per-row losses and log-sum-exps.
+pub fn cross_entropy_forward(
+    x: &CudaStorage,
+    tg: &CudaStorage,
+    n: usize,
+    c: usize,
+    eps: f64,
+) -> Result<(CudaStorage, CudaStorage)> {
+    let t = tag("cross_entropy", x.dtype())?;
+    if tg.dtype() != DType::I64 {
+        return Err(Error::DTypeMismatch {
+            op: "cross_entropy",
+            lhs: tg.dtype(),
+            rhs: DType::I64,
+        });
+    }
+    let loss = CudaStorage::alloc(&x.backend, x.dtype(), n)?;
+    let lse = CudaStorage::alloc(&x.backend, x.dtype(), n)?;
+    if n == 0 {
+        return Ok((loss, lse));
+    }
+    let f = x
+        .backend
+        .function("loss", &format!("cross_entropy_fwd_{t}"))?;
+    let (px, pt, pl, ps, n64, c64) = (x.ptr(), tg.ptr(), loss.ptr(), lse.ptr(), n as i64, c as i64);
+    let mut b = x.backend.stream().launch_builder(&f);
+    b.arg(&px)
+        .arg(&pt)
+        .arg(&pl)
+        .arg(&ps)
+        .arg(&n64)
+        .arg(&c64)
+        .arg(&eps);
+    // SAFETY: x holds n * c elements, tg n targets in [-1, c), loss and lse n each.
+    unsafe { b.launch(per_row(n)) }.map_err(|e| x.backend.err("cross_entropy", e))?;
+    Ok((loss, lse))
+}
+
+/// Cross-entropy backward: `dx` for contiguous logits `x`, given the saved `lse`, the targets
+/// and the loss's gradient `g` (one element, on the device).
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_backward(
+    x: &CudaStorage,
+    tg: &CudaStorage,
+    lse: &CudaStorage,
+    g: &CudaStorage,
+    g_offset: usize,
+    n: usize,
+    c: usize,
+    scale: f64,
+    eps: f64,
+) -> Result<CudaStorage> {
+    let t = tag("cross_entropy", x.dtype())?;
+    let dx = CudaStorage::alloc(&x.backend, x.dtype(), n * c)?;
+    if n * c == 0 {
+        return Ok(dx);
+    }
+    let f = x
+        .backend
+        .function("loss", &format!("cross_entropy_bw_{t}"))?;
+    let size = x.dtype().size_in_bytes() as u64;
+    let (px, pt, pl, pg, pd) = (
+        x.ptr(),
+        tg.ptr(),
+        lse.ptr(),
+        g.ptr() + g_offset as u64 * size,
+        dx.ptr(),
+    );
+    let (n64, c64) = (n as i64, c as i64);
+    let mut b = x.backend.stream().launch_builder(&f);
+    b.arg(&px)
+        .arg(&pt)
+        .arg(&pl)
+        .arg(&pg)
+        .arg(&pd)
+        .arg(&n64)
+        .arg(&c64)
+        .arg(&scale)
+        .arg(&eps);
+    // SAFETY: x and dx hold n * c elements, tg and lse n, g at least one past g_offset.
+    unsafe { b.launch(grid_for(n * c)) }.map_err(|e| x.backend.err("cross_entropy", e))?;
+    Ok(dx)
+}

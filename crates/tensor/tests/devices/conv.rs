@@ -1,0 +1,167 @@
+//! Convolution, batch norm and pooling on the GPU against the CPU, forward and backward.
+
+use selfsup_tensor::{Conv2dParams, DType, Device, Tensor};
+
+use crate::{compare, on_each_gpu, rand};
+
+fn run(d: Device, xs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
+    let leaves: Vec<Tensor> = xs
+        .iter()
+        .map(|x| x.to_device(d).unwrap().requires_grad_())
+        .collect();
+    let y = f(&leaves);
+    let w = rand(y.shape(), y.dtype(), -1.0, 1.0, 78)
+        .to_device(d)
+        .unwrap();
+    y.backward_with(Some(&w), false).unwrap();
+    (
+        y,
+        leaves.iter().map(|l| l.grad().expect("gradient")).collect(),
+    )
+}
+
+fn check(name: &str, dev: Device, xs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor, tol: f64) {
+    let ((y, g), (yc, gc)) = (run(dev, xs, f), run(Device::Cpu, xs, f));
+    assert_eq!(y.device(), dev, "{name}: output device");
+    compare(&format!("{name} forward"), &y, &yc, tol);
+    for (i, (a, b)) in g.iter().zip(&gc).enumerate() {
+        compare(&format!("{name} d/dx{i}"), a, b, tol);
+    }
+}
+
+#[test]
+fn conv2d_matches_the_cpu_for_strides_padding_dilation_and_groups() {
+    on_each_gpu("conv2d", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
+            let cases = [
+                (
+                    Conv2dParams {
+                        padding: (1, 1),
+                        ..Default::default()
+                    },
+                    1,
+                ),
+                (
+                    Conv2dParams {
+                        stride: (2, 2),
+                        padding: (1, 1),
+                        ..Default::default()
+                    },
+                    1,
+                ),
+                (
+                    Conv2dParams {
+                        stride: (1, 2),
+                        padding: (2, 0),
+                        dilation: (2, 1),
+                        groups: 1,
+                    },
+                    1,
+                ),
+                (
+                    Conv2dParams {
+                        padding: (1, 1),
+                        groups: 2,
+                        ..Default::default()
+                    },
+                    2,
+                ),
+            ];
+            for (i, (p, groups)) in cases.into_iter().enumerate() {
+                let x = rand(&[3, 4, 9, 8], dtype, -1.0, 1.0, 10 + i as u64);
+                let w = rand(&[6, 4 / groups, 3, 3], dtype, -0.5, 0.5, 20 + i as u64);
+                let b = rand(&[6], dtype, -0.5, 0.5, 30 + i as u64);
+                check(
+                    &format!("conv2d {dtype:?} {p:?}"),
+                    dev,
+                    &[&x, &w, &b],
+                    &|v| v[0].conv2d(&v[1], Some(&v[2]), p).unwrap(),
+                    tol,
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn batch_norm_matches_the_cpu_in_both_modes() {
+    on_each_gpu("batch_norm", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F64 { 1e-9 } else { 1e-4 };
+            let x = rand(&[5, 3, 4, 4], dtype, -2.0, 2.0, 1);
+            let w = rand(&[3], dtype, 0.5, 1.5, 2);
+            let b = rand(&[3], dtype, -0.5, 0.5, 3);
+            for relu in [false, true] {
+                check(
+                    &format!("batch_norm_train {dtype:?} relu {relu}"),
+                    dev,
+                    &[&x, &w, &b],
+                    &|v| {
+                        v[0].batch_norm_train(Some(&v[1]), Some(&v[2]), 1e-5, relu)
+                            .unwrap()
+                            .0
+                    },
+                    tol,
+                );
+            }
+            let m = rand(&[3], dtype, -0.5, 0.5, 4);
+            let var = rand(&[3], dtype, 0.5, 1.5, 5);
+            check(
+                &format!("batch_norm_eval {dtype:?}"),
+                dev,
+                &[&x, &w, &b, &m, &var],
+                &|v| {
+                    v[0].batch_norm_eval(&v[3], &v[4], Some(&v[1]), Some(&v[2]), 1e-5, false)
+                        .unwrap()
+                },
+                tol,
+            );
+        }
+    });
+}
+
+#[test]
+fn poolings_match_the_cpu() {
+    on_each_gpu("pooling", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+            let x = rand(&[2, 3, 9, 8], dtype, -1.0, 1.0, 6);
+            check(
+                &format!("max_pool2d {dtype:?}"),
+                dev,
+                &[&x],
+                &|v| v[0].max_pool2d((3, 3), (2, 2), (1, 1)).unwrap(),
+                tol,
+            );
+            check(
+                &format!("avg_pool2d {dtype:?}"),
+                dev,
+                &[&x],
+                &|v| v[0].avg_pool2d((3, 2), (2, 2), (1, 1), true).unwrap(),
+                tol,
+            );
+            check(
+                &format!("avg_pool2d exclude pad {dtype:?}"),
+                dev,
+                &[&x],
+                &|v| v[0].avg_pool2d((3, 3), (1, 2), (1, 0), false).unwrap(),
+                tol,
+            );
+            check(
+                &format!("adaptive_avg_pool2d {dtype:?}"),
+                dev,
+                &[&x],
+                &|v| v[0].adaptive_avg_pool2d((4, 3)).unwrap(),
+                tol,
+            );
+            check(
+                &format!("global_avg_pool2d {dtype:?}"),
+                dev,
+                &[&x],
+                &|v| v[0].global_avg_pool2d().unwrap(),
+                tol,
+            );
+        }
+    });
+}

@@ -1,0 +1,149 @@
+//! Indexing, joining, optimiser steps and random draws on the GPU against the CPU.
+
+use selfsup_tensor::ops::optim::AdamStep;
+use selfsup_tensor::{DType, Device, Generator, Tensor};
+
+use crate::{compare, on_each_gpu, rand};
+
+#[test]
+fn index_select_embedding_gather_and_their_gradients_match_the_cpu() {
+    on_each_gpu("index", |dev| {
+        let table = rand(&[11, 6], DType::F64, -1.0, 1.0, 1);
+        let ids = Tensor::from_vec(vec![3i64, 0, 10, 3, 3, 7], &[2, 3]).unwrap();
+        let gids = Tensor::from_vec(vec![1i64, 0, 4, 4, 2, 0, 3, 3, 1, 0, 0, 2], &[3, 4]).unwrap();
+        let cols = Tensor::from_vec(vec![5u32, 0, 5, 2], &[4]).unwrap();
+        let x = rand(&[3, 5], DType::F64, -1.0, 1.0, 2);
+        type F = fn(&Tensor, &Tensor) -> Tensor;
+        let cases: [(&str, &Tensor, &Tensor, F); 3] = [
+            ("embedding", &table, &ids, |t, i| t.embedding(i).unwrap()),
+            ("index_select axis 1 (u32 ids)", &table, &cols, |t, i| {
+                t.index_select(1, i).unwrap()
+            }),
+            // Indices narrower than x on axis 1.
+            ("gather", &x, &gids, |t, i| {
+                t.gather(1, &i.narrow(1, 0, 3).unwrap().contiguous().unwrap())
+                    .unwrap()
+            }),
+        ];
+        for (name, t, i, f) in cases {
+            let run = |d: Device| {
+                let leaf = t.to_device(d).unwrap().requires_grad_();
+                let y = f(&leaf, &i.to_device(d).unwrap());
+                let w = rand(y.shape(), DType::F64, -1.0, 1.0, 5)
+                    .to_device(d)
+                    .unwrap();
+                y.backward_with(Some(&w), false).unwrap();
+                (y, leaf.grad().unwrap())
+            };
+            let ((y, g), (yc, gc)) = (run(dev), run(Device::Cpu));
+            compare(&format!("{name} forward"), &y, &yc, 0.0);
+            compare(&format!("{name} backward"), &g, &gc, 1e-12);
+        }
+    });
+}
+
+#[test]
+fn concat_stack_and_one_hot_work_on_the_gpu() {
+    on_each_gpu("concat", |dev| {
+        let a = rand(&[2, 3], DType::F32, -1.0, 1.0, 1);
+        let b = rand(&[2, 5], DType::F32, -1.0, 1.0, 2);
+        let (ga, gb) = (a.to_device(dev).unwrap(), b.to_device(dev).unwrap());
+        compare(
+            "concat",
+            &Tensor::concat(&[&ga, &gb], 1).unwrap(),
+            &Tensor::concat(&[&a, &b], 1).unwrap(),
+            0.0,
+        );
+        let s = Tensor::stack(&[&ga, &ga.mul_scalar(2.0).unwrap()], 0).unwrap();
+        compare(
+            "stack",
+            &s,
+            &Tensor::stack(&[&a, &a.mul_scalar(2.0).unwrap()], 0).unwrap(),
+            0.0,
+        );
+        let ids = Tensor::from_vec(vec![2i64, 0, 1], &[3]).unwrap();
+        let oh = ids.to_device(dev).unwrap().one_hot(4, DType::F32).unwrap();
+        assert_eq!(oh.device(), dev);
+        compare("one_hot", &oh, &ids.one_hot(4, DType::F32).unwrap(), 0.0);
+    });
+}
+
+#[test]
+fn fused_optimiser_steps_match_the_cpu() {
+    on_each_gpu("optimiser steps", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F64 { 1e-14 } else { 1e-6 };
+            let p0 = rand(&[1000], dtype, -1.0, 1.0, 1);
+            let g = rand(&[1000], dtype, -1.0, 1.0, 2);
+            let run = |d: Device| {
+                let p = p0.copy().unwrap().to_device(d).unwrap();
+                let gd = g.to_device(d).unwrap();
+                let (m, v, b) = (
+                    p.zeros_like().unwrap(),
+                    p.zeros_like().unwrap(),
+                    p.zeros_like().unwrap(),
+                );
+                for step in 1..=3 {
+                    let h = AdamStep {
+                        lr: 1e-2,
+                        beta1: 0.9,
+                        beta2: 0.99,
+                        eps: 1e-8,
+                        weight_decay: 0.1,
+                        decoupled: step % 2 == 1,
+                        step,
+                    };
+                    p.adam_step_(&gd, &m, &v, &h).unwrap();
+                    p.sgd_step_(&gd, Some(&b), 0.1, 0.9, 0.1, 1e-4, step == 2, step == 1)
+                        .unwrap();
+                }
+                p.sgd_step_(&gd, None, 0.05, 0.0, 0.0, 0.0, false, false)
+                    .unwrap();
+                (p, m, v, b)
+            };
+            let (a, c) = (run(dev), run(Device::Cpu));
+            compare(&format!("{dtype:?} p"), &a.0, &c.0, tol);
+            compare(&format!("{dtype:?} m"), &a.1, &c.1, tol);
+            compare(&format!("{dtype:?} v"), &a.2, &c.2, tol);
+            compare(&format!("{dtype:?} momentum"), &a.3, &c.3, tol);
+        }
+    });
+}
+
+#[test]
+fn random_draws_and_dropout_reproduce_the_cpu() {
+    on_each_gpu("random", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let (mut gc, mut gg) = (Generator::new(5), Generator::new(5));
+            let u = Tensor::rand_on(&[1001], -2.0, 3.0, dtype, dev, &mut gg).unwrap();
+            compare(
+                "uniform",
+                &u,
+                &Tensor::rand(&[1001], -2.0, 3.0, dtype, &mut gc).unwrap(),
+                0.0,
+            );
+            let b = Tensor::bernoulli_on(&[999], 0.3, dtype, dev, &mut gg).unwrap();
+            compare(
+                "bernoulli",
+                &b,
+                &Tensor::bernoulli(&[999], 0.3, dtype, &mut gc).unwrap(),
+                0.0,
+            );
+            let n = Tensor::randn_on(&[777], 1.0, 2.0, dtype, dev, &mut gg).unwrap();
+            compare(
+                "normal",
+                &n,
+                &Tensor::randn(&[777], 1.0, 2.0, dtype, &mut gc).unwrap(),
+                1e-6,
+            );
+            let x = rand(&[64, 33], dtype, -1.0, 1.0, 9);
+            let d = x
+                .to_device(dev)
+                .unwrap()
+                .dropout(0.25, true, &mut gg)
+                .unwrap();
+            compare("dropout", &d, &x.dropout(0.25, true, &mut gc).unwrap(), 0.0);
+            assert_eq!(gg.state(), gc.state(), "both generators advanced alike");
+        }
+    });
+}

@@ -1,0 +1,139 @@
+//! Row ops on the GPU against the CPU: softmax, log-softmax, cross-entropy (ignore index,
+//! label smoothing), layer norm, linear, attention.
+
+use selfsup_tensor::ops::loss::CrossEntropy;
+use selfsup_tensor::{DType, Device, Tensor};
+
+use crate::{compare, on_each_gpu, rand, tol};
+
+/// Runs `f` on `xs` moved to `d` (as leaves), seeds the backward with a fixed random gradient,
+/// and returns the output and each input's gradient.
+fn run(d: Device, xs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
+    let leaves: Vec<Tensor> = xs
+        .iter()
+        .map(|x| x.to_device(d).unwrap().requires_grad_())
+        .collect();
+    let y = f(&leaves);
+    let w = rand(y.shape(), y.dtype(), -1.0, 1.0, 77)
+        .to_device(d)
+        .unwrap();
+    y.backward_with(Some(&w), false).unwrap();
+    let grads = leaves.iter().map(|l| l.grad().expect("gradient")).collect();
+    (y, grads)
+}
+
+fn check(name: &str, dev: Device, xs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor, tol: f64) {
+    let ((y, g), (yc, gc)) = (run(dev, xs, f), run(Device::Cpu, xs, f));
+    assert_eq!(y.device(), dev, "{name}: output device");
+    compare(&format!("{name} forward"), &y, &yc, tol);
+    for (i, (a, b)) in g.iter().zip(&gc).enumerate() {
+        compare(&format!("{name} d/dx{i}"), a, b, tol);
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax_match_the_cpu_on_any_axis() {
+    on_each_gpu("softmax", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let x = rand(&[4, 7, 300], dtype, -5.0, 5.0, 1);
+            for axis in [-1, 1, 0] {
+                check(
+                    &format!("softmax {dtype:?} axis {axis}"),
+                    dev,
+                    &[&x],
+                    &|v| v[0].softmax(axis).unwrap(),
+                    tol(dtype),
+                );
+                check(
+                    &format!("log_softmax {dtype:?} axis {axis}"),
+                    dev,
+                    &[&x],
+                    &|v| v[0].log_softmax(axis).unwrap(),
+                    tol(dtype),
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn cross_entropy_matches_the_cpu_with_ignore_and_smoothing() {
+    on_each_gpu("cross_entropy", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let x = rand(&[9, 13], dtype, -3.0, 3.0, 2);
+            let t = Tensor::from_vec(vec![0i64, 12, 5, -100, 3, 3, 7, -100, 1], &[9]).unwrap();
+            for opts in [
+                CrossEntropy::default(),
+                CrossEntropy {
+                    ignore_index: Some(-100),
+                    label_smoothing: 0.1,
+                    mean: true,
+                },
+                CrossEntropy {
+                    ignore_index: Some(-100),
+                    label_smoothing: 0.0,
+                    mean: false,
+                },
+            ] {
+                let tdev = t.to_device(dev).unwrap();
+                let f_dev = |v: &[Tensor]| v[0].cross_entropy_with(&tdev, &opts).unwrap();
+                let f_cpu = |v: &[Tensor]| v[0].cross_entropy_with(&t, &opts).unwrap();
+                if opts.ignore_index.is_none() {
+                    // Without an ignore index, -100 is out of range on both devices.
+                    assert!(x
+                        .to_device(dev)
+                        .unwrap()
+                        .cross_entropy_with(&tdev, &opts)
+                        .is_err());
+                    continue;
+                }
+                let ((y, g), (yc, gc)) = (run(dev, &[&x], &f_dev), run(Device::Cpu, &[&x], &f_cpu));
+                compare(&format!("ce {dtype:?} {opts:?}"), &y, &yc, tol(dtype));
+                compare(
+                    &format!("ce {dtype:?} {opts:?} grad"),
+                    &g[0],
+                    &gc[0],
+                    tol(dtype),
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn layer_norm_linear_and_attention_match_the_cpu() {
+    on_each_gpu("layer_norm / linear / attention", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let t = 10.0 * tol(dtype);
+            let x = rand(&[6, 32], dtype, -2.0, 2.0, 3);
+            let w = rand(&[32], dtype, 0.5, 1.5, 4);
+            let b = rand(&[32], dtype, -0.5, 0.5, 5);
+            check(
+                &format!("layer_norm {dtype:?}"),
+                dev,
+                &[&x, &w, &b],
+                &|v| v[0].layer_norm(Some(&v[1]), Some(&v[2]), 1e-5).unwrap(),
+                t,
+            );
+            let lw = rand(&[16, 32], dtype, -0.3, 0.3, 6);
+            let lb = rand(&[16], dtype, -0.3, 0.3, 7);
+            check(
+                &format!("linear {dtype:?}"),
+                dev,
+                &[&x, &lw, &lb],
+                &|v| v[0].linear(&v[1], Some(&v[2])).unwrap(),
+                t,
+            );
+            let qkv = rand(&[2, 9, 3 * 16], dtype, -1.0, 1.0, 8);
+            for causal in [false, true] {
+                check(
+                    &format!("attention {dtype:?} causal {causal}"),
+                    dev,
+                    &[&qkv],
+                    &|v| v[0].attention_qkv(4, causal).unwrap(),
+                    t,
+                );
+            }
+        }
+    });
+}
