@@ -2,19 +2,38 @@
 # The GPU check of issue 7, in two halves:
 #   bash scripts/gpu_check.sh build   # here (needs Rust): test binaries into target/gpu-bins
 #   bash scripts/gpu_check.sh run     # on the GPU machine (no Rust): runs them, logs to $OUT
+#   bash scripts/gpu_check.sh env     # prints the LD_LIBRARY_PATH line `run` uses
 # `run` puts the CUDA libraries it finds (CUDA toolkit, or PyTorch's pip wheels) on
 # LD_LIBRARY_PATH, prints the device, then runs the tensor crate's unit tests and its device
-# suite (tests/devices), which compare every op with a CUDA arm against the CPU, and nn's
-# device test (a SmallCnn trained on the GPU against the CPU).
+# suite (tests/devices), which compare every op with a CUDA arm against the CPU, nn's device
+# test (a SmallCnn trained on the GPU against the CPU) and ssl's (every method, GPU vs CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 bins=target/gpu-bins
+
+# Prints an `export LD_LIBRARY_PATH=...` line adding the CUDA library directories found: the
+# toolkit's, and those of NVIDIA's pip wheels (PyTorch's dependencies).
+cuda_lib_env() {
+  local dirs="" d lib py
+  for d in /usr/local/cuda/lib64 /usr/local/cuda-*/lib64 /usr/lib/x86_64-linux-gnu; do
+    [ -d "$d" ] && dirs="$dirs:$d"
+  done
+  for py in python3 /usr/bin/python3; do
+    if command -v "$py" >/dev/null 2>&1; then
+      for d in $("$py" -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
+        for lib in "$d"/nvidia/*/lib "$d"/nvidia/cu*/lib; do [ -d "$lib" ] && dirs="$dirs:$lib"; done
+      done
+    fi
+  done
+  echo "export LD_LIBRARY_PATH=\"${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\""
+}
 case "$mode" in
 build)
   rm -rf "$bins" && mkdir -p "$bins"
-  cargo test -p selfsup-tensor -p selfsup-nn --lib --test devices --no-run --message-format=json 2>/dev/null \
-    | python3 -c '
+  { cargo test -p selfsup-tensor --lib --no-run --message-format=json 2>/dev/null
+    cargo test -p selfsup-tensor -p selfsup-nn -p selfsup-ssl --test devices --no-run --message-format=json 2>/dev/null
+  } | python3 -c '
 import json, sys, shutil, os
 for line in sys.stdin:
     m = json.loads(line)
@@ -30,18 +49,7 @@ for line in sys.stdin:
 run)
   out=${OUT:-target/gpu-out}
   mkdir -p "$out"
-  dirs=""
-  for d in /usr/local/cuda/lib64 /usr/local/cuda-*/lib64 /usr/lib/x86_64-linux-gnu; do
-    [ -d "$d" ] && dirs="$dirs:$d"
-  done
-  for py in python3 /usr/bin/python3; do
-    if command -v "$py" >/dev/null 2>&1; then
-      for d in $("$py" -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null); do
-        for lib in "$d"/nvidia/*/lib "$d"/nvidia/cu*/lib; do [ -d "$lib" ] && dirs="$dirs:$lib"; done
-      done
-    fi
-  done
-  export LD_LIBRARY_PATH="${dirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  eval "$(cuda_lib_env)"
   export XDG_CACHE_HOME="$out/cache"
   {
     date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
@@ -56,8 +64,11 @@ run)
   done
   exit $status
   ;;
+env)
+  cuda_lib_env
+  ;;
 *)
-  echo "usage: bash scripts/gpu_check.sh build|run" >&2
+  echo "usage: bash scripts/gpu_check.sh build|run|env" >&2
   exit 2
   ;;
 esac

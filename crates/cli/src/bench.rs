@@ -49,12 +49,14 @@ fn timed(reps: usize, warmup: usize, mut f: impl FnMut() -> Result<()>) -> Resul
 /// Runs one workload and prints its JSON lines.
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
+    let device = crate::pretrain::training_device(&args.device)?;
+    let dev_name = args.device.as_str();
     match args.workload {
         Workload::Sgemm => {
             let mut g = Generator::new(0);
             for &n in &args.sizes {
-                let a = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?;
-                let b = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?;
+                let a = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?.to_device(device)?;
+                let b = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?.to_device(device)?;
                 // Timed calls scale with how short a call is, as in the PyTorch reference
                 // (50 / 30 / 15 / 7 at n = 256 / 512 / 1024 / 2048 with the default 10): ten
                 // 0.1 ms calls give a median that one hiccup of the shared machine can move.
@@ -67,6 +69,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 };
                 let t = timed(reps, 2, || {
                     a.matmul(&b)?;
+                    device.synchronize()?;
                     Ok(())
                 })?;
                 let gflops: Vec<f64> = t
@@ -75,7 +78,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     .collect();
                 println!(
                     "{}",
-                    json!({"bench": "sgemm", "n": n, "threads": threads, "reps": t.len(), "gflops": (median(gflops) * 10.0).round() / 10.0})
+                    json!({"bench": "sgemm", "device": dev_name, "n": n, "threads": threads, "reps": t.len(), "gflops": (median(gflops) * 10.0).round() / 10.0})
                 );
             }
         }
@@ -90,7 +93,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 ..OptimConfig::default()
             };
             let steps = args.reps + 3;
-            let mut trainer = Trainer::new(method, &optim, steps as u64, 0)?;
+            let mut trainer = Trainer::on_device(method, &optim, steps as u64, 0, device)?;
             let (data, batches): (&str, Vec<SslBatch>) = match idx::load_fashion_mnist_debian(
                 Split::Train,
             ) {
@@ -129,6 +132,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     ("random (Fashion-MNIST not installed)", b)
                 }
             };
+            // Batches wait on the device, as a GPU data pipeline would have them.
+            let mut on_device = Vec::with_capacity(batches.len());
+            for b in &batches {
+                on_device.push(b.to_device(device)?);
+            }
+            let batches = on_device;
             let mut i = 0;
             let mut last = 0.0;
             let t = timed(args.reps, 3, || {
@@ -139,12 +148,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             let ips: Vec<f64> = t.iter().map(|s| 256.0 / s).collect();
             println!(
                 "{}",
-                json!({"bench": "simclr-step", "threads": threads, "batch_images": 256, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
+                json!({"bench": "simclr-step", "device": dev_name, "threads": threads, "batch_images": 256, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
             );
         }
         Workload::GptStep => {
             let mut g = Generator::new(0);
-            let model = TextTransformer::new(&TextConfig::reference_gpt(), DType::F32, &mut g)?;
+            let mut model = TextTransformer::new(&TextConfig::reference_gpt(), DType::F32, &mut g)?;
+            model.to_device(device)?;
             let mut opt = Adam::adamw(
                 model.params(),
                 AdamConfig {
@@ -159,7 +169,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 .map(|_| (rng.next_u32() % vocab as u32) as i64)
                 .collect();
             let all = Tensor::from_vec(ids, &[b, t_len + 1])?;
-            let x = all.narrow(1, 0, t_len)?.contiguous()?;
+            let x = all.narrow(1, 0, t_len)?.contiguous()?.to_device(device)?;
             let y = all
                 .narrow(1, 1, t_len)?
                 .contiguous()?
@@ -177,7 +187,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             let tps: Vec<f64> = t.iter().map(|s| (b * t_len) as f64 / s).collect();
             println!(
                 "{}",
-                json!({"bench": "gpt-step", "threads": threads, "params": model.num_params(), "tokens_per_step": b * t_len, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "tok_per_s": median(tps).round(), "last_loss": last})
+                json!({"bench": "gpt-step", "device": dev_name, "threads": threads, "params": model.num_params(), "tokens_per_step": b * t_len, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "tok_per_s": median(tps).round(), "last_loss": last})
             );
         }
     }

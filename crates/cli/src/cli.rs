@@ -67,6 +67,10 @@ pub struct PretrainArgs {
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Device to train on: cpu, cuda (GPU 0) or cuda:N (default cpu). A missing GPU is an
+    /// error that says why (no driver, no NVRTC, no such device).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Learning-rate schedule: cosine, constant.
     #[arg(long)]
     pub schedule: Option<String>,
@@ -259,6 +263,9 @@ pub struct QuickstartArgs {
     /// Pretraining steps.
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Device for pretraining and feature extraction: cpu, cuda or cuda:N (default cpu).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Worker threads.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -291,6 +298,9 @@ pub struct BenchArgs {
     /// sgemm sizes (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [256usize, 512, 1024, 2048])]
     pub sizes: Vec<usize>,
+    /// Device: cpu, cuda or cuda:N (timings wait for the GPU to finish each repetition).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Parses a method name with the library's did-you-mean message.

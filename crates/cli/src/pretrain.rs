@@ -62,6 +62,27 @@ enum Source {
     },
 }
 
+/// The device named by `train.device` / `--device`, checked to be usable (a plain error naming
+/// what is missing otherwise).
+pub fn training_device(name: &str) -> Result<selfsup_tensor::Device> {
+    let d = selfsup_tensor::Device::parse(name)
+        .map_err(|e| crate::error::CliError::Input(format!("--device {name}: {e}")))?;
+    d.check()
+        .map_err(|e| crate::error::CliError::Input(format!("--device {name}: {e}")))?;
+    Ok(d)
+}
+
+/// Device memory held by tensors and reserved by the pool, in bytes, on a GPU.
+fn device_memory(d: selfsup_tensor::Device) -> Option<(u64, u64)> {
+    match d {
+        selfsup_tensor::Device::Cpu => None,
+        selfsup_tensor::Device::Cuda(i) => selfsup_tensor::cuda::CudaBackend::get(i)
+            .ok()?
+            .memory_in_use()
+            .ok(),
+    }
+}
+
 /// Runs (or resumes) pretraining into `out`; `stop_at` stops after that step with a checkpoint,
 /// as if interrupted. `command` is recorded in metrics.json.
 pub fn pretrain(
@@ -166,7 +187,8 @@ pub fn pretrain(
     if cfg.train.max_steps > 0 && (total == 0 || cfg.train.max_steps < total) {
         total = cfg.train.max_steps;
     }
-    let mut trainer = Trainer::new(method, &cfg.optim, total, cfg.seed)?;
+    let device = training_device(&cfg.train.device)?;
+    let mut trainer = Trainer::on_device(method, &cfg.optim, total, cfg.seed, device)?;
 
     let mut resumed_from = None;
     if resume {
@@ -300,6 +322,13 @@ pub fn pretrain(
             rec.insert("throughput".into(), num(rate));
             for (k, v) in &st.metrics {
                 rec.insert(k.clone(), num(*v));
+            }
+            if let Some((used, reserved)) = device_memory(device) {
+                rec.insert("device_mem_mib".into(), num(used as f64 / (1 << 20) as f64));
+                rec.insert(
+                    "device_reserved_mib".into(),
+                    num(reserved as f64 / (1 << 20) as f64),
+                );
             }
             log.write(Value::Object(rec))?;
         }

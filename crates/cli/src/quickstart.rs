@@ -52,6 +52,8 @@ pub fn quickstart(args: &QuickstartArgs, command: &str) -> Result<()> {
         .unwrap_or_default();
     let mut cfg = recipe(args.steps.unwrap_or(DEFAULT_STEPS));
     cfg.data = data_path.clone();
+    cfg.train.device = args.device.clone();
+    let device = crate::pretrain::training_device(&cfg.train.device)?;
     // Check the data before anything else, with the install hint.
     let data = load_images(DatasetKind::FashionMnist, &data_path, 28)?;
     let k = args.labels_per_class;
@@ -75,6 +77,7 @@ pub fn quickstart(args: &QuickstartArgs, command: &str) -> Result<()> {
     let test = test_split(&data, DatasetKind::FashionMnist)?;
     let train = budget(&data.train, Some(k), 0)?;
     let mut method = load_method(&run, &cfg)?;
+    selfsup_nn::Module::to_device(&mut *method, device)?;
     let enc = method.encoder_mut();
     let ftr = extract_features(enc, &train, Some(&data.normalize), 512)?;
     let fte = extract_features(enc, test, Some(&data.normalize), 512)?;

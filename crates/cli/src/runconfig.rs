@@ -70,6 +70,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Write a log line every this many steps.
     pub log_every: u64,
+    /// Where to train: `cpu`, `cuda` (GPU 0) or `cuda:N`. Data loading and augmentation stay
+    /// on the CPU; each batch is moved to the device.
+    pub device: String,
 }
 
 impl Default for TrainConfig {
@@ -81,6 +84,7 @@ impl Default for TrainConfig {
             subset: 0,
             checkpoint_every: 200,
             log_every: 10,
+            device: "cpu".into(),
         }
     }
 }
@@ -422,6 +426,9 @@ impl RunConfig {
                     self.method
                 )
             });
+        }
+        if let Err(e) = selfsup_tensor::Device::parse(&self.train.device) {
+            return input(format!("train.device = {:?}: {e}", self.train.device));
         }
         if self.train.batch_size < 2 {
             return input(format!(

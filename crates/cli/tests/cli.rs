@@ -634,3 +634,43 @@ fn shipped_configs_start_a_run() {
         dir.display()
     );
 }
+
+/// `--device`: an unknown name and (on a machine without a usable GPU) `cuda` are one-line
+/// errors that say why, before any data is read or any run directory is written.
+#[test]
+fn device_flag_errors_are_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("fm");
+    write_idx(&data, 40, 20);
+    let out = tmp.path().join("o");
+    let o_s = out.to_str().unwrap();
+    let d_s = data.to_str().unwrap();
+    let base = [
+        "pretrain",
+        "--data",
+        d_s,
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        o_s,
+    ];
+    let with = |dev: &str| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend(["--device", dev]);
+        selfsup(&a.iter().map(|s| &**s).collect::<Vec<_>>())
+    };
+    assert_user_error(&with("tpu"), "use cpu, cuda or cuda:N");
+    if selfsup_tensor::Device::Cuda(0).check().is_err() {
+        let o = with("cuda");
+        assert_user_error(&o, "--device cuda");
+        assert!(stderr(&o).contains("not available"), "{}", stderr(&o));
+        assert!(!out.join("checkpoint.safetensors").exists());
+    } else {
+        eprintln!("a GPU is present: the missing-GPU error is not exercised here");
+    }
+    // The CPU spelled out trains as the default does.
+    let o = with("cpu");
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -96,8 +96,7 @@ impl MultiHeadAttention {
         let h = self.heads;
         let dh = d / h;
         let dropout = self.dropout.as_ref().is_some_and(|d| d.is_active());
-        let fusable = x.device() == selfsup_tensor::Device::Cpu
-            && matches!(x.dtype(), DType::F32 | DType::F64);
+        let fusable = matches!(x.dtype(), DType::F32 | DType::F64);
         if key_padding.is_none() && !dropout && fusable {
             let y = self.qkv.forward(x)?.attention_qkv(h, causal)?;
             return self.proj.forward(&y);
@@ -113,7 +112,8 @@ impl MultiHeadAttention {
             .matmul(&k.transpose(-2, -1)?)?
             .mul_scalar(1.0 / (dh as f64).sqrt())?;
         if causal {
-            scores = scores.masked_fill(&causal_mask(t, x.dtype())?, MASK_VALUE)?;
+            let mask = causal_mask(t, x.dtype())?.to_device(x.device())?;
+            scores = scores.masked_fill(&mask, MASK_VALUE)?;
         }
         if let Some(pad) = key_padding {
             if pad.shape() != [b, t] {
@@ -122,7 +122,8 @@ impl MultiHeadAttention {
                     pad.shape()
                 ));
             }
-            scores = scores.masked_fill(&pad.reshape(&[b, 1, 1, t])?, MASK_VALUE)?;
+            let pad = pad.reshape(&[b, 1, 1, t])?.to_device(x.device())?;
+            scores = scores.masked_fill(&pad, MASK_VALUE)?;
         }
         let mut probs = scores.softmax(-1)?;
         if let Some(d) = &self.dropout {

@@ -315,7 +315,8 @@ pub fn load_checkpoint(
     {
         let _g = no_grad();
         for (t, src) in &loaded {
-            t.assign(src)?;
+            // Checkpoints are read into host memory; a model on a GPU gets them copied there.
+            t.assign(&src.to_device(t.device())?)?;
         }
     }
     let mut state = TrainState {

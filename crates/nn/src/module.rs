@@ -37,6 +37,17 @@ pub trait Module {
     /// Modules with buffers implement it beside [`Module::visit_buffers`]; none by default.
     fn visit_buffers_mut(&mut self, _prefix: &str, _f: &mut dyn FnMut(String, &mut Tensor)) {}
 
+    /// The device of the first parameter (the CPU for a module without parameters).
+    fn device(&self) -> selfsup_tensor::Device {
+        let mut d = None;
+        self.visit_params("", &mut |_, t| {
+            if d.is_none() {
+                d = Some(t.device());
+            }
+        });
+        d.unwrap_or_default()
+    }
+
     /// Moves every parameter and buffer to `device` (parameters stay trainable leaves, their
     /// gradients are dropped). A no-op for tensors already there.
     fn to_device(&mut self, device: selfsup_tensor::Device) -> selfsup_tensor::Result<()> {

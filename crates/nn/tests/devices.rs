@@ -21,20 +21,32 @@ fn close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
     let (x, y) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
     assert_eq!(x.len(), y.len(), "{what}");
     for (i, (p, q)) in x.iter().zip(&y).enumerate() {
-        assert!((p - q).abs() <= tol * (1.0 + q.abs()), "{what}[{i}]: GPU {p} vs CPU {q}");
+        assert!(
+            (p - q).abs() <= tol * (1.0 + q.abs()),
+            "{what}[{i}]: GPU {p} vs CPU {q}"
+        );
     }
 }
 
 #[test]
 fn a_small_cnn_trains_on_the_gpu_as_on_the_cpu() {
-    let Some(dev) = gpu("SmallCnn on GPU") else { return };
+    let Some(dev) = gpu("SmallCnn on GPU") else {
+        return;
+    };
     let build = || SmallCnn::with_widths(1, &[8, 16], DType::F32, &mut Generator::new(3)).unwrap();
     let (mut on_gpu, on_cpu) = (build(), build());
     on_gpu.to_device(dev).unwrap();
     for (n, t) in on_gpu.params().into_iter().chain(on_gpu.buffers()) {
         assert_eq!(t.device(), dev, "{n} moved");
     }
-    let x = Tensor::randn(&[6, 1, 12, 12], 0.0, 1.0, DType::F32, &mut Generator::new(4)).unwrap();
+    let x = Tensor::randn(
+        &[6, 1, 12, 12],
+        0.0,
+        1.0,
+        DType::F32,
+        &mut Generator::new(4),
+    )
+    .unwrap();
     let cfg = AdamConfig::default();
     let mut opt_g = Adam::new(on_gpu.params(), cfg.clone());
     let mut opt_c = Adam::new(on_cpu.params(), cfg);
@@ -49,7 +61,12 @@ fn a_small_cnn_trains_on_the_gpu_as_on_the_cpu() {
         opt_g.zero_grad();
         opt_c.zero_grad();
     }
-    for ((n, a), (_, b)) in on_gpu.params().into_iter().zip(on_cpu.params()).chain(on_gpu.buffers().into_iter().zip(on_cpu.buffers())) {
+    for ((n, a), (_, b)) in on_gpu
+        .params()
+        .into_iter()
+        .zip(on_cpu.params())
+        .chain(on_gpu.buffers().into_iter().zip(on_cpu.buffers()))
+    {
         close(&n, &a, &b, 1e-3);
     }
 }

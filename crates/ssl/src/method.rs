@@ -48,6 +48,26 @@ pub struct SslBatch {
 }
 
 impl SslBatch {
+    /// The same batch on `device` (a cheap clone for tensors already there).
+    pub fn to_device(&self, device: selfsup_tensor::Device) -> selfsup_tensor::Result<SslBatch> {
+        Ok(SslBatch {
+            views: self
+                .views
+                .iter()
+                .map(|v| v.to_device(device))
+                .collect::<selfsup_tensor::Result<_>>()?,
+            tokens: self
+                .tokens
+                .as_ref()
+                .map(|t| t.to_device(device))
+                .transpose()?,
+            pairs: match &self.pairs {
+                Some((a, b)) => Some((a.to_device(device)?, b.to_device(device)?)),
+                None => None,
+            },
+        })
+    }
+
     /// A batch of image views.
     pub fn from_views(views: Vec<Tensor>) -> Self {
         SslBatch {

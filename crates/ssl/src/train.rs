@@ -7,7 +7,7 @@ use selfsup_nn::optim::{
     clip_grad_norm, decay_groups, Adam, AdamConfig, Lars, LarsConfig, Optimizer, Sgd, SgdConfig,
 };
 use selfsup_nn::schedule::LrSchedule;
-use selfsup_tensor::{Generator, Tensor};
+use selfsup_tensor::{Device, Generator, Tensor};
 
 use crate::diagnostics::{diagnostics, Diagnostics};
 use crate::error::{config, Result, SslError};
@@ -195,6 +195,8 @@ pub struct Trainer {
     pub total: u64,
     /// Randomness of the method (masks, rotations, permutations).
     pub generator: Generator,
+    /// Where the method runs; each batch is moved here before the step.
+    device: Device,
 }
 
 impl Trainer {
@@ -214,7 +216,29 @@ impl Trainer {
             step: 0,
             total: total.max(1),
             generator: Generator::new(seed ^ 0x5e1f_5a9b),
+            device: Device::Cpu,
         })
+    }
+
+    /// A trainer whose method runs on `device`: the method's parameters and buffers are moved
+    /// there before the optimiser is built over them, and every batch is moved there at each
+    /// step (the data pipeline stays on the host).
+    pub fn on_device(
+        mut method: Box<dyn SslMethod>,
+        optim: &OptimConfig,
+        total: u64,
+        seed: u64,
+        device: Device,
+    ) -> Result<Self> {
+        method.to_device(device)?;
+        let mut t = Trainer::new(method, optim, total, seed)?;
+        t.device = device;
+        Ok(t)
+    }
+
+    /// Where the method runs.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The first gradient or floating-point buffer (running statistics) holding a NaN or an
@@ -268,7 +292,8 @@ impl Trainer {
         let lr = self.schedule.lr(self.step);
         self.optimizer.set_lr(lr);
         self.method.set_train(true);
-        let out = self.method.forward(batch, progress, &mut self.generator)?;
+        let batch = batch.to_device(self.device)?;
+        let out = self.method.forward(&batch, progress, &mut self.generator)?;
         let loss = out.loss.item()?;
         if !loss.is_finite() {
             return Err(SslError::NonFinite {

@@ -30,6 +30,18 @@ impl Device {
         }
     }
 
+    /// Waits until every op queued on this device has finished (a no-op on the CPU, whose ops
+    /// run synchronously); used to time GPU work and before reading clocks.
+    pub fn synchronize(self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => crate::cuda::CudaBackend::get(i)?.synchronize(),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(no_cuda_build(self)),
+        }
+    }
+
     /// GPU `ordinal` when it can be used, else the CPU.
     pub fn cuda_if_available(ordinal: usize) -> Device {
         let d = Device::Cuda(ordinal);

@@ -87,13 +87,13 @@ pub trait Optimizer {
     /// `{param}.{slot}` for a parameter of this optimiser and have that parameter's shape (the
     /// `step` slot is a scalar); otherwise nothing changes and the error lists every problem.
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<()> {
-        let shapes: BTreeMap<String, Vec<usize>> = self
+        let shapes: BTreeMap<String, (Vec<usize>, selfsup_tensor::Device)> = self
             .groups()
             .iter()
             .flat_map(|g| {
                 g.params
                     .iter()
-                    .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+                    .map(|(n, t)| (n.clone(), (t.shape().to_vec(), t.device())))
             })
             .collect();
         let mut map = BTreeMap::new();
@@ -105,12 +105,18 @@ pub trait Optimizer {
             };
             match shapes.get(param) {
                 None => problems.push(format!("{k}: no parameter {param} in the optimizer")),
-                Some(s) if slot != "step" && t.shape() != s.as_slice() => problems.push(format!(
-                    "{k}: shape {:?}, the parameter has {s:?}",
-                    t.shape()
-                )),
-                Some(_) => {
-                    map.insert(k, t.detach().copy()?);
+                Some((s, _)) if slot != "step" && t.shape() != s.as_slice() => problems.push(
+                    format!("{k}: shape {:?}, the parameter has {s:?}", t.shape()),
+                ),
+                Some((_, device)) => {
+                    // Moment buffers live with their parameter; step counts stay on the host.
+                    let c = t.detach().copy()?;
+                    let c = if slot == "step" {
+                        c
+                    } else {
+                        c.to_device(*device)?
+                    };
+                    map.insert(k, c);
                 }
             }
         }

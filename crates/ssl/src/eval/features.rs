@@ -61,7 +61,8 @@ pub(crate) fn check_normalize(normalize: Option<&Normalize>, channels: usize) ->
     Ok(())
 }
 
-/// Encoder features `[N, D]` (f32) of every image of `data`, in order.
+/// Encoder features `[N, D]` (f32, on the host) of every image of `data`, in order, computed on
+/// the encoder's device.
 ///
 /// Runs in evaluation mode (BatchNorm uses its running statistics, dropout is off) without
 /// recording gradients, `batch` images at a time, each image scaled to `[0, 1]` and normalised
@@ -89,7 +90,8 @@ pub fn extract_features(
     while start < data.len {
         let end = (start + batch).min(data.len);
         let rows: Vec<usize> = (start..end).collect();
-        let x = images_tensor(data, &rows, normalize)?;
+        // Images go to the encoder's device; the features come back to the host (to_vec).
+        let x = images_tensor(data, &rows, normalize)?.to_device(Module::device(&*encoder))?;
         let f = encoder.embed(&x)?;
         let f = if f.dtype() == DType::F32 {
             f

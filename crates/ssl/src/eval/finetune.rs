@@ -130,7 +130,8 @@ impl Classifier<'_> {
         while start < data.len {
             let end = (start + batch).min(data.len);
             let rows: Vec<usize> = (start..end).collect();
-            let x = images_tensor(data, &rows, normalize)?;
+            let x =
+                images_tensor(data, &rows, normalize)?.to_device(Module::device(&*self.encoder))?;
             let pred = self.logits(&x)?.argmax(1, false)?.to_vec::<i64>()?;
             out.extend(pred.into_iter().map(|p| p as usize));
             start = end;
@@ -350,7 +351,10 @@ pub fn finetune<'a>(
     let val_labels: Vec<usize> = val_rows.iter().map(|&i| labels[i]).collect();
 
     let mut g = Generator::new(cfg.seed);
-    let head = Linear::new(encoder.out_dim(), classes, true, DType::F32, &mut g)?;
+    let mut head = Linear::new(encoder.out_dim(), classes, true, DType::F32, &mut g)?;
+    // The head lives with the encoder; batches are moved there below.
+    let device = Module::device(&*encoder);
+    head.to_device(device)?;
     let (mut opt, encoder_trains) = optimizer(encoder, &head, cfg)?;
 
     let size = (train.height, train.width);
@@ -396,7 +400,7 @@ pub fn finetune<'a>(
             let Some(view) = b.views.into_iter().next() else {
                 return config("finetune: the loader produced no view");
             };
-            let x = view.into_tensor()?;
+            let x = view.into_tensor()?.to_device(device)?;
             let f = if encoder_trains {
                 clf.encoder.embed(&x)?
             } else {

@@ -27,7 +27,9 @@ pub fn nt_xent(z: &Tensor, t: f64) -> Result<Tensor> {
     let zn = z.l2_normalize(-1, 1e-12)?;
     let sim = zn.matmul(&zn.t()?)?.mul_scalar(1.0 / t)?;
     // Exclude self-similarity: exp(-inf) is exactly 0 in the fused cross-entropy.
-    let eye = Tensor::arange(m, DType::I64).one_hot(m, z.dtype())?;
+    let eye = Tensor::arange(m, DType::I64)
+        .one_hot(m, z.dtype())?
+        .to_device(z.device())?;
     let logits = sim.masked_fill(&eye, f64::NEG_INFINITY)?;
     let targets = Tensor::from_vec(
         (0..m).map(|i| ((i + n) % m) as i64).collect::<Vec<i64>>(),

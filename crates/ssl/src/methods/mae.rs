@@ -207,7 +207,9 @@ impl Mae {
         }
         let keep = Tensor::from_vec(m.ids_keep.clone(), &[b, m.keep])?;
         let restore = Tensor::from_vec(m.ids_restore.clone(), &[b, m.patches])?;
-        let mask = Tensor::from_vec(m.mask.clone(), &[b, m.patches])?.to_dtype(x.dtype())?;
+        let mask = Tensor::from_vec(m.mask.clone(), &[b, m.patches])?
+            .to_dtype(x.dtype())?
+            .to_device(x.device())?;
         let latent = vit.forward_tokens(x, Some(&keep))?;
         let pred = self.decoder.forward(&latent, &restore)?;
         let raw = patchify(&x.detach(), vit.config.patch)?;

@@ -110,7 +110,7 @@ impl Mlm {
             .map(|&t| if t == PAD_ID { 1.0 } else { 0.0 })
             .collect();
         let has_pad = pad.iter().any(|&p| p > 0.0);
-        let pad = Tensor::from_vec(pad, inputs.shape())?;
+        let pad = Tensor::from_vec(pad, inputs.shape())?.to_device(Module::device(self))?;
         let hidden = text.hidden(inputs, if has_pad { Some(&pad) } else { None })?;
         let logits = text.logits(&hidden)?;
         let mlm_loss = masked_token_ce(&logits, targets)?;

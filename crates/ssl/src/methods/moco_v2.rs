@@ -110,8 +110,10 @@ impl MocoV2 {
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
         self.queue.assign(&Tensor::concat(&refs, 0)?)?;
-        self.queue_ptr
-            .assign(&Tensor::from_vec(vec![((p + n) % cap) as i64], &[1])?)?;
+        self.queue_ptr.assign(
+            &Tensor::from_vec(vec![((p + n) % cap) as i64], &[1])?
+                .to_device(self.queue_ptr.device())?,
+        )?;
         Ok(())
     }
 }

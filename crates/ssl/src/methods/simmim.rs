@@ -181,7 +181,7 @@ impl SslMethod for Simmim {
     encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, g: &mut Generator) -> Result<StepOutput> {
         let x = &batch.views("simmim", 1)?[0];
-        let mask = self.draw_mask(x.shape()[0], g)?;
+        let mask = self.draw_mask(x.shape()[0], g)?.to_device(x.device())?;
         let out = self.forward_with_mask(x, &mask)?;
         let feats = out.features.detach().mean(&[2, 3], false)?;
         Ok(StepOutput {

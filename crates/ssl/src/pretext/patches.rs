@@ -121,7 +121,9 @@ pub fn cut_patches(images: &Tensor, at: &[PatchAt], size: usize) -> Result<Tenso
             }
         }
     }
-    Ok(Tensor::from_vec(out, &[at.len(), c, size, size])?.to_dtype(images.dtype())?)
+    Ok(Tensor::from_vec(out, &[at.len(), c, size, size])?
+        .to_dtype(images.dtype())?
+        .to_device(images.device())?)
 }
 
 /// Offsets `(drow, dcol)` of the 8 neighbours of a cell, in raster order: the class labels of

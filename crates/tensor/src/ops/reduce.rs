@@ -192,6 +192,12 @@ impl Tensor {
                 format!("{op} over an empty axis of shape {:?}", self.shape()),
             );
         }
+        if !self.device().is_cpu() {
+            // No device kernel yet: indices are read back for metrics and decisions anyway,
+            // so compute them on the host and return them on the tensor's device.
+            let host = self.detach().to_device(crate::Device::Cpu)?;
+            return host.arg(op, axis, keepdim, max)?.to_device(self.device());
+        }
         let l = self.layout().permute(&p.perm)?;
         let g = self.read();
         let idx = match g.cpu(op)? {

@@ -58,3 +58,20 @@ fn broadcast_gradients_are_summed_back_on_the_gpu() {
         compare("d/db", &gb, &cb, tol(DType::F32));
     });
 }
+
+#[test]
+fn argmax_and_argmin_match_the_cpu() {
+    on_each_gpu("argmax", |dev| {
+        let x = rand(&[5, 7, 3], DType::F32, -1.0, 1.0, 12);
+        for axis in [0, 1, -1] {
+            let g = x.to_device(dev).unwrap();
+            let (a, b) = (
+                g.argmax(axis, false).unwrap(),
+                g.argmin(axis, true).unwrap(),
+            );
+            assert_eq!(a.device(), dev);
+            compare("argmax", &a, &x.argmax(axis, false).unwrap(), 0.0);
+            compare("argmin", &b, &x.argmin(axis, true).unwrap(), 0.0);
+        }
+    });
+}

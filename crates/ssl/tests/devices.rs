@@ -1,0 +1,114 @@
+//! Every SSL method trained on a GPU (`Trainer::on_device`) against the same training on the
+//! CPU: same seed, same batches, losses that agree step by step. Skips, saying why, where no GPU
+//! is usable.
+
+use selfsup_ssl::{
+    build, BackboneConfig, BackboneKind, InputKind, MethodConfig, MethodName, OptimConfig,
+    SslBatch, Trainer,
+};
+use selfsup_tensor::{DType, Device, Generator, Tensor};
+
+fn gpu(test: &str) -> Option<Device> {
+    match Device::Cuda(0).check() {
+        Ok(()) => Some(Device::Cuda(0)),
+        Err(e) => {
+            eprintln!("{test}: skipped on GPU: {e}");
+            None
+        }
+    }
+}
+
+/// A tiny configuration of method `m`.
+fn tiny(m: MethodName) -> MethodConfig {
+    let mut c = MethodConfig::for_method(m);
+    c.backbone.widths = vec![4, 8, 16];
+    c.proj_hidden = 32;
+    c.proj_dim = 16;
+    c.pred_hidden = 16;
+    c.queue_size = 20;
+    c.dino_out_dim = 32;
+    c.local_crops = 2;
+    c.gap = 1;
+    c.permutations = 24;
+    match m {
+        MethodName::Colorization => c.backbone.in_channels = 3,
+        MethodName::Mae => {
+            c.backbone = BackboneConfig {
+                kind: BackboneKind::Vit,
+                in_channels: 1,
+                image_size: 8,
+                patch: 2,
+                dim: 8,
+                depth: 1,
+                heads: 2,
+                ..BackboneConfig::default()
+            }
+        }
+        MethodName::Mlm | MethodName::Gpt => {
+            c.backbone = BackboneConfig {
+                dim: 16,
+                depth: 1,
+                heads: 2,
+                ..BackboneConfig::text(30, 8)
+            }
+        }
+        _ => {}
+    }
+    c
+}
+
+/// Random inputs of 6 samples as `kind` asks for them.
+fn batch(kind: &InputKind, cfg: &MethodConfig, g: &mut Generator) -> SslBatch {
+    let (c, s) = (cfg.backbone.in_channels, cfg.backbone.image_size);
+    let img = |side: usize, g: &mut Generator| {
+        Tensor::randn(&[6, c, side, side], 0.0, 1.0, DType::F32, g).unwrap()
+    };
+    match *kind {
+        InputKind::Views { count } => SslBatch::from_views((0..count).map(|_| img(s, g)).collect()),
+        InputKind::MultiCrop { local, local_size } => {
+            let mut v = vec![img(s, g), img(s, g)];
+            v.extend((0..local).map(|_| img(local_size, g)));
+            SslBatch::from_views(v)
+        }
+        InputKind::Images => SslBatch::from_views(vec![img(s, g)]),
+        InputKind::Tokens { .. } => {
+            let t = cfg.backbone.context;
+            let mut p = selfsup_tensor::rng::Philox::new(7, g.fork().next_u32() as u64);
+            let ids: Vec<i64> = (0..6 * (t + 1))
+                .map(|_| 1 + (p.next_u32() % 28) as i64)
+                .collect();
+            SslBatch::from_tokens(Tensor::from_vec(ids, &[6, t + 1]).unwrap())
+        }
+    }
+}
+
+#[test]
+fn every_method_trains_on_the_gpu_as_on_the_cpu() {
+    let Some(dev) = gpu("methods on GPU") else {
+        return;
+    };
+    for m in MethodName::ALL {
+        let cfg = tiny(m);
+        let run = |d: Device| -> Vec<f64> {
+            let mut g = Generator::new(1);
+            let method = build(&cfg, &mut g).unwrap();
+            let kind = method.input();
+            let mut t = Trainer::on_device(method, &OptimConfig::default(), 2, 0, d).unwrap();
+            let mut data = Generator::new(2);
+            (0..2)
+                .map(|_| {
+                    t.train_step(&batch(&kind, &cfg, &mut data))
+                        .unwrap_or_else(|e| panic!("{m} on {d:?}: {e}"))
+                        .loss
+                })
+                .collect()
+        };
+        let (a, b) = (run(dev), run(Device::Cpu));
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-3 * (1.0 + y.abs()),
+                "{m} step {i}: GPU loss {x} vs CPU {y}"
+            );
+        }
+    }
+}

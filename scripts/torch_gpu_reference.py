@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""The reference workloads of shared/README.md on a GPU in PyTorch eager, for comparing with
+`selfsup bench <workload> --device cuda` in the same run (scripts/gpu_bench.sh alternates them).
+
+Prints one JSON line per measurement, with the same keys as `selfsup bench`. Timings wait for
+the GPU (torch.cuda.synchronize) after each repetition; medians over repetitions after warm-up.
+TF32 is off unless --tf32, so f32 GEMMs are compared with f32 GEMMs.
+"""
+import argparse
+import json
+import math
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def timed(fn, reps, warmup):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def sgemm(args, dev):
+    for n in args.sizes:
+        a = torch.randn(n, n, device=dev)
+        b = torch.randn(n, n, device=dev)
+        t = timed(lambda: a @ b, args.reps * 5, 3)
+        gf = statistics.median(2 * n**3 / s / 1e9 for s in t)
+        print(json.dumps({"bench": "sgemm", "engine": "torch", "device": str(dev), "n": n, "reps": len(t), "gflops": round(gf, 1)}))
+
+
+def small_cnn():
+    def block(cin, cout, stride):
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return nn.Sequential(*block(1, 32, 1), *block(32, 64, 2), *block(64, 128, 2),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def nt_xent(z, t):
+    z = F.normalize(z, dim=-1)
+    m = z.shape[0]
+    n = m // 2
+    sim = z @ z.t() / t
+    sim = sim.masked_fill(torch.eye(m, dtype=torch.bool, device=z.device), float("-inf"))
+    target = (torch.arange(m, device=z.device) + n) % m
+    return F.cross_entropy(sim, target)
+
+
+def simclr(args, dev):
+    enc = small_cnn().to(dev)
+    head = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 64)).to(dev)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=1e-3)
+    b = args.simclr_batch
+    v1 = torch.randn(b, 1, 28, 28, device=dev)
+    v2 = torch.randn(b, 1, 28, 28, device=dev)
+    last = [0.0]
+
+    def step():
+        z = head(enc(torch.cat([v1, v2])))
+        loss = nt_xent(z, 0.5)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last[0] = loss
+
+    t = timed(step, args.reps, 3)
+    s = statistics.median(t)
+    print(json.dumps({"bench": "simclr-step", "engine": "torch", "device": str(dev), "batch_images": b, "reps": len(t),
+                      "step_s": round(s, 5), "img_per_s": round(b / s), "last_loss": float(last[0])}))
+
+
+class Block(nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.h = h
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class Gpt(nn.Module):
+    def __init__(self, vocab, ctx, d, h, layers):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
+        self.blocks = nn.ModuleList(Block(d, h) for _ in range(layers))
+        self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
+
+    def forward(self, ids):
+        x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.ln(x))
+
+
+def gpt(args, dev):
+    vocab, ctx, d, h, layers, b = 96, 128, 128, 4, 4, 32
+    model = Gpt(vocab, ctx, d, h, layers).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+    ids = torch.randint(0, vocab, (b, ctx + 1), device=dev)
+    x, y = ids[:, :-1], ids[:, 1:].reshape(-1)
+    last = [0.0]
+
+    def step():
+        loss = F.cross_entropy(model(x).reshape(-1, vocab), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last[0] = loss
+
+    t = timed(step, args.reps, 3)
+    s = statistics.median(t)
+    print(json.dumps({"bench": "gpt-step", "engine": "torch", "device": str(dev), "params": sum(p.numel() for p in model.parameters()),
+                      "tokens_per_step": b * ctx, "reps": len(t), "step_s": round(s, 5), "tok_per_s": round(b * ctx / s),
+                      "last_loss": float(last[0])}))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["sgemm", "simclr", "gpt", "all"])
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[256, 512, 1024, 2048, 4096])
+    ap.add_argument("--simclr-batch", type=int, default=256)
+    ap.add_argument("--tf32", action="store_true")
+    args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    dev = torch.device("cuda")
+    for name, fn in [("sgemm", sgemm), ("simclr", simclr), ("gpt", gpt)]:
+        if args.what in (name, "all"):
+            fn(args, dev)
+
+
+if __name__ == "__main__":
+    main()
