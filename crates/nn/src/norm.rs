@@ -192,7 +192,8 @@ impl BatchNorm {
                 .add(&bv.mul_scalar(m)?)?,
         )?;
         let k = self.num_batches_tracked.to_vec::<i64>()?;
-        let next = Tensor::from_vec(vec![k.first().copied().unwrap_or(0) + 1], &[])?;
+        let next = Tensor::from_vec(vec![k.first().copied().unwrap_or(0) + 1], &[])?
+            .to_device(self.num_batches_tracked.device())?;
         self.num_batches_tracked.assign(&next)?;
         Ok(y)
     }

@@ -1,11 +1,10 @@
 //! The kernel sources (`kernels/*.cu`, built into the library) and their compilation with NVRTC
 //! for the GPU's architecture, cached on disk so a second run starts without compiling.
 //!
-//! Cache: one PTX file per (source, architecture, NVRTC version, options) under
+//! Cache: one CUBIN file per (source, architecture, NVRTC version, options) under
 //! `$XDG_CACHE_HOME/selfsup/kernels` (else `~/.cache/selfsup/kernels`), named by a 64-bit FNV-1a
 //! hash of all four; written to a temporary name and renamed, so a crash never leaves a torn
-//! entry, and an unreadable entry is recompiled. The driver keeps its own cache of the machine
-//! code it builds from PTX.
+//! entry, and an unreadable entry is recompiled.
 
 use std::path::{Path, PathBuf};
 
@@ -91,31 +90,69 @@ pub fn cache_dir() -> Option<PathBuf> {
     Some(base.join("selfsup").join("kernels"))
 }
 
-/// Compiles `src` to PTX for `arch` (e.g. `"sm_90"`) with NVRTC; the error carries NVRTC's log.
-pub fn compile_ptx(src: &str, arch: &str) -> Result<String, String> {
+/// Compiles `src` with NVRTC to a CUBIN (machine code) for `arch` (e.g. `"sm_90"`); the error
+/// carries NVRTC's log. Machine code rather than PTX: it loads without the driver's PTX JIT, so
+/// an NVRTC newer than the driver (another CUDA minor version) still works.
+pub fn compile_cubin(src: &str, arch: &str) -> Result<Vec<u8>, String> {
+    use cudarc::nvrtc::{result, sys};
     if let Some(p) = nvrtc_problem() {
         return Err(p);
     }
-    let opts = cudarc::nvrtc::CompileOptions {
-        options: OPTIONS
-            .iter()
-            .map(|s| s.to_string())
-            .chain([format!("--gpu-architecture={arch}")])
-            .collect(),
-        ..Default::default()
+    let csrc =
+        std::ffi::CString::new(src).map_err(|_| "kernel source holds a NUL byte".to_string())?;
+    let prog =
+        result::create_program(&csrc, None).map_err(|e| format!("nvrtcCreateProgram: {e:?}"))?;
+    let opts: Vec<String> = OPTIONS
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("--gpu-architecture={arch}")])
+        .collect();
+    // SAFETY: `prog` is a live program until destroyed at the end; buffers are sized by NVRTC.
+    let out = unsafe {
+        let compiled = result::compile_program(prog, &opts);
+        let out = match compiled {
+            Err(e) => {
+                let log = result::get_program_log(prog)
+                    .map(|l| {
+                        let bytes: Vec<u8> = l
+                            .iter()
+                            .take_while(|&&c| c != 0)
+                            .map(|&c| c as u8)
+                            .collect();
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    })
+                    .unwrap_or_default();
+                Err(format!(
+                    "NVRTC could not compile a kernel file for {arch} ({e:?}):\n{log}"
+                ))
+            }
+            Ok(()) => {
+                let mut size = 0usize;
+                match sys::nvrtcGetCUBINSize(prog, &mut size).result() {
+                    Err(e) => Err(format!("nvrtcGetCUBINSize: {e:?}")),
+                    Ok(()) => {
+                        let mut buf = vec![0u8; size];
+                        sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut std::ffi::c_char)
+                            .result()
+                            .map(|()| buf)
+                            .map_err(|e| format!("nvrtcGetCUBIN: {e:?}"))
+                    }
+                }
+            }
+        };
+        let _ = result::destroy_program(prog);
+        out
     };
-    match cudarc::nvrtc::compile_ptx_with_opts(src, opts) {
-        Ok(ptx) => Ok(ptx.to_src()),
-        Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(format!(
-            "NVRTC could not compile a kernel file for {arch}:\n{}",
-            log.to_string_lossy()
-        )),
-        Err(e) => Err(format!("NVRTC failed for {arch}: {e:?}")),
-    }
+    out
 }
 
-/// [`compile_ptx`] through the on-disk cache in `dir` (no caching when `dir` is `None`).
-pub fn ptx_cached_in(src: &str, arch: &str, dir: Option<&Path>) -> Result<String, String> {
+/// Whether `bytes` look like a CUBIN (an ELF image).
+fn is_cubin(bytes: &[u8]) -> bool {
+    bytes.len() > 64 && bytes.starts_with(b"\x7fELF")
+}
+
+/// [`compile_cubin`] through the on-disk cache in `dir` (no caching when `dir` is `None`).
+pub fn cubin_cached_in(src: &str, arch: &str, dir: Option<&Path>) -> Result<Vec<u8>, String> {
     let (major, minor) = nvrtc_version()?;
     let version = format!("{major}.{minor}");
     let key = fnv1a(&[
@@ -124,28 +161,28 @@ pub fn ptx_cached_in(src: &str, arch: &str, dir: Option<&Path>) -> Result<String
         version.as_bytes(),
         OPTIONS.join(" ").as_bytes(),
     ]);
-    let path = dir.map(|d| d.join(format!("{key:016x}-{arch}.ptx")));
+    let path = dir.map(|d| d.join(format!("{key:016x}-{arch}.cubin")));
     if let Some(p) = &path {
-        if let Ok(ptx) = std::fs::read_to_string(p) {
-            if ptx.contains(".target") {
-                return Ok(ptx);
+        if let Ok(bin) = std::fs::read(p) {
+            if is_cubin(&bin) {
+                return Ok(bin);
             }
         }
     }
-    let ptx = compile_ptx(src, arch)?;
+    let bin = compile_cubin(src, arch)?;
     if let (Some(p), Some(d)) = (&path, dir) {
         // A cache that cannot be written only costs a recompile next time.
         let tmp = d.join(format!("{key:016x}.{}.tmp", std::process::id()));
-        if std::fs::create_dir_all(d).is_ok() && std::fs::write(&tmp, &ptx).is_ok() {
+        if std::fs::create_dir_all(d).is_ok() && std::fs::write(&tmp, &bin).is_ok() {
             let _ = std::fs::rename(&tmp, p);
         }
     }
-    Ok(ptx)
+    Ok(bin)
 }
 
-/// [`ptx_cached_in`] with the default [`cache_dir`].
-pub fn ptx_cached(src: String, arch: &str) -> Result<String, String> {
-    ptx_cached_in(&src, arch, cache_dir().as_deref())
+/// [`cubin_cached_in`] with the default [`cache_dir`].
+pub fn cubin_cached(src: String, arch: &str) -> Result<Vec<u8>, String> {
+    cubin_cached_in(&src, arch, cache_dir().as_deref())
 }
 
 #[cfg(test)]
@@ -260,20 +297,20 @@ mod tests {
         for (name, _) in KERNEL_FILES {
             for arch in ["sm_80", "sm_90"] {
                 let src = kernel_file(name).unwrap();
-                let ptx = ptx_cached_in(&src, arch, Some(&dir))
+                let bin = cubin_cached_in(&src, arch, Some(&dir))
                     .unwrap_or_else(|e| panic!("{name}.cu for {arch}: {e}"));
-                assert!(
-                    ptx.contains(&format!(".target {arch}")),
-                    "{name}.cu: {arch} PTX"
-                );
+                assert!(is_cubin(&bin), "{name}.cu: {arch} gives an ELF image");
+                // Every kernel the Rust side launches is a symbol of the image (its name sits
+                // NUL-terminated in the ELF string table).
                 for entry in expected_entries(name) {
+                    let sym = format!("\0{entry}\0");
                     assert!(
-                        ptx.contains(&format!(".entry {entry}(")),
+                        bin.windows(sym.len()).any(|w| w == sym.as_bytes()),
                         "{name}.cu has no kernel {entry}, which the Rust side launches"
                     );
                 }
-                let again = ptx_cached_in(&src, arch, Some(&dir)).unwrap();
-                assert_eq!(ptx, again);
+                let again = cubin_cached_in(&src, arch, Some(&dir)).unwrap();
+                assert_eq!(bin, again);
             }
         }
         let cached = std::fs::read_dir(&dir).unwrap().count();

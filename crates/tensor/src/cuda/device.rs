@@ -163,6 +163,14 @@ impl CudaBackend {
         self.capability
     }
 
+    /// Makes this device's context current on the calling thread (driver and library calls
+    /// made outside cudarc's own wrappers need it; any thread may run ops).
+    pub(crate) fn bind(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| self.err("binding the context", e))
+    }
+
     /// The stream all ops on this device are queued on.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
@@ -177,6 +185,7 @@ impl CudaBackend {
 
     /// Bytes of device memory held by live tensors, and bytes the pool has reserved.
     pub fn memory_in_use(&self) -> Result<(u64, u64)> {
+        self.bind()?;
         let read = |attr| -> Result<u64> {
             let mut v: u64 = 0;
             // SAFETY: reads one u64 attribute of the device's default pool.
@@ -224,7 +233,7 @@ impl CudaBackend {
                             reason: format!("no kernel file {file}.cu in this build"),
                         })?;
                     let arch = format!("sm_{}{}", self.capability.0, self.capability.1);
-                    let ptx = compile::ptx_cached(src, &arch).map_err(|reason| {
+                    let bin = compile::cubin_cached(src, &arch).map_err(|reason| {
                         Error::DeviceUnavailable {
                             device: Device::Cuda(self.ordinal),
                             reason,
@@ -232,11 +241,11 @@ impl CudaBackend {
                     })?;
                     let m = self
                         .ctx
-                        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+                        .load_module(cudarc::nvrtc::Ptx::from_binary(bin))
                         .map_err(|e| {
                             self.err_msg(format!(
-                                "loading {file}.cu failed ({e:?}); if this says \
-                                 UNSUPPORTED_PTX_VERSION, libnvrtc is newer than the driver"
+                                "loading {file}.cu failed ({e:?}); a CUBIN from an NVRTC of a \
+                                 newer major CUDA version than the driver does not load"
                             ))
                         })?;
                     modules.insert(file, m.clone());

@@ -158,6 +158,7 @@ pub fn matmul(
     let (lda_b, lda_a) = (int(pb.1, "ld")?, int(pa.1, "ld")?);
     let size = dtype.size_in_bytes() as u64;
     let (ptr_b, ptr_a) = (b.ptr() + pb.3 as u64 * size, a.ptr() + pa.3 as u64 * size);
+    backend.bind()?;
     let handle = backend.blas()?;
     let h = handle.lock().unwrap_or_else(|p| p.into_inner());
     // Column-major: C'(n x m) = op(B')(n x k) · op(A')(k x m).

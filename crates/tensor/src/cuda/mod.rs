@@ -20,7 +20,7 @@ pub mod rows;
 mod storage;
 
 pub use compile::{
-    cache_dir, compile_ptx, kernel_file, nvrtc_problem, nvrtc_version, KERNEL_FILES,
+    cache_dir, compile_cubin, kernel_file, nvrtc_problem, nvrtc_version, KERNEL_FILES,
 };
 pub use device::{device_count, CudaBackend};
 pub use storage::{CudaData, CudaStorage};

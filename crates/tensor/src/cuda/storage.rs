@@ -129,6 +129,9 @@ impl CudaStorage {
 
     /// A copy of a host buffer.
     pub fn from_cpu(backend: &Arc<CudaBackend>, c: &CpuStorage) -> Result<CudaStorage> {
+        if c.is_empty() {
+            return CudaStorage::alloc(backend, c.dtype(), 0);
+        }
         let s = backend.stream();
         let e = |e| backend.err("copy to device", e);
         let data = match c {
@@ -164,7 +167,9 @@ impl CudaStorage {
     }
 
     /// An uninitialised buffer of `n` elements (every caller writes all of it before reading).
+    /// An empty tensor gets a one-element buffer: the driver refuses zero-byte allocations.
     pub fn alloc(backend: &Arc<CudaBackend>, dtype: DType, n: usize) -> Result<CudaStorage> {
+        let n = n.max(1);
         let s = backend.stream();
         let e = |e| backend.err("allocate", e);
         // SAFETY: the callers overwrite every element before any read.

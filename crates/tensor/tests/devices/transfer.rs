@@ -119,3 +119,19 @@ fn gradients_flow_back_across_to_device() {
         compare("d(3x)/dx", &g, &Tensor::full(3.0, &[5], DType::F64), 0.0);
     });
 }
+
+#[test]
+fn empty_tensors_move_and_compute() {
+    on_each_gpu("empty tensors", |dev| {
+        let e = Tensor::zeros(&[0, 3], DType::F32).to_device(dev).unwrap();
+        assert_eq!((e.shape(), e.device()), (&[0usize, 3][..], dev));
+        let y = e.exp().unwrap().add(&e).unwrap().sum(&[0], false).unwrap();
+        compare(
+            "sum over an empty axis",
+            &y,
+            &Tensor::zeros(&[3], DType::F32),
+            0.0,
+        );
+        assert!(e.to_vec::<f32>().unwrap().is_empty());
+    });
+}
