@@ -3,10 +3,10 @@
 
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 
+use super::launch::float_tag;
 use super::launch::grid_for;
 use super::CudaStorage;
 use crate::cpu::conv::ConvGeom;
-use crate::dtype::DType;
 use crate::error::Result;
 
 /// Mirrors `struct ConvShape` in `kernels/conv.cu`.
@@ -51,14 +51,6 @@ fn shape(g: &ConvGeom) -> ConvShape {
     }
 }
 
-fn tag(op: &'static str, d: DType) -> Result<&'static str> {
-    match d {
-        DType::F32 => Ok("f32"),
-        DType::F64 => Ok("f64"),
-        other => Err(crate::ops::unsupported(op, other)),
-    }
-}
-
 fn launch(
     kernel: &str,
     src: &CudaStorage,
@@ -81,7 +73,7 @@ fn launch(
 
 /// `[n, c_in, h, w]` (dense) to columns `[n, c_in * kh * kw, oh * ow]`.
 pub fn im2col(x: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
-    let t = tag("conv2d", x.dtype())?;
+    let t = float_tag("conv2d", x.dtype())?;
     let total = g.n * g.c_in * g.kh * g.kw * g.oh * g.ow;
     let cols = CudaStorage::alloc(&x.backend, x.dtype(), total)?;
     launch(&format!("im2col_{t}"), x, &cols, total, g)?;
@@ -90,7 +82,7 @@ pub fn im2col(x: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
 
 /// The adjoint of [`im2col`]: columns back to `[n, c_in, h, w]`, summing overlapping taps.
 pub fn col2im(cols: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
-    let t = tag("conv2d", cols.dtype())?;
+    let t = float_tag("conv2d", cols.dtype())?;
     let total = g.n * g.c_in * g.h * g.w;
     let x = CudaStorage::alloc(&cols.backend, cols.dtype(), total)?;
     launch(&format!("col2im_{t}"), cols, &x, total, g)?;

@@ -4,20 +4,10 @@
 
 use cudarc::driver::PushKernelArg;
 
-use super::launch::{grid_for, Dims};
+use super::launch::{float_tag, grid_for, Dims};
 use super::CudaStorage;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::Layout;
-
-/// `f32` or `f64`, the dtypes the float kernels exist for.
-fn float_tag(op: &'static str, d: DType) -> Result<&'static str> {
-    match d {
-        DType::F32 => Ok("f32"),
-        DType::F64 => Ok("f64"),
-        other => Err(crate::ops::unsupported(op, other)),
-    }
-}
 
 /// `y = f(x)` over `x` at layout `lx`, into a new contiguous buffer.
 pub fn unary(

@@ -3,6 +3,7 @@
 
 use cudarc::driver::PushKernelArg;
 
+use super::launch::float_tag;
 use super::launch::grid_for;
 use super::CudaStorage;
 use crate::dtype::DType;
@@ -50,14 +51,6 @@ fn launch(
     // from the same geometry.
     unsafe { l.launch(grid_for(total)) }.map_err(|e| b.err(kernel, e))?;
     Ok(())
-}
-
-fn float_tag(op: &'static str, d: DType) -> Result<&'static str> {
-    match d {
-        DType::F32 => Ok("f32"),
-        DType::F64 => Ok("f64"),
-        other => Err(crate::ops::unsupported(op, other)),
-    }
 }
 
 /// `out[o, j, i] = src[o, ids[j], i]` (any dtype); `src` contiguous from element 0.

@@ -63,6 +63,16 @@ impl Dims {
     }
 }
 
+/// The kernel-name suffix of a float dtype (`f32`, `f64`); other dtypes are an error naming
+/// `op`, as on the CPU.
+pub fn float_tag(op: &'static str, d: crate::DType) -> Result<&'static str> {
+    match d {
+        crate::DType::F32 => Ok("f32"),
+        crate::DType::F64 => Ok("f64"),
+        other => Err(crate::ops::unsupported(op, other)),
+    }
+}
+
 /// Threads per block of the elementwise kernels.
 pub const BLOCK: u32 = 256;
 

@@ -47,9 +47,13 @@ pub(crate) fn open_blas(backend: &CudaBackend) -> Result<Mutex<BlasHandle>> {
     Ok(Mutex::new(handle))
 }
 
-/// How one operand's matrices are passed: `(transposed, leading dimension, batch stride,
-/// offset)`, for a logical row-major `rows x cols` matrix per batch entry.
-fn plan(l: &Layout, rows: usize, cols: usize) -> Option<(bool, usize, usize, usize)> {
+/// How one operand's matrices are passed to cuBLAS: `(transposed, leading dimension, batch
+/// stride, offset)`.
+type Plan = (bool, usize, usize, usize);
+
+/// The [`Plan`] for a logical row-major `rows x cols` matrix per batch entry at layout `l`, if
+/// cuBLAS can read it in place.
+fn plan(l: &Layout, rows: usize, cols: usize) -> Option<Plan> {
     let r = l.rank();
     let (rs, cs) = (l.strides()[r - 2], l.strides()[r - 1]);
     // Batch entries i = 0..batch must sit at offset + i * bs.
@@ -85,6 +89,25 @@ fn plan(l: &Layout, rows: usize, cols: usize) -> Option<(bool, usize, usize, usi
     None
 }
 
+/// How cuBLAS reads operand `s` at layout `l` (`rows x cols` matrices): in place, or from a
+/// contiguous copy (returned) when its strides do not allow that.
+fn operand(
+    s: &CudaStorage,
+    l: &Layout,
+    rows: usize,
+    cols: usize,
+) -> Result<(Option<CudaStorage>, Plan)> {
+    if let Some(p) = plan(l, rows, cols) {
+        return Ok((None, p));
+    }
+    let dense = s.contiguous(l)?;
+    let p = plan(&Layout::contiguous(l.shape()), rows, cols).ok_or_else(|| {
+        s.backend
+            .err_msg("matmul: no plan for a contiguous operand".into())
+    })?;
+    Ok((Some(dense), p))
+}
+
 /// `[batch.., m, k] · [batch.., k, n]` with both layouts broadcast to the same batch shape;
 /// returns the contiguous `[batch.., m, n]` product.
 #[allow(clippy::too_many_arguments)]
@@ -114,26 +137,9 @@ pub fn matmul(
     if len == 0 || k == 0 {
         return CudaStorage::full(backend, dtype, len, 0.0);
     }
-    // Copy an operand contiguous when cuBLAS cannot read it in place.
-    let (a_dense, b_dense);
-    let (a, pa) = match plan(la, m, k) {
-        Some(p) => (a, p),
-        None => {
-            a_dense = a.contiguous(la)?;
-            let l = Layout::contiguous(la.shape());
-            let p = plan(&l, m, k).ok_or_else(|| backend.err_msg("matmul plan".into()))?;
-            (&a_dense, p)
-        }
-    };
-    let (b, pb) = match plan(lb, k, n) {
-        Some(p) => (b, p),
-        None => {
-            b_dense = b.contiguous(lb)?;
-            let l = Layout::contiguous(lb.shape());
-            let p = plan(&l, k, n).ok_or_else(|| backend.err_msg("matmul plan".into()))?;
-            (&b_dense, p)
-        }
-    };
+    let (a_dense, pa) = operand(a, la, m, k)?;
+    let (b_dense, pb) = operand(b, lb, k, n)?;
+    let (a, b) = (a_dense.as_ref().unwrap_or(a), b_dense.as_ref().unwrap_or(b));
     let out = CudaStorage::alloc(backend, dtype, len)?;
     let op = |t: bool| {
         if t {

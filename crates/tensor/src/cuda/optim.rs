@@ -3,19 +3,11 @@
 
 use cudarc::driver::PushKernelArg;
 
+use super::launch::float_tag;
 use super::launch::grid_for;
 use super::CudaStorage;
-use crate::dtype::DType;
 use crate::error::Result;
 use crate::ops::optim::AdamStep;
-
-fn tag(op: &'static str, d: DType) -> Result<&'static str> {
-    match d {
-        DType::F32 => Ok("f32"),
-        DType::F64 => Ok("f64"),
-        other => Err(crate::ops::unsupported(op, other)),
-    }
-}
 
 /// One Adam(W) step over `n` elements of `p`, `g`, `m`, `v` (contiguous from element 0, checked
 /// by the caller).
@@ -27,20 +19,11 @@ pub fn adam(
     n: usize,
     h: &AdamStep,
 ) -> Result<()> {
-    let t = tag("adam_step_", p.dtype())?;
+    let t = float_tag("adam_step_", p.dtype())?;
     if n == 0 {
         return Ok(());
     }
-    let step = h.step.min(i32::MAX as u64) as i32;
-    let (bc1, bc2) = (1.0 - h.beta1.powi(step), 1.0 - h.beta2.powi(step));
-    let step_size = h.lr / bc1;
-    let inv_sqrt_bc2 = 1.0 / bc2.sqrt();
-    let decay = if h.decoupled {
-        1.0 - h.lr * h.weight_decay
-    } else {
-        1.0
-    };
-    let l2 = if h.decoupled { 0.0 } else { h.weight_decay };
+    let (step_size, inv_sqrt_bc2, decay, l2) = h.coefficients();
     let b = &p.backend;
     let f = b.function("optim", &format!("adam_step_{t}"))?;
     let (pp, pg, pm, pv, n64) = (p.ptr(), g.ptr(), m.ptr(), v.ptr(), n as i64);
@@ -72,7 +55,7 @@ pub fn sgd(
     nesterov: bool,
     first: bool,
 ) -> Result<()> {
-    let t = tag("sgd_step_", p.dtype())?;
+    let t = float_tag("sgd_step_", p.dtype())?;
     if n == 0 {
         return Ok(());
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use cudarc::driver::PushKernelArg;
 
+use super::launch::float_tag;
 use super::launch::grid_for;
 use super::{CudaBackend, CudaStorage};
 use crate::cpu::pool::PoolWindows;
@@ -60,17 +61,9 @@ impl DevWindows {
     }
 }
 
-fn tag(op: &'static str, d: DType) -> Result<&'static str> {
-    match d {
-        DType::F32 => Ok("f32"),
-        DType::F64 => Ok("f64"),
-        other => Err(crate::ops::unsupported(op, other)),
-    }
-}
-
 /// Max pooling of dense `x`: the output and the flat argmax position (i64) of each window.
 pub fn max_forward(x: &CudaStorage, w: &DevWindows) -> Result<(CudaStorage, CudaStorage)> {
-    let t = tag("max_pool2d", x.dtype())?;
+    let t = float_tag("max_pool2d", x.dtype())?;
     let n = w.outputs();
     let y = CudaStorage::alloc(&x.backend, x.dtype(), n)?;
     let idx = CudaStorage::alloc(&x.backend, DType::I64, n)?;
@@ -98,7 +91,7 @@ pub fn max_forward(x: &CudaStorage, w: &DevWindows) -> Result<(CudaStorage, Cuda
 
 /// Gradient of max pooling: `dy` (dense, one per output) routed to the saved argmax.
 pub fn max_backward(dy: &CudaStorage, idx: &CudaStorage, w: &DevWindows) -> Result<CudaStorage> {
-    let t = tag("max_pool2d", dy.dtype())?;
+    let t = float_tag("max_pool2d", dy.dtype())?;
     let (h, ww) = w.hw;
     let dx = CudaStorage::full(&dy.backend, dy.dtype(), w.planes * h * ww, 0.0)?;
     let n = w.outputs();
@@ -117,7 +110,7 @@ pub fn max_backward(dy: &CudaStorage, idx: &CudaStorage, w: &DevWindows) -> Resu
 
 /// Average pooling of dense `x` (`fixed_div` 0: divide by each window's size).
 pub fn avg_forward(x: &CudaStorage, w: &DevWindows, fixed_div: usize) -> Result<CudaStorage> {
-    let t = tag("avg_pool2d", x.dtype())?;
+    let t = float_tag("avg_pool2d", x.dtype())?;
     let n = w.outputs();
     let y = CudaStorage::alloc(&x.backend, x.dtype(), n)?;
     if n == 0 {
@@ -145,7 +138,7 @@ pub fn avg_forward(x: &CudaStorage, w: &DevWindows, fixed_div: usize) -> Result<
 
 /// Gradient of average pooling.
 pub fn avg_backward(dy: &CudaStorage, w: &DevWindows, fixed_div: usize) -> Result<CudaStorage> {
-    let t = tag("avg_pool2d", dy.dtype())?;
+    let t = float_tag("avg_pool2d", dy.dtype())?;
     let (h, ww) = w.hw;
     let dx = CudaStorage::full(&dy.backend, dy.dtype(), w.planes * h * ww, 0.0)?;
     let n = w.outputs();

@@ -30,11 +30,7 @@ pub fn draw(
     start: u64,
     what: Draw,
 ) -> Result<CudaStorage> {
-    let tag = match dtype {
-        DType::F32 => "f32",
-        DType::F64 => "f64",
-        other => return Err(crate::ops::unsupported("random", other)),
-    };
+    let tag = super::launch::float_tag("random", dtype)?;
     let out = CudaStorage::alloc(backend, dtype, n)?;
     if n == 0 {
         return Ok(out);

@@ -6,7 +6,6 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::launch::{Dims, BLOCK};
 use super::CudaStorage;
 use crate::cpu::reduce::ReduceKind;
-use crate::dtype::DType;
 use crate::error::Result;
 use crate::Layout;
 
@@ -19,11 +18,7 @@ pub fn rows(
     rows: usize,
     len: usize,
 ) -> Result<CudaStorage> {
-    let tag = match x.dtype() {
-        DType::F32 => "f32",
-        DType::F64 => "f64",
-        other => return Err(crate::ops::unsupported(op, other)),
-    };
+    let tag = super::launch::float_tag(op, x.dtype())?;
     let kind_name = match kind {
         ReduceKind::Sum => "sum",
         ReduceKind::Max => "max",

@@ -4,19 +4,11 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::launch::{grid_for, Dims, BLOCK};
+use super::launch::{float_tag, grid_for, Dims, BLOCK};
 use super::CudaStorage;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::Layout;
-
-fn tag(op: &'static str, d: DType) -> Result<&'static str> {
-    match d {
-        DType::F32 => Ok("f32"),
-        DType::F64 => Ok("f64"),
-        other => Err(crate::ops::unsupported(op, other)),
-    }
-}
 
 /// One block per row, grid-stride over rows.
 fn per_row(rows: usize) -> LaunchConfig {
@@ -37,7 +29,7 @@ pub fn softmax(
     log: bool,
 ) -> Result<CudaStorage> {
     let op = if log { "log_softmax" } else { "softmax" };
-    let t = tag(op, x.dtype())?;
+    let t = float_tag(op, x.dtype())?;
     let out = CudaStorage::alloc(&x.backend, x.dtype(), rows * len)?;
     if rows * len == 0 {
         return Ok(out);
@@ -61,7 +53,7 @@ pub fn cross_entropy_forward(
     c: usize,
     eps: f64,
 ) -> Result<(CudaStorage, CudaStorage)> {
-    let t = tag("cross_entropy", x.dtype())?;
+    let t = float_tag("cross_entropy", x.dtype())?;
     if tg.dtype() != DType::I64 {
         return Err(Error::DTypeMismatch {
             op: "cross_entropy",
@@ -105,7 +97,7 @@ pub fn cross_entropy_backward(
     scale: f64,
     eps: f64,
 ) -> Result<CudaStorage> {
-    let t = tag("cross_entropy", x.dtype())?;
+    let t = float_tag("cross_entropy", x.dtype())?;
     let dx = CudaStorage::alloc(&x.backend, x.dtype(), n * c)?;
     if n * c == 0 {
         return Ok(dx);

@@ -28,6 +28,29 @@ pub struct AdamStep {
     pub step: u64,
 }
 
+impl AdamStep {
+    /// The per-step constants of the update: `(step_size, inv_sqrt_bc2, decay, l2)` with the
+    /// bias corrections folded in (`p = p * decay - step_size * m / (sqrt(v) * inv_sqrt_bc2 +
+    /// eps)`, and `l2 * p` added to the gradient for non-decoupled weight decay). Shared by the
+    /// CPU kernel and the CUDA launch.
+    pub fn coefficients(&self) -> (f64, f64, f64, f64) {
+        let t = self.step.min(i32::MAX as u64) as i32;
+        let bc1 = 1.0 - self.beta1.powi(t);
+        let bc2 = 1.0 - self.beta2.powi(t);
+        let decay = if self.decoupled {
+            1.0 - self.lr * self.weight_decay
+        } else {
+            1.0
+        };
+        let l2 = if self.decoupled {
+            0.0
+        } else {
+            self.weight_decay
+        };
+        (self.lr / bc1, 1.0 / bc2.sqrt(), decay, l2)
+    }
+}
+
 const PAR: usize = 1 << 15;
 
 /// Checks that every tensor is a contiguous f32/f64 buffer of the parameter's shape and dtype.
@@ -73,17 +96,10 @@ fn check(op: &'static str, p: &Tensor, others: &[&Tensor]) -> Result<()> {
 
 fn adam_kernel<T: crate::Float>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], h: &AdamStep) {
     let (b1, b2) = (T::c(h.beta1), T::c(h.beta2));
-    let bc1 = 1.0 - h.beta1.powi(h.step.min(i32::MAX as u64) as i32);
-    let bc2 = 1.0 - h.beta2.powi(h.step.min(i32::MAX as u64) as i32);
-    let step_size = T::c(h.lr / bc1);
-    let inv_sqrt_bc2 = T::c(1.0 / bc2.sqrt());
+    let (step_size, inv_sqrt_bc2, decay, l2) = h.coefficients();
+    let (step_size, inv_sqrt_bc2) = (T::c(step_size), T::c(inv_sqrt_bc2));
+    let (decay, l2) = (T::c(decay), T::c(l2));
     let eps = T::c(h.eps);
-    let decay = T::c(if h.decoupled {
-        1.0 - h.lr * h.weight_decay
-    } else {
-        1.0
-    });
-    let l2 = T::c(if h.decoupled { 0.0 } else { h.weight_decay });
     let body = |(((p, g), m), v): (((&mut [T], &[T]), &mut [T]), &mut [T])| {
         for i in 0..p.len() {
             let gi = g[i] + l2 * p[i];

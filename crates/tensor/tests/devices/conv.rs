@@ -1,33 +1,8 @@
 //! Convolution, batch norm and pooling on the GPU against the CPU, forward and backward.
 
-use selfsup_tensor::{Conv2dParams, DType, Device, Tensor};
+use selfsup_tensor::{Conv2dParams, DType};
 
-use crate::{compare, on_each_gpu, rand};
-
-fn run(d: Device, xs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
-    let leaves: Vec<Tensor> = xs
-        .iter()
-        .map(|x| x.to_device(d).unwrap().requires_grad_())
-        .collect();
-    let y = f(&leaves);
-    let w = rand(y.shape(), y.dtype(), -1.0, 1.0, 78)
-        .to_device(d)
-        .unwrap();
-    y.backward_with(Some(&w), false).unwrap();
-    (
-        y,
-        leaves.iter().map(|l| l.grad().expect("gradient")).collect(),
-    )
-}
-
-fn check(name: &str, dev: Device, xs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor, tol: f64) {
-    let ((y, g), (yc, gc)) = (run(dev, xs, f), run(Device::Cpu, xs, f));
-    assert_eq!(y.device(), dev, "{name}: output device");
-    compare(&format!("{name} forward"), &y, &yc, tol);
-    for (i, (a, b)) in g.iter().zip(&gc).enumerate() {
-        compare(&format!("{name} d/dx{i}"), a, b, tol);
-    }
-}
+use crate::{check, on_each_gpu, rand};
 
 #[test]
 fn conv2d_matches_the_cpu_for_strides_padding_dilation_and_groups() {

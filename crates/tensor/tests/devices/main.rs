@@ -67,3 +67,30 @@ pub fn compare(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
         );
     }
 }
+
+/// Runs `f` on `xs` moved to `d` (as leaves), seeds the backward with a fixed random gradient,
+/// and returns the output and each input's gradient.
+pub fn run(d: Device, xs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
+    let leaves: Vec<Tensor> = xs
+        .iter()
+        .map(|x| x.to_device(d).unwrap().requires_grad_())
+        .collect();
+    let y = f(&leaves);
+    let w = rand(y.shape(), y.dtype(), -1.0, 1.0, 77)
+        .to_device(d)
+        .unwrap();
+    y.backward_with(Some(&w), false).unwrap();
+    let grads = leaves.iter().map(|l| l.grad().expect("gradient")).collect();
+    (y, grads)
+}
+
+/// [`run`] on `dev` and on the CPU; asserts the output stays on `dev` and that the output and
+/// every gradient agree within `tol`.
+pub fn check(name: &str, dev: Device, xs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor, tol: f64) {
+    let ((y, g), (yc, gc)) = (run(dev, xs, f), run(Device::Cpu, xs, f));
+    assert_eq!(y.device(), dev, "{name}: output device");
+    compare(&format!("{name} forward"), &y, &yc, tol);
+    for (i, (a, b)) in g.iter().zip(&gc).enumerate() {
+        compare(&format!("{name} d/dx{i}"), a, b, tol);
+    }
+}
