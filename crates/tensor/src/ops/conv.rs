@@ -302,10 +302,7 @@ mod gpu {
 
     fn im2col(x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
         let xd = crate::ops::dense(x)?;
-        let s = match &*xd.read() {
-            Storage::Cuda(c) => crate::cuda::conv::im2col(c, g)?,
-            _ => return Err(crate::storage::no_kernel("conv2d", x.device())),
-        };
+        let s = crate::ops::with_cuda("conv2d", &xd, |c| crate::cuda::conv::im2col(c, g))?;
         let shape = [g.n, g.c_in * g.kh * g.kw, g.oh * g.ow];
         Ok(Tensor::from_op(Storage::Cuda(s), &shape, &[x], || {
             Box::new(Im2colBack { geom: *g })
@@ -327,10 +324,8 @@ mod gpu {
             grad: &Tensor,
         ) -> Result<Vec<Option<Tensor>>> {
             let gd = crate::ops::dense(grad)?;
-            let s = match &*gd.read() {
-                Storage::Cuda(c) => crate::cuda::conv::col2im(c, &self.geom)?,
-                _ => return Err(crate::storage::no_kernel("conv2d", grad.device())),
-            };
+            let s =
+                crate::ops::with_cuda("conv2d", &gd, |c| crate::cuda::conv::col2im(c, &self.geom))?;
             Ok(vec![Some(Tensor::from_storage(
                 Storage::Cuda(s),
                 inputs[0].shape(),

@@ -81,6 +81,20 @@ pub(crate) fn dense(t: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Runs `f` on `t`'s GPU buffer; a tensor elsewhere is the "no kernel for this device" error
+/// naming `op` (for GPU arms reached with a tensor that is not on a GPU).
+#[cfg(feature = "cuda")]
+pub(crate) fn with_cuda<R>(
+    op: &'static str,
+    t: &Tensor,
+    f: impl FnOnce(&crate::cuda::CudaStorage) -> Result<R>,
+) -> Result<R> {
+    match &*t.read() {
+        crate::storage::Storage::Cuda(s) => f(s),
+        _ => Err(crate::storage::no_kernel(op, t.device())),
+    }
+}
+
 /// Refuses non-float tensors.
 pub(crate) fn check_float(op: &'static str, a: &Tensor) -> Result<()> {
     match a.dtype() {

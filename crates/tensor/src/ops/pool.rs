@@ -302,22 +302,11 @@ mod gpu {
         Ok((xd, Arc::new(DevWindows::new(&backend, win, n * c, h, w)?)))
     }
 
-    fn cuda_of<R>(
-        op: &'static str,
-        t: &Tensor,
-        f: impl FnOnce(&crate::cuda::CudaStorage) -> Result<R>,
-    ) -> Result<R> {
-        match &*t.read() {
-            Storage::Cuda(s) => f(s),
-            _ => Err(crate::storage::no_kernel(op, t.device())),
-        }
-    }
-
     pub(super) fn max_pool(x: &Tensor, win: &PoolWindows) -> Result<Tensor> {
         const OP: &str = "max_pool2d";
         check_float(OP, x)?;
         let (xd, dw) = prepare(OP, x, win)?;
-        let (y, idx) = cuda_of(OP, &xd, |s| k::max_forward(s, &dw))?;
+        let (y, idx) = crate::ops::with_cuda(OP, &xd, |s| k::max_forward(s, &dw))?;
         let s = x.shape();
         let y = Tensor::from_storage(Storage::Cuda(y), &[s[0], s[1], dw.out.0, dw.out.1]);
         let idx = Tensor::from_storage(Storage::Cuda(idx), y.shape());
@@ -340,8 +329,8 @@ mod gpu {
             grad: &Tensor,
         ) -> Result<Vec<Option<Tensor>>> {
             let dy = crate::ops::dense(grad)?;
-            let dx = cuda_of("max_pool2d", &dy, |d| {
-                cuda_of("max_pool2d", &self.idx, |i| {
+            let dx = crate::ops::with_cuda("max_pool2d", &dy, |d| {
+                crate::ops::with_cuda("max_pool2d", &self.idx, |i| {
                     k::max_backward(d, i, &self.win)
                 })
             })?;
@@ -356,7 +345,7 @@ mod gpu {
         check_float(p.name, x)?;
         let (xd, dw) = prepare(p.name, x, &p.win)?;
         let fixed = p.fixed_divisor.unwrap_or(0);
-        let y = cuda_of(p.name, &xd, |s| k::avg_forward(s, &dw, fixed))?;
+        let y = crate::ops::with_cuda(p.name, &xd, |s| k::avg_forward(s, &dw, fixed))?;
         let y = Tensor::from_storage(Storage::Cuda(y), &p.out_shape);
         let name = p.name;
         Ok(y.attach(&[x], || {
@@ -385,7 +374,7 @@ mod gpu {
             grad: &Tensor,
         ) -> Result<Vec<Option<Tensor>>> {
             let dy = crate::ops::dense(grad)?;
-            let dx = cuda_of(self.name, &dy, |d| {
+            let dx = crate::ops::with_cuda(self.name, &dy, |d| {
                 k::avg_backward(d, &self.win, self.fixed)
             })?;
             Ok(vec![Some(Tensor::from_storage(

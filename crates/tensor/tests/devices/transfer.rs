@@ -4,17 +4,20 @@ use selfsup_tensor::{DType, Device, Tensor};
 
 use crate::{compare, on_each_gpu, rand};
 
+/// Every dtype a tensor can hold.
+const EVERY_DTYPE: [DType; 6] = [
+    DType::F32,
+    DType::F64,
+    DType::BF16,
+    DType::F16,
+    DType::I64,
+    DType::U32,
+];
+
 #[test]
 fn round_trip_keeps_every_dtype_and_view_exactly() {
     on_each_gpu("round trip", |dev| {
-        for dtype in [
-            DType::F32,
-            DType::F64,
-            DType::BF16,
-            DType::F16,
-            DType::I64,
-            DType::U32,
-        ] {
+        for dtype in EVERY_DTYPE {
             let x = rand(&[4, 5, 6], DType::F64, -50.0, 50.0, 7)
                 .to_dtype(dtype)
                 .unwrap();
@@ -50,14 +53,7 @@ fn round_trip_keeps_every_dtype_and_view_exactly() {
 #[test]
 fn full_and_zeros_like_are_made_on_the_device() {
     on_each_gpu("full", |dev| {
-        for dtype in [
-            DType::F32,
-            DType::F64,
-            DType::BF16,
-            DType::F16,
-            DType::I64,
-            DType::U32,
-        ] {
+        for dtype in EVERY_DTYPE {
             let t = Tensor::full_on(3.0, &[3, 7], dtype, dev).unwrap();
             assert_eq!(t.device(), dev);
             compare(
