@@ -51,7 +51,9 @@ template <> __device__ __forceinline__ f16_bits from_f32<f16_bits>(float x) {
     return f16_bits{h};
 }
 
-// Casts between f64 and the integer types go directly (no f32 rounding on the way).
+// Casts between f64 and the integer types go directly (no f32 rounding on the way). Float to
+// integer truncates toward zero; PTX's cvt.rzi saturates out-of-range values and maps NaN to 0,
+// as Rust's `as` does on the CPU.
 #define CAST_DIRECT(NAME, S, D)                                                                \
     extern "C" __global__ void NAME(const S* src, D* dst, i64 n) {                             \
         FOR_EACH_INDEX(i, n) { dst[i] = (D)src[i]; }                                           \
@@ -68,6 +70,10 @@ CAST_DIRECT(cast_u32_f32, u32, float)
 CAST_DIRECT(cast_u32_f64, u32, double)
 CAST_DIRECT(cast_u32_i64, u32, i64)
 CAST_DIRECT(cast_i64_u32, i64, u32)
+CAST_DIRECT(cast_f32_i64, float, i64)
+CAST_DIRECT(cast_f64_i64, double, i64)
+CAST_DIRECT(cast_f32_u32, float, u32)
+CAST_DIRECT(cast_f64_u32, double, u32)
 CAST_VIA_F32(cast_f32_bf16, float, bf16_bits)
 CAST_VIA_F32(cast_bf16_f32, bf16_bits, float)
 CAST_VIA_F32(cast_f32_f16, float, f16_bits)

@@ -3,9 +3,11 @@
 //
 // Tensors are viewed as [outer, dim, inner] around the indexed axis (contiguous).
 // `index_select_b<16|32|64>`: out[o, j, i] = src[o, ids[j], i] for j < n (any dtype, moved as
-// 2/4/8-byte words); this is also the embedding lookup.
+// 2/4/8-byte words); this is also the embedding lookup. Ids may come straight from the device
+// (unchecked by the host): an id outside [0, dim) writes all-ones bits (NaN for every float
+// dtype) instead of reading out of bounds.
 // `index_add_<f32|f64>`: out[o, ids[j], i] += src[o, j, i] (out zeroed first; atomic adds, so
-// repeated ids accumulate; summation order is unspecified).
+// repeated ids accumulate; summation order is unspecified); out-of-range ids are skipped.
 // `gather_<f32|f64>`: out[o, j, i] = x[o, ids[o, j, i], i] with ids [outer, n, inner].
 // `scatter_add_<f32|f64>`: out[o, ids[o, j, i], i] += src[o, j, i] (atomic).
 // Launch: 1-D grid-stride over the elements of the [outer, n, inner] side, 256 threads.
@@ -14,8 +16,8 @@
     extern "C" __global__ void NAME(const T* src, const i64* ids, T* out, i64 outer, i64 dim,  \
                                     i64 inner, i64 n) {                                        \
         FOR_EACH_INDEX(k, outer * n * inner) {                                                 \
-            i64 i = k % inner, j = (k / inner) % n, o = k / (inner * n);                       \
-            out[k] = src[(o * dim + ids[j]) * inner + i];                                      \
+            i64 i = k % inner, j = (k / inner) % n, o = k / (inner * n), id = ids[j];          \
+            out[k] = (id >= 0 && id < dim) ? src[(o * dim + id) * inner + i] : (T)~(T)0;       \
         }                                                                                      \
     }
 INDEX_SELECT(index_select_b16, u16)
@@ -26,8 +28,8 @@ INDEX_SELECT(index_select_b64, u64)
     extern "C" __global__ void NAME(const T* src, const i64* ids, T* out, i64 outer, i64 dim,  \
                                     i64 inner, i64 n) {                                        \
         FOR_EACH_INDEX(k, outer * n * inner) {                                                 \
-            i64 i = k % inner, j = (k / inner) % n, o = k / (inner * n);                       \
-            atomicAdd(out + (o * dim + ids[j]) * inner + i, src[k]);                           \
+            i64 i = k % inner, j = (k / inner) % n, o = k / (inner * n), id = ids[j];          \
+            if (id >= 0 && id < dim) atomicAdd(out + (o * dim + id) * inner + i, src[k]);      \
         }                                                                                      \
     }
 INDEX_ADD(index_add_f32, float)

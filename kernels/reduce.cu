@@ -30,3 +30,65 @@ REDUCE(max, MaxOp, float, f32, -__int_as_float(0x7f800000))
 REDUCE(max, MaxOp, double, f64, -__longlong_as_double(0x7ff0000000000000LL))
 REDUCE(min, MinOp, float, f32, __int_as_float(0x7f800000))
 REDUCE(min, MinOp, double, f64, __longlong_as_double(0x7ff0000000000000LL))
+
+// Arg-reductions: out[r] = index (i64) of the max (min) of row r, the first one on ties; a NaN
+// beats every number and the first NaN wins, as the CPU's `arg_rows`. Same layout and launch as
+// the reductions above, with (value, index) pairs folded instead of values.
+// Kernels: `argreduce_<max|min>_<f32|f64>`.
+template <typename T> struct ArgPair {
+    T v;
+    i64 i;
+};
+
+template <typename T, bool MAX> __device__ __forceinline__ ArgPair<T> arg_pick(ArgPair<T> a, ArgPair<T> b) {
+    if (b.i < 0) return a;
+    if (a.i < 0) return b;
+    const bool an = a.v != a.v, bn = b.v != b.v;
+    if (an != bn) return an ? a : b;
+    if (!an && a.v != b.v) return (MAX ? a.v > b.v : a.v < b.v) ? a : b;
+    return a.i <= b.i ? a : b;
+}
+
+template <typename T, bool MAX>
+__device__ void argreduce_rows(const T* x, i64* out, i64 rows, i64 len, const Dims& d) {
+    __shared__ T sv[32];
+    __shared__ i64 si[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+        ArgPair<T> acc = {(T)0, -1};  // index -1: no element yet
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
+            ArgPair<T> e = {x[operand_offset(d, 0, r * len + j)], j};
+            acc = arg_pick<T, MAX>(acc, e);
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            ArgPair<T> other = {__shfl_down_sync(0xffffffffu, acc.v, o), __shfl_down_sync(0xffffffffu, acc.i, o)};
+            acc = arg_pick<T, MAX>(acc, other);
+        }
+        __syncthreads();  // the previous row's readers are done with sv / si
+        if (lane == 0) {
+            sv[warp] = acc.v;
+            si[warp] = acc.i;
+        }
+        __syncthreads();
+        if (warp == 0) {
+            ArgPair<T> w = {(T)0, -1};
+            if (lane < warps) w = ArgPair<T>{sv[lane], si[lane]};
+            for (int o = 16; o > 0; o >>= 1) {
+                ArgPair<T> other = {__shfl_down_sync(0xffffffffu, w.v, o), __shfl_down_sync(0xffffffffu, w.i, o)};
+                w = arg_pick<T, MAX>(w, other);
+            }
+            if (lane == 0) out[r] = w.i;
+        }
+    }
+}
+
+#define ARGREDUCE(KIND, MAX, T, TAG)                                                           \
+    extern "C" __global__ void argreduce_##KIND##_##TAG(const T* x, i64* out, i64 rows, i64 len, \
+                                                        Dims d) {                              \
+        argreduce_rows<T, MAX>(x, out, rows, len, d);                                          \
+    }
+
+ARGREDUCE(max, true, float, f32)
+ARGREDUCE(max, true, double, f64)
+ARGREDUCE(min, false, float, f32)
+ARGREDUCE(min, false, double, f64)

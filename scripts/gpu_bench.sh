@@ -2,7 +2,8 @@
 # GPU throughput against PyTorch eager on the same device, alternating the two engines:
 #   bash scripts/gpu_bench.sh build   # here: release `selfsup` into target/gpu-bins
 #   bash scripts/gpu_bench.sh run     # on the GPU machine; JSON lines into $OUT/bench.jsonl
-# Workloads: sgemm (f32, TF32 off), simclr-step, gpt-step (shared/README.md).
+# Workloads: sgemm in f32 (TF32 off), TF32 and bf16; simclr-step, gpt-step (shared/README.md);
+# GPT-2 small in bf16 with its MFU (issue 7). WORKLOADS="sgemm gpt2" picks some.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bins=target/gpu-bins
@@ -19,14 +20,17 @@ run)
   source <(bash scripts/gpu_check.sh env)
   rounds=${ROUNDS:-2}
   for r in $(seq 1 "$rounds"); do
-    for w in sgemm simclr gpt; do
+    for w in ${WORKLOADS:-sgemm sgemm-tf32 sgemm-bf16 simclr gpt gpt2}; do
       case $w in
-        sgemm) ours=(bench sgemm --sizes 256,512,1024,2048,4096) ;;
-        simclr) ours=(bench simclr-step) ;;
-        gpt) ours=(bench gpt-step) ;;
+        sgemm) ours=(bench sgemm --sizes 256,512,1024,2048,4096); theirs=(sgemm) ;;
+        sgemm-tf32) ours=(bench sgemm --sizes 1024,4096 --precision tf32); theirs=(sgemm --sizes 1024,4096 --precision tf32) ;;
+        sgemm-bf16) ours=(bench sgemm --sizes 1024,4096,8192 --precision bf16); theirs=(sgemm --sizes 1024,4096,8192 --precision bf16) ;;
+        simclr) ours=(bench simclr-step); theirs=(simclr) ;;
+        gpt) ours=(bench gpt-step); theirs=(gpt) ;;
+        gpt2) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5); theirs=(gpt2 --reps 5) ;;
       esac
-      "$bins/selfsup" "${ours[@]}" --device cuda 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, \"engine\": \"selfsup\", /" | tee -a "$out/bench.jsonl"
-      python3 scripts/torch_gpu_reference.py "$w" 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, /" | tee -a "$out/bench.jsonl"
+      timeout 300 "$bins/selfsup" "${ours[@]}" --device cuda 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, \"engine\": \"selfsup\", /" | tee -a "$out/bench.jsonl" || echo "{\"round\": $r, \"engine\": \"selfsup\", \"workload\": \"$w\", \"failed\": true}" | tee -a "$out/bench.jsonl"
+      timeout 300 python3 scripts/torch_gpu_reference.py "${theirs[@]}" 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, /" | tee -a "$out/bench.jsonl" || true
     done
   done
   ;;

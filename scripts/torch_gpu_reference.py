@@ -4,7 +4,10 @@
 
 Prints one JSON line per measurement, with the same keys as `selfsup bench`. Timings wait for
 the GPU (torch.cuda.synchronize) after each repetition; medians over repetitions after warm-up.
-TF32 is off unless --tf32, so f32 GEMMs are compared with f32 GEMMs.
+TF32 is off unless --tf32, so f32 GEMMs are compared with f32 GEMMs. `sgemm --precision bf16`
+multiplies bf16 tensors (f32 accumulation), the matmul peak the MFU of `gpt2` is measured
+against; `gpt2` is GPT-2 small (12 layers, 12 heads, d=768, context 1024, vocab 50304, tied
+head) trained under bf16 autocast with AdamW.
 """
 import argparse
 import json
@@ -30,13 +33,18 @@ def timed(fn, reps, warmup):
     return out
 
 
+def matmul_gflops(n, dtype, reps, dev):
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    t = timed(lambda: a @ b, reps, 3)
+    return statistics.median(2 * n**3 / s / 1e9 for s in t), len(t)
+
+
 def sgemm(args, dev):
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     for n in args.sizes:
-        a = torch.randn(n, n, device=dev)
-        b = torch.randn(n, n, device=dev)
-        t = timed(lambda: a @ b, args.reps * 5, 3)
-        gf = statistics.median(2 * n**3 / s / 1e9 for s in t)
-        print(json.dumps({"bench": "sgemm", "engine": "torch", "device": str(dev), "n": n, "reps": len(t), "gflops": round(gf, 1)}))
+        gf, reps = matmul_gflops(n, dtype, args.reps * 5, dev)
+        print(json.dumps({"bench": "sgemm", "engine": "torch", "device": str(dev), "precision": args.precision, "n": n, "reps": reps, "gflops": round(gf, 1)}))
 
 
 def small_cnn():
@@ -97,11 +105,14 @@ class Block(nn.Module):
 
 
 class Gpt(nn.Module):
-    def __init__(self, vocab, ctx, d, h, layers):
+    def __init__(self, vocab, ctx, d, h, layers, tied=False):
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
         self.blocks = nn.ModuleList(Block(d, h) for _ in range(layers))
         self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
+        if tied:
+            nn.init.normal_(self.tok.weight, std=0.02)
+            self.head.weight = self.tok.weight
 
     def forward(self, ids):
         x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
@@ -132,18 +143,51 @@ def gpt(args, dev):
                       "last_loss": float(last[0])}))
 
 
+def gpt2(args, dev):
+    """GPT-2 small under bf16 autocast: tokens/s and MFU against the bf16 matmul peak."""
+    vocab, ctx, d, h, layers, b = 50304, 1024, 768, 12, 12, args.gpt2_batch
+    model = Gpt(vocab, ctx, d, h, layers, tied=True).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
+    ids = torch.randint(0, vocab, (b, ctx + 1), device=dev)
+    x, y = ids[:, :-1], ids[:, 1:].reshape(-1)
+    last = [0.0]
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x).reshape(-1, vocab).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        last[0] = loss
+
+    t = timed(step, args.reps, 3)
+    s = statistics.median(t)
+    params = sum(p.numel() for p in model.parameters())
+    flops = 6 * params + 12 * layers * d * ctx
+    achieved = b * ctx / s * flops / 1e9
+    peak, _ = matmul_gflops(4096, torch.bfloat16, 10, dev)
+    print(json.dumps({"bench": "gpt-step", "model": "gpt2", "engine": "torch", "device": str(dev), "precision": "bf16-autocast",
+                      "params": params, "batch": b, "tokens_per_step": b * ctx, "reps": len(t), "step_s": round(s, 5),
+                      "tok_per_s": round(b * ctx / s), "model_gflop_per_token": round(flops / 1e9, 3),
+                      "achieved_gflops": round(achieved), "matmul_peak_gflops": round(peak), "mfu": round(achieved / peak, 3),
+                      "last_loss": float(last[0])}))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["sgemm", "simclr", "gpt", "all"])
+    ap.add_argument("what", choices=["sgemm", "simclr", "gpt", "gpt2", "all"])
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[256, 512, 1024, 2048, 4096])
     ap.add_argument("--simclr-batch", type=int, default=256)
     ap.add_argument("--tf32", action="store_true")
+    ap.add_argument("--precision", choices=["f32", "tf32", "bf16"], default="f32")
+    ap.add_argument("--gpt2-batch", type=int, default=8)
     args = ap.parse_args()
+    args.tf32 = args.tf32 or args.precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     dev = torch.device("cuda")
-    for name, fn in [("sgemm", sgemm), ("simclr", simclr), ("gpt", gpt)]:
+    for name, fn in [("sgemm", sgemm), ("simclr", simclr), ("gpt", gpt), ("gpt2", gpt2)]:
         if args.what in (name, "all"):
             fn(args, dev)
 

@@ -9,11 +9,12 @@ use selfsup_nn::optim::{Adam, AdamConfig, Optimizer};
 use selfsup_nn::{Module, TextConfig, TextTransformer};
 use selfsup_ssl::feed::{image_loader, to_ssl_batch};
 use selfsup_ssl::{build, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
-use selfsup_tensor::{DType, Generator, Tensor};
+use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+use selfsup_tensor::{DType, Device, Generator, Tensor};
 use serde_json::json;
 
-use crate::cli::{BenchArgs, Workload};
-use crate::error::Result;
+use crate::cli::{BenchArgs, GptSize, Workload};
+use crate::error::{CliError, Result};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -51,6 +52,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     let device = crate::pretrain::training_device(&args.device)?;
     let dev_name = args.device.as_str();
+    let precision: MatmulPrecision = args
+        .precision
+        .parse()
+        .map_err(|e| CliError::Input(format!("--precision: {e}")))?;
+    let prec = precision.name();
     match args.workload {
         Workload::Sgemm => {
             let mut g = Generator::new(0);
@@ -67,10 +73,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     513..=1024 => r * 3 / 2,
                     _ => (r * 7 / 10).max(1),
                 };
-                let t = timed(reps, 2, || {
-                    a.matmul(&b)?;
-                    device.synchronize()?;
-                    Ok(())
+                let t = with_matmul_precision(precision, || {
+                    timed(reps, 2, || {
+                        a.matmul(&b)?;
+                        device.synchronize()?;
+                        Ok(())
+                    })
                 })?;
                 let gflops: Vec<f64> = t
                     .iter()
@@ -78,7 +86,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     .collect();
                 println!(
                     "{}",
-                    json!({"bench": "sgemm", "device": dev_name, "n": n, "threads": threads, "reps": t.len(), "gflops": (median(gflops) * 10.0).round() / 10.0})
+                    json!({"bench": "sgemm", "device": dev_name, "precision": prec, "n": n, "threads": threads, "reps": t.len(), "gflops": (median(gflops) * 10.0).round() / 10.0})
                 );
             }
         }
@@ -94,6 +102,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             };
             let steps = args.reps + 3;
             let mut trainer = Trainer::on_device(method, &optim, steps as u64, 0, device)?;
+            trainer.set_precision(precision);
             let (data, batches): (&str, Vec<SslBatch>) = match idx::load_fashion_mnist_debian(
                 Split::Train,
             ) {
@@ -148,48 +157,102 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             let ips: Vec<f64> = t.iter().map(|s| 256.0 / s).collect();
             println!(
                 "{}",
-                json!({"bench": "simclr-step", "device": dev_name, "threads": threads, "batch_images": 256, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
+                json!({"bench": "simclr-step", "device": dev_name, "precision": prec, "threads": threads, "batch_images": 256, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
             );
         }
-        Workload::GptStep => {
-            let mut g = Generator::new(0);
-            let mut model = TextTransformer::new(&TextConfig::reference_gpt(), DType::F32, &mut g)?;
-            model.to_device(device)?;
-            let mut opt = Adam::adamw(
-                model.params(),
-                AdamConfig {
-                    lr: 3e-4,
-                    weight_decay: 0.1,
-                    ..AdamConfig::adamw()
-                },
-            );
-            let (b, t_len, vocab) = (32usize, 128usize, 96usize);
-            let mut rng = selfsup_tensor::rng::Philox::new(0, 1);
-            let ids: Vec<i64> = (0..b * (t_len + 1))
-                .map(|_| (rng.next_u32() % vocab as u32) as i64)
-                .collect();
-            let all = Tensor::from_vec(ids, &[b, t_len + 1])?;
-            let x = all.narrow(1, 0, t_len)?.contiguous()?.to_device(device)?;
-            let y = all
-                .narrow(1, 1, t_len)?
-                .contiguous()?
-                .reshape(&[b * t_len])?;
-            let mut last = 0.0;
-            let t = timed(args.reps, 2, || {
-                let logits = model.forward(&x)?.reshape(&[b * t_len, vocab])?;
-                let loss = logits.cross_entropy(&y)?;
-                last = loss.item()?;
-                loss.backward()?;
-                opt.step()?;
-                opt.zero_grad();
-                Ok(())
-            })?;
-            let tps: Vec<f64> = t.iter().map(|s| (b * t_len) as f64 / s).collect();
-            println!(
-                "{}",
-                json!({"bench": "gpt-step", "device": dev_name, "threads": threads, "params": model.num_params(), "tokens_per_step": b * t_len, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "tok_per_s": median(tps).round(), "last_loss": last})
-            );
-        }
+        Workload::GptStep => gpt_step(args, device, precision, threads)?,
     }
+    Ok(())
+}
+
+/// Model FLOPs of one training token (forward and backward) of a GPT with `params` parameters:
+/// `6 N + 12 L d T` (the PaLM paper's count: the matmuls with the weights, plus attention's
+/// scores and weighted sums over a context of `T`).
+pub fn gpt_flops_per_token(params: usize, cfg: &TextConfig) -> f64 {
+    6.0 * params as f64 + 12.0 * (cfg.layers * cfg.dim * cfg.context) as f64
+}
+
+/// The best f32-tensor matmul rate of `device` at `precision` (GFLOP/s): the median over a few
+/// calls at a size that fills it (4096 on a GPU, 1024 on the CPU). The MFU's denominator.
+fn matmul_peak(device: Device, precision: MatmulPrecision) -> Result<f64> {
+    let n = if device.is_cpu() { 1024 } else { 4096 };
+    let mut g = Generator::new(1);
+    let a = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?.to_device(device)?;
+    let b = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?.to_device(device)?;
+    let t = with_matmul_precision(precision, || {
+        timed(10, 3, || {
+            a.matmul(&b)?;
+            device.synchronize()?;
+            Ok(())
+        })
+    })?;
+    Ok(2.0 * (n as f64).powi(3) / median(t) / 1e9)
+}
+
+/// `bench gpt-step`: AdamW training steps of the chosen GPT on random tokens; tokens/s, and on
+/// the `gpt2` model the model-FLOPs utilisation against [`matmul_peak`].
+fn gpt_step(
+    args: &BenchArgs,
+    device: Device,
+    precision: MatmulPrecision,
+    threads: usize,
+) -> Result<()> {
+    let (cfg, default_batch) = match args.model {
+        GptSize::Mini => (TextConfig::reference_gpt(), 32),
+        GptSize::Gpt2 => (TextConfig::gpt2_small(), 8),
+    };
+    let b = args.batch.unwrap_or(default_batch).max(1);
+    let (t_len, vocab) = (cfg.context, cfg.vocab);
+    let mut g = Generator::new(0);
+    let mut model = TextTransformer::new(&cfg, DType::F32, &mut g)?;
+    model.to_device(device)?;
+    let mut opt = Adam::adamw(
+        model.params(),
+        AdamConfig {
+            lr: 3e-4,
+            weight_decay: 0.1,
+            ..AdamConfig::adamw()
+        },
+    );
+    let mut rng = selfsup_tensor::rng::Philox::new(0, 1);
+    let ids: Vec<i64> = (0..b * (t_len + 1))
+        .map(|_| (rng.next_u32() % vocab as u32) as i64)
+        .collect();
+    let all = Tensor::from_vec(ids, &[b, t_len + 1])?;
+    let x = all.narrow(1, 0, t_len)?.contiguous()?.to_device(device)?;
+    // Targets wait on the device too (the cross-entropy then never reads them back).
+    let y = all
+        .narrow(1, 1, t_len)?
+        .contiguous()?
+        .reshape(&[b * t_len])?
+        .to_device(device)?;
+    let mut last = 0.0;
+    let t = timed(args.reps, 2, || {
+        let loss = with_matmul_precision(precision, || -> Result<Tensor> {
+            let logits = model.forward(&x)?.reshape(&[b * t_len, vocab])?;
+            let loss = logits.cross_entropy(&y)?;
+            loss.backward()?;
+            Ok(loss)
+        })?;
+        opt.step()?;
+        opt.zero_grad();
+        // The one read-back of the step (it also waits for the device to finish it).
+        last = loss.item()?;
+        Ok(())
+    })?;
+    let tps: Vec<f64> = t.iter().map(|s| (b * t_len) as f64 / s).collect();
+    let tok_per_s = median(tps);
+    let params = model.num_params();
+    let mut line = json!({"bench": "gpt-step", "model": format!("{:?}", args.model).to_lowercase(), "device": args.device, "precision": precision.name(), "threads": threads, "params": params, "batch": b, "tokens_per_step": b * t_len, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "tok_per_s": tok_per_s.round(), "last_loss": last});
+    if args.model == GptSize::Gpt2 {
+        let flops = gpt_flops_per_token(params, &cfg);
+        let achieved = tok_per_s * flops / 1e9;
+        let peak = matmul_peak(device, precision)?;
+        line["model_gflop_per_token"] = json!((flops / 1e9 * 1e3).round() / 1e3);
+        line["achieved_gflops"] = json!(achieved.round());
+        line["matmul_peak_gflops"] = json!(peak.round());
+        line["mfu"] = json!((achieved / peak * 1e3).round() / 1e3);
+    }
+    println!("{line}");
     Ok(())
 }

@@ -18,6 +18,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Pretrain an encoder with an SSL method; writes a run directory.
@@ -71,6 +73,10 @@ pub struct PretrainArgs {
     /// error that says why (no driver, no NVRTC, no such device).
     #[arg(long)]
     pub device: Option<String>,
+    /// Precision of the products: f32, tf32 or bf16 (f32 accumulation and weights; pays on a
+    /// GPU, only rounds on the CPU).
+    #[arg(long)]
+    pub precision: Option<String>,
     /// Learning-rate schedule: cosine, constant.
     #[arg(long)]
     pub schedule: Option<String>,
@@ -266,6 +272,9 @@ pub struct QuickstartArgs {
     /// Device for pretraining and feature extraction: cpu, cuda or cuda:N (default cpu).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Precision of the pretraining's products: f32, tf32 or bf16 (default f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Worker threads.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -301,6 +310,26 @@ pub struct BenchArgs {
     /// Device: cpu, cuda or cuda:N (timings wait for the GPU to finish each repetition).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Precision of the f32 products: f32, tf32 or bf16 (f32 accumulation; on the CPU the
+    /// operands are only rounded, no faster).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
+    /// gpt-step model: `mini` (the reference, 4 layers, d=128, context 128, vocab 96) or `gpt2`
+    /// (12 layers, 12 heads, d=768, context 1024, vocab 50304, tied head: 124M parameters).
+    #[arg(long, value_enum, default_value_t = GptSize::Mini)]
+    pub model: GptSize,
+    /// gpt-step sequences per step (default 32 for mini, 8 for gpt2).
+    #[arg(long)]
+    pub batch: Option<usize>,
+}
+
+/// The GPT configurations of `bench gpt-step`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GptSize {
+    /// The reference char-level GPT of shared/README.md.
+    Mini,
+    /// GPT-2 small (124M) with vocab 50304, as in the GPU target of issue 7.
+    Gpt2,
 }
 
 /// Parses a method name with the library's did-you-mean message.

@@ -187,6 +187,9 @@ fn resolve_pretrain(a: &PretrainArgs) -> Result<(RunConfig, PathBuf, bool)> {
     if let Some(d) = &a.device {
         cfg.train.device = d.clone();
     }
+    if let Some(p) = &a.precision {
+        cfg.train.precision = p.clone();
+    }
     if let Some(s) = &a.schedule {
         cfg.optim.schedule = parse_enum("--schedule", s, &["cosine", "constant"])?;
     }

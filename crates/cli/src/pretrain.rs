@@ -189,6 +189,12 @@ pub fn pretrain(
     }
     let device = training_device(&cfg.train.device)?;
     let mut trainer = Trainer::on_device(method, &cfg.optim, total, cfg.seed, device)?;
+    trainer.set_precision(
+        cfg.train
+            .precision
+            .parse()
+            .map_err(|e| crate::error::CliError::Input(format!("train.precision: {e}")))?,
+    );
 
     let mut resumed_from = None;
     if resume {

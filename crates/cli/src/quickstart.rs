@@ -53,6 +53,7 @@ pub fn quickstart(args: &QuickstartArgs, command: &str) -> Result<()> {
     let mut cfg = recipe(args.steps.unwrap_or(DEFAULT_STEPS));
     cfg.data = data_path.clone();
     cfg.train.device = args.device.clone();
+    cfg.train.precision = args.precision.clone();
     let device = crate::pretrain::training_device(&cfg.train.device)?;
     // Check the data before anything else, with the install hint.
     let data = load_images(DatasetKind::FashionMnist, &data_path, 28)?;

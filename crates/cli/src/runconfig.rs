@@ -73,6 +73,10 @@ pub struct TrainConfig {
     /// Where to train: `cpu`, `cuda` (GPU 0) or `cuda:N`. Data loading and augmentation stay
     /// on the CPU; each batch is moved to the device.
     pub device: String,
+    /// Precision of the products in matmul, linear and conv: `f32`, `tf32` or `bf16` (operands
+    /// rounded, f32 accumulation; weights, gradients and optimiser state stay f32). TF32 and
+    /// bf16 use the GPU's tensor cores; on the CPU they only round (no faster).
+    pub precision: String,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +89,7 @@ impl Default for TrainConfig {
             checkpoint_every: 200,
             log_every: 10,
             device: "cpu".into(),
+            precision: "f32".into(),
         }
     }
 }
@@ -429,6 +434,13 @@ impl RunConfig {
         }
         if let Err(e) = selfsup_tensor::Device::parse(&self.train.device) {
             return input(format!("train.device = {:?}: {e}", self.train.device));
+        }
+        if let Err(e) = self
+            .train
+            .precision
+            .parse::<selfsup_tensor::precision::MatmulPrecision>()
+        {
+            return input(format!("train.precision: {e}"));
         }
         if self.train.batch_size < 2 {
             return input(format!(

@@ -673,4 +673,14 @@ fn device_flag_errors_are_one_line() {
     // The CPU spelled out trains as the default does.
     let o = with("cpu");
     assert!(o.status.success(), "{}", stderr(&o));
+    // A precision that does not exist is a one-line error; bf16 products train on the CPU.
+    let prec = |p: &str| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend(["--precision", p]);
+        selfsup(&a.iter().map(|s| &**s).collect::<Vec<_>>())
+    };
+    assert_user_error(&prec("fp8"), "use f32, tf32 or bf16");
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = prec("bf16");
+    assert!(o.status.success(), "{}", stderr(&o));
 }

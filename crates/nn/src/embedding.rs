@@ -14,10 +14,22 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// A table of `vocab` vectors of size `dim`.
+    /// A table of `vocab` vectors of size `dim`, drawn from N(0, 1) (PyTorch's default).
     pub fn new(vocab: usize, dim: usize, dtype: DType, g: &mut Generator) -> Result<Embedding> {
+        Embedding::with_std(vocab, dim, 1.0, dtype, g)
+    }
+
+    /// A `[vocab, dim]` table drawn from N(0, std²) (GPT-2 uses 0.02 for a table that is also
+    /// the output head).
+    pub fn with_std(
+        vocab: usize,
+        dim: usize,
+        std: f64,
+        dtype: DType,
+        g: &mut Generator,
+    ) -> Result<Embedding> {
         Ok(Embedding {
-            weight: init::normal(&[vocab, dim], 0.0, 1.0, dtype, g)?.requires_grad_(),
+            weight: init::normal(&[vocab, dim], 0.0, std, dtype, g)?.requires_grad_(),
         })
     }
 

@@ -191,9 +191,13 @@ impl BatchNorm {
                 .mul_scalar(1.0 - m)?
                 .add(&bv.mul_scalar(m)?)?,
         )?;
-        let k = self.num_batches_tracked.to_vec::<i64>()?;
-        let next = Tensor::from_vec(vec![k.first().copied().unwrap_or(0) + 1], &[])?
-            .to_device(self.num_batches_tracked.device())?;
+        // Counted where the buffer lives (through f64, exact below 2^53): reading it back would
+        // make every training step wait for the device.
+        let next = self
+            .num_batches_tracked
+            .to_dtype(DType::F64)?
+            .add_scalar(1.0)?
+            .to_dtype(DType::I64)?;
         self.num_batches_tracked.assign(&next)?;
         Ok(y)
     }

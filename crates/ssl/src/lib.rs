@@ -38,6 +38,7 @@ pub mod loss;
 mod macros;
 pub mod method;
 pub mod methods;
+pub mod metric;
 pub mod pretext;
 pub mod sample;
 pub mod train;

@@ -121,8 +121,10 @@ pub struct StepOutput {
     /// Detached encoder features `[B, D]` of the first view and, where there is one, of the
     /// second view of the same images: the input of the collapse diagnostics.
     pub embeddings: Option<(Tensor, Option<Tensor>)>,
-    /// Other figures worth logging (pretext accuracy, loss terms), by name.
-    pub metrics: Vec<(String, f64)>,
+    /// Other figures worth logging (pretext accuracy, loss terms), by name: detached 0-d
+    /// tensors, on the method's device (or the CPU), which the trainer reads back with the
+    /// loss in one transfer.
+    pub metrics: Vec<(String, Tensor)>,
 }
 
 impl StepOutput {

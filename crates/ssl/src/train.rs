@@ -4,14 +4,16 @@
 use serde::{Deserialize, Serialize};
 
 use selfsup_nn::optim::{
-    clip_grad_norm, decay_groups, Adam, AdamConfig, Lars, LarsConfig, Optimizer, Sgd, SgdConfig,
+    clip_grad_norm_on_device, decay_groups, Adam, AdamConfig, Lars, LarsConfig, Optimizer, Sgd,
+    SgdConfig,
 };
 use selfsup_nn::schedule::LrSchedule;
-use selfsup_tensor::{Device, Generator, Tensor};
+use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+use selfsup_tensor::{no_grad, DType, Device, Generator, Tensor};
 
 use crate::diagnostics::{diagnostics, Diagnostics};
 use crate::error::{config, Result, SslError};
-use crate::method::{Progress, SslBatch, SslMethod};
+use crate::method::{Progress, SslBatch, SslMethod, StepOutput};
 
 /// The optimisers a run can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,8 +182,16 @@ impl StepStats {
     }
 }
 
-/// Trains one method: forward, NaN guard, backward, clipping, optimiser step, the method's
-/// per-step updates.
+/// What one step reads back from the device: the loss, the non-finite probe (NaN when a
+/// gradient or buffer is not finite) and the method's metrics.
+struct ReadBack {
+    loss: f64,
+    probe: f64,
+    metrics: Vec<(String, f64)>,
+}
+
+/// Trains one method: forward, backward, one read-back (loss, NaN guard, metrics), clipping,
+/// optimiser step, the method's per-step updates.
 pub struct Trainer {
     /// The method being trained.
     pub method: Box<dyn SslMethod>,
@@ -197,6 +207,8 @@ pub struct Trainer {
     pub generator: Generator,
     /// Where the method runs; each batch is moved here before the step.
     device: Device,
+    /// The precision of the method's f32 products (forward and backward).
+    precision: MatmulPrecision,
 }
 
 impl Trainer {
@@ -217,7 +229,20 @@ impl Trainer {
             total: total.max(1),
             generator: Generator::new(seed ^ 0x5e1f_5a9b),
             device: Device::Cpu,
+            precision: MatmulPrecision::F32,
         })
+    }
+
+    /// Sets the precision of the products in every later step's forward and backward passes
+    /// (see [`selfsup_tensor::precision`]; parameters, gradients and optimiser state stay
+    /// f32). bf16 and TF32 pay on a GPU; on the CPU they only round.
+    pub fn set_precision(&mut self, p: MatmulPrecision) {
+        self.precision = p;
+    }
+
+    /// The precision of the products (f32 unless [`Trainer::set_precision`] changed it).
+    pub fn precision(&self) -> MatmulPrecision {
+        self.precision
     }
 
     /// A trainer whose method runs on `device`: the method's parameters and buffers are moved
@@ -241,8 +266,81 @@ impl Trainer {
         self.device
     }
 
+    /// The loss, a probe that is NaN exactly when a gradient or floating-point buffer holds a
+    /// NaN or an infinity (the sum over all of them of `x * 0`), and the method's metrics, read
+    /// from the device in one transfer (metrics already on the host are read directly).
+    fn read_back(&self, out: &StepOutput) -> Result<ReadBack> {
+        let _g = no_grad();
+        let dev = out.loss.device();
+        let mut probe: Option<Tensor> = None;
+        let mut add = |t: &Tensor| -> Result<()> {
+            if !t.dtype().is_float() || t.numel() == 0 {
+                return Ok(());
+            }
+            let p = t
+                .mul_scalar(0.0)?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_device(dev)?;
+            probe = Some(match probe.take() {
+                Some(q) => q.add(&p)?,
+                None => p,
+            });
+            Ok(())
+        };
+        for (_, p) in self.method.trainable_params() {
+            if let Some(g) = p.grad() {
+                add(&g)?;
+            }
+        }
+        let mut buffers = Vec::new();
+        self.method
+            .visit_buffers("", &mut |_, b| buffers.push(b.clone()));
+        for b in &buffers {
+            add(b)?;
+        }
+        let mut parts = vec![out.loss.detach().to_dtype(DType::F64)?.reshape(&[1])?];
+        if let Some(p) = probe {
+            parts.push(p.reshape(&[1])?);
+        }
+        let has_probe = parts.len() == 2;
+        let mut on_device = Vec::new();
+        let mut host = Vec::new();
+        for (i, (_, m)) in out.metrics.iter().enumerate() {
+            if m.numel() != 1 {
+                return Err(SslError::Config(format!(
+                    "metric {} must hold one value, got shape {:?}",
+                    out.metrics[i].0,
+                    m.shape()
+                )));
+            }
+            if m.device() == dev {
+                on_device.push(i);
+                parts.push(m.detach().to_dtype(DType::F64)?.reshape(&[1])?);
+            } else {
+                host.push(i);
+            }
+        }
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        let v = Tensor::concat(&refs, 0)?.to_vec_f64()?;
+        let base = if has_probe { 2 } else { 1 };
+        let mut metrics = vec![(String::new(), 0.0); out.metrics.len()];
+        for (k, &i) in on_device.iter().enumerate() {
+            metrics[i] = (out.metrics[i].0.clone(), v[base + k]);
+        }
+        for &i in &host {
+            metrics[i] = (out.metrics[i].0.clone(), out.metrics[i].1.item()?);
+        }
+        Ok(ReadBack {
+            loss: v[0],
+            probe: if has_probe { v[1] } else { 0.0 },
+            metrics,
+        })
+    }
+
     /// The first gradient or floating-point buffer (running statistics) holding a NaN or an
-    /// infinity, as `(name, offending max |value|)`.
+    /// infinity, as `(name, offending max |value|)`: the slow search that names what
+    /// [`Trainer::read_back`]'s probe found.
     fn first_non_finite(&self) -> Result<Option<(String, f64)>> {
         let mut found: Option<(String, f64)> = None;
         let mut first_err: Option<selfsup_tensor::Error> = None;
@@ -293,22 +391,35 @@ impl Trainer {
         self.optimizer.set_lr(lr);
         self.method.set_train(true);
         let batch = batch.to_device(self.device)?;
-        let out = self.method.forward(&batch, progress, &mut self.generator)?;
-        let loss = out.loss.item()?;
+        let (method, generator) = (&mut self.method, &mut self.generator);
+        let out = with_matmul_precision(self.precision, || -> Result<StepOutput> {
+            let out = method.forward(&batch, progress, generator)?;
+            out.loss.backward()?;
+            Ok(out)
+        })?;
+        // The one read-back of the step: the loss, a probe of every gradient and running
+        // statistic, and the method's metrics, in one transfer.
+        let ReadBack {
+            loss,
+            probe,
+            metrics,
+        } = self.read_back(&out)?;
         if !loss.is_finite() {
             return Err(SslError::NonFinite {
                 step: self.step,
                 value: loss,
             });
         }
-        out.loss.backward()?;
         // A finite loss can still come with non-finite gradients or running statistics (e.g.
         // BatchNorm's normalisation keeps the loss finite while the weights blow up): stop
         // before the optimiser writes them into the parameters.
-        if let Some((name, value)) = self.first_non_finite()? {
+        if !probe.is_finite() {
+            let (what, value) = self
+                .first_non_finite()?
+                .unwrap_or_else(|| ("a gradient or running statistic".to_string(), probe));
             return Err(SslError::Diverged {
                 step: self.step,
-                what: name,
+                what,
                 value,
             });
         }
@@ -319,7 +430,7 @@ impl Trainer {
                 .iter()
                 .flat_map(|g| g.params.iter().cloned())
                 .collect();
-            clip_grad_norm(&params, self.clip)?;
+            clip_grad_norm_on_device(&params, self.clip)?;
         }
         self.optimizer.step()?;
         self.optimizer.zero_grad();
@@ -329,7 +440,7 @@ impl Trainer {
         Ok(StepStats {
             loss,
             lr,
-            metrics: out.metrics,
+            metrics,
             embeddings: out.embeddings,
         })
     }

@@ -449,7 +449,7 @@ fn mlm_loss_and_accuracy_count_selected_positions_only() {
         .to_vec::<i64>()
         .unwrap();
     let acc = (usize::from(am[1] == 3) + usize::from(am[6] == 8)) as f64 / 2.0;
-    assert_eq!(out.accuracy, acc);
+    assert_eq!(out.accuracy.item().unwrap(), acc);
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub mod gradcheck;
 mod layout;
 pub mod ops;
 pub mod parallel;
+pub mod precision;
 pub mod rng;
 mod storage;
 mod tensor;

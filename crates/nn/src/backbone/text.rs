@@ -52,6 +52,23 @@ impl TextConfig {
             dropout: 0.0,
         }
     }
+
+    /// GPT-2 small as llm.c trains it: vocab 50304 (50257 padded to a multiple of 128),
+    /// context 1024, 12 blocks of 12 heads, d 768, MLP 4x, head tied to the token embedding,
+    /// no dropout: 124,475,904 parameters.
+    pub fn gpt2_small() -> TextConfig {
+        TextConfig {
+            vocab: 50304,
+            context: 1024,
+            layers: 12,
+            heads: 12,
+            dim: 768,
+            mlp_ratio: 4,
+            causal: true,
+            tied: true,
+            dropout: 0.0,
+        }
+    }
 }
 
 /// A GPT-style decoder or BERT-style encoder over token ids.
@@ -72,8 +89,10 @@ pub struct TextTransformer {
 }
 
 impl TextTransformer {
-    /// Builds the model (GPT-2-style initialisation of the embeddings, PyTorch defaults
-    /// elsewhere).
+    /// Builds the model: learned positions N(0, 0.02) truncated at two standard deviations; the
+    /// token embedding N(0, 0.02) when it is also the output head (`tied`, as GPT-2 does: with
+    /// N(0, 1) the first logits would have a standard deviation of about sqrt(dim)), else
+    /// N(0, 1) (PyTorch's `nn.Embedding`); PyTorch defaults elsewhere.
     pub fn new(cfg: &TextConfig, dtype: DType, g: &mut Generator) -> Result<TextTransformer> {
         if cfg.vocab == 0
             || cfg.context == 0
@@ -102,7 +121,11 @@ impl TextTransformer {
             });
         }
         Ok(TextTransformer {
-            tok: Embedding::new(cfg.vocab, cfg.dim, dtype, g)?,
+            tok: if cfg.tied {
+                Embedding::with_std(cfg.vocab, cfg.dim, 0.02, dtype, g)?
+            } else {
+                Embedding::new(cfg.vocab, cfg.dim, dtype, g)?
+            },
             pos: LearnedPositionalEmbedding::new(cfg.context, cfg.dim, dtype, g)?,
             blocks,
             ln_f: LayerNorm::new(cfg.dim, dtype),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use selfsup_tensor::{no_grad, Tensor};
 
-use super::{grad_of, norm, slot, Optimizer, ParamGroup};
+use super::{grad_of, l2_norm, slot, Optimizer, ParamGroup};
 use crate::error::Result;
 
 /// Hyper-parameters of [`Lars`].
@@ -80,10 +80,16 @@ impl Optimizer for Lars {
                     if group.weight_decay != 0.0 {
                         d = d.add(&p.mul_scalar(group.weight_decay)?)?;
                     }
-                    let (pn, dn) = (norm(p)?, norm(&d)?);
-                    if pn > 0.0 && dn > 0.0 {
-                        d = d.mul_scalar(c.eta * pn / dn)?;
-                    }
+                    // The trust ratio eta * |p| / |d| (1 when either norm is 0), computed on
+                    // the parameter's device: nothing is read back.
+                    let (pn, dn) = (l2_norm(p)?, l2_norm(&d)?);
+                    let both = pn.gt_scalar(0.0)?.mul(&dn.gt_scalar(0.0)?)?;
+                    let ratio = pn
+                        .mul_scalar(c.eta)?
+                        .div(&dn.clamp(f64::MIN_POSITIVE, f64::INFINITY)?)?;
+                    let one = Tensor::ones_like(&pn)?;
+                    let factor = ratio.where_(&both, &one)?.to_dtype(d.dtype())?;
+                    d = d.mul(&factor)?;
                 }
                 let mu = slot(&mut self.state, format!("{name}.mu"), p)?;
                 mu.assign(&mu.mul_scalar(c.momentum)?.add(&d)?)?;

@@ -224,35 +224,56 @@ pub(crate) fn grad_of(p: &Tensor) -> Result<Option<Tensor>> {
     }
 }
 
-/// The L2 norm of a tensor, in f64.
-pub(crate) fn norm(t: &Tensor) -> Result<f64> {
-    Ok(t.to_vec_f64()?.iter().map(|x| x * x).sum::<f64>().sqrt())
+/// The L2 norm of a tensor as a 0-d f64 tensor on its device.
+pub(crate) fn l2_norm(t: &Tensor) -> Result<Tensor> {
+    Ok(t.to_dtype(DType::F64)?.sqr()?.sum_all()?.sqrt()?)
 }
 
 /// Scales gradients so that their global L2 norm is at most `max_norm` (PyTorch's
 /// `clip_grad_norm_`: factor `max_norm / (norm + 1e-6)` when below 1). Returns the norm before
 /// clipping.
 pub fn clip_grad_norm(params: &[(String, Tensor)], max_norm: f64) -> Result<f64> {
+    match clip_grad_norm_on_device(params, max_norm)? {
+        Some(total) => Ok(total.item()?),
+        None => Ok(0.0),
+    }
+}
+
+/// [`clip_grad_norm`] without reading anything back: the norm and the factor
+/// `min(1, max_norm / (norm + 1e-6))` stay on the gradients' device (every gradient is scaled,
+/// by 1 when under the bound), so a training step on a GPU does not wait for it. Returns the
+/// norm before clipping as a 0-d f64 tensor, or `None` when no parameter has a gradient.
+pub fn clip_grad_norm_on_device(
+    params: &[(String, Tensor)],
+    max_norm: f64,
+) -> Result<Option<Tensor>> {
     if max_norm.is_nan() || max_norm <= 0.0 {
         return config(format!(
             "clip_grad_norm: max_norm {max_norm} must be positive"
         ));
     }
     let _g = no_grad();
-    let mut sq = 0.0;
+    let mut sq: Option<Tensor> = None;
     for (_, p) in params {
         if let Some(g) = p.grad() {
-            sq += norm(&g)?.powi(2);
+            let s = l2_norm(&g)?.sqr()?;
+            sq = Some(match sq {
+                Some(t) => t.add(&s.to_device(t.device())?)?,
+                None => s,
+            });
         }
     }
-    let total = sq.sqrt();
-    let coef = max_norm / (total + 1e-6);
-    if coef < 1.0 {
-        for (_, p) in params {
-            if let Some(g) = p.grad() {
-                p.set_grad(Some(g.mul_scalar(coef)?));
-            }
+    let Some(sq) = sq else { return Ok(None) };
+    let total = sq.sqrt()?;
+    let coef = total
+        .add_scalar(1e-6)?
+        .rdiv_scalar(max_norm)?
+        .clamp(f64::NEG_INFINITY, 1.0)?;
+    for (_, p) in params {
+        if let Some(g) = p.grad() {
+            let c = coef.to_device(g.device())?.to_dtype(g.dtype())?;
+            p.set_grad(Some(g.mul(&c)?));
         }
     }
-    Ok(total)
+    Ok(Some(total))
 }

@@ -31,14 +31,30 @@ pub fn masked_patch_mse(pred: &Tensor, target: &Tensor, mask: &Tensor) -> Result
     }
     let per_patch = pred.sub(target)?.sqr()?.mean(&[-1], false)?;
     let mask = mask.to_dtype(pred.dtype())?;
-    let count = mask.sum_all()?.item()?;
+    mean_over_mask(
+        "masked_patch_mse",
+        per_patch.mul(&mask)?.sum_all()?,
+        &mask,
+        "no patch is masked",
+    )
+}
+
+/// `total / sum(mask)`. A mask on the CPU is counted there and an empty one is an error; on a
+/// GPU the count stays on the device (reading it back would make the step wait), so an empty
+/// mask gives a NaN loss, which the trainer reports as a non-finite loss.
+fn mean_over_mask(op: &'static str, total: Tensor, mask: &Tensor, empty: &str) -> Result<Tensor> {
+    let count = mask.sum_all()?;
+    if !mask.device().is_cpu() {
+        return total.div(&count);
+    }
+    let count = count.item()?;
     if count <= 0.0 {
         return Err(Error::Invalid {
-            op: "masked_patch_mse",
-            msg: "no patch is masked: the loss would be 0/0".into(),
+            op,
+            msg: format!("{empty}: the loss would be 0/0"),
         });
     }
-    per_patch.mul(&mask)?.sum_all()?.div_scalar(count)
+    total.div_scalar(count)
 }
 
 /// A reconstruction error over masked pixels (SimMIM): `pred`, `target` any shape, `mask`
@@ -64,14 +80,12 @@ pub fn masked_pixel_loss(
     let mask = mask.to_dtype(pred.dtype())?.broadcast_to(pred.shape())?;
     let d = pred.sub(target)?;
     let err = if l1 { d.abs()? } else { d.sqr()? };
-    let count = mask.sum_all()?.item()?;
-    if count <= 0.0 {
-        return Err(Error::Invalid {
-            op: "masked_pixel_loss",
-            msg: "no pixel is masked: the loss would be 0/0".into(),
-        });
-    }
-    err.mul(&mask)?.sum_all()?.div_scalar(count)
+    mean_over_mask(
+        "masked_pixel_loss",
+        err.mul(&mask)?.sum_all()?,
+        &mask,
+        "no pixel is masked",
+    )
 }
 
 /// MAE's normalised pixel targets: each patch (last axis) minus its mean, divided by
@@ -107,7 +121,9 @@ pub fn masked_token_ce(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     }
     let (b, t, v) = (logits.shape()[0], logits.shape()[1], logits.shape()[2]);
     let tg = targets.reshape(&[b * t])?;
-    if tg.to_vec::<i64>()?.iter().all(|&x| x == IGNORE_INDEX) {
+    // Checked only where the targets are on the host; on a GPU they are not read back, and
+    // the cross-entropy's device count makes an all-ignored batch a loss of 0.
+    if targets.device().is_cpu() && tg.to_vec::<i64>()?.iter().all(|&x| x == IGNORE_INDEX) {
         return Err(Error::Invalid {
             op: "masked_token_ce",
             msg: "no position is selected: the loss would be 0/0".into(),

@@ -68,10 +68,11 @@ impl SslMethod for BarlowTwins {
         let z2 = self.projector.forward(&h2)?;
         let loss = barlow_twins(&z1, &z2, self.lambda)?;
         // The two parts of the loss, for the log: sum (1 - C_ii)^2 and sum_{i != j} C_ij^2.
-        let on = barlow_twins(&z1.detach(), &z2.detach(), 0.0)?.item()?;
-        let mut metrics = vec![("on_diag".into(), on)];
+        let on = barlow_twins(&z1.detach(), &z2.detach(), 0.0)?;
+        let mut metrics = vec![("on_diag".into(), on.clone())];
         if self.lambda > 0.0 {
-            metrics.push(("off_diag".into(), (loss.item()? - on) / self.lambda));
+            let off = loss.detach().sub(&on)?.div_scalar(self.lambda)?;
+            metrics.push(("off_diag".into(), off));
         }
         Ok(StepOutput {
             loss,

@@ -127,7 +127,7 @@ impl SslMethod for Colorization {
         let fmap = self.encoder.feature_map(&luma)?;
         let pred = self.decoder.forward(&fmap, &luma)?;
         let loss = pred.mse_loss(&chroma)?;
-        let zero = chroma.sqr()?.mean_all()?.item()?;
+        let zero = chroma.sqr()?.mean_all()?;
         let features = fmap.detach().global_avg_pool2d()?;
         Ok(StepOutput {
             loss,

@@ -15,6 +15,7 @@ use crate::loss::{cpc_info_nce, info_nce_logits};
 use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
 use crate::methods::mae::heads_for;
+use crate::metric::argmax_accuracy;
 
 /// CPC's autoregressive context and per-step predictors.
 #[derive(Debug)]
@@ -139,16 +140,17 @@ impl Cpc {
         Ok(z.reshape(&[b, g, g, z.shape()[1]])?)
     }
 
-    /// The loss (mean over steps of InfoNCE), the accuracy of picking the right patch, and the
-    /// encodings `[B, grid, grid, D]` of images `x`.
-    pub fn loss(&self, x: &Tensor) -> Result<(Tensor, f64, Tensor)> {
+    /// The loss (mean over steps of InfoNCE), the accuracy of picking the right patch (a 0-d
+    /// tensor on the model's device), and the encodings `[B, grid, grid, D]` of images `x`.
+    pub fn loss(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let z = self.encode(x)?;
         let (b, g, d) = (z.shape()[0], self.grid, z.shape()[3]);
         // Columns as sequences over rows: [B * grid, grid, D].
         let cols = z.permute(&[0, 2, 1, 3])?.reshape(&[b * g, g, d])?;
         let ctx = self.head.context.forward(&cols, true, None)?;
         let mut total: Option<Tensor> = None;
-        let (mut right, mut count) = (0usize, 0usize);
+        let mut right: Option<Tensor> = None;
+        let mut count = 0usize;
         for (k0, pred) in self.head.predictors.iter().enumerate() {
             let k = k0 + 1;
             let n = b * g * (g - k);
@@ -157,14 +159,14 @@ impl Cpc {
             let l = cpc_info_nce(&q, &keys, self.temperature)?;
             {
                 let _g = no_grad();
-                let am = info_nce_logits(&q, &keys, self.temperature)?
-                    .argmax(-1, false)?
-                    .to_vec::<i64>()?;
-                right += am
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, &a)| *i as i64 == a)
-                    .count();
+                // Row i's positive is key i: accuracy against 0..n, weighted by the rows.
+                let logits = info_nce_logits(&q, &keys, self.temperature)?;
+                let hits = argmax_accuracy(&logits, &Tensor::arange(n, DType::I64), None)?
+                    .mul_scalar(n as f64)?;
+                right = Some(match right {
+                    Some(r) => r.add(&hits)?,
+                    None => hits,
+                });
                 count += n;
             }
             total = Some(match total {
@@ -176,7 +178,11 @@ impl Cpc {
             Some(t) => t.div_scalar(self.steps as f64)?,
             None => return config("cpc: no prediction step"),
         };
-        Ok((loss, right as f64 / count.max(1) as f64, z))
+        let acc = match right {
+            Some(r) => r.div_scalar(count.max(1) as f64)?,
+            None => return config("cpc: no prediction step"),
+        };
+        Ok((loss, acc, z))
     }
 }
 

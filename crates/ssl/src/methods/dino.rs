@@ -201,14 +201,28 @@ impl SslMethod for Dino {
         )?;
         // Entropy of the teacher's targets: log(out_dim) when uniform (collapse to the centre),
         // 0 when one-hot on one prototype (collapse to one dimension).
-        let mut entropy = 0.0;
+        let mut entropy: Option<Tensor> = None;
         for t in &teacher {
             let lq = t
+                .detach()
                 .sub(&self.center)?
                 .mul_scalar(1.0 / self.teacher_temp)?
                 .log_softmax(-1)?;
-            entropy -= lq.exp()?.mul(&lq)?.sum(&[-1], false)?.mean_all()?.item()? / 2.0;
+            let h = lq
+                .exp()?
+                .mul(&lq)?
+                .sum(&[-1], false)?
+                .mean_all()?
+                .mul_scalar(-0.5)?;
+            entropy = Some(match entropy {
+                Some(e) => e.add(&h)?,
+                None => h,
+            });
         }
+        let entropy = match entropy {
+            Some(e) => e,
+            None => Tensor::zeros(&[], DType::F32),
+        };
         self.pending = Some(teacher);
         let hg = hg.detach();
         Ok(StepOutput {

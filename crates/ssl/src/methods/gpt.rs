@@ -11,6 +11,7 @@ use crate::error::{Result, SslError};
 use crate::loss::masked_token_ce;
 use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
+use crate::metric::argmax_accuracy;
 
 /// GPT: a causal text encoder.
 #[derive(Debug)]
@@ -84,20 +85,15 @@ impl SslMethod for Gpt {
     fn forward(&mut self, batch: &SslBatch, _: Progress, _: &mut Generator) -> Result<StepOutput> {
         let tokens = batch.tokens("gpt")?;
         let (loss, logits, hidden) = self.loss(tokens)?;
-        let acc = {
-            let _g = no_grad();
-            let t = logits.shape()[1];
-            let pred = logits.argmax(-1, false)?.to_vec::<i64>()?;
-            let tg = tokens.narrow(1, 1, t)?.contiguous()?.to_vec::<i64>()?;
-            pred.iter().zip(&tg).filter(|(a, b)| a == b).count() as f64 / tg.len().max(1) as f64
-        };
-        let l = loss.item()?;
+        let t = logits.shape()[1];
+        let acc = argmax_accuracy(&logits, &tokens.narrow(1, 1, t)?, None)?;
+        let bits = loss.detach().div_scalar(std::f64::consts::LN_2)?;
         Ok(StepOutput {
             loss,
             embeddings: Some((hidden.detach().mean(&[1], false)?, None)),
             metrics: vec![
                 ("next_token_acc".into(), acc),
-                ("bits_per_token".into(), l / std::f64::consts::LN_2),
+                ("bits_per_token".into(), bits),
             ],
         })
     }

@@ -11,9 +11,10 @@ use crate::encoder::Encoder;
 use crate::error::Result;
 use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
+use crate::metric::argmax_accuracy;
+use crate::pretext::label_tensor;
 use crate::pretext::patches::{cut_patches, GridGeometry, PatchAt};
 use crate::pretext::permutations::{max_hamming_set, PermutationSet, PERMUTATION_SEED};
-use crate::pretext::{accuracy, label_tensor};
 
 /// Jigsaw: encoder (shared by all tiles), the fixed permutation set, and an MLP
 /// (`proj_hidden` wide, `proj_layers` layers) from `grid² * out_dim` features to one logit
@@ -119,8 +120,9 @@ impl SslMethod for Jigsaw {
             .permute(&[1, 0, 2])?
             .reshape(&[b, n * d])?;
         let logits = self.head.forward(&feats)?;
-        let loss = logits.cross_entropy(&label_tensor(&labels)?)?;
-        let acc = accuracy(&logits, &labels)?;
+        let labels = label_tensor(&labels)?;
+        let loss = logits.cross_entropy(&labels)?;
+        let acc = argmax_accuracy(&logits, &labels, None)?;
         let full = {
             let _guard = no_grad();
             self.encoder.embed(x)?.detach()

@@ -247,7 +247,10 @@ impl SslMethod for Mae {
         Ok(StepOutput {
             loss: out.loss,
             embeddings: Some((feats, None)),
-            metrics: vec![("visible_patches".into(), m.keep as f64)],
+            metrics: vec![(
+                "visible_patches".into(),
+                Tensor::full(m.keep as f64, &[], DType::F32),
+            )],
         })
     }
 }

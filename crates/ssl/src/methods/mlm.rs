@@ -10,7 +10,7 @@
 use selfsup_data::mask::{BertMasking, MaskedTokens, IGNORE_INDEX};
 use selfsup_nn::{join, Linear, Module};
 use selfsup_tensor::rng::Philox;
-use selfsup_tensor::{no_grad, DType, Generator, Tensor};
+use selfsup_tensor::{DType, Generator, Tensor};
 
 use crate::config::{MethodConfig, MethodName};
 use crate::encoder::Encoder;
@@ -18,6 +18,7 @@ use crate::error::{config, Result, SslError};
 use crate::loss::masked_token_ce;
 use crate::macros::encoder_access;
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
+use crate::metric::argmax_accuracy;
 
 /// The `[PAD]` id (never selected, masked out of attention).
 pub const PAD_ID: i64 = 0;
@@ -44,8 +45,8 @@ pub struct MlmOutput {
     pub hidden: Tensor,
     /// The masked-token loss.
     pub mlm_loss: Tensor,
-    /// Fraction of selected tokens predicted right.
-    pub accuracy: f64,
+    /// Fraction of selected tokens predicted right (0-d, on the model's device).
+    pub accuracy: Tensor,
 }
 
 impl Mlm {
@@ -114,19 +115,7 @@ impl Mlm {
         let hidden = text.hidden(inputs, if has_pad { Some(&pad) } else { None })?;
         let logits = text.logits(&hidden)?;
         let mlm_loss = masked_token_ce(&logits, targets)?;
-        let accuracy = {
-            let _g = no_grad();
-            let pred = logits.argmax(-1, false)?.to_vec::<i64>()?;
-            let tg = targets.to_vec::<i64>()?;
-            let (mut right, mut n) = (0usize, 0usize);
-            for (p, t) in pred.iter().zip(&tg) {
-                if *t != IGNORE_INDEX {
-                    n += 1;
-                    right += usize::from(p == t);
-                }
-            }
-            right as f64 / n.max(1) as f64
-        };
+        let accuracy = argmax_accuracy(&logits, targets, Some(IGNORE_INDEX))?;
         Ok(MlmOutput {
             logits,
             hidden,
@@ -222,19 +211,15 @@ impl SslMethod for Mlm {
         let targets = Tensor::from_vec(m.targets, &shape)?;
         let out = self.forward_masked(&inputs, &targets)?;
         let mut metrics = vec![
-            ("mlm_loss".to_string(), out.mlm_loss.item()?),
+            ("mlm_loss".to_string(), out.mlm_loss.detach()),
             ("mlm_acc".to_string(), out.accuracy),
         ];
         let mut loss = out.mlm_loss.clone();
         if let (Some(head), Some(labels)) = (&self.nsp_head, labels) {
             let logits = head.forward(&out.hidden.select(1, 0)?)?;
             let nsp = logits.cross_entropy(&labels)?;
-            let acc = {
-                let p = logits.argmax(-1, false)?.to_vec::<i64>()?;
-                let l = labels.to_dtype(DType::I64)?.to_vec::<i64>()?;
-                p.iter().zip(&l).filter(|(a, b)| a == b).count() as f64 / l.len().max(1) as f64
-            };
-            metrics.push(("nsp_loss".into(), nsp.item()?));
+            let acc = argmax_accuracy(&logits, &labels, None)?;
+            metrics.push(("nsp_loss".into(), nsp.detach()));
             metrics.push(("nsp_acc".into(), acc));
             loss = loss.add(&nsp)?;
         }

@@ -141,11 +141,7 @@ impl SslMethod for MocoV2 {
         let loss = info_nce_queue(&q1, &k2, &queue, self.temperature)?
             .add(&info_nce_queue(&q2, &k1, &queue, self.temperature)?)?
             .mul_scalar(0.5)?;
-        let pos = q1
-            .detach()
-            .cosine_similarity(&k2, -1, 1e-12)?
-            .mean_all()?
-            .item()?;
+        let pos = q1.detach().cosine_similarity(&k2, -1, 1e-12)?.mean_all()?;
         self.pending = Some(k);
         let h = h.detach();
         Ok(StepOutput {

@@ -10,8 +10,9 @@ use crate::encoder::Encoder;
 use crate::error::Result;
 use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
+use crate::metric::argmax_accuracy;
+use crate::pretext::label_tensor;
 use crate::pretext::patches::{cut_patches, GridGeometry, PatchAt, NEIGHBOURS};
-use crate::pretext::{accuracy, label_tensor};
 
 /// Relative position: encoder (shared by both patches) and an MLP (`proj_hidden` wide,
 /// `proj_layers` layers) from the concatenated pair of features to 8 logits.
@@ -97,8 +98,9 @@ impl SslMethod for RelativePosition {
         let h = self.encoder.embed(&patches)?;
         let pair = Tensor::concat(&[&h.narrow(0, 0, b)?, &h.narrow(0, b, b)?], 1)?;
         let logits = self.head.forward(&pair)?;
-        let loss = logits.cross_entropy(&label_tensor(&labels)?)?;
-        let acc = accuracy(&logits, &labels)?;
+        let labels = label_tensor(&labels)?;
+        let loss = logits.cross_entropy(&labels)?;
+        let acc = argmax_accuracy(&logits, &labels, None)?;
         let full = {
             let _guard = no_grad();
             self.encoder.embed(x)?.detach()

@@ -9,8 +9,9 @@ use crate::encoder::Encoder;
 use crate::error::Result;
 use crate::macros::{encoder_access, impl_module};
 use crate::method::{InputKind, Progress, SslBatch, SslMethod, StepOutput};
+use crate::metric::argmax_accuracy;
+use crate::pretext::label_tensor;
 use crate::pretext::rotate::rotate_all;
-use crate::pretext::{accuracy, label_tensor};
 
 /// RotNet: encoder and a 4-way linear head, cross-entropy over all four rotations of each
 /// image (the `4B` images go through the encoder as one batch).
@@ -47,8 +48,9 @@ impl SslMethod for Rotation {
         let (rotated, labels) = rotate_all(x)?;
         let h = self.encoder.embed(&rotated)?;
         let logits = self.head.forward(&h)?;
-        let loss = logits.cross_entropy(&label_tensor(&labels)?)?;
-        let acc = accuracy(&logits, &labels)?;
+        let labels = label_tensor(&labels)?;
+        let loss = logits.cross_entropy(&labels)?;
+        let acc = argmax_accuracy(&logits, &labels, None)?;
         Ok(StepOutput {
             loss,
             embeddings: Some((h.detach().narrow(0, 0, b)?, None)),

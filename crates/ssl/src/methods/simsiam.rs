@@ -78,8 +78,7 @@ impl SslMethod for Simsiam {
         let z_std = zd
             .l2_normalize(-1, 1e-12)?
             .std(&[0], false, false)?
-            .mean_all()?
-            .item()?;
+            .mean_all()?;
         let h = h.detach();
         Ok(StepOutput {
             loss,

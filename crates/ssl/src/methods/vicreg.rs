@@ -80,9 +80,9 @@ impl SslMethod for Vicreg {
             loss: terms.loss,
             embeddings: Some((h1.detach(), Some(h2.detach()))),
             metrics: vec![
-                ("invariance".into(), terms.invariance.item()?),
-                ("variance".into(), terms.variance.item()?),
-                ("covariance".into(), terms.covariance.item()?),
+                ("invariance".into(), terms.invariance.detach()),
+                ("variance".into(), terms.variance.detach()),
+                ("covariance".into(), terms.covariance.detach()),
             ],
         })
     }

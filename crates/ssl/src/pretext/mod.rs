@@ -15,7 +15,8 @@ use selfsup_tensor::{DType, Tensor};
 
 use crate::error::{Result, SslError};
 
-/// Fraction of rows of `logits` `[n, classes]` whose arg-max is the label.
+/// Fraction of rows of `logits` `[n, classes]` whose arg-max is the label, read back as a
+/// number ([`crate::metric::argmax_accuracy`] keeps it on the device).
 pub fn accuracy(logits: &Tensor, labels: &[usize]) -> Result<f64> {
     let s = logits.shape();
     if s.len() != 2 || s[0] != labels.len() || s[1] == 0 {
@@ -25,18 +26,7 @@ pub fn accuracy(logits: &Tensor, labels: &[usize]) -> Result<f64> {
             s
         )));
     }
-    let c = s[1];
-    let v = logits.detach().to_vec_f64()?;
-    let hits = labels
-        .iter()
-        .enumerate()
-        .filter(|(i, &l)| {
-            let row = &v[i * c..(i + 1) * c];
-            let best = (0..c).fold(0, |b, k| if row[k] > row[b] { k } else { b });
-            best == l
-        })
-        .count();
-    Ok(hits as f64 / labels.len().max(1) as f64)
+    Ok(crate::metric::argmax_accuracy(logits, &label_tensor(labels)?, None)?.item()?)
 }
 
 /// Class labels as the i64 tensor `[n]` cross-entropy takes.

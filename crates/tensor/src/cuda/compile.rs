@@ -23,8 +23,18 @@ macro_rules! kernel_files {
     };
 }
 kernel_files!(
-    "unary", "binary", "copy", "reduce", "softmax", "loss", "index", "optim", "conv", "pool",
-    "random"
+    "unary",
+    "binary",
+    "copy",
+    "reduce",
+    "softmax",
+    "loss",
+    "index",
+    "optim",
+    "conv",
+    "pool",
+    "random",
+    "layer_norm"
 );
 
 /// The complete source NVRTC compiles for kernel file `name` (common header included).
@@ -217,9 +227,19 @@ mod tests {
                     .map(|s| s.to_string()),
             )
             .collect(),
-            "reduce" => ["sum", "max", "min"]
+            "reduce" => [
+                "reduce_sum",
+                "reduce_max",
+                "reduce_min",
+                "argreduce_max",
+                "argreduce_min",
+            ]
+            .iter()
+            .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+            .collect(),
+            "layer_norm" => ["layer_norm_fwd", "layer_norm_bw_dx", "layer_norm_bw_wb"]
                 .iter()
-                .flat_map(|k| floats.iter().map(move |d| format!("reduce_{k}_{d}")))
+                .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
                 .collect(),
             "softmax" => ["softmax", "log_softmax"]
                 .iter()

@@ -1,5 +1,7 @@
 //! Matrix products on the GPU through cuBLAS (strided-batched SGEMM/DGEMM): the CUDA arm of
-//! [`crate::ops::matmul`], whose CPU reference is [`crate::cpu::matmul`].
+//! [`crate::ops::matmul`], whose CPU reference is [`crate::cpu::matmul`]. f32 products follow
+//! [`crate::precision`]: TF32 through `CUBLAS_COMPUTE_32F_FAST_TF32`, bf16 by casting the
+//! operands to bf16 and running `cublasGemmStridedBatchedEx` with f32 accumulation and output.
 //!
 //! Row-major `C[m, n] = A[m, k] · B[k, n]` is computed as the column-major product
 //! `Cᵀ = Bᵀ · Aᵀ`, so no operand is transposed in memory: a row-major operand is passed as-is
@@ -13,6 +15,7 @@ use cudarc::cublas::{result as blas, sys as blas_sys};
 use super::{CudaBackend, CudaStorage};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::precision::MatmulPrecision;
 use crate::{Device, Layout};
 
 /// A cuBLAS handle bound to a backend's stream.
@@ -139,7 +142,28 @@ pub fn matmul(
     }
     let (a_dense, pa) = operand(a, la, m, k)?;
     let (b_dense, pb) = operand(b, lb, k, n)?;
+    // How far into each buffer the operand reaches (what a bf16 copy has to cover).
+    let extent = |dense: &Option<CudaStorage>, l: &Layout| match dense {
+        Some(d) => d.len(),
+        None => l.storage_extent(),
+    };
+    let (ea, eb) = (extent(&a_dense, la), extent(&b_dense, lb));
     let (a, b) = (a_dense.as_ref().unwrap_or(a), b_dense.as_ref().unwrap_or(b));
+    let precision = if dtype == DType::F32 {
+        crate::precision::matmul_precision()
+    } else {
+        MatmulPrecision::F32
+    };
+    // bf16 copies of the operands' reach, read through the same plans.
+    let (a16, b16) = if precision == MatmulPrecision::Bf16 {
+        (
+            Some(a.cast(DType::BF16, ea)?),
+            Some(b.cast(DType::BF16, eb)?),
+        )
+    } else {
+        (None, None)
+    };
+    let (a, b) = (a16.as_ref().unwrap_or(a), b16.as_ref().unwrap_or(b));
     let out = CudaStorage::alloc(backend, dtype, len)?;
     let op = |t: bool| {
         if t {
@@ -162,7 +186,7 @@ pub fn matmul(
         int(batch, "batch")?,
     );
     let (lda_b, lda_a) = (int(pb.1, "ld")?, int(pa.1, "ld")?);
-    let size = dtype.size_in_bytes() as u64;
+    let size = a.dtype().size_in_bytes() as u64;
     let (ptr_b, ptr_a) = (b.ptr() + pb.3 as u64 * size, a.ptr() + pa.3 as u64 * size);
     backend.bind()?;
     let handle = backend.blas()?;
@@ -171,8 +195,47 @@ pub fn matmul(
     // SAFETY: pointers, leading dimensions and batch strides were derived from layouts that lie
     // inside their buffers; out holds batch * m * n elements.
     let r = unsafe {
-        match dtype {
-            DType::F32 => {
+        match (dtype, precision) {
+            (DType::F32, MatmulPrecision::Tf32 | MatmulPrecision::Bf16) => {
+                let (one, zero) = (1.0f32, 0.0f32);
+                let (operands, compute) = if precision == MatmulPrecision::Bf16 {
+                    (
+                        blas_sys::cudaDataType::CUDA_R_16BF,
+                        blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    )
+                } else {
+                    (
+                        blas_sys::cudaDataType::CUDA_R_32F,
+                        blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+                    )
+                };
+                blas::gemm_strided_batched_ex(
+                    h.0,
+                    op(pb.0),
+                    op(pa.0),
+                    mi,
+                    ni,
+                    ki,
+                    (&one as *const f32).cast(),
+                    ptr_b as *const std::ffi::c_void,
+                    operands,
+                    lda_b,
+                    pb.2 as i64,
+                    ptr_a as *const std::ffi::c_void,
+                    operands,
+                    lda_a,
+                    pa.2 as i64,
+                    (&zero as *const f32).cast(),
+                    out.ptr() as *mut std::ffi::c_void,
+                    blas_sys::cudaDataType::CUDA_R_32F,
+                    mi,
+                    (m * n) as i64,
+                    bi,
+                    compute,
+                    blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+                )
+            }
+            (DType::F32, MatmulPrecision::F32) => {
                 let (one, zero) = (1.0f32, 0.0f32);
                 blas::sgemm_strided_batched(
                     h.0,

@@ -11,6 +11,7 @@ mod device;
 pub mod elementwise;
 pub mod index;
 pub(crate) mod launch;
+pub mod layer_norm;
 pub mod matmul;
 pub mod optim;
 pub mod pool;

@@ -1,5 +1,5 @@
-//! Launches of `kernels/reduce.cu`: the CUDA arm of the sum/max/min reductions in
-//! [`crate::ops::reduce`] (the CPU reference is `crate::cpu::reduce`).
+//! Launches of `kernels/reduce.cu`: the CUDA arm of the sum/max/min reductions and of
+//! argmax/argmin in [`crate::ops::reduce`] (the CPU reference is `crate::cpu::reduce`).
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
@@ -37,10 +37,59 @@ pub fn rows(
     if rows == 0 {
         return Ok(out);
     }
+    launch_rows(
+        op,
+        &format!("reduce_{kind_name}_{tag}"),
+        x,
+        &out,
+        l,
+        rows,
+        len,
+    )?;
+    Ok(out)
+}
+
+/// Index (i64) of the maximum (`max`) or minimum of each of the `rows` rows of `len > 0`
+/// elements of `x` at layout `l` (reduced axis last): the first one on ties, the first NaN if
+/// there is one, as the CPU's `arg_rows`.
+pub fn arg_rows(
+    op: &'static str,
+    max: bool,
+    x: &CudaStorage,
+    l: &Layout,
+    rows: usize,
+    len: usize,
+) -> Result<CudaStorage> {
+    let tag = super::launch::float_tag(op, x.dtype())?;
+    let out = CudaStorage::alloc(&x.backend, crate::DType::I64, rows)?;
+    if rows == 0 || len == 0 {
+        return Ok(out);
+    }
+    let kind = if max { "max" } else { "min" };
+    launch_rows(
+        op,
+        &format!("argreduce_{kind}_{tag}"),
+        x,
+        &out,
+        l,
+        rows,
+        len,
+    )?;
+    Ok(out)
+}
+
+/// One block per row (grid-stride over rows) of `name`, reading `x` through `l`.
+fn launch_rows(
+    op: &'static str,
+    name: &str,
+    x: &CudaStorage,
+    out: &CudaStorage,
+    l: &Layout,
+    rows: usize,
+    len: usize,
+) -> Result<()> {
     let d = Dims::new(l.shape(), &[l])?;
-    let f = x
-        .backend
-        .function("reduce", &format!("reduce_{kind_name}_{tag}"))?;
+    let f = x.backend.function("reduce", name)?;
     let (px, po, r64, n64) = (x.ptr(), out.ptr(), rows as i64, len as i64);
     let mut b = x.backend.stream().launch_builder(&f);
     b.arg(&px).arg(&po).arg(&r64).arg(&n64).arg(&d);
@@ -51,5 +100,5 @@ pub fn rows(
     };
     // SAFETY: the layout was checked against x's buffer; out holds `rows` elements.
     unsafe { b.launch(cfg) }.map_err(|e| x.backend.err(op, e))?;
-    Ok(out)
+    Ok(())
 }

@@ -44,14 +44,29 @@ pub fn softmax(
     Ok(out)
 }
 
+/// Which target value marks a skipped row in the cross-entropy kernels (`None`: every row
+/// counts). Targets outside `[0, c)` that are not it give NaN rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Ignore(pub Option<i64>);
+
+impl Ignore {
+    fn args(self) -> (i32, i64) {
+        match self.0 {
+            Some(v) => (1, v),
+            None => (0, 0),
+        }
+    }
+}
+
 /// Cross-entropy forward over contiguous logits `x` (`n * c` elements from element 0) and
-/// targets `tg` (i64, `-1` for ignored rows): per-row losses and log-sum-exps.
+/// targets `tg` (i64, contiguous from element 0): per-row losses and log-sum-exps.
 pub fn cross_entropy_forward(
     x: &CudaStorage,
     tg: &CudaStorage,
     n: usize,
     c: usize,
     eps: f64,
+    ignore: Ignore,
 ) -> Result<(CudaStorage, CudaStorage)> {
     let t = float_tag("cross_entropy", x.dtype())?;
     if tg.dtype() != DType::I64 {
@@ -70,6 +85,7 @@ pub fn cross_entropy_forward(
         .backend
         .function("loss", &format!("cross_entropy_fwd_{t}"))?;
     let (px, pt, pl, ps, n64, c64) = (x.ptr(), tg.ptr(), loss.ptr(), lse.ptr(), n as i64, c as i64);
+    let (has_ignore, ignore) = ignore.args();
     let mut b = x.backend.stream().launch_builder(&f);
     b.arg(&px)
         .arg(&pt)
@@ -77,8 +93,11 @@ pub fn cross_entropy_forward(
         .arg(&ps)
         .arg(&n64)
         .arg(&c64)
-        .arg(&eps);
-    // SAFETY: x holds n * c elements, tg n targets in [-1, c), loss and lse n each.
+        .arg(&eps)
+        .arg(&has_ignore)
+        .arg(&ignore);
+    // SAFETY: x holds n * c elements, tg n targets (the kernel reads x only for targets in
+    // [0, c)), loss and lse n each.
     unsafe { b.launch(per_row(n)) }.map_err(|e| x.backend.err("cross_entropy", e))?;
     Ok((loss, lse))
 }
@@ -96,6 +115,7 @@ pub fn cross_entropy_backward(
     c: usize,
     scale: f64,
     eps: f64,
+    ignore: Ignore,
 ) -> Result<CudaStorage> {
     let t = float_tag("cross_entropy", x.dtype())?;
     let dx = CudaStorage::alloc(&x.backend, x.dtype(), n * c)?;
@@ -114,6 +134,7 @@ pub fn cross_entropy_backward(
         dx.ptr(),
     );
     let (n64, c64) = (n as i64, c as i64);
+    let (has_ignore, ignore) = ignore.args();
     let mut b = x.backend.stream().launch_builder(&f);
     b.arg(&px)
         .arg(&pt)
@@ -123,7 +144,9 @@ pub fn cross_entropy_backward(
         .arg(&n64)
         .arg(&c64)
         .arg(&scale)
-        .arg(&eps);
+        .arg(&eps)
+        .arg(&has_ignore)
+        .arg(&ignore);
     // SAFETY: x and dx hold n * c elements, tg and lse n, g at least one past g_offset.
     unsafe { b.launch(grid_for(n * c)) }.map_err(|e| x.backend.err("cross_entropy", e))?;
     Ok(dx)

@@ -194,7 +194,14 @@ impl Tensor {
         let w = weight.contiguous()?;
         let b = bias.map(|b| b.contiguous()).transpose()?;
         let y = match x.dtype() {
-            DType::F32 => forward::<f32>(&x, &w, b.as_ref(), &g)?,
+            DType::F32 => {
+                // Operands rounded as `crate::precision` asks (the bias is added, not rounded).
+                let (xr, wr) = (
+                    crate::precision::cpu_operand(&x)?,
+                    crate::precision::cpu_operand(&w)?,
+                );
+                forward::<f32>(&xr, &wr, b.as_ref(), &g)?
+            }
             DType::F64 => forward::<f64>(&x, &w, b.as_ref(), &g)?,
             d => return Err(unsupported(OP, d)),
         };
@@ -209,19 +216,26 @@ struct Conv2dBack {
     geom: ConvGeom,
 }
 
-fn backward<T: Gemm>(g: &ConvGeom, inputs: &[Tensor], dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+/// The gradients of `[x, w]` or `[x, w, b]` (values in `inputs`; `needs[i]` says whether input
+/// `i` wants its gradient).
+fn backward<T: Gemm>(
+    g: &ConvGeom,
+    inputs: &[Tensor],
+    needs: &[bool],
+    dy: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     const OP: &str = "conv2d backward";
     let (x, w) = (&inputs[0], &inputs[1]);
     let gdy = dy.read();
     let dys = typed::<T>(OP, &gdy, dy)?;
-    let dx = if x.requires_grad() {
+    let dx = if needs[0] {
         let gw = w.read();
         let v = conv2d_backward_input(dys, typed::<T>(OP, &gw, w)?, g);
         Some(tensor_of(v, x.shape()))
     } else {
         None
     };
-    let dw = if w.requires_grad() {
+    let dw = if needs[1] {
         let gx = x.read();
         let v = conv2d_backward_weight(typed::<T>(OP, &gx, x)?, dys, g);
         Some(tensor_of(v, w.shape()))
@@ -230,7 +244,7 @@ fn backward<T: Gemm>(g: &ConvGeom, inputs: &[Tensor], dy: &Tensor) -> Result<Vec
     };
     let mut grads = vec![dx, dw];
     if let Some(b) = inputs.get(2) {
-        grads.push(b.requires_grad().then(|| {
+        grads.push(needs.get(2).copied().unwrap_or(false).then(|| {
             tensor_of(
                 conv2d_backward_bias(dys, g.n, g.c_out, g.out_plane()),
                 b.shape(),
@@ -251,9 +265,16 @@ impl BackwardOp for Conv2dBack {
         grad: &Tensor,
     ) -> Result<Vec<Option<Tensor>>> {
         let dy = grad.contiguous()?;
+        let needs: Vec<bool> = inputs.iter().map(|t| t.requires_grad()).collect();
         match dy.dtype() {
-            DType::F32 => backward::<f32>(&self.geom, inputs, &dy),
-            DType::F64 => backward::<f64>(&self.geom, inputs, &dy),
+            DType::F32 => {
+                // The backward products round their operands as the forward did.
+                let p = crate::precision::cpu_operand;
+                let mut rounded = vec![p(&inputs[0])?, p(&inputs[1])?];
+                rounded.extend(inputs.get(2).cloned());
+                backward::<f32>(&self.geom, &rounded, &needs, &p(&dy)?)
+            }
+            DType::F64 => backward::<f64>(&self.geom, inputs, &needs, &dy),
             d => Err(unsupported("conv2d backward", d)),
         }
     }

@@ -33,6 +33,29 @@ fn read_ids(op: &'static str, ids: &Tensor, size: usize) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// Indices as a backward pass keeps them: checked on the host, or left on the GPU.
+enum Ids {
+    Host(Vec<usize>),
+    /// i64, dense, on the GPU the op ran on; never read back (out-of-range entries give NaN
+    /// rows forward and are skipped backward by the kernels).
+    #[cfg(feature = "cuda")]
+    Device(Tensor),
+}
+
+/// Integer indices that already live on `device`, as the dense i64 tensor the kernels read.
+#[cfg(feature = "cuda")]
+fn device_ids(op: &'static str, ids: &Tensor) -> Result<Tensor> {
+    match ids.dtype() {
+        DType::I64 => crate::ops::dense(ids),
+        DType::U32 => ids.to_dtype(DType::I64),
+        d => Err(Error::UnsupportedDType {
+            op,
+            dtype: d,
+            supported: "i64 or u32 indices",
+        }),
+    }
+}
+
 /// Checked indices as an i64 tensor on `device` (for the GPU kernels).
 #[cfg(feature = "cuda")]
 fn ids_on(ids: &[usize], shape: &[usize], device: crate::Device) -> Result<Tensor> {
@@ -69,7 +92,7 @@ fn split3(shape: &[usize], axis: usize) -> (usize, usize, usize) {
 
 struct IndexSelectBack {
     axis: usize,
-    ids: Vec<usize>,
+    ids: Ids,
 }
 impl BackwardOp for IndexSelectBack {
     fn name(&self) -> &'static str {
@@ -84,8 +107,22 @@ impl BackwardOp for IndexSelectBack {
 }
 
 /// Zeros of `shape` with rows of `src` added at `ids` along `axis`.
-fn index_add_raw(shape: &[usize], axis: usize, ids: &[usize], src: &Tensor) -> Result<Tensor> {
+fn index_add_raw(shape: &[usize], axis: usize, ids: &Ids, src: &Tensor) -> Result<Tensor> {
     let (outer, dim, inner) = split3(shape, axis);
+    let ids = match ids {
+        Ids::Host(v) => v,
+        #[cfg(feature = "cuda")]
+        Ids::Device(d) => {
+            let geom = crate::cuda::index::IndexGeom {
+                outer,
+                dim,
+                inner,
+                n: d.numel(),
+            };
+            let s = on_gpu(src, d, geom, crate::cuda::index::index_add)?;
+            return Ok(Tensor::from_storage(s, shape));
+        }
+    };
     #[cfg(feature = "cuda")]
     if !src.device().is_cpu() {
         let geom = crate::cuda::index::IndexGeom {
@@ -213,6 +250,28 @@ impl Tensor {
                 format!("indices must be 1-D, got shape {:?}", ids.shape()),
             );
         }
+        #[cfg(feature = "cuda")]
+        if !self.device().is_cpu() && ids.device() == self.device() {
+            // Indices already on the GPU (token ids of a batch) are not read back: reading
+            // them would make the step wait for the device.
+            let d = device_ids("index_select", ids)?;
+            let (outer, dim, inner) = split3(self.shape(), a);
+            let geom = crate::cuda::index::IndexGeom {
+                outer,
+                dim,
+                inner,
+                n: d.numel(),
+            };
+            let mut shape = self.shape().to_vec();
+            shape[a] = d.numel();
+            let s = on_gpu(self, &d, geom, crate::cuda::index::index_select)?;
+            return Ok(Tensor::from_op(s, &shape, &[self, ids], || {
+                Box::new(IndexSelectBack {
+                    axis: a,
+                    ids: Ids::Device(d),
+                })
+            }));
+        }
         let idv = read_ids("index_select", ids, self.shape()[a])?;
         let mut shape = self.shape().to_vec();
         shape[a] = idv.len();
@@ -228,7 +287,10 @@ impl Tensor {
             let d = ids_on(&idv, &[idv.len()], self.device())?;
             let s = on_gpu(self, &d, geom, crate::cuda::index::index_select)?;
             return Ok(Tensor::from_op(s, &shape, &[self, ids], || {
-                Box::new(IndexSelectBack { axis: a, ids: idv })
+                Box::new(IndexSelectBack {
+                    axis: a,
+                    ids: Ids::Host(idv),
+                })
             }));
         }
         let x = self.contiguous()?.detach();
@@ -241,7 +303,12 @@ impl Tensor {
             Storage::Cpu(s),
             &shape,
             &[self, ids],
-            || Box::new(IndexSelectBack { axis: a, ids: idv }),
+            || {
+                Box::new(IndexSelectBack {
+                    axis: a,
+                    ids: Ids::Host(idv),
+                })
+            },
         ))
     }
 

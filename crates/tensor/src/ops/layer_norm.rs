@@ -139,6 +139,10 @@ impl Tensor {
                 }
             }
         }
+        #[cfg(feature = "cuda")]
+        if self.device() != Device::Cpu && matches!(self.dtype(), DType::F32 | DType::F64) {
+            return gpu::forward(self, d, weight, bias, eps);
+        }
         if self.device() != Device::Cpu {
             return composed(self, weight, bias, eps);
         }
@@ -159,6 +163,129 @@ impl Tensor {
                 rstd,
             })
         }))
+    }
+}
+
+/// The fused GPU LayerNorm (`kernels/layer_norm.cu`): one kernel forward, one for the input
+/// gradient and one for the weight and bias gradients.
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::*;
+    use crate::ops::dense;
+    use crate::storage::Storage;
+
+    type Guard<'a> = std::sync::RwLockReadGuard<'a, Storage>;
+
+    /// The CUDA storage behind a read guard (an error naming the op otherwise).
+    fn cuda_of<'a>(g: &'a Guard<'_>) -> Result<&'a crate::cuda::CudaStorage> {
+        match &**g {
+            Storage::Cuda(c) => Ok(c),
+            other => Err(crate::storage::no_kernel(OP, other.device())),
+        }
+    }
+
+    pub(super) fn forward(
+        x: &Tensor,
+        d: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let xd = dense(x)?;
+        let rows = x.numel().checked_div(d).unwrap_or(0);
+        let wd = weight.map(dense).transpose()?;
+        let bd = bias.map(dense).transpose()?;
+        let (gx, gw, gb) = (
+            xd.read(),
+            wd.as_ref().map(|t| t.read()),
+            bd.as_ref().map(|t| t.read()),
+        );
+        let (y, mean, rstd) = crate::cuda::layer_norm::forward(
+            cuda_of(&gx)?,
+            gw.as_ref().map(cuda_of).transpose()?,
+            gb.as_ref().map(cuda_of).transpose()?,
+            rows,
+            d,
+            eps,
+        )?;
+        let y = Tensor::from_storage(Storage::Cuda(y), x.shape());
+        let mut inputs: Vec<&Tensor> = vec![x];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        Ok(y.attach(&inputs, || {
+            Box::new(LnBackCuda {
+                d,
+                rows,
+                has_weight: weight.is_some(),
+                has_bias: bias.is_some(),
+                mean: Tensor::from_storage(Storage::Cuda(mean), &[rows]),
+                rstd: Tensor::from_storage(Storage::Cuda(rstd), &[rows]),
+            })
+        }))
+    }
+
+    struct LnBackCuda {
+        d: usize,
+        rows: usize,
+        has_weight: bool,
+        has_bias: bool,
+        mean: Tensor,
+        rstd: Tensor,
+    }
+
+    impl BackwardOp for LnBackCuda {
+        fn name(&self) -> &'static str {
+            OP
+        }
+        fn backward(
+            &self,
+            inputs: &[Tensor],
+            _: &Tensor,
+            grad: &Tensor,
+        ) -> Result<Vec<Option<Tensor>>> {
+            let x = dense(&inputs[0])?;
+            let g = dense(grad)?;
+            let w = if self.has_weight {
+                Some(dense(&inputs[1])?)
+            } else {
+                None
+            };
+            let want_w = self.has_weight && inputs[1].requires_grad();
+            let bias_at = if self.has_weight { 2 } else { 1 };
+            let want_b = self.has_bias && inputs[bias_at].requires_grad();
+            let (gx, gw, gg, gm, gr) = (
+                x.read(),
+                w.as_ref().map(|t| t.read()),
+                g.read(),
+                self.mean.read(),
+                self.rstd.read(),
+            );
+            let (dx, dw, db) = crate::cuda::layer_norm::backward(
+                cuda_of(&gx)?,
+                gw.as_ref().map(cuda_of).transpose()?,
+                cuda_of(&gg)?,
+                cuda_of(&gm)?,
+                cuda_of(&gr)?,
+                self.rows,
+                self.d,
+                want_w,
+                want_b,
+            )?;
+            let vec_of = |s: Option<crate::cuda::CudaStorage>| {
+                s.map(|s| Tensor::from_storage(Storage::Cuda(s), &[self.d]))
+            };
+            let mut out = vec![Some(Tensor::from_storage(
+                Storage::Cuda(dx),
+                inputs[0].shape(),
+            ))];
+            if self.has_weight {
+                out.push(vec_of(dw));
+            }
+            if self.has_bias {
+                out.push(vec_of(db));
+            }
+            Ok(out)
+        }
     }
 }
 

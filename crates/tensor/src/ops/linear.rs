@@ -161,7 +161,14 @@ impl Tensor {
         }
         let fused = self.device() == crate::Device::Cpu;
         let s = match self.dtype() {
-            DType::F32 if fused => typed::<f32>(self, weight, bias, n, k, out)?,
+            DType::F32 if fused => {
+                // Operands rounded as `crate::precision` asks (the bias is added, not rounded).
+                let (x, w) = (
+                    crate::precision::cpu_operand(self)?,
+                    crate::precision::cpu_operand(weight)?,
+                );
+                typed::<f32>(&x, &w, bias, n, k, out)?
+            }
             DType::F64 if fused => typed::<f64>(self, weight, bias, n, k, out)?,
             // bf16/f16, and the GPU (cuBLAS GEMM, then the bias add): the composed form.
             _ => {

@@ -95,6 +95,12 @@ impl Tensor {
             });
         }
         let c = self.shape()[1];
+        #[cfg(feature = "cuda")]
+        if !self.device().is_cpu() && targets.device() == self.device() {
+            // Targets already on the GPU are not read back (that would make the step wait for
+            // the device): the kernels skip ignored rows and turn out-of-range targets into NaN.
+            return cuda_ce::forward_device_targets(self, targets, opts);
+        }
         let raw: Vec<i64> = match targets.dtype() {
             DType::I64 => targets.to_vec::<i64>()?,
             DType::U32 => targets
@@ -134,7 +140,19 @@ impl Tensor {
         };
         #[cfg(feature = "cuda")]
         if !self.device().is_cpu() {
-            return cuda_ce::forward(self, targets, &tg, scale, opts.label_smoothing);
+            let host: Vec<i64> = tg.iter().map(|t| t.map_or(-1, |v| v as i64)).collect();
+            let tdev = Tensor::from_vec(host, &[tg.len()])?.to_device(self.device())?;
+            return cuda_ce::forward(
+                self,
+                targets,
+                cuda_ce::Scaled {
+                    targets: tdev,
+                    ignore: Some(-1),
+                    scale,
+                    device_scale: None,
+                    eps: opts.label_smoothing,
+                },
+            );
         }
         let x = self.contiguous()?.detach();
         let (loss, lse) = {
@@ -214,22 +232,74 @@ mod cuda_ce {
 
     use crate::ops::dense;
 
-    pub(super) fn forward(
+    /// The targets as the kernels read them and how the summed loss is scaled.
+    pub(super) struct Scaled {
+        /// i64 targets `[n]` on the logits' device, contiguous from element 0.
+        pub targets: Tensor,
+        /// The target value of skipped rows.
+        pub ignore: Option<i64>,
+        /// Host factor on the summed loss.
+        pub scale: f64,
+        /// Device factor on top of `scale` (1 / counted rows, counted on the device).
+        pub device_scale: Option<Tensor>,
+        /// Label smoothing.
+        pub eps: f64,
+    }
+
+    /// Cross-entropy against targets that live on the logits' device: ignored rows counted
+    /// there, nothing read back.
+    pub(super) fn forward_device_targets(
         x: &Tensor,
         targets: &Tensor,
-        tg: &[Option<usize>],
-        scale: f64,
-        eps: f64,
+        opts: &CrossEntropy,
     ) -> Result<Tensor> {
+        let n = x.shape()[0];
+        let t64 = match targets.dtype() {
+            DType::I64 => dense(targets)?,
+            DType::U32 => targets.to_dtype(DType::I64)?,
+            d => {
+                return Err(Error::UnsupportedDType {
+                    op: "cross_entropy",
+                    dtype: d,
+                    supported: "i64 or u32 targets",
+                })
+            }
+        };
+        let (scale, device_scale) = match (opts.mean, opts.ignore_index) {
+            (false, _) => (1.0, None),
+            (true, None) => (1.0 / n.max(1) as f64, None),
+            (true, Some(skip)) => {
+                let _g = crate::no_grad();
+                let skip = Tensor::full_on(skip as f64, &[], DType::F64, x.device())?;
+                let counted = t64.to_dtype(DType::F64)?.ne(&skip)?.sum_all()?;
+                let inv = counted
+                    .clamp(1.0, f64::INFINITY)?
+                    .rdiv_scalar(1.0)?
+                    .to_dtype(x.dtype())?;
+                (1.0, Some(inv))
+            }
+        };
+        forward(
+            x,
+            targets,
+            Scaled {
+                targets: t64,
+                ignore: opts.ignore_index,
+                scale,
+                device_scale,
+                eps: opts.label_smoothing,
+            },
+        )
+    }
+
+    pub(super) fn forward(x: &Tensor, targets: &Tensor, s: Scaled) -> Result<Tensor> {
         let (n, c) = (x.shape()[0], x.shape()[1]);
-        let host: Vec<i64> = tg.iter().map(|t| t.map_or(-1, |v| v as i64)).collect();
-        let tdev = Tensor::from_vec(host, &[n])?.to_device(x.device())?;
         let xd = dense(x)?;
         let (loss, lse) = {
-            let (gx, gt) = (xd.read(), tdev.read());
+            let (gx, gt) = (xd.read(), s.targets.read());
             match (&*gx, &*gt) {
                 (Storage::Cuda(cx), Storage::Cuda(ct)) => {
-                    rows::cross_entropy_forward(cx, ct, n, c, eps)?
+                    rows::cross_entropy_forward(cx, ct, n, c, s.eps, rows::Ignore(s.ignore))?
                 }
                 _ => return Err(crate::storage::no_kernel("cross_entropy", x.device())),
             }
@@ -237,23 +307,31 @@ mod cuda_ce {
         let per_row = Tensor::from_storage(Storage::Cuda(loss), &[n]);
         let total = {
             let _g = crate::no_grad();
-            per_row.sum_all()?.mul_scalar(scale)?
+            let t = per_row.sum_all()?.mul_scalar(s.scale)?;
+            match &s.device_scale {
+                Some(d) => t.mul(d)?,
+                None => t,
+            }
         };
         let lse = Tensor::from_storage(Storage::Cuda(lse), &[n]);
         Ok(total.attach(&[x, targets], || {
             Box::new(CeBackCuda {
-                targets: tdev,
+                targets: s.targets,
+                ignore: s.ignore,
                 lse,
-                scale,
-                eps,
+                scale: s.scale,
+                device_scale: s.device_scale,
+                eps: s.eps,
             })
         }))
     }
 
     struct CeBackCuda {
         targets: Tensor,
+        ignore: Option<i64>,
         lse: Tensor,
         scale: f64,
+        device_scale: Option<Tensor>,
         eps: f64,
     }
 
@@ -269,6 +347,10 @@ mod cuda_ce {
         ) -> Result<Vec<Option<Tensor>>> {
             let x = dense(&inputs[0])?;
             let (n, c) = (x.shape()[0], x.shape()[1]);
+            let g = match &self.device_scale {
+                Some(d) => dense(&g.mul(d)?)?,
+                None => g.clone(),
+            };
             let dx = {
                 let (gx, gt, gl, gg) = (x.read(), self.targets.read(), self.lse.read(), g.read());
                 match (&*gx, &*gt, &*gl, &*gg) {
@@ -287,6 +369,7 @@ mod cuda_ce {
                         c,
                         self.scale,
                         self.eps,
+                        rows::Ignore(self.ignore),
                     )?,
                     _ => return Err(crate::storage::no_kernel("cross_entropy", x.device())),
                 }

@@ -105,7 +105,16 @@ impl Tensor {
         }
         let s = match self.dtype() {
             DType::F32 | DType::F64 => {
-                let (ga, gb) = (self.read(), rhs.read());
+                // Operands rounded as `crate::precision` asks (themselves at f32 precision).
+                let (ca, cb) = (
+                    crate::precision::cpu_operand(self)?,
+                    crate::precision::cpu_operand(rhs)?,
+                );
+                let (la, lb) = (
+                    ca.layout().broadcast_to(&fa)?,
+                    cb.layout().broadcast_to(&fb)?,
+                );
+                let (ga, gb) = (ca.read(), cb.read());
                 match (ga.cpu("matmul")?, gb.cpu("matmul")?) {
                     (CpuStorage::F32(x), CpuStorage::F32(y)) => {
                         CpuStorage::F32(cpu_matmul(x, &la, y, &lb, batch, m, k, n))

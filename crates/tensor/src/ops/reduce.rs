@@ -192,14 +192,14 @@ impl Tensor {
                 format!("{op} over an empty axis of shape {:?}", self.shape()),
             );
         }
-        if !self.device().is_cpu() {
-            // No device kernel yet: indices are read back for metrics and decisions anyway,
-            // so compute them on the host and return them on the tensor's device.
-            let host = self.detach().to_device(crate::Device::Cpu)?;
-            return host.arg(op, axis, keepdim, max)?.to_device(self.device());
-        }
         let l = self.layout().permute(&p.perm)?;
         let g = self.read();
+        #[cfg(feature = "cuda")]
+        if let Storage::Cuda(c) = &*g {
+            let rows = numel(&p.keep_shape);
+            let s = crate::cuda::reduce::arg_rows(op, max, c, &l, rows, p.len)?;
+            return Ok(Tensor::from_storage(Storage::Cuda(s), &p.out_shape));
+        }
         let idx = match g.cpu(op)? {
             CpuStorage::F32(v) => arg_rows(&contiguous_slice(&v[..], &l), p.len, max),
             CpuStorage::F64(v) => arg_rows(&contiguous_slice(&v[..], &l), p.len, max),

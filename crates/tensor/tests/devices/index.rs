@@ -43,6 +43,35 @@ fn index_select_embedding_gather_and_their_gradients_match_the_cpu() {
 }
 
 #[test]
+fn ids_on_the_device_are_not_read_back_and_out_of_range_ones_give_nan_rows() {
+    on_each_gpu("device ids", |dev| {
+        let table = rand(&[5, 3], DType::F32, -1.0, 1.0, 4)
+            .to_device(dev)
+            .unwrap()
+            .requires_grad_();
+        let ids = Tensor::from_vec(vec![1i64, 5, -1, 4], &[4])
+            .unwrap()
+            .to_device(dev)
+            .unwrap();
+        let y = table.embedding(&ids).unwrap();
+        let v = y.to_vec_f64().unwrap();
+        assert!(v[..3].iter().all(|x| x.is_finite()), "row 0 is table row 1");
+        assert!(v[3..9].iter().all(|x| x.is_nan()), "ids 5 and -1: NaN rows");
+        assert!(v[9..].iter().all(|x| x.is_finite()));
+        y.sum_all().unwrap().backward().unwrap();
+        // Only the valid ids receive gradient; the others are skipped.
+        let g = table.grad().unwrap().to_vec_f64().unwrap();
+        let want = [0.0, 1.0, 0.0, 0.0, 1.0];
+        for (r, w) in want.iter().enumerate() {
+            assert!(g[3 * r..3 * r + 3].iter().all(|x| x == w), "row {r}: {g:?}");
+        }
+        // The same ids on the host are checked there: a clear error.
+        let host = Tensor::from_vec(vec![1i64, 5], &[2]).unwrap();
+        assert!(table.embedding(&host).is_err());
+    });
+}
+
+#[test]
 fn concat_stack_and_one_hot_work_on_the_gpu() {
     on_each_gpu("concat", |dev| {
         let a = rand(&[2, 3], DType::F32, -1.0, 1.0, 1);

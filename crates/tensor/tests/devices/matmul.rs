@@ -93,3 +93,55 @@ fn bf16_matmul_runs_on_the_gpu_through_f32() {
         compare("bf16", &y, &a.matmul(&b).unwrap(), 1e-2);
     });
 }
+
+#[test]
+fn tf32_and_bf16_products_match_the_cpus_rounding() {
+    use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+    on_each_gpu("matmul precision", |dev| {
+        // bf16 operands are cast with round-to-nearest-even on both devices, so only the
+        // summation order differs; TF32 tensor cores may truncate where the CPU rounds.
+        for (p, tol) in [(MatmulPrecision::Bf16, 1e-4), (MatmulPrecision::Tf32, 5e-3)] {
+            let cases: Vec<(&str, Tensor, Tensor)> = vec![
+                (
+                    "plain",
+                    rand(&[17, 64], DType::F32, -1.0, 1.0, 1),
+                    rand(&[64, 9], DType::F32, -1.0, 1.0, 2),
+                ),
+                (
+                    "transposed, offset",
+                    rand(&[70, 17], DType::F32, -1.0, 1.0, 3)
+                        .narrow(0, 6, 64)
+                        .unwrap()
+                        .t()
+                        .unwrap(),
+                    rand(&[9, 64], DType::F32, -1.0, 1.0, 4).t().unwrap(),
+                ),
+                (
+                    "broadcast batch",
+                    rand(&[3, 5, 33], DType::F32, -1.0, 1.0, 5),
+                    rand(&[33, 6], DType::F32, -1.0, 1.0, 6),
+                ),
+            ];
+            for (name, a, b) in cases {
+                let run = |d: Device| {
+                    with_matmul_precision(p, || {
+                        let (la, lb) = (
+                            a.to_device(d).unwrap().requires_grad_(),
+                            b.to_device(d).unwrap().requires_grad_(),
+                        );
+                        let y = la.matmul(&lb).unwrap();
+                        let w = rand(y.shape(), DType::F32, -1.0, 1.0, 9)
+                            .to_device(d)
+                            .unwrap();
+                        y.backward_with(Some(&w), false).unwrap();
+                        (y, la.grad().unwrap(), lb.grad().unwrap())
+                    })
+                };
+                let ((y, ga, gb), (yc, ca, cb)) = (run(dev), run(Device::Cpu));
+                compare(&format!("{p} {name} forward"), &y, &yc, tol);
+                compare(&format!("{p} {name} d/da"), &ga, &ca, tol);
+                compare(&format!("{p} {name} d/db"), &gb, &cb, tol);
+            }
+        }
+    });
+}

@@ -62,16 +62,34 @@ fn broadcast_gradients_are_summed_back_on_the_gpu() {
 #[test]
 fn argmax_and_argmin_match_the_cpu() {
     on_each_gpu("argmax", |dev| {
-        let x = rand(&[5, 7, 3], DType::F32, -1.0, 1.0, 12);
-        for axis in [0, 1, -1] {
-            let g = x.to_device(dev).unwrap();
-            let (a, b) = (
-                g.argmax(axis, false).unwrap(),
-                g.argmin(axis, true).unwrap(),
-            );
-            assert_eq!(a.device(), dev);
-            compare("argmax", &a, &x.argmax(axis, false).unwrap(), 0.0);
-            compare("argmin", &b, &x.argmin(axis, true).unwrap(), 0.0);
+        // Values on a coarse grid (many ties), rows longer than a block, a NaN in some rows, f32
+        // and f64, and a transposed view.
+        for dtype in [DType::F32, DType::F64] {
+            let mut v: Vec<f64> = rand(&[6, 700], DType::F64, -4.0, 4.0, 12)
+                .to_vec::<f64>()
+                .unwrap()
+                .iter()
+                .map(|x| x.round())
+                .collect();
+            v[3 * 700 + 650] = f64::NAN;
+            v[3 * 700 + 651] = f64::NAN;
+            v[5 * 700 + 2] = f64::NAN;
+            let x = Tensor::from_vec(v, &[6, 700])
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            for view in [x.clone(), x.t().unwrap()] {
+                for axis in [0, 1, -1] {
+                    let g = view.to_device(dev).unwrap();
+                    let (a, b) = (
+                        g.argmax(axis, false).unwrap(),
+                        g.argmin(axis, true).unwrap(),
+                    );
+                    assert_eq!((a.device(), a.dtype()), (dev, DType::I64));
+                    compare("argmax", &a, &view.argmax(axis, false).unwrap(), 0.0);
+                    compare("argmin", &b, &view.argmin(axis, true).unwrap(), 0.0);
+                }
+            }
         }
     });
 }

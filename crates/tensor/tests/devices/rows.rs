@@ -51,25 +51,38 @@ fn cross_entropy_matches_the_cpu_with_ignore_and_smoothing() {
                 },
             ] {
                 let tdev = t.to_device(dev).unwrap();
-                let f_dev = |v: &[Tensor]| v[0].cross_entropy_with(&tdev, &opts).unwrap();
-                let f_cpu = |v: &[Tensor]| v[0].cross_entropy_with(&t, &opts).unwrap();
                 if opts.ignore_index.is_none() {
-                    // Without an ignore index, -100 is out of range on both devices.
-                    assert!(x
-                        .to_device(dev)
-                        .unwrap()
-                        .cross_entropy_with(&tdev, &opts)
-                        .is_err());
+                    // Without an ignore index, -100 is out of range: an error where the
+                    // targets are on the host, a NaN loss where they stay on the device
+                    // (they are not read back).
+                    let xd = x.to_device(dev).unwrap();
+                    assert!(xd.cross_entropy_with(&t, &opts).is_err());
+                    let y = xd.cross_entropy_with(&tdev, &opts).unwrap();
+                    assert!(
+                        y.item().unwrap().is_nan(),
+                        "out-of-range target on the device"
+                    );
                     continue;
                 }
+                // Targets on the device (counted there) and on the host (checked there).
+                for (where_, targets) in [("device", &tdev), ("host", &t)] {
+                    let f_dev = |v: &[Tensor]| v[0].cross_entropy_with(targets, &opts).unwrap();
+                    let f_cpu = |v: &[Tensor]| v[0].cross_entropy_with(&t, &opts).unwrap();
+                    let ((y, g), (yc, gc)) =
+                        (run(dev, &[&x], &f_dev), run(Device::Cpu, &[&x], &f_cpu));
+                    let what = format!("ce {dtype:?} {opts:?} {where_} targets");
+                    compare(&what, &y, &yc, tol(dtype));
+                    compare(&format!("{what} grad"), &g[0], &gc[0], tol(dtype));
+                }
+                // u32 targets on the device.
+                let tu = Tensor::from_vec(vec![0u32, 12, 5, 4, 3, 3, 7, 2, 1], &[9]).unwrap();
+                let plain = CrossEntropy::default();
+                let tud = tu.to_device(dev).unwrap();
+                let f_dev = |v: &[Tensor]| v[0].cross_entropy_with(&tud, &plain).unwrap();
+                let f_cpu = |v: &[Tensor]| v[0].cross_entropy_with(&tu, &plain).unwrap();
                 let ((y, g), (yc, gc)) = (run(dev, &[&x], &f_dev), run(Device::Cpu, &[&x], &f_cpu));
-                compare(&format!("ce {dtype:?} {opts:?}"), &y, &yc, tol(dtype));
-                compare(
-                    &format!("ce {dtype:?} {opts:?} grad"),
-                    &g[0],
-                    &gc[0],
-                    tol(dtype),
-                );
+                compare("ce u32 targets", &y, &yc, tol(dtype));
+                compare("ce u32 targets grad", &g[0], &gc[0], tol(dtype));
             }
         }
     });
@@ -88,6 +101,38 @@ fn layer_norm_linear_and_attention_match_the_cpu() {
                 dev,
                 &[&x, &w, &b],
                 &|v| v[0].layer_norm(Some(&v[1]), Some(&v[2]), 1e-5).unwrap(),
+                t,
+            );
+            // The fused kernels: rows longer than a block, many rows (several row chunks of
+            // the weight-gradient kernel), a view, no affine part, weight only.
+            let long = rand(&[3, 300, 7], dtype, -2.0, 2.0, 13)
+                .permute(&[0, 2, 1])
+                .unwrap();
+            let wl = rand(&[300], dtype, 0.5, 1.5, 14);
+            check(
+                &format!("layer_norm long rows, weight only {dtype:?}"),
+                dev,
+                &[&long, &wl],
+                &|v| v[0].layer_norm(Some(&v[1]), None, 1e-5).unwrap(),
+                t,
+            );
+            let many = rand(&[150, 40], dtype, -2.0, 2.0, 15);
+            let (wm, bm) = (
+                rand(&[40], dtype, 0.5, 1.5, 16),
+                rand(&[40], dtype, -0.5, 0.5, 17),
+            );
+            check(
+                &format!("layer_norm many rows {dtype:?}"),
+                dev,
+                &[&many, &wm, &bm],
+                &|v| v[0].layer_norm(Some(&v[1]), Some(&v[2]), 1e-5).unwrap(),
+                t,
+            );
+            check(
+                &format!("layer_norm no affine {dtype:?}"),
+                dev,
+                &[&many],
+                &|v| v[0].layer_norm(None, None, 1e-5).unwrap(),
                 t,
             );
             let lw = rand(&[16, 32], dtype, -0.3, 0.3, 6);

@@ -101,6 +101,39 @@ fn float_casts_round_like_the_cpu() {
 }
 
 #[test]
+fn float_to_integer_casts_truncate_and_saturate_like_the_cpu() {
+    on_each_gpu("integer casts", |dev| {
+        let v = [
+            -2.7,
+            -0.5,
+            0.0,
+            0.5,
+            2.7,
+            1e12,
+            -1e30,
+            1e30,
+            f64::NAN,
+            4_294_967_296.0,
+        ];
+        for from in [DType::F32, DType::F64] {
+            let src = Tensor::from_vec(v.to_vec(), &[v.len()])
+                .unwrap()
+                .to_dtype(from)
+                .unwrap();
+            for to in [DType::I64, DType::U32] {
+                let g = src.to_device(dev).unwrap().to_dtype(to).unwrap();
+                compare(
+                    &format!("{from:?} -> {to:?}"),
+                    &g,
+                    &src.to_dtype(to).unwrap(),
+                    0.0,
+                );
+            }
+        }
+    });
+}
+
+#[test]
 fn gradients_flow_back_across_to_device() {
     on_each_gpu("to_device backward", |dev| {
         let x = rand(&[5], DType::F64, -1.0, 1.0, 9).requires_grad_();

@@ -1,0 +1,149 @@
+//! Launches of `kernels/layer_norm.cu`: the fused CUDA arm of [`Tensor::layer_norm`]
+//! (`crate::ops::layer_norm`), whose CPU reference is `crate::cpu::layer_norm`.
+//!
+//! [`Tensor::layer_norm`]: crate::Tensor::layer_norm
+
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+
+use super::launch::{float_tag, BLOCK};
+use super::CudaStorage;
+use crate::error::Result;
+
+const OP: &str = "layer_norm";
+
+/// One block per row, grid-stride over rows.
+fn per_row(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.clamp(1, 65_535 * 16) as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The device address of an optional operand (0: absent, which the kernels test for).
+fn opt_ptr(s: Option<&CudaStorage>) -> u64 {
+    s.map_or(0, |s| s.ptr())
+}
+
+/// Forward over contiguous `x` (`rows * len` from element 0) with optional `[len]` weight and
+/// bias: `(y, mean, rstd)`, the last two `[rows]`.
+pub fn forward(
+    x: &CudaStorage,
+    w: Option<&CudaStorage>,
+    b: Option<&CudaStorage>,
+    rows: usize,
+    len: usize,
+    eps: f64,
+) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
+    let t = float_tag(OP, x.dtype())?;
+    let be = &x.backend;
+    let y = CudaStorage::alloc(be, x.dtype(), rows * len)?;
+    let mean = CudaStorage::alloc(be, x.dtype(), rows)?;
+    let rstd = CudaStorage::alloc(be, x.dtype(), rows)?;
+    if rows * len == 0 {
+        return Ok((y, mean, rstd));
+    }
+    let f = be.function("layer_norm", &format!("layer_norm_fwd_{t}"))?;
+    let (px, pw, pb, py, pm, pr) = (
+        x.ptr(),
+        opt_ptr(w),
+        opt_ptr(b),
+        y.ptr(),
+        mean.ptr(),
+        rstd.ptr(),
+    );
+    let (r64, n64) = (rows as i64, len as i64);
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&px)
+        .arg(&pw)
+        .arg(&pb)
+        .arg(&py)
+        .arg(&pm)
+        .arg(&pr)
+        .arg(&r64)
+        .arg(&n64)
+        .arg(&eps);
+    // SAFETY: x and y hold rows * len elements, w and b len (or are null), mean and rstd rows.
+    unsafe { l.launch(per_row(rows)) }.map_err(|e| be.err(OP, e))?;
+    Ok((y, mean, rstd))
+}
+
+/// Rows of columns per block of the weight/bias gradient kernel.
+const ROWS_PER_CHUNK: usize = 64;
+
+/// Backward: `(dx, dw, db)` from the contiguous input `x`, output gradient `g`, the saved
+/// `mean` / `rstd` and the weight; `dw` / `db` only when asked for.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &CudaStorage,
+    w: Option<&CudaStorage>,
+    g: &CudaStorage,
+    mean: &CudaStorage,
+    rstd: &CudaStorage,
+    rows: usize,
+    len: usize,
+    want_dw: bool,
+    want_db: bool,
+) -> Result<(CudaStorage, Option<CudaStorage>, Option<CudaStorage>)> {
+    let t = float_tag(OP, x.dtype())?;
+    let be = &x.backend;
+    let dx = CudaStorage::alloc(be, x.dtype(), rows * len)?;
+    let zeros = |want: bool| -> Result<Option<CudaStorage>> {
+        want.then(|| CudaStorage::full(be, x.dtype(), len, 0.0))
+            .transpose()
+    };
+    let (dw, db) = (zeros(want_dw)?, zeros(want_db)?);
+    if rows * len == 0 {
+        return Ok((dx, dw, db));
+    }
+    let (r64, n64) = (rows as i64, len as i64);
+    let (px, pw, pg, pm, pr, pd) = (
+        x.ptr(),
+        opt_ptr(w),
+        g.ptr(),
+        mean.ptr(),
+        rstd.ptr(),
+        dx.ptr(),
+    );
+    let f = be.function("layer_norm", &format!("layer_norm_bw_dx_{t}"))?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&px)
+        .arg(&pw)
+        .arg(&pg)
+        .arg(&pm)
+        .arg(&pr)
+        .arg(&pd)
+        .arg(&r64)
+        .arg(&n64);
+    // SAFETY: x, g and dx hold rows * len elements, w len (or null), mean and rstd rows.
+    unsafe { l.launch(per_row(rows)) }.map_err(|e| be.err(OP, e))?;
+    if want_dw || want_db {
+        let f = be.function("layer_norm", &format!("layer_norm_bw_wb_{t}"))?;
+        let (pdw, pdb) = (opt_ptr(dw.as_ref()), opt_ptr(db.as_ref()));
+        // At most 65535 row chunks (the grid's y limit): wider chunks for very many rows.
+        let chunk = ROWS_PER_CHUNK.max(rows.div_ceil(65_535));
+        let cfg = LaunchConfig {
+            grid_dim: (
+                len.div_ceil(BLOCK as usize) as u32,
+                rows.div_ceil(chunk) as u32,
+                1,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let chunk = chunk as i64;
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(&px)
+            .arg(&pg)
+            .arg(&pm)
+            .arg(&pr)
+            .arg(&pdw)
+            .arg(&pdb)
+            .arg(&r64)
+            .arg(&n64)
+            .arg(&chunk);
+        // SAFETY: as above; dw and db hold len elements each (or are null).
+        unsafe { l.launch(cfg) }.map_err(|e| be.err(OP, e))?;
+    }
+    Ok((dx, dw, db))
+}

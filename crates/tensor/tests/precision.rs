@@ -1,0 +1,112 @@
+//! The matmul precision setting on the CPU: bf16 and TF32 products equal f32 products of the
+//! rounded operands, forward and backward, for matmul, linear and conv2d; f32 is untouched.
+
+use selfsup_tensor::precision::{round_mantissa, with_matmul_precision, MatmulPrecision};
+use selfsup_tensor::{Conv2dParams, DType, Generator, Tensor};
+
+fn rand(shape: &[usize], seed: u64) -> Tensor {
+    let mut g = Generator::new(seed);
+    Tensor::randn(shape, 0.0, 1.0, DType::F32, &mut g).unwrap()
+}
+
+/// `t` with every element rounded to `p`'s mantissa (a new leaf).
+fn rounded(t: &Tensor, p: MatmulPrecision) -> Tensor {
+    let v: Vec<f32> = t
+        .contiguous()
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(|x| round_mantissa(x, p.mantissa_bits()))
+        .collect();
+    Tensor::from_vec(v, t.shape()).unwrap()
+}
+
+fn same(what: &str, a: &Tensor, b: &Tensor) {
+    assert_eq!(a.shape(), b.shape(), "{what}");
+    assert_eq!(
+        a.to_vec::<f32>().unwrap(),
+        b.to_vec::<f32>().unwrap(),
+        "{what}"
+    );
+}
+
+/// Runs `f` on leaves `xs` under precision `p`, backward with `w`, and returns output and grads.
+fn run(
+    p: MatmulPrecision,
+    xs: &[&Tensor],
+    f: &dyn Fn(&[Tensor]) -> Tensor,
+) -> (Tensor, Vec<Tensor>) {
+    with_matmul_precision(p, || {
+        let leaves: Vec<Tensor> = xs.iter().map(|x| x.detach().requires_grad_()).collect();
+        let y = f(&leaves);
+        let w = rand(y.shape(), 99);
+        y.backward_with(Some(&w), false).unwrap();
+        (y, leaves.iter().map(|l| l.grad().unwrap()).collect())
+    })
+}
+
+#[test]
+fn low_precision_products_are_products_of_rounded_operands() {
+    let (a, b) = (rand(&[6, 40], 1), rand(&[40, 5], 2));
+    let (x, w, bias) = (rand(&[6, 40], 3), rand(&[7, 40], 4), rand(&[7], 5));
+    for p in [MatmulPrecision::Bf16, MatmulPrecision::Tf32] {
+        // matmul (b passed transposed, a view): y = r(a) r(b); da = r(g) r(b)ᵀ; db = r(a)ᵀ r(g).
+        let bt = b.t().unwrap().contiguous().unwrap();
+        let f = |v: &[Tensor]| v[0].matmul(&v[1].t().unwrap()).unwrap();
+        let (y, g) = run(p, &[&a, &bt], &f);
+        let want = rounded(&a, p).matmul(&rounded(&b, p)).unwrap();
+        same(&format!("{p} matmul"), &y, &want);
+        let gy = rounded(&rand(y.shape(), 99), p);
+        same(
+            &format!("{p} matmul d/da"),
+            &g[0],
+            &gy.matmul(&rounded(&bt, p)).unwrap(),
+        );
+        // linear: the bias is added in f32, not rounded.
+        let f = |v: &[Tensor]| v[0].linear(&v[1], Some(&v[2])).unwrap();
+        let (y, g) = run(p, &[&x, &w, &bias], &f);
+        let want = rounded(&x, p).linear(&rounded(&w, p), Some(&bias)).unwrap();
+        same(&format!("{p} linear"), &y, &want);
+        let gy = rounded(&rand(y.shape(), 99), p);
+        same(
+            &format!("{p} linear d/dw"),
+            &g[1],
+            &gy.t().unwrap().matmul(&rounded(&x, p)).unwrap(),
+        );
+        // The rounding is real: bf16 and TF32 differ from f32.
+        let (y32, _) = run(MatmulPrecision::F32, &[&x, &w, &bias], &f);
+        assert_ne!(y.to_vec::<f32>().unwrap(), y32.to_vec::<f32>().unwrap());
+    }
+}
+
+#[test]
+fn conv2d_rounds_its_operands_forward_and_backward() {
+    let (x, w) = (rand(&[2, 3, 6, 6], 7), rand(&[4, 3, 3, 3], 8));
+    let params = Conv2dParams {
+        padding: (1, 1),
+        ..Default::default()
+    };
+    let p = MatmulPrecision::Bf16;
+    let f = |v: &[Tensor]| v[0].conv2d(&v[1], None, params).unwrap();
+    let (y, g) = run(p, &[&x, &w], &f);
+    let (rx, rw) = (rounded(&x, p), rounded(&w, p));
+    let (yr, _) = run(MatmulPrecision::F32, &[&rx, &rw], &f);
+    same("conv bf16", &y, &yr);
+    // The backward rounds the incoming gradient too, so compare with a rounded seed.
+    let seed = rounded(&rand(y.shape(), 99), p);
+    let (rxl, rwl) = (rx.requires_grad_(), rw.requires_grad_());
+    rxl.conv2d(&rwl, None, params)
+        .unwrap()
+        .backward_with(Some(&seed), false)
+        .unwrap();
+    same("conv bf16 d/dx", &g[0], &rxl.grad().unwrap());
+    same("conv bf16 d/dw", &g[1], &rwl.grad().unwrap());
+}
+
+#[test]
+fn f32_precision_leaves_products_alone() {
+    let (a, b) = (rand(&[5, 9], 1), rand(&[9, 4], 2));
+    let y = with_matmul_precision(MatmulPrecision::F32, || a.matmul(&b).unwrap());
+    same("f32", &y, &a.matmul(&b).unwrap());
+}

@@ -1,0 +1,99 @@
+// layer_norm.cu: LayerNorm over the last axis, forward and backward, fused. CPU reference:
+// `crate::cpu::layer_norm`.
+//
+// Layout: x, y, g, dx are contiguous [rows, len]; w and b are [len] or null (no affine part);
+// mean and rstd are [rows] (saved by the forward for the backward).
+// `layer_norm_fwd_<f32|f64>`: mean[r] = Σ_j x[r, j] / len, rstd[r] = 1 / sqrt(Σ_j (x - mean)² /
+// len + eps) (two passes over the row, as on the CPU), y = (x - mean) rstd w + b. One block of
+// 256 threads per row, grid-stride over rows.
+// `layer_norm_bw_dx_<f32|f64>`: with h = g w (or g) and xh = (x - mean) rstd,
+// dx = rstd (h - mean_j h - xh mean_j (h xh)). One block per row.
+// `layer_norm_bw_wb_<f32|f64>`: dw[j] += Σ_r g xh, db[j] += Σ_r g over a chunk of rows
+// (dw and db zeroed first; atomic adds, so the summation order is unspecified); grid
+// (column blocks of 256, row chunks). Either output may be null.
+
+template <typename T>
+__device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, i64 rows,
+                       i64 len, double eps) {
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* row = x + r * len;
+        T s = T(0);
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) s += row[j];
+        const T m = block_fold(s, SumOp(), T(0)) / T(len);
+        T q = T(0);
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
+            const T d = row[j] - m;
+            q += d * d;
+        }
+        const T rs = T(1) / sqrt(block_fold(q, SumOp(), T(0)) / T(len) + T(eps));
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
+            T v = (row[j] - m) * rs;
+            if (w) v *= w[j];
+            if (b) v += b[j];
+            y[r * len + j] = v;
+        }
+        if (threadIdx.x == 0) {
+            mean[r] = m;
+            rstd[r] = rs;
+        }
+    }
+}
+
+template <typename T>
+__device__ void ln_bw_dx(const T* x, const T* w, const T* g, const T* mean, const T* rstd, T* dx,
+                         i64 rows, i64 len) {
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* xr = x + r * len;
+        const T* gr = g + r * len;
+        const T m = mean[r], rs = rstd[r];
+        T sh = T(0), shx = T(0);
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
+            const T h = w ? gr[j] * w[j] : gr[j];
+            sh += h;
+            shx += h * (xr[j] - m) * rs;
+        }
+        const T mh = block_fold(sh, SumOp(), T(0)) / T(len);
+        const T mhx = block_fold(shx, SumOp(), T(0)) / T(len);
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
+            const T h = w ? gr[j] * w[j] : gr[j];
+            dx[r * len + j] = rs * (h - mh - (xr[j] - m) * rs * mhx);
+        }
+    }
+}
+
+template <typename T>
+__device__ void ln_bw_wb(const T* x, const T* g, const T* mean, const T* rstd, T* dw, T* db,
+                         i64 rows, i64 len, i64 rows_per_chunk) {
+    const i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= len) return;
+    const i64 r0 = (i64)blockIdx.y * rows_per_chunk;
+    const i64 r1 = min(rows, r0 + rows_per_chunk);
+    T aw = T(0), ab = T(0);
+    for (i64 r = r0; r < r1; ++r) {
+        const T gv = g[r * len + j];
+        aw += gv * (x[r * len + j] - mean[r]) * rstd[r];
+        ab += gv;
+    }
+    if (dw) atomicAdd(dw + j, aw);
+    if (db) atomicAdd(db + j, ab);
+}
+
+#define LN_KERNELS(T, TAG)                                                                     \
+    extern "C" __global__ void layer_norm_fwd_##TAG(const T* x, const T* w, const T* b, T* y,  \
+                                                    T* mean, T* rstd, i64 rows, i64 len,       \
+                                                    double eps) {                              \
+        ln_fwd<T>(x, w, b, y, mean, rstd, rows, len, eps);                                     \
+    }                                                                                          \
+    extern "C" __global__ void layer_norm_bw_dx_##TAG(const T* x, const T* w, const T* g,      \
+                                                      const T* mean, const T* rstd, T* dx,     \
+                                                      i64 rows, i64 len) {                     \
+        ln_bw_dx<T>(x, w, g, mean, rstd, dx, rows, len);                                       \
+    }                                                                                          \
+    extern "C" __global__ void layer_norm_bw_wb_##TAG(const T* x, const T* g, const T* mean,   \
+                                                      const T* rstd, T* dw, T* db, i64 rows,   \
+                                                      i64 len, i64 rows_per_chunk) {           \
+        ln_bw_wb<T>(x, g, mean, rstd, dw, db, rows, len, rows_per_chunk);                      \
+    }
+
+LN_KERNELS(float, f32)
+LN_KERNELS(double, f64)
