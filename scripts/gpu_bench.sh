@@ -3,7 +3,8 @@
 #   bash scripts/gpu_bench.sh build   # here: release `selfsup` into target/gpu-bins
 #   bash scripts/gpu_bench.sh run     # on the GPU machine; JSON lines into $OUT/bench.jsonl
 # Workloads: sgemm in f32 (TF32 off), TF32 and bf16; simclr-step, gpt-step (shared/README.md);
-# GPT-2 small in bf16 with its MFU (issue 7). WORKLOADS="sgemm gpt2" picks some.
+# SimCLR at batch 512 with the SmallCnn and the CIFAR ResNet-18, GPT-2 small in bf16 with its
+# MFU (issue 7's table). WORKLOADS="sgemm gpt2" picks some.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bins=target/gpu-bins
@@ -20,12 +21,14 @@ run)
   source <(bash scripts/gpu_check.sh env)
   rounds=${ROUNDS:-2}
   for r in $(seq 1 "$rounds"); do
-    for w in ${WORKLOADS:-sgemm sgemm-tf32 sgemm-bf16 simclr gpt gpt2}; do
+    for w in ${WORKLOADS:-sgemm sgemm-tf32 sgemm-bf16 simclr simclr512 resnet512 gpt gpt2}; do
       case $w in
         sgemm) ours=(bench sgemm --sizes 256,512,1024,2048,4096); theirs=(sgemm) ;;
         sgemm-tf32) ours=(bench sgemm --sizes 1024,4096 --precision tf32); theirs=(sgemm --sizes 1024,4096 --precision tf32) ;;
         sgemm-bf16) ours=(bench sgemm --sizes 1024,4096,8192 --precision bf16); theirs=(sgemm --sizes 1024,4096,8192 --precision bf16) ;;
         simclr) ours=(bench simclr-step); theirs=(simclr) ;;
+        simclr512) ours=(bench simclr-step --batch 512); theirs=(simclr --simclr-batch 512) ;;
+        resnet512) ours=(bench simclr-step --backbone resnet18 --batch 512 --reps 5); theirs=(simclr --backbone resnet18 --simclr-batch 512 --reps 5) ;;
         gpt) ours=(bench gpt-step); theirs=(gpt) ;;
         gpt2) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5); theirs=(gpt2 --reps 5) ;;
       esac

@@ -55,6 +55,32 @@ def small_cnn():
                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.short = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.b1(self.c1(x)))
+        return F.relu(self.b2(self.c2(y)) + self.short(x))
+
+
+def resnet18(cin=1):
+    """The CIFAR ResNet-18 (3x3 stem, stride 1, no max-pool), 512-d pooled features."""
+    layers = [nn.Conv2d(cin, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
+    c = 64
+    for width, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+        layers += [BasicBlock(c, width, stride), BasicBlock(width, width, 1)]
+        c = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
 def nt_xent(z, t):
     z = F.normalize(z, dim=-1)
     m = z.shape[0]
@@ -66,8 +92,9 @@ def nt_xent(z, t):
 
 
 def simclr(args, dev):
-    enc = small_cnn().to(dev)
-    head = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 64)).to(dev)
+    enc = (resnet18() if args.backbone == "resnet18" else small_cnn()).to(dev)
+    feat = 512 if args.backbone == "resnet18" else 128
+    head = nn.Sequential(nn.Linear(feat, 128), nn.ReLU(), nn.Linear(128, 64)).to(dev)
     opt = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=1e-3)
     b = args.simclr_batch
     v1 = torch.randn(b, 1, 28, 28, device=dev)
@@ -84,7 +111,7 @@ def simclr(args, dev):
 
     t = timed(step, args.reps, 3)
     s = statistics.median(t)
-    print(json.dumps({"bench": "simclr-step", "engine": "torch", "device": str(dev), "batch_images": b, "reps": len(t),
+    print(json.dumps({"bench": "simclr-step", "backbone": args.backbone, "engine": "torch", "device": str(dev), "batch_images": b, "reps": len(t),
                       "step_s": round(s, 5), "img_per_s": round(b / s), "last_loss": float(last[0])}))
 
 
@@ -179,6 +206,7 @@ def main():
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[256, 512, 1024, 2048, 4096])
     ap.add_argument("--simclr-batch", type=int, default=256)
+    ap.add_argument("--backbone", choices=["small-cnn", "resnet18"], default="small-cnn")
     ap.add_argument("--tf32", action="store_true")
     ap.add_argument("--precision", choices=["f32", "tf32", "bf16"], default="f32")
     ap.add_argument("--gpt2-batch", type=int, default=8)

@@ -8,7 +8,7 @@ use selfsup_data::{idx, LoaderConfig, Split};
 use selfsup_nn::optim::{Adam, AdamConfig, Optimizer};
 use selfsup_nn::{Module, TextConfig, TextTransformer};
 use selfsup_ssl::feed::{image_loader, to_ssl_batch};
-use selfsup_ssl::{build, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
+use selfsup_ssl::{build, BackboneKind, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Device, Generator, Tensor};
 use serde_json::json;
@@ -91,7 +91,19 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             }
         }
         Workload::SimclrStep => {
-            let cfg = MethodConfig::for_method(MethodName::Simclr);
+            let mut cfg = MethodConfig::for_method(MethodName::Simclr);
+            cfg.backbone.kind =
+                crate::cli::parse_enum("--backbone", &args.backbone, &["small-cnn", "resnet18"])?;
+            if !matches!(
+                cfg.backbone.kind,
+                BackboneKind::SmallCnn | BackboneKind::Resnet18
+            ) {
+                return Err(CliError::Input(format!(
+                    "--backbone {}: simclr-step runs small-cnn or resnet18",
+                    args.backbone
+                )));
+            }
+            let batch = args.batch.unwrap_or(256).max(2);
             let mut g = Generator::new(0);
             let method = build(&cfg, &mut g)?;
             let kind = method.input();
@@ -111,7 +123,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                         Arc::new(train),
                         &kind,
                         &selfsup_data::ViewConfig::default(),
-                        LoaderConfig::default(),
+                        LoaderConfig {
+                            batch_size: batch,
+                            ..LoaderConfig::default()
+                        },
                     )?;
                     // Views are made by the loader's background thread while the step runs;
                     // collect them first so the timing is of the training step alone and of
@@ -133,8 +148,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                     let b = (0..steps)
                         .map(|_| {
                             Ok(SslBatch::from_views(vec![
-                                Tensor::randn(&[256, 1, 28, 28], 0.0, 1.0, DType::F32, &mut g)?,
-                                Tensor::randn(&[256, 1, 28, 28], 0.0, 1.0, DType::F32, &mut g)?,
+                                Tensor::randn(&[batch, 1, 28, 28], 0.0, 1.0, DType::F32, &mut g)?,
+                                Tensor::randn(&[batch, 1, 28, 28], 0.0, 1.0, DType::F32, &mut g)?,
                             ]))
                         })
                         .collect::<Result<_>>()?;
@@ -154,10 +169,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 i += 1;
                 Ok(())
             })?;
-            let ips: Vec<f64> = t.iter().map(|s| 256.0 / s).collect();
+            let ips: Vec<f64> = t.iter().map(|s| batch as f64 / s).collect();
             println!(
                 "{}",
-                json!({"bench": "simclr-step", "device": dev_name, "precision": prec, "threads": threads, "batch_images": 256, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
+                json!({"bench": "simclr-step", "backbone": args.backbone, "device": dev_name, "precision": prec, "threads": threads, "batch_images": batch, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
             );
         }
         Workload::GptStep => gpt_step(args, device, precision, threads)?,

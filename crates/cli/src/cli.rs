@@ -318,9 +318,14 @@ pub struct BenchArgs {
     /// (12 layers, 12 heads, d=768, context 1024, vocab 50304, tied head: 124M parameters).
     #[arg(long, value_enum, default_value_t = GptSize::Mini)]
     pub model: GptSize,
-    /// gpt-step sequences per step (default 32 for mini, 8 for gpt2).
+    /// Per step: images for simclr-step (default 256), sequences for gpt-step (default 32 for
+    /// mini, 8 for gpt2).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// simclr-step encoder: `small-cnn` (the reference) or `resnet18` (the CIFAR ResNet-18:
+    /// 3x3 stem, no max-pool, 11.2M parameters).
+    #[arg(long, default_value = "small-cnn")]
+    pub backbone: String,
 }
 
 /// The GPT configurations of `bench gpt-step`.

@@ -34,7 +34,8 @@ kernel_files!(
     "conv",
     "pool",
     "random",
-    "layer_norm"
+    "layer_norm",
+    "batch_norm"
 );
 
 /// The complete source NVRTC compiles for kernel file `name` (common header included).
@@ -233,6 +234,16 @@ mod tests {
                 "reduce_min",
                 "argreduce_max",
                 "argreduce_min",
+            ]
+            .iter()
+            .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+            .collect(),
+            "batch_norm" => [
+                "bn_sum",
+                "bn_m2",
+                "bn_apply",
+                "bn_grad_sums",
+                "bn_grad_input",
             ]
             .iter()
             .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))

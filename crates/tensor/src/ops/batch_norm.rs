@@ -190,6 +190,10 @@ fn batch_norm_op(
             Tensor::from_cpu(T::into_storage(r.2), &[c]),
         )
     }
+    #[cfg(feature = "cuda")]
+    if x.device() != Device::Cpu && stats.is_none() {
+        return gpu::train(x, g, weight, bias, eps, relu);
+    }
     if x.device() != Device::Cpu {
         return composed(x, stats, weight, bias, eps, relu);
     }
@@ -227,8 +231,132 @@ fn batch_norm_op(
     Ok((y, mean, var))
 }
 
-/// Batch normalisation composed of elementwise ops and reductions, for devices without a fused
-/// kernel yet (the GPU): the same values and gradients as the fused op, more memory traffic.
+/// The fused GPU batch norm in training mode (`kernels/batch_norm.cu`).
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::*;
+    use crate::ops::dense;
+    use crate::storage::Storage;
+
+    type Guard<'a> = std::sync::RwLockReadGuard<'a, Storage>;
+
+    /// The CUDA storage behind a read guard (an error naming the op otherwise).
+    fn cuda_of<'a>(g: &'a Guard<'_>) -> Result<&'a crate::cuda::CudaStorage> {
+        match &**g {
+            Storage::Cuda(c) => Ok(c),
+            other => Err(crate::storage::no_kernel(OP, other.device())),
+        }
+    }
+
+    pub(super) fn train(
+        x: &Tensor,
+        g: BnGeom,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        relu: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let xd = dense(x)?;
+        let wd = weight.map(dense).transpose()?;
+        let bd = bias.map(dense).transpose()?;
+        let (gx, gw, gb) = (
+            xd.read(),
+            wd.as_ref().map(|t| t.read()),
+            bd.as_ref().map(|t| t.read()),
+        );
+        let (y, mean, var) = crate::cuda::batch_norm::train_forward(
+            cuda_of(&gx)?,
+            gw.as_ref().map(cuda_of).transpose()?,
+            gb.as_ref().map(cuda_of).transpose()?,
+            g,
+            eps,
+            relu,
+        )?;
+        let y = Tensor::from_storage(Storage::Cuda(y), x.shape());
+        let mean = Tensor::from_storage(Storage::Cuda(mean), &[g.c]);
+        let var = Tensor::from_storage(Storage::Cuda(var), &[g.c]);
+        let mut inputs: Vec<&Tensor> = vec![x];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let (bm, bv) = (mean.clone(), var.clone());
+        let y = y.attach(&inputs, || {
+            Box::new(BnBackCuda {
+                geom: g,
+                relu,
+                eps,
+                has_weight: weight.is_some(),
+                has_bias: bias.is_some(),
+                mean: bm,
+                var: bv,
+            })
+        });
+        Ok((y, mean, var))
+    }
+
+    struct BnBackCuda {
+        geom: BnGeom,
+        relu: bool,
+        eps: f64,
+        has_weight: bool,
+        has_bias: bool,
+        mean: Tensor,
+        var: Tensor,
+    }
+
+    impl BackwardOp for BnBackCuda {
+        fn name(&self) -> &'static str {
+            OP
+        }
+        fn backward(
+            &self,
+            inputs: &[Tensor],
+            output: &Tensor,
+            grad: &Tensor,
+        ) -> Result<Vec<Option<Tensor>>> {
+            let (x, y, gr) = (dense(&inputs[0])?, dense(output)?, dense(grad)?);
+            let w = if self.has_weight {
+                Some(dense(&inputs[1])?)
+            } else {
+                None
+            };
+            let (gx, gy, gg, gm, gv, gw) = (
+                x.read(),
+                y.read(),
+                gr.read(),
+                self.mean.read(),
+                self.var.read(),
+                w.as_ref().map(|t| t.read()),
+            );
+            let (dx, dw, db) = crate::cuda::batch_norm::train_backward(
+                cuda_of(&gx)?,
+                cuda_of(&gy)?,
+                cuda_of(&gg)?,
+                cuda_of(&gm)?,
+                cuda_of(&gv)?,
+                gw.as_ref().map(cuda_of).transpose()?,
+                self.geom,
+                self.eps,
+                self.relu,
+            )?;
+            let c = self.geom.c;
+            let mut out = vec![Some(Tensor::from_storage(
+                Storage::Cuda(dx),
+                inputs[0].shape(),
+            ))];
+            if self.has_weight {
+                out.push(Some(Tensor::from_storage(Storage::Cuda(dw), &[c])));
+            }
+            if self.has_bias {
+                out.push(Some(Tensor::from_storage(Storage::Cuda(db), &[c])));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Batch normalisation composed of elementwise ops and reductions, for the cases without a
+/// fused GPU kernel (evaluation mode on the GPU): the same values and gradients as the fused
+/// op, more memory traffic.
 fn composed(
     x: &Tensor,
     stats: Option<(&Tensor, &Tensor)>,
@@ -269,8 +397,8 @@ impl Tensor {
     ///
     /// Returns `(y, mean, var)`; `mean` and `var` (biased, `[C]`) are plain values for updating
     /// running statistics and carry no gradient. Gradients flow to `x`, `weight` and `bias`
-    /// through the statistics, as in the composed form. On the GPU it runs composed of
-    /// elementwise ops and reductions until its fused kernel exists.
+    /// through the statistics, as in the composed form. On the GPU it runs as fused kernels
+    /// (`kernels/batch_norm.cu`).
     pub fn batch_norm_train(
         &self,
         weight: Option<&Tensor>,

@@ -80,6 +80,32 @@ fn batch_norm_matches_the_cpu_in_both_modes() {
                     tol,
                 );
             }
+            // More values per channel than one block of the sums folds (several chunks and
+            // atomic adds), a `[N, C]` input (S = 1), no affine part.
+            let big = rand(&[9, 2, 30, 20], dtype, -2.0, 2.0, 6);
+            let (wb, bb) = (
+                rand(&[2], dtype, 0.5, 1.5, 7),
+                rand(&[2], dtype, -0.5, 0.5, 8),
+            );
+            check(
+                &format!("batch_norm_train many values {dtype:?}"),
+                dev,
+                &[&big, &wb, &bb],
+                &|v| {
+                    v[0].batch_norm_train(Some(&v[1]), Some(&v[2]), 1e-5, true)
+                        .unwrap()
+                        .0
+                },
+                tol,
+            );
+            let flat = rand(&[40, 6], dtype, -2.0, 2.0, 9);
+            check(
+                &format!("batch_norm_train [N, C] no affine {dtype:?}"),
+                dev,
+                &[&flat],
+                &|v| v[0].batch_norm_train(None, None, 1e-5, false).unwrap().0,
+                tol,
+            );
             let m = rand(&[3], dtype, -0.5, 0.5, 4);
             let var = rand(&[3], dtype, 0.5, 1.5, 5);
             check(
