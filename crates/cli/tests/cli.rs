@@ -482,6 +482,36 @@ fn bench_prints_json_lines() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["n"], 96);
     assert!(lines[0]["gflops"].as_f64().unwrap() > 0.0);
+    assert_eq!(lines[0]["precision"], "f32");
+    // bf16 products on the CPU (rounded operands) report their precision.
+    let o = selfsup(&[
+        "bench",
+        "sgemm",
+        "--sizes",
+        "64",
+        "--reps",
+        "1",
+        "--precision",
+        "bf16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"precision\":\"bf16\""));
+}
+
+#[test]
+fn bench_flag_errors_are_one_line() {
+    assert_user_error(
+        &selfsup(&["bench", "sgemm", "--precision", "fp16"]),
+        "use f32, tf32 or bf16",
+    );
+    assert_user_error(
+        &selfsup(&["bench", "simclr-step", "--backbone", "vit"]),
+        "simclr-step runs small-cnn or resnet18",
+    );
+    assert_user_error(
+        &selfsup(&["bench", "simclr-step", "--backbone", "resnet"]),
+        "did you mean `resnet18`",
+    );
 }
 
 /// A fortunes-shaped folder: the eight topic files of `selfsup eval`'s text task (plus the

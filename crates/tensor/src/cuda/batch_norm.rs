@@ -5,7 +5,7 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::launch::{float_tag, grid_for, BLOCK};
+use super::launch::{float_tag, grid_for, opt_ptr, BLOCK};
 use super::CudaStorage;
 use crate::cpu::batch_norm::BnGeom;
 use crate::error::Result;
@@ -14,11 +14,6 @@ const OP: &str = "batch_norm";
 
 /// Values of one channel each block of the per-channel sums folds.
 const CHUNK: usize = 4096;
-
-/// The device address of an optional operand (0: absent, which the kernels test for).
-fn opt_ptr(s: Option<&CudaStorage>) -> u64 {
-    s.map_or(0, |s| s.ptr())
-}
 
 /// One block per (chunk of a channel, channel).
 fn per_chunk(g: BnGeom) -> LaunchConfig {

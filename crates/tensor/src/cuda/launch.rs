@@ -87,6 +87,21 @@ pub fn grid_for(n: usize) -> LaunchConfig {
     }
 }
 
+/// One block of [`BLOCK`] threads per row, grid-stride over rows (the row kernels: reductions,
+/// softmax, cross-entropy, layer norm).
+pub fn per_row(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.clamp(1, 65_535 * 16) as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The device address of an optional operand (0 when absent, which kernels test for).
+pub fn opt_ptr(s: Option<&super::CudaStorage>) -> u64 {
+    s.map_or(0, |s| s.ptr())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,25 +5,11 @@
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
-use super::launch::{float_tag, BLOCK};
+use super::launch::{float_tag, opt_ptr, per_row, BLOCK};
 use super::CudaStorage;
 use crate::error::Result;
 
 const OP: &str = "layer_norm";
-
-/// One block per row, grid-stride over rows.
-fn per_row(rows: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.clamp(1, 65_535 * 16) as u32, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
-/// The device address of an optional operand (0: absent, which the kernels test for).
-fn opt_ptr(s: Option<&CudaStorage>) -> u64 {
-    s.map_or(0, |s| s.ptr())
-}
 
 /// Forward over contiguous `x` (`rows * len` from element 0) with optional `[len]` weight and
 /// bias: `(y, mean, rstd)`, the last two `[rows]`.

@@ -1,9 +1,9 @@
 //! Launches of `kernels/reduce.cu`: the CUDA arm of the sum/max/min reductions and of
 //! argmax/argmin in [`crate::ops::reduce`] (the CPU reference is `crate::cpu::reduce`).
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::PushKernelArg;
 
-use super::launch::{Dims, BLOCK};
+use super::launch::{per_row, Dims};
 use super::CudaStorage;
 use crate::cpu::reduce::ReduceKind;
 use crate::error::Result;
@@ -93,11 +93,7 @@ fn launch_rows(
     let (px, po, r64, n64) = (x.ptr(), out.ptr(), rows as i64, len as i64);
     let mut b = x.backend.stream().launch_builder(&f);
     b.arg(&px).arg(&po).arg(&r64).arg(&n64).arg(&d);
-    let cfg = LaunchConfig {
-        grid_dim: (rows.min(65_535 * 16) as u32, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = per_row(rows);
     // SAFETY: the layout was checked against x's buffer; out holds `rows` elements.
     unsafe { b.launch(cfg) }.map_err(|e| x.backend.err(op, e))?;
     Ok(())

@@ -2,22 +2,13 @@
 //! cross-entropy (`kernels/loss.cu`). CPU references: `crate::cpu::softmax`,
 //! `crate::cpu::cross_entropy`.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::PushKernelArg;
 
-use super::launch::{float_tag, grid_for, Dims, BLOCK};
+use super::launch::{float_tag, grid_for, per_row, Dims};
 use super::CudaStorage;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::Layout;
-
-/// One block per row, grid-stride over rows.
-fn per_row(rows: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.clamp(1, 65_535 * 16) as u32, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
 
 /// Softmax (or log-softmax) of `x` at layout `l` (the softmax axis last, `rows * len`
 /// elements) into contiguous rows.

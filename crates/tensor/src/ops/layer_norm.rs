@@ -174,14 +174,11 @@ mod gpu {
     use crate::ops::dense;
     use crate::storage::Storage;
 
-    type Guard<'a> = std::sync::RwLockReadGuard<'a, Storage>;
-
-    /// The CUDA storage behind a read guard (an error naming the op otherwise).
-    fn cuda_of<'a>(g: &'a Guard<'_>) -> Result<&'a crate::cuda::CudaStorage> {
-        match &**g {
-            Storage::Cuda(c) => Ok(c),
-            other => Err(crate::storage::no_kernel(OP, other.device())),
-        }
+    /// The CUDA storage behind a read guard.
+    fn cuda_of<'a>(
+        g: &'a std::sync::RwLockReadGuard<'_, Storage>,
+    ) -> Result<&'a crate::cuda::CudaStorage> {
+        crate::ops::cuda_ref(OP, g)
     }
 
     pub(super) fn forward(

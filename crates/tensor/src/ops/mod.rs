@@ -95,6 +95,19 @@ pub(crate) fn with_cuda<R>(
     }
 }
 
+/// The CUDA storage behind a read guard, or the op's no-kernel error for any other storage
+/// (for GPU arms that hold several operands' guards at once).
+#[cfg(feature = "cuda")]
+pub(crate) fn cuda_ref<'a>(
+    op: &'static str,
+    g: &'a std::sync::RwLockReadGuard<'_, crate::storage::Storage>,
+) -> Result<&'a crate::cuda::CudaStorage> {
+    match &**g {
+        crate::storage::Storage::Cuda(c) => Ok(c),
+        other => Err(crate::storage::no_kernel(op, other.device())),
+    }
+}
+
 /// Refuses non-float tensors.
 pub(crate) fn check_float(op: &'static str, a: &Tensor) -> Result<()> {
     match a.dtype() {
