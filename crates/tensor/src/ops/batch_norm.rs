@@ -235,15 +235,8 @@ fn batch_norm_op(
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
-    use crate::ops::dense;
+    use crate::ops::{cuda_ref, dense};
     use crate::storage::Storage;
-
-    /// The CUDA storage behind a read guard.
-    fn cuda_of<'a>(
-        g: &'a std::sync::RwLockReadGuard<'_, Storage>,
-    ) -> Result<&'a crate::cuda::CudaStorage> {
-        crate::ops::cuda_ref(OP, g)
-    }
 
     pub(super) fn train(
         x: &Tensor,
@@ -262,9 +255,9 @@ mod gpu {
             bd.as_ref().map(|t| t.read()),
         );
         let (y, mean, var) = crate::cuda::batch_norm::train_forward(
-            cuda_of(&gx)?,
-            gw.as_ref().map(cuda_of).transpose()?,
-            gb.as_ref().map(cuda_of).transpose()?,
+            cuda_ref(OP, &gx)?,
+            gw.as_ref().map(|g| cuda_ref(OP, g)).transpose()?,
+            gb.as_ref().map(|g| cuda_ref(OP, g)).transpose()?,
             g,
             eps,
             relu,
@@ -325,12 +318,12 @@ mod gpu {
                 w.as_ref().map(|t| t.read()),
             );
             let (dx, dw, db) = crate::cuda::batch_norm::train_backward(
-                cuda_of(&gx)?,
-                cuda_of(&gy)?,
-                cuda_of(&gg)?,
-                cuda_of(&gm)?,
-                cuda_of(&gv)?,
-                gw.as_ref().map(cuda_of).transpose()?,
+                cuda_ref(OP, &gx)?,
+                cuda_ref(OP, &gy)?,
+                cuda_ref(OP, &gg)?,
+                cuda_ref(OP, &gm)?,
+                cuda_ref(OP, &gv)?,
+                gw.as_ref().map(|g| cuda_ref(OP, g)).transpose()?,
                 self.geom,
                 self.eps,
                 self.relu,

@@ -171,15 +171,8 @@ impl Tensor {
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
-    use crate::ops::dense;
+    use crate::ops::{cuda_ref, dense};
     use crate::storage::Storage;
-
-    /// The CUDA storage behind a read guard.
-    fn cuda_of<'a>(
-        g: &'a std::sync::RwLockReadGuard<'_, Storage>,
-    ) -> Result<&'a crate::cuda::CudaStorage> {
-        crate::ops::cuda_ref(OP, g)
-    }
 
     pub(super) fn forward(
         x: &Tensor,
@@ -198,9 +191,9 @@ mod gpu {
             bd.as_ref().map(|t| t.read()),
         );
         let (y, mean, rstd) = crate::cuda::layer_norm::forward(
-            cuda_of(&gx)?,
-            gw.as_ref().map(cuda_of).transpose()?,
-            gb.as_ref().map(cuda_of).transpose()?,
+            cuda_ref(OP, &gx)?,
+            gw.as_ref().map(|g| cuda_ref(OP, g)).transpose()?,
+            gb.as_ref().map(|g| cuda_ref(OP, g)).transpose()?,
             rows,
             d,
             eps,
@@ -258,11 +251,11 @@ mod gpu {
                 self.rstd.read(),
             );
             let (dx, dw, db) = crate::cuda::layer_norm::backward(
-                cuda_of(&gx)?,
-                gw.as_ref().map(cuda_of).transpose()?,
-                cuda_of(&gg)?,
-                cuda_of(&gm)?,
-                cuda_of(&gr)?,
+                cuda_ref(OP, &gx)?,
+                gw.as_ref().map(|g| cuda_ref(OP, g)).transpose()?,
+                cuda_ref(OP, &gg)?,
+                cuda_ref(OP, &gm)?,
+                cuda_ref(OP, &gr)?,
                 self.rows,
                 self.d,
                 want_w,
