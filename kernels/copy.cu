@@ -33,9 +33,15 @@ template <> __device__ __forceinline__ float to_f32<bf16_bits>(bf16_bits x) {
     return __uint_as_float(((u32)x.v) << 16);
 }
 template <> __device__ __forceinline__ float to_f32<f16_bits>(f16_bits x) {
+#ifdef SELFSUP_HOST_EMULATION  // tools/cuda-emu: no PTX on the host
+    _Float16 h;
+    memcpy(&h, &x.v, 2);
+    return (float)h;
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.v));
     return f;
+#endif
 }
 template <typename T> __device__ __forceinline__ T from_f32(float x) { return (T)x; }
 // Round to nearest even; NaN stays NaN (quiet bit set), as the `half` crate does.
@@ -46,17 +52,28 @@ template <> __device__ __forceinline__ bf16_bits from_f32<bf16_bits>(float x) {
     return bf16_bits{(u16)(u >> 16)};
 }
 template <> __device__ __forceinline__ f16_bits from_f32<f16_bits>(float x) {
+#ifdef SELFSUP_HOST_EMULATION
+    _Float16 f = (_Float16)x;
+    u16 h;
+    memcpy(&h, &f, 2);
+#else
     u16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+#endif
     return f16_bits{h};
 }
 
 // Casts between f64 and the integer types go directly (no f32 rounding on the way). Float to
 // integer truncates toward zero; PTX's cvt.rzi saturates out-of-range values and maps NaN to 0,
 // as Rust's `as` does on the CPU.
+#ifdef SELFSUP_HOST_EMULATION  // tools/cuda-emu: a host cast of an out-of-range float is undefined
+#define CVT_RZI(D, x) emu::cvt_rzi_sat<D>(x)
+#else
+#define CVT_RZI(D, x) ((D)(x))
+#endif
 #define CAST_DIRECT(NAME, S, D)                                                                \
     extern "C" __global__ void NAME(const S* src, D* dst, i64 n) {                             \
-        FOR_EACH_INDEX(i, n) { dst[i] = (D)src[i]; }                                           \
+        FOR_EACH_INDEX(i, n) { dst[i] = CVT_RZI(D, src[i]); }                                  \
     }
 #define CAST_VIA_F32(NAME, S, D)                                                               \
     extern "C" __global__ void NAME(const S* src, D* dst, i64 n) {                             \

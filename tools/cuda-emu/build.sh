@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds selfsup's CUDA emulator (libcuda.so, libnvrtc.so, libcublas.so that run the kernels of
+# kernels/*.cu on the host) into target/cuda-emu/lib. x86-64 Linux with a C++17 compiler.
+# Use: bash tools/cuda-emu/build.sh, then run a test binary with
+# LD_LIBRARY_PATH=target/cuda-emu/lib (scripts/emu_check.sh does both).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="$root/target/cuda-emu/lib"
+mkdir -p "$out" "$root/target/cuda-emu/gen"
+cxx=${CXX:-c++}
+gen="$root/target/cuda-emu/gen"
+{ printf 'R"EMUDEVICEH('; cat "$here/device.h"; printf ')EMUDEVICEH"\n'; } >"$gen/device_h.inc"
+"$cxx" -std=c++17 -O2 -fPIC -shared -Wall -o "$out/libcuda.so" "$here/driver.cpp" -ldl
+"$cxx" -std=c++17 -O2 -fPIC -shared -Wall -I"$gen" -o "$out/libnvrtc.so" "$here/nvrtc.cpp"
+"$cxx" -std=c++17 -O2 -fPIC -shared -Wall -o "$out/libcublas.so" "$here/cublas.cpp"
+echo "built $out/{libcuda,libnvrtc,libcublas}.so"

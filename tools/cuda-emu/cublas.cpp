@@ -1,0 +1,125 @@
+// cublas.cpp: libcublas.so of selfsup's CUDA emulator: the strided-batched GEMMs selfsup calls
+// (S, D, and GemmEx with f32/bf16/f16 operands, f32 output, f32/TF32 compute), as plain
+// column-major loops on the host over the emulator's device memory (host addresses).
+// Semantics as cuBLAS documents them: C = alpha * op(A) * op(B) + beta * C per batch entry,
+// with C overwritten (never read) when beta is 0; TF32 compute rounds both operands to a
+// 10-bit mantissa (to nearest even) first.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+
+typedef int cublasStatus_t;
+enum { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7, CUBLAS_STATUS_NOT_SUPPORTED = 15 };
+enum { CUDA_R_32F = 0, CUDA_R_64F = 1, CUDA_R_16F = 2, CUDA_R_16BF = 14 };
+enum { COMPUTE_32F = 68, COMPUTE_32F_PEDANTIC = 69, COMPUTE_32F_FAST_16F = 74, COMPUTE_32F_FAST_16BF = 75,
+       COMPUTE_32F_FAST_TF32 = 77, COMPUTE_64F = 70 };
+
+static int g_handle_dummy;
+
+static float round_tf32(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) >= 0x7f800000u) return x;  // inf / NaN unchanged
+    u += 0xfffu + ((u >> 13) & 1u);
+    u &= ~0x1fffu;
+    float r;
+    std::memcpy(&r, &u, 4);
+    return r;
+}
+
+static float load(const void* p, int type, long long i) {
+    switch (type) {
+        case CUDA_R_32F: return ((const float*)p)[i];
+        case CUDA_R_16BF: {
+            uint32_t u = (uint32_t)((const uint16_t*)p)[i] << 16;
+            float f;
+            std::memcpy(&f, &u, 4);
+            return f;
+        }
+        default: return (float)((const _Float16*)p)[i];
+    }
+}
+
+template <typename T, typename LoadA, typename LoadB>
+static void gemm(int ta, int tb, int m, int n, int k, T alpha, long long lda, long long ldb, T beta, T* C,
+                 long long ldc, LoadA a_at, LoadB b_at) {
+    for (int j = 0; j < n; ++j)
+        for (int i = 0; i < m; ++i) {
+            T acc = 0;
+            for (int l = 0; l < k; ++l) {
+                const long long ai = ta ? l + (long long)i * lda : i + (long long)l * lda;
+                const long long bi = tb ? j + (long long)l * ldb : l + (long long)j * ldb;
+                acc += a_at(ai) * b_at(bi);
+            }
+            T& c = C[i + (long long)j * ldc];
+            c = beta == T(0) ? alpha * acc : alpha * acc + beta * c;
+        }
+}
+
+extern "C" {
+
+cublasStatus_t cublasCreate_v2(void** h) {
+    *h = &g_handle_dummy;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy_v2(void*) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream_v2(void*, void*) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetMathMode(void*, int) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasGetVersion_v2(void*, int* v) {
+    *v = 130000;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasSgemmStridedBatched(void*, int ta, int tb, int m, int n, int k, const float* alpha,
+                                         const float* A, int lda, long long sa, const float* B, int ldb,
+                                         long long sb, const float* beta, float* C, int ldc, long long sc,
+                                         int batch) {
+    if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    for (int b = 0; b < batch; ++b) {
+        const float *a = A + b * sa, *bb = B + b * sb;
+        gemm<float>(ta, tb, m, n, k, *alpha, lda, ldb, *beta, C + b * sc, ldc,
+                    [&](long long i) { return a[i]; }, [&](long long i) { return bb[i]; });
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasDgemmStridedBatched(void*, int ta, int tb, int m, int n, int k, const double* alpha,
+                                         const double* A, int lda, long long sa, const double* B, int ldb,
+                                         long long sb, const double* beta, double* C, int ldc, long long sc,
+                                         int batch) {
+    if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    for (int b = 0; b < batch; ++b) {
+        const double *a = A + b * sa, *bb = B + b * sb;
+        gemm<double>(ta, tb, m, n, k, *alpha, lda, ldb, *beta, C + b * sc, ldc,
+                     [&](long long i) { return a[i]; }, [&](long long i) { return bb[i]; });
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx(void*, int ta, int tb, int m, int n, int k, const void* alpha,
+                                          const void* A, int atype, int lda, long long sa, const void* B,
+                                          int btype, int ldb, long long sb, const void* beta, void* C, int ctype,
+                                          int ldc, long long sc, int batch, int compute, int) {
+    if (ctype != CUDA_R_32F || (compute != COMPUTE_32F && compute != COMPUTE_32F_FAST_TF32 &&
+                                compute != COMPUTE_32F_PEDANTIC)) {
+        std::fprintf(stderr, "selfsup CUDA emulator: cublasGemmStridedBatchedEx: output type %d / compute type %d "
+                             "not emulated (f32 output, 32F or 32F_FAST_TF32 compute are)\n", ctype, compute);
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    for (int t : {atype, btype})
+        if (t != CUDA_R_32F && t != CUDA_R_16BF && t != CUDA_R_16F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    const bool tf32 = compute == COMPUTE_32F_FAST_TF32;
+    const int esz_a = atype == CUDA_R_32F ? 4 : 2, esz_b = btype == CUDA_R_32F ? 4 : 2;
+    for (int b = 0; b < batch; ++b) {
+        const char* a = (const char*)A + b * sa * esz_a;
+        const char* bb = (const char*)B + b * sb * esz_b;
+        auto at = [&](long long i) { float v = load(a, atype, i); return tf32 ? round_tf32(v) : v; };
+        auto bt = [&](long long i) { float v = load(bb, btype, i); return tf32 ? round_tf32(v) : v; };
+        gemm<float>(ta, tb, m, n, k, *(const float*)alpha, lda, ldb, *(const float*)beta, (float*)C + b * sc,
+                    ldc, at, bt);
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // extern "C"

@@ -1,0 +1,378 @@
+// device.h: the CUDA device environment, emulated on the host, for compiling selfsup's
+// kernels (kernels/*.cu) with a host C++ compiler. The emulator's NVRTC (nvrtc.cpp) puts this
+// file in front of each kernel source; its driver (driver.cpp) loads the result as a shared
+// library and runs launches through the `emu_launch_<kernel>` entry points generated for it.
+//
+// What it emulates: a launch runs its blocks one after another on the calling thread; the
+// threads of a block are fibers (own stacks, switched by a few instructions of assembly, x86-64
+// only) that run until they finish or reach a barrier. `__syncthreads` waits for every live
+// thread of the block, the warp shuffles for the 32 lanes of the warp; a barrier that can never
+// be passed (threads waiting while the others finished or wait elsewhere) fails the launch
+// with a message instead of hanging. `__shared__` variables are statics: one copy, which is
+// what a block sees, since blocks never overlap. Atomics are plain read-modify-writes (nothing
+// runs concurrently inside a launch).
+//
+// What it does not emulate: timing, memory ordering between blocks, races, bank conflicts,
+// register or shared-memory limits, PTX (`asm`: kernels offer a host branch under
+// SELFSUP_HOST_EMULATION), fast-math intrinsics' reduced precision, FMA contraction.
+#pragma once
+#include <cmath>
+#include <math.h>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+#include <string>
+
+#define SELFSUP_HOST_EMULATION 1
+#ifdef EMU_SCAN
+#define __global__ EMU_KERNEL_MARK
+#else
+#define __global__
+#endif
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __restrict__ __restrict
+#define __shared__ static
+
+struct dim3 {
+    unsigned x, y, z;
+};
+typedef dim3 uint3;
+struct uint4 {
+    unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }
+
+namespace emu {
+
+extern "C" void emu_switch(void** save_sp, void* new_sp);
+asm(R"(
+.text
+.globl emu_switch
+.hidden emu_switch
+.type emu_switch,@function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size emu_switch, .-emu_switch
+)");
+
+enum State { READY, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
+
+struct Fiber {
+    void* sp;
+    dim3 idx;
+    int linear;
+    State state;
+};
+
+// The block being run (one at a time per module: the driver serialises launches).
+struct Block {
+    std::vector<Fiber> fibers;
+    void* sched_sp = nullptr;
+    int cur = 0;
+    int live = 0;
+    int at_block = 0;
+    std::vector<int> warp_live, at_warp;
+    std::vector<uint64_t> exchange;
+    char* stacks = nullptr;
+    size_t stack_count = 0;
+    void (*body)(void*) = nullptr;
+    void* body_arg = nullptr;
+    std::string error;
+};
+static Block B;
+static dim3 blockIdx, blockDim, gridDim;
+static const size_t STACK = 128 * 1024;
+
+inline dim3 current_thread() { return B.fibers[B.cur].idx; }
+
+inline void yield_to_scheduler() { emu_switch(&B.fibers[B.cur].sp, B.sched_sp); }
+
+inline void release_block_if_complete() {
+    if (B.at_block > 0 && B.at_block == B.live) {
+        for (auto& f : B.fibers)
+            if (f.state == AT_BLOCK_BARRIER) f.state = READY;
+        B.at_block = 0;
+    }
+}
+
+inline void release_warp_if_complete(int w) {
+    if (B.at_warp[w] > 0 && B.at_warp[w] == B.warp_live[w]) {
+        for (size_t i = (size_t)w * 32; i < B.fibers.size() && i < (size_t)w * 32 + 32; ++i)
+            if (B.fibers[i].state == AT_WARP_BARRIER) B.fibers[i].state = READY;
+        B.at_warp[w] = 0;
+    }
+}
+
+inline void syncthreads() {
+    Fiber& me = B.fibers[B.cur];
+    me.state = AT_BLOCK_BARRIER;
+    B.at_block++;
+    release_block_if_complete();
+    if (me.state != READY) yield_to_scheduler();
+}
+
+inline void syncwarp() {
+    Fiber& me = B.fibers[B.cur];
+    const int w = me.linear >> 5;
+    me.state = AT_WARP_BARRIER;
+    B.at_warp[w]++;
+    release_warp_if_complete(w);
+    if (me.state != READY) yield_to_scheduler();
+}
+
+extern "C" inline void fiber_main() {
+    B.body(B.body_arg);
+    Fiber& me = B.fibers[B.cur];
+    me.state = DONE;
+    B.live--;
+    B.warp_live[me.linear >> 5]--;
+    release_block_if_complete();
+    release_warp_if_complete(me.linear >> 5);
+    void* dead;
+    emu_switch(&dead, B.sched_sp);
+    std::abort();  // never resumed
+}
+
+// Runs one block of `n` threads of `body(arg)`; false (with B.error) on a barrier deadlock.
+inline bool run_block(dim3 block, void (*body)(void*), void* arg) {
+    const int n = (int)(block.x * block.y * block.z);
+    if (B.stack_count < (size_t)n) {
+        std::free(B.stacks);
+        B.stacks = (char*)std::malloc(STACK * (size_t)n);
+        if (!B.stacks) {
+            B.stack_count = 0;
+            B.error = "out of host memory for fiber stacks";
+            return false;
+        }
+        B.stack_count = (size_t)n;
+    }
+    B.fibers.assign(n, Fiber{});
+    const int warps = (n + 31) / 32;
+    B.warp_live.assign(warps, 0);
+    B.at_warp.assign(warps, 0);
+    B.exchange.assign(n, 0);
+    B.live = n;
+    B.at_block = 0;
+    B.body = body;
+    B.body_arg = arg;
+    for (int i = 0; i < n; ++i) {
+        Fiber& f = B.fibers[i];
+        f.linear = i;
+        f.idx = dim3{(unsigned)(i % block.x), (unsigned)((i / block.x) % block.y), (unsigned)(i / (block.x * block.y))};
+        f.state = READY;
+        B.warp_live[i >> 5]++;
+        // Stack: 16-byte aligned top; a dummy return address, fiber_main as the address
+        // emu_switch returns to, and six zeroed callee-saved registers below it.
+        uintptr_t top = ((uintptr_t)(B.stacks + STACK * (size_t)(i + 1))) & ~(uintptr_t)15;
+        void** sp = (void**)top;
+        *--sp = nullptr;
+        *--sp = (void*)&fiber_main;
+        for (int r = 0; r < 6; ++r) *--sp = nullptr;
+        f.sp = sp;
+    }
+    int done = 0;
+    while (done < n) {
+        bool ran = false;
+        done = 0;
+        for (int i = 0; i < n; ++i) {
+            if (B.fibers[i].state == DONE) {
+                done++;
+                continue;
+            }
+            if (B.fibers[i].state != READY) continue;
+            B.cur = i;
+            emu_switch(&B.sched_sp, B.fibers[i].sp);
+            ran = true;
+            if (B.fibers[i].state == DONE) done++;
+        }
+        if (!ran && done < n) {
+            int at_block = 0, at_warp = 0;
+            for (auto& f : B.fibers) {
+                at_block += f.state == AT_BLOCK_BARRIER;
+                at_warp += f.state == AT_WARP_BARRIER;
+            }
+            B.error = "barrier deadlock in block (" + std::to_string(blockIdx.x) + "," +
+                      std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + "): " +
+                      std::to_string(at_block) + " thread(s) wait at __syncthreads and " +
+                      std::to_string(at_warp) + " at a warp shuffle, " + std::to_string(done) +
+                      " finished";
+            return false;
+        }
+    }
+    return true;
+}
+
+template <typename F, typename Tuple, size_t... I>
+void call_with(F f, Tuple& t, std::index_sequence<I...>) {
+    f(std::get<I>(t)...);
+}
+
+template <typename... A> struct Call {
+    void (*f)(A...);
+    std::tuple<std::decay_t<A>...> args;
+    static void run(void* self) {
+        Call* c = (Call*)self;
+        call_with(c->f, c->args, std::index_sequence_for<A...>{});
+    }
+};
+
+template <typename... A, size_t... I>
+std::tuple<std::decay_t<A>...> unpack(void** params, std::index_sequence<I...>) {
+    return std::tuple<std::decay_t<A>...>(*static_cast<std::decay_t<A>*>(params[I])...);
+}
+
+// Runs kernel `f` over the grid; 0 on success, else 1 with the reason in `err`.
+template <typename... A>
+int launch(void (*f)(A...), void** params, const unsigned* grid, const unsigned* block, char* err,
+           int errlen) {
+    Call<A...> c{f, unpack<A...>(params, std::index_sequence_for<A...>{})};
+    gridDim = dim3{grid[0], grid[1], grid[2]};
+    blockDim = dim3{block[0], block[1], block[2]};
+    for (unsigned z = 0; z < grid[2]; ++z)
+        for (unsigned y = 0; y < grid[1]; ++y)
+            for (unsigned x = 0; x < grid[0]; ++x) {
+                blockIdx = dim3{x, y, z};
+                if (!run_block(blockDim, &Call<A...>::run, &c)) {
+                    std::snprintf(err, (size_t)errlen, "%s", B.error.c_str());
+                    return 1;
+                }
+            }
+    return 0;
+}
+
+template <typename T> T shfl_down(T v, unsigned delta, int width) {
+    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+    const int lin = B.fibers[B.cur].linear, lane = lin & 31;
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    B.exchange[lin] = bits;
+    syncwarp();
+    const int src = (lane % width) + (int)delta < width ? lin + (int)delta : lin;
+    T r;
+    std::memcpy(&r, &B.exchange[src], sizeof(T));
+    syncwarp();
+    return r;
+}
+
+template <typename T> T shfl_xor(T v, int mask, int width) {
+    const int lin = B.fibers[B.cur].linear, lane = lin & 31;
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    B.exchange[lin] = bits;
+    syncwarp();
+    const int other = lane ^ mask;
+    const int src = (other / width == lane / width) ? lin - lane + other : lin;
+    T r;
+    std::memcpy(&r, &B.exchange[src], sizeof(T));
+    syncwarp();
+    return r;
+}
+
+template <typename T> T shfl(T v, int src_lane, int width) {
+    const int lin = B.fibers[B.cur].linear, lane = lin & 31;
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    B.exchange[lin] = bits;
+    syncwarp();
+    const int src = lin - lane + (lane / width) * width + (src_lane % width);
+    T r;
+    std::memcpy(&r, &B.exchange[src], sizeof(T));
+    syncwarp();
+    return r;
+}
+
+// PTX's cvt.rzi for a float-to-integer conversion: toward zero, saturating, NaN to 0 (a host
+// cast of an out-of-range value is undefined behaviour). Other conversions are plain casts.
+template <typename D, typename S> D cvt_rzi_sat(S x) {
+    if constexpr (std::is_floating_point<S>::value && std::is_integral<D>::value) {
+        if (x != x) return 0;
+        if (x <= (S)std::numeric_limits<D>::min()) return std::numeric_limits<D>::min();
+        if (x >= (S)std::numeric_limits<D>::max()) return std::numeric_limits<D>::max();
+        return (D)x;
+    } else {
+        return (D)x;
+    }
+}
+
+}  // namespace emu
+
+using emu::blockDim;
+using emu::blockIdx;
+using emu::gridDim;
+#define threadIdx (emu::current_thread())
+#define warpSize 32
+
+inline void __syncthreads() { emu::syncthreads(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::syncwarp(); }
+template <typename T> T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+    return emu::shfl_down(v, delta, width);
+}
+template <typename T> T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
+    return emu::shfl_xor(v, mask, width);
+}
+template <typename T> T __shfl_sync(unsigned, T v, int src, int width = 32) { return emu::shfl(v, src, width); }
+
+template <typename T> T atomicAdd(T* p, T v) {
+    T old = *p;
+    *p = old + v;
+    return old;
+}
+template <typename T> T atomicMax(T* p, T v) {
+    T old = *p;
+    if (v > old) *p = v;
+    return old;
+}
+
+inline float __int_as_float(int x) { float f; std::memcpy(&f, &x, 4); return f; }
+inline float __uint_as_float(unsigned x) { float f; std::memcpy(&f, &x, 4); return f; }
+inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
+inline unsigned __float_as_uint(float x) { unsigned i; std::memcpy(&i, &x, 4); return i; }
+inline double __longlong_as_double(long long x) { double f; std::memcpy(&f, &x, 8); return f; }
+inline long long __double_as_longlong(double x) { long long i; std::memcpy(&i, &x, 8); return i; }
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((uint64_t)a * b) >> 32); }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float rsqrt(float x) { return 1.0f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+
+// CUDA's min/max: on floats they are fminf/fmaxf (a NaN operand loses); on mixed integer types
+// the usual arithmetic conversions.
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+// The other min/max overloads (device code calls them unqualified on mixed integer types too).
+template <typename A, typename B> inline auto min(A a, B b) -> std::common_type_t<A, B> {
+    return b < a ? b : a;
+}
+template <typename A, typename B> inline auto max(A a, B b) -> std::common_type_t<A, B> {
+    return a < b ? b : a;
+}

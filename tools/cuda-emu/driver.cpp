@@ -1,0 +1,309 @@
+// driver.cpp: libcuda.so of selfsup's CUDA emulator: the part of the CUDA driver API that
+// cudarc and selfsup call, on the host. One device, "selfsup CUDA emulator", compute
+// capability 9.0; device memory is host memory (a device pointer is a host address), every
+// copy and launch runs synchronously when it is queued (so every stream is always idle), and
+// a module is a shared library built by the emulator's NVRTC (nvrtc.cpp) from device.h plus a
+// kernel file. Launches are serialised process-wide (the kernels' `__shared__` statics and the
+// block scheduler of device.h exist once per module).
+//
+// It checks what a real driver would refuse and what a kernel run can detect: unknown
+// pointers passed to copies and frees, launches with more than 1024 threads per block or a
+// zero grid, barrier deadlocks; each is an error code, with a line on stderr naming it.
+#include <dlfcn.h>
+#include <elf.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+enum {
+    CUDA_SUCCESS = 0,
+    CUDA_ERROR_INVALID_VALUE = 1,
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_NOT_INITIALIZED = 3,
+    CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_INVALID_IMAGE = 200,
+    CUDA_ERROR_INVALID_HANDLE = 400,
+    CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,
+    CUDA_ERROR_LAUNCH_FAILED = 719,
+    CUDA_ERROR_NOT_SUPPORTED = 801,
+};
+
+struct Module {
+    void* handle;
+};
+typedef int (*LaunchFn)(void**, const unsigned*, const unsigned*, char*, int);
+struct Function {
+    LaunchFn launch;
+    std::string name;
+};
+
+static std::mutex g_mu;                          // guards the allocation table
+static std::recursive_mutex g_launch;            // serialises launches
+static std::map<uintptr_t, size_t> g_allocs;     // live device allocations: address -> bytes
+static uint64_t g_used = 0, g_used_high = 0;
+static int g_ctx_dummy, g_stream_dummy, g_pool_dummy, g_event_dummy;
+
+static CUresult fail(CUresult code, const std::string& what) {
+    std::fprintf(stderr, "selfsup CUDA emulator: %s\n", what.c_str());
+    return code;
+}
+
+// Whether [p, p + bytes) lies inside one live allocation.
+static bool inside_allocation(CUdeviceptr p, size_t bytes) {
+    std::lock_guard<std::mutex> g(g_mu);
+    auto it = g_allocs.upper_bound((uintptr_t)p);
+    if (it == g_allocs.begin()) return false;
+    --it;
+    return (uintptr_t)p >= it->first && (uintptr_t)p + bytes <= it->first + it->second;
+}
+
+extern "C" {
+
+CUresult cuInit(unsigned) { return CUDA_SUCCESS; }
+CUresult cuDriverGetVersion(int* v) {
+    *v = 13000;
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetCount(int* n) {
+    *n = 1;
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGet(CUdevice* d, int ordinal) {
+    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetName(char* name, int len, CUdevice) {
+    std::snprintf(name, (size_t)len, "selfsup CUDA emulator (host, not a GPU)");
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice) {
+    *bytes = (size_t)16 << 30;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemGetInfo_v2(size_t* free_b, size_t* total) {
+    *total = (size_t)16 << 30;
+    *free_b = *total - g_used;
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice) {
+    switch (attr) {
+        case 1: *v = 1024; break;    // max threads per block
+        case 2: case 3: *v = 1024; break;
+        case 4: *v = 1024; break;
+        case 5: *v = 2147483647; break;
+        case 6: case 7: *v = 65535; break;
+        case 8: *v = 48 * 1024; break;
+        case 10: *v = 32; break;     // warp size
+        case 16: *v = 1; break;      // multiprocessors
+        case 75: *v = 9; break;      // compute capability major
+        case 76: *v = 0; break;      // minor
+        case 115: *v = 1; break;     // memory pools supported
+        default: *v = 0;
+    }
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetUuid(void* uuid, CUdevice) {
+    std::memset(uuid, 0, 16);
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetUuid_v2(void* uuid, CUdevice d) { return cuDeviceGetUuid(uuid, d); }
+
+CUresult cuDevicePrimaryCtxRetain(void** ctx, CUdevice) {
+    *ctx = &g_ctx_dummy;
+    return CUDA_SUCCESS;
+}
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return CUDA_SUCCESS; }
+CUresult cuCtxSetCurrent(void*) { return CUDA_SUCCESS; }
+CUresult cuCtxGetCurrent(void** ctx) {
+    *ctx = &g_ctx_dummy;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxPushCurrent_v2(void*) { return CUDA_SUCCESS; }
+CUresult cuCtxPopCurrent_v2(void** ctx) {
+    if (ctx) *ctx = &g_ctx_dummy;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+CUresult cuCtxGetDevice(CUdevice* d) {
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuStreamCreate(void** s, unsigned) {
+    *s = &g_stream_dummy;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamCreateWithPriority(void** s, unsigned, int) {
+    *s = &g_stream_dummy;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamDestroy_v2(void*) { return CUDA_SUCCESS; }
+CUresult cuStreamSynchronize(void*) { return CUDA_SUCCESS; }
+CUresult cuStreamQuery(void*) { return CUDA_SUCCESS; }
+CUresult cuStreamWaitEvent(void*, void*, unsigned) { return CUDA_SUCCESS; }
+CUresult cuEventCreate(void** e, unsigned) {
+    *e = &g_event_dummy;
+    return CUDA_SUCCESS;
+}
+CUresult cuEventRecord(void*, void*) { return CUDA_SUCCESS; }
+CUresult cuEventSynchronize(void*) { return CUDA_SUCCESS; }
+CUresult cuEventQuery(void*) { return CUDA_SUCCESS; }
+CUresult cuEventDestroy_v2(void*) { return CUDA_SUCCESS; }
+CUresult cuEventElapsedTime(float* ms, void*, void*) {
+    *ms = 0.0f;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    if (bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc of 0 bytes");
+    void* m = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    // Fresh device memory holds garbage on a GPU: fill it with NaN-patterned bytes so a kernel
+    // that reads what it never wrote shows it.
+    std::memset(m, 0xff, bytes);
+    std::lock_guard<std::mutex> g(g_mu);
+    g_allocs[(uintptr_t)m] = bytes;
+    g_used += bytes;
+    if (g_used > g_used_high) g_used_high = g_used;
+    *p = (CUdeviceptr)(uintptr_t)m;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void*) { return cuMemAlloc_v2(p, bytes); }
+CUresult cuMemFree_v2(CUdeviceptr p) {
+    std::lock_guard<std::mutex> g(g_mu);
+    auto it = g_allocs.find((uintptr_t)p);
+    if (it == g_allocs.end()) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFree of an address that is not an allocation");
+    g_used -= it->second;
+    g_allocs.erase(it);
+    std::free((void*)(uintptr_t)p);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
+
+static CUresult copy(const char* what, void* dst, const void* src, size_t bytes, bool dst_dev, bool src_dev) {
+    if (bytes == 0) return CUDA_SUCCESS;
+    if (dst_dev && !inside_allocation((CUdeviceptr)(uintptr_t)dst, bytes))
+        return fail(CUDA_ERROR_INVALID_VALUE, std::string(what) + ": destination outside any device allocation");
+    if (src_dev && !inside_allocation((CUdeviceptr)(uintptr_t)src, bytes))
+        return fail(CUDA_ERROR_INVALID_VALUE, std::string(what) + ": source outside any device allocation");
+    std::memmove(dst, src, bytes);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* h, size_t n) {
+    return copy("cuMemcpyHtoD", (void*)(uintptr_t)d, h, n, true, false);
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* h, size_t n, void*) { return cuMemcpyHtoD_v2(d, h, n); }
+CUresult cuMemcpyDtoH_v2(void* h, CUdeviceptr d, size_t n) {
+    return copy("cuMemcpyDtoH", h, (const void*)(uintptr_t)d, n, false, true);
+}
+CUresult cuMemcpyDtoHAsync_v2(void* h, CUdeviceptr d, size_t n, void*) { return cuMemcpyDtoH_v2(h, d, n); }
+CUresult cuMemcpyDtoD_v2(CUdeviceptr d, CUdeviceptr s, size_t n) {
+    return copy("cuMemcpyDtoD", (void*)(uintptr_t)d, (const void*)(uintptr_t)s, n, true, true);
+}
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { return cuMemcpyDtoD_v2(d, s, n); }
+CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) {
+    if (!inside_allocation(d, n)) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemsetD8 outside any device allocation");
+    std::memset((void*)(uintptr_t)d, v, n);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, void*) { return cuMemsetD8_v2(d, v, n); }
+
+CUresult cuDeviceGetDefaultMemPool(void** pool, CUdevice) {
+    *pool = &g_pool_dummy;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemPoolSetAttribute(void*, int, void*) { return CUDA_SUCCESS; }
+CUresult cuMemPoolGetAttribute(void*, int attr, void* value) {
+    std::lock_guard<std::mutex> g(g_mu);
+    uint64_t v = 0;
+    switch (attr) {
+        case 5: case 7: v = g_used; break;       // reserved / used, current
+        case 6: case 8: v = g_used_high; break;  // reserved / used, high-water mark
+        default: v = 0;
+    }
+    std::memcpy(value, &v, 8);
+    return CUDA_SUCCESS;
+}
+
+// The image is an ELF shared library; its size is where its section header table ends.
+CUresult cuModuleLoadData(Module** m, const void* image) {
+    const Elf64_Ehdr* h = (const Elf64_Ehdr*)image;
+    if (!image || std::memcmp(h->e_ident, ELFMAG, SELFMAG) != 0)
+        return fail(CUDA_ERROR_INVALID_IMAGE, "module image is not an ELF file (not built by the emulator's NVRTC?)");
+    const size_t size = (size_t)h->e_shoff + (size_t)h->e_shnum * h->e_shentsize;
+    char path[] = "/tmp/selfsup-emu-module-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return fail(CUDA_ERROR_INVALID_IMAGE, "could not write the module to /tmp");
+    bool ok = write(fd, image, size) == (ssize_t)size;
+    close(fd);
+    void* handle = ok ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : nullptr;
+    const char* why = handle ? nullptr : dlerror();
+    unlink(path);
+    if (!handle) return fail(CUDA_ERROR_INVALID_IMAGE, std::string("could not load the module: ") + (why ? why : "write failed"));
+    *m = new Module{handle};
+    return CUDA_SUCCESS;
+}
+CUresult cuModuleUnload(Module* m) {
+    // Kept loaded: functions of it may still be cached by the caller.
+    delete m;
+    return CUDA_SUCCESS;
+}
+CUresult cuModuleGetFunction(Function** f, Module* m, const char* name) {
+    if (!m) return CUDA_ERROR_INVALID_HANDLE;
+    void* sym = dlsym(m->handle, (std::string("emu_launch_") + name).c_str());
+    if (!sym) return CUDA_ERROR_NOT_FOUND;
+    *f = new Function{(LaunchFn)sym, name};
+    return CUDA_SUCCESS;
+}
+CUresult cuFuncGetAttribute(int* v, int, Function*) {
+    *v = 0;
+    return CUDA_SUCCESS;
+}
+CUresult cuFuncSetAttribute(Function*, int, int) { return CUDA_SUCCESS; }
+
+CUresult cuLaunchKernel(Function* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared, void*, void** params, void** extra) {
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    if (extra) return fail(CUDA_ERROR_NOT_SUPPORTED, "cuLaunchKernel with `extra` arguments");
+    if (shared > 0) return fail(CUDA_ERROR_NOT_SUPPORTED, f->name + ": dynamic shared memory is not emulated");
+    if ((unsigned long long)bx * by * bz > 1024 || bx * by * bz == 0)
+        return fail(CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, f->name + ": block of " + std::to_string(bx) + "x" +
+                                                            std::to_string(by) + "x" + std::to_string(bz) + " threads");
+    if (gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535)
+        return fail(CUDA_ERROR_INVALID_VALUE, f->name + ": invalid grid");
+    const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+    char err[512] = {0};
+    std::lock_guard<std::recursive_mutex> g(g_launch);
+    if (f->launch(params, grid, block, err, sizeof err) != 0)
+        return fail(CUDA_ERROR_LAUNCH_FAILED, f->name + ": " + err);
+    return CUDA_SUCCESS;
+}
+
+CUresult cuGetErrorName(CUresult e, const char** s) {
+    switch (e) {
+        case CUDA_SUCCESS: *s = "CUDA_SUCCESS"; break;
+        case CUDA_ERROR_INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; break;
+        case CUDA_ERROR_OUT_OF_MEMORY: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
+        case CUDA_ERROR_INVALID_IMAGE: *s = "CUDA_ERROR_INVALID_IMAGE"; break;
+        case CUDA_ERROR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
+        case CUDA_ERROR_LAUNCH_FAILED: *s = "CUDA_ERROR_LAUNCH_FAILED"; break;
+        case CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: *s = "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES"; break;
+        case CUDA_ERROR_NOT_SUPPORTED: *s = "CUDA_ERROR_NOT_SUPPORTED"; break;
+        default: *s = "CUDA_ERROR_UNKNOWN";
+    }
+    return CUDA_SUCCESS;
+}
+CUresult cuGetErrorString(CUresult e, const char** s) { return cuGetErrorName(e, s); }
+
+}  // extern "C"
