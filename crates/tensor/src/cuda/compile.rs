@@ -35,7 +35,8 @@ kernel_files!(
     "pool",
     "random",
     "layer_norm",
-    "batch_norm"
+    "batch_norm",
+    "attention"
 );
 
 /// The complete source NVRTC compiles for kernel file `name` (common header included).
@@ -284,6 +285,18 @@ mod tests {
             "random" => ["rand", "randn", "bernoulli"]
                 .iter()
                 .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+                .collect(),
+            "attention" => ["attention_fwd", "attention_bwd_dq", "attention_bwd_dkv"]
+                .iter()
+                .flat_map(|k| {
+                    let f32s = crate::cuda::attention::HEAD_WIDTHS
+                        .iter()
+                        .map(move |w| format!("{k}_f32_{w}"));
+                    let f64s = crate::cuda::attention::HEAD_WIDTHS_F64
+                        .iter()
+                        .map(move |w| format!("{k}_f64_{w}"));
+                    f32s.chain(f64s)
+                })
                 .collect(),
             other => panic!("list the kernels of {other}.cu here"),
         }

@@ -5,6 +5,7 @@
 //! is first asked for, and [`CudaBackend::get`] explains what is missing when they are absent.
 //! [`available`] is the cheap check tests and programs use to pick a device.
 
+pub mod attention;
 pub mod batch_norm;
 mod compile;
 pub mod conv;

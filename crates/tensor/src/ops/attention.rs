@@ -105,9 +105,10 @@ impl Tensor {
     /// `F.scaled_dot_product_attention(q, k, v, is_causal=causal)` followed by merging the
     /// heads. With `causal`, position `i` attends to positions `<= i` only. The `T x T`
     /// probabilities are not kept for the backward (it recomputes them), so memory grows with
-    /// `T`, not `T^2`. Differentiable; f32 or f64. On the GPU it runs composed of matmuls and a
-    /// softmax (materialising the `T x T` scores) until its fused kernel exists. No attention mask other than the
-    /// causal one and no dropout: compose the ops for those.
+    /// `T`, not `T^2`. Differentiable; f32 or f64. On the GPU it runs the flash-style kernels
+    /// of `kernels/attention.cu` for f32 heads up to 128 wide and f64 heads up to 64 (wider
+    /// heads, or more than 65,535 batch x head pairs, are composed of matmuls and a softmax). No attention mask other
+    /// than the causal one and no dropout: compose the ops for those.
     pub fn attention_qkv(&self, heads: usize, causal: bool) -> Result<Tensor> {
         if self.rank() != 3 {
             return shape_err(
@@ -130,6 +131,12 @@ impl Tensor {
         }
         crate::ops::check_float(OP, self)?;
         let dh = d3 / (3 * heads);
+        #[cfg(feature = "cuda")]
+        if self.device() != Device::Cpu
+            && crate::cuda::attention::head_width_bound(self.dtype(), b * heads, dh).is_some()
+        {
+            return gpu::forward(self, AttnDims { b, t, h: heads, dh }, causal);
+        }
         if self.device() != Device::Cpu {
             return composed(self, heads, dh, causal);
         }
@@ -150,6 +157,77 @@ impl Tensor {
                 lse,
             })
         }))
+    }
+}
+
+/// The fused GPU attention (`kernels/attention.cu`): one kernel forward, two backward (the
+/// query gradient, then the key and value gradients), no `T x T` buffer.
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::*;
+    use crate::ops::{cuda_ref, dense};
+    use crate::storage::Storage;
+
+    fn scale(dh: usize) -> f64 {
+        1.0 / (dh.max(1) as f64).sqrt()
+    }
+
+    pub(super) fn forward(x: &Tensor, dims: AttnDims, causal: bool) -> Result<Tensor> {
+        let AttnDims { b, t, h, dh } = dims;
+        let xd = dense(x)?;
+        let gx = xd.read();
+        let (out, lse) =
+            crate::cuda::attention::forward(cuda_ref(OP, &gx)?, b, t, h, dh, causal, scale(dh))?;
+        let out = Tensor::from_storage(Storage::Cuda(out), &[b, t, h * dh]);
+        let lse = Tensor::from_storage(Storage::Cuda(lse), &[b, h, t]);
+        let saved = out.detach();
+        Ok(out.attach(&[x], || {
+            Box::new(AttnBackCuda {
+                dims,
+                causal,
+                out: saved,
+                lse,
+            })
+        }))
+    }
+
+    struct AttnBackCuda {
+        dims: AttnDims,
+        causal: bool,
+        out: Tensor,
+        lse: Tensor,
+    }
+
+    impl BackwardOp for AttnBackCuda {
+        fn name(&self) -> &'static str {
+            OP
+        }
+        fn backward(
+            &self,
+            inputs: &[Tensor],
+            _: &Tensor,
+            grad: &Tensor,
+        ) -> Result<Vec<Option<Tensor>>> {
+            let AttnDims { b, t, h, dh } = self.dims;
+            let (x, g) = (dense(&inputs[0])?, dense(grad)?);
+            let (gx, gg, go, gl) = (x.read(), g.read(), self.out.read(), self.lse.read());
+            let dx = crate::cuda::attention::backward(
+                cuda_ref(OP, &gx)?,
+                cuda_ref(OP, &go)?,
+                cuda_ref(OP, &gl)?,
+                cuda_ref(OP, &gg)?,
+                b,
+                t,
+                h,
+                dh,
+                self.causal,
+                scale(dh),
+            )?;
+            Ok(vec![Some(Tensor::from_storage(
+                Storage::Cuda(dx),
+                inputs[0].shape(),
+            ))])
+        }
     }
 }
 

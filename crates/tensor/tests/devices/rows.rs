@@ -157,3 +157,50 @@ fn layer_norm_linear_and_attention_match_the_cpu() {
         }
     });
 }
+
+/// The fused attention kernels: every head-width bound (dh 5 -> 16, 20 -> 32, 64, 100 -> 128),
+/// sequences longer than a block of 64 query rows and not a multiple of the key tile, one head
+/// and several, causal or not, a strided input; and a head wider than the kernels take (the
+/// composed form).
+#[test]
+fn fused_attention_matches_the_cpu_at_every_head_width() {
+    on_each_gpu("fused attention", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let t = 10.0 * tol(dtype);
+            for (b, seq, heads, dh, seed) in [
+                (2, 9, 3, 5, 21),
+                (1, 70, 2, 20, 22),
+                (2, 33, 1, 64, 23),
+                (1, 67, 1, 100, 24),
+                (1, 5, 1, 130, 25),
+            ] {
+                let qkv = rand(&[b, seq, 3 * heads * dh], dtype, -1.5, 1.5, seed);
+                for causal in [false, true] {
+                    check(
+                        &format!(
+                            "attention {dtype:?} b {b} T {seq} H {heads} dh {dh} causal {causal}"
+                        ),
+                        dev,
+                        &[&qkv],
+                        &|v| v[0].attention_qkv(heads, causal).unwrap(),
+                        t,
+                    );
+                }
+            }
+            // A strided input: the packed projections as a transposed view.
+            let base = rand(&[2, 3 * 2 * 8, 12], dtype, -1.5, 1.5, 26);
+            check(
+                &format!("attention {dtype:?} strided input"),
+                dev,
+                &[&base],
+                &|v| {
+                    v[0].transpose(1, 2)
+                        .unwrap()
+                        .attention_qkv(2, true)
+                        .unwrap()
+                },
+                t,
+            );
+        }
+    });
+}
