@@ -13,6 +13,7 @@
 #include <elf.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -52,6 +53,9 @@ static std::recursive_mutex g_launch;            // serialises launches
 static std::map<uintptr_t, size_t> g_allocs;     // live device allocations: address -> bytes
 static uint64_t g_used = 0, g_used_high = 0;
 static int g_ctx_dummy, g_stream_dummy, g_pool_dummy, g_event_dummy;
+// What a test can ask the emulator (selfsup_emu_counters): copies to the host (reads back),
+// explicit waits (stream, context, event synchronisation), copies to the device, launches.
+static std::atomic<unsigned long long> g_reads{0}, g_waits{0}, g_writes{0}, g_launches{0};
 
 static CUresult fail(CUresult code, const std::string& what) {
     std::fprintf(stderr, "selfsup CUDA emulator: %s\n", what.c_str());
@@ -68,6 +72,14 @@ static bool inside_allocation(CUdeviceptr p, size_t bytes) {
 }
 
 extern "C" {
+
+// The emulator's own entry point (not a CUDA function): the counters above, in that order.
+void selfsup_emu_counters(unsigned long long out[4]) {
+    out[0] = g_reads.load();
+    out[1] = g_waits.load();
+    out[2] = g_writes.load();
+    out[3] = g_launches.load();
+}
 
 CUresult cuInit(unsigned) { return CUDA_SUCCESS; }
 CUresult cuDriverGetVersion(int* v) {
@@ -134,7 +146,10 @@ CUresult cuCtxPopCurrent_v2(void** ctx) {
     if (ctx) *ctx = &g_ctx_dummy;
     return CUDA_SUCCESS;
 }
-CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+CUresult cuCtxSynchronize() {
+    g_waits++;
+    return CUDA_SUCCESS;
+}
 CUresult cuCtxGetDevice(CUdevice* d) {
     *d = 0;
     return CUDA_SUCCESS;
@@ -149,7 +164,10 @@ CUresult cuStreamCreateWithPriority(void** s, unsigned, int) {
     return CUDA_SUCCESS;
 }
 CUresult cuStreamDestroy_v2(void*) { return CUDA_SUCCESS; }
-CUresult cuStreamSynchronize(void*) { return CUDA_SUCCESS; }
+CUresult cuStreamSynchronize(void*) {
+    g_waits++;
+    return CUDA_SUCCESS;
+}
 CUresult cuStreamQuery(void*) { return CUDA_SUCCESS; }
 CUresult cuStreamWaitEvent(void*, void*, unsigned) { return CUDA_SUCCESS; }
 CUresult cuEventCreate(void** e, unsigned) {
@@ -157,7 +175,10 @@ CUresult cuEventCreate(void** e, unsigned) {
     return CUDA_SUCCESS;
 }
 CUresult cuEventRecord(void*, void*) { return CUDA_SUCCESS; }
-CUresult cuEventSynchronize(void*) { return CUDA_SUCCESS; }
+CUresult cuEventSynchronize(void*) {
+    g_waits++;
+    return CUDA_SUCCESS;
+}
 CUresult cuEventQuery(void*) { return CUDA_SUCCESS; }
 CUresult cuEventDestroy_v2(void*) { return CUDA_SUCCESS; }
 CUresult cuEventElapsedTime(float* ms, void*, void*) {
@@ -201,10 +222,12 @@ static CUresult copy(const char* what, void* dst, const void* src, size_t bytes,
     return CUDA_SUCCESS;
 }
 CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* h, size_t n) {
+    g_writes++;
     return copy("cuMemcpyHtoD", (void*)(uintptr_t)d, h, n, true, false);
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* h, size_t n, void*) { return cuMemcpyHtoD_v2(d, h, n); }
 CUresult cuMemcpyDtoH_v2(void* h, CUdeviceptr d, size_t n) {
+    g_reads++;
     return copy("cuMemcpyDtoH", h, (const void*)(uintptr_t)d, n, false, true);
 }
 CUresult cuMemcpyDtoHAsync_v2(void* h, CUdeviceptr d, size_t n, void*) { return cuMemcpyDtoH_v2(h, d, n); }
@@ -284,6 +307,7 @@ CUresult cuLaunchKernel(Function* f, unsigned gx, unsigned gy, unsigned gz, unsi
         return fail(CUDA_ERROR_INVALID_VALUE, f->name + ": invalid grid");
     const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
     char err[512] = {0};
+    g_launches++;
     std::lock_guard<std::recursive_mutex> g(g_launch);
     if (f->launch(params, grid, block, err, sizeof err) != 0)
         return fail(CUDA_ERROR_LAUNCH_FAILED, f->name + ": " + err);

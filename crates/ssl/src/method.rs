@@ -45,12 +45,37 @@ pub struct SslBatch {
     pub tokens: Option<Tensor>,
     /// Second segments and is-next labels for next-sentence prediction: `(ids [B, T], [B])`.
     pub pairs: Option<(Tensor, Tensor)>,
+    /// The text part (`tokens`, `pairs`) as it was on the host before [`SslBatch::to_device`]
+    /// moved it to a GPU, so a method that prepares inputs on the host from the ids (MLM's
+    /// masking) need not read them back; `None` when the batch never left the host.
+    pub host_text: Option<Box<SslBatch>>,
 }
 
 impl SslBatch {
     /// The same batch on `device` (a cheap clone for tensors already there).
     pub fn to_device(&self, device: selfsup_tensor::Device) -> selfsup_tensor::Result<SslBatch> {
+        let text_on_host = self.tokens.iter().all(|t| t.device().is_cpu())
+            && self
+                .pairs
+                .iter()
+                .all(|(a, b)| a.device().is_cpu() && b.device().is_cpu());
+        let host_text = match &self.host_text {
+            Some(h) => Some(h.clone()),
+            None if !device.is_cpu()
+                && text_on_host
+                && (self.tokens.is_some() || self.pairs.is_some()) =>
+            {
+                Some(Box::new(SslBatch {
+                    views: Vec::new(),
+                    tokens: self.tokens.clone(),
+                    pairs: self.pairs.clone(),
+                    host_text: None,
+                }))
+            }
+            None => None,
+        };
         Ok(SslBatch {
+            host_text,
             views: self
                 .views
                 .iter()
@@ -93,6 +118,12 @@ impl SslBatch {
             });
         }
         Ok(&self.views[..n])
+    }
+
+    /// The text part of the batch on the host: the copy kept by [`SslBatch::to_device`], or
+    /// this batch itself (whose tensors may then be anywhere).
+    pub fn text_on_host(&self) -> &SslBatch {
+        self.host_text.as_deref().unwrap_or(self)
     }
 
     /// The token ids, or an error naming `method`.

@@ -8,6 +8,9 @@ use selfsup_ssl::{
 };
 use selfsup_tensor::{DType, Device, Generator, Tensor};
 
+/// The tests here share the process-wide counters of the CUDA emulator: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn gpu(test: &str) -> Option<Device> {
     match Device::Cuda(0).check() {
         Ok(()) => Some(Device::Cuda(0)),
@@ -84,6 +87,7 @@ fn batch(kind: &InputKind, cfg: &MethodConfig, g: &mut Generator) -> SslBatch {
 
 #[test]
 fn every_method_trains_on_the_gpu_as_on_the_cpu() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let Some(dev) = gpu("methods on GPU") else {
         return;
     };
@@ -111,4 +115,44 @@ fn every_method_trains_on_the_gpu_as_on_the_cpu() {
             );
         }
     }
+}
+
+/// Issue 7's rule: inside a training step nothing waits for the GPU except the one read of
+/// what is logged (the trainer reads the loss, the non-finite probe and the metrics in one
+/// transfer). Counted on the CUDA emulator (`tools/cuda-emu`), which records every copy to the
+/// host and every wait; a real driver has no such counters, and the test says it skipped.
+#[test]
+fn a_training_step_reads_back_once() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(dev) = gpu("one read per step") else {
+        return;
+    };
+    let counters = selfsup_tensor::cuda::emulator_counters;
+    if counters().is_none() {
+        eprintln!("one read per step: skipped: counting reads needs the CUDA emulator");
+        return;
+    }
+    let mut extra = Vec::new();
+    for m in MethodName::ALL {
+        let cfg = tiny(m);
+        let mut g = Generator::new(1);
+        let method = build(&cfg, &mut g).unwrap();
+        let kind = method.input();
+        let mut t = Trainer::on_device(method, &OptimConfig::default(), 3, 0, dev).unwrap();
+        let mut data = Generator::new(2);
+        let (b0, b1) = (batch(&kind, &cfg, &mut data), batch(&kind, &cfg, &mut data));
+        t.train_step(&b0).unwrap(); // the first step builds optimiser state
+        let before = counters().unwrap();
+        t.train_step(&b1).unwrap();
+        let after = counters().unwrap();
+        let (reads, waits) = (after.reads - before.reads, after.waits - before.waits);
+        if reads != 1 || waits > 1 {
+            extra.push(format!("{m}: {reads} read(s), {waits} wait(s)"));
+        }
+    }
+    assert!(
+        extra.is_empty(),
+        "a training step may read back once (the logged values) and wait once; {}",
+        extra.join("; ")
+    );
 }

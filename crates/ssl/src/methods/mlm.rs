@@ -99,20 +99,26 @@ impl Mlm {
     }
 
     /// The MLM pass on masked inputs `[B, T]` with targets `[B, T]` ([`IGNORE_INDEX`] where not
-    /// selected).
+    /// selected). Reads `inputs` on the host to find the padding (a read back when they are on
+    /// a GPU; the training step makes the mask from the host ids instead).
     pub fn forward_masked(&self, inputs: &Tensor, targets: &Tensor) -> Result<MlmOutput> {
+        let pad = pad_mask(&inputs.to_vec::<i64>()?, inputs.shape())?;
+        self.forward_with_pad(inputs, targets, pad)
+    }
+
+    /// [`Mlm::forward_masked`] with the padding mask (host, from [`pad_mask`]) already made.
+    fn forward_with_pad(
+        &self,
+        inputs: &Tensor,
+        targets: &Tensor,
+        pad: Option<Tensor>,
+    ) -> Result<MlmOutput> {
         let text = self
             .encoder
             .as_text()
             .ok_or_else(|| SslError::Config("mlm needs a text backbone".into()))?;
-        let pad: Vec<f32> = inputs
-            .to_vec::<i64>()?
-            .iter()
-            .map(|&t| if t == PAD_ID { 1.0 } else { 0.0 })
-            .collect();
-        let has_pad = pad.iter().any(|&p| p > 0.0);
-        let pad = Tensor::from_vec(pad, inputs.shape())?.to_device(Module::device(self))?;
-        let hidden = text.hidden(inputs, if has_pad { Some(&pad) } else { None })?;
+        let pad = pad.map(|p| p.to_device(Module::device(self))).transpose()?;
+        let hidden = text.hidden(inputs, pad.as_ref())?;
         let logits = text.logits(&hidden)?;
         let mlm_loss = masked_token_ce(&logits, targets)?;
         let accuracy = argmax_accuracy(&logits, targets, Some(IGNORE_INDEX))?;
@@ -204,12 +210,18 @@ impl SslMethod for Mlm {
     }
     encoder_access!();
     fn forward(&mut self, batch: &SslBatch, _: Progress, g: &mut Generator) -> Result<StepOutput> {
-        let (seq, labels) = self.sequence(batch)?;
+        // The masking draws on the host from the ids: take them from the batch's host copy
+        // (kept when the trainer moved it to a GPU), so nothing is read back from the device.
+        let (seq, labels) = self.sequence(batch.text_on_host())?;
         let shape = seq.shape().to_vec();
-        let m = self.mask_tokens(&seq.to_vec::<i64>()?, &mut g.fork());
-        let inputs = Tensor::from_vec(m.inputs, &shape)?;
-        let targets = Tensor::from_vec(m.targets, &shape)?;
-        let out = self.forward_masked(&inputs, &targets)?;
+        let ids = seq.to_vec::<i64>()?;
+        let m = self.mask_tokens(&ids, &mut g.fork());
+        let dev = Module::device(self);
+        let pad = pad_mask(&m.inputs, &shape)?;
+        let inputs = Tensor::from_vec(m.inputs, &shape)?.to_device(dev)?;
+        let targets = Tensor::from_vec(m.targets, &shape)?.to_device(dev)?;
+        let labels = labels.map(|l| l.to_device(dev)).transpose()?;
+        let out = self.forward_with_pad(&inputs, &targets, pad)?;
         let mut metrics = vec![
             ("mlm_loss".to_string(), out.mlm_loss.detach()),
             ("mlm_acc".to_string(), out.accuracy),
@@ -230,4 +242,17 @@ impl SslMethod for Mlm {
             metrics,
         })
     }
+}
+
+/// The key-padding mask of `ids` (1.0 at [PAD], f32, `shape`), or `None` when nothing is
+/// padding (the encoder then runs unmasked).
+fn pad_mask(ids: &[i64], shape: &[usize]) -> Result<Option<Tensor>> {
+    if !ids.contains(&PAD_ID) {
+        return Ok(None);
+    }
+    let pad: Vec<f32> = ids
+        .iter()
+        .map(|&t| if t == PAD_ID { 1.0 } else { 0.0 })
+        .collect();
+    Ok(Some(Tensor::from_vec(pad, shape)?))
 }

@@ -87,33 +87,25 @@ impl MocoV2 {
             .narrow(0, total - n, n)?
             .detach()
             .to_dtype(self.queue.dtype())?;
-        let ptr = self
-            .queue_ptr
-            .to_vec::<i64>()?
-            .first()
-            .copied()
-            .unwrap_or(0);
-        let p = usize::try_from(ptr).unwrap_or(0) % cap;
-        let first = n.min(cap - p);
-        let rest = n - first;
-        // Rows [p, p + first) take keys [0, first); rows [0, rest) take keys [first, n).
-        let mut parts = Vec::new();
-        if rest > 0 {
-            parts.push(keys.narrow(0, first, rest)?);
-        }
-        if p > rest {
-            parts.push(self.queue.narrow(0, rest, p - rest)?);
-        }
-        parts.push(keys.narrow(0, 0, first)?);
-        if p + first < cap {
-            parts.push(self.queue.narrow(0, p + first, cap - p - first)?);
-        }
-        let refs: Vec<&Tensor> = parts.iter().collect();
-        self.queue.assign(&Tensor::concat(&refs, 0)?)?;
-        self.queue_ptr.assign(
-            &Tensor::from_vec(vec![((p + n) % cap) as i64], &[1])?
-                .to_device(self.queue_ptr.device())?,
-        )?;
+        // Computed where the queue lives, from the pointer there (no read back to the host):
+        // queue row r takes key (r - p) mod cap when that is below n, and keeps its value
+        // otherwise; the pointer moves to (p + n) mod cap. Positions are exact in f64.
+        let dev = self.queue.device();
+        let p = self.queue_ptr.to_dtype(DType::F64)?;
+        let d = Tensor::arange(cap, DType::F64).to_device(dev)?.sub(&p)?;
+        let src = d.add(&d.lt_scalar(0.0)?.mul_scalar(cap as f64)?)?;
+        let take = src
+            .lt_scalar(n as f64)?
+            .to_dtype(self.queue.dtype())?
+            .unsqueeze(1)?;
+        let ids = src
+            .minimum(&Tensor::full_on((n - 1) as f64, &[], DType::F64, dev)?)?
+            .to_dtype(DType::I64)?;
+        let written = keys.index_select(0, &ids)?.where_(&take, &self.queue)?;
+        self.queue.assign(&written)?;
+        let next = p.add_scalar(n as f64)?;
+        let next = next.sub(&next.gt_scalar(cap as f64 - 0.5)?.mul_scalar(cap as f64)?)?;
+        self.queue_ptr.assign(&next.to_dtype(DType::I64)?)?;
         Ok(())
     }
 }

@@ -110,20 +110,25 @@ pub fn cut_patches(images: &Tensor, at: &[PatchAt], size: usize) -> Result<Tenso
             "patches: a {size}x{size} patch at {p:?} does not fit images {s:?}"
         ));
     }
-    let v = images.detach().to_vec_f64()?;
-    let mut out = Vec::with_capacity(at.len() * c * size * size);
+    // A gather of the patches' elements from the flat images, on the images' device (the
+    // offsets are made here and sent there; nothing is read back).
+    let mut ids = Vec::with_capacity(at.len() * c * size * size);
     for p in at {
         for ch in 0..c {
             let plane = (p.image * c + ch) * h * w;
             for y in 0..size {
                 let row = plane + (p.y + y) * w + p.x;
-                out.extend_from_slice(&v[row..row + size]);
+                ids.extend((row..row + size).map(|i| i as i64));
             }
         }
     }
-    Ok(Tensor::from_vec(out, &[at.len(), c, size, size])?
-        .to_dtype(images.dtype())?
-        .to_device(images.device())?)
+    let n = ids.len();
+    let ids = Tensor::from_vec(ids, &[n])?.to_device(images.device())?;
+    Ok(images
+        .detach()
+        .reshape(&[b * c * h * w])?
+        .index_select(0, &ids)?
+        .reshape(&[at.len(), c, size, size])?)
 }
 
 /// Offsets `(drow, dcol)` of the 8 neighbours of a cell, in raster order: the class labels of

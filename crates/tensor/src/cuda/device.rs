@@ -289,3 +289,40 @@ impl CudaBackend {
         }
     }
 }
+
+/// What the CUDA emulator (`tools/cuda-emu`, a stand-in for the driver used by tests on
+/// machines without a GPU) has counted in this process, or `None` on a real driver (or none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmulatorCounters {
+    /// Copies from the device to the host (each is a read back that waits for the GPU).
+    pub reads: u64,
+    /// Explicit waits: stream, context or event synchronisation.
+    pub waits: u64,
+    /// Copies from the host to the device.
+    pub writes: u64,
+    /// Kernel launches.
+    pub launches: u64,
+}
+
+/// The emulator's counters (see [`EmulatorCounters`]); `None` unless the loaded `libcuda` is
+/// the emulator's. Lets tests check, without a GPU, how often a training step synchronises.
+pub fn emulator_counters() -> Option<EmulatorCounters> {
+    // SAFETY: only dlopen / dlsym; the symbol, when present, is the emulator's
+    // `void selfsup_emu_counters(unsigned long long out[4])`.
+    unsafe {
+        if !sys::is_culib_present() {
+            return None;
+        }
+        let f = sys::culib()
+            .get::<unsafe extern "C" fn(*mut u64)>(b"selfsup_emu_counters\0")
+            .ok()?;
+        let mut out = [0u64; 4];
+        f(out.as_mut_ptr());
+        Some(EmulatorCounters {
+            reads: out[0],
+            waits: out[1],
+            writes: out[2],
+            launches: out[3],
+        })
+    }
+}

@@ -25,7 +25,7 @@ mod storage;
 pub use compile::{
     cache_dir, compile_cubin, kernel_file, nvrtc_problem, nvrtc_version, KERNEL_FILES,
 };
-pub use device::{device_count, CudaBackend};
+pub use device::{device_count, emulator_counters, CudaBackend, EmulatorCounters};
 pub use storage::{CudaData, CudaStorage};
 
 /// Whether CUDA device `ordinal` can be used, or the plain reason why not.
