@@ -7,6 +7,14 @@
 // `sgd_step_<f32|f64>`: d = g + wd p; with a momentum buffer b (non-null):
 // b = first ? d : mu b + damp d, update = nesterov ? d + mu b : b; p -= lr update.
 // Launch: 1-D grid-stride over n, 256 threads per block.
+//
+// Multi-tensor forms (one launch for every parameter of an optimiser step): `table` holds one
+// entry of u64 words per chunk of at most 65,536 elements of one parameter, and block b runs
+// entry b (grid = number of chunks, 256 threads striding over the chunk).
+// `adam_multi_<f32|f64>`: 13 words: p, g, m, v (addresses), start, len, then the doubles b1,
+// b2, step_size, inv_sqrt_bc2, eps, decay, l2 (bit patterns) of that parameter's step.
+// `sgd_multi_<f32|f64>`: 10 words: p, g, b (0: no momentum buffer), start, len, then lr, mu,
+// damp, wd (doubles), nesterov | first << 1.
 
 template <typename T>
 __device__ void adam(T* p, const T* g, T* m, T* v, i64 n, double b1, double b2, double step_size,
@@ -36,6 +44,52 @@ __device__ void sgd(T* p, const T* g, T* b, i64 n, double lr, double mu, double 
     }
 }
 
+#define ADAM_WORDS 13
+#define SGD_WORDS 10
+
+template <typename T> __device__ void adam_multi(const u64* table) {
+    const u64* e = table + (i64)blockIdx.x * ADAM_WORDS;
+    T* p = (T*)e[0];
+    const T* g = (const T*)e[1];
+    T* m = (T*)e[2];
+    T* v = (T*)e[3];
+    const i64 start = (i64)e[4], len = (i64)e[5];
+    const T b1 = (T)__longlong_as_double((i64)e[6]), b2 = (T)__longlong_as_double((i64)e[7]);
+    const T step_size = (T)__longlong_as_double((i64)e[8]), ibc2 = (T)__longlong_as_double((i64)e[9]);
+    const T eps = (T)__longlong_as_double((i64)e[10]), decay = (T)__longlong_as_double((i64)e[11]);
+    const T l2 = (T)__longlong_as_double((i64)e[12]);
+    const T c1 = (T)(1.0 - __longlong_as_double((i64)e[6])), c2 = (T)(1.0 - __longlong_as_double((i64)e[7]));
+    for (i64 i = start + threadIdx.x; i < start + len; i += blockDim.x) {
+        T gi = g[i] + l2 * p[i];
+        T mi = b1 * m[i] + c1 * gi;
+        T vi = b2 * v[i] + c2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step_size * mi / (sqrt(vi) * ibc2 + eps);
+    }
+}
+
+template <typename T> __device__ void sgd_multi(const u64* table) {
+    const u64* e = table + (i64)blockIdx.x * SGD_WORDS;
+    T* p = (T*)e[0];
+    const T* g = (const T*)e[1];
+    T* b = (T*)e[2];
+    const i64 start = (i64)e[3], len = (i64)e[4];
+    const T lr = (T)__longlong_as_double((i64)e[5]), mu = (T)__longlong_as_double((i64)e[6]);
+    const T damp = (T)__longlong_as_double((i64)e[7]), wd = (T)__longlong_as_double((i64)e[8]);
+    const int nesterov = (int)(e[9] & 1), first = (int)((e[9] >> 1) & 1);
+    for (i64 i = start + threadIdx.x; i < start + len; i += blockDim.x) {
+        T d = g[i] + wd * p[i];
+        T upd = d;
+        if (b) {
+            T bi = first ? d : mu * b[i] + damp * d;
+            b[i] = bi;
+            upd = nesterov ? d + mu * bi : bi;
+        }
+        p[i] = p[i] - lr * upd;
+    }
+}
+
 #define OPTIM(TAG, T)                                                                          \
     extern "C" __global__ void adam_step_##TAG(T* p, const T* g, T* m, T* v, i64 n, double b1, \
                                                double b2, double step_size,                    \
@@ -47,6 +101,8 @@ __device__ void sgd(T* p, const T* g, T* b, i64 n, double lr, double mu, double 
                                               double mu, double damp, double wd, int nesterov, \
                                               int first) {                                     \
         sgd<T>(p, g, b, n, lr, mu, damp, wd, nesterov, first);                                 \
-    }
+    }                                                                                          \
+    extern "C" __global__ void adam_multi_##TAG(const u64* table) { adam_multi<T>(table); }    \
+    extern "C" __global__ void sgd_multi_##TAG(const u64* table) { sgd_multi<T>(table); }
 OPTIM(f32, float)
 OPTIM(f64, double)

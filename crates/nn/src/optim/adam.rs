@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use selfsup_tensor::ops::optim::AdamStep;
+use selfsup_tensor::ops::optim::{AdamItem, AdamStep};
 use selfsup_tensor::{no_grad, Tensor};
 
 use super::{fusable, grad_of, slot, Optimizer, ParamGroup};
@@ -102,6 +102,9 @@ impl Optimizer for Adam {
         let _g = no_grad();
         self.step += 1;
         let (b1, b2) = self.cfg.betas;
+        // The fusable parameters are updated together at the end: one multi-tensor step (a
+        // single kernel launch per device and dtype on a GPU).
+        let mut fused: Vec<(Tensor, Tensor, Tensor, Tensor, AdamStep)> = Vec::new();
         for group in &self.groups {
             for (name, p) in &group.params {
                 let Some(g) = grad_of(p)? else { continue };
@@ -130,7 +133,7 @@ impl Optimizer for Adam {
                         decoupled: self.cfg.decoupled,
                         step: t as u64,
                     };
-                    p.adam_step_(&g, &m, &v, &h)?;
+                    fused.push((p.clone(), g, m, v, h));
                     continue;
                 }
                 let mut g = g;
@@ -147,6 +150,17 @@ impl Optimizer for Adam {
                 p.assign(&p.sub(&m.div(&denom)?.mul_scalar(group.lr / bc1)?)?)?;
             }
         }
+        let items: Vec<AdamItem> = fused
+            .iter()
+            .map(|(p, g, m, v, h)| AdamItem {
+                param: p,
+                grad: g,
+                m,
+                v,
+                step: *h,
+            })
+            .collect();
+        Tensor::adam_steps_(&items)?;
         Ok(())
     }
     super::optimizer_accessors!();

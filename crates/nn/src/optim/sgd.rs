@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use selfsup_tensor::ops::optim::SgdItem;
 use selfsup_tensor::{no_grad, Tensor};
 
 use super::{fusable, grad_of, slot, Optimizer, ParamGroup};
@@ -75,6 +76,9 @@ impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
         let _g = no_grad();
         let c = &self.cfg;
+        // The fusable parameters are updated together at the end: one multi-tensor step (a
+        // single kernel launch per device and dtype on a GPU).
+        let mut fused: Vec<(Tensor, Tensor, Option<Tensor>, f64, f64, bool)> = Vec::new();
         for group in &self.groups {
             for (name, p) in &group.params {
                 let Some(g) = grad_of(p)? else { continue };
@@ -87,17 +91,7 @@ impl Optimizer for Sgd {
                 let mut others = vec![&g];
                 others.extend(buf.as_ref());
                 if fusable(p, &others) {
-                    // One pass over the buffers, no temporaries.
-                    p.sgd_step_(
-                        &g,
-                        buf.as_ref(),
-                        group.lr,
-                        c.momentum,
-                        c.dampening,
-                        group.weight_decay,
-                        c.nesterov,
-                        fresh,
-                    )?;
+                    fused.push((p.clone(), g, buf, group.lr, group.weight_decay, fresh));
                     continue;
                 }
                 let mut g = g;
@@ -121,6 +115,21 @@ impl Optimizer for Sgd {
                 p.assign(&p.sub(&g.mul_scalar(group.lr)?)?)?;
             }
         }
+        let items: Vec<SgdItem> = fused
+            .iter()
+            .map(|(p, g, buf, lr, wd, fresh)| SgdItem {
+                param: p,
+                grad: g,
+                momentum_buf: buf.as_ref(),
+                lr: *lr,
+                momentum: c.momentum,
+                dampening: c.dampening,
+                weight_decay: *wd,
+                nesterov: c.nesterov,
+                first: *fresh,
+            })
+            .collect();
+        Tensor::sgd_steps_(&items)?;
         self.step += 1;
         Ok(())
     }

@@ -270,7 +270,7 @@ mod tests {
                         .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}"))),
                 )
                 .collect(),
-            "optim" => ["adam_step", "sgd_step"]
+            "optim" => ["adam_step", "sgd_step", "adam_multi", "sgd_multi"]
                 .iter()
                 .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
                 .collect(),

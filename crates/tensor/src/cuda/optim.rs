@@ -80,3 +80,132 @@ pub fn sgd(
     unsafe { l.launch(grid_for(n)) }.map_err(|e| b.err("sgd_step_", e))?;
     Ok(())
 }
+
+/// Elements per entry of the multi-tensor tables (one block each).
+const CHUNK: usize = 1 << 16;
+
+/// One parameter of a multi-tensor Adam(W) step: parameter, gradient, moments (contiguous
+/// from element 0, `n` elements each, on one GPU) and that parameter's hyper-parameters.
+pub struct AdamSlot<'a> {
+    /// Parameter.
+    pub p: &'a CudaStorage,
+    /// Gradient.
+    pub g: &'a CudaStorage,
+    /// First moment.
+    pub m: &'a CudaStorage,
+    /// Second moment.
+    pub v: &'a CudaStorage,
+    /// Elements.
+    pub n: usize,
+    /// The step's hyper-parameters.
+    pub h: AdamStep,
+}
+
+/// One parameter of a multi-tensor SGD step (`b`: its momentum buffer, if any) and its
+/// hyper-parameters, as [`sgd`] takes them.
+pub struct SgdSlot<'a> {
+    /// Parameter.
+    pub p: &'a CudaStorage,
+    /// Gradient.
+    pub g: &'a CudaStorage,
+    /// Momentum buffer.
+    pub b: Option<&'a CudaStorage>,
+    /// Elements.
+    pub n: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Dampening.
+    pub dampening: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// First step of the momentum buffer (it takes the gradient as is).
+    pub first: bool,
+}
+
+/// Splits `n` elements into table chunks `(start, len)`.
+fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n.div_ceil(CHUNK)).map(move |c| (c * CHUNK, CHUNK.min(n - c * CHUNK)))
+}
+
+/// Sends `table` (u64 words, `words` per entry) and launches `name` with a block per entry.
+fn launch_table(
+    first: &CudaStorage,
+    name: &str,
+    op: &str,
+    table: Vec<u64>,
+    words: usize,
+) -> Result<()> {
+    debug_assert_eq!(table.len() % words, 0, "{name}: entries of {words} words");
+    let entries = table.len() / words;
+    if entries == 0 {
+        return Ok(());
+    }
+    let b = &first.backend;
+    let words_i64: Vec<i64> = table.into_iter().map(|w| w as i64).collect();
+    let dev = CudaStorage::from_cpu(b, &crate::storage::CpuStorage::I64(words_i64))?;
+    let f = b.function("optim", name)?;
+    let pt = dev.ptr();
+    let mut l = b.stream().launch_builder(&f);
+    l.arg(&pt);
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (entries as u32, 1, 1),
+        block_dim: (super::launch::BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: every entry names live, distinct buffers of its parameter's length (checked by
+    // the caller); the table lives until its stream-ordered free, after the kernel.
+    unsafe { l.launch(cfg) }.map_err(|e| b.err(op, e))?;
+    Ok(())
+}
+
+/// Adam(W) over every slot in one launch (all on one GPU, one float dtype).
+pub fn adam_many(slots: &[AdamSlot]) -> Result<()> {
+    let Some(first) = slots.first() else {
+        return Ok(());
+    };
+    let t = float_tag("adam_step_", first.p.dtype())?;
+    let mut table = Vec::new();
+    for s in slots {
+        let (step_size, inv_sqrt_bc2, decay, l2) = s.h.coefficients();
+        for (start, len) in chunks(s.n) {
+            table.extend([s.p.ptr(), s.g.ptr(), s.m.ptr(), s.v.ptr()]);
+            table.extend([start as u64, len as u64]);
+            table.extend(
+                [
+                    s.h.beta1,
+                    s.h.beta2,
+                    step_size,
+                    inv_sqrt_bc2,
+                    s.h.eps,
+                    decay,
+                    l2,
+                ]
+                .map(f64::to_bits),
+            );
+        }
+    }
+    launch_table(first.p, &format!("adam_multi_{t}"), "adam_step_", table, 13)
+}
+
+/// SGD over every slot in one launch (all on one GPU, one float dtype).
+pub fn sgd_many(slots: &[SgdSlot]) -> Result<()> {
+    let Some(first) = slots.first() else {
+        return Ok(());
+    };
+    let t = float_tag("sgd_step_", first.p.dtype())?;
+    let mut table = Vec::new();
+    for s in slots {
+        let flags = s.nesterov as u64 | (s.first as u64) << 1;
+        for (start, len) in chunks(s.n) {
+            table.extend([s.p.ptr(), s.g.ptr(), s.b.map_or(0, |b| b.ptr())]);
+            table.extend([start as u64, len as u64]);
+            table.extend([s.lr, s.momentum, 1.0 - s.dampening, s.weight_decay].map(f64::to_bits));
+            table.push(flags);
+        }
+    }
+    launch_table(first.p, &format!("sgd_multi_{t}"), "sgd_step_", table, 10)
+}

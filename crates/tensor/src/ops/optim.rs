@@ -260,6 +260,177 @@ impl Tensor {
     }
 }
 
+/// One parameter's share of [`Tensor::adam_steps_`]: the tensors [`Tensor::adam_step_`] takes
+/// and that parameter's hyper-parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamItem<'a> {
+    /// The parameter (updated in place).
+    pub param: &'a Tensor,
+    /// Its gradient.
+    pub grad: &'a Tensor,
+    /// First-moment buffer (updated in place).
+    pub m: &'a Tensor,
+    /// Second-moment buffer (updated in place).
+    pub v: &'a Tensor,
+    /// The step's hyper-parameters.
+    pub step: AdamStep,
+}
+
+/// One parameter's share of [`Tensor::sgd_steps_`]: what [`Tensor::sgd_step_`] takes.
+#[derive(Clone, Copy, Debug)]
+pub struct SgdItem<'a> {
+    /// The parameter (updated in place).
+    pub param: &'a Tensor,
+    /// Its gradient.
+    pub grad: &'a Tensor,
+    /// Its momentum buffer, if it uses one (updated in place).
+    pub momentum_buf: Option<&'a Tensor>,
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Dampening.
+    pub dampening: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Whether the momentum buffer is new (it then takes the gradient as is).
+    pub first: bool,
+}
+
+/// Whether `groups` (each a parameter and its gradient and state) can go to one multi-tensor
+/// launch: all on one GPU in one dtype, and no buffer shared between any two of them.
+#[cfg(feature = "cuda")]
+fn one_gpu_launch(groups: &[Vec<&Tensor>]) -> bool {
+    let Some(first) = groups.first().and_then(|g| g.first()) else {
+        return false;
+    };
+    if first.device().is_cpu()
+        || groups
+            .iter()
+            .flatten()
+            .any(|t| t.device() != first.device() || t.dtype() != first.dtype())
+    {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::new();
+    groups
+        .iter()
+        .flatten()
+        .all(|t| seen.insert(std::sync::Arc::as_ptr(&t.0.storage) as usize))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_of<'a>(op: &'static str, s: &'a Storage) -> Result<&'a crate::cuda::CudaStorage> {
+    match s {
+        Storage::Cuda(c) => Ok(c),
+        _ => Err(crate::storage::no_kernel(op, crate::Device::Cpu)),
+    }
+}
+
+impl Tensor {
+    /// [`Tensor::adam_step_`] for many parameters at once (each with its own gradient, state
+    /// and hyper-parameters; the same checks and the same update). On a GPU, parameters that
+    /// share one device and dtype are updated by one kernel launch instead of one per
+    /// parameter (the multi-tensor step of PyTorch's `foreach`/`fused` Adam).
+    pub fn adam_steps_(items: &[AdamItem]) -> Result<()> {
+        for it in items {
+            check("adam_step_", it.param, &[it.grad, it.m, it.v])?;
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let groups: Vec<Vec<&Tensor>> = items
+                .iter()
+                .map(|it| vec![it.param, it.grad, it.m, it.v])
+                .collect();
+            if one_gpu_launch(&groups) {
+                let ps: Vec<_> = items.iter().map(|it| it.param.write()).collect();
+                let gs: Vec<_> = items.iter().map(|it| it.grad.read()).collect();
+                let ms: Vec<_> = items.iter().map(|it| it.m.write()).collect();
+                let vs: Vec<_> = items.iter().map(|it| it.v.write()).collect();
+                let mut slots = Vec::with_capacity(items.len());
+                for (i, it) in items.iter().enumerate() {
+                    slots.push(crate::cuda::optim::AdamSlot {
+                        p: cuda_of("adam_step_", &ps[i])?,
+                        g: cuda_of("adam_step_", &gs[i])?,
+                        m: cuda_of("adam_step_", &ms[i])?,
+                        v: cuda_of("adam_step_", &vs[i])?,
+                        n: it.param.numel(),
+                        h: it.step,
+                    });
+                }
+                return crate::cuda::optim::adam_many(&slots);
+            }
+        }
+        for it in items {
+            it.param.adam_step_(it.grad, it.m, it.v, &it.step)?;
+        }
+        Ok(())
+    }
+
+    /// [`Tensor::sgd_step_`] for many parameters at once; on a GPU, one kernel launch for the
+    /// parameters that share one device and dtype.
+    pub fn sgd_steps_(items: &[SgdItem]) -> Result<()> {
+        for it in items {
+            let others: Vec<&Tensor> = std::iter::once(it.grad).chain(it.momentum_buf).collect();
+            check("sgd_step_", it.param, &others)?;
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let groups: Vec<Vec<&Tensor>> = items
+                .iter()
+                .map(|it| {
+                    std::iter::once(it.param)
+                        .chain(std::iter::once(it.grad))
+                        .chain(it.momentum_buf)
+                        .collect()
+                })
+                .collect();
+            if one_gpu_launch(&groups) {
+                let ps: Vec<_> = items.iter().map(|it| it.param.write()).collect();
+                let gs: Vec<_> = items.iter().map(|it| it.grad.read()).collect();
+                let bs: Vec<_> = items
+                    .iter()
+                    .map(|it| it.momentum_buf.map(|b| b.write()))
+                    .collect();
+                let mut slots = Vec::with_capacity(items.len());
+                for (i, it) in items.iter().enumerate() {
+                    slots.push(crate::cuda::optim::SgdSlot {
+                        p: cuda_of("sgd_step_", &ps[i])?,
+                        g: cuda_of("sgd_step_", &gs[i])?,
+                        b: bs[i]
+                            .as_deref()
+                            .map(|b| cuda_of("sgd_step_", b))
+                            .transpose()?,
+                        n: it.param.numel(),
+                        lr: it.lr,
+                        momentum: it.momentum,
+                        dampening: it.dampening,
+                        weight_decay: it.weight_decay,
+                        nesterov: it.nesterov,
+                        first: it.first,
+                    });
+                }
+                return crate::cuda::optim::sgd_many(&slots);
+            }
+        }
+        for it in items {
+            it.param.sgd_step_(
+                it.grad,
+                it.momentum_buf,
+                it.lr,
+                it.momentum,
+                it.dampening,
+                it.weight_decay,
+                it.nesterov,
+                it.first,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

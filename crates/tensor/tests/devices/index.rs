@@ -139,6 +139,83 @@ fn fused_optimiser_steps_match_the_cpu() {
     });
 }
 
+/// The multi-tensor steps (one launch for every parameter): several parameters of different
+/// sizes, one longer than a table chunk (65,536 elements), each with its own hyper-parameters,
+/// some SGD parameters with a momentum buffer and some without; the GPU matches the CPU's
+/// per-parameter steps.
+#[test]
+fn multi_tensor_optimiser_steps_match_the_cpu() {
+    use selfsup_tensor::ops::optim::{AdamItem, SgdItem};
+    on_each_gpu("multi-tensor optimiser steps", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F64 { 1e-14 } else { 1e-6 };
+            let sizes = [70_000usize, 3, 1000, 1];
+            let p0: Vec<Tensor> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| rand(&[n], dtype, -1.0, 1.0, 10 + i as u64))
+                .collect();
+            let g0: Vec<Tensor> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| rand(&[n], dtype, -1.0, 1.0, 20 + i as u64))
+                .collect();
+            let run = |d: Device| {
+                let ps: Vec<Tensor> = p0
+                    .iter()
+                    .map(|p| p.copy().unwrap().to_device(d).unwrap())
+                    .collect();
+                let gs: Vec<Tensor> = g0.iter().map(|g| g.to_device(d).unwrap()).collect();
+                let ms: Vec<Tensor> = ps.iter().map(|p| p.zeros_like().unwrap()).collect();
+                let vs: Vec<Tensor> = ps.iter().map(|p| p.zeros_like().unwrap()).collect();
+                let bs: Vec<Tensor> = ps.iter().map(|p| p.zeros_like().unwrap()).collect();
+                for step in 1..=3u64 {
+                    let items: Vec<AdamItem> = (0..ps.len())
+                        .map(|i| AdamItem {
+                            param: &ps[i],
+                            grad: &gs[i],
+                            m: &ms[i],
+                            v: &vs[i],
+                            step: AdamStep {
+                                lr: 1e-2 * (i + 1) as f64,
+                                beta1: 0.9,
+                                beta2: 0.99,
+                                eps: 1e-8,
+                                weight_decay: 0.1 * i as f64,
+                                decoupled: (step + i as u64) % 2 == 1,
+                                step: step + i as u64,
+                            },
+                        })
+                        .collect();
+                    Tensor::adam_steps_(&items).unwrap();
+                    let items: Vec<SgdItem> = (0..ps.len())
+                        .map(|i| SgdItem {
+                            param: &ps[i],
+                            grad: &gs[i],
+                            momentum_buf: (i % 2 == 0).then_some(&bs[i]),
+                            lr: 0.1 / (i + 1) as f64,
+                            momentum: 0.9,
+                            dampening: 0.1,
+                            weight_decay: 1e-4,
+                            nesterov: i == 2,
+                            first: step == 1,
+                        })
+                        .collect();
+                    Tensor::sgd_steps_(&items).unwrap();
+                }
+                (ps, ms, vs, bs)
+            };
+            let (a, c) = (run(dev), run(Device::Cpu));
+            for i in 0..sizes.len() {
+                compare(&format!("{dtype:?} p{i}"), &a.0[i], &c.0[i], tol);
+                compare(&format!("{dtype:?} m{i}"), &a.1[i], &c.1[i], tol);
+                compare(&format!("{dtype:?} v{i}"), &a.2[i], &c.2[i], tol);
+                compare(&format!("{dtype:?} momentum{i}"), &a.3[i], &c.3[i], tol);
+            }
+        }
+    });
+}
+
 #[test]
 fn random_draws_and_dropout_reproduce_the_cpu() {
     on_each_gpu("random", |dev| {
