@@ -11,6 +11,9 @@
 // block fold and one atomic add, so the summation order is unspecified.
 // Backward: `bn_grad_sums` adds sg[c] = Σ h and sgx[c] = Σ h xhat, where h = g (times
 // [y > 0] with the ReLU); `bn_grad_input` writes dx = w rstd (h - sg / M - xhat sgx / M).
+// Evaluation mode (inference: nothing needs a gradient): `bn_affine` writes
+// y = x scale[c] + shift[c] (then the ReLU), with scale = w / sqrt(var + eps) and
+// shift = b - mean scale made per channel beforehand, as the CPU's `apply` does.
 // The elementwise kernels are 1-D grid-stride over N * C * S.
 
 __device__ __forceinline__ i64 bn_at(i64 p, i64 c, i64 ch, i64 s) {
@@ -93,6 +96,17 @@ __device__ void bn_grad_input(const T* x, const T* y, const T* g, const T* mean,
     }
 }
 
+template <typename T>
+__device__ void bn_affine(const T* x, const T* scale, const T* shift, T* y, i64 n, i64 c, i64 s,
+                          int relu) {
+    FOR_EACH_INDEX(i, n * c * s) {
+        const i64 ch = (i / s) % c;
+        T v = x[i] * scale[ch] + shift[ch];
+        if (relu && !(v > T(0))) v = T(0);
+        y[i] = v;
+    }
+}
+
 #define BN_KERNELS(T, TAG)                                                                     \
     extern "C" __global__ void bn_sum_##TAG(const T* x, T* sum, i64 c, i64 s, i64 m,           \
                                             i64 chunk) {                                       \
@@ -119,6 +133,10 @@ __device__ void bn_grad_input(const T* x, const T* y, const T* g, const T* mean,
                                                    const T* sg, const T* sgx, T* dx, i64 n,    \
                                                    i64 c, i64 s, double eps, int relu) {       \
         bn_grad_input<T>(x, y, g, mean, var, w, sg, sgx, dx, n, c, s, eps, relu);              \
+    }                                                                                          \
+    extern "C" __global__ void bn_affine_##TAG(const T* x, const T* scale, const T* shift, T* y, \
+                                               i64 n, i64 c, i64 s, int relu) {                \
+        bn_affine<T>(x, scale, shift, y, n, c, s, relu);                                       \
     }
 
 BN_KERNELS(float, f32)

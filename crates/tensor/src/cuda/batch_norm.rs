@@ -85,6 +85,39 @@ pub fn train_forward(
     Ok((y, mean, var))
 }
 
+/// Evaluation-mode forward without a graph: `y = x scale[c] + shift[c]` (then the ReLU) over
+/// contiguous `x`, with the per-channel `scale` and `shift` (`[C]`) made by the caller.
+pub fn eval_affine(
+    x: &CudaStorage,
+    scale: &CudaStorage,
+    shift: &CudaStorage,
+    g: BnGeom,
+    relu: bool,
+) -> Result<CudaStorage> {
+    let t = float_tag(OP, x.dtype())?;
+    let be = &x.backend;
+    let total = g.n * g.c * g.s;
+    let y = CudaStorage::alloc(be, x.dtype(), total)?;
+    if total == 0 {
+        return Ok(y);
+    }
+    let f = be.function("batch_norm", &format!("bn_affine_{t}"))?;
+    let (px, psc, psh, py) = (x.ptr(), scale.ptr(), shift.ptr(), y.ptr());
+    let (n, c, s, relu) = (g.n as i64, g.c as i64, g.s as i64, i32::from(relu));
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&px)
+        .arg(&psc)
+        .arg(&psh)
+        .arg(&py)
+        .arg(&n)
+        .arg(&c)
+        .arg(&s)
+        .arg(&relu);
+    // SAFETY: x and y hold N * C * S elements, scale and shift C.
+    unsafe { l.launch(grid_for(total)) }.map_err(|e| be.err(OP, e))?;
+    Ok(y)
+}
+
 /// Training-mode backward: `(dx, dw, db)` from contiguous `x`, the output `y`, its gradient
 /// `gr`, the batch statistics and the weight; `dw` / `db` are `Σ h xhat` / `Σ h` (computed
 /// anyway: `dx` needs them).

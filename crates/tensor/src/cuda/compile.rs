@@ -245,6 +245,7 @@ mod tests {
                 "bn_apply",
                 "bn_grad_sums",
                 "bn_grad_input",
+                "bn_affine",
             ]
             .iter()
             .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))

@@ -194,6 +194,17 @@ fn batch_norm_op(
     if x.device() != Device::Cpu && stats.is_none() {
         return gpu::train(x, g, weight, bias, eps, relu);
     }
+    #[cfg(feature = "cuda")]
+    if let Some((mean, var)) = stats {
+        let needs_grad = crate::autograd::is_grad_enabled()
+            && [Some(x), Some(mean), Some(var), weight, bias]
+                .into_iter()
+                .flatten()
+                .any(|t| t.requires_grad());
+        if x.device() != Device::Cpu && !needs_grad {
+            return gpu::eval(x, g, mean, var, weight, bias, eps, relu);
+        }
+    }
     if x.device() != Device::Cpu {
         return composed(x, stats, weight, bias, eps, relu);
     }
@@ -281,6 +292,45 @@ mod gpu {
             })
         });
         Ok((y, mean, var))
+    }
+
+    /// Evaluation mode with nothing to differentiate (inference): the per-channel scale and
+    /// shift as the CPU makes them (`[C]` ops), then one elementwise kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn eval(
+        x: &Tensor,
+        g: BnGeom,
+        mean: &Tensor,
+        var: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        relu: bool,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let k = var.add_scalar(eps)?.sqrt()?;
+        let scale = match weight {
+            Some(w) => w.div(&k)?,
+            None => k.recip()?,
+        };
+        let shift = mean.mul(&scale)?;
+        let shift = match bias {
+            Some(b) => b.sub(&shift)?,
+            None => shift.neg()?,
+        };
+        let (xd, sc, sh) = (dense(x)?, dense(&scale)?, dense(&shift)?);
+        let (gx, gsc, gsh) = (xd.read(), sc.read(), sh.read());
+        let y = crate::cuda::batch_norm::eval_affine(
+            cuda_ref(OP, &gx)?,
+            cuda_ref(OP, &gsc)?,
+            cuda_ref(OP, &gsh)?,
+            g,
+            relu,
+        )?;
+        Ok((
+            Tensor::from_storage(Storage::Cuda(y), x.shape()),
+            mean.clone(),
+            var.clone(),
+        ))
     }
 
     struct BnBackCuda {
@@ -412,7 +462,8 @@ impl Tensor {
     /// Batch normalisation with given statistics (evaluation mode), optionally followed by a
     /// ReLU: `y = act((x - mean) / sqrt(var + eps) * weight + bias)`, `mean`, `var`, `weight`,
     /// `bias` all `[C]` (weight and bias optional). Differentiable in every tensor argument.
-    /// CPU only.
+    /// On a GPU, when nothing needs a gradient (inference), one fused kernel; otherwise
+    /// composed of elementwise ops.
     pub fn batch_norm_eval(
         &self,
         mean: &Tensor,

@@ -1,8 +1,8 @@
 //! Convolution, batch norm and pooling on the GPU against the CPU, forward and backward.
 
-use selfsup_tensor::{Conv2dParams, DType};
+use selfsup_tensor::{no_grad, Conv2dParams, DType, Device};
 
-use crate::{check, on_each_gpu, rand};
+use crate::{check, compare, on_each_gpu, rand};
 
 #[test]
 fn conv2d_matches_the_cpu_for_strides_padding_dilation_and_groups() {
@@ -118,6 +118,32 @@ fn batch_norm_matches_the_cpu_in_both_modes() {
                 },
                 tol,
             );
+            // Inference (nothing needs a gradient): the fused kernel, with and without the
+            // affine part and the ReLU, on a view.
+            let _ng = no_grad();
+            let view = x.transpose(2, 3).unwrap();
+            for (affine, relu) in [(true, false), (false, true), (true, true)] {
+                let run = |d| {
+                    let (w, b) = (w.to_device(d).unwrap(), b.to_device(d).unwrap());
+                    view.to_device(d)
+                        .unwrap()
+                        .batch_norm_eval(
+                            &m.to_device(d).unwrap(),
+                            &var.to_device(d).unwrap(),
+                            affine.then_some(&w),
+                            affine.then_some(&b),
+                            1e-5,
+                            relu,
+                        )
+                        .unwrap()
+                };
+                compare(
+                    &format!("batch_norm_eval inference {dtype:?} affine {affine} relu {relu}"),
+                    &run(dev),
+                    &run(Device::Cpu),
+                    tol,
+                );
+            }
         }
     });
 }
