@@ -4,7 +4,8 @@
 #   bash scripts/gpu_bench.sh run     # on the GPU machine; JSON lines into $OUT/bench.jsonl
 # Workloads: sgemm in f32 (TF32 off), TF32 and bf16; simclr-step, gpt-step (shared/README.md);
 # SimCLR at batch 512 with the SmallCnn and the CIFAR ResNet-18, GPT-2 small in bf16 with its
-# MFU (issue 7's table). WORKLOADS="sgemm gpt2" picks some.
+# MFU (issue 7's table), and GPT-2 with the composed attention (bf16 matmuls over stored
+# T x T scores) against the fused f32 kernels. WORKLOADS="sgemm gpt2" picks some.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bins=target/gpu-bins
@@ -21,7 +22,7 @@ run)
   source <(bash scripts/gpu_check.sh env)
   rounds=${ROUNDS:-2}
   for r in $(seq 1 "$rounds"); do
-    for w in ${WORKLOADS:-sgemm sgemm-tf32 sgemm-bf16 simclr simclr512 resnet512 gpt gpt2}; do
+    for w in ${WORKLOADS:-sgemm sgemm-tf32 sgemm-bf16 simclr simclr512 resnet512 gpt gpt2 gpt2-composed}; do
       case $w in
         sgemm) ours=(bench sgemm --sizes 256,512,1024,2048,4096); theirs=(sgemm) ;;
         sgemm-tf32) ours=(bench sgemm --sizes 1024,4096 --precision tf32); theirs=(sgemm --sizes 1024,4096 --precision tf32) ;;
@@ -31,9 +32,12 @@ run)
         resnet512) ours=(bench simclr-step --backbone resnet18 --batch 512 --reps 5); theirs=(simclr --backbone resnet18 --simclr-batch 512 --reps 5) ;;
         gpt) ours=(bench gpt-step); theirs=(gpt) ;;
         gpt2) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5); theirs=(gpt2 --reps 5) ;;
+        gpt2-composed) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --attention composed); theirs=() ;;
       esac
       timeout 300 "$bins/selfsup" "${ours[@]}" --device cuda 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, \"engine\": \"selfsup\", /" | tee -a "$out/bench.jsonl" || echo "{\"round\": $r, \"engine\": \"selfsup\", \"workload\": \"$w\", \"failed\": true}" | tee -a "$out/bench.jsonl"
-      timeout 300 python3 scripts/torch_gpu_reference.py "${theirs[@]}" 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, /" | tee -a "$out/bench.jsonl" || true
+      if [ ${#theirs[@]} -gt 0 ]; then
+        timeout 300 python3 scripts/torch_gpu_reference.py "${theirs[@]}" 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, /" | tee -a "$out/bench.jsonl" || true
+      fi
     done
   done
   ;;

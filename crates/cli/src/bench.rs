@@ -9,6 +9,7 @@ use selfsup_nn::optim::{Adam, AdamConfig, Optimizer};
 use selfsup_nn::{Module, TextConfig, TextTransformer};
 use selfsup_ssl::feed::{image_loader, to_ssl_batch};
 use selfsup_ssl::{build, BackboneKind, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
+use selfsup_tensor::ops::attention::{with_gpu_attention, GpuAttention};
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Device, Generator, Tensor};
 use serde_json::json;
@@ -217,6 +218,10 @@ fn gpt_step(
         GptSize::Gpt2 => (TextConfig::gpt2_small(), 8),
     };
     let b = args.batch.unwrap_or(default_batch).max(1);
+    let attention: GpuAttention = args
+        .attention
+        .parse()
+        .map_err(|e| CliError::Input(format!("--attention: {e}")))?;
     let (t_len, vocab) = (cfg.context, cfg.vocab);
     let mut g = Generator::new(0);
     let mut model = TextTransformer::new(&cfg, DType::F32, &mut g)?;
@@ -243,11 +248,13 @@ fn gpt_step(
         .to_device(device)?;
     let mut last = 0.0;
     let t = timed(args.reps, 2, || {
-        let loss = with_matmul_precision(precision, || -> Result<Tensor> {
-            let logits = model.forward(&x)?.reshape(&[b * t_len, vocab])?;
-            let loss = logits.cross_entropy(&y)?;
-            loss.backward()?;
-            Ok(loss)
+        let loss = with_gpu_attention(attention, || {
+            with_matmul_precision(precision, || -> Result<Tensor> {
+                let logits = model.forward(&x)?.reshape(&[b * t_len, vocab])?;
+                let loss = logits.cross_entropy(&y)?;
+                loss.backward()?;
+                Ok(loss)
+            })
         })?;
         opt.step()?;
         opt.zero_grad();
@@ -258,7 +265,7 @@ fn gpt_step(
     let tps: Vec<f64> = t.iter().map(|s| (b * t_len) as f64 / s).collect();
     let tok_per_s = median(tps);
     let params = model.num_params();
-    let mut line = json!({"bench": "gpt-step", "model": format!("{:?}", args.model).to_lowercase(), "device": args.device, "precision": precision.name(), "threads": threads, "params": params, "batch": b, "tokens_per_step": b * t_len, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "tok_per_s": tok_per_s.round(), "last_loss": last});
+    let mut line = json!({"bench": "gpt-step", "model": format!("{:?}", args.model).to_lowercase(), "device": args.device, "precision": precision.name(), "attention": args.attention, "threads": threads, "params": params, "batch": b, "tokens_per_step": b * t_len, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "tok_per_s": tok_per_s.round(), "last_loss": last});
     if args.model == GptSize::Gpt2 {
         let flops = gpt_flops_per_token(params, &cfg);
         let achieved = tok_per_s * flops / 1e9;

@@ -326,6 +326,10 @@ pub struct BenchArgs {
     /// 3x3 stem, no max-pool, 11.2M parameters).
     #[arg(long, default_value = "small-cnn")]
     pub backbone: String,
+    /// gpt-step attention on a GPU: `fused` (the flash-style kernels) or `composed` (matmuls
+    /// at --precision and a softmax over stored T x T scores), to compare the two.
+    #[arg(long, default_value = "fused")]
+    pub attention: String,
 }
 
 /// The GPT configurations of `bench gpt-step`.

@@ -512,6 +512,10 @@ fn bench_flag_errors_are_one_line() {
         &selfsup(&["bench", "simclr-step", "--backbone", "resnet"]),
         "did you mean `resnet18`",
     );
+    assert_user_error(
+        &selfsup(&["bench", "gpt-step", "--attention", "flash"]),
+        "expected fused or composed",
+    );
 }
 
 /// A fortunes-shaped folder: the eight topic files of `selfsup eval`'s text task (plus the

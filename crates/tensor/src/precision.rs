@@ -4,7 +4,8 @@
 //! Tensors, parameters and gradients stay f32 whatever is chosen (the f32 "master weights");
 //! only the operands of the products are rounded. It applies to [`Tensor::matmul`],
 //! [`Tensor::linear`] and [`Tensor::conv2d`], forward and backward, and so to everything built
-//! on them (attention on a GPU is composed from matmuls). The CPU's fused attention stays f32.
+//! on them. The fused attention (CPU, and GPU unless `ops::attention::with_gpu_attention`
+//! picks the composed form) stays f32.
 //!
 //! On a GPU, `Tf32` runs cuBLAS with `CUBLAS_COMPUTE_32F_FAST_TF32` and `Bf16` casts the
 //! operands to bf16 and runs `cublasGemmStridedBatchedEx` with f32 accumulation and output

@@ -13,6 +13,54 @@ use crate::{DType, Device, Tensor};
 
 const OP: &str = "attention_qkv";
 
+/// How [`Tensor::attention_qkv`] runs on a GPU: the fused flash-style kernels (the default) or
+/// composed of matmuls and a softmax (which then follow [`crate::precision`]: bf16 tensor-core
+/// products, but a stored `T x T` score matrix). For measuring one against the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GpuAttention {
+    /// `kernels/attention.cu` (f32 heads up to 128 wide, f64 up to 64; composed otherwise).
+    #[default]
+    Fused,
+    /// Matmuls, a mask and a softmax.
+    Composed,
+}
+
+impl std::str::FromStr for GpuAttention {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fused" => Ok(GpuAttention::Fused),
+            "composed" => Ok(GpuAttention::Composed),
+            other => Err(format!(
+                "unknown attention kernel {other:?}: expected fused or composed"
+            )),
+        }
+    }
+}
+
+thread_local! {
+    static GPU_ATTENTION: std::cell::Cell<GpuAttention> = const { std::cell::Cell::new(GpuAttention::Fused) };
+}
+
+/// Runs `f` with [`Tensor::attention_qkv`] on a GPU computed as `a` says (on this thread,
+/// restored afterwards; the backward pass follows what the forward chose).
+pub fn with_gpu_attention<R>(a: GpuAttention, f: impl FnOnce() -> R) -> R {
+    let prev = GPU_ATTENTION.with(|c| c.replace(a));
+    struct Restore(GpuAttention);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GPU_ATTENTION.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(prev);
+    f()
+}
+
+/// The [`GpuAttention`] in force on this thread.
+pub fn gpu_attention() -> GpuAttention {
+    GPU_ATTENTION.with(|c| c.get())
+}
+
 struct AttnBack {
     dims: AttnDims,
     causal: bool,
@@ -107,7 +155,8 @@ impl Tensor {
     /// probabilities are not kept for the backward (it recomputes them), so memory grows with
     /// `T`, not `T^2`. Differentiable; f32 or f64. On the GPU it runs the flash-style kernels
     /// of `kernels/attention.cu` for f32 heads up to 128 wide and f64 heads up to 64 (wider
-    /// heads, or more than 65,535 batch x head pairs, are composed of matmuls and a softmax). No attention mask other
+    /// heads, or more than 65,535 batch x head pairs, are composed of matmuls and a softmax;
+    /// [`with_gpu_attention`] picks the composed form). No attention mask other
     /// than the causal one and no dropout: compose the ops for those.
     pub fn attention_qkv(&self, heads: usize, causal: bool) -> Result<Tensor> {
         if self.rank() != 3 {
@@ -133,6 +182,7 @@ impl Tensor {
         let dh = d3 / (3 * heads);
         #[cfg(feature = "cuda")]
         if self.device() != Device::Cpu
+            && gpu_attention() == GpuAttention::Fused
             && crate::cuda::attention::head_width_bound(self.dtype(), b * heads, dh).is_some()
         {
             return gpu::forward(self, AttnDims { b, t, h: heads, dh }, causal);
