@@ -307,6 +307,15 @@ fn moco_queue_takes_the_new_keys_and_wraps() {
     }
     assert_eq!(m.queue_ptr.to_vec::<i64>().unwrap(), vec![12]);
     assert!(m.enqueue(&Tensor::zeros(&[2, 3], DType::F32)).is_err());
+    // A pointer out of range (an edited checkpoint) wraps: 45 is row 5 of 20.
+    m.queue_ptr
+        .assign(&Tensor::from_vec(vec![45i64], &[1]).unwrap())
+        .unwrap();
+    let two = Tensor::randn(&[2, 16], 0.0, 1.0, DType::F32, &mut g).unwrap();
+    m.enqueue(&two).unwrap();
+    let (tr, q) = (rows(&two), rows(&m.queue));
+    assert!(close(&q[5], &tr[0]) && close(&q[6], &tr[1]));
+    assert_eq!(m.queue_ptr.to_vec::<i64>().unwrap(), vec![7]);
 }
 
 #[test]

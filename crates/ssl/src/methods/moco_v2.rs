@@ -91,7 +91,15 @@ impl MocoV2 {
         // queue row r takes key (r - p) mod cap when that is below n, and keeps its value
         // otherwise; the pointer moves to (p + n) mod cap. Positions are exact in f64.
         let dev = self.queue.device();
-        let p = self.queue_ptr.to_dtype(DType::F64)?;
+        // p mod cap (a pointer from an edited checkpoint may be out of range), with the
+        // truncating cast to i64 as the integer division.
+        let raw = self.queue_ptr.to_dtype(DType::F64)?;
+        let whole = raw
+            .div_scalar(cap as f64)?
+            .to_dtype(DType::I64)?
+            .to_dtype(DType::F64)?;
+        let p = raw.sub(&whole.mul_scalar(cap as f64)?)?;
+        let p = p.add(&p.lt_scalar(0.0)?.mul_scalar(cap as f64)?)?;
         let d = Tensor::arange(cap, DType::F64).to_device(dev)?.sub(&p)?;
         let src = d.add(&d.lt_scalar(0.0)?.mul_scalar(cap as f64)?)?;
         let take = src
