@@ -20,8 +20,9 @@ if [ "${1:-}" = "--" ]; then shift; shift_args=("$@"); fi
 export LD_LIBRARY_PATH="$PWD/target/cuda-emu/lib"
 export XDG_CACHE_HOME="$PWD/target/cuda-emu/cache"
 cargo test --workspace --test devices --no-fail-fast -- \
-  --test-threads=2 "${shift_args[@]}" 2>&1 | tee target/cuda-emu/last-run.log
-# A suite that found no device would have passed by skipping: make sure it ran on the emulator.
+  --test-threads=2 --nocapture "${shift_args[@]}" 2>&1 | tee target/cuda-emu/last-run.log
+# A suite that found no device would have passed by skipping (--nocapture shows the tests' "skipped
+# on GPU" lines): make sure it ran on the emulator.
 if grep -q "skipped on GPU" target/cuda-emu/last-run.log; then
   echo "emu_check: FAILED: a device test skipped, so the emulator was not used" >&2
   exit 1
