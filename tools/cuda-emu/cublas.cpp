@@ -57,6 +57,19 @@ static void gemm(int ta, int tb, int m, int n, int k, T alpha, long long lda, lo
         }
 }
 
+template <typename T>
+static cublasStatus_t gemm_strided(int ta, int tb, int m, int n, int k, const T* alpha, const T* A, int lda,
+                                   long long sa, const T* B, int ldb, long long sb, const T* beta, T* C, int ldc,
+                                   long long sc, int batch) {
+    if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    for (int b = 0; b < batch; ++b) {
+        const T *a = A + b * sa, *bb = B + b * sb;
+        gemm<T>(ta, tb, m, n, k, *alpha, lda, ldb, *beta, C + b * sc, ldc, [&](long long i) { return a[i]; },
+                [&](long long i) { return bb[i]; });
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
 extern "C" {
 
 cublasStatus_t cublasCreate_v2(void** h) {
@@ -75,26 +88,14 @@ cublasStatus_t cublasSgemmStridedBatched(void*, int ta, int tb, int m, int n, in
                                          const float* A, int lda, long long sa, const float* B, int ldb,
                                          long long sb, const float* beta, float* C, int ldc, long long sc,
                                          int batch) {
-    if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
-    for (int b = 0; b < batch; ++b) {
-        const float *a = A + b * sa, *bb = B + b * sb;
-        gemm<float>(ta, tb, m, n, k, *alpha, lda, ldb, *beta, C + b * sc, ldc,
-                    [&](long long i) { return a[i]; }, [&](long long i) { return bb[i]; });
-    }
-    return CUBLAS_STATUS_SUCCESS;
+    return gemm_strided(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
 }
 
 cublasStatus_t cublasDgemmStridedBatched(void*, int ta, int tb, int m, int n, int k, const double* alpha,
                                          const double* A, int lda, long long sa, const double* B, int ldb,
                                          long long sb, const double* beta, double* C, int ldc, long long sc,
                                          int batch) {
-    if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
-    for (int b = 0; b < batch; ++b) {
-        const double *a = A + b * sa, *bb = B + b * sb;
-        gemm<double>(ta, tb, m, n, k, *alpha, lda, ldb, *beta, C + b * sc, ldc,
-                     [&](long long i) { return a[i]; }, [&](long long i) { return bb[i]; });
-    }
-    return CUBLAS_STATUS_SUCCESS;
+    return gemm_strided(ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(void*, int ta, int tb, int m, int n, int k, const void* alpha,

@@ -263,45 +263,34 @@ int launch(void (*f)(A...), void** params, const unsigned* grid, const unsigned*
     return 0;
 }
 
-template <typename T> T shfl_down(T v, unsigned delta, int width) {
+// A warp shuffle: every lane of the warp publishes `v`, then reads the value of the lane
+// `source(lane)` names (its own when that lane is outside its `width` segment).
+template <typename T, typename Source> T shuffle(T v, Source source) {
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
     const int lin = B.fibers[B.cur].linear, lane = lin & 31;
     uint64_t bits = 0;
     std::memcpy(&bits, &v, sizeof(T));
     B.exchange[lin] = bits;
     syncwarp();
-    const int src = (lane % width) + (int)delta < width ? lin + (int)delta : lin;
     T r;
-    std::memcpy(&r, &B.exchange[src], sizeof(T));
+    std::memcpy(&r, &B.exchange[lin - lane + source(lane)], sizeof(T));
     syncwarp();
     return r;
+}
+
+template <typename T> T shfl_down(T v, unsigned delta, int width) {
+    return shuffle(v, [&](int lane) { return (lane % width) + (int)delta < width ? lane + (int)delta : lane; });
 }
 
 template <typename T> T shfl_xor(T v, int mask, int width) {
-    const int lin = B.fibers[B.cur].linear, lane = lin & 31;
-    uint64_t bits = 0;
-    std::memcpy(&bits, &v, sizeof(T));
-    B.exchange[lin] = bits;
-    syncwarp();
-    const int other = lane ^ mask;
-    const int src = (other / width == lane / width) ? lin - lane + other : lin;
-    T r;
-    std::memcpy(&r, &B.exchange[src], sizeof(T));
-    syncwarp();
-    return r;
+    return shuffle(v, [&](int lane) {
+        const int other = lane ^ mask;
+        return other / width == lane / width ? other : lane;
+    });
 }
 
 template <typename T> T shfl(T v, int src_lane, int width) {
-    const int lin = B.fibers[B.cur].linear, lane = lin & 31;
-    uint64_t bits = 0;
-    std::memcpy(&bits, &v, sizeof(T));
-    B.exchange[lin] = bits;
-    syncwarp();
-    const int src = lin - lane + (lane / width) * width + (src_lane % width);
-    T r;
-    std::memcpy(&r, &B.exchange[src], sizeof(T));
-    syncwarp();
-    return r;
+    return shuffle(v, [&](int lane) { return (lane / width) * width + (src_lane % width); });
 }
 
 // PTX's cvt.rzi for a float-to-integer conversion: toward zero, saturating, NaN to 0 (a host

@@ -6,6 +6,7 @@
 // `int emu_launch_<name>(void** params, const unsigned* grid, const unsigned* block,
 // char* err, int errlen)`; kernel names are found in a first, preprocess-only pass in which
 // `__global__` expands to a marker (so kernels declared through macros are found too).
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -89,10 +90,13 @@ const char* nvrtcGetErrorString(nvrtcResult r) {
     }
 }
 
-// Version 0.1 marks the emulator (and keeps its images apart in selfsup's kernel cache).
+// Major version 0 marks the emulator; the minor version is a hash of device.h, so selfsup's
+// kernel cache (keyed by the NVRTC version) never serves a module built with another device.h.
 nvrtcResult nvrtcVersion(int* major, int* minor) {
+    uint32_t h = 2166136261u;
+    for (const char* c = DEVICE_H; *c; ++c) h = (h ^ (unsigned char)*c) * 16777619u;
     *major = 0;
-    *minor = 1;
+    *minor = (int)(h & 0x7fffffff);
     return NVRTC_SUCCESS;
 }
 
