@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use selfsup_tensor::ops::optim::SgdItem;
+use selfsup_tensor::ops::optim::{SgdItem, SgdStep};
 use selfsup_tensor::{no_grad, Tensor};
 
 use super::{fusable, grad_of, slot, Optimizer, ParamGroup};
@@ -121,12 +121,14 @@ impl Optimizer for Sgd {
                 param: p,
                 grad: g,
                 momentum_buf: buf.as_ref(),
-                lr: *lr,
-                momentum: c.momentum,
-                dampening: c.dampening,
-                weight_decay: *wd,
-                nesterov: c.nesterov,
-                first: *fresh,
+                step: SgdStep {
+                    lr: *lr,
+                    momentum: c.momentum,
+                    dampening: c.dampening,
+                    weight_decay: *wd,
+                    nesterov: c.nesterov,
+                    first: *fresh,
+                },
             })
             .collect();
         Tensor::sgd_steps_(&items)?;

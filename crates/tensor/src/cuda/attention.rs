@@ -57,6 +57,29 @@ pub fn head_width_bound(dtype: DType, batch_heads: usize, dh: usize) -> Option<u
     widths.iter().copied().find(|&w| dh <= w)
 }
 
+impl AttShape {
+    fn new(b: usize, t: usize, h: usize, dh: usize) -> AttShape {
+        AttShape {
+            b: b as i64,
+            t: t as i64,
+            h: h as i64,
+            dh: dh as i64,
+        }
+    }
+}
+
+/// The kernel-name suffix (`<dtype>_<head-width bound>`) for `x`'s dtype and the shape, or
+/// the error for a shape the kernels do not cover.
+fn suffix(x: &CudaStorage, b: usize, h: usize, dh: usize) -> Result<String> {
+    let tag = float_tag(OP, x.dtype())?;
+    let w = head_width_bound(x.dtype(), b * h, dh).ok_or_else(|| {
+        x.backend.err_msg(format!(
+            "{OP}: no fused kernel for {b}x{h} heads of width {dh}"
+        ))
+    })?;
+    Ok(format!("{tag}_{w}"))
+}
+
 fn grid(b: usize, t: usize, h: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (t.div_ceil(ROWS).max(1) as u32, (b * h) as u32, 1),
@@ -77,25 +100,15 @@ pub fn forward(
     causal: bool,
     scale: f64,
 ) -> Result<(CudaStorage, CudaStorage)> {
-    let tag = float_tag(OP, x.dtype())?;
+    let k = suffix(x, b, h, dh)?;
     let be = &x.backend;
     let out = CudaStorage::alloc(be, x.dtype(), b * t * h * dh)?;
     let lse = CudaStorage::alloc(be, x.dtype(), b * h * t)?;
-    let w = head_width_bound(x.dtype(), b * h, dh).ok_or_else(|| {
-        be.err_msg(format!(
-            "{OP}: no fused kernel for {b}x{h} heads of width {dh}"
-        ))
-    })?;
     if b * t * h * dh == 0 {
         return Ok((out, lse));
     }
-    let f = be.function("attention", &format!("attention_fwd_{tag}_{w}"))?;
-    let shape = AttShape {
-        b: b as i64,
-        t: t as i64,
-        h: h as i64,
-        dh: dh as i64,
-    };
+    let f = be.function("attention", &format!("attention_fwd_{k}"))?;
+    let shape = AttShape::new(b, t, h, dh);
     let (px, po, pl, c) = (x.ptr(), out.ptr(), lse.ptr(), causal as i32);
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px).arg(&po).arg(&pl).arg(&shape).arg(&c).arg(&scale);
@@ -119,25 +132,15 @@ pub fn backward(
     causal: bool,
     scale: f64,
 ) -> Result<CudaStorage> {
-    let tag = float_tag(OP, x.dtype())?;
+    let k = suffix(x, b, h, dh)?;
     let be = &x.backend;
     let dx = CudaStorage::alloc(be, x.dtype(), b * t * 3 * h * dh)?;
-    let w = head_width_bound(x.dtype(), b * h, dh).ok_or_else(|| {
-        be.err_msg(format!(
-            "{OP}: no fused kernel for {b}x{h} heads of width {dh}"
-        ))
-    })?;
     if b * t * h * dh == 0 {
         return Ok(dx);
     }
     // D_i = dO_i . O_i per query row, written by the dq kernel and read by the dk/dv kernel.
     let drow = CudaStorage::alloc(be, x.dtype(), b * h * t)?;
-    let shape = AttShape {
-        b: b as i64,
-        t: t as i64,
-        h: h as i64,
-        dh: dh as i64,
-    };
+    let shape = AttShape::new(b, t, h, dh);
     let (px, po, pl, pg, pdx, pd, c) = (
         x.ptr(),
         out.ptr(),
@@ -147,7 +150,7 @@ pub fn backward(
         drow.ptr(),
         causal as i32,
     );
-    let f = be.function("attention", &format!("attention_bwd_dq_{tag}_{w}"))?;
+    let f = be.function("attention", &format!("attention_bwd_dq_{k}"))?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px)
         .arg(&po)
@@ -160,7 +163,7 @@ pub fn backward(
         .arg(&scale);
     // SAFETY: sizes as in `forward`; dx holds b*t*3*h*dh elements, drow b*h*t.
     unsafe { l.launch(grid(b, t, h)) }.map_err(|e| be.err(OP, e))?;
-    let f = be.function("attention", &format!("attention_bwd_dkv_{tag}_{w}"))?;
+    let f = be.function("attention", &format!("attention_bwd_dkv_{k}"))?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px)
         .arg(&pl)

@@ -7,7 +7,7 @@ use super::launch::float_tag;
 use super::launch::grid_for;
 use super::CudaStorage;
 use crate::error::Result;
-use crate::ops::optim::AdamStep;
+use crate::ops::optim::{AdamStep, SgdStep};
 
 /// One Adam(W) step over `n` elements of `p`, `g`, `m`, `v` (contiguous from element 0, checked
 /// by the caller).
@@ -102,7 +102,7 @@ pub struct AdamSlot<'a> {
 }
 
 /// One parameter of a multi-tensor SGD step (`b`: its momentum buffer, if any) and its
-/// hyper-parameters, as [`sgd`] takes them.
+/// hyper-parameters.
 pub struct SgdSlot<'a> {
     /// Parameter.
     pub p: &'a CudaStorage,
@@ -112,18 +112,8 @@ pub struct SgdSlot<'a> {
     pub b: Option<&'a CudaStorage>,
     /// Elements.
     pub n: usize,
-    /// Learning rate.
-    pub lr: f64,
-    /// Momentum.
-    pub momentum: f64,
-    /// Dampening.
-    pub dampening: f64,
-    /// Weight decay.
-    pub weight_decay: f64,
-    /// Nesterov momentum.
-    pub nesterov: bool,
-    /// First step of the momentum buffer (it takes the gradient as is).
-    pub first: bool,
+    /// The step's hyper-parameters.
+    pub h: SgdStep,
 }
 
 /// Splits `n` elements into table chunks `(start, len)`.
@@ -199,11 +189,12 @@ pub fn sgd_many(slots: &[SgdSlot]) -> Result<()> {
     let t = float_tag("sgd_step_", first.p.dtype())?;
     let mut table = Vec::new();
     for s in slots {
-        let flags = s.nesterov as u64 | (s.first as u64) << 1;
+        let h = &s.h;
+        let flags = h.nesterov as u64 | (h.first as u64) << 1;
         for (start, len) in chunks(s.n) {
             table.extend([s.p.ptr(), s.g.ptr(), s.b.map_or(0, |b| b.ptr())]);
             table.extend([start as u64, len as u64]);
-            table.extend([s.lr, s.momentum, 1.0 - s.dampening, s.weight_decay].map(f64::to_bits));
+            table.extend([h.lr, h.momentum, 1.0 - h.dampening, h.weight_decay].map(f64::to_bits));
             table.push(flags);
         }
     }

@@ -276,15 +276,10 @@ pub struct AdamItem<'a> {
     pub step: AdamStep,
 }
 
-/// One parameter's share of [`Tensor::sgd_steps_`]: what [`Tensor::sgd_step_`] takes.
-#[derive(Clone, Copy, Debug)]
-pub struct SgdItem<'a> {
-    /// The parameter (updated in place).
-    pub param: &'a Tensor,
-    /// Its gradient.
-    pub grad: &'a Tensor,
-    /// Its momentum buffer, if it uses one (updated in place).
-    pub momentum_buf: Option<&'a Tensor>,
+/// Hyper-parameters of one SGD step of one parameter (what [`Tensor::sgd_step_`] takes
+/// besides the tensors).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep {
     /// Learning rate.
     pub lr: f64,
     /// Momentum.
@@ -297,6 +292,19 @@ pub struct SgdItem<'a> {
     pub nesterov: bool,
     /// Whether the momentum buffer is new (it then takes the gradient as is).
     pub first: bool,
+}
+
+/// One parameter's share of [`Tensor::sgd_steps_`]: what [`Tensor::sgd_step_`] takes.
+#[derive(Clone, Copy, Debug)]
+pub struct SgdItem<'a> {
+    /// The parameter (updated in place).
+    pub param: &'a Tensor,
+    /// Its gradient.
+    pub grad: &'a Tensor,
+    /// Its momentum buffer, if it uses one (updated in place).
+    pub momentum_buf: Option<&'a Tensor>,
+    /// The step's hyper-parameters.
+    pub step: SgdStep,
 }
 
 /// Whether `groups` (each a parameter and its gradient and state) can go to one multi-tensor
@@ -404,27 +412,23 @@ impl Tensor {
                             .map(|b| cuda_of("sgd_step_", b))
                             .transpose()?,
                         n: it.param.numel(),
-                        lr: it.lr,
-                        momentum: it.momentum,
-                        dampening: it.dampening,
-                        weight_decay: it.weight_decay,
-                        nesterov: it.nesterov,
-                        first: it.first,
+                        h: it.step,
                     });
                 }
                 return crate::cuda::optim::sgd_many(&slots);
             }
         }
         for it in items {
+            let h = &it.step;
             it.param.sgd_step_(
                 it.grad,
                 it.momentum_buf,
-                it.lr,
-                it.momentum,
-                it.dampening,
-                it.weight_decay,
-                it.nesterov,
-                it.first,
+                h.lr,
+                h.momentum,
+                h.dampening,
+                h.weight_decay,
+                h.nesterov,
+                h.first,
             )?;
         }
         Ok(())

@@ -145,7 +145,7 @@ fn fused_optimiser_steps_match_the_cpu() {
 /// per-parameter steps.
 #[test]
 fn multi_tensor_optimiser_steps_match_the_cpu() {
-    use selfsup_tensor::ops::optim::{AdamItem, SgdItem};
+    use selfsup_tensor::ops::optim::{AdamItem, SgdItem, SgdStep};
     on_each_gpu("multi-tensor optimiser steps", |dev| {
         for dtype in [DType::F32, DType::F64] {
             let tol = if dtype == DType::F64 { 1e-14 } else { 1e-6 };
@@ -193,12 +193,14 @@ fn multi_tensor_optimiser_steps_match_the_cpu() {
                             param: &ps[i],
                             grad: &gs[i],
                             momentum_buf: (i % 2 == 0).then_some(&bs[i]),
-                            lr: 0.1 / (i + 1) as f64,
-                            momentum: 0.9,
-                            dampening: 0.1,
-                            weight_decay: 1e-4,
-                            nesterov: i == 2,
-                            first: step == 1,
+                            step: SgdStep {
+                                lr: 0.1 / (i + 1) as f64,
+                                momentum: 0.9,
+                                dampening: 0.1,
+                                weight_decay: 1e-4,
+                                nesterov: i == 2,
+                                first: step == 1,
+                            },
                         })
                         .collect();
                     Tensor::sgd_steps_(&items).unwrap();
