@@ -4,8 +4,9 @@
 #   bash scripts/gpu_bench.sh run     # on the GPU machine; JSON lines into $OUT/bench.jsonl
 # Workloads: sgemm in f32 (TF32 off), TF32 and bf16; simclr-step, gpt-step (shared/README.md);
 # SimCLR at batch 512 with the SmallCnn and the CIFAR ResNet-18, GPT-2 small in bf16 with its
-# MFU (issue 7's table), and GPT-2 with the composed attention (bf16 matmuls over stored
-# T x T scores) against the fused f32 kernels. WORKLOADS="sgemm gpt2" picks some.
+# MFU (issue 7's table; its fused attention runs on the tensor cores, attention_mma.cu), and
+# GPT-2 with the composed attention (bf16 matmuls over stored T x T scores) against it.
+# WORKLOADS="sgemm gpt2" picks some.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bins=target/gpu-bins

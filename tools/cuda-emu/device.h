@@ -39,6 +39,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __noinline__
+#define __launch_bounds__(...)
 #define __restrict__ __restrict
 #define __shared__ static
 

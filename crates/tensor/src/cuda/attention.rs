@@ -2,6 +2,9 @@
 //! [`Tensor::attention_qkv`] (`crate::ops::attention`), whose CPU reference is
 //! `crate::cpu::attention`. The `T x T` scores are never stored: the forward saves the output
 //! and each query row's log-sum-exp, and the backward recomputes the probabilities from them.
+//! Two sets of kernels: `kernels/attention.cu` on the CUDA cores in the tensor's dtype, and
+//! `kernels/attention_mma.cu` on the tensor cores (bf16 operands, f32 accumulation) for f32
+//! tensors when the run's matmul precision is bf16 ([`Kernels`]).
 //!
 //! [`Tensor::attention_qkv`]: crate::Tensor::attention_qkv
 
@@ -22,8 +25,38 @@ pub const HEAD_WIDTHS: [usize; 4] = [16, 32, 64, 128];
 /// compile of the file short).
 pub const HEAD_WIDTHS_F64: [usize; 1] = [64];
 
-/// Query (or key) rows per block, one per thread (`ATT_ROWS` in the kernel file).
+/// Head widths of the tensor-core kernels (`attention_mma.cu`; f32 tensors only): the
+/// smallest one at least `dh` is used, the columns past `dh` padded with zeros.
+pub const MMA_HEAD_WIDTHS: [usize; 2] = [32, 64];
+
+/// Query (or key) rows per block: one per thread (`ATT_ROWS`) on the CUDA cores, 16 per warp of
+/// four (`MMA_ROWS`) on the tensor cores.
 const ROWS: usize = 64;
+
+/// Which kernels run the attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// `attention.cu`: a thread per row, in the tensor's dtype.
+    CudaCores,
+    /// `attention_mma.cu`: a warp per 16 rows, bf16 `mma.sync` with f32 accumulation (f32
+    /// tensors, compute capability 8.0 or later).
+    TensorCores,
+}
+
+impl Kernels {
+    fn file(self) -> &'static str {
+        match self {
+            Kernels::CudaCores => "attention",
+            Kernels::TensorCores => "attention_mma",
+        }
+    }
+    fn threads(self) -> u32 {
+        match self {
+            Kernels::CudaCores => ROWS as u32,
+            Kernels::TensorCores => 128,
+        }
+    }
+}
 
 /// Most blocks along the grid's y axis, which carries `batch * heads`.
 const MAX_GRID_Y: usize = 65_535;
@@ -57,6 +90,16 @@ pub fn head_width_bound(dtype: DType, batch_heads: usize, dh: usize) -> Option<u
     widths.iter().copied().find(|&w| dh <= w)
 }
 
+/// The tensor-core kernels' head-width bound for `batch * heads` f32 heads of width `dh`, or
+/// `None` when they do not cover the shape (wider heads, too many heads for the grid, another
+/// dtype).
+pub fn mma_head_width_bound(dtype: DType, batch_heads: usize, dh: usize) -> Option<usize> {
+    if dtype != DType::F32 || batch_heads == 0 || batch_heads > MAX_GRID_Y {
+        return None;
+    }
+    MMA_HEAD_WIDTHS.iter().copied().find(|&w| dh <= w)
+}
+
 impl AttShape {
     fn new(b: usize, t: usize, h: usize, dh: usize) -> AttShape {
         AttShape {
@@ -68,31 +111,54 @@ impl AttShape {
     }
 }
 
-/// The kernel-name suffix (`<dtype>_<head-width bound>`) for `x`'s dtype and the shape, or
-/// the error for a shape the kernels do not cover.
-fn suffix(x: &CudaStorage, b: usize, h: usize, dh: usize) -> Result<String> {
-    let tag = float_tag(OP, x.dtype())?;
-    let w = head_width_bound(x.dtype(), b * h, dh).ok_or_else(|| {
+/// The kernel-name prefix and suffix (`attention_` + `<dtype>_<bound>`, or `attention_mma_` +
+/// `<bound>`) for `x`'s dtype and the shape, or the error for a shape the kernels do not cover.
+fn names(
+    x: &CudaStorage,
+    kernels: Kernels,
+    b: usize,
+    h: usize,
+    dh: usize,
+) -> Result<(&'static str, String)> {
+    let none = || {
         x.backend.err_msg(format!(
-            "{OP}: no fused kernel for {b}x{h} heads of width {dh}"
+            "{OP}: no fused {kernels:?} kernel for {b}x{h} heads of width {dh} in {:?}",
+            x.dtype()
         ))
-    })?;
-    Ok(format!("{tag}_{w}"))
+    };
+    match kernels {
+        Kernels::CudaCores => {
+            let tag = float_tag(OP, x.dtype())?;
+            let w = head_width_bound(x.dtype(), b * h, dh).ok_or_else(none)?;
+            Ok(("attention_", format!("{tag}_{w}")))
+        }
+        Kernels::TensorCores => {
+            let w = mma_head_width_bound(x.dtype(), b * h, dh).ok_or_else(none)?;
+            if x.backend.capability().0 < 8 {
+                return Err(x.backend.err_msg(format!(
+                    "{OP}: the tensor-core kernels need compute capability 8.0 or later"
+                )));
+            }
+            Ok(("attention_mma_", format!("{w}")))
+        }
+    }
 }
 
-fn grid(b: usize, t: usize, h: usize) -> LaunchConfig {
+fn grid(kernels: Kernels, b: usize, t: usize, h: usize) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (t.div_ceil(ROWS).max(1) as u32, (b * h) as u32, 1),
-        block_dim: (ROWS as u32, 1, 1),
+        block_dim: (kernels.threads(), 1, 1),
         shared_mem_bytes: 0,
     }
 }
 
 /// Forward over the contiguous packed projections `x` (`[b, t, 3, h, dh]` from element 0):
-/// `(out [b, t, h, dh], lse [b, h, t])`. `dh` must have a [`head_width_bound`].
+/// `(out [b, t, h, dh], lse [b, h, t])`. `dh` must have a [`head_width_bound`] (CUDA cores)
+/// or an [`mma_head_width_bound`] (tensor cores).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     x: &CudaStorage,
+    kernels: Kernels,
     b: usize,
     t: usize,
     h: usize,
@@ -100,28 +166,30 @@ pub fn forward(
     causal: bool,
     scale: f64,
 ) -> Result<(CudaStorage, CudaStorage)> {
-    let k = suffix(x, b, h, dh)?;
+    let (pre, k) = names(x, kernels, b, h, dh)?;
     let be = &x.backend;
     let out = CudaStorage::alloc(be, x.dtype(), b * t * h * dh)?;
     let lse = CudaStorage::alloc(be, x.dtype(), b * h * t)?;
     if b * t * h * dh == 0 {
         return Ok((out, lse));
     }
-    let f = be.function("attention", &format!("attention_fwd_{k}"))?;
+    let f = be.function(kernels.file(), &format!("{pre}fwd_{k}"))?;
     let shape = AttShape::new(b, t, h, dh);
     let (px, po, pl, c) = (x.ptr(), out.ptr(), lse.ptr(), causal as i32);
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px).arg(&po).arg(&pl).arg(&shape).arg(&c).arg(&scale);
     // SAFETY: x holds b*t*3*h*dh elements, out b*t*h*dh, lse b*h*t.
-    unsafe { l.launch(grid(b, t, h)) }.map_err(|e| be.err(OP, e))?;
+    unsafe { l.launch(grid(kernels, b, t, h)) }.map_err(|e| be.err(OP, e))?;
     Ok((out, lse))
 }
 
 /// Backward: the gradient of the packed projections (x's layout) from `x`, the forward's `out`
-/// and `lse`, and the output gradient `g` (`[b, t, h, dh]`), all contiguous from element 0.
+/// and `lse`, and the output gradient `g` (`[b, t, h, dh]`), all contiguous from element 0;
+/// `kernels` as in the forward.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &CudaStorage,
+    kernels: Kernels,
     out: &CudaStorage,
     lse: &CudaStorage,
     g: &CudaStorage,
@@ -132,7 +200,7 @@ pub fn backward(
     causal: bool,
     scale: f64,
 ) -> Result<CudaStorage> {
-    let k = suffix(x, b, h, dh)?;
+    let (pre, k) = names(x, kernels, b, h, dh)?;
     let be = &x.backend;
     let dx = CudaStorage::alloc(be, x.dtype(), b * t * 3 * h * dh)?;
     if b * t * h * dh == 0 {
@@ -150,7 +218,7 @@ pub fn backward(
         drow.ptr(),
         causal as i32,
     );
-    let f = be.function("attention", &format!("attention_bwd_dq_{k}"))?;
+    let f = be.function(kernels.file(), &format!("{pre}bwd_dq_{k}"))?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px)
         .arg(&po)
@@ -162,8 +230,8 @@ pub fn backward(
         .arg(&c)
         .arg(&scale);
     // SAFETY: sizes as in `forward`; dx holds b*t*3*h*dh elements, drow b*h*t.
-    unsafe { l.launch(grid(b, t, h)) }.map_err(|e| be.err(OP, e))?;
-    let f = be.function("attention", &format!("attention_bwd_dkv_{k}"))?;
+    unsafe { l.launch(grid(kernels, b, t, h)) }.map_err(|e| be.err(OP, e))?;
+    let f = be.function(kernels.file(), &format!("{pre}bwd_dkv_{k}"))?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px)
         .arg(&pl)
@@ -174,7 +242,7 @@ pub fn backward(
         .arg(&c)
         .arg(&scale);
     // SAFETY: as above; queued after the dq kernel on the same stream, so drow is complete.
-    unsafe { l.launch(grid(b, t, h)) }.map_err(|e| be.err(OP, e))?;
+    unsafe { l.launch(grid(kernels, b, t, h)) }.map_err(|e| be.err(OP, e))?;
     Ok(dx)
 }
 
@@ -196,5 +264,17 @@ mod tests {
         assert_eq!(head_width_bound(DType::F64, 8, 5), Some(64));
         assert_eq!(head_width_bound(DType::F64, 8, 65), None);
         assert_eq!(head_width_bound(DType::BF16, 8, 64), None);
+    }
+
+    #[test]
+    fn tensor_core_widths_cover_f32_heads_up_to_64() {
+        let f = DType::F32;
+        assert_eq!(mma_head_width_bound(f, 8, 1), Some(32));
+        assert_eq!(mma_head_width_bound(f, 8, 32), Some(32));
+        assert_eq!(mma_head_width_bound(f, 96, 33), Some(64));
+        assert_eq!(mma_head_width_bound(f, 96, 64), Some(64));
+        assert_eq!(mma_head_width_bound(f, 8, 65), None);
+        assert_eq!(mma_head_width_bound(f, 70_000, 64), None);
+        assert_eq!(mma_head_width_bound(DType::F64, 8, 64), None);
     }
 }

@@ -36,7 +36,8 @@ kernel_files!(
     "random",
     "layer_norm",
     "batch_norm",
-    "attention"
+    "attention",
+    "attention_mma"
 );
 
 /// The complete source NVRTC compiles for kernel file `name` (common header included).
@@ -299,6 +300,18 @@ mod tests {
                     f32s.chain(f64s)
                 })
                 .collect(),
+            "attention_mma" => [
+                "attention_mma_fwd",
+                "attention_mma_bwd_dq",
+                "attention_mma_bwd_dkv",
+            ]
+            .iter()
+            .flat_map(|k| {
+                crate::cuda::attention::MMA_HEAD_WIDTHS
+                    .iter()
+                    .map(move |w| format!("{k}_{w}"))
+            })
+            .collect(),
             other => panic!("list the kernels of {other}.cu here"),
         }
     }

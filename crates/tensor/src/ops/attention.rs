@@ -181,11 +181,10 @@ impl Tensor {
         crate::ops::check_float(OP, self)?;
         let dh = d3 / (3 * heads);
         #[cfg(feature = "cuda")]
-        if self.device() != Device::Cpu
-            && gpu_attention() == GpuAttention::Fused
-            && crate::cuda::attention::head_width_bound(self.dtype(), b * heads, dh).is_some()
-        {
-            return gpu::forward(self, AttnDims { b, t, h: heads, dh }, causal);
+        if self.device() != Device::Cpu && gpu_attention() == GpuAttention::Fused {
+            if let Some(kernels) = gpu::kernels(self, b * heads, dh) {
+                return gpu::forward(self, kernels, AttnDims { b, t, h: heads, dh }, causal);
+            }
         }
         if self.device() != Device::Cpu {
             return composed(self, heads, dh, causal);
@@ -215,6 +214,7 @@ impl Tensor {
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
+    use crate::cuda::attention::Kernels;
     use crate::ops::{cuda_ref, dense};
     use crate::storage::Storage;
 
@@ -222,18 +222,54 @@ mod gpu {
         1.0 / (dh.max(1) as f64).sqrt()
     }
 
-    pub(super) fn forward(x: &Tensor, dims: AttnDims, causal: bool) -> Result<Tensor> {
+    /// The fused kernels for `x` (on a CUDA device) with `batch_heads` heads of width `dh`:
+    /// the tensor cores when `x` is f32, the matmul precision is bf16, the device has them
+    /// (compute capability 8.0+) and the heads are at most 64 wide; else the CUDA cores when
+    /// they cover the shape; else `None` (the caller composes the op).
+    pub(super) fn kernels(x: &Tensor, batch_heads: usize, dh: usize) -> Option<Kernels> {
+        use crate::cuda::attention as ca;
+        let tensor_cores = crate::precision::matmul_precision()
+            == crate::precision::MatmulPrecision::Bf16
+            && ca::mma_head_width_bound(x.dtype(), batch_heads, dh).is_some()
+            && match x.device() {
+                Device::Cuda(i) => crate::cuda::CudaBackend::get(i)
+                    .map(|be| be.capability().0 >= 8)
+                    .unwrap_or(false),
+                Device::Cpu => false,
+            };
+        if tensor_cores {
+            Some(Kernels::TensorCores)
+        } else {
+            ca::head_width_bound(x.dtype(), batch_heads, dh).map(|_| Kernels::CudaCores)
+        }
+    }
+
+    pub(super) fn forward(
+        x: &Tensor,
+        kernels: Kernels,
+        dims: AttnDims,
+        causal: bool,
+    ) -> Result<Tensor> {
         let AttnDims { b, t, h, dh } = dims;
         let xd = dense(x)?;
         let gx = xd.read();
-        let (out, lse) =
-            crate::cuda::attention::forward(cuda_ref(OP, &gx)?, b, t, h, dh, causal, scale(dh))?;
+        let (out, lse) = crate::cuda::attention::forward(
+            cuda_ref(OP, &gx)?,
+            kernels,
+            b,
+            t,
+            h,
+            dh,
+            causal,
+            scale(dh),
+        )?;
         let out = Tensor::from_storage(Storage::Cuda(out), &[b, t, h * dh]);
         let lse = Tensor::from_storage(Storage::Cuda(lse), &[b, h, t]);
         let saved = out.detach();
         Ok(out.attach(&[x], || {
             Box::new(AttnBackCuda {
                 dims,
+                kernels,
                 causal,
                 out: saved,
                 lse,
@@ -243,6 +279,8 @@ mod gpu {
 
     struct AttnBackCuda {
         dims: AttnDims,
+        /// The forward's kernels (the backward uses the same set).
+        kernels: Kernels,
         causal: bool,
         out: Tensor,
         lse: Tensor,
@@ -263,6 +301,7 @@ mod gpu {
             let (gx, gg, go, gl) = (x.read(), g.read(), self.out.read(), self.lse.read());
             let dx = crate::cuda::attention::backward(
                 cuda_ref(OP, &gx)?,
+                self.kernels,
                 cuda_ref(OP, &go)?,
                 cuda_ref(OP, &gl)?,
                 cuda_ref(OP, &gg)?,

@@ -204,3 +204,61 @@ fn fused_attention_matches_the_cpu_at_every_head_width() {
         }
     });
 }
+
+/// The tensor-core attention (`attention_mma.cu`: bf16 operands, f32 accumulation), which f32
+/// attention uses on the GPU when the matmul precision is bf16: both head-width bounds (dh 5
+/// and 20 -> 32, 64), sequences longer than a block of 64 rows and not a multiple of the
+/// 64-row tile, one head and several, causal or not, a strided input. Compared with the CPU's
+/// f32 attention within bf16 rounding (operands and probabilities carry 8 significant bits),
+/// and checked to differ from the f32 CUDA-core kernels' result (so the bf16 kernels ran).
+#[test]
+fn tensor_core_attention_matches_the_cpu_within_bf16_rounding() {
+    use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+    on_each_gpu("tensor-core attention", |dev| {
+        let bf16_tol = 2e-2;
+        for (b, seq, heads, dh, seed, strided) in [
+            (2, 9, 3, 5, 31, false),
+            (1, 70, 2, 20, 32, false),
+            (2, 67, 1, 64, 33, false),
+            (1, 40, 2, 16, 34, true),
+        ] {
+            let qkv = if strided {
+                rand(&[b, 3 * heads * dh, seq], DType::F32, -1.5, 1.5, seed)
+            } else {
+                rand(&[b, seq, 3 * heads * dh], DType::F32, -1.5, 1.5, seed)
+            };
+            for causal in [false, true] {
+                let f = |v: &[Tensor]| {
+                    let x = if strided {
+                        v[0].transpose(1, 2).unwrap()
+                    } else {
+                        v[0].clone()
+                    };
+                    x.attention_qkv(heads, causal).unwrap()
+                };
+                let name = format!(
+                    "tensor-core attention b {b} T {seq} H {heads} dh {dh} causal {causal}"
+                );
+                let ((y, g), (yc, gc)) = with_matmul_precision(MatmulPrecision::Bf16, || {
+                    (run(dev, &[&qkv], &f), run(Device::Cpu, &[&qkv], &f))
+                });
+                compare(&format!("{name} forward"), &y, &yc, bf16_tol);
+                compare(&format!("{name} gradient"), &g[0], &gc[0], bf16_tol);
+                // Not the f32 kernels' result: the difference is bf16 rounding, far above f32's.
+                let (y32, _) = run(dev, &[&qkv], &f);
+                let diff = y
+                    .to_vec_f64()
+                    .unwrap()
+                    .iter()
+                    .zip(y32.to_vec_f64().unwrap())
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max);
+                assert!(
+                    diff > 1e-4,
+                    "{name}: the bf16 result equals the f32 one ({diff})"
+                );
+                eprintln!("{name}: max |bf16 - f32| {diff:.2e}");
+            }
+        }
+    });
+}
