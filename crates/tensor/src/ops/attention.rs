@@ -131,13 +131,10 @@ fn composed(x: &Tensor, heads: usize, dh: usize, causal: bool) -> Result<Tensor>
     let scale = 1.0 / (dh.max(1) as f64).sqrt();
     let mut scores = q.matmul(&k.transpose(-1, -2)?)?.mul_scalar(scale)?;
     if causal {
-        // 1 above the diagonal (future positions), made on the host once per call.
-        let mask: Vec<f64> = (0..t * t)
-            .map(|i| if i % t > i / t { 1.0 } else { 0.0 })
-            .collect();
-        let mask = Tensor::from_vec(mask, &[t, t])?
-            .to_dtype(x.dtype())?
-            .to_device(x.device())?;
+        // 1 above the diagonal (future positions): key index > query index, compared on x's
+        // device from one row of positions (t values moved, not t x t).
+        let pos = Tensor::arange(t, x.dtype()).to_device(x.device())?;
+        let mask = pos.reshape(&[1, t])?.gt(&pos.reshape(&[t, 1])?)?;
         scores = scores.masked_fill(&mask, f64::NEG_INFINITY)?;
     }
     let out = scores.softmax(-1)?.matmul(&v)?; // [B, H, T, dh]
