@@ -163,8 +163,8 @@ __device__ __forceinline__ float mma_row_max(float v) {
 template <int DH>
 __device__ void attention_mma_fwd(const float* x, float* out, float* lse, MmaShape s, int causal, double scale_d) {
     const int LD = DH + 8, LDT = MMA_TILE + 8;
-    __shared__ u16 ks[MMA_TILE * (DH + 8)];
-    __shared__ u16 vt[DH * (MMA_TILE + 8)];
+    __shared__ __align__(16) u16 ks[MMA_TILE * (DH + 8)];
+    __shared__ __align__(16) u16 vt[DH * (MMA_TILE + 8)];
     const i64 bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const i64 row0 = (i64)blockIdx.x * MMA_ROWS, wrow = row0 + warp * 16;
@@ -244,9 +244,9 @@ template <int DH>
 __device__ void attention_mma_bwd_dq(const float* x, const float* out, const float* lse, const float* gr, float* dx,
                                      float* drow, MmaShape s, int causal, double scale_d) {
     const int LD = DH + 8;
-    __shared__ u16 ks[MMA_TILE * (DH + 8)];
-    __shared__ u16 vs[MMA_TILE * (DH + 8)];
-    __shared__ u16 kt[DH * (MMA_TILE + 8)];
+    __shared__ __align__(16) u16 ks[MMA_TILE * (DH + 8)];
+    __shared__ __align__(16) u16 vs[MMA_TILE * (DH + 8)];
+    __shared__ __align__(16) u16 kt[DH * (MMA_TILE + 8)];
     __shared__ float rl[MMA_ROWS], rd[MMA_ROWS];
     const i64 bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -316,10 +316,10 @@ __device__ void attention_mma_bwd_dq(const float* x, const float* out, const flo
 template <int DH>
 __device__ void attention_mma_bwd_dkv(const float* x, const float* lse, const float* gr, const float* drow, float* dx,
                                       MmaShape s, int causal, double scale_d) {
-    __shared__ u16 qs[MMA_TILE * (DH + 8)];
-    __shared__ u16 qt[DH * (MMA_TILE + 8)];
-    __shared__ u16 gs[MMA_TILE * (DH + 8)];
-    __shared__ u16 gt[DH * (MMA_TILE + 8)];
+    __shared__ __align__(16) u16 qs[MMA_TILE * (DH + 8)];
+    __shared__ __align__(16) u16 qt[DH * (MMA_TILE + 8)];
+    __shared__ __align__(16) u16 gs[MMA_TILE * (DH + 8)];
+    __shared__ __align__(16) u16 gt[DH * (MMA_TILE + 8)];
     __shared__ float rl[MMA_TILE], rd[MMA_TILE];
     const i64 bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;

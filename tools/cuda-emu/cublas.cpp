@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 #include <initializer_list>
 
 typedef int cublasStatus_t;
@@ -102,10 +103,10 @@ cublasStatus_t cublasGemmStridedBatchedEx(void*, int ta, int tb, int m, int n, i
                                           const void* A, int atype, int lda, long long sa, const void* B,
                                           int btype, int ldb, long long sb, const void* beta, void* C, int ctype,
                                           int ldc, long long sc, int batch, int compute, int) {
-    if (ctype != CUDA_R_32F || (compute != COMPUTE_32F && compute != COMPUTE_32F_FAST_TF32 &&
-                                compute != COMPUTE_32F_PEDANTIC)) {
+    if ((ctype != CUDA_R_32F && ctype != CUDA_R_16BF) ||
+        (compute != COMPUTE_32F && compute != COMPUTE_32F_FAST_TF32 && compute != COMPUTE_32F_PEDANTIC)) {
         std::fprintf(stderr, "selfsup CUDA emulator: cublasGemmStridedBatchedEx: output type %d / compute type %d "
-                             "not emulated (f32 output, 32F or 32F_FAST_TF32 compute are)\n", ctype, compute);
+                             "not emulated (f32 or bf16 output, 32F or 32F_FAST_TF32 compute are)\n", ctype, compute);
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
     for (int t : {atype, btype})
@@ -117,8 +118,23 @@ cublasStatus_t cublasGemmStridedBatchedEx(void*, int ta, int tb, int m, int n, i
         const char* bb = (const char*)B + b * sb * esz_b;
         auto at = [&](long long i) { float v = load(a, atype, i); return tf32 ? round_tf32(v) : v; };
         auto bt = [&](long long i) { float v = load(bb, btype, i); return tf32 ? round_tf32(v) : v; };
-        gemm<float>(ta, tb, m, n, k, *(const float*)alpha, lda, ldb, *(const float*)beta, (float*)C + b * sc,
-                    ldc, at, bt);
+        if (ctype == CUDA_R_32F) {
+            gemm<float>(ta, tb, m, n, k, *(const float*)alpha, lda, ldb, *(const float*)beta, (float*)C + b * sc,
+                        ldc, at, bt);
+            continue;
+        }
+        // bf16 output: accumulate in f32, round to nearest even on the store.
+        uint16_t* c16 = (uint16_t*)C + b * sc;
+        std::vector<float> tmp((size_t)ldc * n);
+        for (size_t i = 0; i < tmp.size(); ++i) tmp[i] = load(c16, CUDA_R_16BF, (long long)i);
+        gemm<float>(ta, tb, m, n, k, *(const float*)alpha, lda, ldb, *(const float*)beta, tmp.data(), ldc, at, bt);
+        for (int j = 0; j < n; ++j)
+            for (int i = 0; i < m; ++i) {
+                const size_t at_ = i + (size_t)j * ldc;
+                uint32_t u;
+                std::memcpy(&u, &tmp[at_], 4);
+                c16[at_] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+            }
     }
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -188,9 +188,21 @@ pub fn gpt_flops_per_token(params: usize, cfg: &TextConfig) -> f64 {
     6.0 * params as f64 + 12.0 * (cfg.layers * cfg.dim * cfg.context) as f64
 }
 
-/// The best f32-tensor matmul rate of `device` at `precision` (GFLOP/s): the median over a few
-/// calls at a size that fills it (4096 on a GPU, 1024 on the CPU). The MFU's denominator.
+/// The matmul peak of `device` at `precision` (GFLOP/s), the MFU's denominator. On a GPU in
+/// bf16: cuBLAS on bf16 matrices (f32 accumulation, bf16 output), the better of n = 4096 and
+/// 8192, the same measure as PyTorch's bf16 matmul (selfsup's own bf16 products cast their f32
+/// operands and write f32, which would flatter the MFU as a denominator). Otherwise: an f32
+/// tensor matmul at `precision`, the median over a few calls at a size that fills the device
+/// (4096 on a GPU, 1024 on the CPU).
 fn matmul_peak(device: Device, precision: MatmulPrecision) -> Result<f64> {
+    if let (Device::Cuda(i), MatmulPrecision::Bf16) = (device, precision) {
+        let be = selfsup_tensor::cuda::CudaBackend::get(i)?;
+        let mut best: f64 = 0.0;
+        for n in [4096, 8192] {
+            best = best.max(selfsup_tensor::cuda::matmul::bf16_gemm_gflops(&be, n, 10)?);
+        }
+        return Ok(best);
+    }
     let n = if device.is_cpu() { 1024 } else { 4096 };
     let mut g = Generator::new(1);
     let a = Tensor::randn(&[n, n], 0.0, 1.0, DType::F32, &mut g)?.to_device(device)?;

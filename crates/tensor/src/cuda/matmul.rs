@@ -291,6 +291,80 @@ pub fn matmul(
     Ok(out)
 }
 
+/// The rate, in GFLOP/s, of cuBLAS's bf16 GEMM on `backend`'s device: `n x n` bf16 matrices,
+/// f32 accumulation, bf16 output (how PyTorch multiplies bf16 tensors), the median of `reps`
+/// timed calls after two untimed ones, each call waited for. The device's bf16 matmul peak, the
+/// denominator of `selfsup bench gpt-step --model gpt2`'s MFU; selfsup's own bf16 products
+/// cast f32 operands first and write f32, so they stay below it.
+pub fn bf16_gemm_gflops(
+    backend: &std::sync::Arc<CudaBackend>,
+    n: usize,
+    reps: usize,
+) -> Result<f64> {
+    if n == 0 || reps == 0 {
+        return Err(backend.err_msg(format!(
+            "bf16_gemm_gflops: needs n > 0 and reps > 0, got n = {n}, reps = {reps}"
+        )));
+    }
+    let ni = i32::try_from(n).map_err(|_| {
+        backend.err_msg(format!(
+            "bf16_gemm_gflops: n = {n} exceeds cuBLAS's 32-bit sizes"
+        ))
+    })?;
+    let a = CudaStorage::full(backend, DType::BF16, n * n, 0.5)?;
+    let b = CudaStorage::full(backend, DType::BF16, n * n, 0.25)?;
+    let c = CudaStorage::alloc(backend, DType::BF16, n * n)?;
+    backend.bind()?;
+    let handle = backend.blas()?;
+    let (one, zero) = (1.0f32, 0.0f32);
+    let call = || {
+        let h = handle.lock().unwrap_or_else(|p| p.into_inner());
+        let n2 = (n * n) as i64;
+        // SAFETY: a, b and c each hold n * n bf16 elements; one batch.
+        unsafe {
+            blas::gemm_strided_batched_ex(
+                h.0,
+                blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                ni,
+                ni,
+                ni,
+                (&one as *const f32).cast(),
+                b.ptr() as *const std::ffi::c_void,
+                blas_sys::cudaDataType::CUDA_R_16BF,
+                ni,
+                n2,
+                a.ptr() as *const std::ffi::c_void,
+                blas_sys::cudaDataType::CUDA_R_16BF,
+                ni,
+                n2,
+                (&zero as *const f32).cast(),
+                c.ptr() as *mut std::ffi::c_void,
+                blas_sys::cudaDataType::CUDA_R_16BF,
+                ni,
+                n2,
+                1,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
+            )
+        }
+        .map_err(|e| backend.err_msg(format!("cuBLAS bf16 gemm ({n}x{n}): {e:?}")))
+    };
+    for _ in 0..2 {
+        call()?;
+    }
+    backend.synchronize()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t0 = std::time::Instant::now();
+        call()?;
+        backend.synchronize()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|x, y| x.total_cmp(y));
+    Ok(2.0 * (n as f64).powi(3) / times[reps / 2] / 1e9)
+}
+
 #[cfg(test)]
 mod tests {
     use super::plan;

@@ -145,3 +145,16 @@ fn tf32_and_bf16_products_match_the_cpus_rounding() {
         }
     });
 }
+
+/// `cuda::matmul::bf16_gemm_gflops` (the bf16 peak behind the GPT-2 bench's MFU) runs cuBLAS on
+/// bf16 matrices and reports a positive, finite rate; bad sizes are an error.
+#[test]
+fn the_bf16_gemm_peak_is_measured_on_bf16_matrices() {
+    on_each_gpu("bf16 gemm peak", |dev| {
+        let Device::Cuda(i) = dev else { return };
+        let be = selfsup_tensor::cuda::CudaBackend::get(i).unwrap();
+        let rate = selfsup_tensor::cuda::matmul::bf16_gemm_gflops(&be, 48, 3).unwrap();
+        assert!(rate.is_finite() && rate > 0.0, "rate {rate}");
+        assert!(selfsup_tensor::cuda::matmul::bf16_gemm_gflops(&be, 0, 3).is_err());
+    });
+}
