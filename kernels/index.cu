@@ -8,8 +8,10 @@
 // dtype) instead of reading out of bounds.
 // `index_add_<f32|f64>`: out[o, ids[j], i] += src[o, j, i] (out zeroed first; atomic adds, so
 // repeated ids accumulate; summation order is unspecified); out-of-range ids are skipped.
-// `gather_<f32|f64>`: out[o, j, i] = x[o, ids[o, j, i], i] with ids [outer, n, inner].
-// `scatter_add_<f32|f64>`: out[o, ids[o, j, i], i] += src[o, j, i] (atomic).
+// `gather_<f32|f64>`: out[o, j, i] = x[o, ids[o, j, i], i] with ids [outer, n, inner]; an id
+// outside [0, dim) (ids straight from the device) gives NaN.
+// `scatter_add_<f32|f64>`: out[o, ids[o, j, i], i] += src[o, j, i] (atomic; out-of-range ids
+// skipped).
 // Launch: 1-D grid-stride over the elements of the [outer, n, inner] side, 256 threads.
 
 #define INDEX_SELECT(NAME, T)                                                                  \
@@ -39,8 +41,9 @@ INDEX_ADD(index_add_f64, double)
     extern "C" __global__ void NAME(const T* x, const i64* ids, T* out, i64 outer, i64 dim,    \
                                     i64 inner, i64 n) {                                        \
         FOR_EACH_INDEX(k, outer * n * inner) {                                                 \
-            i64 i = k % inner, o = k / (inner * n);                                            \
-            out[k] = x[(o * dim + ids[k]) * inner + i];                                        \
+            i64 i = k % inner, o = k / (inner * n), id = ids[k];                               \
+            out[k] = (id >= 0 && id < dim) ? x[(o * dim + id) * inner + i]                     \
+                                           : (T)__longlong_as_double(0x7ff8000000000000LL);    \
         }                                                                                      \
     }
 GATHER(gather_f32, float)
@@ -50,8 +53,8 @@ GATHER(gather_f64, double)
     extern "C" __global__ void NAME(const T* src, const i64* ids, T* out, i64 outer, i64 dim,  \
                                     i64 inner, i64 n) {                                        \
         FOR_EACH_INDEX(k, outer * n * inner) {                                                 \
-            i64 i = k % inner, o = k / (inner * n);                                            \
-            atomicAdd(out + (o * dim + ids[k]) * inner + i, src[k]);                           \
+            i64 i = k % inner, o = k / (inner * n), id = ids[k];                               \
+            if (id >= 0 && id < dim) atomicAdd(out + (o * dim + id) * inner + i, src[k]);      \
         }                                                                                      \
     }
 SCATTER_ADD(scatter_add_f32, float)

@@ -148,7 +148,7 @@ fn index_add_raw(shape: &[usize], axis: usize, ids: &Ids, src: &Tensor) -> Resul
 
 struct GatherBack {
     axis: usize,
-    ids: Vec<usize>,
+    ids: Ids,
 }
 impl BackwardOp for GatherBack {
     fn name(&self) -> &'static str {
@@ -171,7 +171,10 @@ impl BackwardOp for GatherBack {
                 inner: gi,
                 n,
             };
-            let d = ids_on(&self.ids, g.shape(), g.device())?;
+            let d = match &self.ids {
+                Ids::Device(d) => d.clone(),
+                Ids::Host(v) => ids_on(v, g.shape(), g.device())?,
+            };
             Some(Tensor::from_storage(
                 on_gpu(g, &d, geom, crate::cuda::index::scatter_add)?,
                 &gshape,
@@ -209,12 +212,17 @@ impl GatherBack {
         n: usize,
         gi: usize,
     ) -> Result<Tensor> {
+        let ids = match &self.ids {
+            Ids::Host(v) => v,
+            #[cfg(feature = "cuda")]
+            Ids::Device(_) => return Err(crate::storage::no_kernel("gather", g.device())),
+        };
         let gc = g.contiguous()?;
         let gg = gc.read();
         let l = gc.layout();
         let s = float_map!("gather", gg.cpu("gather")?, v => {
             let mut out = vec![crate::Float::ZERO; outer * dim * gi];
-            index::scatter_add(&mut out, dim, outer, n, gi, &self.ids, &v[l.offset()..l.offset() + l.numel()]);
+            index::scatter_add(&mut out, dim, outer, n, gi, ids, &v[l.offset()..l.offset() + l.numel()]);
             out
         });
         Ok(Tensor::from_cpu(s, gshape))
@@ -348,7 +356,6 @@ impl Tensor {
                 ),
             );
         }
-        let idv = read_ids("gather", ids, self.shape()[a])?;
         // View x restricted to ids' extent on the non-gathered axes, as [outer, dim, inner].
         let mut xs = self.detach();
         for (i, &d) in ids.shape().iter().enumerate() {
@@ -360,6 +367,26 @@ impl Tensor {
         let (outer, dim, inner) = split3(xs.shape(), a);
         let n = ids.shape()[a];
         #[cfg(feature = "cuda")]
+        if !self.device().is_cpu() && ids.device() == self.device() {
+            // Indices already on the GPU are not read back (that would make the step wait):
+            // the kernels give NaN for an out-of-range id and skip it backward.
+            let d = device_ids("gather", ids)?;
+            let geom = crate::cuda::index::IndexGeom {
+                outer,
+                dim,
+                inner,
+                n,
+            };
+            let s = on_gpu(&xs, &d, geom, crate::cuda::index::gather)?;
+            return Ok(Tensor::from_op(s, ids.shape(), &[self, ids], || {
+                Box::new(GatherBack {
+                    axis: a,
+                    ids: Ids::Device(d),
+                })
+            }));
+        }
+        let idv = read_ids("gather", ids, self.shape()[a])?;
+        #[cfg(feature = "cuda")]
         if !self.device().is_cpu() {
             let geom = crate::cuda::index::IndexGeom {
                 outer,
@@ -370,7 +397,10 @@ impl Tensor {
             let d = ids_on(&idv, ids.shape(), self.device())?;
             let s = on_gpu(&xs, &d, geom, crate::cuda::index::gather)?;
             return Ok(Tensor::from_op(s, ids.shape(), &[self, ids], || {
-                Box::new(GatherBack { axis: a, ids: idv })
+                Box::new(GatherBack {
+                    axis: a,
+                    ids: Ids::Host(idv),
+                })
             }));
         }
         let g = xs.read();
@@ -380,7 +410,12 @@ impl Tensor {
             Storage::Cpu(s),
             ids.shape(),
             &[self, ids],
-            || Box::new(GatherBack { axis: a, ids: idv }),
+            || {
+                Box::new(GatherBack {
+                    axis: a,
+                    ids: Ids::Host(idv),
+                })
+            },
         ))
     }
 

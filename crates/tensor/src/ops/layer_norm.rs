@@ -109,7 +109,8 @@ impl Tensor {
     /// Layer normalisation over the last axis:
     /// `y = (x - mean) / sqrt(var + eps) * weight + bias`, with the per-row mean and biased
     /// variance, as PyTorch's `F.layer_norm(x, [d], weight, bias, eps)`. `weight` and `bias`
-    /// are `[d]` (absent: 1 and 0). Differentiable in `x`, `weight` and `bias`. CPU only.
+    /// are `[d]` (absent: 1 and 0). Differentiable in `x`, `weight` and `bias`. On the CPU and
+    /// on a GPU (`kernels/layer_norm.cu`).
     pub fn layer_norm(
         &self,
         weight: Option<&Tensor>,

@@ -87,6 +87,8 @@ impl Tensor {
         fb.extend([k, n]);
         let mut out_shape = batch_shape;
         out_shape.extend([m, n]);
+        // Also checks that the operands broadcast; the layouts are read by the CUDA arm.
+        #[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
         let (la, lb) = (
             self.layout().broadcast_to(&fa)?,
             rhs.layout().broadcast_to(&fb)?,

@@ -68,6 +68,31 @@ fn ids_on_the_device_are_not_read_back_and_out_of_range_ones_give_nan_rows() {
         // The same ids on the host are checked there: a clear error.
         let host = Tensor::from_vec(vec![1i64, 5], &[2]).unwrap();
         assert!(table.embedding(&host).is_err());
+
+        // gather with ids on the device: no read back, NaN for an out-of-range id, which
+        // receives no gradient.
+        let x = rand(&[2, 4], DType::F32, -1.0, 1.0, 6)
+            .to_device(dev)
+            .unwrap()
+            .requires_grad_();
+        let gids = Tensor::from_vec(vec![3i64, 0, 4, 1, 1, -2], &[2, 3])
+            .unwrap()
+            .to_device(dev)
+            .unwrap();
+        let before = selfsup_tensor::cuda::emulator_counters();
+        let y = x.gather(1, &gids).unwrap();
+        y.sum_all().unwrap().backward().unwrap();
+        if let (Some(b), Some(a)) = (before, selfsup_tensor::cuda::emulator_counters()) {
+            assert_eq!(a.reads, b.reads, "gather read its device ids back");
+        }
+        let v = y.to_vec_f64().unwrap();
+        let nan: Vec<bool> = v.iter().map(|x| x.is_nan()).collect();
+        assert_eq!(nan, [false, false, true, false, false, true], "{v:?}");
+        let g = x.grad().unwrap().to_vec_f64().unwrap();
+        assert_eq!(g, [1.0, 0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 0.0]);
+        // On the host the same ids are an Index error.
+        let hx = x.detach().to_device(Device::Cpu).unwrap();
+        assert!(hx.gather(1, &gids.to_device(Device::Cpu).unwrap()).is_err());
     });
 }
 
