@@ -26,16 +26,36 @@ unsafe impl DeviceRepr for Dims {}
 
 impl Dims {
     /// The launch description for walking `shape` with `operands` (each already broadcast to
-    /// `shape`). Size-1 axes are dropped, so views of any rank with at most [`MAX_DIMS`] axes
-    /// longer than one are accepted.
+    /// `shape`). Size-1 axes are dropped and neighbouring axes that every operand steps
+    /// through as one (outer stride = inner stride x inner size) are merged, so views of any
+    /// rank are accepted unless more than [`MAX_DIMS`] axes remain (an error naming the limit).
     pub fn new(shape: &[usize], operands: &[&Layout]) -> Result<Dims> {
         assert!(operands.len() <= 3, "Dims holds up to 3 operands");
-        let axes: Vec<usize> = (0..shape.len()).filter(|&a| shape[a] != 1).collect();
+        // (size, stride of each operand) per remaining axis, outermost first.
+        let mut axes: Vec<(usize, [isize; 3])> = Vec::new();
+        for (a, &n) in shape.iter().enumerate() {
+            if n == 1 {
+                continue;
+            }
+            let mut st = [0isize; 3];
+            for (k, l) in operands.iter().enumerate() {
+                st[k] = l.strides()[a] as isize;
+            }
+            match axes.last_mut() {
+                Some((m, outer)) if (0..operands.len()).all(|k| outer[k] == st[k] * n as isize) => {
+                    *m *= n;
+                    *outer = st;
+                }
+                _ => axes.push((n, st)),
+            }
+        }
         if axes.len() > MAX_DIMS {
             return Err(Error::Shape {
                 op: "cuda elementwise",
                 msg: format!(
-                    "shape {shape:?} has {} axes longer than 1; CUDA kernels take at most {MAX_DIMS}",
+                    "shape {shape:?} walks {} separate axes on the GPU (after dropping size-1 axes \
+                     and merging contiguous ones); CUDA kernels take at most {MAX_DIMS}: make the \
+                     operands contiguous first",
                     axes.len()
                 ),
             });
@@ -47,14 +67,14 @@ impl Dims {
             stride: [[0; MAX_DIMS]; 3],
             offset: [0; 3],
         };
-        for (j, &a) in axes.iter().enumerate() {
-            d.shape[j] = shape[a] as i64;
+        for (j, (n, st)) in axes.iter().enumerate() {
+            d.shape[j] = *n as i64;
+            for k in 0..operands.len() {
+                d.stride[k][j] = st[k] as i64;
+            }
         }
         for (k, l) in operands.iter().enumerate() {
             d.offset[k] = l.offset() as i64;
-            for (j, &a) in axes.iter().enumerate() {
-                d.stride[k][j] = l.strides()[a] as i64;
-            }
             if l.is_contiguous() && l.shape() == shape {
                 d.contiguous |= 1 << k;
             }
@@ -120,10 +140,34 @@ mod tests {
     }
 
     #[test]
+    fn dims_merge_axes_the_operands_step_through_as_one() {
+        // A contiguous operand (strides [12, 4, 1]) and a broadcast row (strides [0, 0, 1])
+        // over [2, 3, 4]: both step through the outer two axes as one of 6, not the inner two.
+        let a = Layout::contiguous(&[2, 3, 4]);
+        let b = Layout::contiguous(&[4]).broadcast_to(&[2, 3, 4]).unwrap();
+        let d = Dims::new(&[2, 3, 4], &[&a, &b]).unwrap();
+        assert_eq!(d.rank, 2);
+        assert_eq!(&d.shape[..2], &[6, 4]);
+        assert_eq!(&d.stride[0][..2], &[4, 1]);
+        assert_eq!(&d.stride[1][..2], &[0, 1]);
+        // A transposed operand merges nothing.
+        let t = Layout::contiguous(&[4, 3]).permute(&[1, 0]).unwrap();
+        let u = Layout::contiguous(&[3, 4]);
+        let d = Dims::new(&[3, 4], &[&t, &u]).unwrap();
+        assert_eq!((d.rank, &d.stride[0][..2]), (2, &[1i64, 3][..]));
+    }
+
+    #[test]
     fn dims_refuse_more_axes_than_the_kernels_walk() {
-        let shape = [2usize; MAX_DIMS + 1];
+        // Contiguous: any rank collapses to one axis.
+        let shape = [2usize; MAX_DIMS + 3];
         let l = Layout::contiguous(&shape);
-        let e = Dims::new(&shape, &[&l]).unwrap_err().to_string();
+        assert_eq!(Dims::new(&shape, &[&l]).unwrap().rank, 1);
+        // Every axis reversed: nothing merges, so nine axes are refused.
+        let shape = [2usize; MAX_DIMS + 1];
+        let perm: Vec<usize> = (0..shape.len()).rev().collect();
+        let l = Layout::contiguous(&shape).permute(&perm).unwrap();
+        let e = Dims::new(l.shape(), &[&l]).unwrap_err().to_string();
         assert!(e.contains("at most 8"), "{e}");
     }
 }
