@@ -69,8 +69,8 @@ impl Dims {
         };
         for (j, (n, st)) in axes.iter().enumerate() {
             d.shape[j] = *n as i64;
-            for k in 0..operands.len() {
-                d.stride[k][j] = st[k] as i64;
+            for (row, &x) in d.stride.iter_mut().zip(st).take(operands.len()) {
+                row[j] = x as i64;
             }
         }
         for (k, l) in operands.iter().enumerate() {
