@@ -367,10 +367,19 @@ impl Tensor {
         let (outer, dim, inner) = split3(xs.shape(), a);
         let n = ids.shape()[a];
         #[cfg(feature = "cuda")]
-        if !self.device().is_cpu() && ids.device() == self.device() {
+        if !self.device().is_cpu() {
             // Indices already on the GPU are not read back (that would make the step wait):
-            // the kernels give NaN for an out-of-range id and skip it backward.
-            let d = device_ids("gather", ids)?;
+            // the kernels give NaN for an out-of-range id and skip it backward. Host indices
+            // are checked there first. Either way the backward reuses the device copy.
+            let d = if ids.device() == self.device() {
+                device_ids("gather", ids)?
+            } else {
+                ids_on(
+                    &read_ids("gather", ids, self.shape()[a])?,
+                    ids.shape(),
+                    self.device(),
+                )?
+            };
             let geom = crate::cuda::index::IndexGeom {
                 outer,
                 dim,
@@ -386,23 +395,6 @@ impl Tensor {
             }));
         }
         let idv = read_ids("gather", ids, self.shape()[a])?;
-        #[cfg(feature = "cuda")]
-        if !self.device().is_cpu() {
-            let geom = crate::cuda::index::IndexGeom {
-                outer,
-                dim,
-                inner,
-                n,
-            };
-            let d = ids_on(&idv, ids.shape(), self.device())?;
-            let s = on_gpu(&xs, &d, geom, crate::cuda::index::gather)?;
-            return Ok(Tensor::from_op(s, ids.shape(), &[self, ids], || {
-                Box::new(GatherBack {
-                    axis: a,
-                    ids: Ids::Host(idv),
-                })
-            }));
-        }
         let g = xs.read();
         let l = xs.layout();
         let s = float_map!("gather", g.cpu("gather")?, v => index::gather(v, l.offset(), (dim * inner, inner, 1), outer, n, inner, &idv));

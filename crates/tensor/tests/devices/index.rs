@@ -69,8 +69,11 @@ fn ids_on_the_device_are_not_read_back_and_out_of_range_ones_give_nan_rows() {
         let host = Tensor::from_vec(vec![1i64, 5], &[2]).unwrap();
         assert!(table.embedding(&host).is_err());
 
-        // gather with ids on the device: no read back, NaN for an out-of-range id, which
-        // receives no gradient.
+        // gather with ids on the device: not read back (a host check would make the
+        // out-of-range ids an Index error, as below), NaN for an out-of-range id, which
+        // receives no gradient. (The emulator's read counter is process-wide, and other tests
+        // run beside this one, so it is not asserted here; ssl's device suite counts whole
+        // steps under a lock.)
         let x = rand(&[2, 4], DType::F32, -1.0, 1.0, 6)
             .to_device(dev)
             .unwrap()
@@ -79,12 +82,8 @@ fn ids_on_the_device_are_not_read_back_and_out_of_range_ones_give_nan_rows() {
             .unwrap()
             .to_device(dev)
             .unwrap();
-        let before = selfsup_tensor::cuda::emulator_counters();
         let y = x.gather(1, &gids).unwrap();
         y.sum_all().unwrap().backward().unwrap();
-        if let (Some(b), Some(a)) = (before, selfsup_tensor::cuda::emulator_counters()) {
-            assert_eq!(a.reads, b.reads, "gather read its device ids back");
-        }
         let v = y.to_vec_f64().unwrap();
         let nan: Vec<bool> = v.iter().map(|x| x.is_nan()).collect();
         assert_eq!(nan, [false, false, true, false, false, true], "{v:?}");
