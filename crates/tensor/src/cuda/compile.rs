@@ -220,7 +220,13 @@ mod tests {
                 .flat_map(|n| floats.iter().map(move |d| format!("{n}_{d}")))
                 .collect(),
             "copy" => [
-                "copy_b16", "copy_b32", "copy_b64", "fill_b16", "fill_b32", "fill_b64",
+                "copy_b16",
+                "copy_b32",
+                "copy_b64",
+                "fill_b16",
+                "fill_b32",
+                "fill_b64",
+                "cast_f32_bf16_colsum",
             ]
             .iter()
             .map(|s| s.to_string())

@@ -164,7 +164,72 @@ pub fn matmul(
         (None, None)
     };
     let (a, b) = (a16.as_ref().unwrap_or(a), b16.as_ref().unwrap_or(b));
-    let out = CudaStorage::alloc(backend, dtype, len)?;
+    gemm(a, pa, b, pb, batch, m, k, n, dtype, precision)
+}
+
+/// `[batch.., m, k] · [batch.., k, n]` of two bf16 operands (already cast, e.g. kept from a
+/// forward pass for its backward) with f32 accumulation; returns the contiguous f32
+/// `[batch.., m, n]` product: what [`matmul`] computes for f32 operands at
+/// [`MatmulPrecision::Bf16`], without casting them again.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bf16(
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<CudaStorage> {
+    for s in [a, b] {
+        if s.dtype() != DType::BF16 {
+            return Err(Error::DTypeMismatch {
+                op: "matmul_bf16",
+                lhs: s.dtype(),
+                rhs: DType::BF16,
+            });
+        }
+    }
+    let len = batch * m * n;
+    if len == 0 || k == 0 {
+        return CudaStorage::full(&a.backend, DType::F32, len, 0.0);
+    }
+    let (a_dense, pa) = operand(a, la, m, k)?;
+    let (b_dense, pb) = operand(b, lb, k, n)?;
+    let (a, b) = (a_dense.as_ref().unwrap_or(a), b_dense.as_ref().unwrap_or(b));
+    gemm(
+        a,
+        pa,
+        b,
+        pb,
+        batch,
+        m,
+        k,
+        n,
+        DType::F32,
+        MatmulPrecision::Bf16,
+    )
+}
+
+/// One strided-batched cuBLAS call on operands read through their plans: bf16 operands with
+/// f32 accumulation, f32 ones in f32 or TF32 (`precision`), f64 in f64; the output (`out`
+/// dtype, f32 for bf16 operands) is contiguous `[batch, m, n]`.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    a: &CudaStorage,
+    pa: Plan,
+    b: &CudaStorage,
+    pb: Plan,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    out_dtype: DType,
+    precision: MatmulPrecision,
+) -> Result<CudaStorage> {
+    let backend = &a.backend;
+    let out = CudaStorage::alloc(backend, out_dtype, batch * m * n)?;
     let op = |t: bool| {
         if t {
             blas_sys::cublasOperation_t::CUBLAS_OP_T
@@ -195,10 +260,10 @@ pub fn matmul(
     // SAFETY: pointers, leading dimensions and batch strides were derived from layouts that lie
     // inside their buffers; out holds batch * m * n elements.
     let r = unsafe {
-        match (dtype, precision) {
-            (DType::F32, MatmulPrecision::Tf32 | MatmulPrecision::Bf16) => {
+        match (a.dtype(), precision) {
+            (DType::BF16, _) | (DType::F32, MatmulPrecision::Tf32) => {
                 let (one, zero) = (1.0f32, 0.0f32);
-                let (operands, compute) = if precision == MatmulPrecision::Bf16 {
+                let (operands, compute) = if a.dtype() == DType::BF16 {
                     (
                         blas_sys::cudaDataType::CUDA_R_16BF,
                         blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
@@ -235,7 +300,7 @@ pub fn matmul(
                     blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DFALT,
                 )
             }
-            (DType::F32, MatmulPrecision::F32) => {
+            (DType::F32, _) => {
                 let (one, zero) = (1.0f32, 0.0f32);
                 blas::sgemm_strided_batched(
                     h.0,

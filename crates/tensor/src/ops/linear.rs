@@ -128,6 +128,9 @@ impl Tensor {
     /// `self.matmul(&weight.t()?)?.add(bias)?` in one op, with one output buffer written once.
     /// Any operand may be a strided view. Differentiable in all three: `dx = g·W`,
     /// `dW = gᵀ·x`, `db = Σ_rows g`. f32 and f64 run fused; bf16/f16 run the composed form.
+    /// On a GPU at [`crate::precision::MatmulPrecision::Bf16`], f32 operands are cast to bf16
+    /// once per forward and those copies serve the backward too, whose output gradient is also
+    /// cast once for both products (the composed form casts each operand of each product).
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         check_same(OP, self, weight)?;
         if let Some(b) = bias {
@@ -159,6 +162,13 @@ impl Tensor {
                 );
             }
         }
+        #[cfg(feature = "cuda")]
+        if self.dtype() == DType::F32
+            && self.device() != crate::Device::Cpu
+            && crate::precision::matmul_precision() == crate::precision::MatmulPrecision::Bf16
+        {
+            return gpu::forward_bf16(self, weight, bias, n, k, out);
+        }
         let fused = self.device() == crate::Device::Cpu;
         let s = match self.dtype() {
             DType::F32 if fused => {
@@ -184,5 +194,120 @@ impl Tensor {
         Ok(Tensor::from_op(s, &[n, out], &inputs, || {
             Box::new(LinearBack)
         }))
+    }
+}
+
+/// The GPU arm at bf16 matmul precision: `x` and `W` cast to bf16 once, the copies kept for
+/// the backward, whose `g` is cast once for both of its products (the composed form casts
+/// `x`, `W` and `g` once per product: three more passes over `g` and one more over `x`).
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::*;
+    use crate::cuda::matmul::matmul_bf16;
+    use crate::ops::{cuda_ref, dense};
+
+    /// A contiguous, detached bf16 copy of the GPU tensor `t`.
+    fn bf16_copy(t: &Tensor) -> Result<Tensor> {
+        dense(&t.detach().to_dtype(DType::BF16)?)
+    }
+
+    /// `a · b` for bf16 `a` `[m, k]` and `b` `[k, n]` (views; cuBLAS reads row- or
+    /// column-major ones in place), f32 accumulation: the f32 `[m, n]` product.
+    fn product(a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        let (ga, gb) = (a.read(), b.read());
+        let s = matmul_bf16(
+            cuda_ref(OP, &ga)?,
+            a.layout(),
+            cuda_ref(OP, &gb)?,
+            b.layout(),
+            1,
+            m,
+            k,
+            n,
+        )?;
+        Ok(Tensor::from_storage(Storage::Cuda(s), &[m, n]))
+    }
+
+    pub(super) fn forward_bf16(
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        n: usize,
+        k: usize,
+        out: usize,
+    ) -> Result<Tensor> {
+        let (x16, w16) = (bf16_copy(x)?, bf16_copy(w)?);
+        let y = product(&x16, &w16.t()?, n, k, out)?;
+        let y = match bias {
+            Some(b) => y.add(&b.detach())?,
+            None => y,
+        };
+        let mut inputs = vec![x, w];
+        inputs.extend(bias);
+        // dx needs W, dW needs x: keep only what the backward will use.
+        let keep_x = w.requires_grad().then_some(x16);
+        let keep_w = x.requires_grad().then_some(w16);
+        Ok(y.attach(&inputs, || {
+            Box::new(LinearBackBf16 {
+                x16: keep_x,
+                w16: keep_w,
+            })
+        }))
+    }
+
+    /// The backward of [`forward_bf16`], holding its bf16 operands.
+    struct LinearBackBf16 {
+        /// `x` in bf16, when `W` needs a gradient.
+        x16: Option<Tensor>,
+        /// `W` in bf16, when `x` needs a gradient.
+        w16: Option<Tensor>,
+    }
+
+    impl BackwardOp for LinearBackBf16 {
+        fn name(&self) -> &'static str {
+            OP
+        }
+        fn backward(
+            &self,
+            inputs: &[Tensor],
+            _: &Tensor,
+            g: &Tensor,
+        ) -> Result<Vec<Option<Tensor>>> {
+            let (x, w) = (&inputs[0], &inputs[1]);
+            let (n, k, out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+            let wants = |t: &Tensor, kept: &Option<Tensor>| t.requires_grad() && kept.is_some();
+            let bias_grad = inputs.get(2).is_some_and(|b| b.requires_grad());
+            // One read of g: its bf16 copy for the products and, with a bias, its column sums.
+            let (g16, db) = if bias_grad {
+                let gd = dense(g)?;
+                let gg = gd.read();
+                let (g16, partial) = cuda_ref(OP, &gg)?.cast_bf16_colsum(n, out)?;
+                let chunks = partial.len() / out.max(1);
+                let partial = Tensor::from_storage(Storage::Cuda(partial), &[chunks, out]);
+                (
+                    Some(Tensor::from_storage(Storage::Cuda(g16), &[n, out])),
+                    Some(partial.sum(&[0], false)?),
+                )
+            } else if wants(x, &self.w16) || wants(w, &self.x16) {
+                (Some(bf16_copy(g)?), None)
+            } else {
+                (None, None)
+            };
+            let mut grads = vec![None, None];
+            if let (Some(g16), true) = (&g16, x.requires_grad()) {
+                if let Some(w16) = &self.w16 {
+                    grads[0] = Some(product(g16, w16, n, out, k)?);
+                }
+            }
+            if let (Some(g16), true) = (&g16, w.requires_grad()) {
+                if let Some(x16) = &self.x16 {
+                    grads[1] = Some(product(&g16.t()?, x16, out, n, k)?);
+                }
+            }
+            if inputs.len() > 2 {
+                grads.push(db);
+            }
+            Ok(grads)
+        }
     }
 }

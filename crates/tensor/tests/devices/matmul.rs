@@ -158,3 +158,75 @@ fn the_bf16_gemm_peak_is_measured_on_bf16_matrices() {
         assert!(selfsup_tensor::cuda::matmul::bf16_gemm_gflops(&be, 0, 3).is_err());
     });
 }
+
+/// `linear` on the GPU at bf16 precision (operands cast once, the copies kept for the
+/// backward, the output gradient cast once for both products) gives the CPU's bf16-rounded
+/// linear, forward and all three gradients, for a strided input, with and without a bias and
+/// with only some operands needing a gradient; and it is not the f32 product (the rounding
+/// happened).
+#[test]
+fn bf16_linear_keeps_its_casts_for_the_backward_and_matches_the_cpu() {
+    use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+    on_each_gpu("bf16 linear", |dev| {
+        // (rows, in, out): the bias gradient's column sums run in chunks of 128 rows, 32
+        // columns a block: 300 rows is two full chunks and a partial one, 45 columns a
+        // partial block.
+        for (n, k, o, bias, grads) in [
+            (19, 33, 7, true, [true, true, true]),
+            (19, 33, 7, false, [true, true, false]),
+            (19, 33, 7, true, [false, true, true]),
+            (19, 33, 7, true, [true, false, false]),
+            (300, 40, 45, true, [true, true, true]),
+        ] {
+            let x = rand(&[k + 7, n], DType::F32, -1.0, 1.0, 1)
+                .narrow(0, 3, k)
+                .unwrap()
+                .t()
+                .unwrap();
+            let w = rand(&[o, k], DType::F32, -1.0, 1.0, 2);
+            let b = rand(&[o], DType::F32, -1.0, 1.0, 3);
+            let g = rand(&[n, o], DType::F32, -1.0, 1.0, 4);
+            let run = |d: Device, p: MatmulPrecision| {
+                with_matmul_precision(p, || {
+                    let on = |t: &Tensor, grad: bool| {
+                        let t = t.to_device(d).unwrap();
+                        if grad {
+                            t.requires_grad_()
+                        } else {
+                            t
+                        }
+                    };
+                    let (lx, lw, lb) = (on(&x, grads[0]), on(&w, grads[1]), on(&b, grads[2]));
+                    let y = lx.linear(&lw, bias.then_some(&lb)).unwrap();
+                    y.backward_with(Some(&g.to_device(d).unwrap()), false)
+                        .unwrap();
+                    let grads = [&lx, &lw, &lb].map(|t| t.grad());
+                    (y, grads)
+                })
+            };
+            let (y, gg) = run(dev, MatmulPrecision::Bf16);
+            let (yc, cg) = run(Device::Cpu, MatmulPrecision::Bf16);
+            let what = format!("[{n}, {k}] -> {o}, bias {bias}, grads {grads:?}");
+            compare(&format!("{what}: forward"), &y, &yc, 1e-4);
+            for (i, name) in ["dx", "dW", "db"].iter().enumerate() {
+                let wanted = grads[i] && (i < 2 || bias);
+                assert_eq!(gg[i].is_some(), wanted, "{what}: {name} present");
+                if let (Some(a), Some(c)) = (&gg[i], &cg[i]) {
+                    compare(&format!("{what}: {name}"), a, c, 1e-4);
+                }
+            }
+            let (y32, _) = run(Device::Cpu, MatmulPrecision::F32);
+            let diff = y
+                .to_vec_f64()
+                .unwrap()
+                .iter()
+                .zip(y32.to_vec_f64().unwrap())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                diff > 1e-3,
+                "{what}: the bf16 linear equals the f32 one ({diff})"
+            );
+        }
+    });
+}
