@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds selfsup's CUDA emulator (libcuda.so, libnvrtc.so, libcublas.so that run the kernels of
+# Builds selfsup's CUDA emulator (libcuda.so, libnvrtc.so, libcublas.so, libcublasLt.so that run the kernels of
 # kernels/*.cu on the host) into target/cuda-emu/lib. x86-64 Linux with a C++17 compiler.
 # Use: bash tools/cuda-emu/build.sh, then run a test binary with
 # LD_LIBRARY_PATH=target/cuda-emu/lib (scripts/emu_check.sh does both).
@@ -14,4 +14,5 @@ gen="$root/target/cuda-emu/gen"
 "$cxx" -std=c++17 -O2 -fPIC -shared -Wall -o "$out/libcuda.so" "$here/driver.cpp" -ldl
 "$cxx" -std=c++17 -O2 -fPIC -shared -Wall -I"$gen" -o "$out/libnvrtc.so" "$here/nvrtc.cpp"
 "$cxx" -std=c++17 -O2 -fPIC -shared -Wall -o "$out/libcublas.so" "$here/cublas.cpp"
-echo "built $out/{libcuda,libnvrtc,libcublas}.so"
+"$cxx" -std=c++17 -O2 -fPIC -shared -Wall -o "$out/libcublasLt.so" "$here/cublaslt.cpp"
+echo "built $out/{libcuda,libnvrtc,libcublas,libcublasLt}.so"

@@ -25,6 +25,7 @@ pub struct CudaBackend {
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
     blas: OnceLock<std::result::Result<Mutex<super::matmul::BlasHandle>, String>>,
+    lt: OnceLock<std::result::Result<Mutex<super::lt::LtState>, String>>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -107,6 +108,7 @@ fn open(ordinal: usize) -> Opened {
         modules: Mutex::new(HashMap::new()),
         functions: Mutex::new(HashMap::new()),
         blas: OnceLock::new(),
+        lt: OnceLock::new(),
     }))
 }
 
@@ -275,6 +277,26 @@ impl CudaBackend {
             device: Device::Cuda(self.ordinal),
             reason: reason.clone(),
         })
+    }
+
+    /// The cuBLASLt handle of this device (opened on first use), or why there is none.
+    pub(crate) fn lt(&self) -> Result<&Mutex<super::lt::LtState>> {
+        let r = self.lt.get_or_init(|| {
+            super::lt::open_lt(self).map_err(|e| match e {
+                Error::DeviceUnavailable { reason, .. } => reason,
+                other => other.to_string(),
+            })
+        });
+        r.as_ref().map_err(|reason| Error::DeviceUnavailable {
+            device: Device::Cuda(self.ordinal),
+            reason: reason.clone(),
+        })
+    }
+
+    /// Why cuBLASLt (the fused bias epilogue of `linear`) is not used on this device, or
+    /// `None` when it is: without it the layer adds its bias in a separate kernel.
+    pub fn lt_problem(&self) -> Option<String> {
+        self.lt().err().map(|e| e.to_string())
     }
 
     /// An error from a driver call made for `what`.

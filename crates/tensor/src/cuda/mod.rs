@@ -14,6 +14,7 @@ pub mod elementwise;
 pub mod index;
 pub(crate) mod launch;
 pub mod layer_norm;
+pub mod lt;
 pub mod matmul;
 pub mod optim;
 pub mod pool;

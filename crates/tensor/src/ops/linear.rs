@@ -169,6 +169,15 @@ impl Tensor {
         {
             return gpu::forward_bf16(self, weight, bias, n, k, out);
         }
+        #[cfg(feature = "cuda")]
+        if self.dtype() == DType::F32
+            && self.device() != crate::Device::Cpu
+            && crate::precision::matmul_precision() == crate::precision::MatmulPrecision::F32
+        {
+            if let Some(y) = gpu::forward_f32_fused(self, weight, bias, n, k, out)? {
+                return Ok(y);
+            }
+        }
         let fused = self.device() == crate::Device::Cpu;
         let s = match self.dtype() {
             DType::F32 if fused => {
@@ -228,6 +237,47 @@ mod gpu {
         Ok(Tensor::from_storage(Storage::Cuda(s), &[m, n]))
     }
 
+    /// `x · Wᵀ + b` through cuBLASLt with the bias in the GEMM's epilogue, for contiguous `x`
+    /// and `W` (bf16 or f32) on a GPU; `None` where cuBLASLt is unavailable or declines.
+    fn fused(
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        n: usize,
+        k: usize,
+        out: usize,
+    ) -> Result<Option<Tensor>> {
+        let b = bias.map(dense).transpose()?;
+        let (gx, gw) = (x.read(), w.read());
+        let gb = b.as_ref().map(|b| b.read());
+        let bs = gb.as_ref().map(|g| cuda_ref(OP, g)).transpose()?;
+        let y = crate::cuda::lt::linear(cuda_ref(OP, &gx)?, cuda_ref(OP, &gw)?, bs, n, k, out)?;
+        Ok(y.map(|y| Tensor::from_storage(Storage::Cuda(y), &[n, out])))
+    }
+
+    /// The f32 layer on a GPU at f32 precision with the bias in cuBLASLt's epilogue (the
+    /// backward is the CPU's, through the ops); `None` (compose it) for strided operands or
+    /// where cuBLASLt declines.
+    pub(super) fn forward_f32_fused(
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        n: usize,
+        k: usize,
+        out: usize,
+    ) -> Result<Option<Tensor>> {
+        let plain = |t: &Tensor| t.is_contiguous() && t.layout().offset() == 0;
+        if bias.is_none() || !plain(x) || !plain(w) {
+            return Ok(None);
+        }
+        let Some(y) = fused(&x.detach(), &w.detach(), bias, n, k, out)? else {
+            return Ok(None);
+        };
+        let mut inputs = vec![x, w];
+        inputs.extend(bias);
+        Ok(Some(y.attach(&inputs, || Box::new(LinearBack))))
+    }
+
     pub(super) fn forward_bf16(
         x: &Tensor,
         w: &Tensor,
@@ -237,10 +287,15 @@ mod gpu {
         out: usize,
     ) -> Result<Tensor> {
         let (x16, w16) = (bf16_copy(x)?, bf16_copy(w)?);
-        let y = product(&x16, &w16.t()?, n, k, out)?;
-        let y = match bias {
-            Some(b) => y.add(&b.detach())?,
-            None => y,
+        let y = match fused(&x16, &w16, bias, n, k, out)? {
+            Some(y) => y,
+            None => {
+                let y = product(&x16, &w16.t()?, n, k, out)?;
+                match bias {
+                    Some(b) => y.add(&b.detach())?,
+                    None => y,
+                }
+            }
         };
         let mut inputs = vec![x, w];
         inputs.extend(bias);

@@ -159,30 +159,45 @@ fn the_bf16_gemm_peak_is_measured_on_bf16_matrices() {
     });
 }
 
-/// `linear` on the GPU at bf16 precision (operands cast once, the copies kept for the
-/// backward, the output gradient cast once for both products) gives the CPU's bf16-rounded
-/// linear, forward and all three gradients, for a strided input, with and without a bias and
-/// with only some operands needing a gradient; and it is not the f32 product (the rounding
-/// happened).
+/// `linear` on the GPU (cuBLASLt with the bias in its epilogue where the operands are
+/// contiguous; at bf16 precision the operands cast once, the copies kept for the backward, the
+/// output gradient cast once for both products with the bias gradient summed in the same
+/// pass) gives the CPU's linear at the same precision, forward and all three gradients, for
+/// strided and contiguous inputs, with and without a bias and with only some operands needing
+/// a gradient; at bf16 it is not the f32 product (the rounding happened).
 #[test]
-fn bf16_linear_keeps_its_casts_for_the_backward_and_matches_the_cpu() {
+fn linear_fuses_its_bias_keeps_its_bf16_casts_and_matches_the_cpu() {
     use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
-    on_each_gpu("bf16 linear", |dev| {
-        // (rows, in, out): the bias gradient's column sums run in chunks of 128 rows, 32
-        // columns a block: 300 rows is two full chunks and a partial one, 45 columns a
-        // partial block.
-        for (n, k, o, bias, grads) in [
-            (19, 33, 7, true, [true, true, true]),
-            (19, 33, 7, false, [true, true, false]),
-            (19, 33, 7, true, [false, true, true]),
-            (19, 33, 7, true, [true, false, false]),
-            (300, 40, 45, true, [true, true, true]),
+    on_each_gpu("linear", |dev| {
+        if let Device::Cuda(i) = dev {
+            let be = selfsup_tensor::cuda::CudaBackend::get(i).unwrap();
+            assert_eq!(
+                be.lt_problem(),
+                None,
+                "cuBLASLt should load where cuBLAS does"
+            );
+        }
+        // (rows, in, out, bias, grads, strided x): the bias gradient's column sums run in
+        // chunks of 128 rows, 32 columns a block: 300 rows is two full chunks and a partial
+        // one, 45 columns a partial block.
+        for (n, k, o, bias, grads, strided) in [
+            (19, 33, 7, true, [true, true, true], true),
+            (19, 33, 7, false, [true, true, false], true),
+            (19, 33, 7, true, [false, true, true], true),
+            (19, 33, 7, true, [true, false, false], true),
+            (19, 33, 7, true, [true, true, true], false),
+            (300, 40, 45, true, [true, true, true], false),
+            (300, 40, 45, false, [true, true, false], false),
         ] {
-            let x = rand(&[k + 7, n], DType::F32, -1.0, 1.0, 1)
-                .narrow(0, 3, k)
-                .unwrap()
-                .t()
-                .unwrap();
+            let x = if strided {
+                rand(&[k + 7, n], DType::F32, -1.0, 1.0, 1)
+                    .narrow(0, 3, k)
+                    .unwrap()
+                    .t()
+                    .unwrap()
+            } else {
+                rand(&[n, k], DType::F32, -1.0, 1.0, 1)
+            };
             let w = rand(&[o, k], DType::F32, -1.0, 1.0, 2);
             let b = rand(&[o], DType::F32, -1.0, 1.0, 3);
             let g = rand(&[n, o], DType::F32, -1.0, 1.0, 4);
@@ -204,29 +219,35 @@ fn bf16_linear_keeps_its_casts_for_the_backward_and_matches_the_cpu() {
                     (y, grads)
                 })
             };
-            let (y, gg) = run(dev, MatmulPrecision::Bf16);
-            let (yc, cg) = run(Device::Cpu, MatmulPrecision::Bf16);
-            let what = format!("[{n}, {k}] -> {o}, bias {bias}, grads {grads:?}");
-            compare(&format!("{what}: forward"), &y, &yc, 1e-4);
-            for (i, name) in ["dx", "dW", "db"].iter().enumerate() {
-                let wanted = grads[i] && (i < 2 || bias);
-                assert_eq!(gg[i].is_some(), wanted, "{what}: {name} present");
-                if let (Some(a), Some(c)) = (&gg[i], &cg[i]) {
-                    compare(&format!("{what}: {name}"), a, c, 1e-4);
+            for p in [MatmulPrecision::Bf16, MatmulPrecision::F32] {
+                let (y, gg) = run(dev, p);
+                let (yc, cg) = run(Device::Cpu, p);
+                let what = format!(
+                    "{p} [{n}, {k}] -> {o}, bias {bias}, grads {grads:?}, strided {strided}"
+                );
+                compare(&format!("{what}: forward"), &y, &yc, 1e-4);
+                for (i, name) in ["dx", "dW", "db"].iter().enumerate() {
+                    let wanted = grads[i] && (i < 2 || bias);
+                    assert_eq!(gg[i].is_some(), wanted, "{what}: {name} present");
+                    if let (Some(a), Some(c)) = (&gg[i], &cg[i]) {
+                        compare(&format!("{what}: {name}"), a, c, 1e-4);
+                    }
+                }
+                if p == MatmulPrecision::Bf16 {
+                    let (y32, _) = run(Device::Cpu, MatmulPrecision::F32);
+                    let diff = y
+                        .to_vec_f64()
+                        .unwrap()
+                        .iter()
+                        .zip(y32.to_vec_f64().unwrap())
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max);
+                    assert!(
+                        diff > 1e-3,
+                        "{what}: the bf16 linear equals the f32 one ({diff})"
+                    );
                 }
             }
-            let (y32, _) = run(Device::Cpu, MatmulPrecision::F32);
-            let diff = y
-                .to_vec_f64()
-                .unwrap()
-                .iter()
-                .zip(y32.to_vec_f64().unwrap())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
-            assert!(
-                diff > 1e-3,
-                "{what}: the bf16 linear equals the f32 one ({diff})"
-            );
         }
     });
 }

@@ -1,0 +1,262 @@
+//! cuBLASLt products with a fused epilogue: the fully connected layer `y = x·Wᵀ + b` with the
+//! bias added by the GEMM as it stores each tile (`CUBLASLT_EPILOGUE_BIAS`), so `y` is written
+//! once and never read back by a separate bias-add kernel (one read and one write of `y`
+//! saved). Used by [`crate::Tensor::linear`] on a GPU; its CPU reference is the same op's CPU
+//! arm (`crate::cpu::matmul` with a column bias).
+//!
+//! Row-major `y[n, out]` is the column-major `out x n` matrix `D = op(A)·B + bias` with
+//! `A = W` as stored (column-major `k x out`, `op = T`) and `B = x` as stored (column-major
+//! `k x n`); the bias has one entry per row of `D`. cuBLASLt is optional: where it cannot be
+//! loaded, or declines a product, [`linear`] returns `None` and the caller composes the layer.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Mutex;
+
+use cudarc::cublaslt::{result as lt, sys};
+use cudarc::driver::{CudaSlice, DevicePtr};
+
+use super::{CudaBackend, CudaStorage};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::Device;
+
+/// Bytes of device workspace cuBLASLt may use (NVIDIA's advice for Hopper is 32 MiB).
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// The shape and operand dtype of a product, for the algorithm cache.
+type Key = (usize, usize, usize, DType, bool);
+
+/// A cuBLASLt handle, its workspace, and the algorithm chosen for each product shape.
+pub(crate) struct LtState {
+    handle: sys::cublasLtHandle_t,
+    workspace: CudaSlice<u8>,
+    algos: HashMap<Key, sys::cublasLtMatmulAlgo_t>,
+}
+// SAFETY: the handle is only used under the backend's mutex.
+unsafe impl Send for LtState {}
+
+impl Drop for LtState {
+    fn drop(&mut self) {
+        // SAFETY: created by create_handle, destroyed once.
+        let _ = unsafe { lt::destroy_handle(self.handle) };
+    }
+}
+
+/// Opens cuBLASLt for `backend`, or says why it cannot.
+pub(crate) fn open_lt(backend: &CudaBackend) -> Result<Mutex<LtState>> {
+    // SAFETY: only tries to dlopen the library under its usual names.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(Error::DeviceUnavailable {
+            device: Device::Cuda(backend.ordinal()),
+            reason: "cuBLASLt (libcublasLt.so.13 or .12) could not be loaded: it ships with \
+                     cuBLAS (`pip install nvidia-cublas`); put its directory on LD_LIBRARY_PATH"
+                .into(),
+        });
+    }
+    let handle =
+        lt::create_handle().map_err(|e| backend.err_msg(format!("cublasLtCreate: {e:?}")))?;
+    // SAFETY: cuBLASLt only uses the workspace as scratch; nothing reads it uninitialised.
+    let workspace = match unsafe { backend.stream().alloc::<u8>(WORKSPACE_BYTES) } {
+        Ok(w) => w,
+        Err(e) => {
+            // SAFETY: the handle was just created and is not used again.
+            let _ = unsafe { lt::destroy_handle(handle) };
+            return Err(backend.err("cuBLASLt workspace", e));
+        }
+    };
+    Ok(Mutex::new(LtState {
+        handle,
+        workspace,
+        algos: HashMap::new(),
+    }))
+}
+
+/// Descriptors of one product, destroyed on drop.
+struct Descriptors {
+    desc: sys::cublasLtMatmulDesc_t,
+    layouts: Vec<sys::cublasLtMatrixLayout_t>,
+    pref: Option<sys::cublasLtMatmulPreference_t>,
+}
+
+impl Drop for Descriptors {
+    fn drop(&mut self) {
+        // SAFETY: each was created once by this module and is destroyed once.
+        unsafe {
+            for l in &self.layouts {
+                let _ = lt::destroy_matrix_layout(*l);
+            }
+            if let Some(p) = self.pref {
+                let _ = lt::destroy_matmul_pref(p);
+            }
+            let _ = lt::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
+/// Sets a 4- or 8-byte attribute of a matmul descriptor.
+unsafe fn set_attr<T>(
+    desc: sys::cublasLtMatmulDesc_t,
+    attr: sys::cublasLtMatmulDescAttributes_t,
+    value: &T,
+) -> std::result::Result<(), lt::CublasError> {
+    lt::set_matmul_desc_attribute(
+        desc,
+        attr,
+        (value as *const T).cast(),
+        std::mem::size_of::<T>(),
+    )
+}
+
+/// `x · Wᵀ (+ bias)` through cuBLASLt for contiguous `x` `[n, k]` and `w` `[out, k]`, both
+/// bf16 (f32 accumulation) or both f32 (f32 compute), and an f32 `bias` `[out]` added by the
+/// GEMM's epilogue: the contiguous f32 `[n, out]` result. `Ok(None)` when cuBLASLt is not
+/// available or has no algorithm for this product (the caller composes the layer instead).
+#[allow(clippy::too_many_arguments)]
+pub fn linear(
+    x: &CudaStorage,
+    w: &CudaStorage,
+    bias: Option<&CudaStorage>,
+    n: usize,
+    k: usize,
+    out: usize,
+) -> Result<Option<CudaStorage>> {
+    let backend = &x.backend;
+    let dtype = x.dtype();
+    if w.dtype() != dtype || !matches!(dtype, DType::BF16 | DType::F32) {
+        return Err(Error::DTypeMismatch {
+            op: "linear",
+            lhs: dtype,
+            rhs: w.dtype(),
+        });
+    }
+    if bias.is_some_and(|b| b.dtype() != DType::F32 || b.len() < out) {
+        return Err(backend.err_msg(format!("linear: the bias must be f32 with {out} elements")));
+    }
+    if x.len() < n * k || w.len() < out * k {
+        return Err(backend.err_msg(format!(
+            "linear: buffers of {} and {} elements are too small for [{n}, {k}] and [{out}, {k}]",
+            x.len(),
+            w.len()
+        )));
+    }
+    if n == 0 || k == 0 || out == 0 {
+        return Ok(None);
+    }
+    let Ok(state) = backend.lt() else {
+        return Ok(None);
+    };
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    let operands = if dtype == DType::BF16 {
+        sys::cudaDataType::CUDA_R_16BF
+    } else {
+        sys::cudaDataType::CUDA_R_32F
+    };
+    let f32t = sys::cudaDataType::CUDA_R_32F;
+    let declined = |_| Ok(None);
+    let desc = match lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, f32t) {
+        Ok(d) => d,
+        Err(e) => return declined(e),
+    };
+    let mut d = Descriptors {
+        desc,
+        layouts: Vec::with_capacity(3),
+        pref: None,
+    };
+    for (rows, cols, ty) in [(k, out, operands), (k, n, operands), (out, n, f32t)] {
+        match lt::create_matrix_layout(ty, rows as u64, cols as u64, rows as i64) {
+            Ok(l) => d.layouts.push(l),
+            Err(e) => return declined(e),
+        }
+    }
+    use sys::cublasLtMatmulDescAttributes_t as A;
+    let (ta, tb) = (
+        cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T,
+        cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_N,
+    );
+    let bias_ptr = bias.map(|b| b.ptr());
+    let epilogue = if bias_ptr.is_some() {
+        sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
+    } else {
+        sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_DEFAULT
+    };
+    // SAFETY: the descriptor is live; each value has the size its attribute documents.
+    let set = unsafe {
+        set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_TRANSA, &ta)
+            .and_then(|_| set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_TRANSB, &tb))
+            .and_then(|_| set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue))
+            .and_then(|_| match bias_ptr {
+                Some(p) => set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p)
+                    .and_then(|_| set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &f32t)),
+                None => Ok(()),
+            })
+    };
+    if let Err(e) = set {
+        return declined(e);
+    }
+    let (la, lb, lc) = (d.layouts[0], d.layouts[1], d.layouts[2]);
+    let key = (n, k, out, dtype, bias.is_some());
+    let algo = match st.algos.get(&key) {
+        Some(a) => *a,
+        None => {
+            let pref = match lt::create_matmul_pref() {
+                Ok(p) => p,
+                Err(e) => return declined(e),
+            };
+            d.pref = Some(pref);
+            let bytes = WORKSPACE_BYTES as u64;
+            // SAFETY: live descriptors; the attribute is a u64 byte count.
+            let found = unsafe {
+                lt::set_matmul_pref_attribute(
+                    pref,
+                    sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                    (&bytes as *const u64).cast(),
+                    8,
+                )
+                .and_then(|_| lt::get_matmul_algo_heuristic(st.handle, d.desc, la, lb, lc, lc, pref))
+            };
+            match found {
+                Ok(h) => {
+                    st.algos.insert(key, h.algo);
+                    h.algo
+                }
+                Err(e) => return declined(e),
+            }
+        }
+    };
+    let y = CudaStorage::alloc(backend, DType::F32, n * out)?;
+    backend.bind()?;
+    let (one, zero) = (1.0f32, 0.0f32);
+    let stream = backend.stream();
+    let (ws, _sync) = st.workspace.device_ptr(stream);
+    // SAFETY: the layouts describe x (k x n), W (k x out) and y (out x n) column-major with
+    // leading dimensions equal to their row counts, within the buffers checked above; the bias
+    // holds `out` f32; the workspace holds WORKSPACE_BYTES; beta = 0, so C (= y) is not read.
+    let r = unsafe {
+        lt::matmul(
+            st.handle,
+            d.desc,
+            (&one as *const f32).cast(),
+            (&zero as *const f32).cast(),
+            w.ptr() as *const c_void,
+            la,
+            x.ptr() as *const c_void,
+            lb,
+            y.ptr() as *const c_void,
+            lc,
+            y.ptr() as *mut c_void,
+            lc,
+            &algo,
+            ws as *mut c_void,
+            WORKSPACE_BYTES,
+            stream.cu_stream() as _,
+        )
+    };
+    match r {
+        Ok(()) => Ok(Some(y)),
+        Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => Ok(None),
+        Err(e) => Err(backend.err_msg(format!(
+            "cuBLASLt linear ([{n}, {k}] by [{out}, {k}]ᵀ, {dtype:?}): {e:?}"
+        ))),
+    }
+}
