@@ -6,6 +6,9 @@
 # SimCLR at batch 512 with the SmallCnn and the CIFAR ResNet-18, GPT-2 small in bf16 with its
 # MFU (issue 7's table; its fused attention runs on the tensor cores, attention_mma.cu), and
 # GPT-2 with the composed attention (bf16 matmuls over stored T x T scores) against it.
+# simclr512, resnet512 and gpt2 also print a `gpu-profile` line (`--profile`): one more step
+# with each launch timed, the device time by kernel, to size the next optimisation; PyTorch's
+# side prints the same from torch.profiler.
 # WORKLOADS="sgemm gpt2" picks some.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +32,10 @@ run)
         sgemm-tf32) ours=(bench sgemm --sizes 1024,4096 --precision tf32); theirs=(sgemm --sizes 1024,4096 --precision tf32) ;;
         sgemm-bf16) ours=(bench sgemm --sizes 1024,4096,8192 --precision bf16); theirs=(sgemm --sizes 1024,4096,8192 --precision bf16) ;;
         simclr) ours=(bench simclr-step); theirs=(simclr) ;;
-        simclr512) ours=(bench simclr-step --batch 512); theirs=(simclr --simclr-batch 512) ;;
-        resnet512) ours=(bench simclr-step --backbone resnet18 --batch 512 --reps 5); theirs=(simclr --backbone resnet18 --simclr-batch 512 --reps 5) ;;
+        simclr512) ours=(bench simclr-step --batch 512 --profile); theirs=(simclr --simclr-batch 512 --profile) ;;
+        resnet512) ours=(bench simclr-step --backbone resnet18 --batch 512 --reps 5 --profile); theirs=(simclr --backbone resnet18 --simclr-batch 512 --reps 5 --profile) ;;
         gpt) ours=(bench gpt-step); theirs=(gpt) ;;
-        gpt2) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5); theirs=(gpt2 --reps 5) ;;
+        gpt2) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --profile); theirs=(gpt2 --reps 5 --profile) ;;
         gpt2-composed) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --attention composed); theirs=() ;;
       esac
       timeout 300 "$bins/selfsup" "${ours[@]}" --device cuda 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, \"engine\": \"selfsup\", /" | tee -a "$out/bench.jsonl" || echo "{\"round\": $r, \"engine\": \"selfsup\", \"workload\": \"$w\", \"failed\": true}" | tee -a "$out/bench.jsonl"

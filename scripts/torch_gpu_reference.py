@@ -33,6 +33,37 @@ def timed(fn, reps, warmup):
     return out
 
 
+def profile(args, workload, step):
+    """With --profile: one more `step` under torch.profiler, printed as a `gpu-profile` line
+    (device time by kernel, longest first), the same shape as `selfsup bench --profile`'s."""
+    if not args.profile:
+        return
+    try:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        rows = []
+        for e in prof.key_averages():
+            us = getattr(e, "self_device_time_total", None)
+            if us is None:
+                us = getattr(e, "self_cuda_time_total", 0)
+            kind = str(getattr(e, "device_type", "CUDA"))
+            if us > 0 and "CUDA" in kind:
+                rows.append((us / 1e3, e.count, e.key))
+        rows.sort(reverse=True)
+        total = sum(r[0] for r in rows)
+        print(json.dumps({"bench": "gpu-profile", "engine": "torch", "workload": workload, "device_ms": round(total, 3),
+                          "distinct_kernels": len(rows), "launches": sum(r[1] for r in rows),
+                          "kernels": [{"name": k[:160], "calls": c, "ms": round(ms, 3), "share": round(ms / max(total, 1e-12), 3)}
+                                      for ms, c, k in rows[:30]],
+                          "other_ms": round(sum(r[0] for r in rows[30:]), 3)}))
+    except Exception as e:  # the profile is an extra; the measurement above stands
+        print(json.dumps({"bench": "gpu-profile", "engine": "torch", "workload": workload, "error": repr(e)[:300]}))
+
+
 def matmul_gflops(n, dtype, reps, dev):
     a = torch.randn(n, n, device=dev, dtype=dtype)
     b = torch.randn(n, n, device=dev, dtype=dtype)
@@ -113,6 +144,7 @@ def simclr(args, dev):
     s = statistics.median(t)
     print(json.dumps({"bench": "simclr-step", "backbone": args.backbone, "engine": "torch", "device": str(dev), "batch_images": b, "reps": len(t),
                       "step_s": round(s, 5), "img_per_s": round(b / s), "last_loss": float(last[0])}))
+    profile(args, "simclr-step", step)
 
 
 class Block(nn.Module):
@@ -199,6 +231,7 @@ def gpt2(args, dev):
                       "tok_per_s": round(b * ctx / s), "model_gflop_per_token": round(flops / 1e9, 3),
                       "achieved_gflops": round(achieved), "matmul_peak_gflops": round(peak), "mfu": round(achieved / peak, 3),
                       "last_loss": float(last[0])}))
+    profile(args, "gpt-step", step)
 
 
 def main():
@@ -211,6 +244,7 @@ def main():
     ap.add_argument("--tf32", action="store_true")
     ap.add_argument("--precision", choices=["f32", "tf32", "bf16"], default="f32")
     ap.add_argument("--gpt2-batch", type=int, default=8)
+    ap.add_argument("--profile", action="store_true", help="also print a gpu-profile line (one step under torch.profiler)")
     args = ap.parse_args()
     args.tf32 = args.tf32 or args.precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = args.tf32

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -52,7 +53,7 @@ static std::mutex g_mu;                          // guards the allocation table
 static std::recursive_mutex g_launch;            // serialises launches
 static std::map<uintptr_t, size_t> g_allocs;     // live device allocations: address -> bytes
 static uint64_t g_used = 0, g_used_high = 0;
-static int g_ctx_dummy, g_stream_dummy, g_pool_dummy, g_event_dummy;
+static int g_ctx_dummy, g_stream_dummy, g_pool_dummy;
 // What a test can ask the emulator (selfsup_emu_counters): copies to the host (reads back),
 // explicit waits (stream, context, event synchronisation), copies to the device, launches.
 static std::atomic<unsigned long long> g_reads{0}, g_waits{0}, g_writes{0}, g_launches{0};
@@ -170,21 +171,35 @@ CUresult cuStreamSynchronize(void*) {
 }
 CUresult cuStreamQuery(void*) { return CUDA_SUCCESS; }
 CUresult cuStreamWaitEvent(void*, void*, unsigned) { return CUDA_SUCCESS; }
+// Work runs when it is queued, so an event completes when it is recorded: it holds the host
+// time of that moment, and the time between two events is the host time the emulated work
+// between them took.
+struct EmuEvent {
+    double ms = 0.0;
+};
 CUresult cuEventCreate(void** e, unsigned) {
-    *e = &g_event_dummy;
+    *e = new EmuEvent;
     return CUDA_SUCCESS;
 }
-CUresult cuEventRecord(void*, void*) { return CUDA_SUCCESS; }
+CUresult cuEventRecord(void* e, void*) {
+    ((EmuEvent*)e)->ms = std::chrono::duration<double, std::milli>(
+                             std::chrono::steady_clock::now().time_since_epoch()).count();
+    return CUDA_SUCCESS;
+}
 CUresult cuEventSynchronize(void*) {
     g_waits++;
     return CUDA_SUCCESS;
 }
 CUresult cuEventQuery(void*) { return CUDA_SUCCESS; }
-CUresult cuEventDestroy_v2(void*) { return CUDA_SUCCESS; }
-CUresult cuEventElapsedTime(float* ms, void*, void*) {
-    *ms = 0.0f;
+CUresult cuEventDestroy_v2(void* e) {
+    delete (EmuEvent*)e;
     return CUDA_SUCCESS;
 }
+CUresult cuEventElapsedTime(float* ms, void* start, void* end) {
+    *ms = (float)(((EmuEvent*)end)->ms - ((EmuEvent*)start)->ms);
+    return CUDA_SUCCESS;
+}
+CUresult cuEventElapsedTime_v2(float* ms, void* start, void* end) { return cuEventElapsedTime(ms, start, end); }
 
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     if (bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc of 0 bytes");

@@ -58,6 +58,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         .parse()
         .map_err(|e| CliError::Input(format!("--precision: {e}")))?;
     let prec = precision.name();
+    if args.profile && device.is_cpu() {
+        return Err(CliError::Input(
+            "--profile times GPU kernels: run it with --device cuda (on the CPU, use perf)".into(),
+        ));
+    }
     match args.workload {
         Workload::Sgemm => {
             let mut g = Generator::new(0);
@@ -175,6 +180,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 "{}",
                 json!({"bench": "simclr-step", "backbone": args.backbone, "device": dev_name, "precision": prec, "threads": threads, "batch_images": batch, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
             );
+            profile(args, device, "simclr-step", || {
+                trainer.train_step(&batches[i % batches.len()])?;
+                Ok(None)
+            })?;
         }
         Workload::GptStep => gpt_step(args, device, precision, threads)?,
     }
@@ -258,8 +267,9 @@ fn gpt_step(
         .contiguous()?
         .reshape(&[b * t_len])?
         .to_device(device)?;
-    let mut last = 0.0;
-    let t = timed(args.reps, 2, || {
+    // One step: the seconds the host took to queue it (before its one read-back), and its loss.
+    let mut step = || -> Result<(f64, f64)> {
+        let start = Instant::now();
         let loss = with_gpu_attention(attention, || {
             with_matmul_precision(precision, || -> Result<Tensor> {
                 let logits = model.forward(&x)?.reshape(&[b * t_len, vocab])?;
@@ -270,8 +280,13 @@ fn gpt_step(
         })?;
         opt.step()?;
         opt.zero_grad();
+        let queued = start.elapsed().as_secs_f64();
         // The one read-back of the step (it also waits for the device to finish it).
-        last = loss.item()?;
+        Ok((queued, loss.item()?))
+    };
+    let mut last = 0.0;
+    let t = timed(args.reps, 2, || {
+        last = step()?.1;
         Ok(())
     })?;
     let tps: Vec<f64> = t.iter().map(|s| (b * t_len) as f64 / s).collect();
@@ -288,5 +303,45 @@ fn gpt_step(
         line["mfu"] = json!((achieved / peak * 1e3).round() / 1e3);
     }
     println!("{line}");
+    profile(args, device, "gpt-step", || step().map(|(q, _)| Some(q)))
+}
+
+/// With `--profile` on a GPU: runs `step` once more with every kernel launch and cuBLAS call
+/// timed on the device (`CudaBackend::profile_start`), and prints a `gpu-profile` line: the
+/// step's device time, the 30 kernels (or GEMM shapes) that took most of it, with their calls
+/// and shares, and, when `step` returns it, the seconds the host took to queue the step (near
+/// the device time: the step is launch-bound).
+fn profile(
+    args: &BenchArgs,
+    device: Device,
+    workload: &str,
+    step: impl FnOnce() -> Result<Option<f64>>,
+) -> Result<()> {
+    let Device::Cuda(i) = device else {
+        return Ok(());
+    };
+    if !args.profile {
+        return Ok(());
+    }
+    let be = selfsup_tensor::cuda::CudaBackend::get(i)?;
+    device.synchronize()?;
+    be.profile_start();
+    let queued = step();
+    // Stopped even when the step failed, so the marks are not left recording.
+    let p = be.profile_stop()?;
+    let queued = queued?;
+    let r3 = |v: f64| (v * 1e3).round() / 1e3;
+    const TOP: usize = 30;
+    let kernels: Vec<_> = p
+        .kernels
+        .iter()
+        .take(TOP)
+        .map(|k| json!({"name": k.name, "calls": k.calls, "ms": r3(k.ms), "share": r3(k.ms / p.total_ms.max(1e-12))}))
+        .collect();
+    let other: f64 = p.kernels.iter().skip(TOP).map(|k| k.ms).sum();
+    println!(
+        "{}",
+        json!({"bench": "gpu-profile", "workload": workload, "model": format!("{:?}", args.model).to_lowercase(), "backbone": args.backbone, "device": args.device, "precision": args.precision, "attention": args.attention, "device_ms": r3(p.total_ms), "host_queue_ms": queued.map(|s| r3(s * 1e3)), "distinct_kernels": p.kernels.len(), "launches": p.kernels.iter().map(|k| k.calls).sum::<usize>(), "kernels": kernels, "other_ms": r3(other)})
+    );
     Ok(())
 }

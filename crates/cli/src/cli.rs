@@ -330,6 +330,11 @@ pub struct BenchArgs {
     /// at --precision and a softmax over stored T x T scores), to compare the two.
     #[arg(long, default_value = "fused")]
     pub attention: String,
+    /// On a GPU, after the timed repetitions: one more step with every kernel launch and
+    /// cuBLAS call timed, printed as a `gpu-profile` line (device time by kernel, longest
+    /// first; and for gpt-step how long the host took to queue the step).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// The GPT configurations of `bench gpt-step`.

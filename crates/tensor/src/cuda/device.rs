@@ -26,6 +26,7 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<String, CudaFunction>>,
     blas: OnceLock<std::result::Result<Mutex<super::matmul::BlasHandle>, String>>,
     lt: OnceLock<std::result::Result<Mutex<super::lt::LtState>, String>>,
+    pub(crate) profile: Mutex<Option<super::profile::Marks>>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -109,6 +110,7 @@ fn open(ordinal: usize) -> Opened {
         functions: Mutex::new(HashMap::new()),
         blas: OnceLock::new(),
         lt: OnceLock::new(),
+        profile: Mutex::new(None),
     }))
 }
 
@@ -216,6 +218,8 @@ impl CudaBackend {
     /// architecture, through the on-disk cache).
     pub(crate) fn function(&self, file: &'static str, name: &str) -> Result<CudaFunction> {
         let key = format!("{file}/{name}");
+        // Each launch asks for its function just before it: the profile's mark for it.
+        self.mark(|| key.clone());
         if let Some(f) = self
             .functions
             .lock()

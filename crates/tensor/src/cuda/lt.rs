@@ -228,6 +228,10 @@ pub fn linear(
     backend.bind()?;
     let (one, zero) = (1.0f32, 0.0f32);
     let stream = backend.stream();
+    backend.mark(|| {
+        let with = if bias.is_some() { " + bias" } else { "" };
+        format!("cublasLt linear {dtype:?} {n}x{k}x{out}{with}")
+    });
     let (ws, _sync) = st.workspace.device_ptr(stream);
     // SAFETY: the layouts describe x (k x n), W (k x out) and y (out x n) column-major with
     // leading dimensions equal to their row counts, within the buffers checked above; the bias

@@ -256,6 +256,14 @@ fn gemm(
     backend.bind()?;
     let handle = backend.blas()?;
     let h = handle.lock().unwrap_or_else(|p| p.into_inner());
+    backend.mark(|| {
+        let b = if batch > 1 {
+            format!("{batch} x ")
+        } else {
+            String::new()
+        };
+        format!("cublas gemm {:?} {b}{m}x{k}x{n}", a.dtype())
+    });
     // Column-major: C'(n x m) = op(B')(n x k) · op(A')(k x m).
     // SAFETY: pointers, leading dimensions and batch strides were derived from layouts that lie
     // inside their buffers; out holds batch * m * n elements.

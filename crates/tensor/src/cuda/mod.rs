@@ -18,6 +18,7 @@ pub mod lt;
 pub mod matmul;
 pub mod optim;
 pub mod pool;
+pub mod profile;
 pub mod random;
 pub mod reduce;
 pub mod rows;

@@ -10,6 +10,7 @@ mod conv;
 mod elementwise;
 mod index;
 mod matmul;
+mod profile;
 mod reduce;
 mod rows;
 mod transfer;
