@@ -515,7 +515,8 @@ fn bench_flag_errors_are_one_line() {
     assert_user_error(
         &selfsup(&["bench", "gpt-step", "--attention", "flash"]),
         "expected fused or composed",
-    );    assert_user_error(
+    );
+    assert_user_error(
         &selfsup(&["bench", "gpt-step", "--profile"]),
         "--profile times GPU kernels: run it with --device cuda",
     );

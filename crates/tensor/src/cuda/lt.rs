@@ -185,9 +185,9 @@ pub fn linear(
         set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_TRANSA, &ta)
             .and_then(|_| set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_TRANSB, &tb))
             .and_then(|_| set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue))
+            // The bias's dtype is left at its default, D's (f32).
             .and_then(|_| match bias_ptr {
-                Some(p) => set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p)
-                    .and_then(|_| set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &f32t)),
+                Some(p) => set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p),
                 None => Ok(()),
             })
     };

@@ -37,6 +37,10 @@ pub fn on_each_gpu(test: &str, body: impl Fn(Device)) {
     }
 }
 
+/// Held by the tests that profile a device: a profile is per device and process, so two at
+/// once would reset each other's marks.
+pub static PROFILING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Uniform values in [lo, hi) of `shape`, f32 or f64, on the CPU, from `seed`.
 pub fn rand(shape: &[usize], dtype: DType, lo: f64, hi: f64, seed: u64) -> Tensor {
     let mut g = Generator::new(seed);

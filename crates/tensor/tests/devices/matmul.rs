@@ -176,6 +176,28 @@ fn linear_fuses_its_bias_keeps_its_bf16_casts_and_matches_the_cpu() {
                 None,
                 "cuBLASLt should load where cuBLAS does"
             );
+            // And it takes the product rather than declining it (which would compose the
+            // layer: right, but slower): the profile names what ran.
+            let _one = crate::PROFILING.lock().unwrap_or_else(|p| p.into_inner());
+            let x = rand(&[19, 33], DType::F32, -1.0, 1.0, 1)
+                .to_device(dev)
+                .unwrap();
+            let w = rand(&[7, 33], DType::F32, -1.0, 1.0, 2)
+                .to_device(dev)
+                .unwrap();
+            let b = rand(&[7], DType::F32, -1.0, 1.0, 3).to_device(dev).unwrap();
+            for (p, name) in [
+                (MatmulPrecision::Bf16, "cublasLt linear BF16 19x33x7 + bias"),
+                (MatmulPrecision::F32, "cublasLt linear F32 19x33x7 + bias"),
+            ] {
+                be.profile_start();
+                with_matmul_precision(p, || x.linear(&w, Some(&b)).unwrap());
+                let prof = be.profile_stop().unwrap();
+                assert!(
+                    prof.kernels.iter().any(|k| k.name == name),
+                    "cuBLASLt declined {name}: {prof:?}"
+                );
+            }
         }
         // (rows, in, out, bias, grads, strided x): the bias gradient's column sums run in
         // chunks of 128 rows, 32 columns a block: 300 rows is two full chunks and a partial

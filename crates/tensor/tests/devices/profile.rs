@@ -14,6 +14,7 @@ fn the_profile_charges_each_launch_and_gemm_by_name() {
     on_each_gpu("profile", |dev| {
         let Device::Cuda(i) = dev else { return };
         let be = CudaBackend::get(i).unwrap();
+        let _one = crate::PROFILING.lock().unwrap_or_else(|p| p.into_inner());
         let a = rand(&[67, 29], DType::F32, -1.0, 1.0, 1)
             .to_device(dev)
             .unwrap();
