@@ -44,6 +44,8 @@ run)
       fi
     done
   done
+  # The tables for docs/gpu.md: medians, ratios, MFU, each engine's longest kernels.
+  python3 scripts/gpu_table.py "$out/bench.jsonl" | tee "$out/table.md" || true
   ;;
 *)
   echo "usage: bash scripts/gpu_bench.sh build|run" >&2

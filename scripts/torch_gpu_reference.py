@@ -33,7 +33,7 @@ def timed(fn, reps, warmup):
     return out
 
 
-def profile(args, workload, step):
+def profile(args, workload, step, **tags):
     """With --profile: one more `step` under torch.profiler, printed as a `gpu-profile` line
     (device time by kernel, longest first), the same shape as `selfsup bench --profile`'s."""
     if not args.profile:
@@ -55,7 +55,7 @@ def profile(args, workload, step):
                 rows.append((us / 1e3, e.count, e.key))
         rows.sort(reverse=True)
         total = sum(r[0] for r in rows)
-        print(json.dumps({"bench": "gpu-profile", "engine": "torch", "workload": workload, "device_ms": round(total, 3),
+        print(json.dumps({"bench": "gpu-profile", "engine": "torch", "workload": workload, **tags, "device_ms": round(total, 3),
                           "distinct_kernels": len(rows), "launches": sum(r[1] for r in rows),
                           "kernels": [{"name": k[:160], "calls": c, "ms": round(ms, 3), "share": round(ms / max(total, 1e-12), 3)}
                                       for ms, c, k in rows[:30]],
@@ -144,7 +144,7 @@ def simclr(args, dev):
     s = statistics.median(t)
     print(json.dumps({"bench": "simclr-step", "backbone": args.backbone, "engine": "torch", "device": str(dev), "batch_images": b, "reps": len(t),
                       "step_s": round(s, 5), "img_per_s": round(b / s), "last_loss": float(last[0])}))
-    profile(args, "simclr-step", step)
+    profile(args, "simclr-step", step, backbone=args.backbone, batch_images=b)
 
 
 class Block(nn.Module):
@@ -231,7 +231,7 @@ def gpt2(args, dev):
                       "tok_per_s": round(b * ctx / s), "model_gflop_per_token": round(flops / 1e9, 3),
                       "achieved_gflops": round(achieved), "matmul_peak_gflops": round(peak), "mfu": round(achieved / peak, 3),
                       "last_loss": float(last[0])}))
-    profile(args, "gpt-step", step)
+    profile(args, "gpt-step", step, model="gpt2")
 
 
 def main():

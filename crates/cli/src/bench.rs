@@ -180,7 +180,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 "{}",
                 json!({"bench": "simclr-step", "backbone": args.backbone, "device": dev_name, "precision": prec, "threads": threads, "batch_images": batch, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
             );
-            profile(args, device, "simclr-step", || {
+            profile(args, device, "simclr-step", batch, || {
                 trainer.train_step(&batches[i % batches.len()])?;
                 Ok(None)
             })?;
@@ -303,10 +303,10 @@ fn gpt_step(
         line["mfu"] = json!((achieved / peak * 1e3).round() / 1e3);
     }
     println!("{line}");
-    profile(args, device, "gpt-step", || step().map(|(q, _)| Some(q)))
+    profile(args, device, "gpt-step", b, || step().map(|(q, _)| Some(q)))
 }
 
-/// With `--profile` on a GPU: runs `step` once more with every kernel launch and cuBLAS call
+/// With `--profile` on a GPU: runs `step` (of `batch` images or sequences) once more with every kernel launch and cuBLAS call
 /// timed on the device (`CudaBackend::profile_start`), and prints a `gpu-profile` line: the
 /// step's device time, the 30 kernels (or GEMM shapes) that took most of it, with their calls
 /// and shares, and, when `step` returns it, the seconds the host took to queue the step (near
@@ -315,6 +315,7 @@ fn profile(
     args: &BenchArgs,
     device: Device,
     workload: &str,
+    batch: usize,
     step: impl FnOnce() -> Result<Option<f64>>,
 ) -> Result<()> {
     let Device::Cuda(i) = device else {
@@ -341,7 +342,7 @@ fn profile(
     let other: f64 = p.kernels.iter().skip(TOP).map(|k| k.ms).sum();
     println!(
         "{}",
-        json!({"bench": "gpu-profile", "workload": workload, "model": format!("{:?}", args.model).to_lowercase(), "backbone": args.backbone, "device": args.device, "precision": args.precision, "attention": args.attention, "device_ms": r3(p.total_ms), "host_queue_ms": queued.map(|s| r3(s * 1e3)), "distinct_kernels": p.kernels.len(), "launches": p.kernels.iter().map(|k| k.calls).sum::<usize>(), "kernels": kernels, "other_ms": r3(other)})
+        json!({"bench": "gpu-profile", "workload": workload, "model": format!("{:?}", args.model).to_lowercase(), "backbone": args.backbone, "batch": batch, "device": args.device, "precision": args.precision, "attention": args.attention, "device_ms": r3(p.total_ms), "host_queue_ms": queued.map(|s| r3(s * 1e3)), "distinct_kernels": p.kernels.len(), "launches": p.kernels.iter().map(|k| k.calls).sum::<usize>(), "kernels": kernels, "other_ms": r3(other)})
     );
     Ok(())
 }
