@@ -189,7 +189,8 @@ impl Tensor {
                 typed::<f32>(&x, &w, bias, n, k, out)?
             }
             DType::F64 if fused => typed::<f64>(self, weight, bias, n, k, out)?,
-            // bf16/f16, and the GPU (cuBLAS GEMM, then the bias add): the composed form.
+            // bf16/f16, and the GPU where cuBLASLt did not take it (TF32, strided operands, no
+            // bias, no cuBLASLt): the composed form (cuBLAS GEMM, then the bias add).
             _ => {
                 let y = self.matmul(&weight.t()?)?;
                 return match bias {
