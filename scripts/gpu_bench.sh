@@ -45,7 +45,7 @@ run)
     done
   done
   # The tables for docs/gpu.md: medians, ratios, MFU, each engine's longest kernels.
-  python3 scripts/gpu_table.py "$out/bench.jsonl" | tee "$out/table.md" || true
+  python3 scripts/gpu_table.py "$out/bench.jsonl" | tee "$out/table.md" || echo "gpu_bench: gpu_table.py failed (the JSON lines are in $out/bench.jsonl)" >&2
   ;;
 *)
   echo "usage: bash scripts/gpu_bench.sh build|run" >&2

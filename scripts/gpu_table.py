@@ -91,8 +91,11 @@ def main():
         print()
         queued = p.get("host_queue_ms")
         host = "" if queued is None else ", host queued the step in %.3f ms" % queued
-        print("%s, %s %s: device %.3f ms over %s launches of %s kernels%s" % (
-            engine, what[0], what[1], p.get("device_ms", 0.0), p.get("launches"), p.get("distinct_kernels"), host))
+        # Ours spans the step (idle gaps charged to the kernel before them); torch.profiler's
+        # sums kernel durations.
+        measure = "kernel time" if engine == "torch" else "device span"
+        print("%s, %s %s: %s %.3f ms over %s launches of %s kernels%s" % (
+            engine, what[0], what[1], measure, p.get("device_ms", 0.0), p.get("launches"), p.get("distinct_kernels"), host))
         print()
         print("| kernel | calls | ms | share |")
         print("| --- | --- | --- | --- |")

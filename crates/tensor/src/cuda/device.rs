@@ -27,6 +27,8 @@ pub struct CudaBackend {
     blas: OnceLock<std::result::Result<Mutex<super::matmul::BlasHandle>, String>>,
     lt: OnceLock<std::result::Result<Mutex<super::lt::LtState>, String>>,
     pub(crate) profile: Mutex<Option<super::profile::Marks>>,
+    /// Whether a profile is running (so launches skip the mutex when none is).
+    pub(crate) profiling: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -111,6 +113,7 @@ fn open(ordinal: usize) -> Opened {
         blas: OnceLock::new(),
         lt: OnceLock::new(),
         profile: Mutex::new(None),
+        profiling: std::sync::atomic::AtomicBool::new(false),
     }))
 }
 
@@ -218,14 +221,15 @@ impl CudaBackend {
     /// architecture, through the on-disk cache).
     pub(crate) fn function(&self, file: &'static str, name: &str) -> Result<CudaFunction> {
         let key = format!("{file}/{name}");
-        // Each launch asks for its function just before it: the profile's mark for it.
-        self.mark(|| key.clone());
         if let Some(f) = self
             .functions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
         {
+            // Each launch asks for its function just before it: the profile's mark for it
+            // (after any compile and load, which are host work).
+            self.mark(|| key.clone());
             return Ok(f.clone());
         }
         let module = {
@@ -265,7 +269,8 @@ impl CudaBackend {
         self.functions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, f.clone());
+            .insert(key.clone(), f.clone());
+        self.mark(|| key);
         Ok(f)
     }
 
@@ -297,10 +302,14 @@ impl CudaBackend {
         })
     }
 
-    /// Why cuBLASLt (the fused bias epilogue of `linear`) is not used on this device, or
-    /// `None` when it is: without it the layer adds its bias in a separate kernel.
+    /// Why cuBLASLt (the fused bias epilogue of `linear`) is not used on this device (it could
+    /// not be loaded, or it declined a product: the first such), or `None` when it is: without
+    /// it the layer adds its bias in a separate kernel.
     pub fn lt_problem(&self) -> Option<String> {
-        self.lt().err().map(|e| e.to_string())
+        match self.lt() {
+            Err(e) => Some(e.to_string()),
+            Ok(st) => st.lock().unwrap_or_else(|p| p.into_inner()).declined(),
+        }
     }
 
     /// An error from a driver call made for `what`.

@@ -27,11 +27,34 @@ const WORKSPACE_BYTES: usize = 32 << 20;
 /// The shape and operand dtype of a product, for the algorithm cache.
 type Key = (usize, usize, usize, DType, bool);
 
-/// A cuBLASLt handle, its workspace, and the algorithm chosen for each product shape.
+/// A cuBLASLt handle, its workspace, and the algorithm chosen for each product shape (`None`:
+/// cuBLASLt declined that shape, which is then composed without asking again).
 pub(crate) struct LtState {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
-    algos: HashMap<Key, sys::cublasLtMatmulAlgo_t>,
+    algos: HashMap<Key, Option<sys::cublasLtMatmulAlgo_t>>,
+    declined: Option<String>,
+}
+
+impl LtState {
+    /// The first product cuBLASLt declined in this process, and why.
+    pub(crate) fn declined(&self) -> Option<String> {
+        self.declined.clone()
+    }
+
+    /// Records that the product `key` was declined (composed from now on), and the first
+    /// reason.
+    fn decline(&mut self, key: Key, e: lt::CublasError) -> Result<Option<CudaStorage>> {
+        self.algos.insert(key, None);
+        if self.declined.is_none() {
+            let (n, k, out, dtype, _) = key;
+            self.declined = Some(format!(
+                "cuBLASLt declined the linear product [{n}, {k}] by [{out}, {k}]ᵀ ({dtype:?}): \
+                 {e:?}; such layers add their bias in a separate kernel"
+            ));
+        }
+        Ok(None)
+    }
 }
 // SAFETY: the handle is only used under the backend's mutex.
 unsafe impl Send for LtState {}
@@ -54,6 +77,8 @@ pub(crate) fn open_lt(backend: &CudaBackend) -> Result<Mutex<LtState>> {
                 .into(),
         });
     }
+    // A handle belongs to the device current on this thread.
+    backend.bind()?;
     let handle =
         lt::create_handle().map_err(|e| backend.err_msg(format!("cublasLtCreate: {e:?}")))?;
     // SAFETY: cuBLASLt only uses the workspace as scratch; nothing reads it uninitialised.
@@ -69,6 +94,7 @@ pub(crate) fn open_lt(backend: &CudaBackend) -> Result<Mutex<LtState>> {
         handle,
         workspace,
         algos: HashMap::new(),
+        declined: None,
     }))
 }
 
@@ -143,20 +169,24 @@ pub fn linear(
     if n == 0 || k == 0 || out == 0 {
         return Ok(None);
     }
+    backend.bind()?;
     let Ok(state) = backend.lt() else {
         return Ok(None);
     };
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (n, k, out, dtype, bias.is_some());
+    if let Some(None) = st.algos.get(&key) {
+        return Ok(None);
+    }
     let operands = if dtype == DType::BF16 {
         sys::cudaDataType::CUDA_R_16BF
     } else {
         sys::cudaDataType::CUDA_R_32F
     };
     let f32t = sys::cudaDataType::CUDA_R_32F;
-    let declined = |_| Ok(None);
     let desc = match lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, f32t) {
         Ok(d) => d,
-        Err(e) => return declined(e),
+        Err(e) => return st.decline(key, e),
     };
     let mut d = Descriptors {
         desc,
@@ -166,7 +196,7 @@ pub fn linear(
     for (rows, cols, ty) in [(k, out, operands), (k, n, operands), (out, n, f32t)] {
         match lt::create_matrix_layout(ty, rows as u64, cols as u64, rows as i64) {
             Ok(l) => d.layouts.push(l),
-            Err(e) => return declined(e),
+            Err(e) => return st.decline(key, e),
         }
     }
     use sys::cublasLtMatmulDescAttributes_t as A;
@@ -192,73 +222,78 @@ pub fn linear(
             })
     };
     if let Err(e) = set {
-        return declined(e);
+        return st.decline(key, e);
     }
     let (la, lb, lc) = (d.layouts[0], d.layouts[1], d.layouts[2]);
-    let key = (n, k, out, dtype, bias.is_some());
     let algo = match st.algos.get(&key) {
-        Some(a) => *a,
-        None => {
+        Some(Some(a)) => *a,
+        _ => {
             let pref = match lt::create_matmul_pref() {
                 Ok(p) => p,
-                Err(e) => return declined(e),
+                Err(e) => return st.decline(key, e),
             };
             d.pref = Some(pref);
             let bytes = WORKSPACE_BYTES as u64;
             // SAFETY: live descriptors; the attribute is a u64 byte count.
+            let max_workspace =
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES;
+            let handle = st.handle;
             let found = unsafe {
-                lt::set_matmul_pref_attribute(
-                    pref,
-                    sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                    (&bytes as *const u64).cast(),
-                    8,
-                )
-                .and_then(|_| lt::get_matmul_algo_heuristic(st.handle, d.desc, la, lb, lc, lc, pref))
+                lt::set_matmul_pref_attribute(pref, max_workspace, (&bytes as *const u64).cast(), 8)
+                    .and_then(|_| {
+                        lt::get_matmul_algo_heuristic(handle, d.desc, la, lb, lc, lc, pref)
+                    })
             };
             match found {
                 Ok(h) => {
-                    st.algos.insert(key, h.algo);
+                    st.algos.insert(key, Some(h.algo));
                     h.algo
                 }
-                Err(e) => return declined(e),
+                Err(e) => return st.decline(key, e),
             }
         }
     };
     let y = CudaStorage::alloc(backend, DType::F32, n * out)?;
-    backend.bind()?;
     let (one, zero) = (1.0f32, 0.0f32);
     let stream = backend.stream();
     backend.mark(|| {
         let with = if bias.is_some() { " + bias" } else { "" };
         format!("cublasLt linear {dtype:?} {n}x{k}x{out}{with}")
     });
-    let (ws, _sync) = st.workspace.device_ptr(stream);
-    // SAFETY: the layouts describe x (k x n), W (k x out) and y (out x n) column-major with
-    // leading dimensions equal to their row counts, within the buffers checked above; the bias
-    // holds `out` f32; the workspace holds WORKSPACE_BYTES; beta = 0, so C (= y) is not read.
-    let r = unsafe {
-        lt::matmul(
-            st.handle,
-            d.desc,
-            (&one as *const f32).cast(),
-            (&zero as *const f32).cast(),
-            w.ptr() as *const c_void,
-            la,
-            x.ptr() as *const c_void,
-            lb,
-            y.ptr() as *const c_void,
-            lc,
-            y.ptr() as *mut c_void,
-            lc,
-            &algo,
-            ws as *mut c_void,
-            WORKSPACE_BYTES,
-            stream.cu_stream() as _,
-        )
+    let r = {
+        let (ws, _sync) = st.workspace.device_ptr(stream);
+        // SAFETY: the layouts describe x (k x n), W (k x out) and y (out x n) column-major
+        // with leading dimensions equal to their row counts, within the buffers checked
+        // above; the bias holds `out` f32; the workspace holds WORKSPACE_BYTES; beta = 0, so
+        // C (= y) is not read.
+        unsafe {
+            lt::matmul(
+                st.handle,
+                d.desc,
+                (&one as *const f32).cast(),
+                (&zero as *const f32).cast(),
+                w.ptr() as *const c_void,
+                la,
+                x.ptr() as *const c_void,
+                lb,
+                y.ptr() as *const c_void,
+                lc,
+                y.ptr() as *mut c_void,
+                lc,
+                &algo,
+                ws as *mut c_void,
+                WORKSPACE_BYTES,
+                stream.cu_stream() as _,
+            )
+        }
     };
     match r {
         Ok(()) => Ok(Some(y)),
-        Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => Ok(None),
+        Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => {
+            // Nothing ran: the mark goes, so the profile does not name a product that did not.
+            backend.unmark();
+            st.decline(key, e)
+        }
         Err(e) => Err(backend.err_msg(format!(
             "cuBLASLt linear ([{n}, {k}] by [{out}, {k}]ᵀ, {dtype:?}): {e:?}"
         ))),

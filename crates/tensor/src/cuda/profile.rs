@@ -8,9 +8,14 @@
 //! host queues faster than the device runs (large kernels), that wait is nil; when the step
 //! is launch-bound, [`GpuProfile::host_ms`] (the time the host spent queueing, taken by the
 //! caller) comes close to [`GpuProfile::total_ms`] and the spans say more about launch cost
-//! than about the kernels.
+//! than about the kernels. Unmarked stream work (copies between host and device, the pool's
+//! allocations) is charged to the kernel before it, the last span runs to `profile_stop`, and
+//! with several host threads queueing on the device at once spans can be charged to the
+//! other thread's kernel: profile one thread's work, after a warm-up step. PyTorch's profiler
+//! sums kernel durations instead (no idle time), so its total can be the smaller.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaEvent;
@@ -49,11 +54,15 @@ impl CudaBackend {
     /// Starts (or restarts) a profile of this device's work: see [`profile`](self).
     pub fn profile_start(&self) {
         *self.profile.lock().unwrap_or_else(|p| p.into_inner()) = Some(Marks::default());
+        self.profiling.store(true, Ordering::Release);
     }
 
     /// Records a timing mark for `name` on the stream when a profile is running: called just
     /// before each launch and library call.
     pub(crate) fn mark(&self, name: impl FnOnce() -> String) {
+        if !self.profiling.load(Ordering::Acquire) {
+            return;
+        }
         let mut guard = self.profile.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(marks) = guard.as_mut() {
             // A mark that cannot be recorded is dropped: the previous span grows by that much.
@@ -66,9 +75,22 @@ impl CudaBackend {
         }
     }
 
+    /// Drops the latest mark (a library call that declined and ran nothing).
+    pub(crate) fn unmark(&self) {
+        if let Some(marks) = self
+            .profile
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            marks.0.pop();
+        }
+    }
+
     /// Stops profiling, waits for the device and returns the per-kernel times (an empty
     /// profile when none was running).
     pub fn profile_stop(&self) -> Result<GpuProfile> {
+        self.profiling.store(false, Ordering::Release);
         let Some(marks) = self
             .profile
             .lock()

@@ -264,11 +264,15 @@ impl CudaStorage {
 
     /// The first `rows * cols` elements of this f32 buffer, a row-major `rows x cols` matrix,
     /// cast to bf16 (a new buffer) in the same pass that sums its columns:
-    /// `(bf16 copy, column sums)`, the sums f32 `[chunks, cols]` partials over consecutive
-    /// chunks of rows, for the caller to add up (a fixed order: deterministic). The output
-    /// gradient of a linear layer at bf16 precision: its bf16 copy feeds both products and
-    /// the sums are the bias gradient, in one read of it.
-    pub fn cast_bf16_colsum(&self, rows: usize, cols: usize) -> Result<(CudaStorage, CudaStorage)> {
+    /// `(bf16 copy, column sums, chunks)`, the sums f32 `[chunks, cols]` partials over
+    /// consecutive chunks of rows, for the caller to add up (a fixed order: deterministic; no
+    /// rows, no chunks). The output gradient of a linear layer at bf16 precision: its bf16 copy
+    /// feeds both products and the sums are the bias gradient, in one read of it.
+    pub fn cast_bf16_colsum(
+        &self,
+        rows: usize,
+        cols: usize,
+    ) -> Result<(CudaStorage, CudaStorage, usize)> {
         const OP: &str = "linear";
         if self.dtype() != DType::F32 {
             return Err(Error::DTypeMismatch {
@@ -277,13 +281,19 @@ impl CudaStorage {
                 rhs: DType::F32,
             });
         }
+        if self.len() < rows * cols {
+            return Err(self.backend.err_msg(format!(
+                "{OP}: a buffer of {} elements holds no {rows} x {cols} matrix",
+                self.len()
+            )));
+        }
         // The grid's y dimension holds at most 65,535 chunks.
         let per_chunk = 128usize.max(rows.div_ceil(65_535));
         let chunks = rows.div_ceil(per_chunk);
         let out = CudaStorage::alloc(&self.backend, DType::BF16, rows * cols)?;
         let partial = CudaStorage::alloc(&self.backend, DType::F32, chunks * cols)?;
         if rows * cols == 0 {
-            return Ok((out, partial));
+            return Ok((out, partial, chunks));
         }
         let f = self.backend.function("copy", "cast_f32_bf16_colsum")?;
         let (s, d, p) = (self.ptr(), out.ptr(), partial.ptr());
@@ -295,11 +305,11 @@ impl CudaStorage {
         };
         let mut b = self.backend.stream().launch_builder(&f);
         b.arg(&s).arg(&d).arg(&p).arg(&r64).arg(&c64).arg(&k64);
-        // SAFETY: this buffer holds rows * cols f32 (checked by the caller's layout), out
+        // SAFETY: this buffer holds rows * cols f32 (checked above), out
         // rows * cols bf16 and partial chunks * cols f32; the grid covers every column once
         // per chunk.
         unsafe { b.launch(cfg) }.map_err(|e| self.backend.err(OP, e))?;
-        Ok((out, partial))
+        Ok((out, partial, chunks))
     }
 
     /// The first `n` elements converted to `to` (a new buffer).

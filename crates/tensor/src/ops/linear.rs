@@ -337,8 +337,7 @@ mod gpu {
             let (g16, db) = if bias_grad {
                 let gd = dense(g)?;
                 let gg = gd.read();
-                let (g16, partial) = cuda_ref(OP, &gg)?.cast_bf16_colsum(n, out)?;
-                let chunks = partial.len() / out.max(1);
+                let (g16, partial, chunks) = cuda_ref(OP, &gg)?.cast_bf16_colsum(n, out)?;
                 let partial = Tensor::from_storage(Storage::Cuda(partial), &[chunks, out]);
                 (
                     Some(Tensor::from_storage(Storage::Cuda(g16), &[n, out])),

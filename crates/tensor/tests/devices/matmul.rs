@@ -198,6 +198,7 @@ fn linear_fuses_its_bias_keeps_its_bf16_casts_and_matches_the_cpu() {
                     "cuBLASLt declined {name}: {prof:?}"
                 );
             }
+            assert_eq!(be.lt_problem(), None, "cuBLASLt declined a product");
         }
         // (rows, in, out, bias, grads, strided x): the bias gradient's column sums run in
         // chunks of 128 rows, 32 columns a block: 300 rows is two full chunks and a partial
@@ -211,6 +212,7 @@ fn linear_fuses_its_bias_keeps_its_bf16_casts_and_matches_the_cpu() {
             (300, 40, 45, true, [true, true, true], false),
             (300, 40, 45, false, [true, true, false], false),
             (0, 5, 3, true, [true, true, true], false),
+            (0, 5, 1, true, [true, true, true], false),
         ] {
             let x = if strided {
                 rand(&[k + 7, n], DType::F32, -1.0, 1.0, 1)
