@@ -8,11 +8,14 @@
 //! host queues faster than the device runs (large kernels), that wait is nil; when the step
 //! is launch-bound, [`GpuProfile::host_ms`] (the time the host spent queueing, taken by the
 //! caller) comes close to [`GpuProfile::total_ms`] and the spans say more about launch cost
-//! than about the kernels. Unmarked stream work (copies between host and device, the pool's
-//! allocations) is charged to the kernel before it, the last span runs to `profile_stop`, and
-//! with several host threads queueing on the device at once spans can be charged to the
-//! other thread's kernel: profile one thread's work, after a warm-up step. PyTorch's profiler
-//! sums kernel durations instead (no idle time), so its total can be the smaller.
+//! than about the kernels. Copies between host and device are marked too (`copy to device
+//! F32`, `copy to host F32`); a copy to the host holds the host until it is done, so the
+//! device's idle time until the next launch is in the copy's span. Other stream work (the
+//! pool's allocations) is charged to the mark before it, the last span runs to
+//! `profile_stop`, and with several host threads queueing on one device at once spans can be
+//! charged to the other thread's kernel: profile one thread's work, after a warm-up step.
+//! PyTorch's profiler sums kernel durations instead (no idle time), so its total can be the
+//! smaller.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

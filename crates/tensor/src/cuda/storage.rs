@@ -138,6 +138,7 @@ impl CudaStorage {
         }
         let s = backend.stream();
         let e = |e| backend.err("copy to device", e);
+        backend.mark(|| format!("copy to device {:?}", c.dtype()));
         let data = match c {
             CpuStorage::F32(v) => CudaData::F32(s.clone_htod(v).map_err(e)?),
             CpuStorage::F64(v) => CudaData::F64(s.clone_htod(v).map_err(e)?),
@@ -156,6 +157,8 @@ impl CudaStorage {
     pub fn to_cpu(&self) -> Result<CpuStorage> {
         let s = self.backend.stream();
         let e = |e| self.backend.err("copy to host", e);
+        self.backend
+            .mark(|| format!("copy to host {:?}", self.dtype()));
         let host = match &self.data {
             CudaData::F32(v) => CpuStorage::F32(s.clone_dtoh(v).map_err(e)?),
             CudaData::F64(v) => CpuStorage::F64(s.clone_dtoh(v).map_err(e)?),
