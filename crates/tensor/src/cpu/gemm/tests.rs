@@ -518,8 +518,33 @@ fn deterministic_across_runs_and_thread_counts() {
         let (.., single) = on_threads(1, || run(gemm, c));
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&first), bits(&again), "{name}: run to run");
-        if name == "packed" {
+        if name.starts_with("packed") {
             assert_eq!(bits(&first), bits(&single), "{name}: 1 thread vs pool");
+        }
+    }
+}
+
+#[test]
+fn shared_b_panel_packed_on_first_use_by_any_thread() {
+    // Several row blocks share one packed B panel, whose slivers the threads pack as they first
+    // reach them (B contiguous along k), or in a pass of its own (B row-major). Repeated on
+    // pools of 2 and 3 threads (uneven shares of the slivers, a partial last one, several k
+    // blocks): every run must match the reference and be bit-identical to the 1-thread result.
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (name, gemm) in impls() {
+        for lb in [Layout::Col, Layout::Row] {
+            let mut c = case(1100, 600, 101, (Layout::Row, lb, Layout::Col));
+            c.beta = 0.5;
+            let (.., single) = on_threads(1, || run(gemm, c));
+            for threads in [2, 3] {
+                for _ in 0..4 {
+                    on_threads(threads, || check(name, gemm, c));
+                    let (.., pooled) = on_threads(threads, || run(gemm, c));
+                    if name.starts_with("packed") {
+                        assert_eq!(bits(&single), bits(&pooled), "{name} {lb:?} {threads}");
+                    }
+                }
+            }
         }
     }
 }
