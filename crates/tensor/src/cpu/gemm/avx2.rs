@@ -24,9 +24,44 @@ pub(super) const NR: usize = 6;
 /// The CPU must support AVX2 and FMA; `a` and `b` must be valid for `kc·MR` and `kc·NR` reads;
 /// every `(i, j)` with `i < mr ≤ MR`, `j < nr ≤ NR` must address a writable element of C, and a
 /// non-null bias must be readable for `mr` (rows) / `nr` (columns) floats.
-#[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(super) unsafe fn kernel(
+    kc: usize,
+    alpha: f32,
+    a: *const f32,
+    b: *const f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    mr: usize,
+    nr: usize,
+    bias: Bias,
+) {
+    if kc >= UNROLL_MIN_KC {
+        tile::<4>(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias)
+    } else {
+        tile::<1>(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias)
+    }
+}
+
+/// Depth from which [`kernel`] runs four k-steps per loop iteration. SGEMM on Zen 3, against
+/// one step per iteration (same binary layout otherwise, alternating processes): n = 512 +14%,
+/// conv-like products with k = 288 / 576 +7-10%; at k = 9 and 64 (`[100352, 64] · [64, 288]`)
+/// the unrolled loop measured 19% and 14% slower, and two or eight steps per iteration were
+/// 2-4% below four.
+const UNROLL_MIN_KC: usize = 128;
+
+/// [`kernel`] with `U` k-steps per iteration of its main loop (separate functions, so the
+/// short-k one keeps the compact code that suits it).
+///
+/// # Safety
+/// As for [`kernel`].
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const U: usize>(
     kc: usize,
     alpha: f32,
     a: *const f32,
@@ -51,7 +86,20 @@ pub(super) unsafe fn kernel(
     let mut acc = [[_mm256_setzero_ps(); 2]; NR];
     let mut a = a;
     let mut b = b;
-    for _ in 0..kc {
+    for _ in 0..kc / U {
+        for u in 0..U {
+            let a0 = _mm256_loadu_ps(a.add(MR * u));
+            let a1 = _mm256_loadu_ps(a.add(MR * u + 8));
+            for (j, col) in acc.iter_mut().enumerate() {
+                let bj = _mm256_broadcast_ss(&*b.add(NR * u + j));
+                col[0] = _mm256_fmadd_ps(a0, bj, col[0]);
+                col[1] = _mm256_fmadd_ps(a1, bj, col[1]);
+            }
+        }
+        a = a.add(U * MR);
+        b = b.add(U * NR);
+    }
+    for _ in 0..kc % U {
         let a0 = _mm256_loadu_ps(a);
         let a1 = _mm256_loadu_ps(a.add(8));
         for (j, col) in acc.iter_mut().enumerate() {
