@@ -46,11 +46,13 @@ pub(super) unsafe fn kernel(
     }
 }
 
-/// Depth from which [`kernel`] runs four k-steps per loop iteration. SGEMM on Zen 3, against
-/// one step per iteration (same binary layout otherwise, alternating processes): n = 512 +14%,
-/// conv-like products with k = 288 / 576 +7-10%; at k = 9 and 64 (`[100352, 64] · [64, 288]`)
-/// the unrolled loop measured 19% and 14% slower, and two or eight steps per iteration were
-/// 2-4% below four.
+/// Depth from which [`kernel`] runs four k-steps per loop iteration. Zen 3, session 18: with
+/// both loops in one test binary, alternating, SGEMM n = 256-2048 ran 5-12% faster with two
+/// threads and 0-11% with one, and two or eight steps per iteration were 2-4% below four, as
+/// was prefetching A on top. Unrolled at every depth, the SimCLR step measured 6-7% slower
+/// (14-16 alternating rounds; its convolutions run many products with k = 9-64), so short
+/// blocks keep the one-step loop: then SimCLR 1.05x, GPT 0.99x, SGEMM n = 512-1024 1.02-1.03x
+/// (medians of per-round ratios, `selfsup bench`, 10-20 rounds).
 const UNROLL_MIN_KC: usize = 128;
 
 /// [`kernel`] with `U` k-steps per iteration of its main loop (separate functions, so the
