@@ -529,7 +529,7 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                             // without that, each sliver packed on first use waits on its reads.
                             let next = (idx + 1 < len)
                                 .then(|| order(idx + 1))
-                                .filter(|&s1| !b_in_tasks && !(direct_b && s1 < packed_from));
+                                .filter(|&s1| !b_in_tasks && (!direct_b || s1 >= packed_from));
                             let (fetch, col_lines, fetch_cols) = match next {
                                 Some(s1) if lazy_b && !flags[p0 / K::KC * n_sl + s1].is_done() => {
                                     if rsb == 1 {
