@@ -488,37 +488,20 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                             // A sliver this task packs itself is packed just before use, into
                             // a buffer that stays in L1 while every A sliver passes over it.
                             let direct = direct_b && nr == K::NR;
+                            // This sliver of B in the source, and packing it into `dst`.
+                            let src = b.get().offset(p0 as isize * rsb + j as isize * csb);
+                            let pack_to = |dst| pack(K::NR, K::AVX512, nr, kc, src, csb, rsb, dst);
                             let bs = if b_in_tasks && b_rows {
                                 own_b.add((s - js0) * sliver_stride(K::NR, kc)) as *const f32
                             } else if direct {
-                                b.get().offset(p0 as isize * rsb + j as isize * csb)
+                                src
                             } else if b_in_tasks {
-                                pack(
-                                    K::NR,
-                                    K::AVX512,
-                                    nr,
-                                    kc,
-                                    b.get().offset(p0 as isize * rsb + j as isize * csb),
-                                    csb,
-                                    rsb,
-                                    own_b,
-                                );
+                                pack_to(own_b);
                                 own_b as *const f32
                             } else {
                                 let dst = bk.add(s * sliver_stride(K::NR, kc));
                                 if lazy_b {
-                                    flags[p0 / K::KC * n_sl + s].run(|| {
-                                        pack(
-                                            K::NR,
-                                            K::AVX512,
-                                            nr,
-                                            kc,
-                                            b.get().offset(p0 as isize * rsb + j as isize * csb),
-                                            csb,
-                                            rsb,
-                                            dst,
-                                        )
-                                    });
+                                    flags[p0 / K::KC * n_sl + s].run(|| pack_to(dst));
                                 }
                                 dst as *const f32
                             };
