@@ -15,6 +15,14 @@
 // b2, step_size, inv_sqrt_bc2, eps, decay, l2 (bit patterns) of that parameter's step.
 // `sgd_multi_<f32|f64>`: 10 words: p, g, b (0: no momentum buffer), start, len, then lr, mu,
 // damp, wd (doubles), nesterov | first << 1.
+// LARS, two launches over one table of 12 words per entry: p, g, mu (addresses), start, len,
+// then lr, momentum, wd, eta (doubles), adapt, first, count (the entries first..first+count
+// are this parameter's chunks). `lars_norms_<f32|f64>`: block b writes the f64 sums of p^2 and
+// d^2 (d = g + wd p) over its chunk to partial[2b], partial[2b + 1] (zeros when not adapted).
+// `lars_update_<f32|f64>`: every block sums its parameter's partials in order (so the factor
+// is the same in each chunk and from run to run), factor = eta |p| / |d| when both norms are
+// positive, else 1 (LarsStep::trust), d *= factor (adapted only), mu = momentum mu + d,
+// p -= lr mu.
 
 template <typename T>
 __device__ void adam(T* p, const T* g, T* m, T* v, i64 n, double b1, double b2, double step_size,
@@ -90,6 +98,61 @@ template <typename T> __device__ void sgd_multi(const u64* table) {
     }
 }
 
+#define LARS_WORDS 12
+
+template <typename T> __device__ void lars_norms(const u64* table, double* partial) {
+    const u64* e = table + (i64)blockIdx.x * LARS_WORDS;
+    const T* p = (const T*)e[0];
+    const T* g = (const T*)e[1];
+    const i64 start = (i64)e[3], len = (i64)e[4];
+    const T wd = (T)__longlong_as_double((i64)e[7]);
+    const int adapt = (int)e[9];
+    double ps = 0.0, ds = 0.0;
+    if (adapt) {
+        for (i64 i = start + threadIdx.x; i < start + len; i += blockDim.x) {
+            const T pi = p[i];
+            const double d = (double)(g[i] + wd * pi);
+            ps += (double)pi * (double)pi;
+            ds += d * d;
+        }
+    }
+    ps = block_fold(ps, SumOp(), 0.0);
+    ds = block_fold(ds, SumOp(), 0.0);
+    if (threadIdx.x == 0) {
+        partial[2 * (i64)blockIdx.x] = ps;
+        partial[2 * (i64)blockIdx.x + 1] = ds;
+    }
+}
+
+template <typename T> __device__ void lars_update(const u64* table, const double* partial) {
+    const u64* e = table + (i64)blockIdx.x * LARS_WORDS;
+    T* p = (T*)e[0];
+    const T* g = (const T*)e[1];
+    T* mu = (T*)e[2];
+    const i64 start = (i64)e[3], len = (i64)e[4];
+    const T lr = (T)__longlong_as_double((i64)e[5]), m = (T)__longlong_as_double((i64)e[6]);
+    const T wd = (T)__longlong_as_double((i64)e[7]);
+    const double eta = __longlong_as_double((i64)e[8]);
+    const int adapt = (int)e[9];
+    const i64 first = (i64)e[10], count = (i64)e[11];
+    T factor = T(1);
+    if (adapt) {
+        double ps = 0.0, ds = 0.0;
+        for (i64 c = first; c < first + count; ++c) {
+            ps += partial[2 * c];
+            ds += partial[2 * c + 1];
+        }
+        const double pn = sqrt(ps), dn = sqrt(ds);
+        if (pn > 0.0 && dn > 0.0) factor = (T)(pn * eta / fmax(dn, 2.2250738585072014e-308));
+    }
+    for (i64 i = start + threadIdx.x; i < start + len; i += blockDim.x) {
+        const T d = adapt ? (g[i] + wd * p[i]) * factor : g[i];
+        const T b = m * mu[i] + d;
+        mu[i] = b;
+        p[i] = p[i] - b * lr;
+    }
+}
+
 #define OPTIM(TAG, T)                                                                          \
     extern "C" __global__ void adam_step_##TAG(T* p, const T* g, T* m, T* v, i64 n, double b1, \
                                                double b2, double step_size,                    \
@@ -103,6 +166,12 @@ template <typename T> __device__ void sgd_multi(const u64* table) {
         sgd<T>(p, g, b, n, lr, mu, damp, wd, nesterov, first);                                 \
     }                                                                                          \
     extern "C" __global__ void adam_multi_##TAG(const u64* table) { adam_multi<T>(table); }    \
-    extern "C" __global__ void sgd_multi_##TAG(const u64* table) { sgd_multi<T>(table); }
+    extern "C" __global__ void sgd_multi_##TAG(const u64* table) { sgd_multi<T>(table); }    \
+    extern "C" __global__ void lars_norms_##TAG(const u64* table, double* partial) {           \
+        lars_norms<T>(table, partial);                                                         \
+    }                                                                                          \
+    extern "C" __global__ void lars_update_##TAG(const u64* table, const double* partial) {    \
+        lars_update<T>(table, partial);                                                        \
+    }
 OPTIM(f32, float)
 OPTIM(f64, double)

@@ -1,8 +1,9 @@
 //! Modules on a GPU: `Module::to_device` moves every parameter and buffer, and a training step
-//! there (forward in training mode, backward, Adam) matches the same step on the CPU. Skips,
+//! there (forward in training mode, backward, Adam, SGD or LARS) matches the same step on the
+//! CPU. Skips,
 //! saying why, where no GPU is usable.
 
-use selfsup_nn::optim::{Adam, AdamConfig, Optimizer};
+use selfsup_nn::optim::{Adam, AdamConfig, Lars, LarsConfig, Optimizer, Sgd, SgdConfig};
 use selfsup_nn::{Module, SmallCnn};
 use selfsup_tensor::{DType, Device, Generator, Tensor};
 
@@ -28,11 +29,40 @@ fn close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
     }
 }
 
+type MakeOptimizer = fn(Vec<(String, Tensor)>) -> Box<dyn Optimizer>;
+
 #[test]
 fn a_small_cnn_trains_on_the_gpu_as_on_the_cpu() {
     let Some(dev) = gpu("SmallCnn on GPU") else {
         return;
     };
+    let makers: [(&str, MakeOptimizer); 3] = [
+        ("adam", |ps| Box::new(Adam::new(ps, AdamConfig::default()))),
+        ("sgd", |ps| {
+            let cfg = SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                ..SgdConfig::default()
+            };
+            Box::new(Sgd::new(ps, cfg))
+        }),
+        ("lars", |ps| {
+            let cfg = LarsConfig {
+                lr: 0.5,
+                weight_decay: 1e-4,
+                eta: 0.02,
+                ..LarsConfig::default()
+            };
+            Box::new(Lars::new(ps, cfg))
+        }),
+    ];
+    for (name, make) in makers {
+        trains_alike(dev, name, make);
+    }
+}
+
+fn trains_alike(dev: Device, opt_name: &str, make: MakeOptimizer) {
     let build = || SmallCnn::with_widths(1, &[8, 16], DType::F32, &mut Generator::new(3)).unwrap();
     let (mut on_gpu, on_cpu) = (build(), build());
     on_gpu.to_device(dev).unwrap();
@@ -47,13 +77,12 @@ fn a_small_cnn_trains_on_the_gpu_as_on_the_cpu() {
         &mut Generator::new(4),
     )
     .unwrap();
-    let cfg = AdamConfig::default();
-    let mut opt_g = Adam::new(on_gpu.params(), cfg.clone());
-    let mut opt_c = Adam::new(on_cpu.params(), cfg);
+    let mut opt_g = make(on_gpu.params());
+    let mut opt_c = make(on_cpu.params());
     for step in 0..3 {
         let yg = on_gpu.forward(&x.to_device(dev).unwrap()).unwrap();
         let yc = on_cpu.forward(&x).unwrap();
-        close(&format!("step {step} output"), &yg, &yc, 1e-4);
+        close(&format!("{opt_name} step {step} output"), &yg, &yc, 1e-4);
         yg.sqr().unwrap().mean_all().unwrap().backward().unwrap();
         yc.sqr().unwrap().mean_all().unwrap().backward().unwrap();
         opt_g.step().unwrap();
@@ -67,6 +96,6 @@ fn a_small_cnn_trains_on_the_gpu_as_on_the_cpu() {
         .zip(on_cpu.params())
         .chain(on_gpu.buffers().into_iter().zip(on_cpu.buffers()))
     {
-        close(&n, &a, &b, 1e-3);
+        close(&format!("{opt_name} {n}"), &a, &b, 1e-3);
     }
 }

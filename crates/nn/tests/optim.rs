@@ -143,6 +143,59 @@ fn lars_trust_ratio_and_1d_exclusion() {
     close(&vals(&b), &[0.5 - 0.9 * 0.5]);
 }
 
+/// The fused LARS step (contiguous parameters) and the composed one (a transposed view, which
+/// the fused kernel does not take) give the same parameters and momenta.
+#[test]
+fn lars_fused_and_composed_steps_agree() {
+    let mut g = Generator::new(11);
+    let w0 = Tensor::randn(&[3, 4], 0.0, 1.0, DType::F64, &mut g).unwrap();
+    let b0 = Tensor::randn(&[4], 0.0, 1.0, DType::F64, &mut g).unwrap();
+    let grads: Vec<(Tensor, Tensor)> = (0..3)
+        .map(|_| {
+            (
+                Tensor::randn(&[3, 4], 0.0, 1.0, DType::F64, &mut g).unwrap(),
+                Tensor::randn(&[4], 0.0, 1.0, DType::F64, &mut g).unwrap(),
+            )
+        })
+        .collect();
+    let cfg = LarsConfig {
+        lr: 0.5,
+        weight_decay: 0.05,
+        eta: 0.02,
+        ..Default::default()
+    };
+    let run = |strided: bool| {
+        let w = if strided {
+            // The same values, stored transposed: a non-contiguous parameter.
+            w0.t()
+                .unwrap()
+                .copy()
+                .unwrap()
+                .t()
+                .unwrap()
+                .requires_grad_()
+        } else {
+            w0.copy().unwrap().requires_grad_()
+        };
+        assert_eq!(w.is_contiguous(), !strided);
+        let b = b0.copy().unwrap().requires_grad_();
+        let mut opt = Lars::new(
+            vec![("w".into(), w.clone()), ("b".into(), b.clone())],
+            cfg.clone(),
+        );
+        for (gw, gb) in &grads {
+            w.set_grad(Some(gw.clone()));
+            b.set_grad(Some(gb.clone()));
+            opt.step().unwrap();
+        }
+        (vals(&w), vals(&b))
+    };
+    let (fused, composed) = (run(false), run(true));
+    assert_ne!(fused.0, vals(&w0));
+    close(&fused.0, &composed.0);
+    close(&fused.1, &composed.1);
+}
+
 /// f(p) = sum_i c_i (p_i - t_i)^2, minimised at t.
 fn quadratic_converges(
     make: impl Fn(Vec<(String, Tensor)>) -> Box<dyn Optimizer>,

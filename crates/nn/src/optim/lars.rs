@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use selfsup_tensor::ops::optim::{LarsItem, LarsStep};
 use selfsup_tensor::{no_grad, Tensor};
 
-use super::{grad_of, l2_norm, slot, Optimizer, ParamGroup};
+use super::{fusable, grad_of, l2_norm, slot, Optimizer, ParamGroup};
 use crate::error::Result;
 
 /// Hyper-parameters of [`Lars`].
@@ -73,10 +74,29 @@ impl Optimizer for Lars {
     fn step(&mut self) -> Result<()> {
         let _g = no_grad();
         let c = &self.cfg;
+        // The fusable parameters are updated together at the end (`Tensor::lars_steps_`: on a
+        // GPU two launches per device and dtype for all of them); the others (strided or
+        // half-precision buffers) as composed ops, the same update.
+        let mut fused: Vec<(Tensor, Tensor, Tensor, LarsStep)> = Vec::new();
         for group in &self.groups {
             for (name, p) in &group.params {
-                let Some(mut d) = grad_of(p)? else { continue };
-                if !(c.exclude_1d && p.rank() <= 1) {
+                let Some(g) = grad_of(p)? else { continue };
+                let adapt = !(c.exclude_1d && p.rank() <= 1);
+                let mu = slot(&mut self.state, format!("{name}.mu"), p)?;
+                let g = g.contiguous()?;
+                if fusable(p, &[&g, &mu]) {
+                    let h = LarsStep {
+                        lr: group.lr,
+                        momentum: c.momentum,
+                        weight_decay: group.weight_decay,
+                        eta: c.eta,
+                        adapt,
+                    };
+                    fused.push((p.clone(), g, mu, h));
+                    continue;
+                }
+                let mut d = g;
+                if adapt {
                     if group.weight_decay != 0.0 {
                         d = d.add(&p.mul_scalar(group.weight_decay)?)?;
                     }
@@ -91,11 +111,20 @@ impl Optimizer for Lars {
                     let factor = ratio.where_(&both, &one)?.to_dtype(d.dtype())?;
                     d = d.mul(&factor)?;
                 }
-                let mu = slot(&mut self.state, format!("{name}.mu"), p)?;
                 mu.assign(&mu.mul_scalar(c.momentum)?.add(&d)?)?;
                 p.assign(&p.sub(&mu.mul_scalar(group.lr)?)?)?;
             }
         }
+        let items: Vec<LarsItem> = fused
+            .iter()
+            .map(|(p, g, mu, h)| LarsItem {
+                param: p,
+                grad: g,
+                momentum_buf: mu,
+                step: *h,
+            })
+            .collect();
+        Tensor::lars_steps_(&items)?;
         self.step += 1;
         Ok(())
     }

@@ -278,10 +278,17 @@ mod tests {
                         .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}"))),
                 )
                 .collect(),
-            "optim" => ["adam_step", "sgd_step", "adam_multi", "sgd_multi"]
-                .iter()
-                .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
-                .collect(),
+            "optim" => [
+                "adam_step",
+                "sgd_step",
+                "adam_multi",
+                "sgd_multi",
+                "lars_norms",
+                "lars_update",
+            ]
+            .iter()
+            .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+            .collect(),
             "conv" => ["im2col", "col2im"]
                 .iter()
                 .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))

@@ -7,7 +7,7 @@ use super::launch::float_tag;
 use super::launch::grid_for;
 use super::CudaStorage;
 use crate::error::Result;
-use crate::ops::optim::{AdamStep, SgdStep};
+use crate::ops::optim::{AdamStep, LarsStep, SgdStep};
 
 /// One Adam(W) step over `n` elements of `p`, `g`, `m`, `v` (contiguous from element 0, checked
 /// by the caller).
@@ -116,9 +116,60 @@ pub struct SgdSlot<'a> {
     pub h: SgdStep,
 }
 
+/// One parameter of a multi-tensor LARS step: parameter, gradient, momentum buffer (`n`
+/// elements each, contiguous from element 0, on one GPU) and its hyper-parameters.
+pub struct LarsSlot<'a> {
+    /// Parameter.
+    pub p: &'a CudaStorage,
+    /// Gradient.
+    pub g: &'a CudaStorage,
+    /// Momentum buffer.
+    pub b: &'a CudaStorage,
+    /// Elements.
+    pub n: usize,
+    /// The step's hyper-parameters.
+    pub h: LarsStep,
+}
+
 /// Splits `n` elements into table chunks `(start, len)`.
 fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..n.div_ceil(CHUNK)).map(move |c| (c * CHUNK, CHUNK.min(n - c * CHUNK)))
+}
+
+/// Copies `table` (u64 words) to the device.
+fn send_table(first: &CudaStorage, table: Vec<u64>) -> Result<CudaStorage> {
+    let words_i64: Vec<i64> = table.into_iter().map(|w| w as i64).collect();
+    CudaStorage::from_cpu(&first.backend, &crate::storage::CpuStorage::I64(words_i64))
+}
+
+/// Launches `name(table, extra...)` with a block of [`super::launch::BLOCK`] threads per
+/// entry; `extra` are further device pointers.
+fn launch_entries(
+    first: &CudaStorage,
+    name: &str,
+    op: &str,
+    table: &CudaStorage,
+    entries: usize,
+    extra: &[u64],
+) -> Result<()> {
+    let b = &first.backend;
+    let f = b.function("optim", name)?;
+    let pt = table.ptr();
+    let mut l = b.stream().launch_builder(&f);
+    l.arg(&pt);
+    for e in extra {
+        l.arg(e);
+    }
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (entries as u32, 1, 1),
+        block_dim: (super::launch::BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: every entry names live, distinct buffers of its parameter's length (checked by
+    // the caller); the table and the extra buffers live until their stream-ordered frees,
+    // after the kernel.
+    unsafe { l.launch(cfg) }.map_err(|e| b.err(op, e))?;
+    Ok(())
 }
 
 /// Sends `table` (u64 words, `words` per entry) and launches `name` with a block per entry.
@@ -134,22 +185,8 @@ fn launch_table(
     if entries == 0 {
         return Ok(());
     }
-    let b = &first.backend;
-    let words_i64: Vec<i64> = table.into_iter().map(|w| w as i64).collect();
-    let dev = CudaStorage::from_cpu(b, &crate::storage::CpuStorage::I64(words_i64))?;
-    let f = b.function("optim", name)?;
-    let pt = dev.ptr();
-    let mut l = b.stream().launch_builder(&f);
-    l.arg(&pt);
-    let cfg = cudarc::driver::LaunchConfig {
-        grid_dim: (entries as u32, 1, 1),
-        block_dim: (super::launch::BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: every entry names live, distinct buffers of its parameter's length (checked by
-    // the caller); the table lives until its stream-ordered free, after the kernel.
-    unsafe { l.launch(cfg) }.map_err(|e| b.err(op, e))?;
-    Ok(())
+    let dev = send_table(first, table)?;
+    launch_entries(first, name, op, &dev, entries, &[])
 }
 
 /// Adam(W) over every slot in one launch (all on one GPU, one float dtype).
@@ -199,4 +236,51 @@ pub fn sgd_many(slots: &[SgdSlot]) -> Result<()> {
         }
     }
     launch_table(first.p, &format!("sgd_multi_{t}"), "sgd_step_", table, 10)
+}
+
+/// LARS over every slot in two launches (all on one GPU, one float dtype): the per-chunk
+/// squared norms into a scratch buffer of f64 pairs, then the update, where each chunk sums
+/// its parameter's pairs in order. Nothing is read back.
+pub fn lars_many(slots: &[LarsSlot]) -> Result<()> {
+    let Some(first) = slots.first() else {
+        return Ok(());
+    };
+    let t = float_tag("lars_step_", first.p.dtype())?;
+    let mut table = Vec::new();
+    let mut entries = 0usize;
+    for s in slots {
+        let h = &s.h;
+        let wd = if h.adapt { h.weight_decay } else { 0.0 };
+        let count = s.n.div_ceil(CHUNK) as u64;
+        let start_entry = entries as u64;
+        for (start, len) in chunks(s.n) {
+            table.extend([s.p.ptr(), s.g.ptr(), s.b.ptr()]);
+            table.extend([start as u64, len as u64]);
+            table.extend([h.lr, h.momentum, wd, h.eta].map(f64::to_bits));
+            table.extend([h.adapt as u64, start_entry, count]);
+            entries += 1;
+        }
+    }
+    if entries == 0 {
+        return Ok(());
+    }
+    let dev = send_table(first.p, table)?;
+    let partial = CudaStorage::alloc(&first.p.backend, crate::DType::F64, 2 * entries)?;
+    let extra = [partial.ptr()];
+    launch_entries(
+        first.p,
+        &format!("lars_norms_{t}"),
+        "lars_step_",
+        &dev,
+        entries,
+        &extra,
+    )?;
+    launch_entries(
+        first.p,
+        &format!("lars_update_{t}"),
+        "lars_step_",
+        &dev,
+        entries,
+        &extra,
+    )
 }

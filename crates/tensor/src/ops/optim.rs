@@ -435,6 +435,165 @@ impl Tensor {
     }
 }
 
+/// Hyper-parameters of one LARS step of one parameter (You et al., 2017, as SimCLR, BYOL and
+/// Barlow Twins use it): for an adapted parameter `d = g + wd p` and `d *= eta ||p|| / ||d||`
+/// (by 1 when either norm is 0 or not finite); for one that is not (biases and norm scales,
+/// usually), `d = g`. Then `mu = momentum mu + d` and `p -= lr mu`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LarsStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum.
+    pub momentum: f64,
+    /// Weight decay (added to the gradient of adapted parameters only).
+    pub weight_decay: f64,
+    /// Trust coefficient.
+    pub eta: f64,
+    /// Whether the parameter gets weight decay and the trust ratio.
+    pub adapt: bool,
+}
+
+impl LarsStep {
+    /// The trust factor from the squared norms of the parameter and of its decayed gradient:
+    /// `eta ||p|| / ||d||` when both are positive, else 1. Shared by the CPU kernel and the
+    /// CUDA kernel's reference.
+    pub fn trust(&self, p_sq: f64, d_sq: f64) -> f64 {
+        let (pn, dn) = (p_sq.sqrt(), d_sq.sqrt());
+        if pn > 0.0 && dn > 0.0 {
+            pn * self.eta / dn.max(f64::MIN_POSITIVE)
+        } else {
+            1.0
+        }
+    }
+}
+
+/// One parameter's share of [`Tensor::lars_steps_`].
+#[derive(Clone, Copy, Debug)]
+pub struct LarsItem<'a> {
+    /// The parameter (updated in place).
+    pub param: &'a Tensor,
+    /// Its gradient.
+    pub grad: &'a Tensor,
+    /// Its momentum buffer (updated in place; zeros before the first step).
+    pub momentum_buf: &'a Tensor,
+    /// The step's hyper-parameters.
+    pub step: LarsStep,
+}
+
+/// `(sum p^2, sum d^2)` in f64 with `d = g + wd p` in `T`, over fixed chunks of [`PAR`]
+/// elements summed in order (the same result for any number of threads).
+fn lars_norms<T: crate::Float>(p: &[T], g: &[T], wd: T) -> (f64, f64) {
+    let part = |(p, g): (&[T], &[T])| {
+        let (mut ps, mut ds) = (0.0f64, 0.0f64);
+        for (&p, &g) in p.iter().zip(g) {
+            let d = (g + wd * p).to_f64();
+            let p = p.to_f64();
+            ps += p * p;
+            ds += d * d;
+        }
+        (ps, ds)
+    };
+    let parts: Vec<(f64, f64)> = if p.len() >= 2 * PAR {
+        p.par_chunks(PAR).zip(g.par_chunks(PAR)).map(part).collect()
+    } else {
+        p.chunks(PAR).zip(g.chunks(PAR)).map(part).collect()
+    };
+    parts
+        .into_iter()
+        .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
+}
+
+fn lars_kernel<T: crate::Float>(p: &mut [T], g: &[T], mu: &mut [T], h: &LarsStep) {
+    let wd = T::c(if h.adapt { h.weight_decay } else { 0.0 });
+    let factor = if h.adapt {
+        let (ps, ds) = lars_norms(p, g, wd);
+        T::c(h.trust(ps, ds))
+    } else {
+        T::ONE
+    };
+    let (m, lr, adapt) = (T::c(h.momentum), T::c(h.lr), h.adapt);
+    let body = |((p, g), mu): ((&mut [T], &[T]), &mut [T])| {
+        for ((p, &g), b) in p.iter_mut().zip(g).zip(mu.iter_mut()) {
+            let d = if adapt { (g + wd * *p) * factor } else { g };
+            *b = m * *b + d;
+            *p = *p - *b * lr;
+        }
+    };
+    if p.len() >= PAR {
+        p.par_chunks_mut(PAR)
+            .zip(g.par_chunks(PAR))
+            .zip(mu.par_chunks_mut(PAR))
+            .for_each(body);
+    } else {
+        body(((p, g), mu));
+    }
+}
+
+impl Tensor {
+    /// One LARS step for many parameters at once (see [`LarsStep`]), each with its own gradient,
+    /// momentum buffer and hyper-parameters; all distinct contiguous buffers of the parameter's
+    /// shape and float dtype. The norms are summed in f64. On a GPU, the parameters that share
+    /// one device and dtype take two kernel launches in all (their norms, then the update),
+    /// and nothing is read back.
+    pub fn lars_steps_(items: &[LarsItem]) -> Result<()> {
+        for it in items {
+            check("lars_step_", it.param, &[it.grad, it.momentum_buf])?;
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let groups: Vec<Vec<&Tensor>> = items
+                .iter()
+                .map(|it| vec![it.param, it.grad, it.momentum_buf])
+                .collect();
+            if one_gpu_launch(&groups) {
+                let ps: Vec<_> = items.iter().map(|it| it.param.write()).collect();
+                let gs: Vec<_> = items.iter().map(|it| it.grad.read()).collect();
+                let bs: Vec<_> = items.iter().map(|it| it.momentum_buf.write()).collect();
+                let mut slots = Vec::with_capacity(items.len());
+                for (i, it) in items.iter().enumerate() {
+                    slots.push(crate::cuda::optim::LarsSlot {
+                        p: cuda_of("lars_step_", &ps[i])?,
+                        g: cuda_of("lars_step_", &gs[i])?,
+                        b: cuda_of("lars_step_", &bs[i])?,
+                        n: it.param.numel(),
+                        h: it.step,
+                    });
+                }
+                return crate::cuda::optim::lars_many(&slots);
+            }
+        }
+        for it in items {
+            let (mut pw, gr, mut bw) = (it.param.write(), it.grad.read(), it.momentum_buf.write());
+            #[cfg(feature = "cuda")]
+            if let (Storage::Cuda(p), Storage::Cuda(g), Storage::Cuda(b)) = (&*pw, &*gr, &*bw) {
+                let slot = crate::cuda::optim::LarsSlot {
+                    p,
+                    g,
+                    b,
+                    n: it.param.numel(),
+                    h: it.step,
+                };
+                crate::cuda::optim::lars_many(&[slot])?;
+                continue;
+            }
+            match (
+                pw.cpu_mut("lars_step_")?,
+                gr.cpu("lars_step_")?,
+                bw.cpu_mut("lars_step_")?,
+            ) {
+                (CpuStorage::F32(p), CpuStorage::F32(g), CpuStorage::F32(b)) => {
+                    lars_kernel(p, g, b, &it.step)
+                }
+                (CpuStorage::F64(p), CpuStorage::F64(g), CpuStorage::F64(b)) => {
+                    lars_kernel(p, g, b, &it.step)
+                }
+                (p, ..) => return Err(crate::ops::unsupported("lars_step_", p.dtype())),
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,5 +644,128 @@ mod tests {
             .unwrap();
         // buf = 0.9 * 2 + 2 = 3.8, p = 0.62 - 0.38.
         assert!((p.to_vec::<f32>().unwrap()[0] - 0.24).abs() < 1e-6);
+    }
+
+    /// The LARS update written out per element in f64 (norms summed in order), for checking
+    /// the fused kernel.
+    fn lars_reference(p: &mut [f64], g: &[f64], mu: &mut [f64], h: &LarsStep) {
+        let wd = if h.adapt { h.weight_decay } else { 0.0 };
+        let d: Vec<f64> = p.iter().zip(g).map(|(&p, &g)| g + wd * p).collect();
+        let ps: f64 = p.iter().map(|x| x * x).sum();
+        let ds: f64 = d.iter().map(|x| x * x).sum();
+        let f = if h.adapt { h.trust(ps, ds) } else { 1.0 };
+        for i in 0..p.len() {
+            mu[i] = h.momentum * mu[i] + if h.adapt { d[i] * f } else { g[i] };
+            p[i] -= h.lr * mu[i];
+        }
+    }
+
+    #[test]
+    fn lars_steps_match_the_written_out_update() {
+        let mut gen = crate::Generator::new(7);
+        // One parameter past two parallel chunks, a zero one (factor 1), an excluded one.
+        let sizes = [2 * PAR + 5, 6, 3, 1];
+        for dtype in [crate::DType::F64, crate::DType::F32] {
+            let tol = if dtype == crate::DType::F64 {
+                1e-13
+            } else {
+                2e-6
+            };
+            let ps: Vec<Tensor> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let t = Tensor::rand(&[n], -1.0, 1.0, crate::DType::F64, &mut gen).unwrap();
+                    let t = if i == 1 { t.zeros_like().unwrap() } else { t };
+                    t.to_dtype(dtype).unwrap()
+                })
+                .collect();
+            let gs: Vec<Tensor> = sizes
+                .iter()
+                .map(|&n| {
+                    Tensor::rand(&[n], -1.0, 1.0, crate::DType::F64, &mut gen)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap()
+                })
+                .collect();
+            let bs: Vec<Tensor> = ps.iter().map(|p| p.zeros_like().unwrap()).collect();
+            let mut want: Vec<(Vec<f64>, Vec<f64>)> = ps
+                .iter()
+                .map(|p| {
+                    let v = p.to_dtype(crate::DType::F64).unwrap().to_vec().unwrap();
+                    let z = vec![0.0; v.len()];
+                    (v, z)
+                })
+                .collect();
+            for step in 0..3 {
+                let hs: Vec<LarsStep> = (0..sizes.len())
+                    .map(|i| LarsStep {
+                        lr: 0.5 / (i + 1) as f64,
+                        momentum: 0.9,
+                        weight_decay: if i == 1 {
+                            0.0
+                        } else {
+                            1e-2 * (step + 1) as f64
+                        },
+                        eta: 1e-3 * (i + 1) as f64,
+                        adapt: i != 3,
+                    })
+                    .collect();
+                let items: Vec<LarsItem> = (0..sizes.len())
+                    .map(|i| LarsItem {
+                        param: &ps[i],
+                        grad: &gs[i],
+                        momentum_buf: &bs[i],
+                        step: hs[i],
+                    })
+                    .collect();
+                Tensor::lars_steps_(&items).unwrap();
+                for (i, (p, mu)) in want.iter_mut().enumerate() {
+                    let g: Vec<f64> = gs[i].to_dtype(crate::DType::F64).unwrap().to_vec().unwrap();
+                    lars_reference(p, &g, mu, &hs[i]);
+                }
+            }
+            for i in 0..sizes.len() {
+                let got: Vec<f64> = ps[i].to_dtype(crate::DType::F64).unwrap().to_vec().unwrap();
+                let mu: Vec<f64> = bs[i].to_dtype(crate::DType::F64).unwrap().to_vec().unwrap();
+                for (j, (a, b)) in got.iter().zip(&want[i].0).enumerate() {
+                    assert!(
+                        (a - b).abs() <= tol * (1.0 + b.abs()),
+                        "{dtype:?} p{i}[{j}]: {a} vs {b}"
+                    );
+                }
+                for (j, (a, b)) in mu.iter().zip(&want[i].1).enumerate() {
+                    assert!(
+                        (a - b).abs() <= tol * (1.0 + b.abs()),
+                        "{dtype:?} mu{i}[{j}]: {a} vs {b}"
+                    );
+                }
+            }
+            // The zero parameter moved by its plain (factor 1) momentum step.
+            assert!(
+                ps[1]
+                    .to_dtype(crate::DType::F64)
+                    .unwrap()
+                    .to_vec::<f64>()
+                    .unwrap()[0]
+                    != 0.0
+            );
+        }
+        let p = Tensor::zeros(&[2], crate::DType::F32);
+        let err = Tensor::lars_steps_(&[LarsItem {
+            param: &p,
+            grad: &p,
+            momentum_buf: &p.zeros_like().unwrap(),
+            step: LarsStep {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.0,
+                eta: 1e-3,
+                adapt: true,
+            },
+        }])
+        .unwrap_err();
+        assert!(err.to_string().contains("distinct"), "{err}");
     }
 }

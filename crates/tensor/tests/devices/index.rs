@@ -242,6 +242,76 @@ fn multi_tensor_optimiser_steps_match_the_cpu() {
     });
 }
 
+/// The LARS step (two launches for all parameters: per-chunk norms, then the update): sizes
+/// across table chunks (65,536 elements), a zero parameter (trust factor 1), parameters left
+/// out of the adaptation, each with its own hyper-parameters; one parameter alone too. The
+/// GPU matches the CPU over three steps.
+#[test]
+fn lars_steps_match_the_cpu() {
+    use selfsup_tensor::ops::optim::{LarsItem, LarsStep};
+    on_each_gpu("lars steps", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F64 { 1e-13 } else { 2e-6 };
+            let sizes = [140_000usize, 70_000, 5, 1000, 1];
+            let p0: Vec<Tensor> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let t = rand(&[n], dtype, -1.0, 1.0, 30 + i as u64);
+                    if i == 2 {
+                        t.zeros_like().unwrap()
+                    } else {
+                        t
+                    }
+                })
+                .collect();
+            let g0: Vec<Tensor> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| rand(&[n], dtype, -1.0, 1.0, 40 + i as u64))
+                .collect();
+            let run = |d: Device| {
+                let ps: Vec<Tensor> = p0
+                    .iter()
+                    .map(|p| p.copy().unwrap().to_device(d).unwrap())
+                    .collect();
+                let gs: Vec<Tensor> = g0.iter().map(|g| g.to_device(d).unwrap()).collect();
+                let bs: Vec<Tensor> = ps.iter().map(|p| p.zeros_like().unwrap()).collect();
+                for step in 1..=3u64 {
+                    let items: Vec<LarsItem> = (0..ps.len())
+                        .map(|i| LarsItem {
+                            param: &ps[i],
+                            grad: &gs[i],
+                            momentum_buf: &bs[i],
+                            step: LarsStep {
+                                lr: 0.3 / (i + 1) as f64,
+                                momentum: 0.9,
+                                weight_decay: 1e-3 * step as f64,
+                                eta: 1e-3 * (i + 1) as f64,
+                                adapt: i % 2 == 0 || i == 1,
+                            },
+                        })
+                        .collect();
+                    Tensor::lars_steps_(&items).unwrap();
+                    // The last parameter alone as well (a launch of one slot).
+                    Tensor::lars_steps_(&items[4..]).unwrap();
+                }
+                (ps, bs)
+            };
+            let (a, c) = (run(dev), run(Device::Cpu));
+            for i in 0..sizes.len() {
+                compare(&format!("{dtype:?} lars p{i}"), &a.0[i], &c.0[i], tol);
+                compare(
+                    &format!("{dtype:?} lars momentum{i}"),
+                    &a.1[i],
+                    &c.1[i],
+                    tol,
+                );
+            }
+        }
+    });
+}
+
 #[test]
 fn random_draws_and_dropout_reproduce_the_cpu() {
     on_each_gpu("random", |dev| {
