@@ -3,7 +3,8 @@
 #   bash scripts/gpu_bench.sh build   # here: release `selfsup` into target/gpu-bins
 #   bash scripts/gpu_bench.sh run     # on the GPU machine; JSON lines into $OUT/bench.jsonl
 # Workloads: sgemm in f32 (TF32 off), TF32 and bf16; simclr-step, gpt-step (shared/README.md);
-# SimCLR at batch 512 with the SmallCnn and the CIFAR ResNet-18, GPT-2 small in bf16 with its
+# SimCLR at batch 512 with the SmallCnn and the CIFAR ResNet-18 (in f32 with TF32 off on both
+# sides, and in bf16: ours `--precision bf16`, PyTorch's bf16 autocast), GPT-2 small in bf16 with its
 # MFU (issue 7's table; its fused attention runs on the tensor cores, attention_mma.cu), and
 # GPT-2 with the composed attention (bf16 matmuls over stored T x T scores) against it.
 # simclr512, resnet512 and gpt2 also print a `gpu-profile` line (`--profile`): one more step
@@ -26,7 +27,7 @@ run)
   source <(bash scripts/gpu_check.sh env)
   rounds=${ROUNDS:-2}
   for r in $(seq 1 "$rounds"); do
-    for w in ${WORKLOADS:-sgemm sgemm-tf32 sgemm-bf16 simclr simclr512 resnet512 gpt gpt2 gpt2-composed}; do
+    for w in ${WORKLOADS:-sgemm sgemm-tf32 sgemm-bf16 simclr simclr512 resnet512 resnet512-bf16 gpt gpt2 gpt2-composed}; do
       case $w in
         sgemm) ours=(bench sgemm --sizes 256,512,1024,2048,4096); theirs=(sgemm) ;;
         sgemm-tf32) ours=(bench sgemm --sizes 1024,4096 --precision tf32); theirs=(sgemm --sizes 1024,4096 --precision tf32) ;;
@@ -34,6 +35,7 @@ run)
         simclr) ours=(bench simclr-step); theirs=(simclr) ;;
         simclr512) ours=(bench simclr-step --batch 512 --profile); theirs=(simclr --simclr-batch 512 --profile) ;;
         resnet512) ours=(bench simclr-step --backbone resnet18 --batch 512 --reps 5 --profile); theirs=(simclr --backbone resnet18 --simclr-batch 512 --reps 5 --profile) ;;
+        resnet512-bf16) ours=(bench simclr-step --backbone resnet18 --batch 512 --reps 5 --precision bf16 --profile); theirs=(simclr --backbone resnet18 --simclr-batch 512 --reps 5 --precision bf16 --profile) ;;
         gpt) ours=(bench gpt-step); theirs=(gpt) ;;
         gpt2) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --profile); theirs=(gpt2 --reps 5 --profile) ;;
         gpt2-composed) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --attention composed); theirs=() ;;

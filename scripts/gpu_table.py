@@ -19,7 +19,9 @@ def key(row):
     if b == "sgemm":
         return ("sgemm", row.get("precision", "f32"), "n=%s" % row.get("n"))
     if b == "simclr-step":
-        return ("simclr-step", row.get("backbone", "small-cnn"), "batch %s" % row.get("batch_images"))
+        prec = row.get("precision", "f32")
+        batch = "batch %s" % row.get("batch_images")
+        return ("simclr-step", row.get("backbone", "small-cnn"), batch if prec == "f32" else batch + " " + prec)
     if b == "gpt-step":
         model = row.get("model", "mini")
         attention = row.get("attention", "fused") if row.get("engine") != "torch" else "sdpa"
@@ -85,7 +87,11 @@ def main():
     # One profile per engine and workload: the last round's.
     last = {}
     for p in profiles:
-        what = p.get("workload"), p.get("model") if p.get("workload") == "gpt-step" else p.get("backbone")
+        if p.get("workload") == "gpt-step":
+            what = p.get("workload"), p.get("model")
+        else:
+            prec = p.get("precision") or "f32"
+            what = p.get("workload"), p.get("backbone") + ("" if prec == "f32" else " " + prec)
         last[(p.get("engine", "selfsup"), what)] = p
     for (engine, what), p in sorted(last.items()):
         print()

@@ -132,9 +132,14 @@ def simclr(args, dev):
     v2 = torch.randn(b, 1, 28, 28, device=dev)
     last = [0.0]
 
+    # --precision bf16: convolutions and linears under bf16 autocast (BatchNorm and the loss in
+    # f32), against `selfsup bench simclr-step --precision bf16`.
+    autocast = args.precision == "bf16"
+
     def step():
-        z = head(enc(torch.cat([v1, v2])))
-        loss = nt_xent(z, 0.5)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            z = head(enc(torch.cat([v1, v2])))
+        loss = nt_xent(z.float(), 0.5)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -142,9 +147,10 @@ def simclr(args, dev):
 
     t = timed(step, args.reps, 3)
     s = statistics.median(t)
-    print(json.dumps({"bench": "simclr-step", "backbone": args.backbone, "engine": "torch", "device": str(dev), "batch_images": b, "reps": len(t),
+    print(json.dumps({"bench": "simclr-step", "backbone": args.backbone, "engine": "torch", "device": str(dev), "precision": args.precision,
+                      "batch_images": b, "reps": len(t),
                       "step_s": round(s, 5), "img_per_s": round(b / s), "last_loss": float(last[0])}))
-    profile(args, "simclr-step", step, backbone=args.backbone, batch_images=b)
+    profile(args, "simclr-step", step, backbone=args.backbone, batch_images=b, precision=args.precision)
 
 
 class Block(nn.Module):
