@@ -5,7 +5,8 @@
 # No GPU and no CUDA needed: a C++17 compiler on x86-64 Linux. This checks the kernels' logic
 # and every launch's arguments, not speed and not what only real hardware shows (races,
 # memory ordering, PTX); scripts/gpu_check.sh is the check on a real GPU.
-#   bash scripts/emu_check.sh            # build the emulator, then run the three suites
+#   bash scripts/emu_check.sh            # build the emulator, then run the three suites, with
+#                                        # blocks and threads in ascending, then descending order
 #   bash scripts/emu_check.sh -- FILTER  # pass a test-name filter to the suites
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,15 +17,21 @@ fi
 bash tools/cuda-emu/build.sh
 shift_args=()
 if [ "${1:-}" = "--" ]; then shift; shift_args=("$@"); fi
-# Only the emulator's libraries on the search path, and its own kernel cache.
-export LD_LIBRARY_PATH="$PWD/target/cuda-emu/lib"
+# Only the emulator's libraries on the search path, and its own kernel cache. The suites run
+# twice: blocks and threads in ascending order (lib/), then in descending order (lib-reverse/),
+# so a kernel that reads another thread's or block's writes without a barrier fails in one of
+# the two.
 export XDG_CACHE_HOME="$PWD/target/cuda-emu/cache"
-cargo test --workspace --test devices --no-fail-fast -- \
-  --test-threads=2 --nocapture "${shift_args[@]}" 2>&1 | tee target/cuda-emu/last-run.log
-# A suite that found no device would have passed by skipping (--nocapture shows the tests' "skipped
-# on GPU" lines): make sure it ran on the emulator.
-if grep -q "skipped on GPU" target/cuda-emu/last-run.log; then
-  echo "emu_check: FAILED: a device test skipped, so the emulator was not used" >&2
-  exit 1
-fi
-echo "emu_check: the device suites ran on the CUDA emulator"
+for schedule in lib lib-reverse; do
+  log=target/cuda-emu/last-run-$schedule.log
+  echo "emu_check: the device suites on target/cuda-emu/$schedule"
+  LD_LIBRARY_PATH="$PWD/target/cuda-emu/$schedule" cargo test --workspace --test devices --no-fail-fast -- \
+    --test-threads=2 --nocapture "${shift_args[@]}" 2>&1 | tee "$log"  # pipefail: a failure stops here
+  # A suite that found no device would have passed by skipping (--nocapture shows the tests'
+  # "skipped on GPU" lines): make sure it ran on the emulator.
+  if grep -q "skipped on GPU" "$log"; then
+    echo "emu_check: FAILED: a device test skipped, so the emulator was not used" >&2
+    exit 1
+  fi
+done
+echo "emu_check: the device suites ran on the CUDA emulator, in both schedules"

@@ -15,4 +15,10 @@ gen="$root/target/cuda-emu/gen"
 "$cxx" -std=c++17 -O2 -fPIC -shared -Wall -I"$gen" -o "$out/libnvrtc.so" "$here/nvrtc.cpp"
 "$cxx" -std=c++17 -O2 -fPIC -shared -Wall -o "$out/libcublas.so" "$here/cublas.cpp"
 "$cxx" -std=c++17 -O2 -fPIC -shared -Wall -o "$out/libcublasLt.so" "$here/cublaslt.cpp"
-echo "built $out/{libcuda,libnvrtc,libcublas,libcublasLt}.so"
+# The same libraries with a driver that runs blocks and threads in descending order (device.h,
+# `reverse_order`), for finding races: scripts/emu_check.sh runs the suites on both.
+rev="$root/target/cuda-emu/lib-reverse"
+mkdir -p "$rev"
+"$cxx" -std=c++17 -O2 -fPIC -shared -Wall -DEMU_REVERSE=1 -o "$rev/libcuda.so" "$here/driver.cpp" -ldl
+cp "$out/libnvrtc.so" "$out/libcublas.so" "$out/libcublasLt.so" "$rev/"
+echo "built $out/{libcuda,libnvrtc,libcublas,libcublasLt}.so and $rev (descending schedule)"

@@ -3,7 +3,8 @@
 // file in front of each kernel source; its driver (driver.cpp) loads the result as a shared
 // library and runs launches through the `emu_launch_<kernel>` entry points generated for it.
 //
-// What it emulates: a launch runs its blocks one after another on the calling thread; the
+// What it emulates: a launch runs its blocks one after another on the calling thread (in
+// ascending order, or descending with the lib-reverse driver: see `reverse_order`); the
 // threads of a block are fibers (own stacks, switched by a few instructions of assembly, x86-64
 // only) that run until they finish or reach a barrier. `__syncthreads` waits for every live
 // thread of the block, the warp shuffles for the 32 lanes of the warp; a barrier that can never
@@ -106,6 +107,12 @@ struct Block {
 };
 static Block B;
 static dim3 blockIdx, blockDim, gridDim;
+// The order blocks and threads run in: ascending (the default), or descending when the driver
+// built as lib-reverse sets it (emu_set_schedule). A kernel that is correct on a GPU gives the
+// same result either way (up to the order of floating-point atomics); one that reads what
+// another thread or block writes without a barrier between them is right in at most one of
+// the two orders, so running the suites in both finds such races in either direction.
+static bool reverse_order = false;
 static const size_t STACK = 128 * 1024;
 
 inline dim3 current_thread() { return B.fibers[B.cur].idx; }
@@ -199,7 +206,8 @@ inline bool run_block(dim3 block, void (*body)(void*), void* arg) {
     while (done < n) {
         bool ran = false;
         done = 0;
-        for (int i = 0; i < n; ++i) {
+        for (int k = 0; k < n; ++k) {
+            const int i = reverse_order ? n - 1 - k : k;
             if (B.fibers[i].state == DONE) {
                 done++;
                 continue;
@@ -253,9 +261,12 @@ int launch(void (*f)(A...), void** params, const unsigned* grid, const unsigned*
     Call<A...> c{f, unpack<A...>(params, std::index_sequence_for<A...>{})};
     gridDim = dim3{grid[0], grid[1], grid[2]};
     blockDim = dim3{block[0], block[1], block[2]};
-    for (unsigned z = 0; z < grid[2]; ++z)
-        for (unsigned y = 0; y < grid[1]; ++y)
-            for (unsigned x = 0; x < grid[0]; ++x) {
+    const bool rev = reverse_order;
+    for (unsigned zz = 0; zz < grid[2]; ++zz)
+        for (unsigned yy = 0; yy < grid[1]; ++yy)
+            for (unsigned xx = 0; xx < grid[0]; ++xx) {
+                const unsigned x = rev ? grid[0] - 1 - xx : xx, y = rev ? grid[1] - 1 - yy : yy,
+                               z = rev ? grid[2] - 1 - zz : zz;
                 blockIdx = dim3{x, y, z};
                 if (!run_block(blockDim, &Call<A...>::run, &c)) {
                     std::snprintf(err, (size_t)errlen, "%s", B.error.c_str());
@@ -309,6 +320,9 @@ template <typename D, typename S> D cvt_rzi_sat(S x) {
 }
 
 }  // namespace emu
+
+// Called by the driver after it loads the module: 1 runs blocks and threads in descending order.
+extern "C" void emu_set_schedule(int reverse) { emu::reverse_order = reverse != 0; }
 
 using emu::blockDim;
 using emu::blockIdx;

@@ -9,6 +9,9 @@
 // It checks what a real driver would refuse and what a kernel run can detect: unknown
 // pointers passed to copies and frees, launches with more than 1024 threads per block or a
 // zero grid, barrier deadlocks; each is an error code, with a line on stderr naming it.
+#ifndef EMU_REVERSE
+#define EMU_REVERSE 0  // 1 in the lib-reverse build: blocks and threads run in descending order
+#endif
 #include <dlfcn.h>
 #include <elf.h>
 #include <unistd.h>
@@ -289,6 +292,8 @@ CUresult cuModuleLoadData(Module** m, const void* image) {
     const char* why = handle ? nullptr : dlerror();
     unlink(path);
     if (!handle) return fail(CUDA_ERROR_INVALID_IMAGE, std::string("could not load the module: ") + (why ? why : "write failed"));
+    // The schedule this driver was built for (build.sh: lib/ ascending, lib-reverse/ descending).
+    if (auto set = (void (*)(int))dlsym(handle, "emu_set_schedule")) set(EMU_REVERSE);
     *m = new Module{handle};
     return CUDA_SUCCESS;
 }
