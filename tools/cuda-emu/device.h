@@ -10,7 +10,8 @@
 // thread of the block, the warp shuffles for the 32 lanes of the warp; a barrier that can never
 // be passed (threads waiting while the others finished or wait elsewhere) fails the launch
 // with a message instead of hanging. `__shared__` variables are statics: one copy, which is
-// what a block sees, since blocks never overlap. Atomics are plain read-modify-writes (nothing
+// what a block sees, since blocks never overlap; it starts each block filled with 0xff bytes
+// (NaN), as a GPU's shared memory starts undefined. Atomics are plain read-modify-writes (nothing
 // runs concurrently inside a launch).
 //
 // What it does not emulate: timing, memory ordering between blocks, races, bank conflicts,
@@ -105,14 +106,17 @@ struct Block {
     void* body_arg = nullptr;
     std::string error;
 };
-static Block B;
-static dim3 blockIdx, blockDim, gridDim;
+// The emulator's own state lives in .data (`EMU_STATE`): .bss holds only the kernels'
+// `__shared__` statics, which every block starts with poisoned (see `poison_shared`).
+#define EMU_STATE __attribute__((section(".data.emu")))
+static Block B EMU_STATE;
+static dim3 blockIdx EMU_STATE, blockDim EMU_STATE, gridDim EMU_STATE;
 // The order blocks and threads run in: ascending (the default), or descending when the driver
 // built as lib-reverse sets it (emu_set_schedule). A kernel that is correct on a GPU gives the
 // same result either way (up to the order of floating-point atomics); one that reads what
 // another thread or block writes without a barrier between them is right in at most one of
 // the two orders, so running the suites in both finds such races in either direction.
-static bool reverse_order = false;
+static bool reverse_order EMU_STATE = false;
 static const size_t STACK = 128 * 1024;
 
 inline dim3 current_thread() { return B.fibers[B.cur].idx; }
@@ -165,8 +169,20 @@ extern "C" inline void fiber_main() {
     std::abort();  // never resumed
 }
 
+// The bounds of this module's .bss (hidden: this shared library's own, not the executable's).
+extern "C" char __bss_start[] __attribute__((visibility("hidden")));
+extern "C" char _end[] __attribute__((visibility("hidden")));
+
+// Shared memory is uninitialised when a block starts on a GPU. `__shared__` variables are
+// zero-initialised statics here, so this fills the module's .bss (those statics, and the C
+// runtime's `completed.0` flag, which only an unload reads: modules are never unloaded) with
+// 0xff bytes before each block: a float read before any thread wrote it is NaN, an integer -1,
+// and the result shows it, where the static would have held zeros or the previous block's data.
+inline void poison_shared() { std::memset(__bss_start, 0xff, (size_t)(_end - __bss_start)); }
+
 // Runs one block of `n` threads of `body(arg)`; false (with B.error) on a barrier deadlock.
 inline bool run_block(dim3 block, void (*body)(void*), void* arg) {
+    poison_shared();
     const int n = (int)(block.x * block.y * block.z);
     if (B.stack_count < (size_t)n) {
         std::free(B.stacks);
