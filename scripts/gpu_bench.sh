@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # GPU throughput against PyTorch eager on the same device, alternating the two engines:
-#   bash scripts/gpu_bench.sh build   # here: release `selfsup` into target/gpu-bins
-#   bash scripts/gpu_bench.sh run     # on the GPU machine; JSON lines into $OUT/bench.jsonl
+#   bash scripts/gpu_bench.sh build       # here: the release `selfsup` (stripped) and the four
+#                                         # Fashion-MNIST files into target/gpu-run (about 40 MB)
+#   bash scripts/gpu_bench.sh run         # on the GPU machine; JSON lines into $OUT/bench.jsonl
+#   bash scripts/gpu_bench.sh quickstart  # on the GPU machine: `selfsup quickstart --device cuda`
+#                                         # on the carried Fashion-MNIST, log in $OUT
+# target/gpu-run is carried apart from gpu_check.sh's target/gpu-bins (test binaries), so each
+# device call carries well under its 64 MiB.
 # Workloads: sgemm in f32 (TF32 off), TF32 and bf16; simclr-step, gpt-step (shared/README.md);
 # SimCLR at batch 512 with the SmallCnn and the CIFAR ResNet-18 (in f32 with TF32 off on both
 # sides, and in bf16: ours `--precision bf16`, PyTorch's bf16 autocast), GPT-2 small in bf16 with its
@@ -13,13 +18,33 @@
 # WORKLOADS="sgemm gpt2" picks some.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bins=target/gpu-bins
+bins=target/gpu-run
+fmnist=/usr/share/datasets/fashion-mnist
 case "${1:-}" in
 build)
-  mkdir -p "$bins"
+  rm -rf "$bins" && mkdir -p "$bins"
   cargo build --release -p selfsup-cli
   cp target/release/selfsup "$bins/selfsup" && strip "$bins/selfsup"
-  ls -la "$bins/selfsup"
+  if [ -f "$fmnist/train-images-idx3-ubyte.gz" ]; then
+    mkdir -p "$bins/fashion-mnist" && cp "$fmnist"/*-ubyte.gz "$bins/fashion-mnist/"
+  else
+    echo "gpu_bench: no Fashion-MNIST in $fmnist (apt-get install dataset-fashion-mnist): the GPU quickstart will say so" >&2
+  fi
+  ls -la "$bins" "$bins"/fashion-mnist 2>/dev/null || true
+  du -sh "$bins"
+  ;;
+quickstart)
+  out=${OUT:-target/gpu-out}
+  mkdir -p "$out"
+  source <(bash scripts/gpu_check.sh env)
+  export XDG_CACHE_HOME="$out/cache"
+  if [ ! -f "$bins/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
+    echo "gpu_bench: $bins/fashion-mnist is missing: run 'bash scripts/gpu_bench.sh build' where Fashion-MNIST is installed, and carry $bins" >&2
+    exit 1
+  fi
+  date -u | tee "$out/quickstart.log"
+  timeout "${QUICKSTART_TIMEOUT:-540}" "$bins/selfsup" quickstart --device cuda --data "$bins/fashion-mnist" \
+    --out "$out/quickstart" 2>&1 | tee -a "$out/quickstart.log"
   ;;
 run)
   out=${OUT:-target/gpu-out}
@@ -50,7 +75,7 @@ run)
   python3 scripts/gpu_table.py "$out/bench.jsonl" | tee "$out/table.md" || echo "gpu_bench: gpu_table.py failed (the JSON lines are in $out/bench.jsonl)" >&2
   ;;
 *)
-  echo "usage: bash scripts/gpu_bench.sh build|run" >&2
+  echo "usage: bash scripts/gpu_bench.sh build|run|quickstart" >&2
   exit 2
   ;;
 esac
