@@ -4,7 +4,8 @@
 #                                         # Fashion-MNIST files into target/gpu-run (about 40 MB)
 #   bash scripts/gpu_bench.sh run         # on the GPU machine; JSON lines into $OUT/bench.jsonl
 #   bash scripts/gpu_bench.sh quickstart  # on the GPU machine: `selfsup quickstart --device cuda`
-#                                         # on the carried Fashion-MNIST, log in $OUT
+#                                         # on the carried Fashion-MNIST, log in $OUT (further
+#                                         # arguments go to the quickstart, e.g. --steps 3)
 # target/gpu-run is carried apart from gpu_check.sh's target/gpu-bins (test binaries), so each
 # device call carries well under its 64 MiB.
 # Workloads: sgemm in f32 (TF32 off), TF32 and bf16; simclr-step, gpt-step (shared/README.md);
@@ -44,7 +45,7 @@ quickstart)
   fi
   date -u | tee "$out/quickstart.log"
   timeout "${QUICKSTART_TIMEOUT:-540}" "$bins/selfsup" quickstart --device cuda --data "$bins/fashion-mnist" \
-    --out "$out/quickstart" 2>&1 | tee -a "$out/quickstart.log"
+    --out "$out/quickstart" "${@:2}" 2>&1 | tee -a "$out/quickstart.log"
   ;;
 run)
   out=${OUT:-target/gpu-out}
