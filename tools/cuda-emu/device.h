@@ -9,7 +9,8 @@
 // only) that run until they finish or reach a barrier. `__syncthreads` waits for every live
 // thread of the block, the warp shuffles for the 32 lanes of the warp; a barrier that can never
 // be passed (threads waiting while the others finished or wait elsewhere) fails the launch
-// with a message instead of hanging. `__shared__` variables are statics: one copy, which is
+// with a message instead of hanging, and so does a full-mask warp intrinsic in a warp with
+// lanes that exited or do not exist (`check_full_warp`). `__shared__` variables are statics: one copy, which is
 // what a block sees, since blocks never overlap; it starts each block filled with 0xff bytes
 // (NaN), as a GPU's shared memory starts undefined. Atomics are plain read-modify-writes (nothing
 // runs concurrently inside a launch).
@@ -147,6 +148,19 @@ inline void syncthreads() {
     if (me.state != READY) yield_to_scheduler();
 }
 
+// A `_sync` warp intrinsic with the full mask needs all 32 lanes of the warp running: on a GPU
+// it is undefined when some have exited or the warp is a block's partial last warp (it may
+// hang or read garbage). Here every lane of a warp waits for the others anyway, so such a call
+// would pass: it fails the launch instead.
+inline void check_full_warp(unsigned mask, const char* what) {
+    const int w = B.fibers[B.cur].linear >> 5;
+    if (mask == 0xffffffffu && B.warp_live[w] != 32 && B.error.empty())
+        B.error = std::string(what) + " with a full mask in warp " + std::to_string(w) + " of block (" +
+                  std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
+                  std::to_string(blockIdx.z) + ") while only " + std::to_string(B.warp_live[w]) +
+                  " of its 32 lanes run (the others exited or do not exist): undefined on a GPU";
+}
+
 inline void syncwarp() {
     Fiber& me = B.fibers[B.cur];
     const int w = me.linear >> 5;
@@ -183,6 +197,7 @@ inline void poison_shared() { std::memset(__bss_start, 0xff, (size_t)(_end - __b
 // Runs one block of `n` threads of `body(arg)`; false (with B.error) on a barrier deadlock.
 inline bool run_block(dim3 block, void (*body)(void*), void* arg) {
     poison_shared();
+    B.error.clear();
     const int n = (int)(block.x * block.y * block.z);
     if (B.stack_count < (size_t)n) {
         std::free(B.stacks);
@@ -248,7 +263,7 @@ inline bool run_block(dim3 block, void (*body)(void*), void* arg) {
             return false;
         }
     }
-    return true;
+    return B.error.empty();  // set by a check inside the block (check_full_warp)
 }
 
 template <typename F, typename Tuple, size_t... I>
@@ -294,7 +309,8 @@ int launch(void (*f)(A...), void** params, const unsigned* grid, const unsigned*
 
 // A warp shuffle: every lane of the warp publishes `v`, then reads the value of the lane
 // `source(lane)` names (its own when that lane is outside its `width` segment).
-template <typename T, typename Source> T shuffle(T v, Source source) {
+template <typename T, typename Source> T shuffle(unsigned mask, T v, Source source) {
+    check_full_warp(mask, "a warp shuffle");
     static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
     const int lin = B.fibers[B.cur].linear, lane = lin & 31;
     uint64_t bits = 0;
@@ -307,19 +323,19 @@ template <typename T, typename Source> T shuffle(T v, Source source) {
     return r;
 }
 
-template <typename T> T shfl_down(T v, unsigned delta, int width) {
-    return shuffle(v, [&](int lane) { return (lane % width) + (int)delta < width ? lane + (int)delta : lane; });
+template <typename T> T shfl_down(unsigned m, T v, unsigned delta, int width) {
+    return shuffle(m, v, [&](int lane) { return (lane % width) + (int)delta < width ? lane + (int)delta : lane; });
 }
 
-template <typename T> T shfl_xor(T v, int mask, int width) {
-    return shuffle(v, [&](int lane) {
+template <typename T> T shfl_xor(unsigned m, T v, int mask, int width) {
+    return shuffle(m, v, [&](int lane) {
         const int other = lane ^ mask;
         return other / width == lane / width ? other : lane;
     });
 }
 
-template <typename T> T shfl(T v, int src_lane, int width) {
-    return shuffle(v, [&](int lane) { return (lane / width) * width + (src_lane % width); });
+template <typename T> T shfl(unsigned m, T v, int src_lane, int width) {
+    return shuffle(m, v, [&](int lane) { return (lane / width) * width + (src_lane % width); });
 }
 
 // PTX's cvt.rzi for a float-to-integer conversion: toward zero, saturating, NaN to 0 (a host
@@ -347,14 +363,17 @@ using emu::gridDim;
 #define warpSize 32
 
 inline void __syncthreads() { emu::syncthreads(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { emu::syncwarp(); }
-template <typename T> T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
-    return emu::shfl_down(v, delta, width);
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    emu::check_full_warp(mask, "__syncwarp");
+    emu::syncwarp();
 }
-template <typename T> T __shfl_xor_sync(unsigned, T v, int mask, int width = 32) {
-    return emu::shfl_xor(v, mask, width);
+template <typename T> T __shfl_down_sync(unsigned m, T v, unsigned delta, int width = 32) {
+    return emu::shfl_down(m, v, delta, width);
 }
-template <typename T> T __shfl_sync(unsigned, T v, int src, int width = 32) { return emu::shfl(v, src, width); }
+template <typename T> T __shfl_xor_sync(unsigned m, T v, int mask, int width = 32) {
+    return emu::shfl_xor(m, v, mask, width);
+}
+template <typename T> T __shfl_sync(unsigned m, T v, int src, int width = 32) { return emu::shfl(m, v, src, width); }
 
 template <typename T> T atomicAdd(T* p, T v) {
     T old = *p;
