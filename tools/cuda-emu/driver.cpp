@@ -8,12 +8,16 @@
 //
 // It checks what a real driver would refuse and what a kernel run can detect: unknown
 // pointers passed to copies and frees, launches with more than 1024 threads per block or a
-// zero grid, barrier deadlocks; each is an error code, with a line on stderr naming it.
+// zero grid, barrier deadlocks; each is an error code, with a line on stderr naming it. An
+// access beyond either end of a device buffer hits a guard page: the process aborts with a
+// line naming the kernel and the buffer (`on_fault`).
 #ifndef EMU_REVERSE
 #define EMU_REVERSE 0  // 1 in the lib-reverse build: blocks and threads run in descending order
 #endif
 #include <dlfcn.h>
 #include <elf.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -55,6 +59,18 @@ struct Function {
 static std::mutex g_mu;                          // guards the allocation table
 static std::recursive_mutex g_launch;            // serialises launches
 static std::map<uintptr_t, size_t> g_allocs;     // live device allocations: address -> bytes
+// Each allocation is its own mapping, its end against an inaccessible guard page and with one
+// before it too: a kernel (or the emulated cuBLAS) that reads or writes past either end of a
+// buffer faults at once, and `on_fault` names the kernel and the allocation. On a GPU that is
+// garbage or an illegal-address error that ends the process's CUDA context.
+struct Mapping {
+    uintptr_t base;  // start of the mapping (the guard page before)
+    size_t span;     // bytes mapped, both guard pages included
+};
+static std::map<uintptr_t, Mapping> g_maps;  // address -> its mapping (absent: plain heap)
+static size_t g_page = 4096;
+static std::atomic<const char*> g_kernel{nullptr};  // the kernel being run, for on_fault
+static struct sigaction g_old_segv, g_old_bus;
 static uint64_t g_used = 0, g_used_high = 0;
 static int g_ctx_dummy, g_stream_dummy, g_pool_dummy;
 // What a test can ask the emulator (selfsup_emu_counters): copies to the host (reads back),
@@ -75,6 +91,81 @@ static bool inside_allocation(CUdeviceptr p, size_t bytes) {
     return (uintptr_t)p >= it->first && (uintptr_t)p + bytes <= it->first + it->second;
 }
 
+// Appends `t` (or the decimal `v`) to the fault message; no allocation and little stack, since
+// the handler runs on the thread's small alternate signal stack.
+static char g_msg[1024];
+static size_t g_msg_len = 0;
+static void msg(const char* t) {
+    while (*t && g_msg_len + 1 < sizeof g_msg) g_msg[g_msg_len++] = *t++;
+}
+static void msg_num(unsigned long long v) {
+    char d[24];
+    int n = 0;
+    do d[n++] = (char)('0' + v % 10); while ((v /= 10) && n < 24);
+    while (n > 0 && g_msg_len + 1 < sizeof g_msg) g_msg[g_msg_len++] = d[--n];
+}
+
+// SIGSEGV / SIGBUS: a fault in a guard page is an out-of-bounds access to device memory:
+// say which kernel, which allocation and how far out, then abort. Any other fault goes to the
+// handler that was there before (Rust's, which reports stack overflows).
+static void on_fault(int sig, siginfo_t* si, void* ctx) {
+    const uintptr_t a = (uintptr_t)si->si_addr;
+    const char* kernel = g_kernel.load();
+    if (g_mu.try_lock()) {
+        for (const auto& [ptr, m] : g_maps) {
+            const bool before = a >= m.base && a < m.base + g_page;
+            const bool after = a >= m.base + m.span - g_page && a < m.base + m.span;
+            if (!before && !after) continue;
+            auto it = g_allocs.find(ptr);
+            const size_t bytes = it == g_allocs.end() ? 0 : it->second;
+            g_msg_len = 0;
+            msg("selfsup CUDA emulator: ");
+            msg(kernel ? "kernel " : "a copy or cuBLAS call");
+            if (kernel) msg(kernel);
+            msg(" touched device memory ");
+            msg_num(before ? ptr - a : a - (ptr + bytes));
+            msg(before ? " bytes before the start of a buffer of " : " bytes past the end of a buffer of ");
+            msg_num(bytes);
+            msg(" bytes (an out-of-bounds access: on a GPU it reads garbage or fails with an "
+                "illegal-address error)\n");
+            ssize_t w = write(2, g_msg, g_msg_len);
+            (void)w;
+            std::abort();
+        }
+        g_mu.unlock();
+    }
+    if (kernel) {
+        g_msg_len = 0;
+        msg("selfsup CUDA emulator: a fault while kernel ");
+        msg(kernel);
+        msg(" ran\n");
+        ssize_t w = write(2, g_msg, g_msg_len);
+        (void)w;
+    }
+    struct sigaction& old = sig == SIGBUS ? g_old_bus : g_old_segv;
+    if (old.sa_flags & SA_SIGINFO) {
+        old.sa_sigaction(sig, si, ctx);
+    } else if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) {
+        old.sa_handler(sig);
+    } else {
+        signal(sig, SIG_DFL);  // returning re-runs the access, which now ends the process
+    }
+}
+
+static void install_fault_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        g_page = (size_t)sysconf(_SC_PAGESIZE);
+        struct sigaction sa;
+        std::memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &g_old_segv);
+        sigaction(SIGBUS, &sa, &g_old_bus);
+    });
+}
+
 extern "C" {
 
 // The emulator's own entry point (not a CUDA function): the counters above, in that order.
@@ -85,7 +176,10 @@ void selfsup_emu_counters(unsigned long long out[4]) {
     out[3] = g_launches.load();
 }
 
-CUresult cuInit(unsigned) { return CUDA_SUCCESS; }
+CUresult cuInit(unsigned) {
+    install_fault_handler();
+    return CUDA_SUCCESS;
+}
 CUresult cuDriverGetVersion(int* v) {
     *v = 13000;
     return CUDA_SUCCESS;
@@ -206,12 +300,28 @@ CUresult cuEventElapsedTime_v2(float* ms, void* start, void* end) { return cuEve
 
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     if (bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc of 0 bytes");
-    void* m = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    install_fault_handler();
+    // The buffer ends 256-byte aligned against the guard page after it (cuMemAlloc's alignment
+    // is 256): reads in the last partial 256 bytes see the fill below, further ones fault.
+    const size_t body = (bytes + 255) / 256 * 256;
+    const size_t span = (body + g_page - 1) / g_page * g_page + 2 * g_page;
+    void* base = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* m = nullptr;
+    if (base != MAP_FAILED && mprotect(base, g_page, PROT_NONE) == 0 &&
+        mprotect((char*)base + span - g_page, g_page, PROT_NONE) == 0) {
+        m = (char*)base + span - g_page - body;
+    } else {
+        // Out of mappings (vm.max_map_count): this one without guards.
+        if (base != MAP_FAILED) munmap(base, span);
+        base = nullptr;
+        m = std::aligned_alloc(256, body);
+    }
     if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
     // Fresh device memory holds garbage on a GPU: fill it with NaN-patterned bytes so a kernel
     // that reads what it never wrote shows it.
-    std::memset(m, 0xff, bytes);
+    std::memset(m, 0xff, body);
     std::lock_guard<std::mutex> g(g_mu);
+    if (base) g_maps[(uintptr_t)m] = Mapping{(uintptr_t)base, span};
     g_allocs[(uintptr_t)m] = bytes;
     g_used += bytes;
     if (g_used > g_used_high) g_used_high = g_used;
@@ -225,7 +335,13 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
     if (it == g_allocs.end()) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFree of an address that is not an allocation");
     g_used -= it->second;
     g_allocs.erase(it);
-    std::free((void*)(uintptr_t)p);
+    auto m = g_maps.find((uintptr_t)p);
+    if (m != g_maps.end()) {
+        munmap((void*)m->second.base, m->second.span);
+        g_maps.erase(m);
+    } else {
+        std::free((void*)(uintptr_t)p);
+    }
     return CUDA_SUCCESS;
 }
 CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
@@ -329,8 +445,10 @@ CUresult cuLaunchKernel(Function* f, unsigned gx, unsigned gy, unsigned gz, unsi
     char err[512] = {0};
     g_launches++;
     std::lock_guard<std::recursive_mutex> g(g_launch);
-    if (f->launch(params, grid, block, err, sizeof err) != 0)
-        return fail(CUDA_ERROR_LAUNCH_FAILED, f->name + ": " + err);
+    g_kernel.store(f->name.c_str());
+    const int rc = f->launch(params, grid, block, err, sizeof err);
+    g_kernel.store(nullptr);
+    if (rc != 0) return fail(CUDA_ERROR_LAUNCH_FAILED, f->name + ": " + err);
     return CUDA_SUCCESS;
 }
 
