@@ -92,7 +92,14 @@ CAST_DIRECT(cast_i64_f64, i64, double)
 CAST_DIRECT(cast_u32_f32, u32, float)
 CAST_DIRECT(cast_u32_f64, u32, double)
 CAST_DIRECT(cast_u32_i64, u32, i64)
-CAST_DIRECT(cast_i64_u32, i64, u32)
+// i64 to u32 saturates (negative to 0, above 2^32 - 1 to 2^32 - 1), as the CPU's conversion
+// does, where a C cast would wrap.
+extern "C" __global__ void cast_i64_u32(const i64* src, u32* dst, i64 n) {
+    FOR_EACH_INDEX(i, n) {
+        const i64 x = src[i];
+        dst[i] = x < 0 ? 0u : (x > (i64)0xffffffffLL ? 0xffffffffu : (u32)x);
+    }
+}
 CAST_DIRECT(cast_f32_i64, float, i64)
 CAST_DIRECT(cast_f64_i64, double, i64)
 CAST_DIRECT(cast_f32_u32, float, u32)

@@ -11,6 +11,21 @@ fn convert<S: Element, D: Element>(v: &[S]) -> Vec<D> {
 }
 
 fn convert_storage(c: &CpuStorage, to: DType) -> CpuStorage {
+    // From i64 directly, not through f64: one rounding to f32 (through f64 a value past 2^53
+    // would be rounded twice), and a saturating clamp to u32 (the CUDA kernels do the same).
+    match (c, to) {
+        (CpuStorage::I64(v), DType::F32) => {
+            return CpuStorage::F32(v.iter().map(|&x| x as f32).collect())
+        }
+        (CpuStorage::I64(v), DType::U32) => {
+            return CpuStorage::U32(
+                v.iter()
+                    .map(|&x| x.clamp(0, u32::MAX as i64) as u32)
+                    .collect(),
+            )
+        }
+        _ => {}
+    }
     with_cpu!(c, v => match to {
         DType::F32 => CpuStorage::F32(convert(v)),
         DType::F64 => CpuStorage::F64(convert(v)),
@@ -33,7 +48,7 @@ impl BackwardOp for CastBack {
 
 impl Tensor {
     /// Converts the elements to `dtype` (rounding to nearest; float to integer truncates toward
-    /// zero and saturates). Gradients flow between float dtypes.
+    /// zero and saturates, as does i64 to u32). Gradients flow between float dtypes.
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
         if dtype == self.dtype() {
             return Ok(self.clone());
@@ -74,5 +89,23 @@ impl Tensor {
         } else {
             Ok(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn i64_converts_with_one_rounding_and_saturates_to_u32() {
+        // 2^60 + 2^36 + 1 lies just above the midpoint of two f32 values: rounded once it goes
+        // up; through f64 it would land on the midpoint and then round to even (down).
+        let big = (1i64 << 60) + (1 << 36) + 1;
+        let t = Tensor::from_vec(vec![big, -1, 1 << 40, 7], &[4]).unwrap();
+        let f = t.to_dtype(DType::F32).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(f[0], ((1u64 << 60) + (1 << 37)) as f32);
+        assert_eq!(f[0], big as f32);
+        let u = t.to_dtype(DType::U32).unwrap().to_vec::<u32>().unwrap();
+        assert_eq!(u, vec![u32::MAX, 0, u32::MAX, 7]);
     }
 }

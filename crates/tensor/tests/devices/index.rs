@@ -42,6 +42,36 @@ fn index_select_embedding_gather_and_their_gradients_match_the_cpu() {
     });
 }
 
+/// `index_select` and `embedding` on 16-bit tables (bf16 and f16 weights kept in half
+/// precision) move the rows bit for bit.
+#[test]
+fn index_select_of_half_precision_tables_matches_the_cpu() {
+    on_each_gpu("index 16-bit", |dev| {
+        let table = rand(&[9, 5], DType::F32, -3.0, 3.0, 8);
+        let ids = Tensor::from_vec(vec![8i64, 0, 3, 3], &[2, 2]).unwrap();
+        let cols = Tensor::from_vec(vec![4u32, 1, 1], &[3]).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let t = table.to_dtype(dtype).unwrap();
+            let td = t.to_device(dev).unwrap();
+            let e = td.embedding(&ids.to_device(dev).unwrap()).unwrap();
+            assert_eq!(e.dtype(), dtype);
+            compare(
+                &format!("{dtype:?} embedding"),
+                &e,
+                &t.embedding(&ids).unwrap(),
+                0.0,
+            );
+            let c = td.index_select(1, &cols.to_device(dev).unwrap()).unwrap();
+            compare(
+                &format!("{dtype:?} index_select"),
+                &c,
+                &t.index_select(1, &cols).unwrap(),
+                0.0,
+            );
+        }
+    });
+}
+
 #[test]
 fn ids_on_the_device_are_not_read_back_and_out_of_range_ones_give_nan_rows() {
     on_each_gpu("device ids", |dev| {

@@ -134,6 +134,57 @@ fn float_to_integer_casts_truncate_and_saturate_like_the_cpu() {
 }
 
 #[test]
+fn integer_casts_match_the_cpu() {
+    on_each_gpu("casts from integers", |dev| {
+        // Past f32's 24-bit mantissa, past f64's 53 bits (2^60 + 2^36 + 1 rounds once to f32,
+        // not twice), negative and too large for u32 (saturate), u32's top.
+        let v: Vec<i64> = vec![
+            0,
+            1,
+            -1,
+            7,
+            16_777_217,
+            -16_777_219,
+            1 << 40,
+            -(1 << 40),
+            4_294_967_295,
+            i64::MAX,
+            i64::MIN,
+            (1 << 60) + (1 << 36) + 1,
+        ];
+        let ints = Tensor::from_vec(v.clone(), &[v.len()]).unwrap();
+        let uints = Tensor::from_vec(
+            vec![0u32, 1, 16_777_217, 4_294_967_295, 2_147_483_648],
+            &[5],
+        )
+        .unwrap();
+        for (src, tos) in [
+            (&ints, &[DType::F32, DType::F64, DType::U32][..]),
+            (&uints, &[DType::F32, DType::F64, DType::I64][..]),
+        ] {
+            for &to in tos {
+                let g = src.to_device(dev).unwrap().to_dtype(to).unwrap();
+                assert_eq!((g.device(), g.dtype()), (dev, to));
+                let want = src.to_dtype(to).unwrap();
+                let (a, b) = (g.to_device(Device::Cpu).unwrap(), want);
+                let same = match to {
+                    DType::I64 => a.to_vec::<i64>().unwrap() == b.to_vec::<i64>().unwrap(),
+                    DType::U32 => a.to_vec::<u32>().unwrap() == b.to_vec::<u32>().unwrap(),
+                    _ => a.to_vec_f64().unwrap() == b.to_vec_f64().unwrap(),
+                };
+                assert!(
+                    same,
+                    "{:?} -> {to:?}: GPU {:?} vs CPU {:?}",
+                    src.dtype(),
+                    a.to_vec_f64().unwrap(),
+                    b.to_vec_f64().unwrap()
+                );
+            }
+        }
+    });
+}
+
+#[test]
 fn gradients_flow_back_across_to_device() {
     on_each_gpu("to_device backward", |dev| {
         let x = rand(&[5], DType::F64, -1.0, 1.0, 9).requires_grad_();
