@@ -22,10 +22,12 @@ if [ "${1:-}" = "--" ]; then shift; shift_args=("$@"); fi
 # so a kernel that reads another thread's or block's writes without a barrier fails in one of
 # the two.
 export XDG_CACHE_HOME="$PWD/target/cuda-emu/cache"
+launched=target/cuda-emu/launched.txt
+rm -f "$launched"
 for schedule in lib lib-reverse; do
   log=target/cuda-emu/last-run-$schedule.log
   echo "emu_check: the device suites on target/cuda-emu/$schedule"
-  LD_LIBRARY_PATH="$PWD/target/cuda-emu/$schedule" cargo test --workspace --test devices --no-fail-fast -- \
+  SELFSUP_EMU_LAUNCH_LOG="$PWD/$launched" LD_LIBRARY_PATH="$PWD/target/cuda-emu/$schedule" cargo test --workspace --test devices --no-fail-fast -- \
     --test-threads=2 --nocapture "${shift_args[@]}" 2>&1 | tee "$log"  # pipefail: a failure stops here
   # A suite that found no device would have passed by skipping (--nocapture shows the tests'
   # "skipped on GPU" lines): make sure it ran on the emulator.
@@ -34,4 +36,21 @@ for schedule in lib lib-reverse; do
     exit 1
   fi
 done
-echo "emu_check: the device suites ran on the CUDA emulator, in both schedules"
+# Every kernel of kernels/*.cu must be launched by some device test (with a filter, only
+# reported). The kernel names: each file behind device.h, preprocessed as the emulator's NVRTC
+# does to find them.
+all=target/cuda-emu/all-kernels.txt
+for f in kernels/*.cu; do
+  { cat tools/cuda-emu/device.h; echo '#line 1 "kernel.cu"'; cat "$f"; } \
+    | "${CXX:-c++}" -std=c++17 -E -DEMU_SCAN -I kernels -x c++ - 2>/dev/null \
+    | grep -oE "EMU_KERNEL_MARK[[:space:]]+void[[:space:]]+[A-Za-z_0-9]+" | awk '{print $3}'
+done | sort -u >"$all"
+untested=$(sort -u "$launched" | comm -23 "$all" -)
+if [ -n "$untested" ]; then
+  echo "emu_check: kernels no device test launches: $(echo $untested)" >&2
+  if [ ${#shift_args[@]} -eq 0 ]; then
+    echo "emu_check: FAILED: add a device test (crates/*/tests/devices) that runs each kernel above" >&2
+    exit 1
+  fi
+fi
+echo "emu_check: the device suites ran on the CUDA emulator, in both schedules; $(wc -l <"$all") kernels, each launched by a test"

@@ -28,6 +28,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 
 typedef int CUresult;
@@ -149,6 +150,19 @@ static void on_fault(int sig, siginfo_t* si, void* ctx) {
         old.sa_handler(sig);
     } else {
         signal(sig, SIG_DFL);  // returning re-runs the access, which now ends the process
+    }
+}
+
+// With SELFSUP_EMU_LAUNCH_LOG set (scripts/emu_check.sh sets it), each kernel's name is
+// appended to that file the first time this process launches it, so the check can list the
+// kernels no test runs.
+static void note_launch(const std::string& name) {
+    static const char* path = std::getenv("SELFSUP_EMU_LAUNCH_LOG");
+    static std::set<std::string> seen;
+    if (!path || !seen.insert(name).second) return;
+    if (FILE* f = std::fopen(path, "a")) {
+        std::fprintf(f, "%s\n", name.c_str());
+        std::fclose(f);
     }
 }
 
@@ -445,6 +459,7 @@ CUresult cuLaunchKernel(Function* f, unsigned gx, unsigned gy, unsigned gz, unsi
     char err[512] = {0};
     g_launches++;
     std::lock_guard<std::recursive_mutex> g(g_launch);
+    note_launch(f->name);
     g_kernel.store(f->name.c_str());
     const int rc = f->launch(params, grid, block, err, sizeof err);
     g_kernel.store(nullptr);
