@@ -193,6 +193,22 @@ fn fused_optimiser_steps_match_the_cpu() {
     });
 }
 
+/// Uniform vectors in [-1, 1) of the given lengths, vector `i` drawn from seed `seed + i`.
+fn rand_vectors(sizes: &[usize], dtype: DType, seed: u64) -> Vec<Tensor> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| rand(&[n], dtype, -1.0, 1.0, seed + i as u64))
+        .collect()
+}
+
+/// Fresh copies of `ts` on `d` (so in-place steps leave the originals as they were).
+fn copies_on(ts: &[Tensor], d: Device) -> Vec<Tensor> {
+    ts.iter()
+        .map(|t| t.copy().unwrap().to_device(d).unwrap())
+        .collect()
+}
+
 /// The multi-tensor steps (one launch for every parameter): several parameters of different
 /// sizes, one longer than a table chunk (65,536 elements), each with its own hyper-parameters,
 /// some SGD parameters with a momentum buffer and some without; the GPU matches the CPU's
@@ -204,22 +220,11 @@ fn multi_tensor_optimiser_steps_match_the_cpu() {
         for dtype in [DType::F32, DType::F64] {
             let tol = if dtype == DType::F64 { 1e-14 } else { 1e-6 };
             let sizes = [70_000usize, 3, 1000, 1];
-            let p0: Vec<Tensor> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| rand(&[n], dtype, -1.0, 1.0, 10 + i as u64))
-                .collect();
-            let g0: Vec<Tensor> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| rand(&[n], dtype, -1.0, 1.0, 20 + i as u64))
-                .collect();
+            let p0 = rand_vectors(&sizes, dtype, 10);
+            let g0 = rand_vectors(&sizes, dtype, 20);
             let run = |d: Device| {
-                let ps: Vec<Tensor> = p0
-                    .iter()
-                    .map(|p| p.copy().unwrap().to_device(d).unwrap())
-                    .collect();
-                let gs: Vec<Tensor> = g0.iter().map(|g| g.to_device(d).unwrap()).collect();
+                let ps = copies_on(&p0, d);
+                let gs = copies_on(&g0, d);
                 let ms: Vec<Tensor> = ps.iter().map(|p| p.zeros_like().unwrap()).collect();
                 let vs: Vec<Tensor> = ps.iter().map(|p| p.zeros_like().unwrap()).collect();
                 let bs: Vec<Tensor> = ps.iter().map(|p| p.zeros_like().unwrap()).collect();
@@ -283,29 +288,12 @@ fn lars_steps_match_the_cpu() {
         for dtype in [DType::F32, DType::F64] {
             let tol = if dtype == DType::F64 { 1e-13 } else { 2e-6 };
             let sizes = [140_000usize, 70_000, 5, 1000, 1];
-            let p0: Vec<Tensor> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| {
-                    let t = rand(&[n], dtype, -1.0, 1.0, 30 + i as u64);
-                    if i == 2 {
-                        t.zeros_like().unwrap()
-                    } else {
-                        t
-                    }
-                })
-                .collect();
-            let g0: Vec<Tensor> = sizes
-                .iter()
-                .enumerate()
-                .map(|(i, &n)| rand(&[n], dtype, -1.0, 1.0, 40 + i as u64))
-                .collect();
+            let mut p0 = rand_vectors(&sizes, dtype, 30);
+            p0[2] = p0[2].zeros_like().unwrap();
+            let g0 = rand_vectors(&sizes, dtype, 40);
             let run = |d: Device| {
-                let ps: Vec<Tensor> = p0
-                    .iter()
-                    .map(|p| p.copy().unwrap().to_device(d).unwrap())
-                    .collect();
-                let gs: Vec<Tensor> = g0.iter().map(|g| g.to_device(d).unwrap()).collect();
+                let ps = copies_on(&p0, d);
+                let gs = copies_on(&g0, d);
                 let bs: Vec<Tensor> = ps.iter().map(|p| p.zeros_like().unwrap()).collect();
                 for step in 1..=3u64 {
                     let items: Vec<LarsItem> = (0..ps.len())

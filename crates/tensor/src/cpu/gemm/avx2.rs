@@ -88,27 +88,28 @@ unsafe fn tile<const U: usize>(
     let mut acc = [[_mm256_setzero_ps(); 2]; NR];
     let mut a = a;
     let mut b = b;
-    for _ in 0..kc / U {
-        for u in 0..U {
-            let a0 = _mm256_loadu_ps(a.add(MR * u));
-            let a1 = _mm256_loadu_ps(a.add(MR * u + 8));
+    // One k-step: the rank-1 update of the tile from column `u` of the A sliver and row `u`
+    // of the B sliver (a macro, so it is expanded in place inside this target-feature function).
+    macro_rules! step {
+        ($u:expr) => {{
+            let a0 = _mm256_loadu_ps(a.add(MR * $u));
+            let a1 = _mm256_loadu_ps(a.add(MR * $u + 8));
             for (j, col) in acc.iter_mut().enumerate() {
-                let bj = _mm256_broadcast_ss(&*b.add(NR * u + j));
+                let bj = _mm256_broadcast_ss(&*b.add(NR * $u + j));
                 col[0] = _mm256_fmadd_ps(a0, bj, col[0]);
                 col[1] = _mm256_fmadd_ps(a1, bj, col[1]);
             }
+        }};
+    }
+    for _ in 0..kc / U {
+        for u in 0..U {
+            step!(u);
         }
         a = a.add(U * MR);
         b = b.add(U * NR);
     }
     for _ in 0..kc % U {
-        let a0 = _mm256_loadu_ps(a);
-        let a1 = _mm256_loadu_ps(a.add(8));
-        for (j, col) in acc.iter_mut().enumerate() {
-            let bj = _mm256_broadcast_ss(&*b.add(j));
-            col[0] = _mm256_fmadd_ps(a0, bj, col[0]);
-            col[1] = _mm256_fmadd_ps(a1, bj, col[1]);
-        }
+        step!(0);
         a = a.add(MR);
         b = b.add(NR);
     }
