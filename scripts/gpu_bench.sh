@@ -16,7 +16,7 @@
 # simclr512, resnet512 and gpt2 also print a `gpu-profile` line (`--profile`): one more step
 # with each launch timed, the device time by kernel, to size the next optimisation; PyTorch's
 # side prints the same from torch.profiler.
-# WORKLOADS="sgemm gpt2" picks some.
+# WORKLOADS="sgemm gpt2" picks some; BENCH_TIMEOUT (default 300) stops each engine's run of one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bins=target/gpu-run
@@ -38,14 +38,20 @@ quickstart)
   out=${OUT:-target/gpu-out}
   mkdir -p "$out"
   source <(bash scripts/gpu_check.sh env)
-  export XDG_CACHE_HOME="$out/cache"
+  export XDG_CACHE_HOME="${XDG_CACHE_HOME:-/tmp/selfsup-gpu-cache}"  # not under $OUT: at most 8 files come back
   if [ ! -f "$bins/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
     echo "gpu_bench: $bins/fashion-mnist is missing: run 'bash scripts/gpu_bench.sh build' where Fashion-MNIST is installed, and carry $bins" >&2
     exit 1
   fi
+  # The run's folder (checkpoints) stays out of $OUT; its metrics and pretraining log come back.
+  run=/tmp/selfsup-gpu-quickstart
   date -u | tee "$out/quickstart.log"
+  rc=0
   timeout "${QUICKSTART_TIMEOUT:-540}" "$bins/selfsup" quickstart --device cuda --data "$bins/fashion-mnist" \
-    --out "$out/quickstart" "${@:2}" 2>&1 | tee -a "$out/quickstart.log"
+    --out "$run" "${@:2}" 2>&1 | tee -a "$out/quickstart.log" || rc=$?
+  cp "$run/metrics.json" "$out/quickstart-metrics.json" 2>/dev/null || true
+  cp "$run/pretrain/log.jsonl" "$out/quickstart-pretrain-log.jsonl" 2>/dev/null || true
+  exit $rc
   ;;
 run)
   out=${OUT:-target/gpu-out}
@@ -66,9 +72,9 @@ run)
         gpt2) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --profile); theirs=(gpt2 --reps 5 --profile) ;;
         gpt2-composed) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --attention composed); theirs=() ;;
       esac
-      timeout 300 "$bins/selfsup" "${ours[@]}" --device cuda 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, \"engine\": \"selfsup\", /" | tee -a "$out/bench.jsonl" || echo "{\"round\": $r, \"engine\": \"selfsup\", \"workload\": \"$w\", \"failed\": true}" | tee -a "$out/bench.jsonl"
+      timeout "${BENCH_TIMEOUT:-300}" "$bins/selfsup" "${ours[@]}" --device cuda 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, \"engine\": \"selfsup\", /" | tee -a "$out/bench.jsonl" || echo "{\"round\": $r, \"engine\": \"selfsup\", \"workload\": \"$w\", \"failed\": true}" | tee -a "$out/bench.jsonl"
       if [ ${#theirs[@]} -gt 0 ]; then
-        timeout 300 python3 scripts/torch_gpu_reference.py "${theirs[@]}" 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, /" | tee -a "$out/bench.jsonl" || true
+        timeout "${BENCH_TIMEOUT:-300}" python3 scripts/torch_gpu_reference.py "${theirs[@]}" 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, /" | tee -a "$out/bench.jsonl" || true
       fi
     done
   done

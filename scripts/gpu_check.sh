@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check of issue 7, in two halves:
 #   bash scripts/gpu_check.sh build   # here (needs Rust): test binaries into target/gpu-bins
-#   bash scripts/gpu_check.sh run     # on the GPU machine (no Rust): runs them, logs to $OUT
+#   bash scripts/gpu_check.sh run [NAME..]  # on the GPU machine (no Rust): runs them (or the
+#                                     # named ones), logs to $OUT; each binary is stopped after
+#                                     # TEST_TIMEOUT seconds (default 300)
 #   bash scripts/gpu_check.sh env     # prints the LD_LIBRARY_PATH line `run` uses
 # `run` puts the CUDA libraries it finds (CUDA toolkit, or PyTorch's pip wheels) on
 # LD_LIBRARY_PATH, prints the device, then runs the tensor crate's unit tests and its device
@@ -50,16 +52,26 @@ run)
   out=${OUT:-target/gpu-out}
   mkdir -p "$out"
   eval "$(cuda_lib_env)"
-  export XDG_CACHE_HOME="$out/cache"
+  export XDG_CACHE_HOME="${XDG_CACHE_HOME:-/tmp/selfsup-gpu-cache}"  # not under $OUT: at most 8 files come back
   {
     date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
   } | tee "$out/device.txt"
   status=0
-  for b in "$bins"/*; do
-    name=$(basename "$b")
+  names=("${@:2}")
+  [ ${#names[@]} -gt 0 ] || names=($(ls "$bins"))
+  for name in "${names[@]}"; do
+    b="$bins/$name"
     echo "== $name"
-    "$b" --test-threads=4 --nocapture >"$out/$name.log" 2>&1 || status=1
+    if [ ! -x "$b" ]; then
+      echo "gpu_check: no test binary $b (run 'bash scripts/gpu_check.sh build' here, and carry $bins)"
+      status=1
+      continue
+    fi
+    rc=0
+    timeout "${TEST_TIMEOUT:-300}" "$b" --test-threads=4 --nocapture >"$out/$name.log" 2>&1 || rc=$?
+    [ $rc -eq 124 ] && echo "gpu_check: $name stopped after ${TEST_TIMEOUT:-300} s" | tee -a "$out/$name.log"
+    [ $rc -eq 0 ] || status=1
     grep -E "^test result|FAILED|panicked|skipped" "$out/$name.log" | head -40
   done
   exit $status
