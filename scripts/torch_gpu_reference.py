@@ -20,15 +20,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def sync():
+    """Waits for the GPU (nothing to wait for in a `--device cpu` dry run)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn, reps, warmup):
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    sync()
     out = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         out.append(time.perf_counter() - t)
     return out
 
@@ -41,17 +47,22 @@ def profile(args, workload, step, **tags):
     try:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
-        torch.cuda.synchronize()
-        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        # Device kernels; in a `--device cpu` dry run, the CPU's operators instead.
+        on_gpu = torch.cuda.is_available()
+        sync()
+        with torch_profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:
             step()
-            torch.cuda.synchronize()
+            sync()
         rows = []
         for e in prof.key_averages():
-            us = getattr(e, "self_device_time_total", None)
-            if us is None:
-                us = getattr(e, "self_cuda_time_total", 0)
+            if on_gpu:
+                us = getattr(e, "self_device_time_total", None)
+                if us is None:
+                    us = getattr(e, "self_cuda_time_total", 0)
+            else:
+                us = e.self_cpu_time_total
             kind = str(getattr(e, "device_type", "CUDA"))
-            if us > 0 and "CUDA" in kind:
+            if us > 0 and ("CUDA" in kind or not on_gpu):
                 rows.append((us / 1e3, e.count, e.key))
         rows.sort(reverse=True)
         total = sum(r[0] for r in rows)
@@ -137,13 +148,13 @@ def simclr(args, dev):
     autocast = args.precision == "bf16"
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
             z = head(enc(torch.cat([v1, v2])))
         loss = nt_xent(z.float(), 0.5)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        last[0] = loss
+        last[0] = loss.detach()
 
     t = timed(step, args.reps, 3)
     s = statistics.median(t)
@@ -199,7 +210,7 @@ def gpt(args, dev):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        last[0] = loss
+        last[0] = loss.detach()
 
     t = timed(step, args.reps, 3)
     s = statistics.median(t)
@@ -218,12 +229,12 @@ def gpt2(args, dev):
     last = [0.0]
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             loss = F.cross_entropy(model(x).reshape(-1, vocab).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        last[0] = loss
+        last[0] = loss.detach()
 
     t = timed(step, args.reps, 3)
     s = statistics.median(t)
@@ -251,11 +262,12 @@ def main():
     ap.add_argument("--precision", choices=["f32", "tf32", "bf16"], default="f32")
     ap.add_argument("--gpt2-batch", type=int, default=8)
     ap.add_argument("--profile", action="store_true", help="also print a gpu-profile line (one step under torch.profiler)")
+    ap.add_argument("--device", default="cuda", help="cuda (default); cpu only to dry-run this script where no GPU is")
     args = ap.parse_args()
     args.tf32 = args.tf32 or args.precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
-    dev = torch.device("cuda")
+    dev = torch.device(args.device)
     for name, fn in [("sgemm", sgemm), ("simclr", simclr), ("gpt", gpt), ("gpt2", gpt2)]:
         if args.what in (name, "all"):
             fn(args, dev)
