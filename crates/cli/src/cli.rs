@@ -74,7 +74,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub device: Option<String>,
     /// Precision of the products: f32, tf32 or bf16 (f32 accumulation and weights; pays on a
-    /// GPU, only rounds on the CPU).
+    /// GPU, and bf16 on CPUs with AVX-512 BF16; elsewhere the CPU only rounds).
     #[arg(long)]
     pub precision: Option<String>,
     /// Learning-rate schedule: cosine, constant.

@@ -155,12 +155,14 @@ pub fn matmul<T: Gemm>(
     let ra = la.rank();
     let (rsa, csa) = (la.strides()[ra - 2] as isize, la.strides()[ra - 1] as isize);
     let (rsb, csb) = (lb.strides()[ra - 2] as isize, lb.strides()[ra - 1] as isize);
+    // The GEMMs run on rayon tasks: pass on this thread's bf16 setting.
+    let bf16 = super::gemm::bf16_products();
     let one = |i: usize| {
         let c = base.at(i * m * n);
         let (oa, ob) = (batch_offset(la, i), batch_offset(lb, i));
         // SAFETY: offsets and strides come from layouts that lie inside their buffers
         // (checked when the layouts were built); `c` is a fresh m*n block.
-        unsafe {
+        super::gemm::with_bf16_products(bf16, || unsafe {
             T::gemm(
                 m,
                 k,
@@ -174,7 +176,7 @@ pub fn matmul<T: Gemm>(
                 c,
                 n as isize,
             )
-        }
+        })
     };
     if batch > 1 && m * n * k * batch >= 1 << 15 {
         (0..batch).into_par_iter().for_each(one);

@@ -195,12 +195,17 @@ impl Tensor {
         let b = bias.map(|b| b.contiguous()).transpose()?;
         let y = match x.dtype() {
             DType::F32 => {
-                // Operands rounded as `crate::precision` asks (the bias is added, not rounded).
+                // Operands rounded as `crate::precision` asks (the bias is added, not rounded);
+                // at bf16 with AVX-512 BF16 the GEMMs multiply them in bf16 (the rounding
+                // here also covers the small-k products that skip the GEMM).
                 let (xr, wr) = (
                     crate::precision::cpu_operand(&x)?,
                     crate::precision::cpu_operand(&w)?,
                 );
-                forward::<f32>(&xr, &wr, b.as_ref(), &g)?
+                let hw = crate::precision::cpu_bf16_products();
+                crate::cpu::gemm::with_bf16_products(hw, || {
+                    forward::<f32>(&xr, &wr, b.as_ref(), &g)
+                })?
             }
             DType::F64 => forward::<f64>(&x, &w, b.as_ref(), &g)?,
             d => return Err(unsupported(OP, d)),
@@ -272,7 +277,11 @@ impl BackwardOp for Conv2dBack {
                 let p = crate::precision::cpu_operand;
                 let mut rounded = vec![p(&inputs[0])?, p(&inputs[1])?];
                 rounded.extend(inputs.get(2).cloned());
-                backward::<f32>(&self.geom, &rounded, &needs, &p(&dy)?)
+                let dy = p(&dy)?;
+                let hw = crate::precision::cpu_bf16_products();
+                crate::cpu::gemm::with_bf16_products(hw, || {
+                    backward::<f32>(&self.geom, &rounded, &needs, &dy)
+                })
             }
             DType::F64 => backward::<f64>(&self.geom, inputs, &needs, &dy),
             d => Err(unsupported("conv2d backward", d)),

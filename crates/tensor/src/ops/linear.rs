@@ -181,12 +181,19 @@ impl Tensor {
         let fused = self.device() == crate::Device::Cpu;
         let s = match self.dtype() {
             DType::F32 if fused => {
-                // Operands rounded as `crate::precision` asks (the bias is added, not rounded).
-                let (x, w) = (
-                    crate::precision::cpu_operand(self)?,
-                    crate::precision::cpu_operand(weight)?,
-                );
-                typed::<f32>(&x, &w, bias, n, k, out)?
+                // Operands rounded as `crate::precision` asks (the bias is added, not rounded),
+                // by the GEMM as it packs them where it multiplies in bf16.
+                if crate::precision::cpu_bf16_products() {
+                    crate::cpu::gemm::with_bf16_products(true, || {
+                        typed::<f32>(self, weight, bias, n, k, out)
+                    })?
+                } else {
+                    let (x, w) = (
+                        crate::precision::cpu_operand(self)?,
+                        crate::precision::cpu_operand(weight)?,
+                    );
+                    typed::<f32>(&x, &w, bias, n, k, out)?
+                }
             }
             DType::F64 if fused => typed::<f64>(self, weight, bias, n, k, out)?,
             // bf16/f16, and the GPU where cuBLASLt did not take it (TF32, strided operands, no

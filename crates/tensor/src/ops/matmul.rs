@@ -107,11 +107,17 @@ impl Tensor {
         }
         let s = match self.dtype() {
             DType::F32 | DType::F64 => {
-                // Operands rounded as `crate::precision` asks (themselves at f32 precision).
-                let (ca, cb) = (
-                    crate::precision::cpu_operand(self)?,
-                    crate::precision::cpu_operand(rhs)?,
-                );
+                // Operands rounded as `crate::precision` asks (themselves at f32 precision), by
+                // the GEMM as it packs them where it multiplies in bf16.
+                let hw = crate::precision::cpu_bf16_products();
+                let (ca, cb) = if hw {
+                    (self.clone(), rhs.clone())
+                } else {
+                    (
+                        crate::precision::cpu_operand(self)?,
+                        crate::precision::cpu_operand(rhs)?,
+                    )
+                };
                 let (la, lb) = (
                     ca.layout().broadcast_to(&fa)?,
                     cb.layout().broadcast_to(&fb)?,
@@ -119,7 +125,9 @@ impl Tensor {
                 let (ga, gb) = (ca.read(), cb.read());
                 match (ga.cpu("matmul")?, gb.cpu("matmul")?) {
                     (CpuStorage::F32(x), CpuStorage::F32(y)) => {
-                        CpuStorage::F32(cpu_matmul(x, &la, y, &lb, batch, m, k, n))
+                        CpuStorage::F32(crate::cpu::gemm::with_bf16_products(hw, || {
+                            cpu_matmul(x, &la, y, &lb, batch, m, k, n)
+                        }))
                     }
                     (CpuStorage::F64(x), CpuStorage::F64(y)) => {
                         CpuStorage::F64(cpu_matmul(x, &la, y, &lb, batch, m, k, n))

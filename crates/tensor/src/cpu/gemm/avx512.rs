@@ -17,7 +17,7 @@ pub(super) const NR: usize = 12;
 /// k-steps ahead at which the kernel prefetches its A sliver.
 const A_PREFETCH: usize = 20;
 /// zmm vectors per column of the tile.
-const MV: usize = MR / 16;
+pub(super) const MV: usize = MR / 16;
 
 /// The `MR × NR` tile of `A·B` over `kc` k-steps, in accumulators (see [`kernel`]): B packed
 /// (`ROWS == false`: k-step `p` at `b + p·NR`) or read in place from `NR` rows contiguous along
@@ -103,8 +103,20 @@ pub(super) unsafe fn kernel(
     bias: Bias,
     ldb: usize,
 ) {
+    prefetch_tile(c, rsc, csc, nr);
+    let acc = if ldb == 0 {
+        accumulate::<false>(kc, a, b, 0)
+    } else {
+        accumulate::<true>(kc, a, b, ldb)
+    };
+    store(&acc, alpha, beta, c, rsc, csc, mr, nr, bias);
+}
+
+/// Starts fetching the `mr × nr` tile of C at `c` (when its row stride is 1), so that its read
+/// by [`store`] after the k loop does not stall.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn prefetch_tile(c: *mut f32, rsc: isize, csc: isize, nr: usize) {
     if rsc == 1 {
-        // Start fetching the tile of C now so its read at the end does not stall.
         for j in 0..nr {
             let cj = c.offset(j as isize * csc) as *const i8;
             _mm_prefetch::<_MM_HINT_T0>(cj);
@@ -112,12 +124,26 @@ pub(super) unsafe fn kernel(
             _mm_prefetch::<_MM_HINT_T0>(cj.wrapping_add(4 * MR - 4));
         }
     }
-    let acc = if ldb == 0 {
-        accumulate::<false>(kc, a, b, 0)
-    } else {
-        accumulate::<true>(kc, a, b, ldb)
-    };
+}
 
+/// Writes the top-left `mr × nr` part of `α·acc + bias + β·C` to C (accumulator `acc[j][v]`
+/// holds rows `16 v .. 16 v + 16` of column `j`); C is not read when `beta == 0`.
+///
+/// # Safety
+/// As for [`kernel`]'s C and bias.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn store(
+    acc: &[[__m512; MV]; NR],
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    mr: usize,
+    nr: usize,
+    bias: Bias,
+) {
     let valpha = _mm512_set1_ps(alpha);
     if rsc == 1 {
         let vbeta = _mm512_set1_ps(beta);
@@ -151,9 +177,9 @@ pub(super) unsafe fn kernel(
         }
     } else {
         let mut tile = [[0f32; MR]; NR];
-        for (t, col) in tile.iter_mut().zip(acc) {
-            for (v, x) in col.into_iter().enumerate() {
-                _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), _mm512_mul_ps(x, valpha));
+        for (t, col) in tile.iter_mut().zip(acc.iter()) {
+            for (v, x) in col.iter().enumerate() {
+                _mm512_storeu_ps(t.as_mut_ptr().add(16 * v), _mm512_mul_ps(*x, valpha));
             }
         }
         for (j, t) in tile.iter().enumerate().take(nr) {

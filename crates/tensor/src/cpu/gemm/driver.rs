@@ -1,5 +1,5 @@
 //! Goto/BLIS-style blocked driver for `C ← α·A·B + β·C` (f32), generic over the micro-kernel
-//! ([`Avx512`]: 32 × 12, or [`Avx2`]: 16 × 6) and its blocking.
+//! ([`Avx512`]: 32 × 12, [`Avx2`]: 16 × 6, or [`Bf16`]: 32 × 12 on bf16 pairs) and its blocking.
 //!
 //! A is `m × k`, B is `k × n`, C is `m × n`; element `(i, j)` of X sits at `x + i·rsx + j·csx`.
 //! The caller orients the problem so that C's row stride is (ideally) 1: the kernel's vectors
@@ -139,6 +139,36 @@ impl MicroKernel for Avx2 {
         super::avx2::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias)
     }
 }
+/// The AVX-512 BF16 kernel (32 × 12) on operands converted to bf16 pairs (`bf16.rs`): k counts
+/// pairs, so KC = 256 pairs covers the f32 kernel's 512 k-steps in the same 24 KiB B sliver.
+pub(super) struct Bf16;
+
+impl MicroKernel for Bf16 {
+    const MR: usize = super::avx512::MR;
+    const NR: usize = super::avx512::NR;
+    const KC: usize = 256;
+    const MC: usize = 256;
+    const AVX512: bool = true;
+    const DIRECT_B: bool = true;
+    const PREFETCH_NEXT_B: bool = false;
+    unsafe fn run(
+        kc: usize,
+        alpha: f32,
+        a: *const f32,
+        b: *const f32,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+        mr: usize,
+        nr: usize,
+        bias: Bias,
+        ldb: usize,
+    ) {
+        super::bf16::kernel(kc, alpha, a, b, beta, c, rsc, csc, mr, nr, bias, ldb)
+    }
+}
+
 /// Upper bound, in floats, for the packed panel of B (16 MiB, half the shared L3).
 const B_PANEL_MAX: usize = 4 << 20;
 /// Flops below which an extra thread is not worth its fork/join and packing cost.

@@ -8,11 +8,17 @@
 //! 32 × 12 when the CPU has AVX-512F, else AVX2 + FMA 16 × 6; detected once at run time) when
 //! the problem is large enough to amortise packing; otherwise (tiny problems, CPUs with
 //! neither), and for f64 ([`dgemm`]), it delegates to `matrixmultiply`.
+//!
+//! Inside [`with_bf16_products`]`(true, ..)`, on a CPU with AVX-512 BF16, [`sgemm`] rounds its
+//! operands to bf16 and multiplies them with `vdpbf16ps` (f32 accumulation; `bf16.rs`), for
+//! every size: the CPU's products at `MatmulPrecision::Bf16`.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod bf16;
 #[cfg(target_arch = "x86_64")]
 mod driver;
 #[cfg(target_arch = "x86_64")]
@@ -78,6 +84,55 @@ impl Bias {
         }
         x
     }
+}
+
+std::thread_local! {
+    /// Whether [`sgemm`] on this thread multiplies in bf16 (see [`with_bf16_products`]).
+    static BF16_PRODUCTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this CPU multiplies bf16 in hardware (AVX-512 BF16), so that
+/// [`with_bf16_products`] changes how [`sgemm`] computes.
+pub fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        bf16::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Runs `f` with [`sgemm`] on this thread rounding its operands to bf16 (to nearest even;
+/// denormals to zero) and multiplying them with bf16 instructions when `on` and
+/// [`bf16_available`]; restores the previous setting after. The setting is per thread: code
+/// that runs GEMMs on rayon tasks passes it on with [`bf16_products`].
+pub fn with_bf16_products<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let _scope = Bf16Scope::enter(on);
+    f()
+}
+
+/// [`with_bf16_products`] as a guard: the setting holds until it is dropped.
+pub struct Bf16Scope(bool);
+
+impl Bf16Scope {
+    /// Sets this thread's bf16 setting to `on` until the guard is dropped.
+    pub fn enter(on: bool) -> Bf16Scope {
+        Bf16Scope(BF16_PRODUCTS.with(|c| c.replace(on)))
+    }
+}
+
+impl Drop for Bf16Scope {
+    fn drop(&mut self) {
+        BF16_PRODUCTS.with(|c| c.set(self.0));
+    }
+}
+
+/// Whether [`sgemm`] multiplies in bf16 on this thread now (inside
+/// [`with_bf16_products`]`(true, ..)` on a CPU with AVX-512 BF16).
+pub fn bf16_products() -> bool {
+    BF16_PRODUCTS.with(|c| c.get()) && bf16_available()
 }
 
 /// `m·n·k` below which the call goes to `matrixmultiply`. Measured on the target machine, the
@@ -199,6 +254,12 @@ unsafe fn sgemm_biased(
     csc: isize,
     bias: Bias,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if k > 0 && bf16_products() {
+        return bf16::gemm(
+            m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc, bias,
+        );
+    }
     #[cfg(target_arch = "x86_64")]
     if m.saturating_mul(n).saturating_mul(k) >= PACKED_MIN_VOLUME {
         if has_avx512() {
