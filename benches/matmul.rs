@@ -6,6 +6,9 @@
 //! medians of alternated timed calls (ours, then matrixmultiply, round after round), which
 //! keeps the comparison fair on a noisy machine. Threads: ours uses the rayon pool
 //! (`RAYON_NUM_THREADS`), matrixmultiply its own (`MATMUL_NUM_THREADS`, default: physical cores).
+//! On a CPU with AVX-512 BF16 ours is also timed with bf16 products (`ours-bf16`: the same f32
+//! operands, rounded to bf16 by the GEMM, f32 accumulation), alternated with the others, and
+//! the line adds `ours_bf16=… GFLOP/s bf16/f32=…`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
@@ -65,6 +68,11 @@ impl Problem {
         black_box(&mut self.c);
     }
 
+    /// [`Problem::ours`] with bf16 products.
+    fn ours_bf16(&mut self) {
+        selfsup_tensor::cpu::gemm::with_bf16_products(true, || self.ours());
+    }
+
     fn matrixmultiply(&mut self) {
         let n = self.n;
         let s = n as isize;
@@ -105,20 +113,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Alternates timed batches of ours and matrixmultiply; prints GFLOP/s from the medians.
+/// Alternates timed batches of ours, ours with bf16 products (where the CPU has them) and
+/// matrixmultiply; prints GFLOP/s from the medians.
 fn alternated(p: &mut Problem) {
     let flops = 2.0 * (p.n as f64).powi(3);
+    let bf16 = selfsup_tensor::cpu::gemm::bf16_available();
     let once = time_batch(1, &mut || p.ours()).max(1e-6);
     let reps = ((0.02 / once) as usize).max(1);
     let rounds = if p.n >= 2048 { 9 } else { 21 };
-    let (mut ours, mut mm) = (Vec::new(), Vec::new());
+    let (mut ours, mut ours_bf16, mut mm) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         ours.push(time_batch(reps, &mut || p.ours()));
+        if bf16 {
+            ours_bf16.push(time_batch(reps, &mut || p.ours_bf16()));
+        }
         mm.push(time_batch(reps, &mut || p.matrixmultiply()));
     }
     let (g_ours, g_mm) = (flops / median(ours) / 1e9, flops / median(mm) / 1e9);
+    let with_bf16 = if bf16 {
+        let g = flops / median(ours_bf16) / 1e9;
+        format!(" ours_bf16={g:.1} GFLOP/s bf16/f32={:.2}", g / g_ours)
+    } else {
+        String::new()
+    };
     println!(
-        "sgemm n={} ours={:.1} GFLOP/s matrixmultiply={:.1} GFLOP/s ratio={:.2}",
+        "sgemm n={} ours={:.1} GFLOP/s matrixmultiply={:.1} GFLOP/s ratio={:.2}{with_bf16}",
         p.n,
         g_ours,
         g_mm,
@@ -143,6 +162,9 @@ fn sgemm(c: &mut Criterion) {
             g.sample_size(30).measurement_time(Duration::from_secs(3));
         }
         g.bench_function("ours", |bch| bch.iter(|| p.ours()));
+        if selfsup_tensor::cpu::gemm::bf16_available() {
+            g.bench_function("ours-bf16", |bch| bch.iter(|| p.ours_bf16()));
+        }
         g.bench_function("matrixmultiply", |bch| bch.iter(|| p.matrixmultiply()));
         g.finish();
         alternated(&mut p);

@@ -4,8 +4,10 @@
 //! Tensors, parameters and gradients stay f32 whatever is chosen (the f32 "master weights");
 //! only the operands of the products are rounded. It applies to [`Tensor::matmul`],
 //! [`Tensor::linear`] and [`Tensor::conv2d`], forward and backward, and so to everything built
-//! on them. The fused attention (CPU, and GPU unless `ops::attention::with_gpu_attention`
-//! picks the composed form) stays f32.
+//! on them. The fused attention ([`Tensor::attention_qkv`]) stays f32 on the CPU; on a GPU at
+//! `Bf16` (compute capability 8.0+, heads up to 64 wide) it multiplies bf16 operands on the
+//! tensor cores (`kernels/attention_mma.cu`), else f32; where `ops::attention::
+//! with_gpu_attention` picks the composed form, its matmuls follow this setting.
 //!
 //! On a GPU, `Tf32` runs cuBLAS with `CUBLAS_COMPUTE_32F_FAST_TF32` and `Bf16` casts the
 //! operands to bf16 and runs `cublasGemmStridedBatchedEx` with f32 accumulation and output
@@ -139,6 +141,9 @@ pub(crate) fn cpu_bf16_products() -> bool {
     matmul_precision() == MatmulPrecision::Bf16 && crate::cpu::gemm::bf16_available()
 }
 
+/// Elements from which [`cpu_operand`] rounds on the rayon pool.
+const PARALLEL_ROUNDING: usize = 1 << 15;
+
 /// The operand the current precision makes of `t` for the CPU's products: `t` itself for f32
 /// precision or non-f32 tensors, else a detached copy with its mantissas rounded.
 pub(crate) fn cpu_operand(t: &Tensor) -> Result<Tensor> {
@@ -147,13 +152,15 @@ pub(crate) fn cpu_operand(t: &Tensor) -> Result<Tensor> {
         return Ok(t.clone());
     }
     let bits = p.mantissa_bits();
-    let v: Vec<f32> = t
-        .detach()
-        .contiguous()?
-        .to_vec::<f32>()?
-        .into_iter()
-        .map(|x| round_mantissa(x, bits))
-        .collect();
+    // One pass over the elements (on the rayon pool when there are many) into the new buffer.
+    let v: Vec<f32> = crate::ops::with_slice("matmul precision", t, |s: &[f32]| {
+        use rayon::prelude::*;
+        if s.len() >= PARALLEL_ROUNDING {
+            s.par_iter().map(|&x| round_mantissa(x, bits)).collect()
+        } else {
+            s.iter().map(|&x| round_mantissa(x, bits)).collect()
+        }
+    })?;
     Tensor::from_vec(v, t.shape())
 }
 

@@ -115,6 +115,7 @@ pub(super) unsafe fn kernel(
 /// Starts fetching the `mr × nr` tile of C at `c` (when its row stride is 1), so that its read
 /// by [`store`] after the k loop does not stall.
 #[target_feature(enable = "avx512f")]
+#[inline]
 pub(super) unsafe fn prefetch_tile(c: *mut f32, rsc: isize, csc: isize, nr: usize) {
     if rsc == 1 {
         for j in 0..nr {
@@ -132,6 +133,7 @@ pub(super) unsafe fn prefetch_tile(c: *mut f32, rsc: isize, csc: isize, nr: usiz
 /// # Safety
 /// As for [`kernel`]'s C and bias.
 #[target_feature(enable = "avx512f")]
+#[inline]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn store(
     acc: &[[__m512; MV]; NR],
