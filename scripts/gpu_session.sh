@@ -50,7 +50,13 @@ run) ;;
 esac
 
 if [ -f target/gpu-session/bundle.tar.xz ]; then
-  tar xJf target/gpu-session/bundle.tar.xz -C target || { echo "gpu_session: cannot unpack target/gpu-session/bundle.tar.xz" >&2; exit 1; }
+  # tar needs the xz program for -J; Python's tarfile (lzma is in its standard library) does not.
+  tar xJf target/gpu-session/bundle.tar.xz -C target 2>/dev/null ||
+    python3 -c 'import sys, tarfile
+t = tarfile.open(sys.argv[1])
+t.extractall(sys.argv[2], **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))' \
+      target/gpu-session/bundle.tar.xz target ||
+    { echo "gpu_session: cannot unpack target/gpu-session/bundle.tar.xz" >&2; exit 1; }
 elif [ ! -d target/gpu-bins ] || [ ! -d target/gpu-run ]; then
   echo "gpu_session: no target/gpu-session/bundle.tar.xz: run 'bash scripts/gpu_session.sh build' here and carry target/gpu-session" >&2
   exit 1
