@@ -204,6 +204,78 @@ pub(super) fn mc_rows<K: MicroKernel>() -> usize {
     }
 }
 
+/// The L1 data cache as the CPU reports it, read once: `(sets, ways)` for 64-byte lines, from
+/// AMD's cpuid leaf 0x8000_0005 or Intel's leaf 4; `None` when neither says.
+pub(super) fn l1d_geometry() -> Option<(usize, usize)> {
+    static L1: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *L1.get_or_init(|| {
+        use core::arch::x86_64::{__cpuid, __cpuid_count};
+        // AMD: ECX = size in KiB (31:24), ways (23:16; 0xff fully associative), line bytes (7:0).
+        if __cpuid(0x8000_0000).eax >= 0x8000_0005 {
+            let ecx = __cpuid(0x8000_0005).ecx;
+            let (kib, ways, line) = (ecx >> 24, (ecx >> 16) & 0xff, ecx & 0xff);
+            if kib > 0 && ways > 0 && ways != 0xff && line == 64 {
+                return Some((kib as usize * 1024 / 64 / ways as usize, ways as usize));
+            }
+        }
+        // Intel: leaf 4 lists the caches; the level-1 data cache (type 1) gives its ways,
+        // line size and sets.
+        if __cpuid(0).eax >= 4 {
+            for sub in 0..8 {
+                let r = __cpuid_count(4, sub);
+                let (kind, level) = (r.eax & 0x1f, (r.eax >> 5) & 7);
+                if kind == 0 {
+                    break;
+                }
+                if kind == 1 && level == 1 {
+                    let ways = (r.ebx >> 22) as usize + 1;
+                    let line = (r.ebx & 0xfff) as usize + 1;
+                    return (line == 64).then_some((r.ecx as usize + 1, ways));
+                }
+            }
+        }
+        None
+    })
+}
+
+/// Whether `rows` rows `ld` floats apart, read at the same k-offset, put more lines into one
+/// L1 set than it has ways (so reading them in place evicts each other). With a 4 KiB row
+/// stride all 12 of an AVX-512 B sliver's rows share one of the 64 sets: on Zen 4 (8 ways)
+/// SGEMM 2 threads n = 1024 / 2048 ran at 126 / 129 GFLOP/s in place and 170 / 165 packed, the
+/// bf16 kernel's pairs at n = 2048 232 against 323 (one process, alternating); with 6 rows a
+/// set (a 2 KiB stride) in place stayed ahead (179 against 171). On 12-way L1s (Zen 5,
+/// Sapphire Rapids) 12 rows fit, and in place measured faster (session 11). `false` when the
+/// CPU does not report its L1.
+fn rows_crowd_l1(ld: usize, rows: usize) -> bool {
+    l1d_geometry().is_some_and(|(sets, ways)| crowds(ld, rows, sets, ways))
+}
+
+/// [`rows_crowd_l1`] for an L1 of `sets` sets of `ways` 64-byte lines.
+pub(super) fn crowds(ld: usize, rows: usize, sets: usize, ways: usize) -> bool {
+    // Rows per set, counted for the first rows of each set (a sliver has at most 32 rows).
+    let mut first = [0usize; 32];
+    let mut count = [0usize; 32];
+    let mut used = 0;
+    for r in 0..rows.min(32) {
+        let set = (r * ld * 4 / 64) % sets.max(1);
+        match first[..used].iter().position(|&s| s == set) {
+            Some(i) => count[i] += 1,
+            None => {
+                first[used] = set;
+                count[used] = 1;
+                used += 1;
+            }
+        }
+    }
+    count[..used].iter().any(|&c| c > ways)
+}
+
+/// Whether kernel `K` reads full B slivers in place for B with strides `(rsb, csb)`: it can,
+/// B's columns are contiguous along k and its rows are not, and they do not crowd the L1.
+fn reads_b_in_place<K: MicroKernel>(rsb: isize, csb: isize) -> bool {
+    K::DIRECT_B && rsb == 1 && csb > 1 && !rows_crowd_l1(csb as usize, K::NR)
+}
+
 /// Floats of slack so a scratch buffer can be aligned to a 64-byte cache line.
 const ALIGN_SLACK: usize = 16;
 
@@ -379,7 +451,7 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                 // When the kernel reads B in place there is no such pass, and a square block of
                 // at least 8 slivers per thread splits its rows too (n = 512: 293-316 -> 313-315
                 // GFLOP/s; at n = 256, 4 slivers per thread, it lost: 286-307 -> 270-274).
-                let in_place_b = K::DIRECT_B && csb != 1 && rsb == 1 && csb > 0;
+                let in_place_b = reads_b_in_place::<K>(rsb, csb);
                 let wide = if in_place_b && m_sl >= 8 * threads {
                     m >= n
                 } else {
@@ -411,8 +483,9 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
             // (`NR` rows of the source, `kc` floats of each) and only a last, partial sliver is
             // packed: the activations of `x·Wᵀ` and of `dy·W` need no transposing pass (GPT
             // step +5.7%), nor does `A·B` with both row-major (SGEMM 2 threads n = 1024, 2048:
-            // 290 -> 309-313 GFLOP/s; docs/performance.md, session 11).
-            let direct_b = K::DIRECT_B && !b_rows && rsb == 1 && csb > 0;
+            // 290 -> 309-313 GFLOP/s; docs/performance.md, session 11). Not where the `NR` rows
+            // crowd the L1 ([`rows_crowd_l1`]).
+            let direct_b = reads_b_in_place::<K>(rsb, csb);
             // Slivers the shared pass below packs: all of them, or only a partial last one.
             let packed_from = if direct_b { nc / K::NR } else { 0 };
             // Slivers of the shared panel that are packed on first use rather than in a pass of

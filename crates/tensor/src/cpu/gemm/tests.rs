@@ -658,6 +658,12 @@ fn row_block_from_the_l2_size_is_whole_slivers_within_bounds() {
     check::<driver::Avx512>("avx512");
     check::<driver::Avx2>("avx2");
     check::<driver::Bf16>("bf16");
+    // The L1 geometry that decides whether B is read in place (printed; plausible if known).
+    let l1 = driver::l1d_geometry();
+    println!("L1d (sets, ways): {l1:?}");
+    if let Some((sets, ways)) = l1 {
+        assert!(sets.is_power_of_two() && (1..=32).contains(&ways), "{l1:?}");
+    }
 }
 
 /// Values whose bf16 rounding is a corner case: ties to even both ways, a carry into the
@@ -774,6 +780,20 @@ fn bf16_products_flush_denormal_operands_and_keep_nan() {
             c[0]
         );
     }
+}
+
+#[test]
+fn b_rows_crowd_the_l1_only_when_more_share_a_set_than_it_has_ways() {
+    // 12 rows (the AVX-512 sliver) 4 KiB apart share one of 64 sets: too many for 8 ways, not
+    // for 12; 2 KiB apart they fill two sets with 6 each; 4 bytes past 4 KiB they still share
+    // one set (each row starts one float further into its line); 1 KiB apart, 3 a set.
+    assert!(driver::crowds(1024, 12, 64, 8));
+    assert!(!driver::crowds(1024, 12, 64, 12));
+    assert!(!driver::crowds(512, 12, 64, 8));
+    assert!(driver::crowds(1025, 12, 64, 8));
+    assert!(!driver::crowds(256, 12, 64, 8));
+    assert!(!driver::crowds(1024, 6, 64, 8));
+    assert!(driver::crowds(2048, 12, 64, 8));
 }
 
 /// Runs `f` on a fresh rayon pool of `n` threads (so splits over threads are exercised even
