@@ -269,8 +269,8 @@ pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
     let xg_len = cin_g * g.h * g.w;
     let per = images_per_task(g.n);
     let bsz = images_per_block(g, per);
-    // The GEMMs run on rayon tasks: pass on this thread's bf16 setting.
-    let bf16 = super::gemm::bf16_products();
+    // The GEMMs run on rayon tasks: they take this thread's bf16 setting.
+    let (bf16, _off) = super::gemm::take_bf16_products();
     y.par_chunks_mut(per * out_img)
         .enumerate()
         .for_each(|(t, chunk)| {
@@ -385,7 +385,7 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
     } else {
         images_per_block(g, per).max(1)
     };
-    let bf16 = super::gemm::bf16_products();
+    let (bf16, _off) = super::gemm::take_bf16_products();
     dx.par_chunks_mut(per * in_img)
         .enumerate()
         .for_each(|(t, chunk)| {
@@ -468,7 +468,7 @@ pub fn conv2d_backward_weight<T: Gemm>(x: &[T], dy: &[T], g: &ConvGeom) -> Vec<T
     } else {
         images_per_block(g, per).max(1)
     };
-    let bf16 = super::gemm::bf16_products();
+    let (bf16, _off) = super::gemm::take_bf16_products();
     let partials: Vec<Vec<T>> = (0..g.n.div_ceil(per))
         .into_par_iter()
         .map(|t| {

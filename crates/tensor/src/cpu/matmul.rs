@@ -155,8 +155,8 @@ pub fn matmul<T: Gemm>(
     let ra = la.rank();
     let (rsa, csa) = (la.strides()[ra - 2] as isize, la.strides()[ra - 1] as isize);
     let (rsb, csb) = (lb.strides()[ra - 2] as isize, lb.strides()[ra - 1] as isize);
-    // The GEMMs run on rayon tasks: pass on this thread's bf16 setting.
-    let bf16 = super::gemm::bf16_products();
+    // The GEMMs run on rayon tasks: they take this thread's bf16 setting.
+    let (bf16, _off) = super::gemm::take_bf16_products();
     let one = |i: usize| {
         let c = base.at(i * m * n);
         let (oa, ob) = (batch_offset(la, i), batch_offset(lb, i));

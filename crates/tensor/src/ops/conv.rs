@@ -11,6 +11,7 @@ use crate::autograd::BackwardOp;
 use crate::cpu::conv::{
     conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
 };
+use crate::cpu::gemm::with_bf16_products;
 use crate::cpu::matmul::Gemm;
 use crate::dtype::Element;
 use crate::error::{invalid, shape_err, Error, Result};
@@ -147,7 +148,15 @@ fn geometry(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: &Conv2dParams) -> Res
     })
 }
 
-fn forward<T: Gemm>(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeom) -> Result<Tensor> {
+/// The convolution on CPU buffers; `bf16`: its GEMMs multiply in bf16
+/// (`cpu::gemm::with_bf16_products`).
+fn forward<T: Gemm>(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    g: &ConvGeom,
+    bf16: bool,
+) -> Result<Tensor> {
     const OP: &str = "conv2d";
     let (gx, gw) = (x.read(), w.read());
     let gb = b.map(|b| b.read());
@@ -155,7 +164,8 @@ fn forward<T: Gemm>(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeom) ->
         (Some(s), Some(b)) => Some(typed::<T>(OP, s, b)?),
         _ => None,
     };
-    let y = conv2d_forward(typed::<T>(OP, &gx, x)?, typed::<T>(OP, &gw, w)?, bias, g);
+    let (xs, ws) = (typed::<T>(OP, &gx, x)?, typed::<T>(OP, &gw, w)?);
+    let y = with_bf16_products(bf16, || conv2d_forward(xs, ws, bias, g));
     Ok(tensor_of(y, &[g.n, g.c_out, g.oh, g.ow]))
 }
 
@@ -203,11 +213,9 @@ impl Tensor {
                     crate::precision::cpu_operand(&w)?,
                 );
                 let hw = crate::precision::cpu_bf16_products();
-                crate::cpu::gemm::with_bf16_products(hw, || {
-                    forward::<f32>(&xr, &wr, b.as_ref(), &g)
-                })?
+                forward::<f32>(&xr, &wr, b.as_ref(), &g, hw)?
             }
-            DType::F64 => forward::<f64>(&x, &w, b.as_ref(), &g)?,
+            DType::F64 => forward::<f64>(&x, &w, b.as_ref(), &g, false)?,
             d => return Err(unsupported(OP, d)),
         };
         let mut inputs = vec![&x, &w];
@@ -222,12 +230,13 @@ struct Conv2dBack {
 }
 
 /// The gradients of `[x, w]` or `[x, w, b]` (values in `inputs`; `needs[i]` says whether input
-/// `i` wants its gradient).
+/// `i` wants its gradient); `bf16` as for [`forward`].
 fn backward<T: Gemm>(
     g: &ConvGeom,
     inputs: &[Tensor],
     needs: &[bool],
     dy: &Tensor,
+    bf16: bool,
 ) -> Result<Vec<Option<Tensor>>> {
     const OP: &str = "conv2d backward";
     let (x, w) = (&inputs[0], &inputs[1]);
@@ -235,14 +244,16 @@ fn backward<T: Gemm>(
     let dys = typed::<T>(OP, &gdy, dy)?;
     let dx = if needs[0] {
         let gw = w.read();
-        let v = conv2d_backward_input(dys, typed::<T>(OP, &gw, w)?, g);
+        let ws = typed::<T>(OP, &gw, w)?;
+        let v = with_bf16_products(bf16, || conv2d_backward_input(dys, ws, g));
         Some(tensor_of(v, x.shape()))
     } else {
         None
     };
     let dw = if needs[1] {
         let gx = x.read();
-        let v = conv2d_backward_weight(typed::<T>(OP, &gx, x)?, dys, g);
+        let xs = typed::<T>(OP, &gx, x)?;
+        let v = with_bf16_products(bf16, || conv2d_backward_weight(xs, dys, g));
         Some(tensor_of(v, w.shape()))
     } else {
         None
@@ -279,11 +290,9 @@ impl BackwardOp for Conv2dBack {
                 rounded.extend(inputs.get(2).cloned());
                 let dy = p(&dy)?;
                 let hw = crate::precision::cpu_bf16_products();
-                crate::cpu::gemm::with_bf16_products(hw, || {
-                    backward::<f32>(&self.geom, &rounded, &needs, &dy)
-                })
+                backward::<f32>(&self.geom, &rounded, &needs, &dy, hw)
             }
-            DType::F64 => backward::<f64>(&self.geom, inputs, &needs, &dy),
+            DType::F64 => backward::<f64>(&self.geom, inputs, &needs, &dy, false),
             d => Err(unsupported("conv2d backward", d)),
         }
     }

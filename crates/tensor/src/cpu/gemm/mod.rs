@@ -107,7 +107,9 @@ pub fn bf16_available() -> bool {
 /// Runs `f` with [`sgemm`] on this thread rounding its operands to bf16 (to nearest even;
 /// denormals to zero) and multiplying them with bf16 instructions when `on` and
 /// [`bf16_available`]; restores the previous setting after. The setting is per thread: code
-/// that runs GEMMs on rayon tasks passes it on with [`bf16_products`].
+/// that runs GEMMs on rayon tasks passes it on with [`take_bf16_products`]. Keep `f` to the
+/// GEMMs and the code that calls them: a thread waiting on the rayon pool inside `f` may run
+/// other jobs, which see the setting ([`sgemm`] clears it while it runs).
 pub fn with_bf16_products<R>(on: bool, f: impl FnOnce() -> R) -> R {
     let _scope = Bf16Scope::enter(on);
     f()
@@ -127,6 +129,14 @@ impl Drop for Bf16Scope {
     fn drop(&mut self) {
         BF16_PRODUCTS.with(|c| c.set(self.0));
     }
+}
+
+/// This thread's setting (as [`bf16_products`] reads it), cleared until the guard is dropped:
+/// for code that runs GEMMs on rayon tasks, which take the value back with
+/// [`Bf16Scope::enter`], while this thread, waiting on the pool, may run jobs from elsewhere
+/// that must not see it.
+pub fn take_bf16_products() -> (bool, Bf16Scope) {
+    (bf16_products(), Bf16Scope::enter(false))
 }
 
 /// Whether [`sgemm`] multiplies in bf16 on this thread now (inside
@@ -256,6 +266,9 @@ unsafe fn sgemm_biased(
 ) {
     #[cfg(target_arch = "x86_64")]
     if k > 0 && bf16_products() {
+        // Cleared while it runs: a job from elsewhere that this thread picks up while it waits
+        // on the rayon pool must not multiply in bf16.
+        let _off = Bf16Scope::enter(false);
         return bf16::gemm(
             m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc, bias,
         );

@@ -783,6 +783,28 @@ fn bf16_products_flush_denormal_operands_and_keep_nan() {
 }
 
 #[test]
+fn the_bf16_setting_is_scoped_and_taken_by_code_that_waits_on_the_pool() {
+    let hw = bf16_available();
+    assert!(!bf16_products());
+    with_bf16_products(true, || {
+        assert_eq!(bf16_products(), hw);
+        {
+            // Taken: this thread, waiting on the pool, runs other jobs without it.
+            let (on, _off) = take_bf16_products();
+            assert_eq!(on, hw);
+            assert!(!bf16_products());
+            // A task takes it back for its own GEMMs.
+            let _task = Bf16Scope::enter(on);
+            assert_eq!(bf16_products(), hw);
+        }
+        assert_eq!(bf16_products(), hw);
+        with_bf16_products(false, || assert!(!bf16_products()));
+        assert_eq!(bf16_products(), hw);
+    });
+    assert!(!bf16_products());
+}
+
+#[test]
 fn b_rows_crowd_the_l1_only_when_more_share_a_set_than_it_has_ways() {
     // 12 rows (the AVX-512 sliver) 4 KiB apart share one of 64 sets: too many for 8 ways, not
     // for 12; 2 KiB apart they fill two sets with 6 each; 4 bytes past 4 KiB they still share
