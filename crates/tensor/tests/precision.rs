@@ -114,6 +114,32 @@ fn conv2d_rounds_its_operands_forward_and_backward() {
 }
 
 #[test]
+fn conv2d_with_one_input_channel_rounds_its_small_k_products() {
+    // k = 1·3·3 = 9: the forward multiplies without the GEMM, from rounded copies.
+    let (x, w) = (rand(&[2, 1, 7, 7], 11), rand(&[5, 1, 3, 3], 12));
+    let params = Conv2dParams {
+        padding: (1, 1),
+        ..Default::default()
+    };
+    let p = MatmulPrecision::Bf16;
+    let f = |v: &[Tensor]| v[0].conv2d(&v[1], None, params).unwrap();
+    let (y, g) = run(p, &[&x, &w], &f);
+    let (rx, rw) = (rounded(&x, p), rounded(&w, p));
+    let (yr, _) = run(MatmulPrecision::F32, &[&rx, &rw], &f);
+    same("conv bf16 small k", &y, &yr);
+    let (y32, _) = run(MatmulPrecision::F32, &[&x, &w], &f);
+    assert_ne!(y.to_vec::<f32>().unwrap(), y32.to_vec::<f32>().unwrap());
+    let seed = rounded(&rand(y.shape(), 99), p);
+    let (rxl, rwl) = (rx.requires_grad_(), rw.requires_grad_());
+    rxl.conv2d(&rwl, None, params)
+        .unwrap()
+        .backward_with(Some(&seed), false)
+        .unwrap();
+    same("conv bf16 small k d/dx", &g[0], &rxl.grad().unwrap());
+    same("conv bf16 small k d/dw", &g[1], &rwl.grad().unwrap());
+}
+
+#[test]
 fn f32_precision_leaves_products_alone() {
     let (a, b) = (rand(&[5, 9], 1), rand(&[9, 4], 2));
     let y = with_matmul_precision(MatmulPrecision::F32, || a.matmul(&b).unwrap());

@@ -225,6 +225,13 @@ fn small_k_matmul<T: Float>(a: &[T], b: &[T], k: usize, p: usize, c: &mut [T]) {
     }
 }
 
+/// Whether every product of the forward pass goes through the GEMM (not the small-k loop):
+/// its inputs need no rounding for bf16 products then (the GEMM rounds them as it packs). The
+/// backward passes always use the GEMM.
+pub fn forward_uses_gemm(g: &ConvGeom) -> bool {
+    g.col_rows() > SMALL_K
+}
+
 /// Target number of columns (images x output positions) in one column block: wide enough that
 /// the GEMM amortises its packing, small enough that the block stays in L2.
 const BLOCK_COLS: usize = 768;

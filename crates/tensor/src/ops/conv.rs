@@ -206,13 +206,17 @@ impl Tensor {
         let y = match x.dtype() {
             DType::F32 => {
                 // Operands rounded as `crate::precision` asks (the bias is added, not rounded);
-                // at bf16 with AVX-512 BF16 the GEMMs multiply them in bf16 (the rounding
-                // here also covers the small-k products that skip the GEMM).
-                let (xr, wr) = (
-                    crate::precision::cpu_operand(&x)?,
-                    crate::precision::cpu_operand(&w)?,
-                );
+                // at bf16 with AVX-512 BF16 the GEMMs multiply in bf16 and round them as they
+                // pack them, so only the small-k products that skip the GEMM need copies.
                 let hw = crate::precision::cpu_bf16_products();
+                let (xr, wr) = if hw && crate::cpu::conv::forward_uses_gemm(&g) {
+                    (x.clone(), w.clone())
+                } else {
+                    (
+                        crate::precision::cpu_operand(&x)?,
+                        crate::precision::cpu_operand(&w)?,
+                    )
+                };
                 forward::<f32>(&xr, &wr, b.as_ref(), &g, hw)?
             }
             DType::F64 => forward::<f64>(&x, &w, b.as_ref(), &g, false)?,
@@ -284,13 +288,16 @@ impl BackwardOp for Conv2dBack {
         let needs: Vec<bool> = inputs.iter().map(|t| t.requires_grad()).collect();
         match dy.dtype() {
             DType::F32 => {
-                // The backward products round their operands as the forward did.
+                // The backward products round their operands as the forward did: the GEMMs
+                // themselves where they multiply in bf16 (the backward uses only GEMMs).
+                let hw = crate::precision::cpu_bf16_products();
+                if hw {
+                    return backward::<f32>(&self.geom, inputs, &needs, &dy, true);
+                }
                 let p = crate::precision::cpu_operand;
                 let mut rounded = vec![p(&inputs[0])?, p(&inputs[1])?];
                 rounded.extend(inputs.get(2).cloned());
-                let dy = p(&dy)?;
-                let hw = crate::precision::cpu_bf16_products();
-                backward::<f32>(&self.geom, &rounded, &needs, &dy, hw)
+                backward::<f32>(&self.geom, &rounded, &needs, &p(&dy)?, false)
             }
             DType::F64 => backward::<f64>(&self.geom, inputs, &needs, &dy, false),
             d => Err(unsupported("conv2d backward", d)),
