@@ -89,19 +89,19 @@ fn low_precision_products_are_products_of_rounded_operands() {
     }
 }
 
-#[test]
-fn conv2d_rounds_its_operands_forward_and_backward() {
-    let (x, w) = (rand(&[2, 3, 6, 6], 7), rand(&[4, 3, 3, 3], 8));
+/// Checks that conv2d of `x` and `w` (padding 1) at bf16 equals the f32 convolution of the
+/// rounded operands, forward and backward (`what` names the case); returns the bf16 output.
+fn conv_rounds_its_operands(x: &Tensor, w: &Tensor, what: &str) -> Tensor {
     let params = Conv2dParams {
         padding: (1, 1),
         ..Default::default()
     };
     let p = MatmulPrecision::Bf16;
     let f = |v: &[Tensor]| v[0].conv2d(&v[1], None, params).unwrap();
-    let (y, g) = run(p, &[&x, &w], &f);
-    let (rx, rw) = (rounded(&x, p), rounded(&w, p));
+    let (y, g) = run(p, &[x, w], &f);
+    let (rx, rw) = (rounded(x, p), rounded(w, p));
     let (yr, _) = run(MatmulPrecision::F32, &[&rx, &rw], &f);
-    same("conv bf16", &y, &yr);
+    same(what, &y, &yr);
     // The backward rounds the incoming gradient too, so compare with a rounded seed.
     let seed = rounded(&rand(y.shape(), 99), p);
     let (rxl, rwl) = (rx.requires_grad_(), rw.requires_grad_());
@@ -109,34 +109,29 @@ fn conv2d_rounds_its_operands_forward_and_backward() {
         .unwrap()
         .backward_with(Some(&seed), false)
         .unwrap();
-    same("conv bf16 d/dx", &g[0], &rxl.grad().unwrap());
-    same("conv bf16 d/dw", &g[1], &rwl.grad().unwrap());
+    same(&format!("{what} d/dx"), &g[0], &rxl.grad().unwrap());
+    same(&format!("{what} d/dw"), &g[1], &rwl.grad().unwrap());
+    y
+}
+
+#[test]
+fn conv2d_rounds_its_operands_forward_and_backward() {
+    let (x, w) = (rand(&[2, 3, 6, 6], 7), rand(&[4, 3, 3, 3], 8));
+    conv_rounds_its_operands(&x, &w, "conv bf16");
 }
 
 #[test]
 fn conv2d_with_one_input_channel_rounds_its_small_k_products() {
     // k = 1·3·3 = 9: the forward multiplies without the GEMM, from rounded copies.
     let (x, w) = (rand(&[2, 1, 7, 7], 11), rand(&[5, 1, 3, 3], 12));
+    let y = conv_rounds_its_operands(&x, &w, "conv bf16 small k");
     let params = Conv2dParams {
         padding: (1, 1),
         ..Default::default()
     };
-    let p = MatmulPrecision::Bf16;
     let f = |v: &[Tensor]| v[0].conv2d(&v[1], None, params).unwrap();
-    let (y, g) = run(p, &[&x, &w], &f);
-    let (rx, rw) = (rounded(&x, p), rounded(&w, p));
-    let (yr, _) = run(MatmulPrecision::F32, &[&rx, &rw], &f);
-    same("conv bf16 small k", &y, &yr);
     let (y32, _) = run(MatmulPrecision::F32, &[&x, &w], &f);
     assert_ne!(y.to_vec::<f32>().unwrap(), y32.to_vec::<f32>().unwrap());
-    let seed = rounded(&rand(y.shape(), 99), p);
-    let (rxl, rwl) = (rx.requires_grad_(), rw.requires_grad_());
-    rxl.conv2d(&rwl, None, params)
-        .unwrap()
-        .backward_with(Some(&seed), false)
-        .unwrap();
-    same("conv bf16 small k d/dx", &g[0], &rxl.grad().unwrap());
-    same("conv bf16 small k d/dw", &g[1], &rwl.grad().unwrap());
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! order of the additions (and the flushing of denormal products).
 
 use super::avx512::{self, MR, MV, NR};
+use super::driver::SendPtr;
 use super::Bias;
 use core::arch::x86_64::*;
 use rayon::prelude::*;
@@ -42,20 +43,6 @@ pub(crate) fn bf16_bits(x: f32) -> u32 {
     (u + 0x7fff + ((u >> 16) & 1)) >> 16
 }
 
-/// A raw pointer shared by the conversion's tasks, which write disjoint parts.
-#[derive(Clone, Copy)]
-struct Shared(*mut u32);
-// SAFETY: tasks write disjoint rows (or k-pairs) of the buffer.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut u32 {
-        self.0
-    }
-}
-
 /// Elements below which the conversion runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
@@ -77,12 +64,13 @@ pub(super) unsafe fn to_pairs(
 ) -> (isize, isize) {
     let kp = kc.div_ceil(2);
     let parallel = len * kc >= PARALLEL_MIN && rayon::current_num_threads() > 1;
-    let src = Shared(src as *mut u32);
-    let dst = Shared(dst);
+    // Shared by the conversion's tasks, which write disjoint rows (or k-pairs) of `dst`.
+    let src = SendPtr(src);
+    let dst = SendPtr(dst);
     if s_k == 1 || s_len != 1 {
         // Row `i` of pairs at `dst + i·kp`.
         let row = move |i: usize| {
-            let from = src.get().cast::<f32>().offset(i as isize * s_len);
+            let from = src.get().offset(i as isize * s_len);
             let to = dst.get().add(i * kp);
             if s_k == 1 {
                 row_pairs(kc, from, to);
@@ -107,7 +95,7 @@ pub(super) unsafe fn to_pairs(
     } else {
         // k-pair `q` of every row at `dst + q·len`, from source rows `2q` and `2q + 1`.
         let pair = move |q: usize| {
-            let lo = src.get().cast::<f32>().offset(2 * q as isize * s_k) as *const f32;
+            let lo = src.get().offset(2 * q as isize * s_k);
             let hi = (2 * q + 1 < kc).then(|| lo.offset(s_k));
             interleave(len, lo, hi, dst.get().add(q * len));
         };

@@ -341,14 +341,14 @@ impl PackOnce {
 
 /// A raw pointer that may cross rayon task boundaries; the driver guarantees disjoint writes.
 #[derive(Clone, Copy)]
-struct SendPtr<T>(T);
+pub(super) struct SendPtr<T>(pub(super) T);
 // SAFETY: only used for buffers whose concurrent accesses are disjoint or read-only.
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
 impl<T: Copy> SendPtr<T> {
     /// The wrapped pointer (a method, so closures capture the whole `Send` wrapper).
-    fn get(self) -> T {
+    pub(super) fn get(self) -> T {
         self.0
     }
 }
@@ -424,6 +424,9 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
     let panel_len = nc_max.div_ceil(K::NR) * (K::NR * k + k_blocks * sliver_stride(0, 0));
     with_scratch(&B_BUF, panel_len, |bp| {
         let bp = SendPtr(bp);
+        // Whether the kernel reads full B slivers in place (see `direct_b` below); the same for
+        // every column block.
+        let in_place_b = reads_b_in_place::<K>(rsb, csb);
         for jc in (0..n).step_by(nc_max) {
             let nc = nc_max.min(n - jc);
             let n_sl = nc.div_ceil(K::NR);
@@ -451,7 +454,6 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
                 // When the kernel reads B in place there is no such pass, and a square block of
                 // at least 8 slivers per thread splits its rows too (n = 512: 293-316 -> 313-315
                 // GFLOP/s; at n = 256, 4 slivers per thread, it lost: 286-307 -> 270-274).
-                let in_place_b = reads_b_in_place::<K>(rsb, csb);
                 let wide = if in_place_b && m_sl >= 8 * threads {
                     m >= n
                 } else {
@@ -485,7 +487,7 @@ pub(super) unsafe fn gemm<K: MicroKernel>(
             // step +5.7%), nor does `A·B` with both row-major (SGEMM 2 threads n = 1024, 2048:
             // 290 -> 309-313 GFLOP/s; docs/performance.md, session 11). Not where the `NR` rows
             // crowd the L1 ([`rows_crowd_l1`]).
-            let direct_b = reads_b_in_place::<K>(rsb, csb);
+            let direct_b = in_place_b;
             // Slivers the shared pass below packs: all of them, or only a partial last one.
             let packed_from = if direct_b { nc / K::NR } else { 0 };
             // Slivers of the shared panel that are packed on first use rather than in a pass of
