@@ -8,7 +8,7 @@
 #   bash scripts/gpu_session.sh run [STEP..]   # there, carrying target/gpu-session: unpacks
 #                                              # it, runs all steps unless some are named
 # Steps, in this order:
-#   device   nvidia-smi and the CUDA library path
+#   device   nvidia-smi, the CUDA library path, every kernel file compiled (in parallel)
 #   suite    the tensor crate's device suite (every op with a CUDA arm against the CPU)
 #   targets  issue 7's throughput rows against PyTorch eager: gpt2 (bf16, MFU), simclr512,
 #            resnet512, resnet512-bf16, each with its `gpu-profile` line
@@ -119,14 +119,16 @@ step() {
   echo "== $name (up to $secs s)"
   limited "$secs" "$@" >"$work/$name.log" 2>&1 </dev/null || rc=$?
   echo "== $name: rc=$rc, $(( SECONDS - t0 )) s$([ $rc -eq 124 ] && echo ", stopped at its $secs s")" | tee -a "$summary"
-  grep -hE "^test result|^== |FAILED|panicked|skipped|stopped after|^\{\"round\"|^\| SimCLR|^\| the same|^\| logistic|Total [0-9]+ s|rror" \
+  grep -hE "^test result|^== |FAILED|panicked|skipped|stopped after|^\{\"round\"|^\| SimCLR|^\| the same|^\| logistic|Total [0-9]+ s|kernel files|rror" \
     "$work/$name.log" | grep -v '"bench": "gpu-profile"' | cut -c1-400 | head -60 | tee -a "$summary"
   pack
 }
 
 for s in "${steps[@]}"; do
   case $s in
-    device) cap=30 step device bash -c 'date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee '"$work"'/device.txt; bash scripts/gpu_check.sh env; nvidia-smi; grep -m1 "model name" /proc/cpuinfo' ;;
+    # device also compiles every kernel file into the disk cache, on all cores at once (the
+    # `selfsup` binary does that for any --device cuda command), so later steps start compiled.
+    device) cap=60 step device bash -c 'date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee '"$work"'/device.txt; bash scripts/gpu_check.sh env; nvidia-smi; grep -m1 "model name" /proc/cpuinfo; nproc; source <(bash scripts/gpu_check.sh env); target/gpu-run/selfsup bench sgemm --device cuda --sizes 256 --reps 1' ;;
     suite) cap=180 step suite env OUT="$work/check" TEST_TIMEOUT=170 bash scripts/gpu_check.sh run selfsup-tensor-devices ;;
     targets) cap=260 step targets env OUT="$work" ROUNDS=1 WORKLOADS="gpt2 simclr512 resnet512 resnet512-bf16" \
       BENCH_TIMEOUT=100 bash scripts/gpu_bench.sh run ;;

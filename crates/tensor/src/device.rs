@@ -52,6 +52,19 @@ impl Device {
         }
     }
 
+    /// Prepares every kernel this device can run, so that no op waits for a compile later:
+    /// on a GPU, [`crate::cuda::CudaBackend::load_all_kernels`] (NVRTC on all cores at once,
+    /// through the on-disk cache); nothing to do on the CPU.
+    pub fn load_kernels(self) -> Result<KernelsLoaded> {
+        match self {
+            Device::Cpu => Ok(KernelsLoaded::default()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => crate::cuda::CudaBackend::get(i)?.load_all_kernels(),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(no_cuda_build(self)),
+        }
+    }
+
     /// Every device this process can use: the CPU, then each usable GPU.
     pub fn all_available() -> Vec<Device> {
         #[allow(unused_mut)]
@@ -78,6 +91,18 @@ impl Device {
                 }),
         }
     }
+}
+
+/// What [`Device::load_kernels`] did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelsLoaded {
+    /// Kernel files that were not loaded yet and now are (0 on the CPU, or when every file
+    /// was loaded before).
+    pub files: usize,
+    /// How many of them NVRTC compiled; the others came from the on-disk cache.
+    pub compiled: usize,
+    /// Wall-clock seconds it took.
+    pub seconds: f64,
 }
 
 /// The error for a GPU asked of a build without the `cuda` feature.

@@ -40,7 +40,7 @@ mod storage;
 mod tensor;
 
 pub use autograd::{is_grad_enabled, no_grad, no_grad_scope, set_grad_enabled, BackwardOp};
-pub use device::Device;
+pub use device::{Device, KernelsLoaded};
 pub use dtype::{DType, Element, Float};
 pub use error::{Error, Result, ShapeDisplay};
 pub use layout::{broadcast_shapes, Layout};

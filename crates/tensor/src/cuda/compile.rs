@@ -164,8 +164,13 @@ fn is_cubin(bytes: &[u8]) -> bool {
     bytes.len() > 64 && bytes.starts_with(b"\x7fELF")
 }
 
-/// [`compile_cubin`] through the on-disk cache in `dir` (no caching when `dir` is `None`).
-pub fn cubin_cached_in(src: &str, arch: &str, dir: Option<&Path>) -> Result<Vec<u8>, String> {
+/// [`compile_cubin`] through the on-disk cache in `dir` (no caching when `dir` is `None`), and
+/// whether NVRTC had to compile (`true`) or the cache held it.
+pub(crate) fn cubin_cached_in(
+    src: &str,
+    arch: &str,
+    dir: Option<&Path>,
+) -> Result<(Vec<u8>, bool), String> {
     let (major, minor) = nvrtc_version()?;
     let version = format!("{major}.{minor}");
     let key = fnv1a(&[
@@ -178,7 +183,7 @@ pub fn cubin_cached_in(src: &str, arch: &str, dir: Option<&Path>) -> Result<Vec<
     if let Some(p) = &path {
         if let Ok(bin) = std::fs::read(p) {
             if is_cubin(&bin) {
-                return Ok(bin);
+                return Ok((bin, false));
             }
         }
     }
@@ -190,12 +195,7 @@ pub fn cubin_cached_in(src: &str, arch: &str, dir: Option<&Path>) -> Result<Vec<
             let _ = std::fs::rename(&tmp, p);
         }
     }
-    Ok(bin)
-}
-
-/// [`cubin_cached_in`] with the default [`cache_dir`].
-pub fn cubin_cached(src: String, arch: &str) -> Result<Vec<u8>, String> {
-    cubin_cached_in(&src, arch, cache_dir().as_deref())
+    Ok((bin, true))
 }
 
 #[cfg(test)]
@@ -355,8 +355,8 @@ mod tests {
     }
 
     /// Compiles every kernel file with NVRTC for Ampere and Hopper, through a fresh cache
-    /// directory, then again from the cache. Needs libnvrtc (not a GPU): CI installs it with
-    /// pip; elsewhere the test says it skipped.
+    /// directory, on three threads at once, then again from the cache. Needs libnvrtc (not a
+    /// GPU): CI installs it with pip; elsewhere the test says it skipped.
     #[test]
     fn every_kernel_file_compiles_with_nvrtc_and_is_cached() {
         if let Some(why) = nvrtc_problem() {
@@ -365,25 +365,46 @@ mod tests {
         }
         let dir = std::env::temp_dir().join(format!("selfsup-kernel-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for (name, _) in KERNEL_FILES {
-            for arch in ["sm_80", "sm_90"] {
-                let src = kernel_file(name).unwrap();
-                let bin = cubin_cached_in(&src, arch, Some(&dir))
-                    .unwrap_or_else(|e| panic!("{name}.cu for {arch}: {e}"));
-                assert!(is_cubin(&bin), "{name}.cu: {arch} gives an ELF image");
-                // Every kernel the Rust side launches is a symbol of the image (its name sits
-                // NUL-terminated in the ELF string table).
-                for entry in expected_entries(name) {
-                    let sym = format!("\0{entry}\0");
-                    assert!(
-                        bin.windows(sym.len()).any(|w| w == sym.as_bytes()),
-                        "{name}.cu has no kernel {entry}, which the Rust side launches"
-                    );
+        // Several threads at once, as `CudaBackend::load_all_kernels` uses NVRTC.
+        let jobs: Vec<(&str, &str)> = KERNEL_FILES
+            .iter()
+            .flat_map(|&(name, _)| [(name, "sm_80"), (name, "sm_90")])
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..3)
+                .map(|_| {
+                    scope.spawn(|| loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(name, arch)) = jobs.get(i) else {
+                            break;
+                        };
+                        let src = kernel_file(name).unwrap();
+                        let (bin, compiled) = cubin_cached_in(&src, arch, Some(&dir))
+                            .unwrap_or_else(|e| panic!("{name}.cu for {arch}: {e}"));
+                        assert!(compiled, "{name}.cu for {arch}: the fresh cache held it");
+                        assert!(is_cubin(&bin), "{name}.cu: {arch} gives an ELF image");
+                        // Every kernel the Rust side launches is a symbol of the image (its name
+                        // sits NUL-terminated in the ELF string table).
+                        for entry in expected_entries(name) {
+                            let sym = format!("\0{entry}\0");
+                            assert!(
+                                bin.windows(sym.len()).any(|w| w == sym.as_bytes()),
+                                "{name}.cu has no kernel {entry}, which the Rust side launches"
+                            );
+                        }
+                        let (again, compiled) = cubin_cached_in(&src, arch, Some(&dir)).unwrap();
+                        assert!(!compiled, "{name}.cu for {arch}: not read from the cache");
+                        assert_eq!(bin, again);
+                    })
+                })
+                .collect();
+            for w in workers {
+                if let Err(e) = w.join() {
+                    std::panic::resume_unwind(e);
                 }
-                let again = cubin_cached_in(&src, arch, Some(&dir)).unwrap();
-                assert_eq!(bin, again);
             }
-        }
+        });
         let cached = std::fs::read_dir(&dir).unwrap().count();
         assert_eq!(
             cached,

@@ -43,6 +43,9 @@ impl std::fmt::Debug for CudaBackend {
 
 type Opened = std::result::Result<Arc<CudaBackend>, String>;
 
+/// A kernel file's machine code and whether NVRTC compiled it (else the disk cache held it).
+type CubinLookup = Result<(Vec<u8>, bool)>;
+
 fn opened() -> &'static Mutex<HashMap<usize, Opened>> {
     static OPENED: OnceLock<Mutex<HashMap<usize, Opened>>> = OnceLock::new();
     OPENED.get_or_init(|| Mutex::new(HashMap::new()))
@@ -237,27 +240,8 @@ impl CudaBackend {
             match modules.get(file) {
                 Some(m) => m.clone(),
                 None => {
-                    let src =
-                        compile::kernel_file(file).ok_or_else(|| Error::DeviceUnavailable {
-                            device: Device::Cuda(self.ordinal),
-                            reason: format!("no kernel file {file}.cu in this build"),
-                        })?;
-                    let arch = format!("sm_{}{}", self.capability.0, self.capability.1);
-                    let bin = compile::cubin_cached(src, &arch).map_err(|reason| {
-                        Error::DeviceUnavailable {
-                            device: Device::Cuda(self.ordinal),
-                            reason,
-                        }
-                    })?;
-                    let m = self
-                        .ctx
-                        .load_module(cudarc::nvrtc::Ptx::from_binary(bin))
-                        .map_err(|e| {
-                            self.err_msg(format!(
-                                "loading {file}.cu failed ({e:?}); a CUBIN from an NVRTC of a \
-                                 newer major CUDA version than the driver does not load"
-                            ))
-                        })?;
+                    let (bin, _) = self.cubin(file)?;
+                    let m = self.load_cubin(file, bin)?;
                     modules.insert(file, m.clone());
                     m
                 }
@@ -272,6 +256,92 @@ impl CudaBackend {
             .insert(key.clone(), f.clone());
         self.mark(|| key);
         Ok(f)
+    }
+
+    /// The machine code of kernel file `file` for this GPU, and whether NVRTC compiled it
+    /// (`false`: the on-disk cache held it).
+    fn cubin(&self, file: &str) -> CubinLookup {
+        let src = compile::kernel_file(file).ok_or_else(|| Error::DeviceUnavailable {
+            device: Device::Cuda(self.ordinal),
+            reason: format!("no kernel file {file}.cu in this build"),
+        })?;
+        let arch = format!("sm_{}{}", self.capability.0, self.capability.1);
+        compile::cubin_cached_in(&src, &arch, compile::cache_dir().as_deref()).map_err(|reason| {
+            Error::DeviceUnavailable {
+                device: Device::Cuda(self.ordinal),
+                reason,
+            }
+        })
+    }
+
+    fn load_cubin(&self, file: &str, bin: Vec<u8>) -> Result<Arc<CudaModule>> {
+        self.ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(bin))
+            .map_err(|e| {
+                self.err_msg(format!(
+                    "loading {file}.cu failed ({e:?}); a CUBIN from an NVRTC of a newer major \
+                     CUDA version than the driver does not load"
+                ))
+            })
+    }
+
+    /// Compiles (or reads from the on-disk cache) and loads every kernel file not loaded yet,
+    /// compiling on all the host's cores at once, largest files first. Kernels are otherwise
+    /// compiled one file at a time as ops first need them; calling this before a run's first
+    /// step replaces those waits with one shorter one (about 30 s of NVRTC work in all: 1.5x
+    /// faster on 2 cores, bounded by the largest file on many). Safe to call again: it only
+    /// loads what is missing.
+    pub fn load_all_kernels(&self) -> Result<crate::device::KernelsLoaded> {
+        let start = std::time::Instant::now();
+        let missing: Vec<&'static str> = {
+            let modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+            let mut v: Vec<(&'static str, usize)> = compile::KERNEL_FILES
+                .iter()
+                .filter(|(n, _)| !modules.contains_key(n))
+                .map(|&(n, src)| (n, src.len()))
+                .collect();
+            // Longest source first: the files that take longest start first.
+            v.sort_by_key(|&(_, len)| std::cmp::Reverse(len));
+            v.into_iter().map(|(n, _)| n).collect()
+        };
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(missing.len())
+            .max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Mutex<Vec<(&'static str, CubinLookup)>> = Mutex::new(vec![]);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&file) = missing.get(i) else { break };
+                    let r = self.cubin(file);
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((file, r));
+                });
+            }
+        });
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        // Report the first failure in file order, whatever order the threads finished in.
+        results.sort_by_key(|(file, _)| missing.iter().position(|m| m == file));
+        let mut compiled = 0;
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        for (file, r) in results {
+            let (bin, fresh) = r?;
+            compiled += usize::from(fresh);
+            if !modules.contains_key(file) {
+                let m = self.load_cubin(file, bin)?;
+                modules.insert(file, m);
+            }
+        }
+        Ok(crate::device::KernelsLoaded {
+            files: missing.len(),
+            compiled,
+            seconds: start.elapsed().as_secs_f64(),
+        })
     }
 
     /// The cuBLAS handle of this device (opened on first use).
