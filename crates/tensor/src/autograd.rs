@@ -1,6 +1,6 @@
 //! Reverse-mode automatic differentiation.
 //!
-//! Each op result that needs a gradient holds a [`Node`]: its input tensors and a
+//! Each op result that needs a gradient holds a `Node`: its input tensors and a
 //! [`BackwardOp`] that maps the gradient of the result to gradients of the inputs, written with
 //! tensor ops (so every device that runs the forward ops runs the backward ones too).
 //! [`Tensor::backward`] sorts the graph behind a scalar, walks it in reverse topological order,

@@ -22,6 +22,8 @@
 //! # Ok::<(), selfsup_tensor::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod alloc;
 pub mod autograd;
 pub mod cpu;

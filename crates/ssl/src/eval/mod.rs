@@ -5,7 +5,7 @@
 //! - [`knn`]: weighted k-nearest-neighbour classification on cosine similarity (InstDisc).
 //! - [`linear`]: the linear probe, multinomial logistic regression solved to convergence with
 //!   L-BFGS, its L2 penalty chosen by cross-validated cross-entropy on the labelled training set.
-//! - [`finetune`]: fine-tuning the encoder with a new linear head, early stopping on a
+//! - [`mod@finetune`]: fine-tuning the encoder with a new linear head, early stopping on a
 //!   validation split, optional freezing.
 //! - [`baselines`]: logistic regression on raw pixels, and the same backbone trained supervised
 //!   from scratch on the same labels.
@@ -14,7 +14,7 @@
 //! - [`subset`]: `K` labelled images per class.
 //! - [`text`]: features for text classification: mean-pooled text-encoder states, and the
 //!   hashed bag-of-n-grams baseline.
-//! - [`text_finetune`]: fine-tuning a text encoder with a linear head on mean-pooled states.
+//! - [`mod@text_finetune`]: fine-tuning a text encoder with a linear head on mean-pooled states.
 //!
 //! Nothing here ever looks at test labels except to score predictions: every choice (L2 penalty,
 //! early-stopping epoch) is made on a split of the labelled training set.

@@ -100,7 +100,7 @@ impl TextClassifier<'_> {
 }
 
 /// Fine-tunes the text `encoder` with a new linear head on token sequences `seqs` with
-/// `labels`, exactly as [`super::finetune`] does for images: a stratified `cfg.val_fraction`
+/// `labels`, exactly as [`super::finetune()`] does for images: a stratified `cfg.val_fraction`
 /// held out, AdamW (head at `cfg.lr`, encoder at `cfg.lr * cfg.encoder_lr_scale`, `cfg.freeze`
 /// respected), cosine decay when `cfg.cosine`, at least `cfg.min_steps` steps, early stopping
 /// after `cfg.patience` epochs without a better validation accuracy, and the best epoch's

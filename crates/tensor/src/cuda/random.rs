@@ -14,11 +14,24 @@ use crate::error::Result;
 #[derive(Clone, Copy, Debug)]
 pub enum Draw {
     /// Uniform in `[lo, hi)`.
-    Uniform { lo: f64, hi: f64 },
+    Uniform {
+        /// Lower bound (included).
+        lo: f64,
+        /// Upper bound (excluded).
+        hi: f64,
+    },
     /// Normal with mean and standard deviation.
-    Normal { mean: f64, std: f64 },
+    Normal {
+        /// Mean.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+    },
     /// 1 with probability `p`, else 0.
-    Bernoulli { p: f64 },
+    Bernoulli {
+        /// Probability of a 1.
+        p: f64,
+    },
 }
 
 /// `n` values of `dtype` (f32 or f64) drawn from Philox blocks `start..` under `seed`.

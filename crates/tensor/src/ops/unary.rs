@@ -32,7 +32,7 @@ macro_rules! unary_op {
     ($(#[$m:meta])* $name:ident $( { $($field:ident),* } )?, $kernel:literal, |$s:ident, $x:ident| $f:expr, |$s2:ident, $x2:ident, $y2:ident| $df:expr $(, uses_y = $uy:literal)?) => {
         $(#[$m])*
         #[derive(Clone, Debug)]
-        pub struct $name { $( $(pub $field: f64),* )? }
+        pub struct $name { $( $(#[doc = concat!("The op's `", stringify!($field), "` (see above).")] pub $field: f64),* )? }
         impl UnaryOp for $name {
             const NAME: &'static str = $kernel;
             $(const DF_USES_Y: bool = $uy;)?
