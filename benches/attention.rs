@@ -1,10 +1,14 @@
 //! Self-attention of the reference GPT step (batch 32, context 128, 4 heads of 32, causal):
 //! the fused `Tensor::attention_qkv` against the composed ops (per-head select / permute,
-//! two batched matmuls, mask, softmax) in the same run, forward alone and forward + backward.
+//! two batched matmuls, mask, softmax) in the same run, forward alone and forward + backward;
+//! and the fused op at f32 against bf16 matmul precision (bf16 products on CPUs with AVX-512
+//! BF16, f32 elsewhere), at that shape and at GPT-2 small's (batch 1, context 1024, 12 heads
+//! of 64).
 //!
 //! Run: `cargo bench --bench attention`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Generator, Tensor};
 
 const B: usize = 32;
@@ -77,5 +81,33 @@ fn bench(c: &mut Criterion) {
     grp.finish();
 }
 
-criterion_group!(benches, bench);
+/// Forward + backward of the fused op on `x` with `h` heads, causal.
+fn fused_step(x: &Tensor, h: usize) -> Option<Tensor> {
+    let xr = x.detach().requires_grad_();
+    xr.attention_qkv(h, true)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    xr.grad()
+}
+
+fn bench_precision(c: &mut Criterion) {
+    let mut g = Generator::new(1);
+    let shapes = [("gpt_step", B, T, H, DH), ("gpt2", 1, 1024, 12, 64)];
+    for (name, b, t, h, dh) in shapes {
+        let x = Tensor::randn(&[b, t, 3 * h * dh], 0.0, 1.0, DType::F32, &mut g).unwrap();
+        let mut grp = c.benchmark_group(format!("attention_precision_{name}"));
+        grp.sample_size(10);
+        for (label, p) in [("f32", MatmulPrecision::F32), ("bf16", MatmulPrecision::Bf16)] {
+            grp.bench_function(format!("forward_backward/{label}"), |bn| {
+                bn.iter(|| with_matmul_precision(p, || black_box(fused_step(&x, h))))
+            });
+        }
+        grp.finish();
+    }
+}
+
+criterion_group!(benches, bench, bench_precision);
 criterion_main!(benches);

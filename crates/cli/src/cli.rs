@@ -310,8 +310,8 @@ pub struct BenchArgs {
     /// Device: cpu, cuda or cuda:N (timings wait for the GPU to finish each repetition).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Precision of the f32 products: f32, tf32 or bf16 (f32 accumulation; on the CPU the
-    /// operands are only rounded, no faster).
+    /// Precision of the f32 products: f32, tf32 or bf16 (f32 accumulation; on the CPU bf16 runs
+    /// on AVX-512 BF16 where the CPU has it; otherwise the operands are only rounded, no faster).
     #[arg(long, default_value = "f32")]
     pub precision: String,
     /// gpt-step model: `mini` (the reference, 4 layers, d=128, context 128, vocab 96) or `gpt2`

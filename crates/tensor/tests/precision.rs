@@ -2,6 +2,7 @@
 //! rounded operands, forward and backward, for matmul, linear and conv2d; f32 is untouched.
 //! Where the CPU multiplies bf16 in hardware (AVX-512 BF16) the bf16 products add their terms in
 //! another order, so there they are compared to within f32 accumulation error, elsewhere exactly.
+//! Fused attention multiplies in bf16 at bf16 precision only where the CPU has AVX-512 BF16.
 
 use selfsup_tensor::precision::{round_mantissa, with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{Conv2dParams, DType, Generator, Tensor};
@@ -139,4 +140,97 @@ fn f32_precision_leaves_products_alone() {
     let (a, b) = (rand(&[5, 9], 1), rand(&[9, 4], 2));
     let y = with_matmul_precision(MatmulPrecision::F32, || a.matmul(&b).unwrap());
     same("f32", &y, &a.matmul(&b).unwrap());
+}
+
+/// Attention's output from bf16-rounded queries, keys, values and probabilities, in f64
+/// (`x` is `[B, T, 3, H, dh]` packed): what the bf16 products compute, up to their f32 sums.
+fn attention_of_rounded(x: &Tensor, h: usize, causal: bool) -> Vec<f64> {
+    let (b, t, d3) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+    let dh = d3 / (3 * h);
+    let bf = |v: f32| round_mantissa(v, MatmulPrecision::Bf16.mantissa_bits()) as f64;
+    let xs: Vec<f64> = x.to_vec::<f32>().unwrap().into_iter().map(bf).collect();
+    let at = |bi: usize, ti: usize, part: usize, hh: usize, c: usize| {
+        xs[((bi * t + ti) * 3 + part) * h * dh + hh * dh + c]
+    };
+    let scale = 1.0 / (dh as f64).sqrt();
+    let mut out = vec![0.0; b * t * h * dh];
+    for bi in 0..b {
+        for hh in 0..h {
+            for i in 0..t {
+                let n = if causal { i + 1 } else { t };
+                let s: Vec<f64> = (0..n)
+                    .map(|j| {
+                        scale
+                            * (0..dh)
+                                .map(|c| at(bi, i, 0, hh, c) * at(bi, j, 1, hh, c))
+                                .sum::<f64>()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let l: f64 = s.iter().map(|v| (v - m).exp()).sum();
+                for (j, sj) in s.iter().enumerate() {
+                    let p = bf((((sj - m).exp()) / l) as f32);
+                    for c in 0..dh {
+                        out[((bi * t + i) * h + hh) * dh + c] += p * at(bi, j, 2, hh, c);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// At bf16 precision, f32 attention multiplies in bf16 (f32 sums) on a CPU with AVX-512 BF16,
+/// as the GPU's tensor-core kernels do: its output is that of rounded queries, keys, values
+/// and probabilities, and its gradient stays within bf16 error of f32's. Elsewhere the CPU's
+/// attention stays f32 at every precision.
+#[test]
+fn attention_multiplies_in_bf16_where_the_cpu_can() {
+    let (h, dh) = (2, 16);
+    // 37 rows: causal blocks of 32 and a partial one; not a multiple of any kernel tile.
+    let x = rand(&[2, 37, 3 * h * dh], 5);
+    for causal in [false, true] {
+        let f = move |xs: &[Tensor]| xs[0].attention_qkv(h, causal).unwrap();
+        let (y32, g32) = run(MatmulPrecision::F32, &[&x], &f);
+        let (y16, g16) = run(MatmulPrecision::Bf16, &[&x], &f);
+        let (y32, y16) = (y32.to_vec::<f32>().unwrap(), y16.to_vec::<f32>().unwrap());
+        let (g32, g16) = (
+            g32[0].to_vec::<f32>().unwrap(),
+            g16[0].to_vec::<f32>().unwrap(),
+        );
+        if !selfsup_tensor::cpu::gemm::bf16_available() {
+            assert_eq!(
+                y16, y32,
+                "causal {causal}: f32 attention without AVX-512 BF16"
+            );
+            assert_eq!(g16, g32, "causal {causal}");
+            continue;
+        }
+        let want = attention_of_rounded(&x, h, causal);
+        let err = |y: &[f32]| {
+            y.iter()
+                .zip(&want)
+                .map(|(a, b)| (*a as f64 - b).abs())
+                .fold(0.0, f64::max)
+        };
+        let (e16, e32) = (err(&y16), err(&y32));
+        eprintln!(
+            "causal {causal}: max error against rounded operands: bf16 {e16:.2e}, f32 {e32:.2e}"
+        );
+        assert!(e16 < 1e-5, "causal {causal}: bf16 products off by {e16}");
+        assert!(
+            e32 > 4.0 * e16,
+            "causal {causal}: f32 ({e32}) as close as bf16 ({e16})"
+        );
+        let scale = g32.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let gd = g16
+            .iter()
+            .zip(&g32)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            gd > 0.0 && gd < 3e-2 * scale,
+            "causal {causal}: gradient moved by {gd} of {scale}"
+        );
+    }
 }

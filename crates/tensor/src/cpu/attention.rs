@@ -20,7 +20,14 @@
 //! Work is split over the batch: each parallel task owns one sample's rows of the output and
 //! of the gradient, so tasks never write to the same memory; the GEMMs inside a task are too
 //! small to fork again.
+//!
+//! In f32, the products follow the calling thread's bf16 setting
+//! ([`super::gemm::with_bf16_products`]), which the tasks take over: inside it, on a CPU with
+//! AVX-512 BF16, every product rounds its operands (queries, keys, values, probabilities,
+//! output gradients, score gradients) to bf16 and adds in f32, as the GPU's tensor-core
+//! kernels (`kernels/attention_mma.cu`) do; the softmax and the score gradients stay f32.
 
+use super::gemm::{take_bf16_products, Bf16Scope};
 use super::matmul::Gemm;
 use crate::dtype::Float;
 use rayon::prelude::*;
@@ -240,12 +247,15 @@ pub fn forward<T: Gemm>(qkv: &[T], dims: AttnDims, causal: bool, scale: T) -> (V
     if out.is_empty() {
         return (out, lse);
     }
+    // The calling thread's bf16 setting goes to the tasks, which run the GEMMs.
+    let (bf16, _off) = take_bf16_products();
     out.par_chunks_mut(t * d)
         .zip(lse.par_chunks_mut(h * t))
         .enumerate()
         .for_each_init(
             || vec![T::ZERO; t * t],
             |p, (bi, (ob, lb))| {
+                let _on = Bf16Scope::enter(bf16);
                 let x = &qkv[bi * t * 3 * d..(bi + 1) * t * 3 * d];
                 forward_sample(x, ob, lb, p, dims, causal, scale);
             },
@@ -377,9 +387,11 @@ pub fn backward<T: Gemm>(
     if grad.is_empty() || d == 0 {
         return grad;
     }
+    let (bf16, _off) = take_bf16_products();
     grad.par_chunks_mut(t * 3 * d).enumerate().for_each_init(
         || (vec![T::ZERO; t * t], vec![T::ZERO; t * t]),
         |(p, ds), (bi, gb)| {
+            let _on = Bf16Scope::enter(bf16);
             let x = &qkv[bi * t * 3 * d..(bi + 1) * t * 3 * d];
             let o = &out[bi * t * d..(bi + 1) * t * d];
             let go = &dout[bi * t * d..(bi + 1) * t * d];

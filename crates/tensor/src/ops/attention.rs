@@ -6,6 +6,7 @@
 
 use crate::autograd::BackwardOp;
 use crate::cpu::attention::{self as kernel, AttnDims};
+use crate::cpu::gemm::with_bf16_products;
 use crate::cpu::matmul::Gemm;
 use crate::error::{shape_err, Result};
 use crate::ops::with_slice;
@@ -65,6 +66,8 @@ struct AttnBack {
     dims: AttnDims,
     causal: bool,
     scale: f64,
+    /// Whether the forward's products were bf16 products (the backward's are too).
+    bf16: bool,
     /// The forward's output `[B, T, D]` and per-row log-sum-exp `[B, H, T]`.
     out: Tensor,
     lse: Tensor,
@@ -77,7 +80,17 @@ impl AttnBack {
             with_slice::<T, _>(OP, grad, |gs| {
                 with_slice::<T, _>(OP, &self.out, |os| {
                     with_slice::<T, _>(OP, &self.lse, |ls| {
-                        kernel::backward(xs, os, ls, gs, self.dims, self.causal, T::c(self.scale))
+                        with_bf16_products(self.bf16, || {
+                            kernel::backward(
+                                xs,
+                                os,
+                                ls,
+                                gs,
+                                self.dims,
+                                self.causal,
+                                T::c(self.scale),
+                            )
+                        })
                     })
                 })
             })
@@ -110,9 +123,11 @@ fn forward_typed<T: Gemm>(
     dims: AttnDims,
     causal: bool,
     scale: f64,
+    bf16: bool,
 ) -> Result<(Tensor, Tensor)> {
-    let (out, lse) =
-        with_slice::<T, _>(OP, x, |xs| kernel::forward(xs, dims, causal, T::c(scale)))?;
+    let (out, lse) = with_slice::<T, _>(OP, x, |xs| {
+        with_bf16_products(bf16, || kernel::forward(xs, dims, causal, T::c(scale)))
+    })?;
     let AttnDims { b, t, h, dh } = dims;
     Ok((
         Tensor::from_cpu(T::into_storage(out), &[b, t, h * dh]),
@@ -153,7 +168,10 @@ impl Tensor {
     /// `T`, not `T^2`. Differentiable; f32 or f64. On the GPU it runs the flash-style kernels
     /// of `kernels/attention.cu` for f32 heads up to 128 wide and f64 heads up to 64 (wider
     /// heads, or more than 65,535 batch x head pairs, are composed of matmuls and a softmax;
-    /// [`with_gpu_attention`] picks the composed form). No attention mask other
+    /// [`with_gpu_attention`] picks the composed form). At bf16 matmul precision
+    /// ([`crate::precision`]) f32 attention multiplies in bf16 with f32 sums where the device
+    /// can: on a GPU of compute capability 8.0+ (heads up to 64 wide, `attention_mma.cu`) and
+    /// on a CPU with AVX-512 BF16; the softmax stays f32. No attention mask other
     /// than the causal one and no dropout: compose the ops for those.
     pub fn attention_qkv(&self, heads: usize, causal: bool) -> Result<Tensor> {
         if self.rank() != 3 {
@@ -188,9 +206,11 @@ impl Tensor {
         }
         let dims = AttnDims { b, t, h: heads, dh };
         let scale = 1.0 / (dh.max(1) as f64).sqrt();
+        // bf16 products where this CPU has them (f32 tensors at bf16 precision); f32 otherwise.
+        let bf16 = self.dtype() == DType::F32 && crate::precision::cpu_bf16_products();
         let (out, lse) = match self.dtype() {
-            DType::F32 => forward_typed::<f32>(self, dims, causal, scale)?,
-            DType::F64 => forward_typed::<f64>(self, dims, causal, scale)?,
+            DType::F32 => forward_typed::<f32>(self, dims, causal, scale, bf16)?,
+            DType::F64 => forward_typed::<f64>(self, dims, causal, scale, false)?,
             dt => return Err(crate::ops::unsupported(OP, dt)),
         };
         let saved = out.detach();
@@ -198,6 +218,7 @@ impl Tensor {
             Box::new(AttnBack {
                 dims,
                 causal,
+                bf16,
                 scale,
                 out: saved,
                 lse,
