@@ -100,7 +100,10 @@ fn bench_precision(c: &mut Criterion) {
         let x = Tensor::randn(&[b, t, 3 * h * dh], 0.0, 1.0, DType::F32, &mut g).unwrap();
         let mut grp = c.benchmark_group(format!("attention_precision_{name}"));
         grp.sample_size(10);
-        for (label, p) in [("f32", MatmulPrecision::F32), ("bf16", MatmulPrecision::Bf16)] {
+        for (label, p) in [
+            ("f32", MatmulPrecision::F32),
+            ("bf16", MatmulPrecision::Bf16),
+        ] {
             grp.bench_function(format!("forward_backward/{label}"), |bn| {
                 bn.iter(|| with_matmul_precision(p, || black_box(fused_step(&x, h))))
             });
