@@ -109,35 +109,49 @@ fn valid_range(out: usize, len: usize, s: usize, off: usize, p: usize) -> (usize
     (lo, hi.clamp(lo, out))
 }
 
-/// Visits every (column-matrix row, output row) pair that reads the input: calls
-/// `f(col_row, oy, in_offset, x_lo, x_hi)` where the column entries `x_lo..x_hi` of output row
-/// `oy` read input elements `in_offset + (ox - x_lo) * stride_w`. Rows outside the input are
-/// reported once per column-matrix row as `edge(col_row, y_lo, y_hi)` (valid `oy` range).
+/// One kernel tap's share of the column matrix: column-matrix row `row` takes, for output rows
+/// `y_lo..y_hi` and output columns `x_lo..x_hi`, the input elements `first + (oy - y_lo) *
+/// row_step + (ox - x_lo) * stride_w`; the rest of the row reads padding.
+#[derive(Clone, Copy)]
+struct Tap {
+    row: usize,
+    y_lo: usize,
+    y_hi: usize,
+    x_lo: usize,
+    x_hi: usize,
+    first: usize,
+    row_step: usize,
+}
+
+/// Calls `f` once per kernel tap (per column-matrix row), in row order.
 #[inline(always)]
-fn for_each_tap(
-    g: &ConvGeom,
-    mut edge: impl FnMut(usize, usize, usize, usize, usize),
-    mut f: impl FnMut(usize, usize, usize, usize, usize),
-) {
+fn for_each_tap(g: &ConvGeom, mut f: impl FnMut(Tap)) {
     let (sh, sw) = g.stride;
     let (ph, pw) = g.padding;
     let (dh, dw) = g.dilation;
-    let mut r = 0;
+    let mut row = 0;
     for c in 0..g.cin_g() {
         let plane = c * g.h * g.w;
         for ki in 0..g.kh {
-            let (ylo, yhi) = valid_range(g.oh, g.h, sh, ki * dh, ph);
+            let (y_lo, y_hi) = valid_range(g.oh, g.h, sh, ki * dh, ph);
             for kj in 0..g.kw {
-                let (xlo, xhi) = valid_range(g.ow, g.w, sw, kj * dw, pw);
-                edge(r, ylo, yhi, xlo, xhi);
-                if xlo < xhi {
-                    for oy in ylo..yhi {
-                        let iy = oy * sh + ki * dh - ph;
-                        let ix = xlo * sw + kj * dw - pw;
-                        f(r, oy, plane + iy * g.w + ix, xlo, xhi);
-                    }
-                }
-                r += 1;
+                let (x_lo, x_hi) = valid_range(g.ow, g.w, sw, kj * dw, pw);
+                // Only used when both ranges are non-empty, where these do not underflow.
+                let first = if y_lo < y_hi && x_lo < x_hi {
+                    plane + (y_lo * sh + ki * dh - ph) * g.w + x_lo * sw + kj * dw - pw
+                } else {
+                    0
+                };
+                f(Tap {
+                    row,
+                    y_lo,
+                    y_hi,
+                    x_lo,
+                    x_hi,
+                    first,
+                    row_step: sh * g.w,
+                });
+                row += 1;
             }
         }
     }
@@ -152,57 +166,75 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T], ld: usize) {
         ld >= p && col.len() >= (g.col_rows().max(1) - 1) * ld + p,
         "im2col: column buffer too small"
     );
-    let col_ptr = col.as_mut_ptr();
-    // Zero the padding border of each column row; interior rows are overwritten below.
-    for_each_tap(
-        g,
-        |r, ylo, yhi, xlo, xhi| {
-            // SAFETY: row r lies inside `col` (r < K and len >= (K - 1) * ld + P).
-            let row = unsafe { std::slice::from_raw_parts_mut(col_ptr.add(r * ld), p) };
-            row[..ylo * ow].fill(T::ZERO);
-            row[yhi * ow..].fill(T::ZERO);
-            for oy in ylo..yhi {
-                let seg = &mut row[oy * ow..(oy + 1) * ow];
-                seg[..xlo].fill(T::ZERO);
-                seg[xhi..].fill(T::ZERO);
-            }
-        },
-        |r, oy, off, xlo, xhi| {
-            // SAFETY: as above; the segment is inside row r.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(col_ptr.add(r * ld + oy * ow + xlo), xhi - xlo)
-            };
-            if sw == 1 {
-                dst.copy_from_slice(&x[off..off + dst.len()]);
-            } else {
-                for (k, d) in dst.iter_mut().enumerate() {
-                    *d = x[off + k * sw];
+    for_each_tap(g, |tap| {
+        let Tap {
+            row,
+            y_lo,
+            y_hi,
+            x_lo,
+            x_hi,
+            first,
+            row_step,
+        } = tap;
+        let out = &mut col[row * ld..row * ld + p];
+        // Zero where the kernel reads padding: whole output rows here, row ends below.
+        out[..y_lo * ow].fill(T::ZERO);
+        out[y_hi * ow..].fill(T::ZERO);
+        if x_lo >= x_hi {
+            out[y_lo * ow..y_hi * ow].fill(T::ZERO);
+        } else if sw == 2 {
+            // Downsampling: whole rows, zeros included, on the vector unit where it can.
+            super::stride_copy::gather_rows_padded(
+                &mut out[y_lo * ow..],
+                ow,
+                &x[first..],
+                row_step,
+                y_hi - y_lo,
+                (x_lo, x_hi, ow),
+                sw,
+            );
+        } else {
+            let len = x_hi - x_lo;
+            for oy in y_lo..y_hi {
+                let seg = &mut out[oy * ow..(oy + 1) * ow];
+                seg[..x_lo].fill(T::ZERO);
+                seg[x_hi..].fill(T::ZERO);
+                let from = &x[first + (oy - y_lo) * row_step..];
+                if sw == 1 {
+                    seg[x_lo..x_hi].copy_from_slice(&from[..len]);
+                } else {
+                    super::stride_copy::gather(&mut seg[x_lo..x_hi], from, sw);
                 }
             }
-        },
-    );
+        }
+    });
 }
 
 /// Folds `col` (`[K, OH*OW]`, row stride `ld`) back onto one image group, adding into `dx`
 /// (`[C_in/groups, H, W]`).
 pub fn col2im_add<T: Float>(col: &[T], g: &ConvGeom, dx: &mut [T], ld: usize) {
     let (ow, sw) = (g.ow, g.stride.1);
-    for_each_tap(
-        g,
-        |_, _, _, _, _| {},
-        |r, oy, off, xlo, xhi| {
-            let src = &col[r * ld + oy * ow + xlo..r * ld + oy * ow + xhi];
-            if sw == 1 {
-                for (d, &s) in dx[off..off + src.len()].iter_mut().zip(src) {
-                    *d += s;
-                }
-            } else {
-                for (k, &s) in src.iter().enumerate() {
-                    dx[off + k * sw] += s;
-                }
-            }
-        },
-    );
+    for_each_tap(g, |tap| {
+        let Tap {
+            row,
+            y_lo,
+            y_hi,
+            x_lo,
+            x_hi,
+            first,
+            row_step,
+        } = tap;
+        if y_lo < y_hi && x_lo < x_hi {
+            super::stride_copy::scatter_add_rows(
+                &mut dx[first..],
+                row_step,
+                &col[row * ld + y_lo * ow + x_lo..],
+                ow,
+                (y_hi - y_lo, x_hi - x_lo),
+                sw,
+            );
+        }
+    });
 }
 
 /// Column-matrix heights up to which the forward pass multiplies directly instead of calling

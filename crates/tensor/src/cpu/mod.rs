@@ -18,4 +18,5 @@ pub mod pool;
 pub mod reduce;
 pub mod simd;
 pub mod softmax;
+pub mod stride_copy;
 pub mod strided;

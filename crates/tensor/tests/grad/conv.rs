@@ -301,3 +301,23 @@ fn conv2d_grad_several_images_per_task() {
     let r = check_grad(|xs| xs[0].conv2d(&xs[1], Some(&xs[2]), p), &[x, w, b]).unwrap();
     assert!(r.max_error < 1e-6, "{r:?}");
 }
+
+/// Stride-2 convolutions with output rows wider than one 16-lane vector (the AVX-512 gather and
+/// scatter-add of im2col and col2im work in chunks of 16): f32 forward and backward against
+/// f64, with padding on either side and with dilation.
+#[test]
+fn conv2d_stride_two_wide_rows_f32_matches_f64() {
+    for (padding, dilation) in [((1, 1), (1, 1)), ((0, 2), (1, 1)), ((2, 1), (2, 2))] {
+        let p = Conv2dParams {
+            stride: (2, 2),
+            padding,
+            dilation,
+            ..Default::default()
+        };
+        let x = rand(&[2, 3, 41, 38], 21);
+        let w = rand(&[4, 3, 3, 3], 22);
+        let b = rand(&[4], 23);
+        let err = f32_vs_f64(|xs| xs[0].conv2d(&xs[1], Some(&xs[2]), p), &[x, w, b]).unwrap();
+        assert!(err < 1e-5, "padding {padding:?} dilation {dilation:?}: {err}");
+    }
+}
