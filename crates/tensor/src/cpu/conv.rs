@@ -214,23 +214,14 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T], ld: usize) {
 /// (`[C_in/groups, H, W]`).
 pub fn col2im_add<T: Float>(col: &[T], g: &ConvGeom, dx: &mut [T], ld: usize) {
     let (ow, sw) = (g.ow, g.stride.1);
-    for_each_tap(g, |tap| {
-        let Tap {
-            row,
-            y_lo,
-            y_hi,
-            x_lo,
-            x_hi,
-            first,
-            row_step,
-        } = tap;
-        if y_lo < y_hi && x_lo < x_hi {
+    for_each_tap(g, |t| {
+        if t.y_lo < t.y_hi && t.x_lo < t.x_hi {
             super::stride_copy::scatter_add_rows(
-                &mut dx[first..],
-                row_step,
-                &col[row * ld + y_lo * ow + x_lo..],
+                &mut dx[t.first..],
+                t.row_step,
+                &col[t.row * ld + t.y_lo * ow + t.x_lo..],
                 ow,
-                (y_hi - y_lo, x_hi - x_lo),
+                (t.y_hi - t.y_lo, t.x_hi - t.x_lo),
                 sw,
             );
         }

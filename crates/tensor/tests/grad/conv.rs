@@ -318,6 +318,9 @@ fn conv2d_stride_two_wide_rows_f32_matches_f64() {
         let w = rand(&[4, 3, 3, 3], 22);
         let b = rand(&[4], 23);
         let err = f32_vs_f64(|xs| xs[0].conv2d(&xs[1], Some(&xs[2]), p), &[x, w, b]).unwrap();
-        assert!(err < 1e-5, "padding {padding:?} dilation {dilation:?}: {err}");
+        assert!(
+            err < 1e-5,
+            "padding {padding:?} dilation {dilation:?}: {err}"
+        );
     }
 }
