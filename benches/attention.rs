@@ -60,16 +60,7 @@ fn bench(c: &mut Criterion) {
         bn.iter(|| black_box(composed(&x, &mask)))
     });
     grp.bench_function("forward_backward/fused", |bn| {
-        bn.iter(|| {
-            let xr = x.detach().requires_grad_();
-            xr.attention_qkv(H, true)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            black_box(xr.grad())
-        })
+        bn.iter(|| black_box(fused_step(&x, H)))
     });
     grp.bench_function("forward_backward/composed", |bn| {
         bn.iter(|| {

@@ -166,17 +166,9 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T], ld: usize) {
         ld >= p && col.len() >= (g.col_rows().max(1) - 1) * ld + p,
         "im2col: column buffer too small"
     );
-    for_each_tap(g, |tap| {
-        let Tap {
-            row,
-            y_lo,
-            y_hi,
-            x_lo,
-            x_hi,
-            first,
-            row_step,
-        } = tap;
-        let out = &mut col[row * ld..row * ld + p];
+    for_each_tap(g, |t| {
+        let (y_lo, y_hi, x_lo, x_hi) = (t.y_lo, t.y_hi, t.x_lo, t.x_hi);
+        let out = &mut col[t.row * ld..t.row * ld + p];
         // Zero where the kernel reads padding: whole output rows here, row ends below.
         out[..y_lo * ow].fill(T::ZERO);
         out[y_hi * ow..].fill(T::ZERO);
@@ -187,8 +179,8 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T], ld: usize) {
             super::stride_copy::gather_rows_padded(
                 &mut out[y_lo * ow..],
                 ow,
-                &x[first..],
-                row_step,
+                &x[t.first..],
+                t.row_step,
                 y_hi - y_lo,
                 (x_lo, x_hi, ow),
                 sw,
@@ -199,7 +191,7 @@ pub fn im2col<T: Float>(x: &[T], g: &ConvGeom, col: &mut [T], ld: usize) {
                 let seg = &mut out[oy * ow..(oy + 1) * ow];
                 seg[..x_lo].fill(T::ZERO);
                 seg[x_hi..].fill(T::ZERO);
-                let from = &x[first + (oy - y_lo) * row_step..];
+                let from = &x[t.first + (oy - y_lo) * t.row_step..];
                 if sw == 1 {
                     seg[x_lo..x_hi].copy_from_slice(&from[..len]);
                 } else {

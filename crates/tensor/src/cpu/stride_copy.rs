@@ -27,13 +27,6 @@ pub fn gather<T: Float>(dst: &mut [T], src: &[T], s: usize) {
         src.len() > (n - 1) * s,
         "stride_copy::gather: source too short"
     );
-    #[cfg(target_arch = "x86_64")]
-    if s == 2 && T::DTYPE == DType::F32 && avx512() {
-        // SAFETY: T is f32 (checked by its dtype); `dst` holds n elements and `src` at least
-        // 2(n - 1) + 1 (asserted above), which is all the kernel touches; AVX-512F detected.
-        unsafe { gather2_f32(dst.as_mut_ptr() as *mut f32, src.as_ptr() as *const f32, n) };
-        return;
-    }
     if s == 1 {
         dst.copy_from_slice(&src[..n]);
         return;
@@ -57,12 +50,6 @@ pub fn scatter_add<T: Float>(dst: &mut [T], src: &[T], s: usize) {
         dst.len() > (n - 1) * s,
         "stride_copy::scatter_add: destination too short"
     );
-    #[cfg(target_arch = "x86_64")]
-    if s == 2 && T::DTYPE == DType::F32 && avx512() {
-        // SAFETY: as in `gather`, with the roles of the two slices swapped.
-        unsafe { scatter_add2_f32(dst.as_mut_ptr() as *mut f32, src.as_ptr() as *const f32, n) };
-        return;
-    }
     if s == 1 {
         for (d, &v) in dst[..n].iter_mut().zip(src) {
             *d += v;
@@ -204,7 +191,8 @@ pub fn scatter_add_rows<T: Float>(
     );
     #[cfg(target_arch = "x86_64")]
     if s == 2 && T::DTYPE == DType::F32 && avx512() {
-        // SAFETY: as in `gather_rows`.
+        // SAFETY: T is f32; each row's `len` source elements and the destination elements they
+        // add to lie inside the slices (asserted); the kernel touches no others.
         unsafe {
             let (d, sp) = (dst.as_mut_ptr() as *mut f32, src.as_ptr() as *const f32);
             scatter_add2_rows_f32(d, dst_stride, sp, src_stride, rows, len);
@@ -212,17 +200,11 @@ pub fn scatter_add_rows<T: Float>(
         return;
     }
     for i in 0..rows {
-        let from = &src[i * src_stride..i * src_stride + len];
-        let out = &mut dst[i * dst_stride..];
-        if s == 1 {
-            for (d, &v) in out[..len].iter_mut().zip(from) {
-                *d += v;
-            }
-        } else {
-            for (k, &v) in from.iter().enumerate() {
-                out[k * s] += v;
-            }
-        }
+        scatter_add(
+            &mut dst[i * dst_stride..],
+            &src[i * src_stride..i * src_stride + len],
+            s,
+        );
     }
 }
 
@@ -253,30 +235,6 @@ fn avx512() -> bool {
 #[inline(always)]
 fn low_bits(count: usize) -> u16 {
     ((1u32 << count.min(16)) - 1) as u16
-}
-
-/// # Safety
-/// AVX-512F; `dst` writable for `n` f32, `src` readable for `2(n - 1) + 1`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn gather2_f32(dst: *mut f32, src: *const f32, n: usize) {
-    use std::arch::x86_64::*;
-    // Even lanes of the 32-lane pair (a, b): a[0], a[2], .., a[14], b[0], .., b[14].
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let mut k = 0;
-    while k < n {
-        let m = (n - k).min(16);
-        // Source elements 2k ..= 2k + 2(m - 1): 2m - 1 of them, split over two registers.
-        let count = 2 * m - 1;
-        let a = _mm512_maskz_loadu_ps(low_bits(count), src.wrapping_add(2 * k));
-        let b = _mm512_maskz_loadu_ps(
-            low_bits(count.saturating_sub(16)),
-            src.wrapping_add(2 * k + 16),
-        );
-        _mm512_mask_storeu_ps(dst.add(k), low_bits(m), _mm512_permutex2var_ps(a, even, b));
-        k += 16;
-    }
 }
 
 /// # Safety
