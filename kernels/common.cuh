@@ -37,6 +37,15 @@ __device__ __forceinline__ i64 operand_offset(const Dims& d, int k, i64 i) {
     return off;
 }
 
+// f32 -> bf16 bits, round to nearest even (NaN stays NaN, quiet bit set), as copy.cu's cast
+// and the `half` crate do: for kernels that write a bf16 operand of a later product.
+__device__ __forceinline__ u16 bf16_bits_of(float x) {
+    u32 u = __float_as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (u16)(u >> 16);
+}
+
 // Grid-stride loop over [0, n).
 #define FOR_EACH_INDEX(i, n) \
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)

@@ -11,7 +11,11 @@
 // `cross_entropy_bw_<f32|f64>`: dx[r, j] = g[0] * scale * (exp(x[r, j] - lse[r]) - eps / c
 // - (1 - eps) [j == t]); g is the loss's gradient (already divided by the counted rows for a
 // mean over device targets), read on the device so the backward pass does not synchronise
-// with the host. 1-D grid-stride over n * c.
+// with the host. `cross_entropy_bw_f32_bf16` stores that f32 gradient rounded to bf16: the
+// operand of the products of a fused linear head at bf16 precision (`linear_cross_entropy`),
+// which then never writes it in f32. One warp per row (blocks of 32 x 8 threads, grid-stride over rows), its lanes
+// striding over the row's columns: no per-element division to find the row (a 64-bit
+// division per element cost more than the element's memory traffic at GPT-2's vocabulary).
 
 // The class of a row: t in [0, c), -1 for an ignored row, -2 for a target out of range.
 __device__ __forceinline__ i64 ce_class(i64 t, i64 c, int has_ignore, i64 ignore) {
@@ -52,20 +56,30 @@ __device__ void ce_fwd(const T* x, const i64* tg, T* loss, T* lse, i64 n, i64 c,
     }
 }
 
-template <typename T>
-__device__ void ce_bw(const T* x, const i64* tg, const T* lse, const T* g, T* dx, i64 n, i64 c,
+// The gradient as stored: T itself, or (for `cross_entropy_bw_f32_bf16`) rounded to bf16.
+template <typename T> __device__ __forceinline__ T ce_store(T v, T*) { return v; }
+__device__ __forceinline__ u16 ce_store(float v, u16*) { return bf16_bits_of(v); }
+
+template <typename T, typename O>
+__device__ void ce_bw(const T* x, const i64* tg, const T* lse, const T* g, O* dx, i64 n, i64 c,
                       double scale, double eps, int has_ignore, i64 ignore) {
     const T s = g[0] * T(scale);
-    FOR_EACH_INDEX(i, n * c) {
-        const i64 r = i / c, j = i % c, t = ce_class(tg[r], c, has_ignore, ignore);
-        T v = T(0);
-        if (t >= 0) {
-            v = (exp(x[i] - lse[r]) - T(eps / (double)c)) * s;
-            if (j == t) v -= T(1.0 - eps) * s;
-        } else if (t == -2) {
-            v = (T)__longlong_as_double(0x7ff8000000000000LL);
+    const T smooth = T(eps / (double)c), hit = T(1.0 - eps) * s;
+    for (i64 r = (i64)blockIdx.x * blockDim.y + threadIdx.y; r < n; r += (i64)gridDim.x * blockDim.y) {
+        const i64 t = ce_class(tg[r], c, has_ignore, ignore);
+        const T l = lse[r];
+        const T* xr = x + r * c;
+        O* dr = dx + r * c;
+        for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
+            T v = T(0);
+            if (t >= 0) {
+                v = (exp(xr[j] - l) - smooth) * s;
+                if (j == t) v -= hit;
+            } else if (t == -2) {
+                v = (T)__longlong_as_double(0x7ff8000000000000LL);
+            }
+            dr[j] = ce_store(v, dr);
         }
-        dx[i] = v;
     }
 }
 
@@ -79,8 +93,15 @@ __device__ void ce_bw(const T* x, const i64* tg, const T* lse, const T* g, T* dx
                                                       const T* g, T* dx, i64 n, i64 c,           \
                                                       double scale, double eps, int has_ignore, \
                                                       i64 ignore) {                              \
-        ce_bw<T>(x, tg, lse, g, dx, n, c, scale, eps, has_ignore, ignore);                       \
+        ce_bw<T, T>(x, tg, lse, g, dx, n, c, scale, eps, has_ignore, ignore);                    \
     }
 
 CE_KERNELS(float, f32)
 CE_KERNELS(double, f64)
+
+extern "C" __global__ void cross_entropy_bw_f32_bf16(const float* x, const i64* tg,
+                                                     const float* lse, const float* g, u16* dx,
+                                                     i64 n, i64 c, double scale, double eps,
+                                                     int has_ignore, i64 ignore) {
+    ce_bw<float, u16>(x, tg, lse, g, dx, n, c, scale, eps, has_ignore, ignore);
+}

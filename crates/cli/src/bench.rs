@@ -10,6 +10,7 @@ use selfsup_nn::{Module, TextConfig, TextTransformer};
 use selfsup_ssl::feed::{image_loader, to_ssl_batch};
 use selfsup_ssl::{build, BackboneKind, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
 use selfsup_tensor::ops::attention::{with_gpu_attention, GpuAttention};
+use selfsup_tensor::ops::loss::CrossEntropy;
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Device, Generator, Tensor};
 use serde_json::json;
@@ -262,18 +263,16 @@ fn gpt_step(
     let all = Tensor::from_vec(ids, &[b, t_len + 1])?;
     let x = all.narrow(1, 0, t_len)?.contiguous()?.to_device(device)?;
     // Targets wait on the device too (the cross-entropy then never reads them back).
-    let y = all
-        .narrow(1, 1, t_len)?
-        .contiguous()?
-        .reshape(&[b * t_len])?
-        .to_device(device)?;
+    let y = all.narrow(1, 1, t_len)?.contiguous()?.to_device(device)?;
     // One step: the seconds the host took to queue it (before its one read-back), and its loss.
     let mut step = || -> Result<(f64, f64)> {
         let start = Instant::now();
         let loss = with_gpu_attention(attention, || {
             with_matmul_precision(precision, || -> Result<Tensor> {
-                let logits = model.forward(&x)?.reshape(&[b * t_len, vocab])?;
-                let loss = logits.cross_entropy(&y)?;
+                // The head and the loss as one op, as the gpt method trains (fused on a GPU at
+                // bf16 precision).
+                let hidden = model.hidden(&x, None)?;
+                let (loss, _) = model.head_cross_entropy(&hidden, &y, &CrossEntropy::default())?;
                 loss.backward()?;
                 Ok(loss)
             })

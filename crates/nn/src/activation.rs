@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use selfsup_tensor::{Generator, Tensor};
+use selfsup_tensor::{Generator, MlpActivation, Tensor};
 
 use crate::error::{config, Result};
 use crate::module::{Layer, Module};
@@ -40,6 +40,22 @@ impl Activation {
             Activation::Tanh => x.tanh()?,
             Activation::Sigmoid => x.sigmoid()?,
             Activation::Silu => x.silu()?,
+        })
+    }
+}
+
+impl Activation {
+    /// The same activation as the tensor crate's fused two-layer perceptron takes it
+    /// ([`Tensor::mlp2`]); `None` for those it does not fuse (identity, leaky ReLU).
+    pub fn as_mlp_activation(&self) -> Option<MlpActivation> {
+        Some(match *self {
+            Activation::Relu => MlpActivation::Relu,
+            Activation::Gelu => MlpActivation::Gelu,
+            Activation::GeluTanh => MlpActivation::GeluTanh,
+            Activation::Tanh => MlpActivation::Tanh,
+            Activation::Sigmoid => MlpActivation::Sigmoid,
+            Activation::Silu => MlpActivation::Silu,
+            Activation::Identity | Activation::LeakyRelu(_) => return None,
         })
     }
 }

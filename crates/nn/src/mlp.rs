@@ -1,7 +1,7 @@
 //! [`Mlp`]: a configurable multi-layer perceptron, as SSL projection and prediction heads need
 //! (SimCLR, BYOL, SimSiam, Barlow Twins, VICReg).
 
-use selfsup_tensor::{DType, Generator, Tensor};
+use selfsup_tensor::{DType, Generator, MlpActivation, Tensor};
 
 use crate::activation::Activation;
 use crate::error::{config, Result};
@@ -90,8 +90,21 @@ impl Mlp {
         })
     }
 
-    /// Applies the MLP to `[N, in_dim]` (or `[..., in_dim]` without BatchNorm).
+    /// Applies the MLP to `[N, in_dim]` (or `[..., in_dim]` without BatchNorm). Two layers
+    /// without BatchNorm run as one op ([`Tensor::mlp2`]), which is fused on a GPU at bf16
+    /// matmul precision and the same composition elsewhere.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let ([l1, l2], true, Some(act)) = (
+            &self.fc[..],
+            self.bn.is_empty(),
+            self.activation.as_mlp_activation(),
+        ) {
+            let y = self.forward_two(x, l1, l2, act)?;
+            return match &self.last_bn {
+                Some(b) => b.forward(&y),
+                None => Ok(y),
+            };
+        }
         let mut y = x.clone();
         let n = self.fc.len();
         for (i, l) in self.fc.iter().enumerate() {
@@ -107,6 +120,39 @@ impl Mlp {
             y = b.forward(&y)?;
         }
         Ok(y)
+    }
+}
+
+impl Mlp {
+    /// Two linear layers and the activation as one [`Tensor::mlp2`], over `[..., in_dim]`
+    /// flattened to rows as [`Linear::forward`] does.
+    fn forward_two(
+        &self,
+        x: &Tensor,
+        l1: &Linear,
+        l2: &Linear,
+        act: MlpActivation,
+    ) -> Result<Tensor> {
+        let lead: Vec<usize> = x.shape()[..x.rank().saturating_sub(1)].to_vec();
+        let x2 = if x.rank() > 2 {
+            x.reshape(&[lead.iter().product(), x.dim(-1)?])?
+        } else {
+            x.clone()
+        };
+        let y = x2.mlp2(
+            &l1.weight,
+            l1.bias.as_ref(),
+            act,
+            &l2.weight,
+            l2.bias.as_ref(),
+        )?;
+        if x.rank() > 2 {
+            let mut shape = lead;
+            shape.push(l2.weight.shape()[0]);
+            Ok(y.reshape(&shape)?)
+        } else {
+            Ok(y)
+        }
     }
 }
 

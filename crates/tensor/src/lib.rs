@@ -47,6 +47,7 @@ pub use dtype::{DType, Element, Float};
 pub use error::{Error, Result, ShapeDisplay};
 pub use layout::{broadcast_shapes, Layout};
 pub use ops::conv::Conv2dParams;
+pub use ops::mlp::MlpActivation;
 pub use rng::Generator;
 pub use storage::{CpuStorage, Storage};
 pub use tensor::{live_buffers, Tensor, TensorId};

@@ -3,6 +3,7 @@
 //! vocabulary that is either tied to the token embedding or its own bias-free linear layer.
 //! Names: `tok.weight`, `pos.weight`, `blocks.{i}.…`, `ln_f.…`, `head.weight` (untied only).
 
+use selfsup_tensor::ops::loss::CrossEntropy;
 use selfsup_tensor::{DType, Generator, Tensor};
 
 use crate::activation::Activation;
@@ -161,6 +162,42 @@ impl TextTransformer {
             Some(h) => h.forward(hidden),
             None => Ok(hidden.matmul(&self.tok.weight.t()?)?),
         }
+    }
+
+    /// The cross-entropy of [`TextTransformer::logits`] of `hidden` `[B, T, dim]` against
+    /// token ids `targets` `[B, T]`, with the head and the loss as one op
+    /// ([`Tensor::linear_cross_entropy`], fused on a GPU at bf16 matmul precision). Returns
+    /// the loss and the logits `[B, T, vocab]` (without a gradient).
+    pub fn head_cross_entropy(
+        &self,
+        hidden: &Tensor,
+        targets: &Tensor,
+        opts: &CrossEntropy,
+    ) -> Result<(Tensor, Tensor)> {
+        let ([b, t, d], [tb, tt]) = (hidden.shape(), targets.shape()) else {
+            return config(format!(
+                "TextTransformer: head_cross_entropy needs hidden [B, T, dim] and targets [B, T], got {:?} and {:?}",
+                hidden.shape(),
+                targets.shape()
+            ));
+        };
+        if (b, t) != (tb, tt) {
+            return config(format!(
+                "TextTransformer: targets {:?} do not fit hidden {:?}: expected [{b}, {t}]",
+                targets.shape(),
+                hidden.shape()
+            ));
+        }
+        let (b, t) = (*b, *t);
+        let h = hidden.reshape(&[b * t, *d])?;
+        let tg = targets.reshape(&[b * t])?;
+        let (w, bias) = match &self.head {
+            Some(l) => (&l.weight, l.bias.as_ref()),
+            None => (&self.tok.weight, None),
+        };
+        let (loss, logits) = h.linear_cross_entropy(w, bias, &tg, opts)?;
+        let v = logits.shape()[1];
+        Ok((loss, logits.reshape(&[b, t, v])?))
     }
 
     /// Logits of token ids: `logits(hidden(ids))`.

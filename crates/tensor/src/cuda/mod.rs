@@ -16,6 +16,7 @@ pub(crate) mod launch;
 pub mod layer_norm;
 pub mod lt;
 pub mod matmul;
+pub mod mlp;
 pub mod optim;
 pub mod pool;
 pub mod profile;

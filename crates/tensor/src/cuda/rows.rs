@@ -4,7 +4,7 @@
 
 use cudarc::driver::PushKernelArg;
 
-use super::launch::{float_tag, grid_for, per_row, Dims};
+use super::launch::{float_tag, per_row, Dims};
 use super::CudaStorage;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -109,13 +109,77 @@ pub fn cross_entropy_backward(
     ignore: Ignore,
 ) -> Result<CudaStorage> {
     let t = float_tag("cross_entropy", x.dtype())?;
-    let dx = CudaStorage::alloc(&x.backend, x.dtype(), n * c)?;
+    let f = format!("cross_entropy_bw_{t}");
+    ce_backward(
+        x,
+        tg,
+        lse,
+        (g, g_offset),
+        [n, c],
+        scale,
+        eps,
+        ignore,
+        &f,
+        x.dtype(),
+    )
+}
+
+/// [`cross_entropy_backward`] for f32 logits with `dx` stored in bf16 (the operand of the
+/// products of a fused linear head at bf16 precision).
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_backward_bf16(
+    x: &CudaStorage,
+    tg: &CudaStorage,
+    lse: &CudaStorage,
+    g: &CudaStorage,
+    g_offset: usize,
+    n: usize,
+    c: usize,
+    scale: f64,
+    eps: f64,
+    ignore: Ignore,
+) -> Result<CudaStorage> {
+    if x.dtype() != DType::F32 {
+        return Err(Error::DTypeMismatch {
+            op: "cross_entropy",
+            lhs: x.dtype(),
+            rhs: DType::F32,
+        });
+    }
+    let f = "cross_entropy_bw_f32_bf16";
+    ce_backward(
+        x,
+        tg,
+        lse,
+        (g, g_offset),
+        [n, c],
+        scale,
+        eps,
+        ignore,
+        f,
+        DType::BF16,
+    )
+}
+
+/// Launches the cross-entropy backward kernel `kernel`, storing `dx` as `out`.
+#[allow(clippy::too_many_arguments)]
+fn ce_backward(
+    x: &CudaStorage,
+    tg: &CudaStorage,
+    lse: &CudaStorage,
+    (g, g_offset): (&CudaStorage, usize),
+    [n, c]: [usize; 2],
+    scale: f64,
+    eps: f64,
+    ignore: Ignore,
+    kernel: &str,
+    out: DType,
+) -> Result<CudaStorage> {
+    let dx = CudaStorage::alloc(&x.backend, out, n * c)?;
     if n * c == 0 {
         return Ok(dx);
     }
-    let f = x
-        .backend
-        .function("loss", &format!("cross_entropy_bw_{t}"))?;
+    let f = x.backend.function("loss", kernel)?;
     let size = x.dtype().size_in_bytes() as u64;
     let (px, pt, pl, pg, pd) = (
         x.ptr(),
@@ -138,7 +202,14 @@ pub fn cross_entropy_backward(
         .arg(&eps)
         .arg(&has_ignore)
         .arg(&ignore);
-    // SAFETY: x and dx hold n * c elements, tg and lse n, g at least one past g_offset.
-    unsafe { b.launch(grid_for(n * c)) }.map_err(|e| x.backend.err("cross_entropy", e))?;
+    // A warp per row, 8 rows per block (loss.cu), at most 65,535 blocks striding over rows.
+    let cfg = cudarc::driver::LaunchConfig {
+        grid_dim: (n.div_ceil(8).min(65_535) as u32, 1, 1),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: x and dx hold n * c elements, tg and lse n, g at least one past g_offset; the
+    // kernel's loops stay below n rows and c columns.
+    unsafe { b.launch(cfg) }.map_err(|e| x.backend.err("cross_entropy", e))?;
     Ok(dx)
 }

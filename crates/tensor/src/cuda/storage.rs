@@ -290,9 +290,7 @@ impl CudaStorage {
                 self.len()
             )));
         }
-        // The grid's y dimension holds at most 65,535 chunks.
-        let per_chunk = 128usize.max(rows.div_ceil(65_535));
-        let chunks = rows.div_ceil(per_chunk);
+        let (per_chunk, chunks) = colsum_chunks(rows);
         let out = CudaStorage::alloc(&self.backend, DType::BF16, rows * cols)?;
         let partial = CudaStorage::alloc(&self.backend, DType::F32, chunks * cols)?;
         if rows * cols == 0 {
@@ -333,4 +331,11 @@ impl CudaStorage {
         unsafe { b.launch(grid_for(n)) }.map_err(|e| self.backend.err("to_dtype", e))?;
         Ok(out)
     }
+}
+
+/// Rows per chunk and the number of chunks of a column-sum kernel over `rows` rows (blocks of
+/// 32 x 8 threads, one grid row per chunk: the grid's y dimension holds at most 65,535).
+pub(crate) fn colsum_chunks(rows: usize) -> (usize, usize) {
+    let per_chunk = 128usize.max(rows.div_ceil(65_535));
+    (per_chunk, rows.div_ceil(per_chunk))
 }

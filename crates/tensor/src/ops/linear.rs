@@ -218,19 +218,19 @@ impl Tensor {
 /// the backward, whose `g` is cast once for both of its products (the composed form casts
 /// `x`, `W` and `g` once per product: three more passes over `g` and one more over `x`).
 #[cfg(feature = "cuda")]
-mod gpu {
+pub(crate) mod gpu {
     use super::*;
     use crate::cuda::matmul::matmul_bf16;
     use crate::ops::{cuda_ref, dense};
 
     /// A contiguous, detached bf16 copy of the GPU tensor `t`.
-    fn bf16_copy(t: &Tensor) -> Result<Tensor> {
+    pub(crate) fn bf16_copy(t: &Tensor) -> Result<Tensor> {
         dense(&t.detach().to_dtype(DType::BF16)?)
     }
 
     /// `a · b` for bf16 `a` `[m, k]` and `b` `[k, n]` (views; cuBLAS reads row- or
     /// column-major ones in place), f32 accumulation: the f32 `[m, n]` product.
-    fn product(a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+    pub(crate) fn product(a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
         let (ga, gb) = (a.read(), b.read());
         let s = matmul_bf16(
             cuda_ref(OP, &ga)?,
@@ -295,16 +295,7 @@ mod gpu {
         out: usize,
     ) -> Result<Tensor> {
         let (x16, w16) = (bf16_copy(x)?, bf16_copy(w)?);
-        let y = match fused(&x16, &w16, bias, n, k, out)? {
-            Some(y) => y,
-            None => {
-                let y = product(&x16, &w16.t()?, n, k, out)?;
-                match bias {
-                    Some(b) => y.add(&b.detach())?,
-                    None => y,
-                }
-            }
-        };
+        let y = affine_bf16(&x16, &w16, bias, n, k, out)?;
         let mut inputs = vec![x, w];
         inputs.extend(bias);
         // dx needs W, dW needs x: keep only what the backward will use.
@@ -316,6 +307,42 @@ mod gpu {
                 w16: keep_w,
             })
         }))
+    }
+
+    /// `x16 · W16ᵀ + b` for contiguous bf16 `x16` `[n, k]` and `W16` `[out, k]` on a GPU, in
+    /// f32 and outside autograd: the bias in cuBLASLt's epilogue where it takes it, else a
+    /// cuBLAS product and an add.
+    pub(crate) fn affine_bf16(
+        x16: &Tensor,
+        w16: &Tensor,
+        bias: Option<&Tensor>,
+        n: usize,
+        k: usize,
+        out: usize,
+    ) -> Result<Tensor> {
+        Ok(match fused(x16, w16, bias, n, k, out)? {
+            Some(y) => y,
+            None => {
+                let y = product(x16, &w16.t()?, n, k, out)?;
+                match bias {
+                    Some(b) => y.add(&b.detach())?,
+                    None => y,
+                }
+            }
+        })
+    }
+
+    /// The bf16 copy of an f32 output gradient `g` `[n, out]` and its column sums (a bias's
+    /// gradient), from one pass over `g`.
+    pub(crate) fn cast_bf16_colsum(g: &Tensor, n: usize, out: usize) -> Result<(Tensor, Tensor)> {
+        let gd = dense(g)?;
+        let gg = gd.read();
+        let (g16, partial, chunks) = cuda_ref(OP, &gg)?.cast_bf16_colsum(n, out)?;
+        let partial = Tensor::from_storage(Storage::Cuda(partial), &[chunks, out]);
+        Ok((
+            Tensor::from_storage(Storage::Cuda(g16), &[n, out]),
+            partial.sum(&[0], false)?,
+        ))
     }
 
     /// The backward of [`forward_bf16`], holding its bf16 operands.
@@ -342,14 +369,8 @@ mod gpu {
             let bias_grad = inputs.get(2).is_some_and(|b| b.requires_grad());
             // One read of g: its bf16 copy for the products and, with a bias, its column sums.
             let (g16, db) = if bias_grad {
-                let gd = dense(g)?;
-                let gg = gd.read();
-                let (g16, partial, chunks) = cuda_ref(OP, &gg)?.cast_bf16_colsum(n, out)?;
-                let partial = Tensor::from_storage(Storage::Cuda(partial), &[chunks, out]);
-                (
-                    Some(Tensor::from_storage(Storage::Cuda(g16), &[n, out])),
-                    Some(partial.sum(&[0], false)?),
-                )
+                let (g16, db) = cast_bf16_colsum(g, n, out)?;
+                (Some(g16), Some(db))
             } else if wants(x, &self.w16) || wants(w, &self.x16) {
                 (Some(bf16_copy(g)?), None)
             } else {

@@ -226,14 +226,14 @@ impl Tensor {
 
 /// The fused cross-entropy on the GPU (`kernels/loss.cu`).
 #[cfg(feature = "cuda")]
-mod cuda_ce {
+pub(crate) mod cuda_ce {
     use super::*;
     use crate::cuda::rows;
 
     use crate::ops::dense;
 
     /// The targets as the kernels read them and how the summed loss is scaled.
-    pub(super) struct Scaled {
+    pub(crate) struct Scaled {
         /// i64 targets `[n]` on the logits' device, contiguous from element 0.
         pub targets: Tensor,
         /// The target value of skipped rows.
@@ -253,6 +253,16 @@ mod cuda_ce {
         targets: &Tensor,
         opts: &CrossEntropy,
     ) -> Result<Tensor> {
+        forward(x, targets, scaled_device_targets(x, targets, opts)?)
+    }
+
+    /// The targets and scales of a cross-entropy of logits `x` `[n, c]` against targets on
+    /// its device.
+    pub(crate) fn scaled_device_targets(
+        x: &Tensor,
+        targets: &Tensor,
+        opts: &CrossEntropy,
+    ) -> Result<Scaled> {
         let n = x.shape()[0];
         let t64 = match targets.dtype() {
             DType::I64 => dense(targets)?,
@@ -279,20 +289,31 @@ mod cuda_ce {
                 (1.0, Some(inv))
             }
         };
-        forward(
-            x,
-            targets,
-            Scaled {
-                targets: t64,
-                ignore: opts.ignore_index,
-                scale,
-                device_scale,
-                eps: opts.label_smoothing,
-            },
-        )
+        Ok(Scaled {
+            targets: t64,
+            ignore: opts.ignore_index,
+            scale,
+            device_scale,
+            eps: opts.label_smoothing,
+        })
     }
 
     pub(super) fn forward(x: &Tensor, targets: &Tensor, s: Scaled) -> Result<Tensor> {
+        let (total, lse) = forward_values(x, &s)?;
+        Ok(total.attach(&[x, targets], || {
+            Box::new(CeBackCuda {
+                targets: s.targets,
+                ignore: s.ignore,
+                lse,
+                scale: s.scale,
+                device_scale: s.device_scale,
+                eps: s.eps,
+            })
+        }))
+    }
+
+    /// The loss of logits `x` `[n, c]` (outside autograd) and the rows' log-sum-exp.
+    pub(crate) fn forward_values(x: &Tensor, s: &Scaled) -> Result<(Tensor, Tensor)> {
         let (n, c) = (x.shape()[0], x.shape()[1]);
         let xd = dense(x)?;
         let (loss, lse) = {
@@ -314,16 +335,36 @@ mod cuda_ce {
             }
         };
         let lse = Tensor::from_storage(Storage::Cuda(lse), &[n]);
-        Ok(total.attach(&[x, targets], || {
-            Box::new(CeBackCuda {
-                targets: s.targets,
-                ignore: s.ignore,
-                lse,
-                scale: s.scale,
-                device_scale: s.device_scale,
-                eps: s.eps,
-            })
-        }))
+        Ok((total, lse))
+    }
+
+    /// The gradient of the loss with respect to contiguous f32 logits `x` `[n, c]`, in bf16,
+    /// given the forward's `lse` and the loss's gradient `g` (one element on the device).
+    pub(crate) fn grad_bf16(x: &Tensor, s: &Scaled, lse: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let (n, c) = (x.shape()[0], x.shape()[1]);
+        let g = match &s.device_scale {
+            Some(d) => dense(&g.mul(d)?)?,
+            None => g.clone(),
+        };
+        let (gx, gt, gl, gg) = (x.read(), s.targets.read(), lse.read(), g.read());
+        let dx = match (&*gx, &*gt, &*gl, &*gg) {
+            (Storage::Cuda(cx), Storage::Cuda(ct), Storage::Cuda(cl), Storage::Cuda(cg)) => {
+                rows::cross_entropy_backward_bf16(
+                    cx,
+                    ct,
+                    cl,
+                    cg,
+                    g.layout().offset(),
+                    n,
+                    c,
+                    s.scale,
+                    s.eps,
+                    rows::Ignore(s.ignore),
+                )?
+            }
+            _ => return Err(crate::storage::no_kernel("cross_entropy", x.device())),
+        };
+        Ok(Tensor::from_storage(Storage::Cuda(dx), &[n, c]))
     }
 
     struct CeBackCuda {

@@ -1,4 +1,5 @@
-//! Gradient checks of index_select/embedding, gather, one_hot and the losses.
+//! Gradient checks of index_select/embedding, gather, one_hot and the losses (with the fused
+//! linear head and cross-entropy).
 
 use crate::common::*;
 use proptest::prelude::*;
@@ -67,6 +68,27 @@ proptest! {
     }
 
     #[test]
+    fn grad_linear_cross_entropy(n in 1usize..6, k in 1usize..5, c in 2usize..6, bias in any::<bool>(), tx in any::<bool>(), smooth in prop_oneof![Just(0.0), Just(0.1)], ignore in any::<bool>(), seed in 0u64..1000) {
+        // x optionally stored transposed (a strided view).
+        let x = uniform(&if tx { [k, n] } else { [n, k] }, seed, -1.0, 1.0);
+        let w = uniform(&[c, k], seed + 1, -1.0, 1.0);
+        let b = uniform(&[c], seed + 2, -1.0, 1.0);
+        let mut t = ids(n, c, seed).to_vec::<i64>().unwrap();
+        if ignore && n > 1 { t[0] = -100; }
+        let t = Tensor::from_vec(t, &[n]).unwrap();
+        let opts = CrossEntropy { ignore_index: Some(-100), label_smoothing: smooth, mean: true };
+        let view = |x: &Tensor| if tx { x.t() } else { Ok(x.clone()) };
+        let f = |xs: &[Tensor]| Ok(view(&xs[0])?.linear_cross_entropy(&xs[1], bias.then_some(&xs[2]), &t, &opts)?.0);
+        assert_grad(f, &[x.clone(), w.clone(), b.clone()])?;
+        // The composition's loss, and its logits without a gradient.
+        let (loss, logits) = view(&x).unwrap().linear_cross_entropy(&w, bias.then_some(&b), &t, &opts).unwrap();
+        let z = view(&x).unwrap().linear(&w, bias.then_some(&b)).unwrap();
+        prop_assert!(!logits.requires_grad());
+        prop_assert_eq!(logits.to_vec::<f64>().unwrap(), z.to_vec::<f64>().unwrap());
+        prop_assert_eq!(loss.item().unwrap(), z.cross_entropy_with(&t, &opts).unwrap().item().unwrap());
+    }
+
+    #[test]
     fn grad_mse_l2_normalize_cosine(s in shape(3, 4), v in variant(), seed in 0u64..1000) {
         let a = uniform(&leaf_shape(&s, v), seed, -1.0, 1.0);
         let b = uniform(&s, seed + 1, -1.0, 1.0);
@@ -127,4 +149,30 @@ fn dropout_keeps_expected_fraction_and_is_reproducible() {
             .unwrap(),
         vec![1.0; 10_000]
     );
+}
+
+#[test]
+fn linear_cross_entropy_errors_name_the_shapes() {
+    let z = |s: &[usize]| Tensor::zeros(s, DType::F32);
+    let t = Tensor::from_vec(vec![0i64, 1, 2, 0], &[4]).unwrap();
+    let opts = CrossEntropy::default();
+    assert_eq!(
+        z(&[4, 3]).linear_cross_entropy(&z(&[5, 2]), None, &t, &opts).unwrap_err().to_string(),
+        "linear_cross_entropy: needs input [N, in], weight [classes, in] and targets [N], got [4, 3], [5, 2] and [4]"
+    );
+    assert!(z(&[3, 3])
+        .linear_cross_entropy(&z(&[5, 3]), None, &t, &opts)
+        .is_err());
+    assert!(z(&[4, 3])
+        .linear_cross_entropy(&z(&[5, 3]), Some(&z(&[4])), &t, &opts)
+        .is_err());
+    let bad = Tensor::from_vec(vec![0i64, 1, 9, 0], &[4]).unwrap();
+    assert!(z(&[4, 3])
+        .linear_cross_entropy(&z(&[5, 3]), None, &bad, &opts)
+        .is_err());
+    let (loss, logits) = z(&[4, 3])
+        .linear_cross_entropy(&z(&[5, 3]), None, &t, &opts)
+        .unwrap();
+    assert_eq!(logits.shape(), &[4, 5]);
+    assert!((loss.item().unwrap() - 5f64.ln()).abs() < 1e-6);
 }

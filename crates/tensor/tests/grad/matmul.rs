@@ -1,9 +1,10 @@
-//! Gradient checks of matmul: 2-D, batched, broadcast batch axes, transposed views, 1-D.
+//! Gradient checks of matmul: 2-D, batched, broadcast batch axes, transposed views, 1-D; of
+//! linear and of the two-layer perceptron `mlp2`.
 
 use crate::common::*;
 use proptest::prelude::*;
 use selfsup_tensor::gradcheck::f32_vs_f64;
-use selfsup_tensor::Tensor;
+use selfsup_tensor::{MlpActivation, Tensor};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
@@ -58,6 +59,43 @@ proptest! {
     }
 
     #[test]
+    fn grad_mlp2_strided_every_activation(n in 1usize..5, k in 1usize..5, hid in 1usize..6, out in 1usize..4, act in 0usize..6, tx in any::<bool>(), biases in 0usize..4, seed in 0u64..1000) {
+        let act = [MlpActivation::Relu, MlpActivation::Gelu, MlpActivation::GeluTanh, MlpActivation::Silu, MlpActivation::Tanh, MlpActivation::Sigmoid][act];
+        let (b1, b2) = (biases & 1 == 1, biases & 2 == 2);
+        // x optionally stored transposed; the second weight a strided view (every other
+        // column of a wider buffer).
+        let x = uniform(&if tx { [k, n] } else { [n, k] }, seed, -1.0, 1.0);
+        let w1 = uniform(&[hid, k], seed + 1, -1.0, 1.0);
+        let w2 = uniform(&[out, 2 * hid], seed + 2, -1.0, 1.0);
+        let bv1 = uniform(&[hid], seed + 3, -1.0, 1.0);
+        let bv2 = uniform(&[out], seed + 4, -1.0, 1.0);
+        let parts = |xs: &[Tensor]| -> selfsup_tensor::Result<[Tensor; 3]> {
+            let x = if tx { xs[0].t()? } else { xs[0].clone() };
+            let w2 = xs[2].reshape(&[out, hid, 2])?.select(2, 1)?;
+            Ok([x, xs[1].clone(), w2])
+        };
+        let f = |xs: &[Tensor]| {
+            let [x, w1, w2] = parts(xs)?;
+            x.mlp2(&w1, b1.then_some(&xs[3]), act, &w2, b2.then_some(&xs[4]))
+        };
+        let inputs = [x, w1, w2, bv1, bv2];
+        // Finite differences step over relu's kink; its f32-vs-f64 and composition checks stay.
+        if act != MlpActivation::Relu {
+            assert_grad(f, &inputs)?;
+        }
+        let e = f32_vs_f64(f, &inputs).unwrap();
+        prop_assert!(e < 1e-5, "f32 vs f64: {e}");
+        // The values of the composition it stands for.
+        let fused = f(&inputs).unwrap().to_vec_f64().unwrap();
+        let [x, w1, w2] = parts(&inputs).unwrap();
+        let h = x.linear(&w1, b1.then_some(&inputs[3])).unwrap();
+        let composed = act.apply(&h).unwrap().linear(&w2, b2.then_some(&inputs[4])).unwrap();
+        for (a, c) in fused.iter().zip(composed.to_vec_f64().unwrap()) {
+            prop_assert!((a - c).abs() < 1e-12, "{a} vs {c}");
+        }
+    }
+
+    #[test]
     fn grad_matmul_vectors_and_reuse(k in 1usize..6, n in 1usize..5, seed in 0u64..1000) {
         let v = uniform(&[k], seed, -1.0, 1.0);
         let w = uniform(&[k, n], seed + 2, -1.0, 1.0);
@@ -84,6 +122,41 @@ fn linear_errors_name_the_shapes() {
     );
     let x3 = Tensor::zeros(&[1, 4, 3], selfsup_tensor::DType::F32);
     assert!(x3.linear(&w, None).is_err());
+}
+
+#[test]
+fn mlp2_errors_name_the_shapes() {
+    let z = |s: &[usize]| Tensor::zeros(s, selfsup_tensor::DType::F32);
+    let (x, w1, w2) = (z(&[4, 3]), z(&[5, 3]), z(&[2, 5]));
+    let gelu = MlpActivation::Gelu;
+    assert_eq!(
+        x.mlp2(&z(&[5, 4]), None, gelu, &w2, None)
+            .unwrap_err()
+            .to_string(),
+        "mlp2: first weight [5, 4] does not fit input [4, 3]: expected [hidden, 3]"
+    );
+    assert_eq!(
+        x.mlp2(&w1, None, gelu, &z(&[2, 4]), None)
+            .unwrap_err()
+            .to_string(),
+        "mlp2: second weight [2, 4] does not fit first weight [5, 3]: expected [out, 5]"
+    );
+    assert_eq!(
+        x.mlp2(&w1, Some(&z(&[3])), gelu, &w2, None)
+            .unwrap_err()
+            .to_string(),
+        "mlp2: first bias [3] does not fit: expected [5]"
+    );
+    assert_eq!(
+        x.mlp2(&w1, None, gelu, &w2, Some(&z(&[5])))
+            .unwrap_err()
+            .to_string(),
+        "mlp2: second bias [5] does not fit: expected [2]"
+    );
+    assert!(z(&[1, 4, 3]).mlp2(&w1, None, gelu, &w2, None).is_err());
+    let w64 = Tensor::zeros(&[5, 3], selfsup_tensor::DType::F64);
+    assert!(x.mlp2(&w64, None, gelu, &w2, None).is_err());
+    assert_eq!(x.mlp2(&w1, None, gelu, &w2, None).unwrap().shape(), &[4, 2]);
 }
 
 #[test]

@@ -1,0 +1,158 @@
+//! `linear_cross_entropy` on the GPU: fused at bf16 precision (the logits' gradient written
+//! straight to bf16 for the head's products), against the composition it stands for on the
+//! same GPU and on the CPU.
+
+use selfsup_tensor::ops::loss::CrossEntropy;
+use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+use selfsup_tensor::{DType, Device, Tensor};
+
+use crate::{compare, on_each_gpu, rand};
+
+/// The loss, the logits and the gradients of x, W and b (None where not wanted) of one run.
+type Run = (Tensor, Tensor, [Option<Tensor>; 3]);
+
+/// Runs the head and loss on `dev` at precision `p`, fused or composed, targets `tg` (moved
+/// to `dev` when `device_targets`); `grads` says which of x, W, b want a gradient.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    dev: Device,
+    p: MatmulPrecision,
+    fused: bool,
+    xs: &[Tensor; 3],
+    bias: bool,
+    grads: [bool; 3],
+    tg: &Tensor,
+    device_targets: bool,
+    opts: &CrossEntropy,
+) -> Run {
+    with_matmul_precision(p, || {
+        let on: Vec<Tensor> = xs
+            .iter()
+            .zip(grads)
+            .map(|(t, want)| {
+                let t = t.to_device(dev).unwrap();
+                if want {
+                    t.requires_grad_()
+                } else {
+                    t
+                }
+            })
+            .collect();
+        let tg = if device_targets {
+            tg.to_device(dev).unwrap()
+        } else {
+            tg.clone()
+        };
+        let b = bias.then_some(&on[2]);
+        let (loss, logits) = if fused {
+            on[0].linear_cross_entropy(&on[1], b, &tg, opts).unwrap()
+        } else {
+            let logits = on[0].linear(&on[1], b).unwrap();
+            (logits.cross_entropy_with(&tg, opts).unwrap(), logits)
+        };
+        // A loss gradient other than 1, so a backward that ignored it would show.
+        loss.mul_scalar(1.5).unwrap().backward().unwrap();
+        (loss, logits.detach(), [0, 1, 2].map(|i| on[i].grad()))
+    })
+}
+
+/// At bf16 precision with device targets the fused head gives the composition's loss, logits
+/// and gradients on the same GPU and the CPU's at bf16 precision: with and without a bias,
+/// ignored rows, label smoothing, sum or mean, gradients for only some operands, a class
+/// count that is not a multiple of the warp; host targets and f32 precision compose. It
+/// runs the backward kernel that writes the gradient in bf16.
+#[test]
+fn linear_cross_entropy_fuses_at_bf16_and_matches_the_composition() {
+    on_each_gpu("linear_cross_entropy", |dev| {
+        let plain = CrossEntropy::default();
+        let ignore = CrossEntropy {
+            ignore_index: Some(2),
+            label_smoothing: 0.1,
+            ..CrossEntropy::default()
+        };
+        let sum = CrossEntropy {
+            mean: false,
+            ..CrossEntropy::default()
+        };
+        // (rows, in, classes, bias, grads of x W b, device targets, options)
+        let cases = [
+            (37, 24, 75, false, [true; 3], true, &plain),
+            (37, 24, 75, true, [true; 3], true, &ignore),
+            (37, 24, 75, true, [true, false, true], true, &sum),
+            (37, 24, 75, false, [false, true, false], true, &plain),
+            (9, 16, 33, true, [true; 3], false, &ignore),
+        ];
+        for &(n, k, c, bias, grads, device_targets, opts) in &cases {
+            let xs = [
+                rand(&[n, k], DType::F32, -1.0, 1.0, 1),
+                rand(&[c, k], DType::F32, -0.5, 0.5, 2),
+                rand(&[c], DType::F32, -0.5, 0.5, 3),
+            ];
+            let tg = Tensor::from_vec(
+                (0..n as i64)
+                    .map(|i| (i * 7) % c as i64)
+                    .collect::<Vec<_>>(),
+                &[n],
+            )
+            .unwrap();
+            let what = format!("[{n}, {k}] -> {c}, bias {bias}, grads {grads:?}, device targets {device_targets}, {opts:?}");
+            for p in [MatmulPrecision::Bf16, MatmulPrecision::F32] {
+                let go = |d, fused| run(d, p, fused, &xs, bias, grads, &tg, device_targets, opts);
+                let (l, z, gg) = go(dev, true);
+                let (lc, zc, cg) = go(dev, false);
+                let (lcpu, zcpu, gcpu) = go(Device::Cpu, true);
+                compare(&format!("{what} {p}: loss vs composed"), &l, &lc, 1e-5);
+                compare(&format!("{what} {p}: loss vs CPU"), &l, &lcpu, 1e-3);
+                compare(&format!("{what} {p}: logits vs composed"), &z, &zc, 1e-6);
+                compare(&format!("{what} {p}: logits vs CPU"), &z, &zcpu, 1e-3);
+                for (i, name) in ["dx", "dW", "db"].iter().enumerate() {
+                    let wanted = grads[i] && (i < 2 || bias);
+                    assert_eq!(gg[i].is_some(), wanted, "{what} {p}: {name} present");
+                    if let (Some(a), Some(cc), Some(cpu)) = (&gg[i], &cg[i], &gcpu[i]) {
+                        // The bias sums the rounded gradient where fused (documented).
+                        let t = if i == 2 && p == MatmulPrecision::Bf16 {
+                            5e-3
+                        } else {
+                            1e-5
+                        };
+                        compare(&format!("{what} {p}: {name} vs composed"), a, cc, t);
+                        compare(&format!("{what} {p}: {name} vs CPU"), a, cpu, 5e-3);
+                    }
+                }
+            }
+        }
+        // What ran: the backward kernel that writes bf16.
+        if let Device::Cuda(i) = dev {
+            let be = selfsup_tensor::cuda::CudaBackend::get(i).unwrap();
+            let _one = crate::PROFILING.lock().unwrap_or_else(|p| p.into_inner());
+            let x = rand(&[16, 8], DType::F32, -1.0, 1.0, 1)
+                .to_device(dev)
+                .unwrap()
+                .requires_grad_();
+            let w = rand(&[40, 8], DType::F32, -1.0, 1.0, 2)
+                .to_device(dev)
+                .unwrap()
+                .requires_grad_();
+            let tg = Tensor::from_vec((0..16i64).collect::<Vec<_>>(), &[16])
+                .unwrap()
+                .to_device(dev)
+                .unwrap();
+            be.profile_start();
+            with_matmul_precision(MatmulPrecision::Bf16, || {
+                let (loss, _) = x.linear_cross_entropy(&w, None, &tg, &plain).unwrap();
+                loss.backward().unwrap();
+            });
+            let prof = be.profile_stop().unwrap();
+            let calls = |name: &str| {
+                prof.kernels
+                    .iter()
+                    .filter(|k| k.name == name)
+                    .map(|k| k.calls)
+                    .sum::<usize>()
+            };
+            // Other tests' kernels may land in the profile (they run on other threads), so
+            // only the kernel no composition launches is looked for.
+            assert!(calls("loss/cross_entropy_bw_f32_bf16") >= 1, "{prof:?}");
+        }
+    });
+}
