@@ -25,6 +25,9 @@ def key(row):
     if b == "gpt-step":
         model = row.get("model", "mini")
         attention = row.get("attention", "fused") if row.get("engine") != "torch" else "sdpa"
+        # Our rows with the MLP and head fusions off (--fusion composed) are a workload apart.
+        if row.get("fusion", "fused") != "fused":
+            attention += ", unfused"
         return ("gpt-step", model, attention)
     return None
 

@@ -10,6 +10,7 @@ use selfsup_nn::{Module, TextConfig, TextTransformer};
 use selfsup_ssl::feed::{image_loader, to_ssl_batch};
 use selfsup_ssl::{build, BackboneKind, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
 use selfsup_tensor::ops::attention::{with_gpu_attention, GpuAttention};
+use selfsup_tensor::ops::fusion::{with_gpu_fusion, GpuFusion};
 use selfsup_tensor::ops::loss::CrossEntropy;
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Device, Generator, Tensor};
@@ -244,6 +245,10 @@ fn gpt_step(
         .attention
         .parse()
         .map_err(|e| CliError::Input(format!("--attention: {e}")))?;
+    let fusion: GpuFusion = args
+        .fusion
+        .parse()
+        .map_err(|e| CliError::Input(format!("--fusion: {e}")))?;
     let (t_len, vocab) = (cfg.context, cfg.vocab);
     let mut g = Generator::new(0);
     let mut model = TextTransformer::new(&cfg, DType::F32, &mut g)?;
@@ -267,14 +272,17 @@ fn gpt_step(
     // One step: the seconds the host took to queue it (before its one read-back), and its loss.
     let mut step = || -> Result<(f64, f64)> {
         let start = Instant::now();
-        let loss = with_gpu_attention(attention, || {
-            with_matmul_precision(precision, || -> Result<Tensor> {
-                // The head and the loss as one op, as the gpt method trains (fused on a GPU at
-                // bf16 precision).
-                let hidden = model.hidden(&x, None)?;
-                let (loss, _) = model.head_cross_entropy(&hidden, &y, &CrossEntropy::default())?;
-                loss.backward()?;
-                Ok(loss)
+        let loss = with_gpu_fusion(fusion, || {
+            with_gpu_attention(attention, || {
+                with_matmul_precision(precision, || -> Result<Tensor> {
+                    // The head and the loss as one op, as the gpt method trains (fused on a GPU at
+                    // bf16 precision).
+                    let hidden = model.hidden(&x, None)?;
+                    let (loss, _) =
+                        model.head_cross_entropy(&hidden, &y, &CrossEntropy::default())?;
+                    loss.backward()?;
+                    Ok(loss)
+                })
             })
         })?;
         opt.step()?;
@@ -291,7 +299,7 @@ fn gpt_step(
     let tps: Vec<f64> = t.iter().map(|s| (b * t_len) as f64 / s).collect();
     let tok_per_s = median(tps);
     let params = model.num_params();
-    let mut line = json!({"bench": "gpt-step", "model": format!("{:?}", args.model).to_lowercase(), "device": args.device, "precision": precision.name(), "attention": args.attention, "threads": threads, "params": params, "batch": b, "tokens_per_step": b * t_len, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "tok_per_s": tok_per_s.round(), "last_loss": last});
+    let mut line = json!({"bench": "gpt-step", "model": format!("{:?}", args.model).to_lowercase(), "device": args.device, "precision": precision.name(), "attention": args.attention, "fusion": args.fusion, "threads": threads, "params": params, "batch": b, "tokens_per_step": b * t_len, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "tok_per_s": tok_per_s.round(), "last_loss": last});
     if args.model == GptSize::Gpt2 {
         let flops = gpt_flops_per_token(params, &cfg);
         let achieved = tok_per_s * flops / 1e9;
@@ -341,7 +349,7 @@ fn profile(
     let other: f64 = p.kernels.iter().skip(TOP).map(|k| k.ms).sum();
     println!(
         "{}",
-        json!({"bench": "gpu-profile", "workload": workload, "model": format!("{:?}", args.model).to_lowercase(), "backbone": args.backbone, "batch": batch, "device": args.device, "precision": args.precision, "attention": args.attention, "device_ms": r3(p.total_ms), "host_queue_ms": queued.map(|s| r3(s * 1e3)), "distinct_kernels": p.kernels.len(), "launches": p.kernels.iter().map(|k| k.calls).sum::<usize>(), "kernels": kernels, "other_ms": r3(other)})
+        json!({"bench": "gpu-profile", "workload": workload, "model": format!("{:?}", args.model).to_lowercase(), "backbone": args.backbone, "batch": batch, "device": args.device, "precision": args.precision, "attention": args.attention, "fusion": args.fusion, "device_ms": r3(p.total_ms), "host_queue_ms": queued.map(|s| r3(s * 1e3)), "distinct_kernels": p.kernels.len(), "launches": p.kernels.iter().map(|k| k.calls).sum::<usize>(), "kernels": kernels, "other_ms": r3(other)})
     );
     Ok(())
 }

@@ -330,6 +330,11 @@ pub struct BenchArgs {
     /// at --precision and a softmax over stored T x T scores), to compare the two.
     #[arg(long, default_value = "fused")]
     pub attention: String,
+    /// gpt-step on a GPU at bf16: `fused` (the MLP's activation and the output head's loss
+    /// gradient written straight to bf16: `Tensor::mlp2`, `Tensor::linear_cross_entropy`) or
+    /// `composed` (the ops they stand for), to measure what the fusion buys.
+    #[arg(long, default_value = "fused")]
+    pub fusion: String,
     /// On a GPU, after the timed repetitions: one more step with every kernel launch and
     /// cuBLAS call timed, printed as a `gpu-profile` line (device time by kernel, longest
     /// first; and for gpt-step how long the host took to queue the step).

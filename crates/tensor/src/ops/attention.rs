@@ -46,15 +46,7 @@ thread_local! {
 /// Runs `f` with [`Tensor::attention_qkv`] on a GPU computed as `a` says (on this thread,
 /// restored afterwards; the backward pass follows what the forward chose).
 pub fn with_gpu_attention<R>(a: GpuAttention, f: impl FnOnce() -> R) -> R {
-    let prev = GPU_ATTENTION.with(|c| c.replace(a));
-    struct Restore(GpuAttention);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            GPU_ATTENTION.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(prev);
-    f()
+    crate::ops::fusion::scoped(&GPU_ATTENTION, a, f)
 }
 
 /// The [`GpuAttention`] in force on this thread.

@@ -25,7 +25,8 @@ impl Tensor {
     /// `[classes]` and targets `[N]`, as one op. Returns the loss (differentiable in `self`,
     /// `weight` and `bias`) and the logits `[N, classes]` (without a gradient; for metrics
     /// such as accuracy). On a GPU at bf16 matmul precision with the targets on that GPU it
-    /// runs fused (the module documentation says what that saves); elsewhere it is that
+    /// runs fused (the module documentation says what that saves), unless
+    /// [`crate::ops::fusion::with_gpu_fusion`] asks for the composition; elsewhere it is that
     /// composition.
     pub fn linear_cross_entropy(
         &self,
@@ -55,6 +56,7 @@ impl Tensor {
             && crate::precision::matmul_precision() == crate::precision::MatmulPrecision::Bf16
             && (0.0..1.0).contains(&opts.label_smoothing)
             && bias.is_none_or(|b| b.shape() == [weight.shape()[0]])
+            && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
         {
             return gpu::forward_bf16(self, weight, bias, targets, opts);
         }

@@ -121,7 +121,8 @@ impl Tensor {
     /// and `[out]`: the values and gradients of
     /// `self.linear(w1, b1)?` → `act` → `.linear(w2, b2)?`, as one op. On a GPU at bf16 matmul
     /// precision ([`crate::precision`]) with f32 operands it runs fused (the module
-    /// documentation says what that saves); elsewhere it is that composition.
+    /// documentation says what that saves), unless [`crate::ops::fusion::with_gpu_fusion`]
+    /// asks for the composition; elsewhere it is that composition.
     pub fn mlp2(
         &self,
         w1: &Tensor,
@@ -136,6 +137,7 @@ impl Tensor {
         if self.dtype() == crate::DType::F32
             && self.device() != crate::Device::Cpu
             && crate::precision::matmul_precision() == crate::precision::MatmulPrecision::Bf16
+            && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
         {
             return gpu::forward_bf16(self, [w1, w2], [b1, b2], act, [n, k, hid, out]);
         }

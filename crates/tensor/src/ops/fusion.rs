@@ -1,0 +1,99 @@
+//! Whether the multi-op fusions run on a GPU ([`Tensor::mlp2`](crate::Tensor::mlp2),
+//! [`Tensor::linear_cross_entropy`](crate::Tensor::linear_cross_entropy)): they do by
+//! default; [`with_gpu_fusion`] with [`GpuFusion::Composed`] runs their compositions instead,
+//! so that a benchmark can measure what a fusion buys on the same work (`selfsup bench
+//! gpt-step --fusion composed`).
+
+use std::cell::Cell;
+use std::thread::LocalKey;
+
+/// How the fused ops run on a GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GpuFusion {
+    /// Their fused kernels where they have them (bf16 matmul precision).
+    #[default]
+    Fused,
+    /// The ops they stand for, one after another.
+    Composed,
+}
+
+impl std::str::FromStr for GpuFusion {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fused" => Ok(GpuFusion::Fused),
+            "composed" => Ok(GpuFusion::Composed),
+            other => Err(format!(
+                "unknown fusion {other:?}: expected fused or composed"
+            )),
+        }
+    }
+}
+
+thread_local! {
+    static GPU_FUSION: Cell<GpuFusion> = const { Cell::new(GpuFusion::Fused) };
+}
+
+/// Runs `f` with the fused ops on a GPU run as `mode` says (on this thread, restored
+/// afterwards; a backward pass follows what its forward chose).
+pub fn with_gpu_fusion<R>(mode: GpuFusion, f: impl FnOnce() -> R) -> R {
+    scoped(&GPU_FUSION, mode, f)
+}
+
+/// The [`GpuFusion`] in force on this thread.
+pub fn gpu_fusion() -> GpuFusion {
+    GPU_FUSION.with(|c| c.get())
+}
+
+/// Runs `f` with the thread-local `key` set to `v`, restoring its previous value afterwards
+/// (also when `f` panics).
+pub(crate) fn scoped<T: Copy + 'static, R>(
+    key: &'static LocalKey<Cell<T>>,
+    v: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _restore = Restore(key, key.with(|c| c.replace(v)));
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setting_is_scoped_nested_and_restored_after_a_panic() {
+        assert_eq!(gpu_fusion(), GpuFusion::Fused);
+        with_gpu_fusion(GpuFusion::Composed, || {
+            assert_eq!(gpu_fusion(), GpuFusion::Composed);
+            with_gpu_fusion(GpuFusion::Fused, || {
+                assert_eq!(gpu_fusion(), GpuFusion::Fused)
+            });
+            assert_eq!(gpu_fusion(), GpuFusion::Composed);
+        });
+        assert_eq!(gpu_fusion(), GpuFusion::Fused);
+        let r = std::panic::catch_unwind(|| with_gpu_fusion(GpuFusion::Composed, || panic!("x")));
+        assert!(r.is_err());
+        assert_eq!(gpu_fusion(), GpuFusion::Fused);
+        // Per thread: another thread starts from the default.
+        with_gpu_fusion(GpuFusion::Composed, || {
+            let other = std::thread::spawn(gpu_fusion).join().unwrap();
+            assert_eq!(other, GpuFusion::Fused);
+        });
+    }
+
+    #[test]
+    fn names_parse_and_others_are_refused() {
+        assert_eq!("fused".parse::<GpuFusion>(), Ok(GpuFusion::Fused));
+        assert_eq!("composed".parse::<GpuFusion>(), Ok(GpuFusion::Composed));
+        assert_eq!(
+            "on".parse::<GpuFusion>().unwrap_err(),
+            "unknown fusion \"on\": expected fused or composed"
+        );
+    }
+}
