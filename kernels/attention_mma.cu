@@ -30,12 +30,8 @@
 #define MMA_LOG2E 1.4426950408889634f
 #define MMA_LN2 0.6931471805599453f
 
-// f32 -> bf16 bits, round to nearest even (NaN stays NaN).
-__device__ __forceinline__ u32 mma_bf16_bits(float f) {
-    const u32 u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-}
+// f32 -> bf16 bits (common.cuh's rounding), widened for packing.
+__device__ __forceinline__ u32 mma_bf16_bits(float f) { return bf16_bits_of(f); }
 
 // Two f32 as a bf16x2 register: `lo` in the low half (the lower-indexed element).
 __device__ __forceinline__ u32 mma_pack(float lo, float hi) {

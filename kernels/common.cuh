@@ -46,6 +46,38 @@ __device__ __forceinline__ u16 bf16_bits_of(float x) {
     return (u16)(u >> 16);
 }
 
+// For kernels that write a bf16 copy of a row-major f32 `rows x cols` matrix and sum its
+// columns in the same pass (a linear layer's output gradient: its products' operand and its
+// bias gradient): element i = r * cols + col is `value(i)`; dst[i] = bf16(value(i)) and
+// partial[chunk * cols + col] = the sum of column col over the chunk's rows (rows_per_chunk
+// rows a chunk). Fixed order, so deterministic: thread (x, y) of a 32 x 8 block walks column
+// 32 * blockIdx.x + x, rows y, y + 8, ... of chunk blockIdx.y; the 8 partial sums of a column
+// are folded in shared memory. Launch: blocks of 32 x 8, grid (ceil(cols / 32), chunks).
+#define COLSUM_ROWS_PER_THREAD_STEP 8
+template <typename F>
+__device__ void bf16_store_colsum(F value, u16* dst, float* partial, i64 rows, i64 cols,
+                                  i64 rows_per_chunk) {
+    __shared__ float sums[COLSUM_ROWS_PER_THREAD_STEP][33];
+    const i64 col = (i64)blockIdx.x * 32 + threadIdx.x;
+    const i64 r0 = (i64)blockIdx.y * rows_per_chunk;
+    const i64 r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
+    float acc = 0.0f;
+    if (col < cols) {
+        for (i64 r = r0 + threadIdx.y; r < r1; r += COLSUM_ROWS_PER_THREAD_STEP) {
+            const float v = value(r * cols + col);
+            dst[r * cols + col] = bf16_bits_of(v);
+            acc += v;
+        }
+    }
+    sums[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < cols) {
+        float t = 0.0f;
+        for (int y = 0; y < COLSUM_ROWS_PER_THREAD_STEP; ++y) t += sums[y][threadIdx.x];
+        partial[(i64)blockIdx.y * cols + col] = t;
+    }
+}
+
 // Grid-stride loop over [0, n).
 #define FOR_EACH_INDEX(i, n) \
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)

@@ -10,9 +10,7 @@
 // `cast_f32_bf16_colsum` casts a contiguous row-major f32 `rows x cols` matrix to bf16 and, in
 // the same pass, sums each column over a chunk of rows into `partial[chunk * cols + col]` (the
 // bias gradient of a linear layer from its output gradient, finished by a sum over chunks on
-// the Rust side; fixed order, so deterministic). Launch: blocks of 32 x 8 threads, grid
-// (ceil(cols / 32), chunks); thread (x, y) walks column 32 * blockIdx.x + x, rows y, y + 8, ...
-// of its chunk; the 8 partial sums of a column are folded in shared memory.
+// the Rust side): common.cuh's `bf16_store_colsum`, whose comment gives the order and launch.
 
 #define COPY(NAME, T)                                                                          \
     extern "C" __global__ void NAME(const T* src, T* dst, i64 n, Dims d) {                     \
@@ -50,12 +48,9 @@ template <> __device__ __forceinline__ float to_f32<f16_bits>(f16_bits x) {
 #endif
 }
 template <typename T> __device__ __forceinline__ T from_f32(float x) { return (T)x; }
-// Round to nearest even; NaN stays NaN (quiet bit set), as the `half` crate does.
+// Round to nearest even; NaN stays NaN (common.cuh's `bf16_bits_of`).
 template <> __device__ __forceinline__ bf16_bits from_f32<bf16_bits>(float x) {
-    u32 u = __float_as_uint(x);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return bf16_bits{(u16)((u >> 16) | 0x40u)};
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return bf16_bits{(u16)(u >> 16)};
+    return bf16_bits{bf16_bits_of(x)};
 }
 template <> __device__ __forceinline__ f16_bits from_f32<f16_bits>(float x) {
 #ifdef SELFSUP_HOST_EMULATION
@@ -109,26 +104,8 @@ CAST_VIA_F32(cast_bf16_f32, bf16_bits, float)
 CAST_VIA_F32(cast_f32_f16, float, f16_bits)
 CAST_VIA_F32(cast_f16_f32, f16_bits, float)
 
-#define COLSUM_ROWS_PER_THREAD_STEP 8
 extern "C" __global__ void cast_f32_bf16_colsum(const float* src, bf16_bits* dst, float* partial,
                                                  i64 rows, i64 cols, i64 rows_per_chunk) {
-    __shared__ float sums[COLSUM_ROWS_PER_THREAD_STEP][33];
-    const i64 col = (i64)blockIdx.x * 32 + threadIdx.x;
-    const i64 r0 = (i64)blockIdx.y * rows_per_chunk;
-    const i64 r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
-    float acc = 0.0f;
-    if (col < cols) {
-        for (i64 r = r0 + threadIdx.y; r < r1; r += COLSUM_ROWS_PER_THREAD_STEP) {
-            const float v = src[r * cols + col];
-            dst[r * cols + col] = from_f32<bf16_bits>(v);
-            acc += v;
-        }
-    }
-    sums[threadIdx.y][threadIdx.x] = acc;
-    __syncthreads();
-    if (threadIdx.y == 0 && col < cols) {
-        float s = 0.0f;
-        for (int y = 0; y < COLSUM_ROWS_PER_THREAD_STEP; ++y) s += sums[y][threadIdx.x];
-        partial[(i64)blockIdx.y * cols + col] = s;
-    }
+    bf16_store_colsum([&](i64 i) { return src[i]; }, (u16*)dst, partial, rows, cols,
+                      rows_per_chunk);
 }

@@ -15,8 +15,8 @@
 // `rows x cols` h and da, dh = bf16(da * f'(h, f(h))) (the first layer's output gradient, as
 // its products read it) and, in the same pass, the f32 column sums of da * f'(..) over each
 // chunk of rows into partial[chunk * cols + col] (its bias gradient, finished on the Rust
-// side). Same launch and summation order as copy.cu's `cast_f32_bf16_colsum`: blocks of
-// 32 x 8 threads, grid (ceil(cols / 32), chunks).
+// side): common.cuh's `bf16_store_colsum` (blocks of 32 x 8 threads, grid
+// (ceil(cols / 32), chunks)), as copy.cu's `cast_f32_bf16_colsum` sums a linear layer's.
 
 template <typename T> __device__ __forceinline__ T sigmoid_(T x) { return T(1) / (T(1) + exp(-x)); }
 template <typename T> __device__ __forceinline__ T pow_scalar_(T x, double p) {
@@ -89,7 +89,6 @@ UNARY(mul_scalar, x * T(p0), T(p0))
 UNARY(pow_scalar, pow_scalar_(x, p0), T(p0) * pow_scalar_(x, p0 - 1.0))
 UNARY(rdiv_scalar, T(p0) / x, -y / x)
 
-#define MLP_COLSUM_STEP 8
 #define MLP_ACT(NAME)                                                                          \
     extern "C" __global__ void NAME##_to_bf16_f32(const float* h, u16* a, i64 n) {             \
         FOR_EACH_INDEX(i, n) { a[i] = bf16_bits_of(NAME##_f<float>(h[i], 0.0, 0.0)); }         \
@@ -97,27 +96,11 @@ UNARY(rdiv_scalar, T(p0) / x, -y / x)
     extern "C" __global__ void NAME##_bw_bf16_colsum_f32(const float* h, const float* da,      \
                                                          u16* dh, float* partial, i64 rows,    \
                                                          i64 cols, i64 rows_per_chunk) {       \
-        __shared__ float sums[MLP_COLSUM_STEP][33];                                            \
-        const i64 col = (i64)blockIdx.x * 32 + threadIdx.x;                                    \
-        const i64 r0 = (i64)blockIdx.y * rows_per_chunk;                                       \
-        const i64 r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;                \
-        float acc = 0.0f;                                                                      \
-        if (col < cols) {                                                                      \
-            for (i64 r = r0 + threadIdx.y; r < r1; r += MLP_COLSUM_STEP) {                     \
-                const float hv = h[r * cols + col];                                            \
-                const float yv = NAME##_f<float>(hv, 0.0, 0.0);                                \
-                const float v = da[r * cols + col] * NAME##_df<float>(hv, yv, 0.0, 0.0);       \
-                dh[r * cols + col] = bf16_bits_of(v);                                          \
-                acc += v;                                                                      \
-            }                                                                                  \
-        }                                                                                      \
-        sums[threadIdx.y][threadIdx.x] = acc;                                                  \
-        __syncthreads();                                                                       \
-        if (threadIdx.y == 0 && col < cols) {                                                  \
-            float t = 0.0f;                                                                    \
-            for (int y = 0; y < MLP_COLSUM_STEP; ++y) t += sums[y][threadIdx.x];               \
-            partial[(i64)blockIdx.y * cols + col] = t;                                         \
-        }                                                                                      \
+        auto value = [&](i64 i) {                                                              \
+            const float hv = h[i];                                                             \
+            return da[i] * NAME##_df<float>(hv, NAME##_f<float>(hv, 0.0, 0.0), 0.0, 0.0);      \
+        };                                                                                     \
+        bf16_store_colsum(value, dh, partial, rows, cols, rows_per_chunk);                     \
     }
 
 MLP_ACT(relu)

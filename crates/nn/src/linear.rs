@@ -91,23 +91,22 @@ impl Linear {
 
     /// Applies the layer to `x` of shape `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // `[.., in]` inputs run as one `[rows, in]` product, so the weight gradient is one GEMM
-        // over all rows rather than a batch of products summed afterwards.
-        let lead: Vec<usize> = x.shape()[..x.rank().saturating_sub(1)].to_vec();
-        let x2 = if x.rank() > 2 {
-            x.reshape(&[lead.iter().product(), x.dim(-1)?])?
-        } else {
-            x.clone()
-        };
-        let y = x2.linear(&self.weight, self.bias.as_ref())?;
-        if x.rank() > 2 {
-            let mut shape = lead;
-            shape.push(self.weight.shape()[0]);
-            Ok(y.reshape(&shape)?)
-        } else {
-            Ok(y)
-        }
+        over_rows(x, |x2| Ok(x2.linear(&self.weight, self.bias.as_ref())?))
     }
+}
+
+/// Applies `f`, a map from `[rows, in]` to `[rows, out]`, to `[.., in]` flattened to rows, and
+/// restores the leading axes. `[.., in]` inputs thus run as one `[rows, in]` product, so a
+/// weight gradient is one GEMM over all rows rather than a batch of products summed afterwards.
+pub(crate) fn over_rows(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    if x.rank() <= 2 {
+        return f(x);
+    }
+    let lead: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
+    let y = f(&x.reshape(&[lead.iter().product(), x.dim(-1)?])?)?;
+    let mut shape = lead;
+    shape.push(y.dim(-1)?);
+    Ok(y.reshape(&shape)?)
 }
 
 impl Module for Linear {

@@ -1,11 +1,11 @@
 //! [`Mlp`]: a configurable multi-layer perceptron, as SSL projection and prediction heads need
 //! (SimCLR, BYOL, SimSiam, Barlow Twins, VICReg).
 
-use selfsup_tensor::{DType, Generator, MlpActivation, Tensor};
+use selfsup_tensor::{DType, Generator, Tensor};
 
 use crate::activation::Activation;
 use crate::error::{config, Result};
-use crate::linear::Linear;
+use crate::linear::{over_rows, Linear};
 use crate::module::{join, Layer, Module};
 use crate::norm::BatchNorm;
 
@@ -99,7 +99,16 @@ impl Mlp {
             self.bn.is_empty(),
             self.activation.as_mlp_activation(),
         ) {
-            let y = self.forward_two(x, l1, l2, act)?;
+            // `[..., in_dim]` flattened to rows, as `Linear::forward` does.
+            let y = over_rows(x, |x2| {
+                Ok(x2.mlp2(
+                    &l1.weight,
+                    l1.bias.as_ref(),
+                    act,
+                    &l2.weight,
+                    l2.bias.as_ref(),
+                )?)
+            })?;
             return match &self.last_bn {
                 Some(b) => b.forward(&y),
                 None => Ok(y),
@@ -120,39 +129,6 @@ impl Mlp {
             y = b.forward(&y)?;
         }
         Ok(y)
-    }
-}
-
-impl Mlp {
-    /// Two linear layers and the activation as one [`Tensor::mlp2`], over `[..., in_dim]`
-    /// flattened to rows as [`Linear::forward`] does.
-    fn forward_two(
-        &self,
-        x: &Tensor,
-        l1: &Linear,
-        l2: &Linear,
-        act: MlpActivation,
-    ) -> Result<Tensor> {
-        let lead: Vec<usize> = x.shape()[..x.rank().saturating_sub(1)].to_vec();
-        let x2 = if x.rank() > 2 {
-            x.reshape(&[lead.iter().product(), x.dim(-1)?])?
-        } else {
-            x.clone()
-        };
-        let y = x2.mlp2(
-            &l1.weight,
-            l1.bias.as_ref(),
-            act,
-            &l2.weight,
-            l2.bias.as_ref(),
-        )?;
-        if x.rank() > 2 {
-            let mut shape = lead;
-            shape.push(l2.weight.shape()[0]);
-            Ok(y.reshape(&shape)?)
-        } else {
-            Ok(y)
-        }
     }
 }
 

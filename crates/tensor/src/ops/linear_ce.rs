@@ -72,7 +72,7 @@ mod gpu {
     use super::*;
     use crate::autograd::BackwardOp;
     use crate::ops::linear::gpu::{affine_bf16, bf16_copy, product};
-    use crate::ops::loss::cuda_ce::{forward_values, grad_bf16, scaled_device_targets, Scaled};
+    use crate::ops::loss::cuda_ce::{forward_values, logits_grad, scaled_device_targets, Scaled};
     use crate::DType;
 
     /// The forward: `x` and `W` cast to bf16 once, the f32 logits (bias in the GEMM's
@@ -132,7 +132,7 @@ mod gpu {
             let (x, w) = (&inputs[0], &inputs[1]);
             let (n, k, c) = (x.shape()[0], x.shape()[1], w.shape()[0]);
             let mut grads: Vec<Option<Tensor>> = vec![None; inputs.len()];
-            let g16 = grad_bf16(&self.logits, &self.s, &self.lse, g)?;
+            let g16 = logits_grad(&self.logits, &self.s, &self.lse, g, true)?;
             if let (true, Some(w16)) = (x.requires_grad(), &self.w16) {
                 grads[0] = Some(product(&g16, w16, n, c, k)?);
             }

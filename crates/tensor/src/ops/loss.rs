@@ -300,16 +300,7 @@ pub(crate) mod cuda_ce {
 
     pub(super) fn forward(x: &Tensor, targets: &Tensor, s: Scaled) -> Result<Tensor> {
         let (total, lse) = forward_values(x, &s)?;
-        Ok(total.attach(&[x, targets], || {
-            Box::new(CeBackCuda {
-                targets: s.targets,
-                ignore: s.ignore,
-                lse,
-                scale: s.scale,
-                device_scale: s.device_scale,
-                eps: s.eps,
-            })
-        }))
+        Ok(total.attach(&[x, targets], || Box::new(CeBackCuda { s, lse })))
     }
 
     /// The loss of logits `x` `[n, c]` (outside autograd) and the rows' log-sum-exp.
@@ -338,18 +329,30 @@ pub(crate) mod cuda_ce {
         Ok((total, lse))
     }
 
-    /// The gradient of the loss with respect to contiguous f32 logits `x` `[n, c]`, in bf16,
-    /// given the forward's `lse` and the loss's gradient `g` (one element on the device).
-    pub(crate) fn grad_bf16(x: &Tensor, s: &Scaled, lse: &Tensor, g: &Tensor) -> Result<Tensor> {
+    /// The gradient of the loss with respect to contiguous logits `x` `[n, c]`, given the
+    /// forward's `lse` and the loss's gradient `g` (one element on the device): in `x`'s dtype,
+    /// or for f32 logits with `bf16` in bf16 (the operand of a fused head's products).
+    pub(crate) fn logits_grad(
+        x: &Tensor,
+        s: &Scaled,
+        lse: &Tensor,
+        g: &Tensor,
+        bf16: bool,
+    ) -> Result<Tensor> {
         let (n, c) = (x.shape()[0], x.shape()[1]);
         let g = match &s.device_scale {
             Some(d) => dense(&g.mul(d)?)?,
             None => g.clone(),
         };
+        let backward = if bf16 {
+            rows::cross_entropy_backward_bf16
+        } else {
+            rows::cross_entropy_backward
+        };
         let (gx, gt, gl, gg) = (x.read(), s.targets.read(), lse.read(), g.read());
         let dx = match (&*gx, &*gt, &*gl, &*gg) {
             (Storage::Cuda(cx), Storage::Cuda(ct), Storage::Cuda(cl), Storage::Cuda(cg)) => {
-                rows::cross_entropy_backward_bf16(
+                backward(
                     cx,
                     ct,
                     cl,
@@ -367,13 +370,10 @@ pub(crate) mod cuda_ce {
         Ok(Tensor::from_storage(Storage::Cuda(dx), &[n, c]))
     }
 
+    /// The cross-entropy's backward: its targets and scales and the rows' log-sum-exp.
     struct CeBackCuda {
-        targets: Tensor,
-        ignore: Option<i64>,
+        s: Scaled,
         lse: Tensor,
-        scale: f64,
-        device_scale: Option<Tensor>,
-        eps: f64,
     }
 
     impl BackwardOp for CeBackCuda {
@@ -387,36 +387,8 @@ pub(crate) mod cuda_ce {
             g: &Tensor,
         ) -> Result<Vec<Option<Tensor>>> {
             let x = dense(&inputs[0])?;
-            let (n, c) = (x.shape()[0], x.shape()[1]);
-            let g = match &self.device_scale {
-                Some(d) => dense(&g.mul(d)?)?,
-                None => g.clone(),
-            };
-            let dx = {
-                let (gx, gt, gl, gg) = (x.read(), self.targets.read(), self.lse.read(), g.read());
-                match (&*gx, &*gt, &*gl, &*gg) {
-                    (
-                        Storage::Cuda(cx),
-                        Storage::Cuda(ct),
-                        Storage::Cuda(cl),
-                        Storage::Cuda(cg),
-                    ) => rows::cross_entropy_backward(
-                        cx,
-                        ct,
-                        cl,
-                        cg,
-                        g.layout().offset(),
-                        n,
-                        c,
-                        self.scale,
-                        self.eps,
-                        rows::Ignore(self.ignore),
-                    )?,
-                    _ => return Err(crate::storage::no_kernel("cross_entropy", x.device())),
-                }
-            };
             Ok(vec![
-                Some(Tensor::from_storage(Storage::Cuda(dx), &[n, c])),
+                Some(logits_grad(&x, &self.s, &self.lse, g, false)?),
                 None,
             ])
         }
