@@ -94,7 +94,8 @@ pub fn cross_entropy_forward(
 }
 
 /// Cross-entropy backward: `dx` for contiguous logits `x`, given the saved `lse`, the targets
-/// and the loss's gradient `g` (one element, on the device).
+/// and the loss's gradient `g` (one element, on the device); in `x`'s dtype, or with `bf16`
+/// (f32 logits only) rounded to bf16, the operand of a fused linear head's products.
 #[allow(clippy::too_many_arguments)]
 pub fn cross_entropy_backward(
     x: &CudaStorage,
@@ -107,79 +108,25 @@ pub fn cross_entropy_backward(
     scale: f64,
     eps: f64,
     ignore: Ignore,
+    bf16: bool,
 ) -> Result<CudaStorage> {
     let t = float_tag("cross_entropy", x.dtype())?;
-    let f = format!("cross_entropy_bw_{t}");
-    ce_backward(
-        x,
-        tg,
-        lse,
-        (g, g_offset),
-        [n, c],
-        scale,
-        eps,
-        ignore,
-        &f,
-        x.dtype(),
-    )
-}
-
-/// [`cross_entropy_backward`] for f32 logits with `dx` stored in bf16 (the operand of the
-/// products of a fused linear head at bf16 precision).
-#[allow(clippy::too_many_arguments)]
-pub fn cross_entropy_backward_bf16(
-    x: &CudaStorage,
-    tg: &CudaStorage,
-    lse: &CudaStorage,
-    g: &CudaStorage,
-    g_offset: usize,
-    n: usize,
-    c: usize,
-    scale: f64,
-    eps: f64,
-    ignore: Ignore,
-) -> Result<CudaStorage> {
-    if x.dtype() != DType::F32 {
-        return Err(Error::DTypeMismatch {
-            op: "cross_entropy",
-            lhs: x.dtype(),
-            rhs: DType::F32,
-        });
-    }
-    let f = "cross_entropy_bw_f32_bf16";
-    ce_backward(
-        x,
-        tg,
-        lse,
-        (g, g_offset),
-        [n, c],
-        scale,
-        eps,
-        ignore,
-        f,
-        DType::BF16,
-    )
-}
-
-/// Launches the cross-entropy backward kernel `kernel`, storing `dx` as `out`.
-#[allow(clippy::too_many_arguments)]
-fn ce_backward(
-    x: &CudaStorage,
-    tg: &CudaStorage,
-    lse: &CudaStorage,
-    (g, g_offset): (&CudaStorage, usize),
-    [n, c]: [usize; 2],
-    scale: f64,
-    eps: f64,
-    ignore: Ignore,
-    kernel: &str,
-    out: DType,
-) -> Result<CudaStorage> {
+    let (kernel, out) = match (bf16, x.dtype()) {
+        (false, d) => (format!("cross_entropy_bw_{t}"), d),
+        (true, DType::F32) => ("cross_entropy_bw_f32_bf16".to_string(), DType::BF16),
+        (true, d) => {
+            return Err(Error::DTypeMismatch {
+                op: "cross_entropy",
+                lhs: d,
+                rhs: DType::F32,
+            })
+        }
+    };
     let dx = CudaStorage::alloc(&x.backend, out, n * c)?;
     if n * c == 0 {
         return Ok(dx);
     }
-    let f = x.backend.function("loss", kernel)?;
+    let f = x.backend.function("loss", &kernel)?;
     let size = x.dtype().size_in_bytes() as u64;
     let (px, pt, pl, pg, pd) = (
         x.ptr(),

@@ -344,15 +344,10 @@ pub(crate) mod cuda_ce {
             Some(d) => dense(&g.mul(d)?)?,
             None => g.clone(),
         };
-        let backward = if bf16 {
-            rows::cross_entropy_backward_bf16
-        } else {
-            rows::cross_entropy_backward
-        };
         let (gx, gt, gl, gg) = (x.read(), s.targets.read(), lse.read(), g.read());
         let dx = match (&*gx, &*gt, &*gl, &*gg) {
             (Storage::Cuda(cx), Storage::Cuda(ct), Storage::Cuda(cl), Storage::Cuda(cg)) => {
-                backward(
+                rows::cross_entropy_backward(
                     cx,
                     ct,
                     cl,
@@ -363,6 +358,7 @@ pub(crate) mod cuda_ce {
                     s.scale,
                     s.eps,
                     rows::Ignore(s.ignore),
+                    bf16,
                 )?
             }
             _ => return Err(crate::storage::no_kernel("cross_entropy", x.device())),
