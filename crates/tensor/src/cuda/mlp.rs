@@ -6,7 +6,7 @@
 use cudarc::driver::PushKernelArg;
 
 use super::launch::grid_for;
-use super::storage::colsum_chunks;
+use super::storage::colsum_launch;
 use super::CudaStorage;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -61,7 +61,7 @@ pub fn act_backward_bf16_colsum(
 ) -> Result<(CudaStorage, CudaStorage, usize)> {
     check_f32(h, rows * cols)?;
     check_f32(da, rows * cols)?;
-    let (per_chunk, chunks) = colsum_chunks(rows);
+    let (per_chunk, chunks, cfg) = colsum_launch(rows, cols);
     let dh = CudaStorage::alloc(&h.backend, DType::BF16, rows * cols)?;
     let partial = CudaStorage::alloc(&h.backend, DType::F32, chunks * cols)?;
     if rows * cols == 0 {
@@ -72,11 +72,6 @@ pub fn act_backward_bf16_colsum(
         .function("unary", &format!("{act}_bw_bf16_colsum_f32"))?;
     let (ph, pda, pdh, pp) = (h.ptr(), da.ptr(), dh.ptr(), partial.ptr());
     let (r64, c64, k64) = (rows as i64, cols as i64, per_chunk as i64);
-    let cfg = cudarc::driver::LaunchConfig {
-        grid_dim: (cols.div_ceil(32) as u32, chunks as u32, 1),
-        block_dim: (32, 8, 1),
-        shared_mem_bytes: 0,
-    };
     let mut b = h.backend.stream().launch_builder(&f);
     b.arg(&ph)
         .arg(&pda)

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use half::{bf16, f16};
 
 use super::launch::{grid_for, Dims};
@@ -290,7 +290,7 @@ impl CudaStorage {
                 self.len()
             )));
         }
-        let (per_chunk, chunks) = colsum_chunks(rows);
+        let (per_chunk, chunks, cfg) = colsum_launch(rows, cols);
         let out = CudaStorage::alloc(&self.backend, DType::BF16, rows * cols)?;
         let partial = CudaStorage::alloc(&self.backend, DType::F32, chunks * cols)?;
         if rows * cols == 0 {
@@ -299,11 +299,6 @@ impl CudaStorage {
         let f = self.backend.function("copy", "cast_f32_bf16_colsum")?;
         let (s, d, p) = (self.ptr(), out.ptr(), partial.ptr());
         let (r64, c64, k64) = (rows as i64, cols as i64, per_chunk as i64);
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (cols.div_ceil(32) as u32, chunks as u32, 1),
-            block_dim: (32, 8, 1),
-            shared_mem_bytes: 0,
-        };
         let mut b = self.backend.stream().launch_builder(&f);
         b.arg(&s).arg(&d).arg(&p).arg(&r64).arg(&c64).arg(&k64);
         // SAFETY: this buffer holds rows * cols f32 (checked above), out
@@ -333,9 +328,17 @@ impl CudaStorage {
     }
 }
 
-/// Rows per chunk and the number of chunks of a column-sum kernel over `rows` rows (blocks of
-/// 32 x 8 threads, one grid row per chunk: the grid's y dimension holds at most 65,535).
-pub(crate) fn colsum_chunks(rows: usize) -> (usize, usize) {
+/// Rows per chunk, the number of chunks and the launch shape of a kernel built on
+/// common.cuh's `bf16_store_colsum` over a `rows x cols` matrix: blocks of 32 x 8 threads, a
+/// grid column per 32 columns and a grid row per chunk (the grid's y dimension holds at most
+/// 65,535).
+pub(crate) fn colsum_launch(rows: usize, cols: usize) -> (usize, usize, LaunchConfig) {
     let per_chunk = 128usize.max(rows.div_ceil(65_535));
-    (per_chunk, rows.div_ceil(per_chunk))
+    let chunks = rows.div_ceil(per_chunk);
+    let cfg = LaunchConfig {
+        grid_dim: (cols.div_ceil(32) as u32, chunks as u32, 1),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    };
+    (per_chunk, chunks, cfg)
 }
