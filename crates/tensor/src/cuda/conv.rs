@@ -1,13 +1,53 @@
-//! Launches of `kernels/conv.cu`: im2col and col2im, from which the GPU convolution is built
-//! (im2col, then cuBLAS GEMM; see `crate::ops::conv`).
+//! Launches of `kernels/conv.cu`, from which the GPU convolution is built (see
+//! `crate::ops::conv`): im2col into the batch-wide column matrix `[c_in * kh * kw, n * oh * ow]`
+//! (in bf16 for bf16 products), col2im back, and the two layout changes around the GEMM
+//! (`[c_out, n * L]` to the output's `[n, c_out, L]`, and the output gradient the other way).
 
-use cudarc::driver::{DeviceRepr, PushKernelArg};
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::launch::float_tag;
-use super::launch::grid_for;
+use super::launch::{float_tag, opt_ptr, BLOCK};
 use super::CudaStorage;
 use crate::cpu::conv::ConvGeom;
 use crate::error::Result;
+use crate::DType;
+
+/// Division by a fixed `d >= 1` of dividends below 2^31 as a multiply-high and a shift
+/// (Granlund and Montgomery's round-up method); mirrors `struct FastDiv` in `kernels/conv.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FastDiv {
+    d: u32,
+    m: u32,
+    s: u32,
+}
+
+impl FastDiv {
+    /// The multiplier and shift for divisor `d` (at least 1): with `l = ceil(log2 d)`,
+    /// `m = ceil(2^(31 + l) / d)` and `s = l - 1`; `d = 1` is `m = 0` (the quotient is `x`).
+    pub(crate) fn new(d: u32) -> FastDiv {
+        let d = d.max(1);
+        if d == 1 {
+            return FastDiv { d, m: 0, s: 0 };
+        }
+        let l = 32 - (d - 1).leading_zeros();
+        let m = ((1u64 << (31 + l)) + u64::from(d) - 1) / u64::from(d);
+        FastDiv {
+            d,
+            m: m as u32,
+            s: l - 1,
+        }
+    }
+
+    /// `x / d` as the kernels compute it, for `x < 2^31`.
+    #[cfg(test)]
+    fn div(&self, x: u32) -> u32 {
+        if self.m == 0 {
+            x
+        } else {
+            (((u64::from(x) * u64::from(self.m)) >> 32) as u32) >> self.s
+        }
+    }
+}
 
 /// Mirrors `struct ConvShape` in `kernels/conv.cu`.
 #[repr(C)]
@@ -27,13 +67,32 @@ struct ConvShape {
     pw: i64,
     dh: i64,
     dw: i64,
+    c_out: i64,
+    div_l: FastDiv,
+    div_ow: FastDiv,
+    div_w: FastDiv,
+    div_sh: FastDiv,
+    div_sw: FastDiv,
 }
 // SAFETY: plain old data laid out as the CUDA struct.
 unsafe impl DeviceRepr for ConvShape {}
 
-fn shape(g: &ConvGeom) -> ConvShape {
+/// The kernels index a row's columns (`n * oh * ow`, `h * w`) and divide by the shape in 32
+/// bits, as cuBLAS takes the GEMM's sizes; a convolution past that is an error naming it.
+fn shape(b: &CudaStorage, g: &ConvGeom) -> Result<ConvShape> {
+    let cols = g.n * g.oh * g.ow;
+    let k = g.c_in * g.kh * g.kw;
+    let limit = i32::MAX as usize;
+    if cols > limit || k > limit || g.h * g.w > limit {
+        return Err(b.backend.err_msg(format!(
+            "conv2d: {} images of {}x{} outputs ({cols} columns) or {k} column rows exceed the GPU \
+             convolution's 32-bit sizes; split the batch",
+            g.n, g.oh, g.ow
+        )));
+    }
     let i = |v: usize| v as i64;
-    ConvShape {
+    let d = |v: usize| FastDiv::new(v as u32);
+    Ok(ConvShape {
         n: i(g.n),
         c: i(g.c_in),
         h: i(g.h),
@@ -48,43 +107,131 @@ fn shape(g: &ConvGeom) -> ConvShape {
         pw: i(g.padding.1),
         dh: i(g.dilation.0),
         dw: i(g.dilation.1),
+        c_out: i(g.c_out),
+        div_l: d(g.oh * g.ow),
+        div_ow: d(g.ow),
+        div_w: d(g.w),
+        div_sh: d(g.stride.0),
+        div_sw: d(g.stride.1),
+    })
+}
+
+/// A launch over `rows` rows of `cols` columns: grid y over rows, x over columns (both
+/// grid-stride), at most about half a million blocks.
+fn rows_config(rows: usize, cols: usize) -> LaunchConfig {
+    let y = rows.clamp(1, 65_535);
+    let x = cols
+        .div_ceil(BLOCK as usize)
+        .clamp(1, (65_535 * 8 / y).max(1));
+    LaunchConfig {
+        grid_dim: (x as u32, y as u32, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
     }
 }
 
+/// Launches `kernel` with pointer arguments `ptrs` then the shape, over `rows x cols`.
 fn launch(
-    kernel: &str,
     src: &CudaStorage,
-    dst: &CudaStorage,
-    total: usize,
+    kernel: &str,
+    ptrs: &[u64],
     g: &ConvGeom,
+    rows: usize,
+    cols: usize,
 ) -> Result<()> {
-    if total == 0 {
+    let s = shape(src, g)?;
+    if rows == 0 || cols == 0 {
         return Ok(());
     }
     let b = &src.backend;
     let f = b.function("conv", kernel)?;
-    let (ps, pd, s) = (src.ptr(), dst.ptr(), shape(g));
     let mut l = b.stream().launch_builder(&f);
-    l.arg(&ps).arg(&pd).arg(&s);
-    // SAFETY: both buffers are sized from the same geometry by the callers.
-    unsafe { l.launch(grid_for(total)) }.map_err(|e| b.err(kernel, e))?;
+    for p in ptrs {
+        l.arg(p);
+    }
+    l.arg(&s);
+    // SAFETY: every buffer is sized from the same geometry by the callers.
+    unsafe { l.launch(rows_config(rows, cols)) }.map_err(|e| b.err(kernel, e))?;
     Ok(())
 }
 
-/// `[n, c_in, h, w]` (dense) to columns `[n, c_in * kh * kw, oh * ow]`.
-pub fn im2col(x: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
-    let t = float_tag("conv2d", x.dtype())?;
-    let total = g.n * g.c_in * g.kh * g.kw * g.oh * g.ow;
-    let cols = CudaStorage::alloc(&x.backend, x.dtype(), total)?;
-    launch(&format!("im2col_{t}"), x, &cols, total, g)?;
-    Ok(cols)
+/// The kernel suffix for `src`'s dtype, or `bf16_f32` for bf16 output from f32 input.
+fn tag(src: &CudaStorage, bf16: bool) -> Result<&'static str> {
+    let t = float_tag("conv2d", src.dtype())?;
+    Ok(if bf16 && t == "f32" { "bf16_f32" } else { t })
 }
 
-/// The adjoint of [`im2col`]: columns back to `[n, c_in, h, w]`, summing overlapping taps.
+/// The column matrix `[c_in * kh * kw, n * oh * ow]` of dense `x` `[n, c_in, h, w]`; in bf16
+/// when `bf16` (from f32 `x`), else in `x`'s dtype.
+pub fn im2col(x: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage> {
+    let t = tag(x, bf16)?;
+    let (rows, cols) = (g.c_in * g.kh * g.kw, g.n * g.oh * g.ow);
+    let dtype = if t == "bf16_f32" { DType::BF16 } else { x.dtype() };
+    let out = CudaStorage::alloc(&x.backend, dtype, rows * cols)?;
+    launch(x, &format!("im2col_{t}"), &[x.ptr(), out.ptr()], g, rows, cols)?;
+    Ok(out)
+}
+
+/// The adjoint of [`im2col`] (f32/f64 columns): `[n, c_in, h, w]`, summing overlapping taps.
 pub fn col2im(cols: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
     let t = float_tag("conv2d", cols.dtype())?;
-    let total = g.n * g.c_in * g.h * g.w;
-    let x = CudaStorage::alloc(&cols.backend, cols.dtype(), total)?;
-    launch(&format!("col2im_{t}"), cols, &x, total, g)?;
+    let x = CudaStorage::alloc(&cols.backend, cols.dtype(), g.n * g.c_in * g.h * g.w)?;
+    let (rows, n) = (g.n * g.c_in, g.h * g.w);
+    launch(cols, &format!("col2im_{t}"), &[cols.ptr(), x.ptr()], g, rows, n)?;
     Ok(x)
+}
+
+/// The output `[n, c_out, oh, ow]` from the GEMM's `[c_out, n * oh * ow]`, plus `bias`
+/// (`[c_out]`, same dtype) when given.
+pub fn output(yt: &CudaStorage, bias: Option<&CudaStorage>, g: &ConvGeom) -> Result<CudaStorage> {
+    let t = float_tag("conv2d", yt.dtype())?;
+    let cols = g.n * g.oh * g.ow;
+    let y = CudaStorage::alloc(&yt.backend, yt.dtype(), g.c_out * cols)?;
+    let ptrs = [yt.ptr(), opt_ptr(bias), y.ptr()];
+    launch(yt, &format!("conv_out_{t}"), &ptrs, g, g.c_out, cols)?;
+    Ok(y)
+}
+
+/// The output gradient `[n, c_out, oh, ow]` (dense) as `[c_out, n * oh * ow]`, the layout of
+/// the backward's GEMMs; in bf16 when `bf16` (from f32), else in its dtype.
+pub fn grad_t(dy: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage> {
+    let t = tag(dy, bf16)?;
+    let cols = g.n * g.oh * g.ow;
+    let dtype = if t == "bf16_f32" { DType::BF16 } else { dy.dtype() };
+    let out = CudaStorage::alloc(&dy.backend, dtype, g.c_out * cols)?;
+    launch(dy, &format!("conv_dy_t_{t}"), &[dy.ptr(), out.ptr()], g, g.c_out, cols)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FastDiv;
+
+    /// The multiply-high division equals integer division for divisors up to 2^31 and
+    /// dividends across the whole range below 2^31, the edges included.
+    #[test]
+    fn fast_division_is_exact_below_two_to_the_31() {
+        let mut divisors: Vec<u32> = (1..=300).collect();
+        for e in 2..=31u32 {
+            let p = 1u32 << e;
+            divisors.extend([p - 1, p, p + 1]);
+        }
+        divisors.extend([1000, 1024 * 1024, 196, 49, 3_000_017, i32::MAX as u32]);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for &d in &divisors {
+            let f = FastDiv::new(d);
+            let mut xs: Vec<u32> = vec![0, 1, d - 1, d, d.saturating_add(1), i32::MAX as u32];
+            xs.extend((1..40u32).map(|k| k.saturating_mul(d).min(i32::MAX as u32)));
+            xs.extend((1..40u32).map(|k| k.saturating_mul(d).saturating_sub(1)));
+            for _ in 0..200 {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                xs.push(((state >> 33) as u32) & (i32::MAX as u32));
+            }
+            for x in xs.into_iter().filter(|&x| x <= i32::MAX as u32) {
+                assert_eq!(f.div(x), x / d, "{x} / {d} with {f:?}");
+            }
+        }
+    }
 }

@@ -305,13 +305,48 @@ impl BackwardOp for Conv2dBack {
     }
 }
 
-/// The GPU convolution: im2col (a recorded op whose backward is col2im), then one cuBLAS GEMM
-/// per group batched over the images, then the bias; gradients of the weight and the columns
-/// come from the GEMM's backward.
+/// The GPU convolution: im2col of the whole batch into the column matrix
+/// `[c_in * kh * kw, n * oh * ow]` (`kernels/conv.cu`), one GEMM per group (a single batched
+/// cuBLAS call) giving the channel-major `[c_out, n * oh * ow]`, then one pass to the output's
+/// `[n, c_out, oh, ow]` that also adds the bias. The backward is one op too: the output
+/// gradient goes to `[c_out, n * oh * ow]` once, the weight gradient is one GEMM reducing over
+/// all `n * oh * ow` columns, and the input gradient is `Wᵀ` times it, folded back by col2im.
+/// At bf16 matmul precision (f32 tensors) the columns are written in bf16 by im2col itself,
+/// and they and the weight's bf16 copy are kept for the backward, whose output gradient is
+/// written in bf16 by its layout pass: every product at bf16 precision without a separate cast.
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
-    use crate::storage::Storage;
+    use crate::cuda::conv as kernels;
+    use crate::ops::{cuda_ref, dense, with_cuda};
+
+    const OP: &str = "conv2d";
+
+    /// `[batch, m, k] · [batch, k, n]` (views cuBLAS reads in place: row- or column-major
+    /// matrices), both bf16 (f32 accumulation and output) or both the same float dtype (at the
+    /// run's matmul precision).
+    fn product(a: &Tensor, b: &Tensor, batch: usize, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        let (ga, gb) = (a.read(), b.read());
+        let (sa, sb) = (cuda_ref(OP, &ga)?, cuda_ref(OP, &gb)?);
+        let s = if a.dtype() == DType::BF16 {
+            crate::cuda::matmul::matmul_bf16(sa, a.layout(), sb, b.layout(), batch, m, k, n)?
+        } else {
+            crate::cuda::matmul::matmul(sa, a.layout(), sb, b.layout(), batch, m, k, n)?
+        };
+        Ok(Tensor::from_storage(Storage::Cuda(s), &[batch, m, n]))
+    }
+
+    /// The geometry's GEMM sizes: (groups, output channels per group, column rows per group,
+    /// columns).
+    fn sizes(g: &ConvGeom) -> (usize, usize, usize, usize) {
+        let groups = g.groups;
+        (
+            groups,
+            g.c_out / groups,
+            g.c_in / groups * g.kh * g.kw,
+            g.n * g.oh * g.ow,
+        )
+    }
 
     pub(super) fn conv2d(
         x: &Tensor,
@@ -319,49 +354,55 @@ mod gpu {
         b: Option<&Tensor>,
         g: &ConvGeom,
     ) -> Result<Tensor> {
-        from_cols(&im2col(x, g)?, w, b, g)
-    }
-
-    /// The convolution from its im2col columns `[n, c_in * kh * kw, oh * ow]`.
-    pub(super) fn from_cols(
-        cols: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        g: &ConvGeom,
-    ) -> Result<Tensor> {
-        let (cig, cog) = (g.c_in / g.groups, g.c_out / g.groups);
-        let k = cig * g.kh * g.kw;
-        let l = g.oh * g.ow;
-        let y = if g.groups == 1 {
-            // [c_out, K] · [n, K, L]: the weight is broadcast (batch stride 0), no copy.
-            w.reshape(&[g.c_out, k])?.matmul(cols)?
+        let bf16 = x.dtype() == DType::F32
+            && crate::precision::matmul_precision() == crate::precision::MatmulPrecision::Bf16;
+        let (groups, cog, kg, cols_n) = sizes(g);
+        let xd = dense(x)?;
+        let cols = with_cuda(OP, &xd, |c| kernels::im2col(c, g, bf16))?;
+        let cols = Tensor::from_storage(Storage::Cuda(cols), &[groups, kg, cols_n]);
+        let wk = if bf16 {
+            crate::ops::linear::gpu::bf16_copy(w)?
         } else {
-            let cols = cols.reshape(&[g.n, g.groups, k, l])?;
-            w.reshape(&[g.groups, cog, k])?.matmul(&cols)?
-        };
-        let y = y.reshape(&[g.n, g.c_out, g.oh, g.ow])?;
-        match b {
-            Some(b) => y.add(&b.reshape(&[1, g.c_out, 1, 1])?),
-            None => Ok(y),
+            dense(w)?
         }
-    }
-
-    fn im2col(x: &Tensor, g: &ConvGeom) -> Result<Tensor> {
-        let xd = crate::ops::dense(x)?;
-        let s = crate::ops::with_cuda("conv2d", &xd, |c| crate::cuda::conv::im2col(c, g))?;
-        let shape = [g.n, g.c_in * g.kh * g.kw, g.oh * g.ow];
-        Ok(Tensor::from_op(Storage::Cuda(s), &shape, &[x], || {
-            Box::new(Im2colBack { geom: *g })
+        .reshape(&[groups, cog, kg])?;
+        let yt = product(&wk, &cols, groups, cog, kg, cols_n)?;
+        let bd = b.map(dense).transpose()?;
+        let y = {
+            let (gy, gb) = (yt.read(), bd.as_ref().map(|b| b.read()));
+            let bs = gb.as_ref().map(|g| cuda_ref(OP, g)).transpose()?;
+            kernels::output(cuda_ref(OP, &gy)?, bs, g)?
+        };
+        let y = Tensor::from_storage(Storage::Cuda(y), &[g.n, g.c_out, g.oh, g.ow]);
+        let mut inputs = vec![x, w];
+        inputs.extend(b);
+        // dx needs the weight, dW the columns: keep only what the backward will use.
+        let keep_cols = w.requires_grad().then_some(cols);
+        let keep_w = x.requires_grad().then_some(wk);
+        Ok(y.attach(&inputs, || {
+            Box::new(Conv2dBackGpu {
+                geom: *g,
+                bf16,
+                cols: keep_cols,
+                wk: keep_w,
+            })
         }))
     }
 
-    struct Im2colBack {
+    /// The backward of [`conv2d`], holding its GEMM operands.
+    struct Conv2dBackGpu {
         geom: ConvGeom,
+        /// The products ran in bf16 (the kept operands are bf16 copies).
+        bf16: bool,
+        /// The columns `[groups, k / groups, n * oh * ow]`, when the weight needs a gradient.
+        cols: Option<Tensor>,
+        /// The weight as `[groups, c_out / groups, k / groups]`, when the input needs one.
+        wk: Option<Tensor>,
     }
 
-    impl BackwardOp for Im2colBack {
+    impl BackwardOp for Conv2dBackGpu {
         fn name(&self) -> &'static str {
-            "conv2d (im2col)"
+            OP
         }
         fn backward(
             &self,
@@ -369,13 +410,34 @@ mod gpu {
             _: &Tensor,
             grad: &Tensor,
         ) -> Result<Vec<Option<Tensor>>> {
-            let gd = crate::ops::dense(grad)?;
-            let s =
-                crate::ops::with_cuda("conv2d", &gd, |c| crate::cuda::conv::col2im(c, &self.geom))?;
-            Ok(vec![Some(Tensor::from_storage(
-                Storage::Cuda(s),
-                inputs[0].shape(),
-            ))])
+            let g = &self.geom;
+            let (x, w) = (&inputs[0], &inputs[1]);
+            let (groups, cog, kg, cols_n) = sizes(g);
+            let dy = dense(grad)?;
+            let want_x = x.requires_grad() && self.wk.is_some();
+            let want_w = w.requires_grad() && self.cols.is_some();
+            let mut grads = vec![None, None];
+            if want_x || want_w {
+                let dyt = with_cuda(OP, &dy, |c| kernels::grad_t(c, g, self.bf16))?;
+                let dyt = Tensor::from_storage(Storage::Cuda(dyt), &[groups, cog, cols_n]);
+                if let (true, Some(wk)) = (want_x, &self.wk) {
+                    let dcols = product(&wk.transpose(1, 2)?, &dyt, groups, kg, cog, cols_n)?;
+                    let dx = with_cuda(OP, &dcols, |c| kernels::col2im(c, g))?;
+                    grads[0] = Some(Tensor::from_storage(Storage::Cuda(dx), x.shape()));
+                }
+                if let (true, Some(cols)) = (want_w, &self.cols) {
+                    let dw = product(&dyt, &cols.transpose(1, 2)?, groups, cog, cols_n, kg)?;
+                    grads[1] = Some(dw.reshape(w.shape())?);
+                }
+            }
+            if let Some(b) = inputs.get(2) {
+                grads.push(if b.requires_grad() {
+                    Some(dy.sum(&[0, 2, 3], false)?)
+                } else {
+                    None
+                });
+            }
+            Ok(grads)
         }
     }
 }
@@ -384,25 +446,28 @@ mod gpu {
 mod gpu_composition_tests {
     use super::*;
 
-    /// A host transliteration of `im2col` in `kernels/conv.cu`.
+    /// A host transliteration of `im2col` in `kernels/conv.cu`: the column matrix
+    /// `[c_in * kh * kw, n * oh * ow]`.
     fn im2col_host(x: &[f64], g: &ConvGeom) -> Vec<f64> {
         let mut out = Vec::new();
-        for nc in 0..g.n * g.c_in {
+        for ci in 0..g.c_in {
             for ki in 0..g.kh {
                 for kj in 0..g.kw {
-                    for oi in 0..g.oh {
-                        for oj in 0..g.ow {
-                            let r = (oi * g.stride.0 + ki * g.dilation.0) as isize
-                                - g.padding.0 as isize;
-                            let q = (oj * g.stride.1 + kj * g.dilation.1) as isize
-                                - g.padding.1 as isize;
-                            let inside =
-                                r >= 0 && q >= 0 && (r as usize) < g.h && (q as usize) < g.w;
-                            out.push(if inside {
-                                x[(nc * g.h + r as usize) * g.w + q as usize]
-                            } else {
-                                0.0
-                            });
+                    for img in 0..g.n {
+                        for oi in 0..g.oh {
+                            for oj in 0..g.ow {
+                                let r = (oi * g.stride.0 + ki * g.dilation.0) as isize
+                                    - g.padding.0 as isize;
+                                let q = (oj * g.stride.1 + kj * g.dilation.1) as isize
+                                    - g.padding.1 as isize;
+                                let inside =
+                                    r >= 0 && q >= 0 && (r as usize) < g.h && (q as usize) < g.w;
+                                out.push(if inside {
+                                    x[((img * g.c_in + ci) * g.h + r as usize) * g.w + q as usize]
+                                } else {
+                                    0.0
+                                });
+                            }
                         }
                     }
                 }
@@ -446,12 +511,22 @@ mod gpu_composition_tests {
             let w = Tensor::randn(&[6, 4 / groups, 3, 3], 0.0, 1.0, DType::F64, &mut rng).unwrap();
             let b = Tensor::randn(&[6], 0.0, 1.0, DType::F64, &mut rng).unwrap();
             let g = geometry(&x, &w, Some(&b), &p).unwrap();
+            // The GPU's composition on the host: one product per group over the whole batch,
+            // `[c_out, n * L]`, then the output's `[n, c_out, L]` plus the bias.
+            let (cog, kg, cols_n) = (6 / groups, 4 / groups * 9, g.n * g.oh * g.ow);
             let cols = Tensor::from_vec(
                 im2col_host(&x.to_vec::<f64>().unwrap(), &g),
-                &[g.n, g.c_in * g.kh * g.kw, g.oh * g.ow],
+                &[groups, kg, cols_n],
             )
             .unwrap();
-            let y = gpu::from_cols(&cols, &w, Some(&b), &g).unwrap();
+            let yt = w.reshape(&[groups, cog, kg]).unwrap().matmul(&cols).unwrap();
+            let y = yt
+                .reshape(&[6, g.n, g.oh, g.ow])
+                .unwrap()
+                .transpose(0, 1)
+                .unwrap()
+                .add(&b.reshape(&[1, 6, 1, 1]).unwrap())
+                .unwrap();
             let want = x.conv2d(&w, Some(&b), p).unwrap();
             assert_eq!(y.shape(), want.shape());
             for (a, e) in y

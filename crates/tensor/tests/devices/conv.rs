@@ -1,6 +1,6 @@
 //! Convolution, batch norm and pooling on the GPU against the CPU, forward and backward.
 
-use selfsup_tensor::{no_grad, Conv2dParams, DType, Device};
+use selfsup_tensor::{no_grad, Conv2dParams, DType, Device, Tensor};
 
 use crate::{check, compare, on_each_gpu, rand};
 
@@ -55,6 +55,107 @@ fn conv2d_matches_the_cpu_for_strides_padding_dilation_and_groups() {
                     tol,
                 );
             }
+        }
+    });
+}
+
+/// At bf16 matmul precision the GPU convolution writes its columns and its output gradient in
+/// bf16 directly (no f32 copy, no separate cast) and keeps them for the backward; it gives the
+/// CPU's convolution at the same precision (the same operands rounded the same way, only the
+/// summation order differs), forward and every gradient, for strides, dilation, groups, a
+/// strided input, with and without a bias and with only some operands needing a gradient; and
+/// it is not the f32 convolution (the rounding happened). The profile shows the bf16 kernels ran.
+#[test]
+fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
+    use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+    on_each_gpu("conv2d bf16", |dev| {
+        if let Device::Cuda(i) = dev {
+            let be = selfsup_tensor::cuda::CudaBackend::get(i).unwrap();
+            let _one = crate::PROFILING.lock().unwrap_or_else(|p| p.into_inner());
+            let x = rand(&[2, 3, 6, 5], DType::F32, -1.0, 1.0, 1)
+                .to_device(dev)
+                .unwrap()
+                .requires_grad_();
+            let w = rand(&[4, 3, 3, 3], DType::F32, -1.0, 1.0, 2)
+                .to_device(dev)
+                .unwrap()
+                .requires_grad_();
+            be.profile_start();
+            with_matmul_precision(MatmulPrecision::Bf16, || {
+                let y = x.conv2d(&w, None, Conv2dParams::default()).unwrap();
+                y.sum(&[0, 1, 2, 3], false).unwrap().backward().unwrap();
+            });
+            let prof = be.profile_stop().unwrap();
+            for k in ["conv/im2col_bf16_f32", "conv/conv_dy_t_bf16_f32", "conv/col2im_f32"] {
+                assert!(
+                    prof.kernels.iter().any(|p| p.name == k),
+                    "{k} did not run: {prof:?}"
+                );
+            }
+        }
+        // (params, groups, bias, grads of x/w/b, strided x)
+        let cases = [
+            (Conv2dParams { padding: (1, 1), ..Default::default() }, 1, true, [true, true, true], false),
+            (Conv2dParams { stride: (2, 2), padding: (1, 1), ..Default::default() }, 1, false, [true, true, false], true),
+            (
+                Conv2dParams { stride: (1, 2), padding: (2, 0), dilation: (2, 1), groups: 1 },
+                1,
+                true,
+                [false, true, true],
+                false,
+            ),
+            (Conv2dParams { padding: (1, 1), groups: 2, ..Default::default() }, 2, true, [true, false, true], false),
+            (Conv2dParams { padding: (1, 1), groups: 2, ..Default::default() }, 2, false, [true, true, false], true),
+        ];
+        for (i, (p, groups, bias, grads, strided)) in cases.into_iter().enumerate() {
+            let seed = 40 + 4 * i as u64;
+            let x = if strided {
+                rand(&[3, 4, 8, 9], DType::F32, -1.0, 1.0, seed)
+                    .transpose(2, 3)
+                    .unwrap()
+            } else {
+                rand(&[3, 4, 9, 8], DType::F32, -1.0, 1.0, seed)
+            };
+            let w = rand(&[6, 4 / groups, 3, 3], DType::F32, -1.0, 1.0, seed + 1);
+            let b = rand(&[6], DType::F32, -1.0, 1.0, seed + 2);
+            let run = |d: Device, prec: MatmulPrecision| {
+                with_matmul_precision(prec, || {
+                    let on = |t: &Tensor, grad: bool| {
+                        let t = t.to_device(d).unwrap();
+                        if grad {
+                            t.requires_grad_()
+                        } else {
+                            t
+                        }
+                    };
+                    let (lx, lw, lb) = (on(&x, grads[0]), on(&w, grads[1]), on(&b, grads[2]));
+                    let y = lx.conv2d(&lw, bias.then_some(&lb), p).unwrap();
+                    let seed_grad = rand(y.shape(), DType::F32, -1.0, 1.0, seed + 3);
+                    y.backward_with(Some(&seed_grad.to_device(d).unwrap()), false)
+                        .unwrap();
+                    (y, [&lx, &lw, &lb].map(|t| t.grad()))
+                })
+            };
+            let (y, gg) = run(dev, MatmulPrecision::Bf16);
+            let (yc, cg) = run(Device::Cpu, MatmulPrecision::Bf16);
+            let what = format!("bf16 conv2d {p:?} bias {bias} grads {grads:?} strided {strided}");
+            compare(&format!("{what}: forward"), &y, &yc, 1e-4);
+            for (k, name) in ["dx", "dW", "db"].iter().enumerate() {
+                let wanted = grads[k] && (k < 2 || bias);
+                assert_eq!(gg[k].is_some(), wanted, "{what}: {name} present");
+                if let (Some(a), Some(c)) = (&gg[k], &cg[k]) {
+                    compare(&format!("{what}: {name}"), a, c, 1e-4);
+                }
+            }
+            let (y32, _) = run(Device::Cpu, MatmulPrecision::F32);
+            let diff = y
+                .to_vec_f64()
+                .unwrap()
+                .iter()
+                .zip(y32.to_vec_f64().unwrap())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(diff > 1e-3, "{what}: the bf16 conv equals the f32 one ({diff})");
         }
     });
 }
