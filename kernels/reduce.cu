@@ -7,6 +7,8 @@
 // Launch: one block of 256 threads per row (grid-stride over rows); each thread folds a strided
 // share of the row, then `block_fold` (warp shuffles, per-warp partials in shared memory).
 // Kernels: `reduce_<sum|max|min>_<f32|f64>`.
+// Arg-reductions (`argreduce_*`) and the multi-tensor non-finite probe (`nonfinite_multi_*`)
+// are described where they are defined, below.
 
 template <typename T, typename Op>
 __device__ void reduce_rows(const T* x, T* out, i64 rows, i64 len, const Dims& d, Op op, T init) {
@@ -92,3 +94,23 @@ ARGREDUCE(max, true, float, f32)
 ARGREDUCE(max, true, double, f64)
 ARGREDUCE(min, false, float, f32)
 ARGREDUCE(min, false, double, f64)
+
+// Non-finite probe over many tensors in one launch (a training step's check that no gradient
+// or running statistic holds a NaN or an infinity). `table` holds 3 u64 words per chunk of at
+// most 65,536 elements of one tensor (`crate::cuda::table`): address, start, len (elements);
+// block b writes partial[b] = the f64 sum over its chunk of x * 0, which is NaN exactly when
+// the chunk holds a NaN or an infinity and 0 otherwise (the host sums the partials). Launch: a
+// block of 256 threads per entry. CPU reference: `Tensor::non_finite_probe` on the CPU, the
+// same sum of x * 0. Kernels: `nonfinite_multi_<f32|f64>`.
+template <typename T> __device__ void nonfinite_multi(const u64* table, double* partial) {
+    const u64* e = table + 3 * (i64)blockIdx.x;
+    const T* x = (const T*)e[0];
+    const i64 start = (i64)e[1], len = (i64)e[2];
+    double acc = 0.0;
+    for (i64 i = start + threadIdx.x; i < start + len; i += blockDim.x) acc += (double)x[i] * 0.0;
+    acc = block_fold(acc, SumOp(), 0.0);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+extern "C" __global__ void nonfinite_multi_f32(const u64* table, double* partial) { nonfinite_multi<float>(table, partial); }
+extern "C" __global__ void nonfinite_multi_f64(const u64* table, double* partial) { nonfinite_multi<double>(table, partial); }

@@ -166,9 +166,20 @@ fn tag(src: &CudaStorage, bf16: bool) -> Result<&'static str> {
 pub fn im2col(x: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage> {
     let t = tag(x, bf16)?;
     let (rows, cols) = (g.c_in * g.kh * g.kw, g.n * g.oh * g.ow);
-    let dtype = if t == "bf16_f32" { DType::BF16 } else { x.dtype() };
+    let dtype = if t == "bf16_f32" {
+        DType::BF16
+    } else {
+        x.dtype()
+    };
     let out = CudaStorage::alloc(&x.backend, dtype, rows * cols)?;
-    launch(x, &format!("im2col_{t}"), &[x.ptr(), out.ptr()], g, rows, cols)?;
+    launch(
+        x,
+        &format!("im2col_{t}"),
+        &[x.ptr(), out.ptr()],
+        g,
+        rows,
+        cols,
+    )?;
     Ok(out)
 }
 
@@ -177,7 +188,14 @@ pub fn col2im(cols: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
     let t = float_tag("conv2d", cols.dtype())?;
     let x = CudaStorage::alloc(&cols.backend, cols.dtype(), g.n * g.c_in * g.h * g.w)?;
     let (rows, n) = (g.n * g.c_in, g.h * g.w);
-    launch(cols, &format!("col2im_{t}"), &[cols.ptr(), x.ptr()], g, rows, n)?;
+    launch(
+        cols,
+        &format!("col2im_{t}"),
+        &[cols.ptr(), x.ptr()],
+        g,
+        rows,
+        n,
+    )?;
     Ok(x)
 }
 
@@ -197,9 +215,20 @@ pub fn output(yt: &CudaStorage, bias: Option<&CudaStorage>, g: &ConvGeom) -> Res
 pub fn grad_t(dy: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage> {
     let t = tag(dy, bf16)?;
     let cols = g.n * g.oh * g.ow;
-    let dtype = if t == "bf16_f32" { DType::BF16 } else { dy.dtype() };
+    let dtype = if t == "bf16_f32" {
+        DType::BF16
+    } else {
+        dy.dtype()
+    };
     let out = CudaStorage::alloc(&dy.backend, dtype, g.c_out * cols)?;
-    launch(dy, &format!("conv_dy_t_{t}"), &[dy.ptr(), out.ptr()], g, g.c_out, cols)?;
+    launch(
+        dy,
+        &format!("conv_dy_t_{t}"),
+        &[dy.ptr(), out.ptr()],
+        g,
+        g.c_out,
+        cols,
+    )?;
     Ok(out)
 }
 

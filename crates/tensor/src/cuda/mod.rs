@@ -24,6 +24,7 @@ pub mod random;
 pub mod reduce;
 pub mod rows;
 mod storage;
+pub(crate) mod table;
 
 pub use compile::{
     cache_dir, compile_cubin, kernel_file, nvrtc_problem, nvrtc_version, KERNEL_FILES,

@@ -5,6 +5,7 @@ use cudarc::driver::PushKernelArg;
 
 use super::launch::float_tag;
 use super::launch::grid_for;
+use super::table::{chunks, launch_entries, send_table, CHUNK};
 use super::CudaStorage;
 use crate::error::Result;
 use crate::ops::optim::{AdamStep, LarsStep, SgdStep};
@@ -81,9 +82,6 @@ pub fn sgd(
     Ok(())
 }
 
-/// Elements per entry of the multi-tensor tables (one block each).
-const CHUNK: usize = 1 << 16;
-
 /// One parameter of a multi-tensor Adam(W) step: parameter, gradient, moments (contiguous
 /// from element 0, `n` elements each, on one GPU) and that parameter's hyper-parameters.
 pub struct AdamSlot<'a> {
@@ -131,47 +129,6 @@ pub struct LarsSlot<'a> {
     pub h: LarsStep,
 }
 
-/// Splits `n` elements into table chunks `(start, len)`.
-fn chunks(n: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..n.div_ceil(CHUNK)).map(move |c| (c * CHUNK, CHUNK.min(n - c * CHUNK)))
-}
-
-/// Copies `table` (u64 words) to the device.
-fn send_table(first: &CudaStorage, table: Vec<u64>) -> Result<CudaStorage> {
-    let words_i64: Vec<i64> = table.into_iter().map(|w| w as i64).collect();
-    CudaStorage::from_cpu(&first.backend, &crate::storage::CpuStorage::I64(words_i64))
-}
-
-/// Launches `name(table, extra...)` with a block of [`super::launch::BLOCK`] threads per
-/// entry; `extra` are further device pointers.
-fn launch_entries(
-    first: &CudaStorage,
-    name: &str,
-    op: &str,
-    table: &CudaStorage,
-    entries: usize,
-    extra: &[u64],
-) -> Result<()> {
-    let b = &first.backend;
-    let f = b.function("optim", name)?;
-    let pt = table.ptr();
-    let mut l = b.stream().launch_builder(&f);
-    l.arg(&pt);
-    for e in extra {
-        l.arg(e);
-    }
-    let cfg = cudarc::driver::LaunchConfig {
-        grid_dim: (entries as u32, 1, 1),
-        block_dim: (super::launch::BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    // SAFETY: every entry names live, distinct buffers of its parameter's length (checked by
-    // the caller); the table and the extra buffers live until their stream-ordered frees,
-    // after the kernel.
-    unsafe { l.launch(cfg) }.map_err(|e| b.err(op, e))?;
-    Ok(())
-}
-
 /// Sends `table` (u64 words, `words` per entry) and launches `name` with a block per entry.
 fn launch_table(
     first: &CudaStorage,
@@ -186,7 +143,7 @@ fn launch_table(
         return Ok(());
     }
     let dev = send_table(first, table)?;
-    launch_entries(first, name, op, &dev, entries, &[])
+    launch_entries(first, "optim", name, op, &dev, entries, &[])
 }
 
 /// Adam(W) over every slot in one launch (all on one GPU, one float dtype).
@@ -269,6 +226,7 @@ pub fn lars_many(slots: &[LarsSlot]) -> Result<()> {
     let extra = [partial.ptr()];
     launch_entries(
         first.p,
+        "optim",
         &format!("lars_norms_{t}"),
         "lars_step_",
         &dev,
@@ -277,6 +235,7 @@ pub fn lars_many(slots: &[LarsSlot]) -> Result<()> {
     )?;
     launch_entries(
         first.p,
+        "optim",
         &format!("lars_update_{t}"),
         "lars_step_",
         &dev,

@@ -98,3 +98,45 @@ fn launch_rows(
     unsafe { b.launch(cfg) }.map_err(|e| x.backend.err(op, e))?;
     Ok(())
 }
+
+/// The non-finite probe's partial sums over `slots` (`(storage, first element, elements)`,
+/// one float dtype, one GPU): one f64 per chunk of at most 65,536 elements, the sum of `x * 0`
+/// over the chunk (NaN exactly where it holds a NaN or an infinity, else 0), all from one
+/// launch of `nonfinite_multi_<f32|f64>`; `None` when the slots hold no element.
+pub fn non_finite_partials(slots: &[(&CudaStorage, usize, usize)]) -> Result<Option<CudaStorage>> {
+    use super::table::{chunks, launch_entries, send_table};
+    let Some(&(first, _, _)) = slots.first() else {
+        return Ok(None);
+    };
+    let tag = super::launch::float_tag("non_finite_probe", first.dtype())?;
+    let mut table = Vec::new();
+    for &(s, offset, n) in slots {
+        if s.dtype() != first.dtype() || offset + n > s.len() {
+            return Err(first.backend.err_msg(format!(
+                "non_finite_probe: a {:?} slot of {n} elements from {offset} in a {:?} buffer of {}",
+                s.dtype(),
+                first.dtype(),
+                s.len()
+            )));
+        }
+        for (start, len) in chunks(n) {
+            table.extend([s.ptr(), (offset + start) as u64, len as u64]);
+        }
+    }
+    let entries = table.len() / 3;
+    if entries == 0 {
+        return Ok(None);
+    }
+    let dev = send_table(first, table)?;
+    let partial = CudaStorage::alloc(&first.backend, crate::DType::F64, entries)?;
+    launch_entries(
+        first,
+        "reduce",
+        &format!("nonfinite_multi_{tag}"),
+        "non_finite_probe",
+        &dev,
+        entries,
+        &[partial.ptr()],
+    )?;
+    Ok(Some(partial))
+}

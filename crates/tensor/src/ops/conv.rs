@@ -325,7 +325,14 @@ mod gpu {
     /// `[batch, m, k] · [batch, k, n]` (views cuBLAS reads in place: row- or column-major
     /// matrices), both bf16 (f32 accumulation and output) or both the same float dtype (at the
     /// run's matmul precision).
-    fn product(a: &Tensor, b: &Tensor, batch: usize, m: usize, k: usize, n: usize) -> Result<Tensor> {
+    fn product(
+        a: &Tensor,
+        b: &Tensor,
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Tensor> {
         let (ga, gb) = (a.read(), b.read());
         let (sa, sb) = (cuda_ref(OP, &ga)?, cuda_ref(OP, &gb)?);
         let s = if a.dtype() == DType::BF16 {
@@ -519,7 +526,11 @@ mod gpu_composition_tests {
                 &[groups, kg, cols_n],
             )
             .unwrap();
-            let yt = w.reshape(&[groups, cog, kg]).unwrap().matmul(&cols).unwrap();
+            let yt = w
+                .reshape(&[groups, cog, kg])
+                .unwrap()
+                .matmul(&cols)
+                .unwrap();
             let y = yt
                 .reshape(&[6, g.n, g.oh, g.ow])
                 .unwrap()

@@ -86,7 +86,11 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
                 y.sum(&[0, 1, 2, 3], false).unwrap().backward().unwrap();
             });
             let prof = be.profile_stop().unwrap();
-            for k in ["conv/im2col_bf16_f32", "conv/conv_dy_t_bf16_f32", "conv/col2im_f32"] {
+            for k in [
+                "conv/im2col_bf16_f32",
+                "conv/conv_dy_t_bf16_f32",
+                "conv/col2im_f32",
+            ] {
                 assert!(
                     prof.kernels.iter().any(|p| p.name == k),
                     "{k} did not run: {prof:?}"
@@ -95,17 +99,61 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
         }
         // (params, groups, bias, grads of x/w/b, strided x)
         let cases = [
-            (Conv2dParams { padding: (1, 1), ..Default::default() }, 1, true, [true, true, true], false),
-            (Conv2dParams { stride: (2, 2), padding: (1, 1), ..Default::default() }, 1, false, [true, true, false], true),
             (
-                Conv2dParams { stride: (1, 2), padding: (2, 0), dilation: (2, 1), groups: 1 },
+                Conv2dParams {
+                    padding: (1, 1),
+                    ..Default::default()
+                },
+                1,
+                true,
+                [true, true, true],
+                false,
+            ),
+            (
+                Conv2dParams {
+                    stride: (2, 2),
+                    padding: (1, 1),
+                    ..Default::default()
+                },
+                1,
+                false,
+                [true, true, false],
+                true,
+            ),
+            (
+                Conv2dParams {
+                    stride: (1, 2),
+                    padding: (2, 0),
+                    dilation: (2, 1),
+                    groups: 1,
+                },
                 1,
                 true,
                 [false, true, true],
                 false,
             ),
-            (Conv2dParams { padding: (1, 1), groups: 2, ..Default::default() }, 2, true, [true, false, true], false),
-            (Conv2dParams { padding: (1, 1), groups: 2, ..Default::default() }, 2, false, [true, true, false], true),
+            (
+                Conv2dParams {
+                    padding: (1, 1),
+                    groups: 2,
+                    ..Default::default()
+                },
+                2,
+                true,
+                [true, false, true],
+                false,
+            ),
+            (
+                Conv2dParams {
+                    padding: (1, 1),
+                    groups: 2,
+                    ..Default::default()
+                },
+                2,
+                false,
+                [true, true, false],
+                true,
+            ),
         ];
         for (i, (p, groups, bias, grads, strided)) in cases.into_iter().enumerate() {
             let seed = 40 + 4 * i as u64;
@@ -155,7 +203,10 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
                 .zip(y32.to_vec_f64().unwrap())
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
-            assert!(diff > 1e-3, "{what}: the bf16 conv equals the f32 one ({diff})");
+            assert!(
+                diff > 1e-3,
+                "{what}: the bf16 conv equals the f32 one ({diff})"
+            );
         }
     });
 }

@@ -93,3 +93,101 @@ fn argmax_and_argmin_match_the_cpu() {
         }
     });
 }
+
+/// `Tensor::non_finite_probe` on a GPU: NaN exactly when one of the tensors holds a NaN or an
+/// infinity, for f32 tensors spanning several 65,536-element chunks (the bad value in the last
+/// chunk), f64, a contiguous view at an offset (a bad value just outside it does not count),
+/// a strided view and a bf16 tensor (probed the composed way), integers skipped; the result is
+/// a 0-d f64 on the device asked for; the f32 tensors of a device cost one launch.
+#[test]
+fn the_non_finite_probe_matches_the_cpu_and_launches_once() {
+    on_each_gpu("non_finite_probe", |dev| {
+        let base: Vec<f32> = (0..140_000).map(|i| (i % 97) as f32 - 48.0).collect();
+        let with = |i: usize, v: f32| {
+            let mut b = base.clone();
+            b[i] = v;
+            Tensor::from_vec(b, &[140_000]).unwrap()
+        };
+        let big_ok = Tensor::from_vec(base.clone(), &[140_000]).unwrap();
+        let f64s = rand(&[3, 5], DType::F64, -1.0, 1.0, 1);
+        let ids = Tensor::from_vec(vec![3i64, 4], &[2]).unwrap();
+        // Rows 1..3 of a [4, 35_000] matrix: contiguous from element 35,000 to 105,000.
+        let outside = with(34_999, f32::NAN).reshape(&[4, 35_000]).unwrap();
+        let inside = with(104_999, f32::INFINITY).reshape(&[4, 35_000]).unwrap();
+        let cases: Vec<(&str, Vec<Tensor>, bool)> = vec![
+            (
+                "all finite",
+                vec![big_ok.clone(), f64s.clone(), ids.clone()],
+                false,
+            ),
+            (
+                "NaN in the last chunk",
+                vec![f64s.clone(), with(139_999, f32::NAN)],
+                true,
+            ),
+            (
+                "-inf in the first element",
+                vec![with(0, f32::NEG_INFINITY), big_ok.clone()],
+                true,
+            ),
+            (
+                "bad value outside an offset view",
+                vec![outside.narrow(0, 1, 2).unwrap()],
+                false,
+            ),
+            (
+                "inf at the end of an offset view",
+                vec![inside.narrow(0, 1, 2).unwrap()],
+                true,
+            ),
+            ("inf in a strided view", vec![inside.t().unwrap()], true),
+            ("NaN in f64", vec![f64s.log().unwrap()], true),
+            (
+                "inf in bf16",
+                vec![with(7, f32::INFINITY).to_dtype(DType::BF16).unwrap()],
+                true,
+            ),
+        ];
+        for (what, ts, bad) in cases {
+            for d in [dev, Device::Cpu] {
+                let on: Vec<Tensor> = ts.iter().map(|t| t.to_device(dev).unwrap()).collect();
+                let refs: Vec<&Tensor> = on.iter().collect();
+                let p = Tensor::non_finite_probe(&refs, d).unwrap();
+                assert_eq!(
+                    (p.device(), p.dtype(), p.shape()),
+                    (d, DType::F64, &[][..]),
+                    "{what}"
+                );
+                let v = p.item().unwrap();
+                assert_eq!(v.is_nan(), bad, "{what}: probe {v} on {d:?}");
+                if !bad {
+                    assert_eq!(v, 0.0, "{what}");
+                }
+            }
+        }
+        if let Device::Cuda(i) = dev {
+            let be = selfsup_tensor::cuda::CudaBackend::get(i).unwrap();
+            let _one = crate::PROFILING.lock().unwrap_or_else(|p| p.into_inner());
+            let ts: Vec<Tensor> = (0..6)
+                .map(|k| {
+                    rand(&[50 + k, 30], DType::F32, -1.0, 1.0, k as u64)
+                        .to_device(dev)
+                        .unwrap()
+                })
+                .collect();
+            let refs: Vec<&Tensor> = ts.iter().collect();
+            be.profile_start();
+            let p = Tensor::non_finite_probe(&refs, dev).unwrap();
+            let prof = be.profile_stop().unwrap();
+            assert_eq!(p.item().unwrap(), 0.0);
+            let calls = |name: &str| {
+                prof.kernels
+                    .iter()
+                    .filter(|k| k.name == name)
+                    .map(|k| k.calls)
+                    .sum::<usize>()
+            };
+            assert_eq!(calls("reduce/nonfinite_multi_f32"), 1, "{prof:?}");
+        }
+    });
+}
