@@ -272,33 +272,22 @@ impl Trainer {
     fn read_back(&self, out: &StepOutput) -> Result<ReadBack> {
         let _g = no_grad();
         let dev = out.loss.device();
-        let mut probe: Option<Tensor> = None;
-        let mut add = |t: &Tensor| -> Result<()> {
-            if !t.dtype().is_float() || t.numel() == 0 {
-                return Ok(());
-            }
-            let p = t
-                .mul_scalar(0.0)?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_device(dev)?;
-            probe = Some(match probe.take() {
-                Some(q) => q.add(&p)?,
-                None => p,
-            });
-            Ok(())
-        };
+        // Every gradient and floating-point buffer, probed where they live: on a GPU one launch
+        // for all of them (`Tensor::non_finite_probe`).
+        let mut probed: Vec<Tensor> = Vec::new();
         for (_, p) in self.method.trainable_params() {
             if let Some(g) = p.grad() {
-                add(&g)?;
+                probed.push(g);
             }
         }
-        let mut buffers = Vec::new();
         self.method
-            .visit_buffers("", &mut |_, b| buffers.push(b.clone()));
-        for b in &buffers {
-            add(b)?;
-        }
+            .visit_buffers("", &mut |_, b| probed.push(b.clone()));
+        let probe = if probed.iter().any(|t| t.dtype().is_float() && t.numel() > 0) {
+            let refs: Vec<&Tensor> = probed.iter().collect();
+            Some(Tensor::non_finite_probe(&refs, dev)?)
+        } else {
+            None
+        };
         let mut parts = vec![out.loss.detach().to_dtype(DType::F64)?.reshape(&[1])?];
         if let Some(p) = probe {
             parts.push(p.reshape(&[1])?);

@@ -4,7 +4,7 @@
 
 use selfsup_ssl::{
     build, BackboneConfig, BackboneKind, InputKind, MethodConfig, MethodName, OptimConfig,
-    SslBatch, Trainer,
+    SslBatch, SslError, Trainer,
 };
 use selfsup_tensor::{DType, Device, Generator, Tensor};
 
@@ -155,4 +155,40 @@ fn a_training_step_reads_back_once() {
         "a training step may read back once (the logged values) and wait once; {}",
         extra.join("; ")
     );
+}
+
+/// A step whose loss is finite but whose running statistics are not (BatchNorm's running
+/// variance set to NaN before it: training-mode BatchNorm normalises with the batch's own
+/// statistics, so the loss stays finite) stops with `Diverged`, naming the buffer, before the
+/// optimiser runs. On the CPU, and on a GPU where the non-finite probe reads every gradient
+/// and buffer in one launch.
+#[test]
+fn a_non_finite_running_statistic_stops_the_step_and_is_named() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let devices: Vec<Device> = std::iter::once(Device::Cpu)
+        .chain(gpu("non-finite running statistic"))
+        .collect();
+    for d in devices {
+        let cfg = tiny(MethodName::Simclr);
+        let method = build(&cfg, &mut Generator::new(1)).unwrap();
+        let mut poisoned = None;
+        method.visit_buffers("", &mut |name, b| {
+            if poisoned.is_none() && name.ends_with("running_var") {
+                let nan = Tensor::full_on(f64::NAN, b.shape(), b.dtype(), b.device()).unwrap();
+                b.assign(&nan).unwrap();
+                poisoned = Some(name);
+            }
+        });
+        let name = poisoned.expect("SimCLR's SmallCnn has BatchNorm");
+        let kind = method.input();
+        let mut t = Trainer::on_device(method, &OptimConfig::default(), 2, 0, d).unwrap();
+        match t.train_step(&batch(&kind, &cfg, &mut Generator::new(2))) {
+            Err(SslError::Diverged { step, what, value }) => {
+                assert_eq!((step, what), (0, format!("buffer {name}")), "on {d:?}");
+                assert!(value.is_nan(), "on {d:?}: {value}");
+            }
+            other => panic!("on {d:?}: expected Diverged, got {other:?}"),
+        }
+        assert_eq!(t.step, 0, "on {d:?}: the step was not taken");
+    }
 }
