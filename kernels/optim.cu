@@ -23,6 +23,9 @@
 // is the same in each chunk and from run to run), factor = eta |p| / |d| when both norms are
 // positive, else 1 (LarsStep::trust), d *= factor (adapted only), mu = momentum mu + d,
 // p -= lr mu.
+// `ema_multi_<f32|f64>`: 6 words per entry: target, source (addresses), start, len, then keep
+// and scale (doubles): target = keep target + scale source, in place (running statistics,
+// EMA target networks). CPU reference: `crate::ops::ema` (`ema_kernel`).
 
 template <typename T>
 __device__ void adam(T* p, const T* g, T* m, T* v, i64 n, double b1, double b2, double step_size,
@@ -153,6 +156,16 @@ template <typename T> __device__ void lars_update(const u64* table, const double
     }
 }
 
+#define EMA_WORDS 6
+template <typename T> __device__ void ema_multi(const u64* table) {
+    const u64* e = table + (i64)blockIdx.x * EMA_WORDS;
+    T* t = (T*)e[0];
+    const T* s = (const T*)e[1];
+    const i64 start = (i64)e[2], len = (i64)e[3];
+    const T keep = (T)__longlong_as_double((i64)e[4]), scale = (T)__longlong_as_double((i64)e[5]);
+    for (i64 i = start + threadIdx.x; i < start + len; i += blockDim.x) t[i] = keep * t[i] + scale * s[i];
+}
+
 #define OPTIM(TAG, T)                                                                          \
     extern "C" __global__ void adam_step_##TAG(T* p, const T* g, T* m, T* v, i64 n, double b1, \
                                                double b2, double step_size,                    \
@@ -166,6 +179,7 @@ template <typename T> __device__ void lars_update(const u64* table, const double
         sgd<T>(p, g, b, n, lr, mu, damp, wd, nesterov, first);                                 \
     }                                                                                          \
     extern "C" __global__ void adam_multi_##TAG(const u64* table) { adam_multi<T>(table); }    \
+    extern "C" __global__ void ema_multi_##TAG(const u64* table) { ema_multi<T>(table); }      \
     extern "C" __global__ void sgd_multi_##TAG(const u64* table) { sgd_multi<T>(table); }    \
     extern "C" __global__ void lars_norms_##TAG(const u64* table, double* partial) {           \
         lars_norms<T>(table, partial);                                                         \

@@ -2,6 +2,7 @@
 //! [`BatchNorm`] (1-D and 2-D, on the fused batch-norm op, with the ReLU folded in by
 //! [`BatchNorm::forward_relu`]).
 
+use selfsup_tensor::ops::ema::EmaItem;
 use selfsup_tensor::{no_grad, DType, Tensor};
 
 use crate::error::{config, Result};
@@ -178,19 +179,22 @@ impl BatchNorm {
         let (y, mean, var) = x.batch_norm_train(w, b, self.eps, relu)?;
         let _g = no_grad();
         let m = self.momentum;
-        let bv = var.mul_scalar(n as f64 / (n as f64 - 1.0))?;
-        self.running_mean.assign(
-            &self
-                .running_mean
-                .mul_scalar(1.0 - m)?
-                .add(&mean.mul_scalar(m)?)?,
-        )?;
-        self.running_var.assign(
-            &self
-                .running_var
-                .mul_scalar(1.0 - m)?
-                .add(&bv.mul_scalar(m)?)?,
-        )?;
+        // running = (1 - m) running + m batch, with the batch variance made unbiased by
+        // n / (n - 1) in its factor; both in one in-place update (one launch on a GPU).
+        Tensor::ema_steps_(&[
+            EmaItem {
+                target: &self.running_mean,
+                source: &mean,
+                keep: 1.0 - m,
+                scale: m,
+            },
+            EmaItem {
+                target: &self.running_var,
+                source: &var,
+                keep: 1.0 - m,
+                scale: m * n as f64 / (n as f64 - 1.0),
+            },
+        ])?;
         // Counted where the buffer lives (through f64, exact below 2^53): reading it back would
         // make every training step wait for the device.
         let next = self

@@ -1,5 +1,6 @@
 //! Learning-rate schedules, the EMA momentum schedule and the EMA update of a target network.
 
+use selfsup_tensor::ops::ema::EmaItem;
 use selfsup_tensor::{no_grad, Tensor};
 
 use crate::error::{config, Result};
@@ -88,16 +89,21 @@ pub fn ema_update(
         ));
     }
     let _g = no_grad();
+    let mut items = Vec::with_capacity(target.len());
     for ((tn, t), (on, o)) in target.iter().zip(online) {
         if tn != on {
             return config(format!(
                 "ema_update: parameter {tn} of the target faces {on} of the online network"
             ));
         }
-        t.assign(
-            &t.mul_scalar(momentum)?
-                .add(&o.detach().mul_scalar(1.0 - momentum)?)?,
-        )?;
+        items.push(EmaItem {
+            target: t,
+            source: o,
+            keep: momentum,
+            scale: 1.0 - momentum,
+        });
     }
+    // Every parameter in one in-place update (one launch on a GPU).
+    Tensor::ema_steps_(&items)?;
     Ok(())
 }

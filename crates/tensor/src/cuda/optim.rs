@@ -243,3 +243,40 @@ pub fn lars_many(slots: &[LarsSlot]) -> Result<()> {
         &extra,
     )
 }
+
+/// One tensor of a multi-tensor EMA update: `target = keep * target + scale * source` over
+/// `n` elements (both contiguous from element 0, distinct, on one GPU).
+pub struct EmaSlot<'a> {
+    /// Updated in place.
+    pub target: &'a CudaStorage,
+    /// Read.
+    pub source: &'a CudaStorage,
+    /// Elements.
+    pub n: usize,
+    /// The target's factor.
+    pub keep: f64,
+    /// The source's factor.
+    pub scale: f64,
+}
+
+/// The EMA update of every slot (one float dtype, one GPU) in one launch.
+pub fn ema_many(slots: &[EmaSlot]) -> Result<()> {
+    let Some(first) = slots.first() else {
+        return Ok(());
+    };
+    let t = float_tag("ema_step_", first.target.dtype())?;
+    let mut table = Vec::new();
+    for s in slots {
+        for (start, len) in chunks(s.n) {
+            table.extend([s.target.ptr(), s.source.ptr(), start as u64, len as u64]);
+            table.extend([s.keep.to_bits(), s.scale.to_bits()]);
+        }
+    }
+    launch_table(
+        first.target,
+        &format!("ema_multi_{t}"),
+        "ema_step_",
+        table,
+        6,
+    )
+}

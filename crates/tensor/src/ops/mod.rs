@@ -6,6 +6,7 @@ pub mod batch_norm;
 pub mod binary;
 pub mod cast;
 pub mod conv;
+pub mod ema;
 pub mod finite;
 pub mod fusion;
 pub mod index;

@@ -54,7 +54,7 @@ impl AdamStep {
 const PAR: usize = 1 << 15;
 
 /// Checks that every tensor is a contiguous f32/f64 buffer of the parameter's shape and dtype.
-fn check(op: &'static str, p: &Tensor, others: &[&Tensor]) -> Result<()> {
+pub(crate) fn check(op: &'static str, p: &Tensor, others: &[&Tensor]) -> Result<()> {
     for t in std::iter::once(p).chain(others.iter().copied()) {
         if t.shape() != p.shape() || t.dtype() != p.dtype() {
             return shape_err(
@@ -310,7 +310,7 @@ pub struct SgdItem<'a> {
 /// Whether `groups` (each a parameter and its gradient and state) can go to one multi-tensor
 /// launch: all on one GPU in one dtype, and no buffer shared between any two of them.
 #[cfg(feature = "cuda")]
-fn one_gpu_launch(groups: &[Vec<&Tensor>]) -> bool {
+pub(crate) fn one_gpu_launch(groups: &[Vec<&Tensor>]) -> bool {
     let Some(first) = groups.first().and_then(|g| g.first()) else {
         return false;
     };
@@ -330,7 +330,10 @@ fn one_gpu_launch(groups: &[Vec<&Tensor>]) -> bool {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_of<'a>(op: &'static str, s: &'a Storage) -> Result<&'a crate::cuda::CudaStorage> {
+pub(crate) fn cuda_of<'a>(
+    op: &'static str,
+    s: &'a Storage,
+) -> Result<&'a crate::cuda::CudaStorage> {
     match s {
         Storage::Cuda(c) => Ok(c),
         _ => Err(crate::storage::no_kernel(op, crate::Device::Cpu)),

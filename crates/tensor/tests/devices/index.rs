@@ -277,6 +277,76 @@ fn multi_tensor_optimiser_steps_match_the_cpu() {
     });
 }
 
+/// The multi-tensor EMA update (running statistics, EMA targets): sizes across table chunks,
+/// each tensor with its own factors, a strided source (read from a copy), f32 and f64; the
+/// GPU matches the CPU over three updates, and the f32 tensors of one device cost one launch.
+#[test]
+fn multi_tensor_ema_steps_match_the_cpu() {
+    use selfsup_tensor::ops::ema::EmaItem;
+    on_each_gpu("multi-tensor EMA steps", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F64 { 1e-14 } else { 1e-6 };
+            let sizes = [70_000usize, 3, 1000, 1];
+            let t0 = rand_vectors(&sizes, dtype, 30);
+            let s0 = rand_vectors(&sizes, dtype, 40);
+            let wide = rand(&[20, 50], dtype, -1.0, 1.0, 50);
+            let run = |d: Device| {
+                let ts = copies_on(&t0, d);
+                let ss = copies_on(&s0, d);
+                let strided_target = Tensor::zeros(&[50, 20], dtype).to_device(d).unwrap();
+                let strided_source = wide.to_device(d).unwrap().t().unwrap();
+                for step in 0..3 {
+                    let mut items: Vec<EmaItem> = (0..ts.len())
+                        .map(|i| EmaItem {
+                            target: &ts[i],
+                            source: &ss[i],
+                            keep: 0.9 - 0.1 * i as f64,
+                            scale: 0.1 * (i + step + 1) as f64,
+                        })
+                        .collect();
+                    items.push(EmaItem {
+                        target: &strided_target,
+                        source: &strided_source,
+                        keep: 0.5,
+                        scale: 1.5,
+                    });
+                    Tensor::ema_steps_(&items).unwrap();
+                }
+                (ts, strided_target)
+            };
+            let (a, c) = (run(dev), run(Device::Cpu));
+            for i in 0..sizes.len() {
+                compare(&format!("{dtype:?} ema {i}"), &a.0[i], &c.0[i], tol);
+            }
+            compare(&format!("{dtype:?} ema strided source"), &a.1, &c.1, tol);
+        }
+        if let Device::Cuda(i) = dev {
+            let be = selfsup_tensor::cuda::CudaBackend::get(i).unwrap();
+            let _one = crate::PROFILING.lock().unwrap_or_else(|p| p.into_inner());
+            let ts = copies_on(&rand_vectors(&[5, 70_000, 7], DType::F32, 1), dev);
+            let ss = copies_on(&rand_vectors(&[5, 70_000, 7], DType::F32, 2), dev);
+            let items: Vec<EmaItem> = (0..3)
+                .map(|k| EmaItem {
+                    target: &ts[k],
+                    source: &ss[k],
+                    keep: 0.9,
+                    scale: 0.1,
+                })
+                .collect();
+            be.profile_start();
+            Tensor::ema_steps_(&items).unwrap();
+            let prof = be.profile_stop().unwrap();
+            let calls: usize = prof
+                .kernels
+                .iter()
+                .filter(|k| k.name.starts_with("optim/"))
+                .map(|k| k.calls)
+                .sum();
+            assert_eq!(calls, 1, "one launch for three tensors: {prof:?}");
+        }
+    });
+}
+
 /// The LARS step (two launches for all parameters: per-chunk norms, then the update): sizes
 /// across table chunks (65,536 elements), a zero parameter (trust factor 1), parameters left
 /// out of the adaptation, each with its own hyper-parameters; one parameter alone too. The
