@@ -26,6 +26,8 @@
 // `ema_multi_<f32|f64>`: 6 words per entry: target, source (addresses), start, len, then keep
 // and scale (doubles): target = keep target + scale source, in place (running statistics,
 // EMA target networks). CPU reference: `crate::ops::ema` (`ema_kernel`).
+// `count_up_i64`: x[i] += by over n contiguous i64 (a running statistic's batch counter, as
+// BatchNorm's `num_batches_tracked`); 1-D grid-stride. CPU reference: `Tensor::count_up_`.
 
 template <typename T>
 __device__ void adam(T* p, const T* g, T* m, T* v, i64 n, double b1, double b2, double step_size,
@@ -189,3 +191,7 @@ template <typename T> __device__ void ema_multi(const u64* table) {
     }
 OPTIM(f32, float)
 OPTIM(f64, double)
+
+extern "C" __global__ void count_up_i64(i64* x, i64 n, i64 by) {
+    FOR_EACH_INDEX(i, n) x[i] += by;
+}

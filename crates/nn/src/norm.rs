@@ -195,14 +195,9 @@ impl BatchNorm {
                 scale: m * n as f64 / (n as f64 - 1.0),
             },
         ])?;
-        // Counted where the buffer lives (through f64, exact below 2^53): reading it back would
-        // make every training step wait for the device.
-        let next = self
-            .num_batches_tracked
-            .to_dtype(DType::F64)?
-            .add_scalar(1.0)?
-            .to_dtype(DType::I64)?;
-        self.num_batches_tracked.assign(&next)?;
+        // Counted where the buffer lives: reading it back would make every training step wait
+        // for the device.
+        self.num_batches_tracked.count_up_(1)?;
         Ok(y)
     }
 }

@@ -280,3 +280,25 @@ pub fn ema_many(slots: &[EmaSlot]) -> Result<()> {
         6,
     )
 }
+
+/// `x[i] += by` over elements `offset .. offset + n` of the i64 buffer `x`, in place.
+pub fn count_up(x: &CudaStorage, offset: usize, n: usize, by: i64) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    if x.dtype() != crate::DType::I64 || offset + n > x.len() {
+        return Err(x.backend.err_msg(format!(
+            "count_up_: {n} elements from {offset} of a {:?} buffer of {}",
+            x.dtype(),
+            x.len()
+        )));
+    }
+    let b = &x.backend;
+    let f = b.function("optim", "count_up_i64")?;
+    let (px, n64) = (x.ptr() + 8 * offset as u64, n as i64);
+    let mut l = b.stream().launch_builder(&f);
+    l.arg(&px).arg(&n64).arg(&by);
+    // SAFETY: x holds elements offset .. offset + n (checked above).
+    unsafe { l.launch(grid_for(n)) }.map_err(|e| b.err("count_up_", e))?;
+    Ok(())
+}

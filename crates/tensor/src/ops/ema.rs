@@ -122,6 +122,51 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// Adds `by` to every element of this i64 tensor in place, where it lives (a running
+    /// statistic's batch counter, such as BatchNorm's `num_batches_tracked`: counting on the
+    /// device, nothing is read back). `self` must be contiguous; wraps on overflow.
+    ///
+    /// ```
+    /// # use selfsup_tensor::{Tensor, DType};
+    /// let seen = Tensor::zeros(&[], DType::I64);
+    /// seen.count_up_(1)?;
+    /// seen.count_up_(2)?;
+    /// assert_eq!(seen.to_vec::<i64>()?, vec![3]);
+    /// # Ok::<(), selfsup_tensor::Error>(())
+    /// ```
+    pub fn count_up_(&self, by: i64) -> Result<()> {
+        const OP: &str = "count_up_";
+        if self.dtype() != crate::DType::I64 {
+            return Err(crate::ops::unsupported(OP, self.dtype()));
+        }
+        if !self.is_contiguous() {
+            return crate::error::shape_err(
+                OP,
+                format!(
+                    "needs a contiguous tensor; got a strided view of shape {:?}",
+                    self.shape()
+                ),
+            );
+        }
+        let (offset, n) = (self.layout().offset(), self.numel());
+        let mut w = self.write();
+        #[cfg(feature = "cuda")]
+        if let crate::storage::Storage::Cuda(c) = &*w {
+            return crate::cuda::optim::count_up(c, offset, n, by);
+        }
+        match w.cpu_mut(OP)? {
+            CpuStorage::I64(v) => {
+                for x in &mut v[offset..offset + n] {
+                    *x = x.wrapping_add(by);
+                }
+                Ok(())
+            }
+            other => Err(crate::ops::unsupported(OP, other.dtype())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::EmaItem;
@@ -163,5 +208,18 @@ mod tests {
         let ids = Tensor::from_vec(vec![1i64, 2, 3], &[3]).unwrap();
         assert!(ids.ema_step_(&ids.copy().unwrap(), 0.5, 0.5).is_err());
         assert_eq!(a.to_vec::<f64>().unwrap(), vec![2.25, -1.25, 2.5]);
+    }
+
+    #[test]
+    fn count_up_adds_in_place_to_i64_only() {
+        let c = Tensor::from_vec(vec![1i64, i64::MAX, -5], &[3]).unwrap();
+        c.count_up_(2).unwrap();
+        assert_eq!(c.to_vec::<i64>().unwrap(), vec![3, i64::MIN + 1, -3]);
+        let tail = c.narrow(0, 1, 2).unwrap();
+        tail.count_up_(-1).unwrap();
+        assert_eq!(c.to_vec::<i64>().unwrap(), vec![3, i64::MIN, -4]);
+        assert!(Tensor::zeros(&[2], DType::F32).count_up_(1).is_err());
+        let m = Tensor::from_vec(vec![0i64; 4], &[2, 2]).unwrap();
+        assert!(m.t().unwrap().count_up_(1).is_err());
     }
 }

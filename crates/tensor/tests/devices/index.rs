@@ -280,6 +280,7 @@ fn multi_tensor_optimiser_steps_match_the_cpu() {
 /// The multi-tensor EMA update (running statistics, EMA targets): sizes across table chunks,
 /// each tensor with its own factors, a strided source (read from a copy), f32 and f64; the
 /// GPU matches the CPU over three updates, and the f32 tensors of one device cost one launch.
+/// And the i64 counter beside them (`count_up_`).
 #[test]
 fn multi_tensor_ema_steps_match_the_cpu() {
     use selfsup_tensor::ops::ema::EmaItem;
@@ -320,6 +321,17 @@ fn multi_tensor_ema_steps_match_the_cpu() {
             }
             compare(&format!("{dtype:?} ema strided source"), &a.1, &c.1, tol);
         }
+        // The batch counter beside the running statistics: i64 counted up in place, all of
+        // a tensor or a view into it at an offset.
+        let counts = Tensor::from_vec(vec![0i64, 5, i64::MAX - 1, -3], &[4]).unwrap();
+        let run = |d: Device| {
+            let c = counts.copy().unwrap().to_device(d).unwrap();
+            c.count_up_(1).unwrap();
+            c.narrow(0, 2, 2).unwrap().count_up_(2).unwrap();
+            c.to_vec::<i64>().unwrap()
+        };
+        assert_eq!(run(dev), run(Device::Cpu));
+        assert_eq!(run(dev), vec![1, 6, i64::MIN + 1, 0]);
         if let Device::Cuda(i) = dev {
             let be = selfsup_tensor::cuda::CudaBackend::get(i).unwrap();
             let _one = crate::PROFILING.lock().unwrap_or_else(|p| p.into_inner());
