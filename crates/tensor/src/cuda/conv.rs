@@ -30,7 +30,7 @@ impl FastDiv {
             return FastDiv { d, m: 0, s: 0 };
         }
         let l = 32 - (d - 1).leading_zeros();
-        let m = ((1u64 << (31 + l)) + u64::from(d) - 1) / u64::from(d);
+        let m = (1u64 << (31 + l)).div_ceil(u64::from(d));
         FastDiv {
             d,
             m: m as u32,
