@@ -282,17 +282,12 @@ impl Trainer {
         }
         self.method
             .visit_buffers("", &mut |_, b| probed.push(b.clone()));
-        let probe = if probed.iter().any(|t| t.dtype().is_float() && t.numel() > 0) {
-            let refs: Vec<&Tensor> = probed.iter().collect();
-            Some(Tensor::non_finite_probe(&refs, dev)?)
-        } else {
-            None
-        };
-        let mut parts = vec![out.loss.detach().to_dtype(DType::F64)?.reshape(&[1])?];
-        if let Some(p) = probe {
-            parts.push(p.reshape(&[1])?);
-        }
-        let has_probe = parts.len() == 2;
+        let refs: Vec<&Tensor> = probed.iter().collect();
+        let probe = Tensor::non_finite_probe(&refs, dev)?;
+        let mut parts = vec![
+            out.loss.detach().to_dtype(DType::F64)?.reshape(&[1])?,
+            probe.reshape(&[1])?,
+        ];
         let mut on_device = Vec::new();
         let mut host = Vec::new();
         for (i, (_, m)) in out.metrics.iter().enumerate() {
@@ -312,7 +307,7 @@ impl Trainer {
         }
         let refs: Vec<&Tensor> = parts.iter().collect();
         let v = Tensor::concat(&refs, 0)?.to_vec_f64()?;
-        let base = if has_probe { 2 } else { 1 };
+        let base = 2;
         let mut metrics = vec![(String::new(), 0.0); out.metrics.len()];
         for (k, &i) in on_device.iter().enumerate() {
             metrics[i] = (out.metrics[i].0.clone(), v[base + k]);
@@ -322,7 +317,7 @@ impl Trainer {
         }
         Ok(ReadBack {
             loss: v[0],
-            probe: if has_probe { v[1] } else { 0.0 },
+            probe: v[1],
             metrics,
         })
     }

@@ -1,5 +1,6 @@
-//! Launches of `kernels/optim.cu`: the fused in-place Adam(W) and SGD steps (the CUDA arms of
-//! [`crate::ops::optim`], whose CPU kernels are the reference).
+//! Launches of `kernels/optim.cu`: the fused in-place Adam(W), SGD and LARS steps (the CUDA
+//! arms of [`crate::ops::optim`], whose CPU kernels are the reference), and the in-place EMA
+//! updates and counter of [`crate::ops::ema`].
 
 use cudarc::driver::PushKernelArg;
 

@@ -1,7 +1,8 @@
-//! Exponential moving averages in place, `target = keep * target + scale * source`: BatchNorm's
-//! running statistics and the EMA target networks of BYOL, MoCo and DINO. Many tensors at once
-//! ([`Tensor::ema_steps_`]) cost one kernel launch per GPU and dtype, instead of four
-//! (two scalings, a sum, the copy back) per tensor.
+//! Running updates in place, where the tensors live: exponential moving averages,
+//! `target = keep * target + scale * source` (BatchNorm's running statistics and the EMA target
+//! networks of BYOL, MoCo and DINO), and the i64 counter beside running statistics
+//! ([`Tensor::count_up_`]). Many EMA targets at once ([`Tensor::ema_steps_`]) cost one kernel
+//! launch per GPU and dtype, instead of four (two scalings, a sum, the copy back) per tensor.
 
 use crate::error::Result;
 use crate::ops::optim::check;
