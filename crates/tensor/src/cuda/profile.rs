@@ -49,6 +49,18 @@ pub struct GpuProfile {
     pub host_ms: f64,
 }
 
+impl GpuProfile {
+    /// How many launches (or library calls) named `name` the interval counted, e.g.
+    /// `"reduce/nonfinite_multi_f32"` or `"cublas gemm BF16 64x3136x288"`; 0 when none.
+    pub fn calls(&self, name: &str) -> usize {
+        self.kernels
+            .iter()
+            .filter(|k| k.name == name)
+            .map(|k| k.calls)
+            .sum()
+    }
+}
+
 /// The marks recorded while profiling.
 #[derive(Default)]
 pub(crate) struct Marks(Vec<(String, CudaEvent)>);

@@ -1,8 +1,8 @@
 //! Convolution, batch norm and pooling on the GPU against the CPU, forward and backward.
 
-use selfsup_tensor::{no_grad, Conv2dParams, DType, Device, Tensor};
+use selfsup_tensor::{no_grad, Conv2dParams, DType, Device};
 
-use crate::{check, compare, on_each_gpu, rand};
+use crate::{check, compare, leaf, max_diff, on_each_gpu, rand};
 
 #[test]
 fn conv2d_matches_the_cpu_for_strides_padding_dilation_and_groups() {
@@ -168,15 +168,11 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
             let b = rand(&[6], DType::F32, -1.0, 1.0, seed + 2);
             let run = |d: Device, prec: MatmulPrecision| {
                 with_matmul_precision(prec, || {
-                    let on = |t: &Tensor, grad: bool| {
-                        let t = t.to_device(d).unwrap();
-                        if grad {
-                            t.requires_grad_()
-                        } else {
-                            t
-                        }
-                    };
-                    let (lx, lw, lb) = (on(&x, grads[0]), on(&w, grads[1]), on(&b, grads[2]));
+                    let (lx, lw, lb) = (
+                        leaf(&x, d, grads[0]),
+                        leaf(&w, d, grads[1]),
+                        leaf(&b, d, grads[2]),
+                    );
                     let y = lx.conv2d(&lw, bias.then_some(&lb), p).unwrap();
                     let seed_grad = rand(y.shape(), DType::F32, -1.0, 1.0, seed + 3);
                     y.backward_with(Some(&seed_grad.to_device(d).unwrap()), false)
@@ -196,13 +192,7 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
                 }
             }
             let (y32, _) = run(Device::Cpu, MatmulPrecision::F32);
-            let diff = y
-                .to_vec_f64()
-                .unwrap()
-                .iter()
-                .zip(y32.to_vec_f64().unwrap())
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let diff = max_diff(&y, &y32);
             assert!(
                 diff > 1e-3,
                 "{what}: the bf16 conv equals the f32 one ({diff})"

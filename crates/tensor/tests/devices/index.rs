@@ -348,12 +348,7 @@ fn multi_tensor_ema_steps_match_the_cpu() {
             be.profile_start();
             Tensor::ema_steps_(&items).unwrap();
             let prof = be.profile_stop().unwrap();
-            let calls: usize = prof
-                .kernels
-                .iter()
-                .filter(|k| k.name == "optim/ema_multi_f32")
-                .map(|k| k.calls)
-                .sum();
+            let calls = prof.calls("optim/ema_multi_f32");
             // (Only this test launches it; other tests' kernels may share the profile.)
             assert_eq!(calls, 1, "one launch for three tensors: {prof:?}");
         }

@@ -75,6 +75,26 @@ pub fn compare(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
     }
 }
 
+/// The largest `|a - b|` over the elements of two tensors of one shape.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    a.to_vec_f64()
+        .expect("values")
+        .iter()
+        .zip(b.to_vec_f64().expect("values"))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// `t` moved to `d`, as a leaf that records its gradient when `grad`.
+pub fn leaf(t: &Tensor, d: Device, grad: bool) -> Tensor {
+    let t = t.to_device(d).expect("to_device");
+    if grad {
+        t.requires_grad_()
+    } else {
+        t
+    }
+}
+
 /// Runs `f` on `xs` moved to `d` (as leaves), seeds the backward with a fixed random gradient,
 /// and returns the output and each input's gradient.
 pub fn run(d: Device, xs: &[&Tensor], f: &dyn Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {

@@ -3,7 +3,7 @@
 
 use selfsup_tensor::{DType, Device, Tensor};
 
-use crate::{compare, on_each_gpu, rand};
+use crate::{compare, leaf, max_diff, on_each_gpu, rand};
 
 #[test]
 fn matmul_matches_the_cpu_on_every_operand_layout() {
@@ -228,15 +228,11 @@ fn linear_fuses_its_bias_keeps_its_bf16_casts_and_matches_the_cpu() {
             let g = rand(&[n, o], DType::F32, -1.0, 1.0, 4);
             let run = |d: Device, p: MatmulPrecision| {
                 with_matmul_precision(p, || {
-                    let on = |t: &Tensor, grad: bool| {
-                        let t = t.to_device(d).unwrap();
-                        if grad {
-                            t.requires_grad_()
-                        } else {
-                            t
-                        }
-                    };
-                    let (lx, lw, lb) = (on(&x, grads[0]), on(&w, grads[1]), on(&b, grads[2]));
+                    let (lx, lw, lb) = (
+                        leaf(&x, d, grads[0]),
+                        leaf(&w, d, grads[1]),
+                        leaf(&b, d, grads[2]),
+                    );
                     let y = lx.linear(&lw, bias.then_some(&lb)).unwrap();
                     y.backward_with(Some(&g.to_device(d).unwrap()), false)
                         .unwrap();
@@ -260,13 +256,7 @@ fn linear_fuses_its_bias_keeps_its_bf16_casts_and_matches_the_cpu() {
                 }
                 if p == MatmulPrecision::Bf16 && n > 0 {
                     let (y32, _) = run(Device::Cpu, MatmulPrecision::F32);
-                    let diff = y
-                        .to_vec_f64()
-                        .unwrap()
-                        .iter()
-                        .zip(y32.to_vec_f64().unwrap())
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f64::max);
+                    let diff = max_diff(&y, &y32);
                     assert!(
                         diff > 1e-3,
                         "{what}: the bf16 linear equals the f32 one ({diff})"

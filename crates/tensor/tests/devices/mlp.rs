@@ -172,17 +172,13 @@ fn mlp2_fuses_its_activation_at_bf16_and_matches_the_composition() {
                 y.sum_all().unwrap().backward().unwrap();
             });
             let prof = be.profile_stop().unwrap();
-            let calls = |name: &str| {
-                prof.kernels
-                    .iter()
-                    .filter(|k| k.name == name)
-                    .map(|k| k.calls)
-                    .sum::<usize>()
-            };
             // Other tests' kernels may land in the profile (they run on other threads), so
             // only the kernels no composition launches are looked for.
-            assert!(calls("unary/gelu_erf_to_bf16_f32") >= 1, "{prof:?}");
-            assert!(calls("unary/gelu_erf_bw_bf16_colsum_f32") >= 1, "{prof:?}");
+            assert!(prof.calls("unary/gelu_erf_to_bf16_f32") >= 1, "{prof:?}");
+            assert!(
+                prof.calls("unary/gelu_erf_bw_bf16_colsum_f32") >= 1,
+                "{prof:?}"
+            );
         }
     });
 }

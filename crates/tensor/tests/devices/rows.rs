@@ -4,7 +4,7 @@
 use selfsup_tensor::ops::loss::CrossEntropy;
 use selfsup_tensor::{DType, Device, Tensor};
 
-use crate::{check, compare, on_each_gpu, rand, run, tol};
+use crate::{check, compare, max_diff, on_each_gpu, rand, run, tol};
 
 #[test]
 fn softmax_and_log_softmax_match_the_cpu_on_any_axis() {
@@ -246,13 +246,7 @@ fn tensor_core_attention_matches_the_cpu_within_bf16_rounding() {
                 compare(&format!("{name} gradient"), &g[0], &gc[0], bf16_tol);
                 // Not the f32 kernels' result: the difference is bf16 rounding, far above f32's.
                 let (y32, _) = run(dev, &[&qkv], &f);
-                let diff = y
-                    .to_vec_f64()
-                    .unwrap()
-                    .iter()
-                    .zip(y32.to_vec_f64().unwrap())
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f64::max);
+                let diff = max_diff(&y, &y32);
                 assert!(
                     diff > 1e-4,
                     "{name}: the bf16 result equals the f32 one ({diff})"
