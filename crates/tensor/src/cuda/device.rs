@@ -92,6 +92,11 @@ fn open(ordinal: usize) -> Opened {
     if let Some(p) = compile::nvrtc_problem() {
         return Err(p);
     }
+    // Every product and linear layer runs on cuBLAS: a device without it could not train.
+    // SAFETY: only tries to dlopen the library under its usual names.
+    if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+        return Err(super::matmul::CUBLAS_MISSING.into());
+    }
     let ctx = CudaContext::new(ordinal).map_err(|e| format!("creating a context failed: {e:?}"))?;
     // One stream per device and per process: ops are ordered by it, so cudarc's per-buffer
     // event tracking (made for several streams) is pure overhead here.
@@ -235,6 +240,9 @@ impl CudaBackend {
             self.mark(|| key.clone());
             return Ok(f.clone());
         }
+        // Loading a module and looking a function up act on the thread's current context, and
+        // this may be the first CUDA call of the thread.
+        self.bind()?;
         let module = {
             let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
             match modules.get(file) {

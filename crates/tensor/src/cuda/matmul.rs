@@ -30,18 +30,22 @@ impl Drop for BlasHandle {
     }
 }
 
+/// Why a device without cuBLAS cannot be used, and the fix.
+pub(crate) const CUBLAS_MISSING: &str = "cuBLAS (libcublas.so.13 or .12) could not be loaded: \
+    install the CUDA toolkit's cuBLAS or `pip install nvidia-cublas`, and put its directory on \
+    LD_LIBRARY_PATH";
+
 /// Opens cuBLAS on `backend`'s stream, or says why it cannot.
 pub(crate) fn open_blas(backend: &CudaBackend) -> Result<Mutex<BlasHandle>> {
     // SAFETY: only tries to dlopen the library under its usual names.
     if !unsafe { blas_sys::is_culib_present() } {
         return Err(Error::DeviceUnavailable {
             device: Device::Cuda(backend.ordinal()),
-            reason: "cuBLAS (libcublas.so.13 or .12) could not be loaded: install the CUDA \
-                     toolkit's cuBLAS or `pip install nvidia-cublas`, and put its directory on \
-                     LD_LIBRARY_PATH"
-                .into(),
+            reason: CUBLAS_MISSING.into(),
         });
     }
+    // A handle belongs to the context current on this thread.
+    backend.bind()?;
     let h = blas::create_handle().map_err(|e| backend.err_msg(format!("cublasCreate: {e:?}")))?;
     let handle = BlasHandle(h);
     // SAFETY: a live handle and the backend's live stream.

@@ -51,6 +51,15 @@ pub struct CudaStorage {
     pub backend: Arc<CudaBackend>,
 }
 
+impl Drop for CudaStorage {
+    /// The buffer goes back to the pool with `cuMemFreeAsync` (cudarc's drop of the slice, which
+    /// runs after this), which acts on the thread's current context: the thread that drops a
+    /// tensor may never have made one current (a test harness or rayon thread).
+    fn drop(&mut self) {
+        let _ = self.backend.bind();
+    }
+}
+
 impl std::fmt::Debug for CudaStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
