@@ -13,6 +13,16 @@ typedef unsigned long long u64;
 typedef unsigned int u32;
 typedef unsigned short u16;
 
+// Division of x < 2^31 by a divisor d >= 1 fixed on the host, as a multiply-high and a shift
+// (Granlund-Montgomery, round-up): with l = ceil(log2 d), m = ceil(2^(31 + l) / d) < 2^32 and
+// q = umulhi(x, m) >> (l - 1); d = 1 is m = 0. A 64-bit division costs tens of instructions,
+// more than an elementwise kernel's memory traffic per element. Mirrors `cuda::launch::FastDiv`
+// on the Rust side, which computes m and s.
+struct FastDiv {
+    u32 d, m, s;
+};
+__device__ __forceinline__ u32 fdiv(u32 x, FastDiv f) { return f.m ? (__umulhi(x, f.m) >> f.s) : x; }
+
 // Shapes and strides of an elementwise launch; mirrors `cuda::launch::Dims` on the Rust side
 // (repr(C), same field order). `contiguous` bit k set means operand k is contiguous from
 // `offset[k]`, so its offset is `offset[k] + i` without the division walk.

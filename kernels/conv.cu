@@ -13,7 +13,7 @@
 //
 // Kernels (one thread per output element; grid x over a row's columns, grid y over the rows,
 // both grid-stride; blocks of 256 threads). Index arithmetic inside a row is 32-bit, with
-// divisions by the shape done as a multiply-high and a shift (`FastDiv`, divisors fixed on the
+// divisions by the shape done as a multiply-high and a shift (common.cuh's `FastDiv`, divisors fixed on the
 // host), since a 64-bit division per element costs more than the element's memory traffic:
 //   im2col_<f32|f64>: x to cols; im2col_bf16_f32: f32 x to bf16 cols (the GEMM operand at bf16
 //     matmul precision, written once, with no f32 copy).
@@ -22,14 +22,6 @@
 //   conv_out_<f32|f64>: Y [c_out, n * L] (+ bias [c_out], optional) to y [n, c_out, L].
 //   conv_dy_t_<f32|f64>: dy [n, c_out, L] to dYT [c_out, n * L]; conv_dy_t_bf16_f32 writes it
 //     in bf16 (the backward's GEMM operand at bf16 precision).
-
-// Division of x < 2^31 by d >= 1 (Granlund-Montgomery, round-up): with l = ceil(log2 d),
-// m = ceil(2^(31 + l) / d) < 2^32 and q = umulhi(x, m) >> (l - 1); d = 1 is m = 0. Mirrors
-// `cuda::conv::FastDiv` on the Rust side, which computes m and s.
-struct FastDiv {
-    u32 d, m, s;
-};
-__device__ __forceinline__ u32 fdiv(u32 x, FastDiv f) { return f.m ? (__umulhi(x, f.m) >> f.s) : x; }
 
 struct ConvShape {
     i64 n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, c_out;

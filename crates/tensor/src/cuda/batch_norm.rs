@@ -3,8 +3,9 @@
 //!
 //! [`Tensor::batch_norm_train`]: crate::Tensor::batch_norm_train
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
+use super::fastdiv::FastDiv;
 use super::launch::{float_tag, grid_for, opt_ptr, BLOCK};
 use super::CudaStorage;
 use crate::cpu::batch_norm::BnGeom;
@@ -15,10 +16,46 @@ const OP: &str = "batch_norm";
 /// Values of one channel each block of the per-channel sums folds.
 const CHUNK: usize = 4096;
 
-/// One block per (chunk of a channel, channel).
+/// Mirrors `struct BnShape` in `kernels/batch_norm.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct BnShape {
+    n: i64,
+    c: i64,
+    s: i64,
+    div_c: FastDiv,
+    div_s: FastDiv,
+    /// 1 when every index fits 31 bits, so the kernels divide with `div_c` / `div_s`.
+    fast: i32,
+}
+
+// SAFETY: plain `#[repr(C)]` data with the CUDA struct's layout.
+unsafe impl DeviceRepr for BnShape {}
+
+impl BnShape {
+    fn new(g: BnGeom) -> BnShape {
+        let fast = g.numel() < (1 << 31);
+        let div = |d: usize| FastDiv::new(if fast { d as u32 } else { 1 });
+        BnShape {
+            n: g.n as i64,
+            c: g.c as i64,
+            s: g.s as i64,
+            div_c: div(g.c),
+            div_s: div(g.s),
+            fast: i32::from(fast),
+        }
+    }
+}
+
+/// One block per (chunk of a channel, channel); grid y at most 65,535, the kernels loop over
+/// the channels beyond.
 fn per_chunk(g: BnGeom) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (g.per_channel().div_ceil(CHUNK).max(1) as u32, g.c as u32, 1),
+        grid_dim: (
+            g.per_channel().div_ceil(CHUNK).max(1) as u32,
+            g.c.clamp(1, 65_535) as u32,
+            1,
+        ),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }
@@ -36,53 +73,76 @@ pub fn train_forward(
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
     let t = float_tag(OP, x.dtype())?;
     let be = &x.backend;
-    let total = g.n * g.c * g.s;
+    let total = g.numel();
     let y = CudaStorage::alloc(be, x.dtype(), total)?;
     let mean = CudaStorage::alloc(be, x.dtype(), g.c)?;
     let var = CudaStorage::alloc(be, x.dtype(), g.c)?;
     if total == 0 {
         return Ok((y, mean, var));
     }
-    let sum = CudaStorage::full(be, x.dtype(), g.c, 0.0)?;
-    let m2 = CudaStorage::full(be, x.dtype(), g.c, 0.0)?;
-    let (c, s, m, chunk) = (g.c as i64, g.s as i64, g.per_channel() as i64, CHUNK as i64);
-    let (px, ps, pm2) = (x.ptr(), sum.ptr(), m2.ptr());
+    // The two per-channel sums, zeroed by one fill: sum at 0, m2 at C.
+    let sums = CudaStorage::full(be, x.dtype(), 2 * g.c, 0.0)?;
+    let scale = CudaStorage::alloc(be, x.dtype(), g.c)?;
+    let shift = CudaStorage::alloc(be, x.dtype(), g.c)?;
+    let (shape, chunk) = (BnShape::new(g), CHUNK as i64);
+    let (c, m) = (g.c as i64, g.per_channel() as i64);
+    let (px, ps) = (x.ptr(), sums.ptr());
+    let pm2 = ps + (g.c * x.dtype().size_in_bytes()) as u64;
     let f = be.function("batch_norm", &format!("bn_sum_{t}"))?;
     let mut l = be.stream().launch_builder(&f);
-    l.arg(&px).arg(&ps).arg(&c).arg(&s).arg(&m).arg(&chunk);
-    // SAFETY: x holds N * C * S elements, sum C.
+    l.arg(&px).arg(&ps).arg(&shape).arg(&chunk);
+    // SAFETY: x holds N * C * S elements, sums 2C (sum the first C).
     unsafe { l.launch(per_chunk(g)) }.map_err(|e| be.err(OP, e))?;
     let f = be.function("batch_norm", &format!("bn_m2_{t}"))?;
     let mut l = be.stream().launch_builder(&f);
-    l.arg(&px)
-        .arg(&ps)
-        .arg(&pm2)
-        .arg(&c)
-        .arg(&s)
-        .arg(&m)
-        .arg(&chunk);
-    // SAFETY: as above; m2 holds C elements.
+    l.arg(&px).arg(&ps).arg(&pm2).arg(&shape).arg(&chunk);
+    // SAFETY: as above; m2 is the last C elements of sums.
     unsafe { l.launch(per_chunk(g)) }.map_err(|e| be.err(OP, e))?;
-    let f = be.function("batch_norm", &format!("bn_apply_{t}"))?;
-    let (pw, pb, py, pmean, pvar) = (opt_ptr(w), opt_ptr(b), y.ptr(), mean.ptr(), var.ptr());
-    let (n, relu) = (g.n as i64, i32::from(relu));
+    let f = be.function("batch_norm", &format!("bn_finish_{t}"))?;
+    let (pw, pb, pmean, pvar) = (opt_ptr(w), opt_ptr(b), mean.ptr(), var.ptr());
+    let (psc, psh) = (scale.ptr(), shift.ptr());
     let mut l = be.stream().launch_builder(&f);
-    l.arg(&px)
-        .arg(&ps)
+    l.arg(&ps)
         .arg(&pm2)
         .arg(&pw)
         .arg(&pb)
-        .arg(&py)
         .arg(&pmean)
         .arg(&pvar)
-        .arg(&n)
+        .arg(&psc)
+        .arg(&psh)
         .arg(&c)
-        .arg(&s)
-        .arg(&eps)
-        .arg(&relu);
-    // SAFETY: x and y hold N * C * S elements; sum, m2, w, b (or null), mean and var C.
-    unsafe { l.launch(grid_for(total)) }.map_err(|e| be.err(OP, e))?;
+        .arg(&m)
+        .arg(&eps);
+    // SAFETY: sum and m2 (in sums), w, b (or null), mean, var, scale and shift hold C elements.
+    unsafe { l.launch(grid_for(g.c)) }.map_err(|e| be.err(OP, e))?;
+    let y = affine(x, &scale, &shift, y, g, relu)?;
     Ok((y, mean, var))
+}
+
+/// `y = x scale[c] + shift[c]` (then the ReLU) into `y`, which holds N * C * S elements.
+fn affine(
+    x: &CudaStorage,
+    scale: &CudaStorage,
+    shift: &CudaStorage,
+    y: CudaStorage,
+    g: BnGeom,
+    relu: bool,
+) -> Result<CudaStorage> {
+    let t = float_tag(OP, x.dtype())?;
+    let be = &x.backend;
+    let f = be.function("batch_norm", &format!("bn_affine_{t}"))?;
+    let (px, psc, psh, py) = (x.ptr(), scale.ptr(), shift.ptr(), y.ptr());
+    let (shape, relu) = (BnShape::new(g), i32::from(relu));
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&px)
+        .arg(&psc)
+        .arg(&psh)
+        .arg(&py)
+        .arg(&shape)
+        .arg(&relu);
+    // SAFETY: x and y hold N * C * S elements, scale and shift C.
+    unsafe { l.launch(grid_for(g.numel())) }.map_err(|e| be.err(OP, e))?;
+    Ok(y)
 }
 
 /// Evaluation-mode forward without a graph: `y = x scale[c] + shift[c]` (then the ReLU) over
@@ -94,28 +154,11 @@ pub fn eval_affine(
     g: BnGeom,
     relu: bool,
 ) -> Result<CudaStorage> {
-    let t = float_tag(OP, x.dtype())?;
-    let be = &x.backend;
-    let total = g.n * g.c * g.s;
-    let y = CudaStorage::alloc(be, x.dtype(), total)?;
-    if total == 0 {
+    let y = CudaStorage::alloc(&x.backend, x.dtype(), g.numel())?;
+    if g.numel() == 0 {
         return Ok(y);
     }
-    let f = be.function("batch_norm", &format!("bn_affine_{t}"))?;
-    let (px, psc, psh, py) = (x.ptr(), scale.ptr(), shift.ptr(), y.ptr());
-    let (n, c, s, relu) = (g.n as i64, g.c as i64, g.s as i64, i32::from(relu));
-    let mut l = be.stream().launch_builder(&f);
-    l.arg(&px)
-        .arg(&psc)
-        .arg(&psh)
-        .arg(&py)
-        .arg(&n)
-        .arg(&c)
-        .arg(&s)
-        .arg(&relu);
-    // SAFETY: x and y hold N * C * S elements, scale and shift C.
-    unsafe { l.launch(grid_for(total)) }.map_err(|e| be.err(OP, e))?;
-    Ok(y)
+    affine(x, scale, shift, y, g, relu)
 }
 
 /// Training-mode backward: `(dx, dw, db)` from contiguous `x`, the output `y`, its gradient
@@ -135,59 +178,77 @@ pub fn train_backward(
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
     let t = float_tag(OP, x.dtype())?;
     let be = &x.backend;
-    let total = g.n * g.c * g.s;
+    let total = g.numel();
     let dx = CudaStorage::alloc(be, x.dtype(), total)?;
-    let sg = CudaStorage::full(be, x.dtype(), g.c, 0.0)?;
-    let sgx = CudaStorage::full(be, x.dtype(), g.c, 0.0)?;
     if total == 0 {
-        return Ok((dx, sgx, sg));
+        let zeros = || CudaStorage::full(be, x.dtype(), g.c, 0.0);
+        return Ok((dx, zeros()?, zeros()?));
     }
-    let (c, s, m, chunk) = (g.c as i64, g.s as i64, g.per_channel() as i64, CHUNK as i64);
-    let (n, relu) = (g.n as i64, i32::from(relu));
-    let (px, py, pg, pm, pv, psg, psgx) = (
+    // The two per-channel sums, zeroed by one fill: Σ h at 0, Σ h (x - mean) at C;
+    // `bn_grad_finish` writes the gradients of the bias and the weight from them.
+    let sums = CudaStorage::full(be, x.dtype(), 2 * g.c, 0.0)?;
+    let (db, dw) = (
+        CudaStorage::alloc(be, x.dtype(), g.c)?,
+        CudaStorage::alloc(be, x.dtype(), g.c)?,
+    );
+    let (shape, chunk, relu) = (BnShape::new(g), CHUNK as i64, i32::from(relu));
+    let (c, m) = (g.c as i64, g.per_channel() as i64);
+    let (px, py, pg, pm, pv, psg) = (
         x.ptr(),
         y.ptr(),
         gr.ptr(),
         mean.ptr(),
         var.ptr(),
-        sg.ptr(),
-        sgx.ptr(),
+        sums.ptr(),
     );
+    let psgx = psg + (g.c * x.dtype().size_in_bytes()) as u64;
     let f = be.function("batch_norm", &format!("bn_grad_sums_{t}"))?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px)
         .arg(&py)
         .arg(&pg)
         .arg(&pm)
-        .arg(&pv)
         .arg(&psg)
         .arg(&psgx)
-        .arg(&c)
-        .arg(&s)
-        .arg(&m)
+        .arg(&shape)
         .arg(&chunk)
-        .arg(&eps)
         .arg(&relu);
-    // SAFETY: x, y and gr hold N * C * S elements; mean, var, sg and sgx C.
+    // SAFETY: x, y and gr hold N * C * S elements; mean C, sums 2C.
     unsafe { l.launch(per_chunk(g)) }.map_err(|e| be.err(OP, e))?;
+    let coef = || CudaStorage::alloc(be, x.dtype(), g.c);
+    let (a, bx, d) = (coef()?, coef()?, coef()?);
+    let (pw, pa, pbx, pd) = (opt_ptr(w), a.ptr(), bx.ptr(), d.ptr());
+    let (pdb, pdw) = (db.ptr(), dw.ptr());
+    let f = be.function("batch_norm", &format!("bn_grad_finish_{t}"))?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&psg)
+        .arg(&psgx)
+        .arg(&pdb)
+        .arg(&pdw)
+        .arg(&pv)
+        .arg(&pw)
+        .arg(&pa)
+        .arg(&pbx)
+        .arg(&pd)
+        .arg(&c)
+        .arg(&m)
+        .arg(&eps);
+    // SAFETY: sg and sgx (in sums), db, dw, var, w (or null), a, bx and d hold C elements.
+    unsafe { l.launch(grid_for(g.c)) }.map_err(|e| be.err(OP, e))?;
     let f = be.function("batch_norm", &format!("bn_grad_input_{t}"))?;
-    let (pw, pd) = (opt_ptr(w), dx.ptr());
+    let pdx = dx.ptr();
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px)
         .arg(&py)
         .arg(&pg)
         .arg(&pm)
-        .arg(&pv)
-        .arg(&pw)
-        .arg(&psg)
-        .arg(&psgx)
+        .arg(&pa)
+        .arg(&pbx)
         .arg(&pd)
-        .arg(&n)
-        .arg(&c)
-        .arg(&s)
-        .arg(&eps)
+        .arg(&pdx)
+        .arg(&shape)
         .arg(&relu);
-    // SAFETY: as above; w holds C elements (or is null), dx N * C * S.
+    // SAFETY: as above; a, bx and d hold C elements, dx N * C * S.
     unsafe { l.launch(grid_for(total)) }.map_err(|e| be.err(OP, e))?;
-    Ok((dx, sgx, sg))
+    Ok((dx, dw, db))
 }

@@ -249,10 +249,11 @@ mod tests {
             "batch_norm" => [
                 "bn_sum",
                 "bn_m2",
-                "bn_apply",
-                "bn_grad_sums",
-                "bn_grad_input",
+                "bn_finish",
                 "bn_affine",
+                "bn_grad_sums",
+                "bn_grad_finish",
+                "bn_grad_input",
             ]
             .iter()
             .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))

@@ -11,6 +11,7 @@ mod compile;
 pub mod conv;
 mod device;
 pub mod elementwise;
+pub(crate) mod fastdiv;
 pub mod index;
 pub(crate) mod launch;
 pub mod layer_norm;

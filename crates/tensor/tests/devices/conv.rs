@@ -290,6 +290,23 @@ fn batch_norm_matches_the_cpu_in_both_modes() {
     });
 }
 
+/// More channels than a grid's y dimension holds (65,535): the per-channel sums walk the
+/// channels beyond it. In f64: with three values a channel, some variances are tiny and f32
+/// rounding would swamp the comparison.
+#[test]
+fn batch_norm_with_more_channels_than_grid_rows_matches_the_cpu() {
+    on_each_gpu("batch_norm", |dev| {
+        let x = rand(&[3, 65_541], DType::F64, -2.0, 2.0, 11);
+        check(
+            "batch_norm_train 65,541 channels",
+            dev,
+            &[&x],
+            &|v| v[0].batch_norm_train(None, None, 1e-5, true).unwrap().0,
+            1e-9,
+        );
+    });
+}
+
 #[test]
 fn poolings_match_the_cpu() {
     on_each_gpu("pooling", |dev| {
