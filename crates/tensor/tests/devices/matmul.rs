@@ -171,24 +171,31 @@ fn linear_fuses_its_bias_keeps_its_bf16_casts_and_matches_the_cpu() {
     on_each_gpu("linear", |dev| {
         if let Device::Cuda(i) = dev {
             let be = selfsup_tensor::cuda::CudaBackend::get(i).unwrap();
-            assert_eq!(
-                be.lt_problem(),
-                None,
-                "cuBLASLt should load where cuBLAS does"
-            );
-            // And it takes the product rather than declining it (which would compose the
-            // layer: right, but slower): the profile names what ran.
+            // cuBLASLt loads where cuBLAS does. (Other tests of this binary run products of
+            // odd shapes, which a real cuBLASLt may decline, leaving them composed: right,
+            // slower; so only a failure to load fails here, and a decline is printed.)
+            if let Some(p) = be.lt_problem() {
+                assert!(p.contains("declined"), "cuBLASLt did not load: {p}");
+                eprintln!("linear: {p}");
+            }
+            // It takes an aligned product (operand rows of 64 bytes and more) rather than
+            // declining it: the profile names what ran.
             let _one = crate::PROFILING.lock().unwrap_or_else(|p| p.into_inner());
-            let x = rand(&[19, 33], DType::F32, -1.0, 1.0, 1)
+            let x = rand(&[24, 64], DType::F32, -1.0, 1.0, 1)
                 .to_device(dev)
                 .unwrap();
-            let w = rand(&[7, 33], DType::F32, -1.0, 1.0, 2)
+            let w = rand(&[16, 64], DType::F32, -1.0, 1.0, 2)
                 .to_device(dev)
                 .unwrap();
-            let b = rand(&[7], DType::F32, -1.0, 1.0, 3).to_device(dev).unwrap();
+            let b = rand(&[16], DType::F32, -1.0, 1.0, 3)
+                .to_device(dev)
+                .unwrap();
             for (p, name) in [
-                (MatmulPrecision::Bf16, "cublasLt linear BF16 19x33x7 + bias"),
-                (MatmulPrecision::F32, "cublasLt linear F32 19x33x7 + bias"),
+                (
+                    MatmulPrecision::Bf16,
+                    "cublasLt linear BF16 24x64x16 + bias",
+                ),
+                (MatmulPrecision::F32, "cublasLt linear F32 24x64x16 + bias"),
             ] {
                 be.profile_start();
                 with_matmul_precision(p, || x.linear(&w, Some(&b)).unwrap());
@@ -198,7 +205,6 @@ fn linear_fuses_its_bias_keeps_its_bf16_casts_and_matches_the_cpu() {
                     "cuBLASLt declined {name}: {prof:?}"
                 );
             }
-            assert_eq!(be.lt_problem(), None, "cuBLASLt declined a product");
         }
         // (rows, in, out, bias, grads, strided x): the bias gradient's column sums run in
         // chunks of 128 rows, 32 columns a block: 300 rows is two full chunks and a partial
