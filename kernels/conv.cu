@@ -13,12 +13,14 @@
 //
 // Kernels (one thread per output element; grid x over a row's columns, grid y over the rows,
 // both grid-stride; blocks of 256 threads). Index arithmetic inside a row is 32-bit, with
-// divisions by the shape done as a multiply-high and a shift (common.cuh's `FastDiv`, divisors fixed on the
-// host), since a 64-bit division per element costs more than the element's memory traffic:
+// divisions by the shape done as a multiply-high and a shift (common.cuh's `FastDiv`, divisors
+// fixed on the host), since a 64-bit division per element costs more than its memory traffic:
 //   im2col_<f32|f64>: x to cols; im2col_bf16_f32: f32 x to bf16 cols (the GEMM operand at bf16
 //     matmul precision, written once, with no f32 copy).
 //   col2im_<f32|f64>: dcols [c * kh * kw, n * L] to dx [n, c, h, w]: one thread per dx element
-//     summing, in tap order, every (tap, output) that read it (a gather: no atomics, fixed order).
+//     summing, in tap order, every (tap, output) that read it (a gather: no atomics, fixed order);
+//     col2im_bf16_f32 reads bf16 dcols (at bf16 matmul precision the GEMM stores them so: half
+//     the bytes of the largest tensor of the backward) and sums in f32.
 //   conv_out_<f32|f64>: Y [c_out, n * L] (+ bias [c_out], optional) to y [n, c_out, L].
 //   conv_dy_t_<f32|f64>: dy [n, c_out, L] to dYT [c_out, n * L]; conv_dy_t_bf16_f32 writes it
 //     in bf16 (the backward's GEMM operand at bf16 precision).
@@ -56,11 +58,19 @@ __device__ void im2col(const T* x, O* cols, ConvShape s, Store store) {
     }
 }
 
-template <typename T> __device__ void col2im(const T* cols, T* x, ConvShape s) {
+template <typename T> struct Same {
+    __device__ __forceinline__ T operator()(T v) const { return v; }
+};
+struct FromBf16 {
+    __device__ __forceinline__ float operator()(u16 v) const { return __uint_as_float((u32)v << 16); }
+};
+
+template <typename I, typename T, typename Load>
+__device__ void col2im(const I* cols, T* x, ConvShape s, Load load) {
     const i64 L = s.oh * s.ow, NL = s.n * L, HW = s.h * s.w;
     CONV_ROWS(nc, s.n * s.c) {
         const i64 img = nc / s.c, ci = nc % s.c;
-        const T* base = cols + ci * s.kh * s.kw * NL + img * L;
+        const I* base = cols + ci * s.kh * s.kw * NL + img * L;
         CONV_COLS(pix, HW) {
             const u32 r = fdiv(pix, s.div_w), q = pix - r * (u32)s.w;
             T acc = T(0);
@@ -74,7 +84,7 @@ template <typename T> __device__ void col2im(const T* cols, T* x, ConvShape s) {
                     if (u < 0) break;
                     const u32 oj = fdiv((u32)u, s.div_sw);
                     if ((i64)oj * s.sw != u || oj >= s.ow) continue;
-                    acc += base[(ki * s.kw + kj) * NL + oi * s.ow + oj];
+                    acc += load(base[(ki * s.kw + kj) * NL + oi * s.ow + oj]);
                 }
             }
             x[nc * HW + pix] = acc;
@@ -107,8 +117,9 @@ template <typename T, typename O, typename Store> __device__ void conv_dy_t(cons
 extern "C" __global__ void im2col_f32(const float* x, float* cols, ConvShape s) { im2col(x, cols, s, Plain<float>()); }
 extern "C" __global__ void im2col_f64(const double* x, double* cols, ConvShape s) { im2col(x, cols, s, Plain<double>()); }
 extern "C" __global__ void im2col_bf16_f32(const float* x, u16* cols, ConvShape s) { im2col(x, cols, s, ToBf16()); }
-extern "C" __global__ void col2im_f32(const float* cols, float* x, ConvShape s) { col2im<float>(cols, x, s); }
-extern "C" __global__ void col2im_f64(const double* cols, double* x, ConvShape s) { col2im<double>(cols, x, s); }
+extern "C" __global__ void col2im_f32(const float* cols, float* x, ConvShape s) { col2im(cols, x, s, Same<float>()); }
+extern "C" __global__ void col2im_f64(const double* cols, double* x, ConvShape s) { col2im(cols, x, s, Same<double>()); }
+extern "C" __global__ void col2im_bf16_f32(const u16* cols, float* x, ConvShape s) { col2im(cols, x, s, FromBf16()); }
 extern "C" __global__ void conv_out_f32(const float* Y, const float* b, float* y, ConvShape s) { conv_out<float>(Y, b, y, s); }
 extern "C" __global__ void conv_out_f64(const double* Y, const double* b, double* y, ConvShape s) { conv_out<double>(Y, b, y, s); }
 extern "C" __global__ void conv_dy_t_f32(const float* dy, float* dyt, ConvShape s) { conv_dy_t(dy, dyt, s, Plain<float>()); }

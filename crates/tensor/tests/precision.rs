@@ -1,5 +1,6 @@
 //! The matmul precision setting on the CPU: bf16 and TF32 products equal f32 products of the
-//! rounded operands, forward and backward, for matmul, linear and conv2d; f32 is untouched.
+//! rounded operands, forward and backward, for matmul, linear and conv2d (whose input gradient at
+//! bf16 also rounds its column gradient, as the GPU stores it); f32 is untouched.
 //! Where the CPU multiplies bf16 in hardware (AVX-512 BF16) the bf16 products add their terms in
 //! another order, so there they are compared to within f32 accumulation error, elsewhere exactly.
 //! Fused attention multiplies in bf16 at bf16 precision only where the CPU has AVX-512 BF16.
@@ -90,8 +91,43 @@ fn low_precision_products_are_products_of_rounded_operands() {
     }
 }
 
+/// The input gradient of a convolution with padding 1 at bf16 as defined: the f32 col2im of the
+/// column gradient `Wᵀ · dy` of the rounded operands, itself rounded to bf16 (as the GPU stores
+/// it); checked against the unrounded columns, which must differ by bf16 rounding only.
+fn bf16_input_grad(dy: &Tensor, w: &Tensor, x_shape: &[usize]) -> Tensor {
+    use selfsup_tensor::cpu::conv::{conv2d_backward_input_with, ConvGeom};
+    let (ws, dys) = (w.shape(), dy.shape());
+    let g = ConvGeom {
+        n: x_shape[0],
+        c_in: x_shape[1],
+        h: x_shape[2],
+        w: x_shape[3],
+        c_out: ws[0],
+        kh: ws[2],
+        kw: ws[3],
+        oh: dys[2],
+        ow: dys[3],
+        stride: (1, 1),
+        padding: (1, 1),
+        dilation: (1, 1),
+        groups: 1,
+    };
+    let (dyv, wv) = (dy.to_vec::<f32>().unwrap(), w.to_vec::<f32>().unwrap());
+    let want = conv2d_backward_input_with(&dyv, &wv, &g, true);
+    let plain = conv2d_backward_input_with(&dyv, &wv, &g, false);
+    let scale = plain.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let k = (ws[0] * ws[2] * ws[3]) as f32;
+    assert!(want != plain, "the column gradient was not rounded");
+    for (a, b) in want.iter().zip(&plain) {
+        // Each of at most kh * kw summed columns moved by at most half a bf16 ulp.
+        assert!((a - b).abs() <= k * scale / 256.0, "{a} vs {b}");
+    }
+    Tensor::from_vec(want, x_shape).unwrap()
+}
+
 /// Checks that conv2d of `x` and `w` (padding 1) at bf16 equals the f32 convolution of the
-/// rounded operands, forward and backward (`what` names the case); returns the bf16 output.
+/// rounded operands, forward and weight gradient, and that its input gradient is
+/// [`bf16_input_grad`]'s (`what` names the case); returns the bf16 output.
 fn conv_rounds_its_operands(x: &Tensor, w: &Tensor, what: &str) -> Tensor {
     let params = Conv2dParams {
         padding: (1, 1),
@@ -110,7 +146,8 @@ fn conv_rounds_its_operands(x: &Tensor, w: &Tensor, what: &str) -> Tensor {
         .unwrap()
         .backward_with(Some(&seed), false)
         .unwrap();
-    same(&format!("{what} d/dx"), &g[0], &rxl.grad().unwrap());
+    let dx = bf16_input_grad(&seed, &rw, x.shape());
+    same(&format!("{what} d/dx"), &g[0], &dx);
     same(&format!("{what} d/dw"), &g[1], &rwl.grad().unwrap());
     y
 }

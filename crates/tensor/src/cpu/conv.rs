@@ -394,6 +394,25 @@ pub fn conv2d_forward<T: Gemm>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeo
 
 /// Gradient of the input: `dx = conv_transpose(dy, w)`, contiguous `[N, C_in, H, W]`.
 pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    conv2d_backward_input_with(dy, w, g, false)
+}
+
+/// Rounds every value to the nearest bf16 (ties to even), kept in `T`.
+fn round_to_bf16<T: Float>(v: &mut [T]) {
+    for x in v {
+        *x = T::c(half::bf16::from_f64(x.to_f64()).to_f64());
+    }
+}
+
+/// [`conv2d_backward_input`]; with `bf16_cols`, the column gradient `Wᵀ · dy` is rounded to
+/// bf16 before its taps are summed (in `T`) into `dx`, as the GPU convolution stores it at bf16
+/// matmul precision (a 1x1 convolution's single tap included).
+pub fn conv2d_backward_input_with<T: Gemm>(
+    dy: &[T],
+    w: &[T],
+    g: &ConvGeom,
+    bf16_cols: bool,
+) -> Vec<T> {
     let (out_img, in_img) = (g.out_image(), g.in_image());
     let mut dx = vec![T::ZERO; g.n * in_img];
     if dx.is_empty() || out_img == 0 {
@@ -445,6 +464,9 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
                                 p as isize,
                             )
                         }
+                        if bf16_cols {
+                            round_to_bf16(dxg);
+                        }
                         continue;
                     }
                     // SAFETY: w_g^T is [k, cout_g], dyb is [cout_g, cols], dcol is [k, cols]; distinct.
@@ -462,6 +484,9 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
                             dcol.as_mut_ptr(),
                             cols as isize,
                         )
+                    }
+                    if bf16_cols {
+                        round_to_bf16(&mut dcol[..k * cols]);
                     }
                     for j in 0..nb {
                         let dxg = &mut chunk[(j0 + j) * in_img + grp * xg_len

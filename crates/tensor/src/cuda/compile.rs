@@ -293,6 +293,7 @@ mod tests {
             "conv" => ["im2col", "col2im"]
                 .iter()
                 .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+                .chain(["im2col_bf16_f32".into(), "col2im_bf16_f32".into()])
                 .collect(),
             "pool" => ["max_pool_fwd", "max_pool_bw", "avg_pool_fwd", "avg_pool_bw"]
                 .iter()

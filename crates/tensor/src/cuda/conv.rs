@@ -146,19 +146,17 @@ pub fn im2col(x: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage> 
     Ok(out)
 }
 
-/// The adjoint of [`im2col`] (f32/f64 columns): `[n, c_in, h, w]`, summing overlapping taps.
+/// The adjoint of [`im2col`]: `[n, c_in, h, w]`, summing overlapping taps; from f32/f64
+/// columns in their dtype, from bf16 columns (the column gradient at bf16 matmul precision)
+/// in f32.
 pub fn col2im(cols: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
-    let t = float_tag("conv2d", cols.dtype())?;
-    let x = CudaStorage::alloc(&cols.backend, cols.dtype(), g.n * g.c_in * g.h * g.w)?;
+    let (name, dtype) = match cols.dtype() {
+        DType::BF16 => ("col2im_bf16_f32".to_string(), DType::F32),
+        d => (format!("col2im_{}", float_tag("conv2d", d)?), d),
+    };
+    let x = CudaStorage::alloc(&cols.backend, dtype, g.n * g.c_in * g.h * g.w)?;
     let (rows, n) = (g.n * g.c_in, g.h * g.w);
-    launch(
-        cols,
-        &format!("col2im_{t}"),
-        &[cols.ptr(), x.ptr()],
-        g,
-        rows,
-        n,
-    )?;
+    launch(cols, &name, &[cols.ptr(), x.ptr()], g, rows, n)?;
     Ok(x)
 }
 

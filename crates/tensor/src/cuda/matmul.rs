@@ -186,34 +186,48 @@ pub fn matmul_bf16(
     k: usize,
     n: usize,
 ) -> Result<CudaStorage> {
-    for s in [a, b] {
-        if s.dtype() != DType::BF16 {
+    matmul_bf16_to(a, la, b, lb, batch, m, k, n, DType::F32)
+}
+
+/// [`matmul_bf16`] with the product stored as `out` (f32, or bf16: the f32 accumulator
+/// rounded once as cuBLAS stores it), for a product that is only ever read as a bf16 operand
+/// or summed into an f32 result (the convolution's column gradient).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_bf16_to(
+    a: &CudaStorage,
+    la: &Layout,
+    b: &CudaStorage,
+    lb: &Layout,
+    batch: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    out: DType,
+) -> Result<CudaStorage> {
+    for (s, want) in [(a, DType::BF16), (b, DType::BF16)] {
+        if s.dtype() != want {
             return Err(Error::DTypeMismatch {
                 op: "matmul_bf16",
                 lhs: s.dtype(),
-                rhs: DType::BF16,
+                rhs: want,
             });
         }
     }
+    if !matches!(out, DType::F32 | DType::BF16) {
+        return Err(Error::UnsupportedDType {
+            op: "matmul_bf16",
+            dtype: out,
+            supported: "f32, bf16",
+        });
+    }
     let len = batch * m * n;
     if len == 0 || k == 0 {
-        return CudaStorage::full(&a.backend, DType::F32, len, 0.0);
+        return CudaStorage::full(&a.backend, out, len, 0.0);
     }
     let (a_dense, pa) = operand(a, la, m, k)?;
     let (b_dense, pb) = operand(b, lb, k, n)?;
     let (a, b) = (a_dense.as_ref().unwrap_or(a), b_dense.as_ref().unwrap_or(b));
-    gemm(
-        a,
-        pa,
-        b,
-        pb,
-        batch,
-        m,
-        k,
-        n,
-        DType::F32,
-        MatmulPrecision::Bf16,
-    )
+    gemm(a, pa, b, pb, batch, m, k, n, out, MatmulPrecision::Bf16)
 }
 
 /// One strided-batched cuBLAS call on operands read through their plans: bf16 operands with
@@ -266,7 +280,12 @@ fn gemm(
         } else {
             String::new()
         };
-        format!("cublas gemm {:?} {b}{m}x{k}x{n}", a.dtype())
+        let to = if out_dtype == DType::BF16 {
+            "->BF16"
+        } else {
+            ""
+        };
+        format!("cublas gemm {:?}{to} {b}{m}x{k}x{n}", a.dtype())
     });
     // Column-major: C'(n x m) = op(B')(n x k) · op(A')(k x m).
     // SAFETY: pointers, leading dimensions and batch strides were derived from layouts that lie
@@ -304,7 +323,11 @@ fn gemm(
                     pa.2 as i64,
                     (&zero as *const f32).cast(),
                     out.ptr() as *mut std::ffi::c_void,
-                    blas_sys::cudaDataType::CUDA_R_32F,
+                    if out_dtype == DType::BF16 {
+                        blas_sys::cudaDataType::CUDA_R_16BF
+                    } else {
+                        blas_sys::cudaDataType::CUDA_R_32F
+                    },
                     mi,
                     (m * n) as i64,
                     bi,

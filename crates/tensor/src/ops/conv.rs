@@ -9,7 +9,8 @@
 
 use crate::autograd::BackwardOp;
 use crate::cpu::conv::{
-    conv2d_backward_bias, conv2d_backward_input, conv2d_backward_weight, conv2d_forward, ConvGeom,
+    conv2d_backward_bias, conv2d_backward_input_with, conv2d_backward_weight, conv2d_forward,
+    ConvGeom,
 };
 use crate::cpu::gemm::with_bf16_products;
 use crate::cpu::matmul::Gemm;
@@ -234,13 +235,15 @@ struct Conv2dBack {
 }
 
 /// The gradients of `[x, w]` or `[x, w, b]` (values in `inputs`; `needs[i]` says whether input
-/// `i` wants its gradient); `bf16` as for [`forward`].
+/// `i` wants its gradient); `bf16` as for [`forward`]; `bf16_cols`: the column gradient is
+/// rounded to bf16 (at bf16 matmul precision, as the GPU stores it).
 fn backward<T: Gemm>(
     g: &ConvGeom,
     inputs: &[Tensor],
     needs: &[bool],
     dy: &Tensor,
     bf16: bool,
+    bf16_cols: bool,
 ) -> Result<Vec<Option<Tensor>>> {
     const OP: &str = "conv2d backward";
     let (x, w) = (&inputs[0], &inputs[1]);
@@ -249,7 +252,7 @@ fn backward<T: Gemm>(
     let dx = if needs[0] {
         let gw = w.read();
         let ws = typed::<T>(OP, &gw, w)?;
-        let v = with_bf16_products(bf16, || conv2d_backward_input(dys, ws, g));
+        let v = with_bf16_products(bf16, || conv2d_backward_input_with(dys, ws, g, bf16_cols));
         Some(tensor_of(v, x.shape()))
     } else {
         None
@@ -290,16 +293,19 @@ impl BackwardOp for Conv2dBack {
             DType::F32 => {
                 // The backward products round their operands as the forward did: the GEMMs
                 // themselves where they multiply in bf16 (the backward uses only GEMMs).
+                // At bf16 the column gradient is rounded to bf16 too, as the GPU stores it.
+                let cols16 =
+                    crate::precision::matmul_precision() == crate::precision::MatmulPrecision::Bf16;
                 let hw = crate::precision::cpu_bf16_products();
                 if hw {
-                    return backward::<f32>(&self.geom, inputs, &needs, &dy, true);
+                    return backward::<f32>(&self.geom, inputs, &needs, &dy, true, cols16);
                 }
                 let p = crate::precision::cpu_operand;
                 let mut rounded = vec![p(&inputs[0])?, p(&inputs[1])?];
                 rounded.extend(inputs.get(2).cloned());
-                backward::<f32>(&self.geom, &rounded, &needs, &p(&dy)?, false)
+                backward::<f32>(&self.geom, &rounded, &needs, &p(&dy)?, false, cols16)
             }
-            DType::F64 => backward::<f64>(&self.geom, inputs, &needs, &dy, false),
+            DType::F64 => backward::<f64>(&self.geom, inputs, &needs, &dy, false, false),
             d => Err(unsupported("conv2d backward", d)),
         }
     }
@@ -333,10 +339,33 @@ mod gpu {
         k: usize,
         n: usize,
     ) -> Result<Tensor> {
+        product_to(a, b, batch, m, k, n, DType::F32)
+    }
+
+    /// [`product`], with bf16 operands' product stored as `out` (f32 or bf16).
+    fn product_to(
+        a: &Tensor,
+        b: &Tensor,
+        batch: usize,
+        m: usize,
+        k: usize,
+        n: usize,
+        out: DType,
+    ) -> Result<Tensor> {
         let (ga, gb) = (a.read(), b.read());
         let (sa, sb) = (cuda_ref(OP, &ga)?, cuda_ref(OP, &gb)?);
         let s = if a.dtype() == DType::BF16 {
-            crate::cuda::matmul::matmul_bf16(sa, a.layout(), sb, b.layout(), batch, m, k, n)?
+            crate::cuda::matmul::matmul_bf16_to(
+                sa,
+                a.layout(),
+                sb,
+                b.layout(),
+                batch,
+                m,
+                k,
+                n,
+                out,
+            )?
         } else {
             crate::cuda::matmul::matmul(sa, a.layout(), sb, b.layout(), batch, m, k, n)?
         };
@@ -428,7 +457,11 @@ mod gpu {
                 let dyt = with_cuda(OP, &dy, |c| kernels::grad_t(c, g, self.bf16))?;
                 let dyt = Tensor::from_storage(Storage::Cuda(dyt), &[groups, cog, cols_n]);
                 if let (true, Some(wk)) = (want_x, &self.wk) {
-                    let dcols = product(&wk.transpose(1, 2)?, &dyt, groups, kg, cog, cols_n)?;
+                    // At bf16 the column gradient is stored in bf16 (col2im sums it in f32),
+                    // as the CPU rounds it (`cpu::conv::conv2d_backward_input`).
+                    let to = if self.bf16 { DType::BF16 } else { DType::F32 };
+                    let dcols =
+                        product_to(&wk.transpose(1, 2)?, &dyt, groups, kg, cog, cols_n, to)?;
                     let dx = with_cuda(OP, &dcols, |c| kernels::col2im(c, g))?;
                     grads[0] = Some(Tensor::from_storage(Storage::Cuda(dx), x.shape()));
                 }

@@ -89,7 +89,8 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
             for k in [
                 "conv/im2col_bf16_f32",
                 "conv/conv_dy_t_bf16_f32",
-                "conv/col2im_f32",
+                "cublas gemm BF16->BF16 27x4x24",
+                "conv/col2im_bf16_f32",
             ] {
                 assert!(
                     prof.kernels.iter().any(|p| p.name == k),
@@ -97,7 +98,7 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
                 );
             }
         }
-        // (params, groups, bias, grads of x/w/b, strided x)
+        // (params, groups, bias, grads of x/w/b, strided x, kernel size)
         let cases = [
             (
                 Conv2dParams {
@@ -108,6 +109,7 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
                 true,
                 [true, true, true],
                 false,
+                3,
             ),
             (
                 Conv2dParams {
@@ -119,6 +121,7 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
                 false,
                 [true, true, false],
                 true,
+                3,
             ),
             (
                 Conv2dParams {
@@ -131,6 +134,7 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
                 true,
                 [false, true, true],
                 false,
+                3,
             ),
             (
                 Conv2dParams {
@@ -142,6 +146,7 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
                 true,
                 [true, false, true],
                 false,
+                3,
             ),
             (
                 Conv2dParams {
@@ -153,9 +158,29 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
                 false,
                 [true, true, false],
                 true,
+                3,
+            ),
+            (
+                Conv2dParams {
+                    stride: (2, 2),
+                    ..Default::default()
+                },
+                1,
+                true,
+                [true, true, true],
+                true,
+                1,
+            ),
+            (
+                Conv2dParams::default(),
+                1,
+                false,
+                [true, true, false],
+                false,
+                1,
             ),
         ];
-        for (i, (p, groups, bias, grads, strided)) in cases.into_iter().enumerate() {
+        for (i, (p, groups, bias, grads, strided, ks)) in cases.into_iter().enumerate() {
             let seed = 40 + 4 * i as u64;
             let x = if strided {
                 rand(&[3, 4, 8, 9], DType::F32, -1.0, 1.0, seed)
@@ -164,7 +189,7 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
             } else {
                 rand(&[3, 4, 9, 8], DType::F32, -1.0, 1.0, seed)
             };
-            let w = rand(&[6, 4 / groups, 3, 3], DType::F32, -1.0, 1.0, seed + 1);
+            let w = rand(&[6, 4 / groups, ks, ks], DType::F32, -1.0, 1.0, seed + 1);
             let b = rand(&[6], DType::F32, -1.0, 1.0, seed + 2);
             let run = |d: Device, prec: MatmulPrecision| {
                 with_matmul_precision(prec, || {
@@ -182,7 +207,9 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
             };
             let (y, gg) = run(dev, MatmulPrecision::Bf16);
             let (yc, cg) = run(Device::Cpu, MatmulPrecision::Bf16);
-            let what = format!("bf16 conv2d {p:?} bias {bias} grads {grads:?} strided {strided}");
+            let what = format!(
+                "bf16 conv2d {ks}x{ks} {p:?} bias {bias} grads {grads:?} strided {strided}"
+            );
             compare(&format!("{what}: forward"), &y, &yc, 1e-4);
             for (k, name) in ["dx", "dW", "db"].iter().enumerate() {
                 let wanted = grads[k] && (k < 2 || bias);
