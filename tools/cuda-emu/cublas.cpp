@@ -8,11 +8,25 @@
 
 static int g_handle_dummy;
 
+// The leading-dimension rules cuBLAS checks (CUBLAS_STATUS_INVALID_VALUE otherwise): the rows of
+// each matrix as stored, at least 1.
+static bool bad_dims(int ta, int tb, int m, int n, int k, int lda, int ldb, int ldc, int batch) {
+    auto at_least = [](int ld, int rows) { return ld >= (rows > 1 ? rows : 1); };
+    if (m < 0 || n < 0 || k < 0 || batch < 0) return true;
+    if (!at_least(lda, ta ? k : m) || !at_least(ldb, tb ? n : k) || !at_least(ldc, m)) {
+        std::fprintf(stderr, "selfsup CUDA emulator: cuBLAS GEMM with a leading dimension below its "
+                             "matrix's rows (m %d n %d k %d, lda %d ldb %d ldc %d, op %d %d)\n",
+                     m, n, k, lda, ldb, ldc, ta, tb);
+        return true;
+    }
+    return false;
+}
+
 template <typename T>
 static cublasStatus_t gemm_strided(int ta, int tb, int m, int n, int k, const T* alpha, const T* A, int lda,
                                    long long sa, const T* B, int ldb, long long sb, const T* beta, T* C, int ldc,
                                    long long sc, int batch) {
-    if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+    if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc, batch)) return CUBLAS_STATUS_INVALID_VALUE;
     for (int b = 0; b < batch; ++b) {
         const T *a = A + b * sa, *bb = B + b * sb;
         gemm<T>(ta, tb, m, n, k, *alpha, lda, ldb, *beta, C + b * sc, ldc, [&](long long i) { return a[i]; },
@@ -61,6 +75,13 @@ cublasStatus_t cublasGemmStridedBatchedEx(void*, int ta, int tb, int m, int n, i
     }
     for (int t : {atype, btype})
         if (t != CUDA_R_32F && t != CUDA_R_16BF && t != CUDA_R_16F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    // cuBLAS's table of GemmEx types: A and B of one type; f32 operands give f32 output.
+    if (atype != btype || (atype == CUDA_R_32F && ctype != CUDA_R_32F)) {
+        std::fprintf(stderr, "selfsup CUDA emulator: cublasGemmStridedBatchedEx: types A %d B %d C %d "
+                             "are not a combination cuBLAS supports\n", atype, btype, ctype);
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc, batch)) return CUBLAS_STATUS_INVALID_VALUE;
     const bool tf32 = compute == COMPUTE_32F_FAST_TF32;
     const int esz_a = atype == CUDA_R_32F ? 4 : 2, esz_b = btype == CUDA_R_32F ? 4 : 2;
     for (int b = 0; b < batch; ++b) {
