@@ -90,6 +90,20 @@ pub(crate) fn open_lt(backend: &CudaBackend) -> Result<Mutex<LtState>> {
             return Err(backend.err("cuBLASLt workspace", e));
         }
     };
+    // cublasLtMatmul requires a 256-byte aligned workspace; the pool's blocks are, but a product
+    // refused for that would be a hard error later, so an unaligned one leaves cuBLASLt unused.
+    let ws_ptr = {
+        let (p, _sync) = workspace.device_ptr(backend.stream());
+        p
+    };
+    if ws_ptr % 256 != 0 {
+        // SAFETY: the handle was just created and is not used again.
+        let _ = unsafe { lt::destroy_handle(handle) };
+        return Err(Error::DeviceUnavailable {
+            device: Device::Cuda(backend.ordinal()),
+            reason: format!("cuBLASLt's workspace at {ws_ptr:#x} is not 256-byte aligned"),
+        });
+    }
     Ok(Mutex::new(LtState {
         handle,
         workspace,
