@@ -7,20 +7,21 @@
 // N * C * S < 2^31 (`fast`), 32-bit index arithmetic with the divisions by S and C done by
 // `FastDiv` (a 64-bit division per element would cost more than its memory traffic).
 //
-// Forward: `bn_sum` adds each channel's values into sum[c], then `bn_m2` adds
-// (x - sum[c] / M)² into m2[c] (both zeroed first: two passes, as on the CPU); `bn_finish`
-// (one thread per channel) writes mean = sum / M, the biased var = m2 / M, and, as the CPU
-// makes them, scale = w / sqrt(var + eps) and shift = b - mean scale; `bn_affine` writes
-// y = x scale[c] + shift[c] (then the ReLU), the CPU's `apply`. Evaluation mode (inference)
-// runs `bn_affine` alone, on a scale and shift made from the running statistics.
-// Backward: `bn_grad_sums` adds sg[c] = Σ h and sgx[c] = Σ h (x - mean), where h = g (times
-// [y > 0] with the ReLU); `bn_grad_finish` (per channel, in f64 as the CPU) writes the bias's
-// gradient db = sg, the weight's dw = Σ h xhat = sgx invstd, and dx's coefficients a = k,
-// bx = -k invstd dw / M and d = -k db / M with k = w invstd; `bn_grad_input` writes
-// dx = a h + bx (x - mean) + d.
-// The sums split each channel into chunks of `chunk` values, one block of 256 threads per
-// (chunk, channel) with a block fold and one atomic add, so the summation order is unspecified;
-// grid y walks the channels (grid-stride: at most 65,535 blocks). The elementwise kernels are
+// Forward: `bn_stats` splits each channel into chunks of `chunk` values (16 per thread of a
+// 256-thread block, held in registers), one block per (chunk, channel), and writes each chunk's
+// mean and sum of squared deviations from it (one read of x; the CPU reads it twice, for the
+// mean and then the deviations); `bn_finish` (one thread per channel) combines the chunks in
+// order (Chan et al.'s pairwise update, in f64: deterministic, no atomics) and writes the mean,
+// the biased var = M2 / M, and, as the CPU makes them, scale = w / sqrt(var + eps) and
+// shift = b - mean scale; `bn_affine` writes y = x scale[c] + shift[c] (then the ReLU), the
+// CPU's `apply`. Evaluation mode (inference) runs `bn_affine` alone, on a scale and shift made
+// from the running statistics.
+// Backward: `bn_grad_sums` writes each chunk's sums of h and of h (x - mean), where h = g
+// (times [y > 0] with the ReLU); `bn_grad_finish` (per channel, in f64 as the CPU) adds them in
+// chunk order and writes the bias's gradient db = Σ h, the weight's dw = Σ h xhat =
+// Σ h (x - mean) invstd, and dx's coefficients a = k, bx = -k invstd dw / M and d = -k db / M
+// with k = w invstd; `bn_grad_input` writes dx = a h + bx (x - mean) + d.
+// Grid y walks the channels (grid-stride: at most 65,535 blocks). The elementwise kernels are
 // 1-D grid-stride over N * C * S; the per-channel ones one thread per channel.
 
 struct BnShape {
@@ -49,37 +50,58 @@ __device__ __forceinline__ i64 bn_at(i64 p, i64 ch, const BnShape& g) {
 
 #define BN_CHANNELS(ch, c) for (i64 ch = blockIdx.y; ch < (c); ch += gridDim.y)
 
-template <typename T>
-__device__ void bn_sum(const T* x, T* sum, BnShape g, i64 chunk) {
-    const i64 m = g.n * g.s, p0 = (i64)blockIdx.x * chunk, p1 = min(m, p0 + chunk);
-    BN_CHANNELS(ch, g.c) {
-        T acc = T(0);
-        for (i64 p = p0 + threadIdx.x; p < p1; p += blockDim.x) acc += x[bn_at(p, ch, g)];
-        acc = block_fold(acc, SumOp(), T(0));
-        if (threadIdx.x == 0) atomicAdd(sum + ch, acc);
-    }
-}
+// Values of a channel each thread of a statistics block holds (the host's chunk is this times
+// the block's 256 threads).
+#define BN_PER_THREAD 16
 
+// One block's share of a channel's statistics: its values' mean and sum of squared deviations
+// from that mean (two passes over registers, one read of x), into part_mean / part_m2 at
+// [ch * chunks + chunk index].
 template <typename T>
-__device__ void bn_m2(const T* x, const T* sum, T* m2, BnShape g, i64 chunk) {
+__device__ void bn_stats(const T* x, T* part_mean, T* part_m2, BnShape g, i64 chunk, i64 chunks) {
     const i64 m = g.n * g.s, p0 = (i64)blockIdx.x * chunk, p1 = min(m, p0 + chunk);
     BN_CHANNELS(ch, g.c) {
-        const T mean = sum[ch] / T(m);
+        T v[BN_PER_THREAD];
         T acc = T(0);
-        for (i64 p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
-            const T d = x[bn_at(p, ch, g)] - mean;
-            acc += d * d;
+#pragma unroll
+        for (int k = 0; k < BN_PER_THREAD; ++k) {
+            const i64 p = p0 + threadIdx.x + (i64)k * blockDim.x;
+            v[k] = p < p1 ? x[bn_at(p, ch, g)] : T(0);
+            acc += v[k];
         }
-        acc = block_fold(acc, SumOp(), T(0));
-        if (threadIdx.x == 0) atomicAdd(m2 + ch, acc);
+        const T mean = block_fold(acc, SumOp(), T(0)) / T(p1 - p0);
+        T q = T(0);
+#pragma unroll
+        for (int k = 0; k < BN_PER_THREAD; ++k) {
+            const i64 p = p0 + threadIdx.x + (i64)k * blockDim.x;
+            const T d = v[k] - mean;
+            if (p < p1) q += d * d;
+        }
+        q = block_fold(q, SumOp(), T(0));
+        if (threadIdx.x == 0) {
+            part_mean[ch * chunks + blockIdx.x] = mean;
+            part_m2[ch * chunks + blockIdx.x] = q;
+        }
     }
 }
 
+// Per channel: the blocks' shares combined in chunk order (Chan et al.'s pairwise update, in
+// f64), then mean, the biased var = M2 / M, scale = w / sqrt(var + eps) and
+// shift = b - mean scale as the CPU makes them.
 template <typename T>
-__device__ void bn_finish(const T* sum, const T* m2, const T* w, const T* b, T* mean, T* var,
-                          T* scale, T* shift, i64 c, i64 m, double eps) {
+__device__ void bn_finish(const T* part_mean, const T* part_m2, const T* w, const T* b, T* mean,
+                          T* var, T* scale, T* shift, i64 c, i64 m, i64 chunk, i64 chunks,
+                          double eps) {
     FOR_EACH_INDEX(ch, c) {
-        const T mu = sum[ch] / T(m), v = m2[ch] / T(m);
+        double na = 0.0, ma = 0.0, qa = 0.0;
+        for (i64 j = 0; j < chunks; ++j) {
+            const double nb = (double)min(chunk, m - j * chunk), n = na + nb;
+            const double mb = (double)part_mean[ch * chunks + j], d = mb - ma;
+            ma += d * (nb / n);
+            qa += (double)part_m2[ch * chunks + j] + d * d * (na * nb / n);
+            na = n;
+        }
+        const T mu = (T)ma, v = (T)(qa / (double)m);
         const T k = (w ? w[ch] : T(1)) / sqrt(v + T(eps));
         mean[ch] = mu;
         var[ch] = v;
@@ -99,8 +121,8 @@ __device__ void bn_affine(const T* x, const T* scale, const T* shift, T* y, BnSh
 }
 
 template <typename T>
-__device__ void bn_grad_sums(const T* x, const T* y, const T* g, const T* mean, T* sg, T* sgx,
-                             BnShape sh, i64 chunk, int relu) {
+__device__ void bn_grad_sums(const T* x, const T* y, const T* g, const T* mean, T* part_sg,
+                             T* part_sgx, BnShape sh, i64 chunk, i64 chunks, int relu) {
     const i64 m = sh.n * sh.s, p0 = (i64)blockIdx.x * chunk, p1 = min(m, p0 + chunk);
     BN_CHANNELS(ch, sh.c) {
         const T mu = mean[ch];
@@ -114,25 +136,31 @@ __device__ void bn_grad_sums(const T* x, const T* y, const T* g, const T* mean, 
         a = block_fold(a, SumOp(), T(0));
         ax = block_fold(ax, SumOp(), T(0));
         if (threadIdx.x == 0) {
-            atomicAdd(sg + ch, a);
-            atomicAdd(sgx + ch, ax);
+            part_sg[ch * chunks + blockIdx.x] = a;
+            part_sgx[ch * chunks + blockIdx.x] = ax;
         }
     }
 }
 
 template <typename T>
-__device__ void bn_grad_finish(const T* sg, const T* sgx, T* db, T* dw, const T* var, const T* w,
-                               T* a, T* bx, T* d, i64 c, i64 m, double eps) {
+__device__ void bn_grad_finish(const T* part_sg, const T* part_sgx, T* db, T* dw, const T* var,
+                               const T* w, T* a, T* bx, T* d, i64 c, i64 m, i64 chunks,
+                               double eps) {
     FOR_EACH_INDEX(ch, c) {
+        double sg = 0.0, sgx = 0.0;
+        for (i64 j = 0; j < chunks; ++j) {
+            sg += (double)part_sg[ch * chunks + j];
+            sgx += (double)part_sgx[ch * chunks + j];
+        }
         const T is = T(1) / sqrt(var[ch] + T(eps));
         const T k = w ? w[ch] * is : is;
         const double kk = (double)k, isd = (double)is, md = (double)m;
-        const double sgx_hat = (double)sgx[ch] * isd;
-        db[ch] = sg[ch];
+        const double sgx_hat = sgx * isd;
+        db[ch] = (T)sg;
         dw[ch] = (T)sgx_hat;
         a[ch] = k;
         bx[ch] = (T)(-kk * isd * sgx_hat / md);
-        d[ch] = (T)(-kk * (double)sg[ch] / md);
+        d[ch] = (T)(-kk * sg / md);
     }
 }
 
@@ -147,31 +175,30 @@ __device__ void bn_grad_input(const T* x, const T* y, const T* g, const T* mean,
 }
 
 #define BN_KERNELS(T, TAG)                                                                     \
-    extern "C" __global__ void bn_sum_##TAG(const T* x, T* sum, BnShape g, i64 chunk) {        \
-        bn_sum<T>(x, sum, g, chunk);                                                           \
+    extern "C" __global__ void bn_stats_##TAG(const T* x, T* pm, T* pq, BnShape g, i64 chunk,  \
+                                              i64 chunks) {                                    \
+        bn_stats<T>(x, pm, pq, g, chunk, chunks);                                              \
     }                                                                                          \
-    extern "C" __global__ void bn_m2_##TAG(const T* x, const T* sum, T* m2, BnShape g,         \
-                                           i64 chunk) {                                        \
-        bn_m2<T>(x, sum, m2, g, chunk);                                                        \
-    }                                                                                          \
-    extern "C" __global__ void bn_finish_##TAG(const T* sum, const T* m2, const T* w,          \
+    extern "C" __global__ void bn_finish_##TAG(const T* pm, const T* pq, const T* w,           \
                                                const T* b, T* mean, T* var, T* scale,          \
-                                               T* shift, i64 c, i64 m, double eps) {           \
-        bn_finish<T>(sum, m2, w, b, mean, var, scale, shift, c, m, eps);                       \
+                                               T* shift, i64 c, i64 m, i64 chunk, i64 chunks,  \
+                                               double eps) {                                   \
+        bn_finish<T>(pm, pq, w, b, mean, var, scale, shift, c, m, chunk, chunks, eps);         \
     }                                                                                          \
     extern "C" __global__ void bn_affine_##TAG(const T* x, const T* scale, const T* shift, T* y, \
                                                BnShape g, int relu) {                          \
         bn_affine<T>(x, scale, shift, y, g, relu);                                             \
     }                                                                                          \
     extern "C" __global__ void bn_grad_sums_##TAG(const T* x, const T* y, const T* g,          \
-                                                  const T* mean, T* sg, T* sgx, BnShape sh,    \
-                                                  i64 chunk, int relu) {                       \
-        bn_grad_sums<T>(x, y, g, mean, sg, sgx, sh, chunk, relu);                              \
+                                                  const T* mean, T* psg, T* psgx, BnShape sh,  \
+                                                  i64 chunk, i64 chunks, int relu) {           \
+        bn_grad_sums<T>(x, y, g, mean, psg, psgx, sh, chunk, chunks, relu);                    \
     }                                                                                          \
-    extern "C" __global__ void bn_grad_finish_##TAG(const T* sg, const T* sgx, T* db, T* dw,   \
+    extern "C" __global__ void bn_grad_finish_##TAG(const T* psg, const T* psgx, T* db, T* dw, \
                                                     const T* var, const T* w, T* a, T* bx,     \
-                                                    T* d, i64 c, i64 m, double eps) {          \
-        bn_grad_finish<T>(sg, sgx, db, dw, var, w, a, bx, d, c, m, eps);                       \
+                                                    T* d, i64 c, i64 m, i64 chunks,            \
+                                                    double eps) {                              \
+        bn_grad_finish<T>(psg, psgx, db, dw, var, w, a, bx, d, c, m, chunks, eps);             \
     }                                                                                          \
     extern "C" __global__ void bn_grad_input_##TAG(const T* x, const T* y, const T* g,         \
                                                    const T* mean, const T* a, const T* bx,     \

@@ -13,8 +13,9 @@ use crate::error::Result;
 
 const OP: &str = "batch_norm";
 
-/// Values of one channel each block of the per-channel sums folds.
-const CHUNK: usize = 4096;
+/// Values of one channel each block of the per-channel sums folds: `BN_PER_THREAD` (16) for
+/// each of the block's threads, which `bn_stats` holds in registers.
+const CHUNK: usize = 16 * BLOCK as usize;
 
 /// Mirrors `struct BnShape` in `kernels/batch_norm.cu`.
 #[repr(C)]
@@ -80,30 +81,31 @@ pub fn train_forward(
     if total == 0 {
         return Ok((y, mean, var));
     }
-    // The two per-channel sums, zeroed by one fill: sum at 0, m2 at C.
-    let sums = CudaStorage::full(be, x.dtype(), 2 * g.c, 0.0)?;
+    // Each chunk's mean and squared deviations, [C, chunks] each, combined by `bn_finish`.
+    let chunks = g.per_channel().div_ceil(CHUNK).max(1);
+    let parts = CudaStorage::alloc(be, x.dtype(), 2 * g.c * chunks)?;
     let scale = CudaStorage::alloc(be, x.dtype(), g.c)?;
     let shift = CudaStorage::alloc(be, x.dtype(), g.c)?;
-    let (shape, chunk) = (BnShape::new(g), CHUNK as i64);
+    let (shape, chunk, chunks) = (BnShape::new(g), CHUNK as i64, chunks as i64);
     let (c, m) = (g.c as i64, g.per_channel() as i64);
-    let (px, ps) = (x.ptr(), sums.ptr());
-    let pm2 = ps + (g.c * x.dtype().size_in_bytes()) as u64;
-    let f = be.function("batch_norm", &format!("bn_sum_{t}"))?;
+    let (px, ppm) = (x.ptr(), parts.ptr());
+    let ppq = ppm + (g.c * chunks as usize * x.dtype().size_in_bytes()) as u64;
+    let f = be.function("batch_norm", &format!("bn_stats_{t}"))?;
     let mut l = be.stream().launch_builder(&f);
-    l.arg(&px).arg(&ps).arg(&shape).arg(&chunk);
-    // SAFETY: x holds N * C * S elements, sums 2C (sum the first C).
-    unsafe { l.launch(per_chunk(g)) }.map_err(|e| be.err(OP, e))?;
-    let f = be.function("batch_norm", &format!("bn_m2_{t}"))?;
-    let mut l = be.stream().launch_builder(&f);
-    l.arg(&px).arg(&ps).arg(&pm2).arg(&shape).arg(&chunk);
-    // SAFETY: as above; m2 is the last C elements of sums.
+    l.arg(&px)
+        .arg(&ppm)
+        .arg(&ppq)
+        .arg(&shape)
+        .arg(&chunk)
+        .arg(&chunks);
+    // SAFETY: x holds N * C * S elements; parts 2 * C * chunks (means first).
     unsafe { l.launch(per_chunk(g)) }.map_err(|e| be.err(OP, e))?;
     let f = be.function("batch_norm", &format!("bn_finish_{t}"))?;
     let (pw, pb, pmean, pvar) = (opt_ptr(w), opt_ptr(b), mean.ptr(), var.ptr());
     let (psc, psh) = (scale.ptr(), shift.ptr());
     let mut l = be.stream().launch_builder(&f);
-    l.arg(&ps)
-        .arg(&pm2)
+    l.arg(&ppm)
+        .arg(&ppq)
         .arg(&pw)
         .arg(&pb)
         .arg(&pmean)
@@ -112,8 +114,10 @@ pub fn train_forward(
         .arg(&psh)
         .arg(&c)
         .arg(&m)
+        .arg(&chunk)
+        .arg(&chunks)
         .arg(&eps);
-    // SAFETY: sum and m2 (in sums), w, b (or null), mean, var, scale and shift hold C elements.
+    // SAFETY: the parts as above; w, b (or null), mean, var, scale and shift hold C elements.
     unsafe { l.launch(grid_for(g.c)) }.map_err(|e| be.err(OP, e))?;
     let y = affine(x, &scale, &shift, y, g, relu)?;
     Ok((y, mean, var))
@@ -184,24 +188,25 @@ pub fn train_backward(
         let zeros = || CudaStorage::full(be, x.dtype(), g.c, 0.0);
         return Ok((dx, zeros()?, zeros()?));
     }
-    // The two per-channel sums, zeroed by one fill: Σ h at 0, Σ h (x - mean) at C;
-    // `bn_grad_finish` writes the gradients of the bias and the weight from them.
-    let sums = CudaStorage::full(be, x.dtype(), 2 * g.c, 0.0)?;
+    // Each chunk's Σ h and Σ h (x - mean), [C, chunks] each; `bn_grad_finish` adds them in
+    // order and writes the gradients of the bias and the weight.
+    let chunks = g.per_channel().div_ceil(CHUNK).max(1);
+    let parts = CudaStorage::alloc(be, x.dtype(), 2 * g.c * chunks)?;
     let (db, dw) = (
         CudaStorage::alloc(be, x.dtype(), g.c)?,
         CudaStorage::alloc(be, x.dtype(), g.c)?,
     );
     let (shape, chunk, relu) = (BnShape::new(g), CHUNK as i64, i32::from(relu));
-    let (c, m) = (g.c as i64, g.per_channel() as i64);
+    let (c, m, chunks) = (g.c as i64, g.per_channel() as i64, chunks as i64);
     let (px, py, pg, pm, pv, psg) = (
         x.ptr(),
         y.ptr(),
         gr.ptr(),
         mean.ptr(),
         var.ptr(),
-        sums.ptr(),
+        parts.ptr(),
     );
-    let psgx = psg + (g.c * x.dtype().size_in_bytes()) as u64;
+    let psgx = psg + (g.c * chunks as usize * x.dtype().size_in_bytes()) as u64;
     let f = be.function("batch_norm", &format!("bn_grad_sums_{t}"))?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px)
@@ -212,8 +217,9 @@ pub fn train_backward(
         .arg(&psgx)
         .arg(&shape)
         .arg(&chunk)
+        .arg(&chunks)
         .arg(&relu);
-    // SAFETY: x, y and gr hold N * C * S elements; mean C, sums 2C.
+    // SAFETY: x, y and gr hold N * C * S elements; mean C; parts 2 * C * chunks.
     unsafe { l.launch(per_chunk(g)) }.map_err(|e| be.err(OP, e))?;
     let coef = || CudaStorage::alloc(be, x.dtype(), g.c);
     let (a, bx, d) = (coef()?, coef()?, coef()?);
@@ -232,8 +238,9 @@ pub fn train_backward(
         .arg(&pd)
         .arg(&c)
         .arg(&m)
+        .arg(&chunks)
         .arg(&eps);
-    // SAFETY: sg and sgx (in sums), db, dw, var, w (or null), a, bx and d hold C elements.
+    // SAFETY: the parts as above; db, dw, var, w (or null), a, bx and d hold C elements.
     unsafe { l.launch(grid_for(g.c)) }.map_err(|e| be.err(OP, e))?;
     let f = be.function("batch_norm", &format!("bn_grad_input_{t}"))?;
     let pdx = dx.ptr();

@@ -247,8 +247,7 @@ mod tests {
             .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
             .collect(),
             "batch_norm" => [
-                "bn_sum",
-                "bn_m2",
+                "bn_stats",
                 "bn_finish",
                 "bn_affine",
                 "bn_grad_sums",
