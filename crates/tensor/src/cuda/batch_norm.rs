@@ -52,14 +52,25 @@ impl BnShape {
 /// the channels beyond.
 fn per_chunk(g: BnGeom) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (
-            g.per_channel().div_ceil(CHUNK).max(1) as u32,
-            g.c.clamp(1, 65_535) as u32,
-            1,
-        ),
+        grid_dim: (chunks(g) as u32, g.c.clamp(1, 65_535) as u32, 1),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// Chunks of [`CHUNK`] values each channel's reductions split into (one block each).
+fn chunks(g: BnGeom) -> usize {
+    g.per_channel().div_ceil(CHUNK).max(1)
+}
+
+/// Scratch for a channel reduction's per-chunk results, two `[C, chunks]` halves: the buffer,
+/// the addresses of its halves, and the number of chunks.
+fn chunk_parts(x: &CudaStorage, g: BnGeom) -> Result<(CudaStorage, u64, u64, i64)> {
+    let chunks = chunks(g);
+    let parts = CudaStorage::alloc(&x.backend, x.dtype(), 2 * g.c * chunks)?;
+    let first = parts.ptr();
+    let second = first + (g.c * chunks * x.dtype().size_in_bytes()) as u64;
+    Ok((parts, first, second, chunks as i64))
 }
 
 /// Training-mode forward over contiguous `x` `[N, C, S]`: `(y, mean, var)` with the batch's
@@ -81,15 +92,13 @@ pub fn train_forward(
     if total == 0 {
         return Ok((y, mean, var));
     }
-    // Each chunk's mean and squared deviations, [C, chunks] each, combined by `bn_finish`.
-    let chunks = g.per_channel().div_ceil(CHUNK).max(1);
-    let parts = CudaStorage::alloc(be, x.dtype(), 2 * g.c * chunks)?;
+    // Each chunk's mean and squared deviations, combined by `bn_finish`.
+    let (_parts, ppm, ppq, chunks) = chunk_parts(x, g)?;
     let scale = CudaStorage::alloc(be, x.dtype(), g.c)?;
     let shift = CudaStorage::alloc(be, x.dtype(), g.c)?;
-    let (shape, chunk, chunks) = (BnShape::new(g), CHUNK as i64, chunks as i64);
+    let (shape, chunk) = (BnShape::new(g), CHUNK as i64);
     let (c, m) = (g.c as i64, g.per_channel() as i64);
-    let (px, ppm) = (x.ptr(), parts.ptr());
-    let ppq = ppm + (g.c * chunks as usize * x.dtype().size_in_bytes()) as u64;
+    let px = x.ptr();
     let f = be.function("batch_norm", &format!("bn_stats_{t}"))?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px)
@@ -190,23 +199,14 @@ pub fn train_backward(
     }
     // Each chunk's Σ h and Σ h (x - mean), [C, chunks] each; `bn_grad_finish` adds them in
     // order and writes the gradients of the bias and the weight.
-    let chunks = g.per_channel().div_ceil(CHUNK).max(1);
-    let parts = CudaStorage::alloc(be, x.dtype(), 2 * g.c * chunks)?;
+    let (_parts, psg, psgx, chunks) = chunk_parts(x, g)?;
     let (db, dw) = (
         CudaStorage::alloc(be, x.dtype(), g.c)?,
         CudaStorage::alloc(be, x.dtype(), g.c)?,
     );
     let (shape, chunk, relu) = (BnShape::new(g), CHUNK as i64, i32::from(relu));
-    let (c, m, chunks) = (g.c as i64, g.per_channel() as i64, chunks as i64);
-    let (px, py, pg, pm, pv, psg) = (
-        x.ptr(),
-        y.ptr(),
-        gr.ptr(),
-        mean.ptr(),
-        var.ptr(),
-        parts.ptr(),
-    );
-    let psgx = psg + (g.c * chunks as usize * x.dtype().size_in_bytes()) as u64;
+    let (c, m) = (g.c as i64, g.per_channel() as i64);
+    let (px, py, pg, pm, pv) = (x.ptr(), y.ptr(), gr.ptr(), mean.ptr(), var.ptr());
     let f = be.function("batch_norm", &format!("bn_grad_sums_{t}"))?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(&px)

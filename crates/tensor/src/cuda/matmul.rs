@@ -204,12 +204,12 @@ pub fn matmul_bf16_to(
     n: usize,
     out: DType,
 ) -> Result<CudaStorage> {
-    for (s, want) in [(a, DType::BF16), (b, DType::BF16)] {
-        if s.dtype() != want {
+    for s in [a, b] {
+        if s.dtype() != DType::BF16 {
             return Err(Error::DTypeMismatch {
                 op: "matmul_bf16",
                 lhs: s.dtype(),
-                rhs: want,
+                rhs: DType::BF16,
             });
         }
     }
