@@ -14,8 +14,8 @@
 #            resnet512, resnet512-bf16, each with its `gpu-profile` line
 #   quick    `selfsup quickstart --device cuda` on the carried Fashion-MNIST
 #   tests    the nn and ssl device suites and the tensor crate's unit tests
-#   rest     the other bench rows: gpt2-unfused, gpt2-composed, sgemm (f32, TF32, bf16),
-#            simclr, gpt
+#   rest     the other bench rows: resnet512-bf16-composed, gpt2-unfused, gpt2-composed,
+#            sgemm (f32, TF32, bf16), simclr, gpt
 # DEADLINE (seconds from the start, default 540) bounds the whole run: each step gets at most
 # its own cap and never more than the time left (less 15 s for the packing); a step that no
 # longer fits is recorded as skipped. $OUT receives at most 6 files, refreshed after every step
@@ -136,7 +136,7 @@ for s in "${steps[@]}"; do
     quick) cap=200 step quick env OUT="$work" QUICKSTART_TIMEOUT=190 bash scripts/gpu_bench.sh quickstart ;;
     tests) cap=180 step tests env OUT="$work/check" TEST_TIMEOUT=120 bash scripts/gpu_check.sh run \
       selfsup-nn-devices selfsup-ssl-devices selfsup-tensor-selfsup_tensor-lib ;;
-    rest) cap=300 step rest env OUT="$work" ROUNDS=1 WORKLOADS="gpt2-unfused gpt2-composed sgemm-bf16 sgemm sgemm-tf32 simclr gpt" \
+    rest) cap=300 step rest env OUT="$work" ROUNDS=1 WORKLOADS="resnet512-bf16-composed gpt2-unfused gpt2-composed sgemm-bf16 sgemm sgemm-tf32 simclr gpt" \
       BENCH_TIMEOUT=60 bash scripts/gpu_bench.sh run ;;
     *) echo "== $s: no such step (device suite targets quick tests rest)" | tee -a "$summary" ;;
   esac

@@ -21,7 +21,11 @@ def key(row):
     if b == "simclr-step":
         prec = row.get("precision", "f32")
         batch = "batch %s" % row.get("batch_images")
-        return ("simclr-step", row.get("backbone", "small-cnn"), batch if prec == "f32" else batch + " " + prec)
+        batch = batch if prec == "f32" else batch + " " + prec
+        # Our rows with the convolution's single-GEMM arrangement (--fusion composed) apart.
+        if row.get("fusion", "fused") != "fused":
+            batch += ", composed"
+        return ("simclr-step", row.get("backbone", "small-cnn"), batch)
     if b == "gpt-step":
         model = row.get("model", "mini")
         attention = row.get("attention", "fused") if row.get("engine") != "torch" else "sdpa"
@@ -95,6 +99,8 @@ def main():
         else:
             prec = p.get("precision") or "f32"
             what = p.get("workload"), p.get("backbone") + ("" if prec == "f32" else " " + prec)
+        if p.get("fusion", "fused") != "fused":
+            what = what[0], what[1] + ", " + p["fusion"]
         last[(p.get("engine", "selfsup"), what)] = p
     for (engine, what), p in sorted(last.items()):
         print()

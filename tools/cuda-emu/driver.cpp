@@ -229,7 +229,7 @@ CUresult cuDeviceGetAttribute(int* v, int attr, CUdevice) {
         case 6: case 7: *v = 65535; break;
         case 8: *v = 48 * 1024; break;
         case 10: *v = 32; break;     // warp size
-        case 16: *v = 1; break;      // multiprocessors
+        case 16: *v = 132; break;    // multiprocessors (an H100 SXM or H200: 132)
         case 75: *v = 9; break;      // compute capability major
         case 76: *v = 0; break;      // minor
         case 115: *v = 1; break;     // memory pools supported

@@ -170,20 +170,26 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 on_device.push(b.to_device(device)?);
             }
             let batches = on_device;
+            let fusion: GpuFusion = args
+                .fusion
+                .parse()
+                .map_err(|e| CliError::Input(format!("--fusion: {e}")))?;
             let mut i = 0;
             let mut last = 0.0;
-            let t = timed(args.reps, 3, || {
-                last = trainer.train_step(&batches[i % batches.len()])?.loss;
-                i += 1;
-                Ok(())
+            let t = with_gpu_fusion(fusion, || {
+                timed(args.reps, 3, || {
+                    last = trainer.train_step(&batches[i % batches.len()])?.loss;
+                    i += 1;
+                    Ok(())
+                })
             })?;
             let ips: Vec<f64> = t.iter().map(|s| batch as f64 / s).collect();
             println!(
                 "{}",
-                json!({"bench": "simclr-step", "backbone": args.backbone, "device": dev_name, "precision": prec, "threads": threads, "batch_images": batch, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
+                json!({"bench": "simclr-step", "backbone": args.backbone, "device": dev_name, "precision": prec, "fusion": args.fusion, "threads": threads, "batch_images": batch, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
             );
             profile(args, device, "simclr-step", batch, || {
-                trainer.train_step(&batches[i % batches.len()])?;
+                with_gpu_fusion(fusion, || trainer.train_step(&batches[i % batches.len()]))?;
                 Ok(None)
             })?;
         }

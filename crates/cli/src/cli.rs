@@ -330,9 +330,11 @@ pub struct BenchArgs {
     /// at --precision and a softmax over stored T x T scores), to compare the two.
     #[arg(long, default_value = "fused")]
     pub attention: String,
-    /// gpt-step on a GPU at bf16: `fused` (the MLP's activation and the output head's loss
-    /// gradient written straight to bf16: `Tensor::mlp2`, `Tensor::linear_cross_entropy`) or
-    /// `composed` (the ops they stand for), to measure what the fusion buys.
+    /// On a GPU: `fused` (gpt-step at bf16: the MLP's activation and the output head's loss
+    /// gradient written straight to bf16, `Tensor::mlp2`, `Tensor::linear_cross_entropy`;
+    /// simclr-step: convolutions with per-image forward GEMMs into the output's layout and the
+    /// weight gradient's long reduction cut into slices) or `composed` (the ops they stand for;
+    /// each convolution's products as single GEMMs over all columns), to measure what they buy.
     #[arg(long, default_value = "fused")]
     pub fusion: String,
     /// On a GPU, after the timed repetitions: one more step with every kernel launch and

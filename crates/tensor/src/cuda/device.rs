@@ -20,6 +20,7 @@ pub struct CudaBackend {
     ordinal: usize,
     name: String,
     capability: (i32, i32),
+    multiprocessors: usize,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
@@ -106,6 +107,10 @@ fn open(ordinal: usize) -> Opened {
     let capability = ctx
         .compute_capability()
         .map_err(|e| format!("reading the compute capability failed: {e:?}"))?;
+    let multiprocessors = ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(|e| format!("reading the multiprocessor count failed: {e:?}"))?
+        .max(1) as usize;
     let stream = ctx
         .new_stream()
         .map_err(|e| format!("creating a stream failed: {e:?}"))?;
@@ -114,6 +119,7 @@ fn open(ordinal: usize) -> Opened {
         ordinal,
         name,
         capability,
+        multiprocessors,
         ctx,
         stream,
         modules: Mutex::new(HashMap::new()),
@@ -176,6 +182,12 @@ impl CudaBackend {
     /// Compute capability (major, minor), e.g. (9, 0) for H100/H200.
     pub fn capability(&self) -> (i32, i32) {
         self.capability
+    }
+
+    /// The number of streaming multiprocessors (132 on an H100 SXM or H200): how many blocks
+    /// of a large kernel run at once, which decides when a product is cut into slices.
+    pub fn multiprocessors(&self) -> usize {
+        self.multiprocessors
     }
 
     /// Makes this device's context current on the calling thread (driver and library calls

@@ -312,11 +312,16 @@ impl BackwardOp for Conv2dBack {
 }
 
 /// The GPU convolution: im2col of the whole batch into the column matrix
-/// `[c_in * kh * kw, n * oh * ow]` (`kernels/conv.cu`), one GEMM per group (a single batched
-/// cuBLAS call) giving the channel-major `[c_out, n * oh * ow]`, then one pass to the output's
-/// `[n, c_out, oh, ow]` that also adds the bias. The backward is one op too: the output
-/// gradient goes to `[c_out, n * oh * ow]` once, the weight gradient is one GEMM reducing over
-/// all `n * oh * ow` columns, and the input gradient is `Wᵀ` times it, folded back by col2im.
+/// `[c_in * kh * kw, n * oh * ow]` (`kernels/conv.cu`), then with one group, no bias and at
+/// least 64 output positions per image (a multiple of 8), one GEMM per image (a single strided-batched cuBLAS
+/// call) writing the output `[n, c_out, oh, ow]` in place; otherwise one GEMM per group (a
+/// single batched call) giving the channel-major `[c_out, n * oh * ow]`, then one pass to the
+/// output's layout that also adds the bias. The backward is one op too: the output gradient
+/// goes to `[c_out, n * oh * ow]` once, the weight gradient is a GEMM reducing over all
+/// `n * oh * ow` columns (cut into slices when its output is too small to fill the GPU), and
+/// the input gradient is `Wᵀ` times it, folded back by col2im. Under
+/// [`GpuFusion::Composed`](crate::ops::fusion::GpuFusion) the products are single GEMMs over
+/// all columns with the layout pass, to measure what the other arrangements buy.
 /// At bf16 matmul precision (f32 tensors) the columns are written in bf16 by im2col itself,
 /// and they and the weight's bf16 copy are kept for the backward, whose output gradient is
 /// written in bf16 by its layout pass: every product at bf16 precision without a separate cast.
@@ -324,9 +329,21 @@ impl BackwardOp for Conv2dBack {
 mod gpu {
     use super::*;
     use crate::cuda::conv as kernels;
+    use crate::ops::fusion::GpuFusion;
     use crate::ops::{cuda_ref, dense, with_cuda};
 
     const OP: &str = "conv2d";
+
+    /// The output positions per image from which the forward runs one GEMM per image (one
+    /// batched call) straight into `[n, c_out, oh, ow]`, rather than one GEMM over all columns
+    /// and a layout pass: at 64 and more each image's product still fills tensor-core tiles.
+    const PER_IMAGE_GEMM: usize = 64;
+
+    /// Each image's columns and output start a multiple of this many elements apart, so that
+    /// every batch entry of the per-image GEMMs is 16-byte aligned (in bf16; 32 in f32), as
+    /// cuBLAS's fastest tensor-core kernels require (the SmallCnn's 14x14 and 7x7 outputs are
+    /// not: their forward stays one GEMM over all columns, whose rows are aligned).
+    const ALIGN_ELEMS: usize = 8;
 
     /// `[batch, m, k] · [batch, k, n]` (views cuBLAS reads in place: row- or column-major
     /// matrices), both bf16 (f32 accumulation and output) or both the same float dtype (at the
@@ -372,6 +389,46 @@ mod gpu {
         Ok(Tensor::from_storage(Storage::Cuda(s), &[batch, m, n]))
     }
 
+    /// The weight gradient `dy_t · colsᵀ` (`[groups, c_out / groups, k / groups]`), a
+    /// reduction over all `n·oh·ow` columns. With one group and few output tiles for the GPU's
+    /// SMs it is cut into slices (`cuda::split_k`): one strided-batched GEMM writes each
+    /// slice's partial product, then they are summed in order (and a ragged tail's product
+    /// added), so the whole GPU works on it whatever cuBLAS's heuristics would do with one
+    /// long reduction. Otherwise (or under [`GpuFusion::Composed`]) one GEMM.
+    fn weight_grad(dyt: &Tensor, cols: &Tensor, g: &ConvGeom, fused: bool) -> Result<Tensor> {
+        let (groups, cog, kg, cols_n) = sizes(g);
+        let sms = {
+            let guard = dyt.read();
+            cuda_ref(OP, &guard)?.backend.multiprocessors()
+        };
+        let slices = if fused && groups == 1 {
+            crate::cuda::split_k::reduction_slices(cog, kg, cols_n, sms)
+        } else {
+            1
+        };
+        if slices <= 1 {
+            return product(dyt, &cols.transpose(1, 2)?, groups, cog, cols_n, kg);
+        }
+        let (s, len) = crate::cuda::split_k::slice_plan(cols_n, slices);
+        let main = s * len;
+        // Slice j of the columns is `[.., j·len, (j + 1)·len)`: views, read in place.
+        let a = dyt
+            .narrow(2, 0, main)?
+            .reshape(&[cog, s, len])?
+            .permute(&[1, 0, 2])?;
+        let b = cols
+            .narrow(2, 0, main)?
+            .reshape(&[kg, s, len])?
+            .permute(&[1, 2, 0])?;
+        let mut dw = product(&a, &b, s, cog, len, kg)?.sum(&[0], true)?;
+        if main < cols_n {
+            let t = cols_n - main;
+            let (at, bt) = (dyt.narrow(2, main, t)?, cols.narrow(2, main, t)?);
+            dw = dw.add(&product(&at, &bt.transpose(1, 2)?, 1, cog, t, kg)?)?;
+        }
+        Ok(dw)
+    }
+
     /// The geometry's GEMM sizes: (groups, output channels per group, column rows per group,
     /// columns).
     fn sizes(g: &ConvGeom) -> (usize, usize, usize, usize) {
@@ -402,14 +459,25 @@ mod gpu {
             dense(w)?
         }
         .reshape(&[groups, cog, kg])?;
-        let yt = product(&wk, &cols, groups, cog, kg, cols_n)?;
-        let bd = b.map(dense).transpose()?;
-        let y = {
+        let fused = crate::ops::fusion::gpu_fusion() == GpuFusion::Fused;
+        let out_shape = [g.n, g.c_out, g.oh, g.ow];
+        let per_image = g.oh * g.ow;
+        let per_image_gemms =
+            g.n == 1 || (per_image >= PER_IMAGE_GEMM && per_image.is_multiple_of(ALIGN_ELEMS));
+        let y = if fused && groups == 1 && b.is_none() && per_image_gemms {
+            // One GEMM per image, all in one strided-batched call: W · columns of image i is
+            // image i's `[c_out, oh·ow]` output, already in place in `[n, c_out, oh, ow]`.
+            let wn = wk.expand(&[g.n, cog, kg])?;
+            let ci = cols.reshape(&[kg, g.n, per_image])?.permute(&[1, 0, 2])?;
+            product(&wn, &ci, g.n, cog, kg, per_image)?.reshape(&out_shape)?
+        } else {
+            let yt = product(&wk, &cols, groups, cog, kg, cols_n)?;
+            let bd = b.map(dense).transpose()?;
             let (gy, gb) = (yt.read(), bd.as_ref().map(|b| b.read()));
             let bs = gb.as_ref().map(|g| cuda_ref(OP, g)).transpose()?;
-            kernels::output(cuda_ref(OP, &gy)?, bs, g)?
+            let y = kernels::output(cuda_ref(OP, &gy)?, bs, g)?;
+            Tensor::from_storage(Storage::Cuda(y), &out_shape)
         };
-        let y = Tensor::from_storage(Storage::Cuda(y), &[g.n, g.c_out, g.oh, g.ow]);
         let mut inputs = vec![x, w];
         inputs.extend(b);
         // dx needs the weight, dW the columns: keep only what the backward will use.
@@ -419,6 +487,7 @@ mod gpu {
             Box::new(Conv2dBackGpu {
                 geom: *g,
                 bf16,
+                fused,
                 cols: keep_cols,
                 wk: keep_w,
             })
@@ -430,6 +499,9 @@ mod gpu {
         geom: ConvGeom,
         /// The products ran in bf16 (the kept operands are bf16 copies).
         bf16: bool,
+        /// The forward ran with [`GpuFusion::Fused`]: the weight gradient's long reduction
+        /// may be cut into slices ([`weight_grad`]).
+        fused: bool,
         /// The columns `[groups, k / groups, n * oh * ow]`, when the weight needs a gradient.
         cols: Option<Tensor>,
         /// The weight as `[groups, c_out / groups, k / groups]`, when the input needs one.
@@ -466,7 +538,7 @@ mod gpu {
                     grads[0] = Some(Tensor::from_storage(Storage::Cuda(dx), x.shape()));
                 }
                 if let (true, Some(cols)) = (want_w, &self.cols) {
-                    let dw = product(&dyt, &cols.transpose(1, 2)?, groups, cog, cols_n, kg)?;
+                    let dw = weight_grad(&dyt, cols, g, self.fused)?;
                     grads[1] = Some(dw.reshape(w.shape())?);
                 }
             }

@@ -1,8 +1,10 @@
 //! Whether the multi-op fusions run on a GPU ([`Tensor::mlp2`](crate::Tensor::mlp2),
-//! [`Tensor::linear_cross_entropy`](crate::Tensor::linear_cross_entropy)): they do by
-//! default; [`with_gpu_fusion`] with [`GpuFusion::Composed`] runs their compositions instead,
-//! so that a benchmark can measure what a fusion buys on the same work (`selfsup bench
-//! gpt-step --fusion composed`).
+//! [`Tensor::linear_cross_entropy`](crate::Tensor::linear_cross_entropy), and the
+//! convolution's per-image forward GEMMs and sliced weight-gradient reduction,
+//! [`Tensor::conv2d`](crate::Tensor::conv2d)): they do by default; [`with_gpu_fusion`] with
+//! [`GpuFusion::Composed`] runs their plain compositions instead, so that a benchmark can
+//! measure what each buys on the same work (`selfsup bench gpt-step --fusion composed`,
+//! `selfsup bench simclr-step --fusion composed`).
 
 use std::cell::Cell;
 use std::thread::LocalKey;
@@ -10,7 +12,8 @@ use std::thread::LocalKey;
 /// How the fused ops run on a GPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum GpuFusion {
-    /// Their fused kernels where they have them (bf16 matmul precision).
+    /// Their fused kernels where they have them (`mlp2` and `linear_cross_entropy` at bf16
+    /// matmul precision; the convolution's arrangements at any precision).
     #[default]
     Fused,
     /// The ops they stand for, one after another.

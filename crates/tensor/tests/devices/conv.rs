@@ -228,6 +228,105 @@ fn conv2d_at_bf16_precision_writes_bf16_columns_and_matches_the_cpu() {
     });
 }
 
+/// The arrangements of the GPU convolution's products, against the CPU, in f64 (tight: a
+/// wrong slice, a dropped tail or a misplaced image shows) and at bf16 precision, with and
+/// without them (`GpuFusion::Composed`): per-image forward GEMMs writing `[n, c_out, oh, ow]`
+/// in place (one group, no bias, a multiple of 8 and at least 64 positions an image: 32x32
+/// here, not 31x31), and the weight gradient's reduction over `n·oh·ow` columns cut into
+/// slices (few output tiles for the GPU's SMs: the emulator reports an H200's 132), evenly
+/// (8,192 columns: 4 slices) and with a ragged tail (6,727 = 7 · 31 · 31: 3 slices of 2,242
+/// and one column). The profile names the GEMMs that ran, so a silent fallback fails (only
+/// their presence: tests running at once on the device share its profile).
+#[test]
+fn conv2d_per_image_forward_and_sliced_weight_gradient_match_the_cpu() {
+    use selfsup_tensor::ops::fusion::{with_gpu_fusion, GpuFusion};
+    use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+    on_each_gpu("conv2d arrangements", |dev| {
+        let Device::Cuda(i) = dev else { return };
+        let be = selfsup_tensor::cuda::CudaBackend::get(i).unwrap();
+        assert!(be.multiprocessors() >= 1);
+        let _one = crate::PROFILING.lock().unwrap_or_else(|p| p.into_inner());
+        let pad = Conv2dParams {
+            padding: (1, 1),
+            ..Default::default()
+        };
+        // (images, side, forward GEMM, weight-gradient GEMM) of a 2 -> 3 channel 3x3 conv on
+        // 132 SMs, named `batch x m x k x n`: the forward per image (3 x 18 x side²) at 32x32,
+        // over all columns at 31x31; the weight gradient in slices of the columns.
+        let cases = [
+            (
+                8,
+                32,
+                "cublas gemm {t} 8 x 3x18x1024",
+                "cublas gemm {t} 4 x 3x2048x18",
+            ),
+            (
+                7,
+                31,
+                "cublas gemm {t} 3x18x6727",
+                "cublas gemm {t} 3 x 3x2242x18",
+            ),
+        ];
+        for (n, side, fwd, dw) in cases {
+            let x = rand(&[n, 2, side, side], DType::F64, -1.0, 1.0, 60 + n as u64);
+            let w = rand(&[3, 2, 3, 3], DType::F64, -1.0, 1.0, 61);
+            let dy = rand(&[n, 3, side, side], DType::F64, -1.0, 1.0, 62);
+            for (prec, dtype, tol) in [
+                (MatmulPrecision::F32, DType::F64, 1e-10),
+                (MatmulPrecision::Bf16, DType::F32, 1e-4),
+            ] {
+                let (x, w, dy) = (
+                    x.to_dtype(dtype).unwrap(),
+                    w.to_dtype(dtype).unwrap(),
+                    dy.to_dtype(dtype).unwrap(),
+                );
+                let run = |d: Device, mode: GpuFusion| {
+                    with_gpu_fusion(mode, || {
+                        with_matmul_precision(prec, || {
+                            let (lx, lw) = (leaf(&x, d, true), leaf(&w, d, true));
+                            let y = lx.conv2d(&lw, None, pad).unwrap();
+                            y.backward_with(Some(&dy.to_device(d).unwrap()), false)
+                                .unwrap();
+                            [y, lx.grad().unwrap(), lw.grad().unwrap()]
+                        })
+                    })
+                };
+                let cpu = run(Device::Cpu, GpuFusion::Fused);
+                be.profile_start();
+                let gpu = run(dev, GpuFusion::Fused);
+                let prof = be.profile_stop().unwrap();
+                let plain = run(dev, GpuFusion::Composed);
+                let t = if prec == MatmulPrecision::Bf16 {
+                    "BF16"
+                } else {
+                    "F64"
+                };
+                for k in [fwd, dw] {
+                    let k = k.replace("{t}", t);
+                    assert!(
+                        prof.kernels.iter().any(|p| p.name == k),
+                        "{k} did not run: {:?}",
+                        prof.kernels.iter().map(|p| &p.name).collect::<Vec<_>>()
+                    );
+                }
+                for (j, name) in ["y", "dx", "dW"].iter().enumerate() {
+                    let what = format!("{n} images {side}x{side} {prec:?}: {name}");
+                    // At bf16 the column gradient is rounded to bf16 before col2im: where the
+                    // two devices' f32 sums differ in their last bit next to a rounding
+                    // boundary, an input-gradient term differs by one bf16 step.
+                    let tol = if j == 1 && prec == MatmulPrecision::Bf16 {
+                        3e-2
+                    } else {
+                        tol
+                    };
+                    compare(&format!("{what} (sliced)"), &gpu[j], &cpu[j], tol);
+                    compare(&format!("{what} (single GEMMs)"), &plain[j], &cpu[j], tol);
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn batch_norm_matches_the_cpu_in_both_modes() {
     on_each_gpu("batch_norm", |dev| {
