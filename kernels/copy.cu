@@ -4,6 +4,7 @@
 // size) from a strided source (operand 0 of `Dims`) to a strided destination (operand 1):
 // this is `contiguous()`, `assign` and the scatter of a gradient into a view.
 // `fill_<dtype>` writes one value into every element of a contiguous range.
+// `arange_<dtype>` (f32, f64, i64, u32) writes 0, 1, ..., n-1 (`Tensor::arange_on`).
 // `cast_<from>_<to>` converts a contiguous buffer elementwise (round to nearest even for the
 // narrowing float casts, as the `half` crate does on the CPU).
 // Launch: 1-D grid-stride, 256 threads per block.
@@ -27,6 +28,15 @@ COPY(copy_b64, u64)
 FILL(fill_b16, u16)
 FILL(fill_b32, u32)
 FILL(fill_b64, u64)
+
+#define ARANGE(NAME, T)                                                                        \
+    extern "C" __global__ void NAME(T* dst, i64 n) {                                           \
+        FOR_EACH_INDEX(i, n) { dst[i] = (T)i; }                                                \
+    }
+ARANGE(arange_f32, float)
+ARANGE(arange_f64, double)
+ARANGE(arange_i64, i64)
+ARANGE(arange_u32, u32)
 
 // bf16 and f16 travel as their 16-bit patterns (no CUDA headers needed under NVRTC).
 struct bf16_bits { u16 v; };

@@ -7,6 +7,11 @@
 #include <vector>
 #include <initializer_list>
 
+// 1 in the lib-host-only build (driver.cpp): products are checked but not computed.
+#ifndef EMU_HOST_ONLY
+#define EMU_HOST_ONLY 0
+#endif
+
 typedef int cublasStatus_t;
 enum { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7, CUBLAS_STATUS_NOT_SUPPORTED = 15 };
 enum { CUDA_R_32F = 0, CUDA_R_64F = 1, CUDA_R_16F = 2, CUDA_R_16BF = 14 };

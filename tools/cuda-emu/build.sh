@@ -21,4 +21,12 @@ rev="$root/target/cuda-emu/lib-reverse"
 mkdir -p "$rev"
 "$cxx" -std=c++17 -O2 -fPIC -shared -Wall -DEMU_REVERSE=1 -o "$rev/libcuda.so" "$here/driver.cpp" -ldl
 cp "$out/libnvrtc.so" "$out/libcublas.so" "$out/libcublasLt.so" "$rev/"
-echo "built $out/{libcuda,libnvrtc,libcublas,libcublasLt}.so and $rev (descending schedule)"
+# The same libraries with kernels and products checked but not run (EMU_HOST_ONLY), for measuring
+# the host's own cost of a step: scripts/host_cost.sh.
+host="$root/target/cuda-emu/lib-host-only"
+mkdir -p "$host"
+"$cxx" -std=c++17 -O2 -fPIC -shared -Wall -DEMU_HOST_ONLY=1 -o "$host/libcuda.so" "$here/driver.cpp" -ldl
+"$cxx" -std=c++17 -O2 -fPIC -shared -Wall -DEMU_HOST_ONLY=1 -o "$host/libcublas.so" "$here/cublas.cpp"
+"$cxx" -std=c++17 -O2 -fPIC -shared -Wall -DEMU_HOST_ONLY=1 -o "$host/libcublasLt.so" "$here/cublaslt.cpp"
+cp "$out/libnvrtc.so" "$host/"
+echo "built $out/{libcuda,libnvrtc,libcublas,libcublasLt}.so, $rev (descending schedule) and $host (kernels not run)"

@@ -27,6 +27,7 @@ static cublasStatus_t gemm_strided(int ta, int tb, int m, int n, int k, const T*
                                    long long sa, const T* B, int ldb, long long sb, const T* beta, T* C, int ldc,
                                    long long sc, int batch) {
     if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc, batch)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (EMU_HOST_ONLY) return CUBLAS_STATUS_SUCCESS;
     for (int b = 0; b < batch; ++b) {
         const T *a = A + b * sa, *bb = B + b * sb;
         gemm<T>(ta, tb, m, n, k, *alpha, lda, ldb, *beta, C + b * sc, ldc, [&](long long i) { return a[i]; },
@@ -82,6 +83,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(void*, int ta, int tb, int m, int n, i
         return CUBLAS_STATUS_NOT_SUPPORTED;
     }
     if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc, batch)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (EMU_HOST_ONLY) return CUBLAS_STATUS_SUCCESS;
     const bool tf32 = compute == COMPUTE_32F_FAST_TF32;
     const int esz_a = atype == CUDA_R_32F ? 4 : 2, esz_b = btype == CUDA_R_32F ? 4 : 2;
     for (int b = 0; b < batch; ++b) {

@@ -14,6 +14,12 @@
 #ifndef EMU_REVERSE
 #define EMU_REVERSE 0  // 1 in the lib-reverse build: blocks and threads run in descending order
 #endif
+// 1 in the lib-host-only build, which measures the host's own cost of a step (scripts/host_cost.sh):
+// launches are checked but not run, device-to-device copies and fills are skipped, and memory
+// comes from per-size free lists without guard pages or fill, as from the real driver's pool.
+#ifndef EMU_HOST_ONLY
+#define EMU_HOST_ONLY 0
+#endif
 #include <dlfcn.h>
 #include <elf.h>
 #include <signal.h>
@@ -30,6 +36,8 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -76,7 +84,7 @@ static uint64_t g_used = 0, g_used_high = 0;
 static int g_ctx_dummy, g_stream_dummy, g_pool_dummy;
 // What a test can ask the emulator (selfsup_emu_counters): copies to the host (reads back),
 // explicit waits (stream, context, event synchronisation), copies to the device, launches.
-static std::atomic<unsigned long long> g_reads{0}, g_waits{0}, g_writes{0}, g_launches{0};
+static std::atomic<unsigned long long> g_reads{0}, g_waits{0}, g_writes{0}, g_launches{0}, g_written_bytes{0};
 
 static CUresult fail(CUresult code, const std::string& what) {
     std::fprintf(stderr, "selfsup CUDA emulator: %s\n", what.c_str());
@@ -183,11 +191,12 @@ static void install_fault_handler() {
 extern "C" {
 
 // The emulator's own entry point (not a CUDA function): the counters above, in that order.
-void selfsup_emu_counters(unsigned long long out[4]) {
+void selfsup_emu_counters(unsigned long long out[5]) {
     out[0] = g_reads.load();
     out[1] = g_waits.load();
     out[2] = g_writes.load();
     out[3] = g_launches.load();
+    out[4] = g_written_bytes.load();
 }
 
 CUresult cuInit(unsigned) {
@@ -312,8 +321,29 @@ CUresult cuEventElapsedTime(float* ms, void* start, void* end) {
 }
 CUresult cuEventElapsedTime_v2(float* ms, void* start, void* end) { return cuEventElapsedTime(ms, start, end); }
 
+// The host-only build's pool: freed buffers kept by rounded size and handed out again.
+static std::unordered_map<size_t, std::vector<void*>> g_pool;
+
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     if (bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc of 0 bytes");
+    if (EMU_HOST_ONLY) {
+        const size_t body = (bytes + 255) / 256 * 256;
+        std::lock_guard<std::mutex> g(g_mu);
+        auto& free_list = g_pool[body];
+        void* m = nullptr;
+        if (!free_list.empty()) {
+            m = free_list.back();
+            free_list.pop_back();
+        } else {
+            m = std::aligned_alloc(256, body);
+        }
+        if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+        g_allocs[(uintptr_t)m] = bytes;
+        g_used += bytes;
+        if (g_used > g_used_high) g_used_high = g_used;
+        *p = (CUdeviceptr)(uintptr_t)m;
+        return CUDA_SUCCESS;
+    }
     install_fault_handler();
     // The buffer ends 256-byte aligned against the guard page after it (cuMemAlloc's alignment
     // is 256): reads in the last partial 256 bytes see the fill below, further ones fault.
@@ -348,6 +378,11 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
     auto it = g_allocs.find((uintptr_t)p);
     if (it == g_allocs.end()) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFree of an address that is not an allocation");
     g_used -= it->second;
+    if (EMU_HOST_ONLY) {
+        g_pool[(it->second + 255) / 256 * 256].push_back((void*)(uintptr_t)p);
+        g_allocs.erase(it);
+        return CUDA_SUCCESS;
+    }
     g_allocs.erase(it);
     auto m = g_maps.find((uintptr_t)p);
     if (m != g_maps.end()) {
@@ -366,11 +401,13 @@ static CUresult copy(const char* what, void* dst, const void* src, size_t bytes,
         return fail(CUDA_ERROR_INVALID_VALUE, std::string(what) + ": destination outside any device allocation");
     if (src_dev && !inside_allocation((CUdeviceptr)(uintptr_t)src, bytes))
         return fail(CUDA_ERROR_INVALID_VALUE, std::string(what) + ": source outside any device allocation");
+    if (EMU_HOST_ONLY && dst_dev && src_dev) return CUDA_SUCCESS;
     std::memmove(dst, src, bytes);
     return CUDA_SUCCESS;
 }
 CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* h, size_t n) {
     g_writes++;
+    g_written_bytes += n;
     return copy("cuMemcpyHtoD", (void*)(uintptr_t)d, h, n, true, false);
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* h, size_t n, void*) { return cuMemcpyHtoD_v2(d, h, n); }
@@ -385,6 +422,7 @@ CUresult cuMemcpyDtoD_v2(CUdeviceptr d, CUdeviceptr s, size_t n) {
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { return cuMemcpyDtoD_v2(d, s, n); }
 CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) {
     if (!inside_allocation(d, n)) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemsetD8 outside any device allocation");
+    if (EMU_HOST_ONLY) return CUDA_SUCCESS;
     std::memset((void*)(uintptr_t)d, v, n);
     return CUDA_SUCCESS;
 }
@@ -460,6 +498,7 @@ CUresult cuLaunchKernel(Function* f, unsigned gx, unsigned gy, unsigned gz, unsi
     g_launches++;
     std::lock_guard<std::recursive_mutex> g(g_launch);
     note_launch(f->name);
+    if (EMU_HOST_ONLY) return CUDA_SUCCESS;
     g_kernel.store(f->name.c_str());
     const int rc = f->launch(params, grid, block, err, sizeof err);
     g_kernel.store(nullptr);

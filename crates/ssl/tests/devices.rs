@@ -2,6 +2,9 @@
 //! CPU: same seed, same batches, losses that agree step by step. Skips, saying why, where no GPU
 //! is usable.
 
+use selfsup_ssl::loss::{
+    barlow_twins, cpc_info_nce, info_nce_batch, info_nce_queue, nt_xent, vicreg, VicregWeights,
+};
 use selfsup_ssl::{
     build, BackboneConfig, BackboneKind, InputKind, MethodConfig, MethodName, OptimConfig,
     SslBatch, SslError, Trainer,
@@ -155,6 +158,68 @@ fn a_training_step_reads_back_once() {
         "a training step may read back once (the logged values) and wait once; {}",
         extra.join("; ")
     );
+}
+
+/// The losses' constant tensors (NT-Xent's self-similarity mask, the identity of Barlow Twins
+/// and VICReg, the targets of the InfoNCE family) are built on the device: a forward and
+/// backward uploads nothing. Counted on the CUDA emulator (bytes copied to the device); until
+/// session 26 each loss uploaded them at every step (NT-Xent a 4 MB mask at 1,024 views, built on
+/// the host in f64 first).
+#[test]
+fn losses_build_their_constant_tensors_on_the_device() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(dev) = gpu("constant tensors on the device") else {
+        return;
+    };
+    let counters = selfsup_tensor::cuda::emulator_counters;
+    if counters().is_none() {
+        eprintln!(
+            "constant tensors on the device: skipped: counting uploads needs the CUDA emulator"
+        );
+        return;
+    }
+    let n = 64;
+    let mut g = Generator::new(3);
+    let mut z = |rows: usize| {
+        Tensor::randn_on(&[rows, n], 0.0, 1.0, DType::F32, dev, &mut g)
+            .unwrap()
+            .requires_grad_()
+    };
+    let (a, b, queue) = (z(n), z(n), z(3 * n));
+    type Loss<'a> = Box<dyn Fn() -> Tensor + 'a>;
+    let losses: [(&str, Loss); 6] = [
+        ("nt_xent", Box::new(|| nt_xent(&a, 0.5).unwrap())),
+        (
+            "barlow_twins",
+            Box::new(|| barlow_twins(&a, &b, 5e-3).unwrap()),
+        ),
+        (
+            "vicreg",
+            Box::new(|| vicreg(&a, &b, &VicregWeights::default()).unwrap().loss),
+        ),
+        (
+            "info_nce_batch",
+            Box::new(|| info_nce_batch(&a, &b, 0.2).unwrap()),
+        ),
+        (
+            "info_nce_queue",
+            Box::new(|| info_nce_queue(&a, &b, &queue.detach(), 0.2).unwrap()),
+        ),
+        (
+            "cpc_info_nce",
+            Box::new(|| cpc_info_nce(&a, &b, 0.2).unwrap()),
+        ),
+    ];
+    for (name, loss) in losses {
+        let before = counters().unwrap();
+        loss().backward().unwrap();
+        let uploaded = counters().unwrap().written_bytes - before.written_bytes;
+        assert_eq!(
+            uploaded, 0,
+            "{name}: {uploaded} bytes uploaded by a forward and backward on the device; its \
+             constant tensors should be built there"
+        );
+    }
 }
 
 /// A step whose loss is finite but whose running statistics are not (BatchNorm's running

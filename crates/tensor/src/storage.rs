@@ -77,6 +77,20 @@ impl CpuStorage {
         }
     }
 
+    /// `0, 1, ..., n-1` in `dtype`.
+    pub fn arange(dtype: DType, n: usize) -> CpuStorage {
+        match dtype {
+            DType::I64 => CpuStorage::I64((0..n as i64).collect()),
+            DType::U32 => CpuStorage::U32((0..n as u32).collect()),
+            DType::F64 => CpuStorage::F64((0..n).map(|i| i as f64).collect()),
+            DType::F32 => CpuStorage::F32((0..n).map(|i| i as f32).collect()),
+            DType::BF16 => {
+                CpuStorage::BF16((0..n).map(|i| half::bf16::from_f64(i as f64)).collect())
+            }
+            DType::F16 => CpuStorage::F16((0..n).map(|i| half::f16::from_f64(i as f64)).collect()),
+        }
+    }
+
     /// A buffer of `n` copies of `value` converted to `dtype`.
     pub fn full(dtype: DType, n: usize, value: f64) -> CpuStorage {
         match dtype {
@@ -202,6 +216,22 @@ impl Storage {
             )),
             #[cfg(feature = "cuda")]
             Storage::Cuda(c) => Ok(Storage::Cuda(c.contiguous(l)?)),
+        }
+    }
+
+    /// `0, 1, ..., n-1` in `dtype`, written on `device`.
+    pub fn arange(device: Device, dtype: DType, n: usize) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(CpuStorage::arange(dtype, n))),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(i) => {
+                let b = crate::cuda::CudaBackend::get(i)?;
+                Ok(Storage::Cuda(crate::cuda::CudaStorage::arange(
+                    &b, dtype, n,
+                )?))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(crate::device::no_cuda_build(device)),
         }
     }
 

@@ -234,19 +234,32 @@ impl Tensor {
         Tensor::full_on(1.0, self.shape(), self.dtype(), self.device())
     }
 
+    /// The `n x n` identity in `dtype`, built on `device` itself: on a GPU, a fill and a copy of
+    /// `n` ones, with no host buffer and no upload whatever `n` (the losses' masks are built in
+    /// every training step).
+    pub fn eye_on(n: usize, dtype: DType, device: Device) -> Result<Tensor> {
+        // Ones in column 0 of an [n, n + 1] zero matrix lie at flat offsets i·(n + 1) = i·n + i,
+        // so its first n·n elements, read as [n, n], are the identity.
+        let z = Tensor::zeros_on(&[n, n + 1], dtype, device)?;
+        z.narrow(1, 0, 1)?
+            .assign(&Tensor::full_on(1.0, &[n, 1], dtype, device)?)?;
+        z.reshape(&[n * (n + 1)])?
+            .narrow(0, 0, n * n)?
+            .reshape(&[n, n])
+    }
+
     /// `0, 1, ..., n-1` as a 1-D tensor of `dtype`.
     pub fn arange(n: usize, dtype: DType) -> Tensor {
-        let s = match dtype {
-            DType::I64 => CpuStorage::I64((0..n as i64).collect()),
-            DType::U32 => CpuStorage::U32((0..n as u32).collect()),
-            DType::F64 => CpuStorage::F64((0..n).map(|i| i as f64).collect()),
-            DType::F32 => CpuStorage::F32((0..n).map(|i| i as f32).collect()),
-            DType::BF16 => {
-                CpuStorage::BF16((0..n).map(|i| half::bf16::from_f64(i as f64)).collect())
-            }
-            DType::F16 => CpuStorage::F16((0..n).map(|i| half::f16::from_f64(i as f64)).collect()),
-        };
-        Tensor::from_cpu(s, &[n])
+        Tensor::from_cpu(CpuStorage::arange(dtype, n), &[n])
+    }
+
+    /// [`Tensor::arange`] written on `device` itself (no host buffer or upload; bf16 and f16 on a
+    /// GPU go through f32, which holds every integer below 2^24).
+    pub fn arange_on(n: usize, dtype: DType, device: Device) -> Result<Tensor> {
+        Ok(Tensor::from_storage(
+            Storage::arange(device, dtype, n)?,
+            &[n],
+        ))
     }
 
     // ----------------------------------------------------------------- accessors

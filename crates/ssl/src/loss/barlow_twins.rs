@@ -5,7 +5,7 @@
 
 use selfsup_tensor::{Error, Result, Tensor};
 
-use super::common::{eye_like, same_2d};
+use super::common::same_2d;
 
 /// The `eps` added to the per-dimension variance before standardising.
 pub const BARLOW_EPS: f64 = 1e-5;
@@ -32,7 +32,7 @@ pub fn barlow_twins(z1: &Tensor, z2: &Tensor, lambda: f64) -> Result<Tensor> {
         .t()?
         .matmul(&standardize(z2, BARLOW_EPS)?)?
         .mul_scalar(1.0 / n)?;
-    let eye = eye_like(&c)?;
+    let eye = Tensor::eye_on(c.shape()[0], c.dtype(), c.device())?;
     let off_mask = eye.neg()?.add_scalar(1.0)?;
     let on = c.sub(&eye)?.mul(&eye)?.sqr()?.sum_all()?;
     let off = c.mul(&off_mask)?.sqr()?.sum_all()?;

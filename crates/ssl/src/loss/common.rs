@@ -27,11 +27,3 @@ pub(crate) fn temperature(op: &'static str, t: f64) -> Result<()> {
     }
     Ok(())
 }
-
-/// The identity `[D, D]` in the dtype of the square matrix `m` `[D, D]`.
-pub(crate) fn eye_like(m: &Tensor) -> Result<Tensor> {
-    let d = m.shape()[0];
-    Tensor::arange(d, selfsup_tensor::DType::I64)
-        .one_hot(d, m.dtype())?
-        .to_device(m.device())
-}

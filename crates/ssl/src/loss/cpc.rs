@@ -26,7 +26,7 @@ pub fn cpc_info_nce(q: &Tensor, k: &Tensor, t: f64) -> Result<Tensor> {
     }
     let n = q.shape()[0];
     let logits = info_nce_logits(q, k, t)?;
-    logits.cross_entropy(&Tensor::arange(n, DType::I64))
+    logits.cross_entropy(&Tensor::arange_on(n, DType::I64, logits.device())?)
 }
 
 /// The similarity matrix `[N, N]` of [`cpc_info_nce`] (row `i`: prediction `i` against every

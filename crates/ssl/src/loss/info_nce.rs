@@ -33,7 +33,7 @@ pub fn info_nce_queue(q: &Tensor, k: &Tensor, queue: &Tensor, t: f64) -> Result<
     let pos = qn.mul(&kn)?.sum(&[-1], true)?;
     let neg = qn.matmul(&queue.t()?)?;
     let logits = Tensor::concat(&[&pos, &neg], 1)?.mul_scalar(1.0 / t)?;
-    logits.cross_entropy(&Tensor::zeros(&[n], DType::I64))
+    logits.cross_entropy(&Tensor::zeros_on(&[n], DType::I64, logits.device())?)
 }
 
 /// InfoNCE of queries `q` `[N, D]` against the keys `k` `[N, D]` of the same batch (positive:
@@ -45,5 +45,5 @@ pub fn info_nce_batch(q: &Tensor, k: &Tensor, t: f64) -> Result<Tensor> {
     let qn = q.l2_normalize(-1, 1e-12)?;
     let kn = k.l2_normalize(-1, 1e-12)?;
     let logits = qn.matmul(&kn.t()?)?.mul_scalar(1.0 / t)?;
-    logits.cross_entropy(&Tensor::arange(n, DType::I64))
+    logits.cross_entropy(&Tensor::arange_on(n, DType::I64, logits.device())?)
 }

@@ -27,13 +27,10 @@ pub fn nt_xent(z: &Tensor, t: f64) -> Result<Tensor> {
     let zn = z.l2_normalize(-1, 1e-12)?;
     let sim = zn.matmul(&zn.t()?)?.mul_scalar(1.0 / t)?;
     // Exclude self-similarity: exp(-inf) is exactly 0 in the fused cross-entropy.
-    let eye = Tensor::arange(m, DType::I64)
-        .one_hot(m, z.dtype())?
-        .to_device(z.device())?;
+    let eye = Tensor::eye_on(m, z.dtype(), z.device())?;
     let logits = sim.masked_fill(&eye, f64::NEG_INFINITY)?;
-    let targets = Tensor::from_vec(
-        (0..m).map(|i| ((i + n) % m) as i64).collect::<Vec<i64>>(),
-        &[m],
-    )?;
+    // Row i's positive is row (i + n) mod 2n.
+    let rows = Tensor::arange_on(m, DType::I64, z.device())?;
+    let targets = Tensor::concat(&[&rows.narrow(0, n, n)?, &rows.narrow(0, 0, n)?], 0)?;
     logits.cross_entropy(&targets)
 }

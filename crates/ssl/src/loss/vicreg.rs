@@ -10,7 +10,7 @@
 
 use selfsup_tensor::{Error, Result, Tensor};
 
-use super::common::{eye_like, same_2d};
+use super::common::same_2d;
 
 /// The `eps` under the square root of the variance hinge.
 pub const VICREG_EPS: f64 = 1e-4;
@@ -66,7 +66,9 @@ fn covariance_penalty(z: &Tensor) -> Result<Tensor> {
     let (n, d) = (z.shape()[0], z.shape()[1]);
     let zc = z.sub(&z.mean(&[0], true)?)?;
     let cov = zc.t()?.matmul(&zc)?.mul_scalar(1.0 / (n as f64 - 1.0))?;
-    let off = eye_like(&cov)?.neg()?.add_scalar(1.0)?;
+    let off = Tensor::eye_on(cov.shape()[0], cov.dtype(), cov.device())?
+        .neg()?
+        .add_scalar(1.0)?;
     cov.mul(&off)?.sqr()?.sum_all()?.mul_scalar(1.0 / d as f64)
 }
 

@@ -161,8 +161,8 @@ impl Cpc {
                 let _g = no_grad();
                 // Row i's positive is key i: accuracy against 0..n, weighted by the rows.
                 let logits = info_nce_logits(&q, &keys, self.temperature)?;
-                let hits = argmax_accuracy(&logits, &Tensor::arange(n, DType::I64), None)?
-                    .mul_scalar(n as f64)?;
+                let ids = Tensor::arange_on(n, DType::I64, logits.device())?;
+                let hits = argmax_accuracy(&logits, &ids, None)?.mul_scalar(n as f64)?;
                 right = Some(match right {
                     Some(r) => r.add(&hits)?,
                     None => hits,

@@ -100,7 +100,7 @@ impl MocoV2 {
             .to_dtype(DType::F64)?;
         let p = raw.sub(&whole.mul_scalar(cap as f64)?)?;
         let p = p.add(&p.lt_scalar(0.0)?.mul_scalar(cap as f64)?)?;
-        let d = Tensor::arange(cap, DType::F64).to_device(dev)?.sub(&p)?;
+        let d = Tensor::arange_on(cap, DType::F64, dev)?.sub(&p)?;
         let src = d.add(&d.lt_scalar(0.0)?.mul_scalar(cap as f64)?)?;
         let take = src
             .lt_scalar(n as f64)?

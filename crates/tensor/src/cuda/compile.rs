@@ -226,6 +226,10 @@ mod tests {
                 "fill_b16",
                 "fill_b32",
                 "fill_b64",
+                "arange_f32",
+                "arange_f64",
+                "arange_i64",
+                "arange_u32",
                 "cast_f32_bf16_colsum",
             ]
             .iter()

@@ -427,13 +427,15 @@ pub struct EmulatorCounters {
     pub writes: u64,
     /// Kernel launches.
     pub launches: u64,
+    /// Bytes copied from the host to the device.
+    pub written_bytes: u64,
 }
 
 /// The emulator's counters (see [`EmulatorCounters`]); `None` unless the loaded `libcuda` is
 /// the emulator's. Lets tests check, without a GPU, how often a training step synchronises.
 pub fn emulator_counters() -> Option<EmulatorCounters> {
     // SAFETY: only dlopen / dlsym; the symbol, when present, is the emulator's
-    // `void selfsup_emu_counters(unsigned long long out[4])`.
+    // `void selfsup_emu_counters(unsigned long long out[5])`.
     unsafe {
         if !sys::is_culib_present() {
             return None;
@@ -441,13 +443,14 @@ pub fn emulator_counters() -> Option<EmulatorCounters> {
         let f = sys::culib()
             .get::<unsafe extern "C" fn(*mut u64)>(b"selfsup_emu_counters\0")
             .ok()?;
-        let mut out = [0u64; 4];
+        let mut out = [0u64; 5];
         f(out.as_mut_ptr());
         Some(EmulatorCounters {
             reads: out[0],
             waits: out[1],
             writes: out[2],
             launches: out[3],
+            written_bytes: out[4],
         })
     }
 }

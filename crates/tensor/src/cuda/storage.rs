@@ -240,6 +240,31 @@ impl CudaStorage {
         Ok(out)
     }
 
+    /// `0, 1, ..., n-1` in `dtype`: f32, f64, i64 and u32 written by `arange_<dtype>`; bf16 and
+    /// f16 through f32 (the same values as the CPU's below 2^24, where f32 holds every integer).
+    pub fn arange(backend: &Arc<CudaBackend>, dtype: DType, n: usize) -> Result<CudaStorage> {
+        let name = match dtype {
+            DType::F32 => "arange_f32",
+            DType::F64 => "arange_f64",
+            DType::I64 => "arange_i64",
+            DType::U32 => "arange_u32",
+            DType::BF16 | DType::F16 => {
+                return CudaStorage::arange(backend, DType::F32, n)?.cast(dtype, n);
+            }
+        };
+        let out = CudaStorage::alloc(backend, dtype, n)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let (dst, n64) = (out.ptr(), n as i64);
+        let f = backend.function("copy", name)?;
+        let mut b = backend.stream().launch_builder(&f);
+        b.arg(&dst).arg(&n64);
+        // SAFETY: arange_<dtype>(T* dst, i64 n) with dst holding n elements of that dtype.
+        unsafe { b.launch(grid_for(n)) }.map_err(|e| backend.err("arange", e))?;
+        Ok(out)
+    }
+
     /// Copies the elements of `src` at layout `ls` into this buffer at layout `ld` (same shape
     /// and dtype; any strides on either side).
     pub fn copy_strided_from(&mut self, ld: &Layout, src: &CudaStorage, ls: &Layout) -> Result<()> {

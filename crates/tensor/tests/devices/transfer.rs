@@ -51,7 +51,7 @@ fn round_trip_keeps_every_dtype_and_view_exactly() {
 }
 
 #[test]
-fn full_and_zeros_like_are_made_on_the_device() {
+fn full_zeros_like_arange_and_eye_are_made_on_the_device() {
     on_each_gpu("full", |dev| {
         for dtype in EVERY_DTYPE {
             let t = Tensor::full_on(3.0, &[3, 7], dtype, dev).unwrap();
@@ -70,6 +70,26 @@ fn full_and_zeros_like_are_made_on_the_device() {
                 &Tensor::zeros(&[3, 7], dtype),
                 0.0,
             );
+            for n in [0, 1, 300, 70_000] {
+                let a = Tensor::arange_on(n, dtype, dev).unwrap();
+                assert_eq!(a.device(), dev);
+                compare(
+                    &format!("{dtype:?} arange {n}"),
+                    &a,
+                    &Tensor::arange(n, dtype),
+                    0.0,
+                );
+            }
+            for n in [1, 5, 33] {
+                let eye = Tensor::eye_on(n, dtype, dev).unwrap();
+                assert_eq!(eye.device(), dev);
+                compare(
+                    &format!("{dtype:?} eye {n}"),
+                    &eye,
+                    &Tensor::eye_on(n, dtype, Device::Cpu).unwrap(),
+                    0.0,
+                );
+            }
         }
     });
 }

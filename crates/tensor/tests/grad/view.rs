@@ -106,6 +106,24 @@ fn views_share_storage_and_copy_only_when_needed() {
 }
 
 #[test]
+fn eye_on_is_the_identity() {
+    for n in [0, 1, 2, 7] {
+        for dtype in [DType::F32, DType::F64, DType::BF16, DType::I64] {
+            let eye = Tensor::eye_on(n, dtype, selfsup_tensor::Device::Cpu).unwrap();
+            assert_eq!((eye.shape(), eye.dtype()), (&[n, n][..], dtype));
+            let want = Tensor::arange(n, DType::I64)
+                .one_hot(n, DType::F64)
+                .unwrap();
+            assert_eq!(
+                eye.to_vec_f64().unwrap(),
+                want.to_vec_f64().unwrap(),
+                "{n} x {n} {dtype:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn dtypes_convert_and_matmul_in_half_precision() {
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
     for d in [DType::BF16, DType::F16] {
