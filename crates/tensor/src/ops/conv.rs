@@ -312,9 +312,9 @@ impl BackwardOp for Conv2dBack {
 }
 
 /// The GPU convolution: im2col of the whole batch into the column matrix
-/// `[c_in * kh * kw, n * oh * ow]` (`kernels/conv.cu`), then with one group, no bias and at
-/// least 64 output positions per image (a multiple of 8), one GEMM per image (a single strided-batched cuBLAS
-/// call) writing the output `[n, c_out, oh, ow]` in place; otherwise one GEMM per group (a
+/// `[c_in * kh * kw, n * oh * ow]` (`kernels/conv.cu`), then with one group, no bias and one
+/// image or at least 64 output positions per image (a multiple of 8), one GEMM per image (a
+/// single strided-batched cuBLAS call) writing the output `[n, c_out, oh, ow]` in place; otherwise one GEMM per group (a
 /// single batched call) giving the channel-major `[c_out, n * oh * ow]`, then one pass to the
 /// output's layout that also adds the bias. The backward is one op too: the output gradient
 /// goes to `[c_out, n * oh * ow]` once, the weight gradient is a GEMM reducing over all
