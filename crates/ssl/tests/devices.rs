@@ -24,6 +24,17 @@ fn gpu(test: &str) -> Option<Device> {
     }
 }
 
+/// The GPU when it is the CUDA emulator (`tools/cuda-emu`), whose counters of copies, waits
+/// and launches a real driver lacks; otherwise prints why `test` skipped.
+fn emulated_gpu(test: &str) -> Option<Device> {
+    let dev = gpu(test)?;
+    if selfsup_tensor::cuda::emulator_counters().is_none() {
+        eprintln!("{test}: skipped: its counts need the CUDA emulator");
+        return None;
+    }
+    Some(dev)
+}
+
 /// A tiny configuration of method `m`.
 fn tiny(m: MethodName) -> MethodConfig {
     let mut c = MethodConfig::for_method(m);
@@ -127,14 +138,10 @@ fn every_method_trains_on_the_gpu_as_on_the_cpu() {
 #[test]
 fn a_training_step_reads_back_once() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(dev) = gpu("one read per step") else {
+    let Some(dev) = emulated_gpu("one read per step") else {
         return;
     };
     let counters = selfsup_tensor::cuda::emulator_counters;
-    if counters().is_none() {
-        eprintln!("one read per step: skipped: counting reads needs the CUDA emulator");
-        return;
-    }
     let mut extra = Vec::new();
     for m in MethodName::ALL {
         let cfg = tiny(m);
@@ -168,16 +175,10 @@ fn a_training_step_reads_back_once() {
 #[test]
 fn losses_build_their_constant_tensors_on_the_device() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(dev) = gpu("constant tensors on the device") else {
+    let Some(dev) = emulated_gpu("constant tensors on the device") else {
         return;
     };
     let counters = selfsup_tensor::cuda::emulator_counters;
-    if counters().is_none() {
-        eprintln!(
-            "constant tensors on the device: skipped: counting uploads needs the CUDA emulator"
-        );
-        return;
-    }
     let n = 64;
     let mut g = Generator::new(3);
     let mut z = |rows: usize| {

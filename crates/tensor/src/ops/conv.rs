@@ -312,19 +312,19 @@ impl BackwardOp for Conv2dBack {
 }
 
 /// The GPU convolution: im2col of the whole batch into the column matrix
-/// `[c_in * kh * kw, n * oh * ow]` (`kernels/conv.cu`), then with one group, no bias and one
-/// image or at least 64 output positions per image (a multiple of 8), one GEMM per image (a
-/// single strided-batched cuBLAS call) writing the output `[n, c_out, oh, ow]` in place; otherwise one GEMM per group (a
-/// single batched call) giving the channel-major `[c_out, n * oh * ow]`, then one pass to the
-/// output's layout that also adds the bias. The backward is one op too: the output gradient
-/// goes to `[c_out, n * oh * ow]` once, the weight gradient is a GEMM reducing over all
-/// `n * oh * ow` columns (cut into slices when its output is too small to fill the GPU), and
-/// the input gradient is `Wᵀ` times it, folded back by col2im. Under
-/// [`GpuFusion::Composed`](crate::ops::fusion::GpuFusion) the products are single GEMMs over
-/// all columns with the layout pass, to measure what the other arrangements buy.
-/// At bf16 matmul precision (f32 tensors) the columns are written in bf16 by im2col itself,
-/// and they and the weight's bf16 copy are kept for the backward, whose output gradient is
-/// written in bf16 by its layout pass: every product at bf16 precision without a separate cast.
+/// `[c_in * kh * kw, n * oh * ow]` (`kernels/conv.cu`), then with one group, no bias and one image
+/// or at least 64 output positions per image (a multiple of 8), one GEMM per image (a single
+/// strided-batched cuBLAS call) writing the output `[n, c_out, oh, ow]` in place; otherwise one
+/// GEMM per group (a single batched call) giving the channel-major `[c_out, n * oh * ow]`, then one
+/// pass to the output's layout that also adds the bias. The backward is one op too: the output
+/// gradient goes to `[c_out, n * oh * ow]` once, the weight gradient is a GEMM reducing over all
+/// `n * oh * ow` columns (cut into slices when its output is too small to fill the GPU), and the
+/// input gradient is `Wᵀ` times it, folded back by col2im. Under
+/// [`GpuFusion::Composed`](crate::ops::fusion::GpuFusion) the products are single GEMMs over all
+/// columns with the layout pass, to measure what the other arrangements buy. At bf16 matmul
+/// precision (f32 tensors) the columns are written in bf16 by im2col itself, and they and the
+/// weight's bf16 copy are kept for the backward, whose output gradient is written in bf16 by its
+/// layout pass: every product at bf16 precision without a separate cast.
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
