@@ -8,9 +8,10 @@
 // 256 threads per row, grid-stride over rows.
 // `layer_norm_bw_dx_<f32|f64>`: with h = g w (or g) and xh = (x - mean) rstd,
 // dx = rstd (h - mean_j h - xh mean_j (h xh)). One block per row.
-// `layer_norm_bw_wb_<f32|f64>`: dw[j] += Σ_r g xh, db[j] += Σ_r g over a chunk of rows
-// (dw and db zeroed first; atomic adds, so the summation order is unspecified); grid
-// (column blocks of 256, row chunks). Either output may be null.
+// `layer_norm_bw_wb_<f32|f64>`: each chunk c of `rows_per_chunk` rows writes its sums
+// part[0, c, j] = Σ_r g xh (the weight's gradient) and part[1, c, j] = Σ_r g (the bias's), rows
+// in order; the Rust side sums the chunks in order (no atomics, no zeroed outputs:
+// deterministic). Grid (column blocks of 256, row chunks).
 
 template <typename T>
 __device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, i64 rows,
@@ -62,7 +63,7 @@ __device__ void ln_bw_dx(const T* x, const T* w, const T* g, const T* mean, cons
 }
 
 template <typename T>
-__device__ void ln_bw_wb(const T* x, const T* g, const T* mean, const T* rstd, T* dw, T* db,
+__device__ void ln_bw_wb(const T* x, const T* g, const T* mean, const T* rstd, T* part,
                          i64 rows, i64 len, i64 rows_per_chunk) {
     const i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= len) return;
@@ -74,8 +75,9 @@ __device__ void ln_bw_wb(const T* x, const T* g, const T* mean, const T* rstd, T
         aw += gv * (x[r * len + j] - mean[r]) * rstd[r];
         ab += gv;
     }
-    if (dw) atomicAdd(dw + j, aw);
-    if (db) atomicAdd(db + j, ab);
+    const i64 at = (i64)blockIdx.y * len + j;
+    part[at] = aw;
+    part[(i64)gridDim.y * len + at] = ab;
 }
 
 #define LN_KERNELS(T, TAG)                                                                     \
@@ -90,9 +92,9 @@ __device__ void ln_bw_wb(const T* x, const T* g, const T* mean, const T* rstd, T
         ln_bw_dx<T>(x, w, g, mean, rstd, dx, rows, len);                                       \
     }                                                                                          \
     extern "C" __global__ void layer_norm_bw_wb_##TAG(const T* x, const T* g, const T* mean,   \
-                                                      const T* rstd, T* dw, T* db, i64 rows,   \
+                                                      const T* rstd, T* part, i64 rows,        \
                                                       i64 len, i64 rows_per_chunk) {           \
-        ln_bw_wb<T>(x, g, mean, rstd, dw, db, rows, len, rows_per_chunk);                      \
+        ln_bw_wb<T>(x, g, mean, rstd, part, rows, len, rows_per_chunk);                        \
     }
 
 LN_KERNELS(float, f32)

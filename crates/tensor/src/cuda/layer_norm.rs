@@ -57,8 +57,10 @@ pub fn forward(
 /// Rows of columns per block of the weight/bias gradient kernel.
 const ROWS_PER_CHUNK: usize = 64;
 
-/// Backward: `(dx, dw, db)` from the contiguous input `x`, output gradient `g`, the saved
-/// `mean` / `rstd` and the weight; `dw` / `db` only when asked for.
+/// Backward: `dx` from the contiguous input `x`, output gradient `g`, the saved `mean` / `rstd`
+/// and the weight; with `want_wb`, also the weight's and bias's gradients as per-chunk sums
+/// `[2, chunks, len]` (the weight's chunks, then the bias's) and `chunks`, for the caller to sum
+/// over the chunks in order (deterministic: no atomics).
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &CudaStorage,
@@ -68,19 +70,16 @@ pub fn backward(
     rstd: &CudaStorage,
     rows: usize,
     len: usize,
-    want_dw: bool,
-    want_db: bool,
-) -> Result<(CudaStorage, Option<CudaStorage>, Option<CudaStorage>)> {
+    want_wb: bool,
+) -> Result<(CudaStorage, Option<(CudaStorage, usize)>)> {
     let t = float_tag(OP, x.dtype())?;
     let be = &x.backend;
     let dx = CudaStorage::alloc(be, x.dtype(), rows * len)?;
-    let zeros = |want: bool| -> Result<Option<CudaStorage>> {
-        want.then(|| CudaStorage::full(be, x.dtype(), len, 0.0))
-            .transpose()
-    };
-    let (dw, db) = (zeros(want_dw)?, zeros(want_db)?);
     if rows * len == 0 {
-        return Ok((dx, dw, db));
+        let zeros = want_wb
+            .then(|| CudaStorage::full(be, x.dtype(), 2 * len, 0.0).map(|p| (p, 1)))
+            .transpose()?;
+        return Ok((dx, zeros));
     }
     let (r64, n64) = (rows as i64, len as i64);
     let (px, pw, pg, pm, pr, pd) = (
@@ -103,33 +102,30 @@ pub fn backward(
         .arg(&n64);
     // SAFETY: x, g and dx hold rows * len elements, w len (or null), mean and rstd rows.
     unsafe { l.launch(per_row(rows)) }.map_err(|e| be.err(OP, e))?;
-    if want_dw || want_db {
-        let f = be.function("layer_norm", &format!("layer_norm_bw_wb_{t}"))?;
-        let (pdw, pdb) = (opt_ptr(dw.as_ref()), opt_ptr(db.as_ref()));
-        // At most 65535 row chunks (the grid's y limit): wider chunks for very many rows.
-        let chunk = ROWS_PER_CHUNK.max(rows.div_ceil(65_535));
-        let cfg = LaunchConfig {
-            grid_dim: (
-                len.div_ceil(BLOCK as usize) as u32,
-                rows.div_ceil(chunk) as u32,
-                1,
-            ),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let chunk = chunk as i64;
-        let mut l = be.stream().launch_builder(&f);
-        l.arg(&px)
-            .arg(&pg)
-            .arg(&pm)
-            .arg(&pr)
-            .arg(&pdw)
-            .arg(&pdb)
-            .arg(&r64)
-            .arg(&n64)
-            .arg(&chunk);
-        // SAFETY: as above; dw and db hold len elements each (or are null).
-        unsafe { l.launch(cfg) }.map_err(|e| be.err(OP, e))?;
+    if !want_wb {
+        return Ok((dx, None));
     }
-    Ok((dx, dw, db))
+    let f = be.function("layer_norm", &format!("layer_norm_bw_wb_{t}"))?;
+    // At most 65535 row chunks (the grid's y limit): wider chunks for very many rows.
+    let chunk = ROWS_PER_CHUNK.max(rows.div_ceil(65_535));
+    let chunks = rows.div_ceil(chunk);
+    let part = CudaStorage::alloc(be, x.dtype(), chunks * 2 * len)?;
+    let cfg = LaunchConfig {
+        grid_dim: (len.div_ceil(BLOCK as usize) as u32, chunks as u32, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (pp, chunk) = (part.ptr(), chunk as i64);
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&px)
+        .arg(&pg)
+        .arg(&pm)
+        .arg(&pr)
+        .arg(&pp)
+        .arg(&r64)
+        .arg(&n64)
+        .arg(&chunk);
+    // SAFETY: as above; part holds chunks * 2 * len elements, and the grid's y covers the chunks.
+    unsafe { l.launch(cfg) }.map_err(|e| be.err(OP, e))?;
+    Ok((dx, Some((part, chunks))))
 }

@@ -251,7 +251,7 @@ mod gpu {
                 self.mean.read(),
                 self.rstd.read(),
             );
-            let (dx, dw, db) = crate::cuda::layer_norm::backward(
+            let (dx, parts) = crate::cuda::layer_norm::backward(
                 cuda_ref(OP, &gx)?,
                 gw.as_ref().map(|g| cuda_ref(OP, g)).transpose()?,
                 cuda_ref(OP, &gg)?,
@@ -259,21 +259,27 @@ mod gpu {
                 cuda_ref(OP, &gr)?,
                 self.rows,
                 self.d,
-                want_w,
-                want_b,
+                want_w || want_b,
             )?;
-            let vec_of = |s: Option<crate::cuda::CudaStorage>| {
-                s.map(|s| Tensor::from_storage(Storage::Cuda(s), &[self.d]))
+            // The chunks' sums added in order (each gradient a tensor of its own): the weight's
+            // are `parts[0]`, the bias's `parts[1]`.
+            let parts = parts
+                .map(|(p, chunks)| Tensor::from_storage(Storage::Cuda(p), &[2, chunks, self.d]));
+            let row = |want: bool, i: usize| -> Result<Option<Tensor>> {
+                match (&parts, want) {
+                    (Some(p), true) => Ok(Some(p.select(0, i)?.sum(&[0], false)?)),
+                    _ => Ok(None),
+                }
             };
             let mut out = vec![Some(Tensor::from_storage(
                 Storage::Cuda(dx),
                 inputs[0].shape(),
             ))];
             if self.has_weight {
-                out.push(vec_of(dw));
+                out.push(row(want_w, 0)?);
             }
             if self.has_bias {
-                out.push(vec_of(db));
+                out.push(row(want_b, 1)?);
             }
             Ok(out)
         }
