@@ -195,7 +195,8 @@ pub fn tsne_2d(feats: &Tensor, perplexity: f64, iters: usize, seed: u64) -> Resu
         let mom = if it < exag_iters { 0.5 } else { 0.8 };
         // Unnormalised Student-t kernel and its sum.
         let yr = &y;
-        let z: f64 = q
+        // Row sums added in row order, so the run is the same whatever the threads do.
+        let row_sums: Vec<f64> = q
             .par_chunks_mut(n)
             .enumerate()
             .map(|(i, row)| {
@@ -213,7 +214,8 @@ pub fn tsne_2d(feats: &Tensor, perplexity: f64, iters: usize, seed: u64) -> Resu
                 }
                 s
             })
-            .sum();
+            .collect();
+        let z: f64 = row_sums.iter().sum();
         let grad: Vec<[f64; 2]> = (0..n)
             .into_par_iter()
             .map(|i| {

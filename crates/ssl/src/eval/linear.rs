@@ -133,7 +133,8 @@ impl Problem {
         let z = self.x.matmul(&w)?.to_vec_f64()?;
         let inv_n = 1.0 / n as f64;
         let mut r = vec![0f64; n * c];
-        let loss: f64 = r
+        // Per-row losses added in row order: the same value whatever the threads do.
+        let losses: Vec<f64> = r
             .par_chunks_mut(c)
             .zip(z.par_chunks(c))
             .zip(self.labels.par_iter())
@@ -155,7 +156,8 @@ impl Problem {
                 ri[y] -= inv_n;
                 mx + s.ln() - zy
             })
-            .sum();
+            .collect();
+        let loss: f64 = losses.iter().sum();
         let mut gb = vec![0f64; c];
         for ri in r.chunks_exact(c) {
             for k in 0..c {
