@@ -1,24 +1,80 @@
-// pool.cu: 2-D max and average pooling over planes of [planes, h, w] (contiguous), with the
-// windows given explicitly: output row i covers input rows rows[2i]..rows[2i+1] (exclusive),
-// output column j covers cols[2j]..cols[2j+1]; padding is already clipped away by the host
-// (`crate::cpu::pool::sliding_windows` / `adaptive_windows`, which are also the CPU reference).
+// pool.cu: 2-D max and average pooling over planes of [planes, h, w] (contiguous), forward and
+// backward. The windows are computed in the kernels from each axis's rule (`PoolAxis`, mirrors
+// `crate::cpu::pool::AxisWindows`): sliding (`adaptive` 0): output i covers input
+// clamp(i*stride - pad, 0, len) .. clamp(i*stride - pad + kernel, 0, len); adaptive (PyTorch's
+// bins, one bin for a global pool): floor(i*len/out) .. ceil((i+1)*len/out), half-open. The CPU
+// reference is `crate::cpu::pool`, whose window lists come from the same rules.
 //
 // `max_pool_fwd_<f32|f64>`: y = max over the window (NaN wins), idx = the flat h*w position of
-// the first maximum. `max_pool_bw_<f32|f64>`: dx[p, idx] += dy (dx zeroed first; atomic).
-// `avg_pool_fwd_<f32|f64>`: y = window sum / divisor (fixed_div if > 0, else the window's
-// size). `avg_pool_bw_<f32|f64>`: every input of a window gets dy / divisor (atomic adds).
-// Launch: 1-D grid-stride over the planes * oh * ow outputs, 256 threads per block.
+// the first maximum. `max_pool_bw_<f32|f64>`: dx[p, r, c] = the sum, in output order, of dy over
+// the outputs whose windows hold (r, c) and whose idx is r*w + c.
+// `avg_pool_fwd_<f32|f64>`: y = window sum (row by row) / divisor (fixed_div if > 0, else the
+// window's size). `avg_pool_bw_<f32|f64>`: dx[p, r, c] = the sum, in output order, of
+// dy / divisor over the windows holding (r, c).
+// The backward kernels gather: a thread per input element walks the outputs covering it
+// (`covering`, as `AxisWindows::covering`), so there are no atomics and no zeroed buffer, and
+// every element's gradient is added in the order the CPU adds it (bit-identical to it).
+// Launch: 1-D grid-stride over the outputs (forward) or the inputs (backward), 256 threads.
 
-#define POOL_INDEX                                                                             \
-    i64 j = k % ow, i = (k / ow) % oh, p = k / (ow * oh);                                      \
-    i64 r0 = rows[2 * i], r1 = rows[2 * i + 1], c0 = cols[2 * j], c1 = cols[2 * j + 1];
+// One axis of a pooling (mirrors `cuda::pool::PoolAxis`).
+struct PoolAxis {
+    i64 len, out, kernel, stride, pad, adaptive;
+};
+
+// The planes and both axes (mirrors `cuda::pool::PoolShape`).
+struct PoolShape {
+    i64 planes;
+    PoolAxis rows, cols;
+    i64 fixed_div;
+};
+
+__device__ __forceinline__ i64 clamp_len(i64 v, i64 len) { return v < 0 ? 0 : (v > len ? len : v); }
+
+// Input range [lo, hi) of output position i.
+__device__ __forceinline__ void window(const PoolAxis& a, i64 i, i64& lo, i64& hi) {
+    if (a.adaptive) {
+        lo = i * a.len / a.out;
+        hi = ((i + 1) * a.len + a.out - 1) / a.out;
+    } else {
+        lo = clamp_len(i * a.stride - a.pad, a.len);
+        hi = clamp_len(i * a.stride - a.pad + a.kernel, a.len);
+    }
+}
+
+// Output positions [lo, hi) whose windows hold input position r (0 <= r < len).
+__device__ __forceinline__ void covering(const PoolAxis& a, i64 r, i64& lo, i64& hi) {
+    if (a.adaptive) {
+        lo = r * a.out / a.len;
+        hi = ((r + 1) * a.out + a.len - 1) / a.len;
+    } else {
+        i64 over = r + a.pad + 1 - a.kernel;
+        lo = over > 0 ? (over + a.stride - 1) / a.stride : 0;
+        hi = (r + a.pad) / a.stride + 1;
+    }
+    if (lo > a.out) lo = a.out;
+    if (hi > a.out) hi = a.out;
+    if (hi < lo) hi = lo;
+}
 
 template <typename T>
-__device__ void max_fwd(const T* x, const i64* rows, const i64* cols, T* y, i64* idx, i64 planes,
-                        i64 h, i64 w, i64 oh, i64 ow) {
-    FOR_EACH_INDEX(k, planes * oh * ow) {
-        POOL_INDEX
-        const T* xp = x + p * h * w;
+__device__ __forceinline__ T divisor(const PoolShape& s, i64 i, i64 j) {
+    if (s.fixed_div > 0) return T(s.fixed_div);
+    i64 r0, r1, c0, c1;
+    window(s.rows, i, r0, r1);
+    window(s.cols, j, c0, c1);
+    i64 d = (r1 - r0) * (c1 - c0);
+    return T(d > 0 ? d : 1);
+}
+
+template <typename T>
+__device__ void max_fwd(const T* x, T* y, i64* idx, PoolShape s) {
+    const i64 oh = s.rows.out, ow = s.cols.out, w = s.cols.len;
+    FOR_EACH_INDEX(k, s.planes * oh * ow) {
+        i64 j = k % ow, i = (k / ow) % oh, p = k / (ow * oh);
+        i64 r0, r1, c0, c1;
+        window(s.rows, i, r0, r1);
+        window(s.cols, j, c0, c1);
+        const T* xp = x + p * s.rows.len * w;
         T best = (T)(-__longlong_as_double(0x7ff0000000000000LL));
         i64 at = r0 * w + c0;
         bool done = false;
@@ -38,56 +94,70 @@ __device__ void max_fwd(const T* x, const i64* rows, const i64* cols, T* y, i64*
 }
 
 template <typename T>
-__device__ void max_bw(const T* dy, const i64* idx, T* dx, i64 planes, i64 hw, i64 per_plane) {
-    FOR_EACH_INDEX(k, planes * per_plane) { atomicAdd(dx + (k / per_plane) * hw + idx[k], dy[k]); }
-}
-
-template <typename T>
-__device__ void avg_fwd(const T* x, const i64* rows, const i64* cols, T* y, i64 planes, i64 h,
-                        i64 w, i64 oh, i64 ow, i64 fixed_div) {
-    FOR_EACH_INDEX(k, planes * oh * ow) {
-        POOL_INDEX
-        const T* xp = x + p * h * w;
-        T s = T(0);
-        for (i64 r = r0; r < r1; ++r)
-            for (i64 c = c0; c < c1; ++c) s += xp[r * w + c];
-        i64 d = fixed_div > 0 ? fixed_div : (r1 - r0) * (c1 - c0);
-        y[k] = s / T(d > 0 ? d : 1);
+__device__ void max_bw(const T* dy, const i64* idx, T* dx, PoolShape s) {
+    const i64 h = s.rows.len, w = s.cols.len, oh = s.rows.out, ow = s.cols.out;
+    FOR_EACH_INDEX(k, s.planes * h * w) {
+        i64 c = k % w, r = (k / w) % h, p = k / (w * h);
+        i64 i0, i1, j0, j1;
+        covering(s.rows, r, i0, i1);
+        covering(s.cols, c, j0, j1);
+        const i64 at = r * w + c;
+        const i64 base = p * oh * ow;
+        T g = T(0);
+        for (i64 i = i0; i < i1; ++i)
+            for (i64 j = j0; j < j1; ++j) {
+                const i64 o = base + i * ow + j;
+                if (idx[o] == at) g += dy[o];
+            }
+        dx[k] = g;
     }
 }
 
 template <typename T>
-__device__ void avg_bw(const T* dy, const i64* rows, const i64* cols, T* dx, i64 planes, i64 h,
-                       i64 w, i64 oh, i64 ow, i64 fixed_div) {
-    FOR_EACH_INDEX(k, planes * oh * ow) {
-        POOL_INDEX
-        i64 d = fixed_div > 0 ? fixed_div : (r1 - r0) * (c1 - c0);
-        T g = dy[k] / T(d > 0 ? d : 1);
-        T* dxp = dx + p * h * w;
+__device__ void avg_fwd(const T* x, T* y, PoolShape s) {
+    const i64 oh = s.rows.out, ow = s.cols.out, w = s.cols.len;
+    FOR_EACH_INDEX(k, s.planes * oh * ow) {
+        i64 j = k % ow, i = (k / ow) % oh, p = k / (ow * oh);
+        i64 r0, r1, c0, c1;
+        window(s.rows, i, r0, r1);
+        window(s.cols, j, c0, c1);
+        const T* xp = x + p * s.rows.len * w;
+        T sum = T(0);
         for (i64 r = r0; r < r1; ++r)
-            for (i64 c = c0; c < c1; ++c) atomicAdd(dxp + r * w + c, g);
+            for (i64 c = c0; c < c1; ++c) sum += xp[r * w + c];
+        y[k] = sum / divisor<T>(s, i, j);
+    }
+}
+
+template <typename T>
+__device__ void avg_bw(const T* dy, T* dx, PoolShape s) {
+    const i64 h = s.rows.len, w = s.cols.len, oh = s.rows.out, ow = s.cols.out;
+    FOR_EACH_INDEX(k, s.planes * h * w) {
+        i64 c = k % w, r = (k / w) % h, p = k / (w * h);
+        i64 i0, i1, j0, j1;
+        covering(s.rows, r, i0, i1);
+        covering(s.cols, c, j0, j1);
+        const i64 base = p * oh * ow;
+        T g = T(0);
+        for (i64 i = i0; i < i1; ++i)
+            for (i64 j = j0; j < j1; ++j) g += dy[base + i * ow + j] / divisor<T>(s, i, j);
+        dx[k] = g;
     }
 }
 
 #define POOL(TAG, T)                                                                           \
-    extern "C" __global__ void max_pool_fwd_##TAG(const T* x, const i64* rows, const i64* cols, \
-                                                  T* y, i64* idx, i64 planes, i64 h, i64 w,    \
-                                                  i64 oh, i64 ow) {                            \
-        max_fwd<T>(x, rows, cols, y, idx, planes, h, w, oh, ow);                               \
+    extern "C" __global__ void max_pool_fwd_##TAG(const T* x, T* y, i64* idx, PoolShape s) {  \
+        max_fwd<T>(x, y, idx, s);                                                              \
     }                                                                                          \
     extern "C" __global__ void max_pool_bw_##TAG(const T* dy, const i64* idx, T* dx,           \
-                                                 i64 planes, i64 hw, i64 per_plane) {          \
-        max_bw<T>(dy, idx, dx, planes, hw, per_plane);                                         \
+                                                 PoolShape s) {                                \
+        max_bw<T>(dy, idx, dx, s);                                                             \
     }                                                                                          \
-    extern "C" __global__ void avg_pool_fwd_##TAG(const T* x, const i64* rows, const i64* cols, \
-                                                  T* y, i64 planes, i64 h, i64 w, i64 oh,      \
-                                                  i64 ow, i64 fixed_div) {                     \
-        avg_fwd<T>(x, rows, cols, y, planes, h, w, oh, ow, fixed_div);                         \
+    extern "C" __global__ void avg_pool_fwd_##TAG(const T* x, T* y, PoolShape s) {             \
+        avg_fwd<T>(x, y, s);                                                                   \
     }                                                                                          \
-    extern "C" __global__ void avg_pool_bw_##TAG(const T* dy, const i64* rows, const i64* cols, \
-                                                 T* dx, i64 planes, i64 h, i64 w, i64 oh,      \
-                                                 i64 ow, i64 fixed_div) {                      \
-        avg_bw<T>(dy, rows, cols, dx, planes, h, w, oh, ow, fixed_div);                        \
+    extern "C" __global__ void avg_pool_bw_##TAG(const T* dy, T* dx, PoolShape s) {            \
+        avg_bw<T>(dy, dx, s);                                                                  \
     }
 POOL(f32, float)
 POOL(f64, double)

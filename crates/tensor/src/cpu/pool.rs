@@ -14,6 +14,81 @@ use rayon::prelude::*;
 /// Minimum elements per rayon task.
 const MIN_TASK: usize = 1 << 12;
 
+/// How the windows along one axis are made: the rule a device kernel evaluates in place of
+/// the lists of [`PoolWindows`], which are made from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AxisWindows {
+    /// [`sliding_windows`]`(len, kernel, stride, pad)`.
+    Sliding {
+        /// Input length.
+        len: usize,
+        /// Taps per window.
+        kernel: usize,
+        /// Step between window starts.
+        stride: usize,
+        /// Implicit padding before the first element (clipped away).
+        pad: usize,
+    },
+    /// [`adaptive_windows`]`(len, out)`: PyTorch's adaptive bins (one bin over the whole axis
+    /// when `out` is 1).
+    Adaptive {
+        /// Input length.
+        len: usize,
+        /// Number of bins.
+        out: usize,
+    },
+}
+
+impl AxisWindows {
+    /// Input length of the axis.
+    pub fn len(&self) -> usize {
+        match *self {
+            AxisWindows::Sliding { len, .. } | AxisWindows::Adaptive { len, .. } => len,
+        }
+    }
+
+    /// Whether the input axis is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The windows, half-open input ranges, one per output position.
+    pub fn windows(&self) -> Vec<(usize, usize)> {
+        match *self {
+            AxisWindows::Sliding {
+                len,
+                kernel,
+                stride,
+                pad,
+            } => sliding_windows(len, kernel, stride, pad),
+            AxisWindows::Adaptive { len, out } => adaptive_windows(len, out),
+        }
+    }
+
+    /// The output positions whose windows contain input position `r` (`r < len`), as a
+    /// half-open range (windows are ordered: both ends never decrease). The gradient kernels
+    /// on the GPU gather over it (`kernels/pool.cu` computes it the same way), so each input's
+    /// gradient is summed in output order, as the CPU's scatter adds it.
+    pub fn covering(&self, r: usize, out: usize) -> (usize, usize) {
+        let (lo, hi) = match *self {
+            // i * stride - pad <= r < i * stride - pad + kernel (the clipping to 0..len never
+            // changes this for 0 <= r < len).
+            AxisWindows::Sliding {
+                kernel,
+                stride,
+                pad,
+                ..
+            } => {
+                let first = (r + pad + 1).saturating_sub(kernel).div_ceil(stride);
+                (first, (r + pad) / stride + 1)
+            }
+            // floor(i len / out) <= r < ceil((i + 1) len / out)
+            AxisWindows::Adaptive { len, out } => (r * out / len, ((r + 1) * out).div_ceil(len)),
+        };
+        (lo.min(out), hi.min(out).max(lo.min(out)))
+    }
+}
+
 /// The input window of every output position, per axis (half-open ranges, clipped to the input).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolWindows {
@@ -21,6 +96,19 @@ pub struct PoolWindows {
     pub rows: Vec<(usize, usize)>,
     /// Input column range of each output column.
     pub cols: Vec<(usize, usize)>,
+    /// The rules `rows` and `cols` are made from.
+    pub rules: (AxisWindows, AxisWindows),
+}
+
+impl PoolWindows {
+    /// The windows of a pooling whose rows and columns follow `rows` and `cols`.
+    pub fn new(rows: AxisWindows, cols: AxisWindows) -> PoolWindows {
+        PoolWindows {
+            rows: rows.windows(),
+            cols: cols.windows(),
+            rules: (rows, cols),
+        }
+    }
 }
 
 /// Sliding windows along one axis of length `len`: window `i` starts at `i * stride - pad`, has
@@ -194,4 +282,60 @@ pub fn avg_pool_backward<T: Float>(
         }
     });
     dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `covering` against a search of every window, for every small sliding and adaptive axis.
+    #[test]
+    fn covering_is_the_set_of_windows_holding_each_input() {
+        let mut rules = Vec::new();
+        for len in 1..12 {
+            for out in 1..15 {
+                rules.push(AxisWindows::Adaptive { len, out });
+            }
+            for kernel in 1..6 {
+                for stride in 1..5 {
+                    for pad in 0..=kernel / 2 {
+                        if len + 2 * pad >= kernel {
+                            rules.push(AxisWindows::Sliding {
+                                len,
+                                kernel,
+                                stride,
+                                pad,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        assert!(rules.len() > 500);
+        for rule in rules {
+            let win = rule.windows();
+            for r in 0..rule.len() {
+                let holding: Vec<usize> = (0..win.len())
+                    .filter(|&i| win[i].0 <= r && r < win[i].1)
+                    .collect();
+                let (lo, hi) = rule.covering(r, win.len());
+                assert_eq!((lo..hi).collect::<Vec<_>>(), holding, "{rule:?}, input {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn pool_windows_are_made_from_their_rules() {
+        let w = PoolWindows::new(
+            AxisWindows::Sliding {
+                len: 7,
+                kernel: 3,
+                stride: 2,
+                pad: 1,
+            },
+            AxisWindows::Adaptive { len: 5, out: 3 },
+        );
+        assert_eq!(w.rows, vec![(0, 2), (1, 4), (3, 6), (5, 7)]);
+        assert_eq!(w.cols, vec![(0, 2), (1, 4), (3, 5)]);
+    }
 }

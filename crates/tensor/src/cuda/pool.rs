@@ -1,166 +1,161 @@
-//! Launches of `kernels/pool.cu`: max and average pooling over explicit windows, forward and
-//! backward (the CUDA arms of `crate::ops::pool`; CPU reference `crate::cpu::pool`).
+//! Launches of `kernels/pool.cu`: max and average pooling, forward and backward (the CUDA arms
+//! of `crate::ops::pool`; CPU reference `crate::cpu::pool`). The kernels compute each window
+//! from its axis's rule, so a pooling uploads nothing; the backward kernels gather (no atomics,
+//! no zeroed buffer).
 
-use std::sync::Arc;
-
-use cudarc::driver::PushKernelArg;
+use cudarc::driver::{DeviceRepr, PushKernelArg};
 
 use super::launch::float_tag;
 use super::launch::grid_for;
-use super::{CudaBackend, CudaStorage};
-use crate::cpu::pool::PoolWindows;
+use super::CudaStorage;
+use crate::cpu::pool::{AxisWindows, PoolWindows};
 use crate::dtype::DType;
 use crate::error::Result;
-use crate::storage::CpuStorage;
 
-/// A pooling's windows on the device, and its plane geometry.
-pub struct DevWindows {
-    rows: CudaStorage,
-    cols: CudaStorage,
-    /// Planes (`n * c`).
-    pub planes: usize,
-    /// Input height and width.
-    pub hw: (usize, usize),
-    /// Output height and width.
-    pub out: (usize, usize),
+/// One axis's windows as the kernels take them (mirrors `PoolAxis` in `kernels/pool.cu`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct PoolAxis {
+    len: i64,
+    out: i64,
+    kernel: i64,
+    stride: i64,
+    pad: i64,
+    adaptive: i64,
 }
 
-impl DevWindows {
-    /// Uploads `win` for inputs of `planes` planes of `h x w`.
-    pub fn new(
-        backend: &Arc<CudaBackend>,
-        win: &PoolWindows,
-        planes: usize,
-        h: usize,
-        w: usize,
-    ) -> Result<DevWindows> {
-        let flat = |v: &[(usize, usize)]| {
-            CpuStorage::I64(v.iter().flat_map(|&(a, b)| [a as i64, b as i64]).collect())
-        };
-        Ok(DevWindows {
-            rows: CudaStorage::from_cpu(backend, &flat(&win.rows))?,
-            cols: CudaStorage::from_cpu(backend, &flat(&win.cols))?,
-            planes,
-            hw: (h, w),
-            out: (win.rows.len(), win.cols.len()),
-        })
+/// A pooling's planes and axes (mirrors `PoolShape` in `kernels/pool.cu`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PoolShape {
+    planes: i64,
+    rows: PoolAxis,
+    cols: PoolAxis,
+    fixed_div: i64,
+}
+// SAFETY: plain old data laid out as the CUDA struct.
+unsafe impl DeviceRepr for PoolShape {}
+
+impl PoolAxis {
+    fn new(rule: &AxisWindows, out: usize) -> PoolAxis {
+        let i = |v: usize| v as i64;
+        match *rule {
+            AxisWindows::Sliding {
+                len,
+                kernel,
+                stride,
+                pad,
+            } => PoolAxis {
+                len: i(len),
+                out: i(out),
+                kernel: i(kernel),
+                stride: i(stride),
+                pad: i(pad),
+                adaptive: 0,
+            },
+            AxisWindows::Adaptive { len, out } => PoolAxis {
+                len: i(len),
+                out: i(out),
+                kernel: 0,
+                stride: 0,
+                pad: 0,
+                adaptive: 1,
+            },
+        }
+    }
+}
+
+impl PoolShape {
+    /// The shape of a pooling by `win` over `planes` planes, dividing average windows by
+    /// `fixed_div` (0: by each window's size).
+    pub fn new(win: &PoolWindows, planes: usize, fixed_div: usize) -> PoolShape {
+        PoolShape {
+            planes: planes as i64,
+            rows: PoolAxis::new(&win.rules.0, win.rows.len()),
+            cols: PoolAxis::new(&win.rules.1, win.cols.len()),
+            fixed_div: fixed_div as i64,
+        }
+    }
+
+    /// Output height and width.
+    pub fn out(&self) -> (usize, usize) {
+        (self.rows.out as usize, self.cols.out as usize)
     }
 
     fn outputs(&self) -> usize {
-        self.planes * self.out.0 * self.out.1
+        (self.planes * self.rows.out * self.cols.out) as usize
     }
 
-    fn dims(&self) -> [i64; 5] {
-        [
-            self.planes as i64,
-            self.hw.0 as i64,
-            self.hw.1 as i64,
-            self.out.0 as i64,
-            self.out.1 as i64,
-        ]
+    fn inputs(&self) -> usize {
+        (self.planes * self.rows.len * self.cols.len) as usize
     }
 }
 
 /// Max pooling of dense `x`: the output and the flat argmax position (i64) of each window.
-pub fn max_forward(x: &CudaStorage, w: &DevWindows) -> Result<(CudaStorage, CudaStorage)> {
+pub fn max_forward(x: &CudaStorage, s: &PoolShape) -> Result<(CudaStorage, CudaStorage)> {
     let t = float_tag("max_pool2d", x.dtype())?;
-    let n = w.outputs();
+    let n = s.outputs();
     let y = CudaStorage::alloc(&x.backend, x.dtype(), n)?;
     let idx = CudaStorage::alloc(&x.backend, DType::I64, n)?;
     if n == 0 {
         return Ok((y, idx));
     }
     let f = x.backend.function("pool", &format!("max_pool_fwd_{t}"))?;
-    let (px, pr, pc, py, pi) = (x.ptr(), w.rows.ptr(), w.cols.ptr(), y.ptr(), idx.ptr());
-    let [p, h, ww, oh, ow] = w.dims();
+    let (px, py, pi) = (x.ptr(), y.ptr(), idx.ptr());
     let mut l = x.backend.stream().launch_builder(&f);
-    l.arg(&px)
-        .arg(&pr)
-        .arg(&pc)
-        .arg(&py)
-        .arg(&pi)
-        .arg(&p)
-        .arg(&h)
-        .arg(&ww)
-        .arg(&oh)
-        .arg(&ow);
-    // SAFETY: buffers sized from the same windows; windows lie inside the planes.
+    l.arg(&px).arg(&py).arg(&pi).arg(s);
+    // SAFETY: buffers sized from the same shape; windows lie inside the planes.
     unsafe { l.launch(grid_for(n)) }.map_err(|e| x.backend.err("max_pool2d", e))?;
     Ok((y, idx))
 }
 
-/// Gradient of max pooling: `dy` (dense, one per output) routed to the saved argmax.
-pub fn max_backward(dy: &CudaStorage, idx: &CudaStorage, w: &DevWindows) -> Result<CudaStorage> {
+/// Gradient of max pooling: each input gathers `dy` of the windows whose saved argmax it is.
+pub fn max_backward(dy: &CudaStorage, idx: &CudaStorage, s: &PoolShape) -> Result<CudaStorage> {
     let t = float_tag("max_pool2d", dy.dtype())?;
-    let (h, ww) = w.hw;
-    let dx = CudaStorage::full(&dy.backend, dy.dtype(), w.planes * h * ww, 0.0)?;
-    let n = w.outputs();
+    let n = s.inputs();
+    let dx = CudaStorage::alloc(&dy.backend, dy.dtype(), n)?;
     if n == 0 {
         return Ok(dx);
     }
     let f = dy.backend.function("pool", &format!("max_pool_bw_{t}"))?;
     let (pd, pi, px) = (dy.ptr(), idx.ptr(), dx.ptr());
-    let (p, hw, per) = (w.planes as i64, (h * ww) as i64, (w.out.0 * w.out.1) as i64);
     let mut l = dy.backend.stream().launch_builder(&f);
-    l.arg(&pd).arg(&pi).arg(&px).arg(&p).arg(&hw).arg(&per);
-    // SAFETY: idx holds positions inside each plane, written by max_forward.
+    l.arg(&pd).arg(&pi).arg(&px).arg(s);
+    // SAFETY: dy and idx hold one value per output, dx one per input, all from `s`.
     unsafe { l.launch(grid_for(n)) }.map_err(|e| dy.backend.err("max_pool2d", e))?;
     Ok(dx)
 }
 
-/// Average pooling of dense `x` (`fixed_div` 0: divide by each window's size).
-pub fn avg_forward(x: &CudaStorage, w: &DevWindows, fixed_div: usize) -> Result<CudaStorage> {
+/// Average pooling of dense `x`.
+pub fn avg_forward(x: &CudaStorage, s: &PoolShape) -> Result<CudaStorage> {
     let t = float_tag("avg_pool2d", x.dtype())?;
-    let n = w.outputs();
+    let n = s.outputs();
     let y = CudaStorage::alloc(&x.backend, x.dtype(), n)?;
     if n == 0 {
         return Ok(y);
     }
     let f = x.backend.function("pool", &format!("avg_pool_fwd_{t}"))?;
-    let (px, pr, pc, py) = (x.ptr(), w.rows.ptr(), w.cols.ptr(), y.ptr());
-    let [p, h, ww, oh, ow] = w.dims();
-    let fd = fixed_div as i64;
+    let (px, py) = (x.ptr(), y.ptr());
     let mut l = x.backend.stream().launch_builder(&f);
-    l.arg(&px)
-        .arg(&pr)
-        .arg(&pc)
-        .arg(&py)
-        .arg(&p)
-        .arg(&h)
-        .arg(&ww)
-        .arg(&oh)
-        .arg(&ow)
-        .arg(&fd);
-    // SAFETY: buffers sized from the same windows; windows lie inside the planes.
+    l.arg(&px).arg(&py).arg(s);
+    // SAFETY: buffers sized from the same shape; windows lie inside the planes.
     unsafe { l.launch(grid_for(n)) }.map_err(|e| x.backend.err("avg_pool2d", e))?;
     Ok(y)
 }
 
-/// Gradient of average pooling.
-pub fn avg_backward(dy: &CudaStorage, w: &DevWindows, fixed_div: usize) -> Result<CudaStorage> {
+/// Gradient of average pooling: each input gathers `dy / divisor` of the windows holding it.
+pub fn avg_backward(dy: &CudaStorage, s: &PoolShape) -> Result<CudaStorage> {
     let t = float_tag("avg_pool2d", dy.dtype())?;
-    let (h, ww) = w.hw;
-    let dx = CudaStorage::full(&dy.backend, dy.dtype(), w.planes * h * ww, 0.0)?;
-    let n = w.outputs();
+    let n = s.inputs();
+    let dx = CudaStorage::alloc(&dy.backend, dy.dtype(), n)?;
     if n == 0 {
         return Ok(dx);
     }
     let f = dy.backend.function("pool", &format!("avg_pool_bw_{t}"))?;
-    let (pd, pr, pc, px) = (dy.ptr(), w.rows.ptr(), w.cols.ptr(), dx.ptr());
-    let [p, hh, www, oh, ow] = w.dims();
-    let fd = fixed_div as i64;
+    let (pd, px) = (dy.ptr(), dx.ptr());
     let mut l = dy.backend.stream().launch_builder(&f);
-    l.arg(&pd)
-        .arg(&pr)
-        .arg(&pc)
-        .arg(&px)
-        .arg(&p)
-        .arg(&hh)
-        .arg(&www)
-        .arg(&oh)
-        .arg(&ow)
-        .arg(&fd);
-    // SAFETY: as in avg_forward.
+    l.arg(&pd).arg(&px).arg(s);
+    // SAFETY: dy holds one value per output, dx one per input, both from `s`.
     unsafe { l.launch(grid_for(n)) }.map_err(|e| dy.backend.err("avg_pool2d", e))?;
     Ok(dx)
 }

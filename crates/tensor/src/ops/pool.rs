@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::autograd::BackwardOp;
 use crate::cpu::pool::{
-    adaptive_windows, avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward,
-    sliding_windows, PoolWindows,
+    avg_pool_backward, avg_pool_forward, max_pool_backward, max_pool_forward, AxisWindows,
+    PoolWindows,
 };
 use crate::dtype::Float;
 use crate::error::{invalid, shape_err, Result};
@@ -59,10 +59,20 @@ fn sliding(
             ),
         );
     }
-    Ok(PoolWindows {
-        rows: sliding_windows(h, kernel.0, stride.0, padding.0),
-        cols: sliding_windows(w, kernel.1, stride.1, padding.1),
-    })
+    Ok(PoolWindows::new(
+        AxisWindows::Sliding {
+            len: h,
+            kernel: kernel.0,
+            stride: stride.0,
+            pad: padding.0,
+        },
+        AxisWindows::Sliding {
+            len: w,
+            kernel: kernel.1,
+            stride: stride.1,
+            pad: padding.1,
+        },
+    ))
 }
 
 /// Max pooling forward in `T`: output tensor and argmax positions.
@@ -250,10 +260,16 @@ impl Tensor {
         }
         AvgPool {
             name: OP,
-            win: PoolWindows {
-                rows: adaptive_windows(h, output.0),
-                cols: adaptive_windows(w, output.1),
-            },
+            win: PoolWindows::new(
+                AxisWindows::Adaptive {
+                    len: h,
+                    out: output.0,
+                },
+                AxisWindows::Adaptive {
+                    len: w,
+                    out: output.1,
+                },
+            ),
             fixed_divisor: None,
             out_shape: vec![n, c, output.0, output.1],
         }
@@ -269,10 +285,10 @@ impl Tensor {
         }
         AvgPool {
             name: OP,
-            win: PoolWindows {
-                rows: vec![(0, h)],
-                cols: vec![(0, w)],
-            },
+            win: PoolWindows::new(
+                AxisWindows::Adaptive { len: h, out: 1 },
+                AxisWindows::Adaptive { len: w, out: 1 },
+            ),
             fixed_divisor: None,
             out_shape: vec![n, c],
         }
@@ -284,37 +300,34 @@ impl Tensor {
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
-    use crate::cuda::pool::{self as k, DevWindows};
+    use crate::cuda::pool::{self as k, PoolShape};
     use crate::storage::Storage;
 
-    /// The dense input's device buffer and the uploaded windows.
+    /// The dense input and the kernels' description of the pooling.
     fn prepare(
         op: &'static str,
         x: &Tensor,
         win: &PoolWindows,
-    ) -> Result<(Tensor, Arc<DevWindows>)> {
-        let [n, c, h, w] = nchw(op, x)?;
-        let xd = crate::ops::dense(x)?;
-        let backend = match &*xd.read() {
-            Storage::Cuda(s) => s.backend.clone(),
-            _ => return Err(crate::storage::no_kernel(op, x.device())),
-        };
-        Ok((xd, Arc::new(DevWindows::new(&backend, win, n * c, h, w)?)))
+        fixed_div: usize,
+    ) -> Result<(Tensor, PoolShape)> {
+        let [n, c, _, _] = nchw(op, x)?;
+        Ok((crate::ops::dense(x)?, PoolShape::new(win, n * c, fixed_div)))
     }
 
     pub(super) fn max_pool(x: &Tensor, win: &PoolWindows) -> Result<Tensor> {
         const OP: &str = "max_pool2d";
         check_float(OP, x)?;
-        let (xd, dw) = prepare(OP, x, win)?;
-        let (y, idx) = crate::ops::with_cuda(OP, &xd, |s| k::max_forward(s, &dw))?;
+        let (xd, shape) = prepare(OP, x, win, 0)?;
+        let (y, idx) = crate::ops::with_cuda(OP, &xd, |s| k::max_forward(s, &shape))?;
         let s = x.shape();
-        let y = Tensor::from_storage(Storage::Cuda(y), &[s[0], s[1], dw.out.0, dw.out.1]);
+        let (oh, ow) = shape.out();
+        let y = Tensor::from_storage(Storage::Cuda(y), &[s[0], s[1], oh, ow]);
         let idx = Tensor::from_storage(Storage::Cuda(idx), y.shape());
-        Ok(y.attach(&[x], || Box::new(MaxBack { win: dw, idx })))
+        Ok(y.attach(&[x], || Box::new(MaxBack { shape, idx })))
     }
 
     struct MaxBack {
-        win: Arc<DevWindows>,
+        shape: PoolShape,
         idx: Tensor,
     }
 
@@ -331,7 +344,7 @@ mod gpu {
             let dy = crate::ops::dense(grad)?;
             let dx = crate::ops::with_cuda("max_pool2d", &dy, |d| {
                 crate::ops::with_cuda("max_pool2d", &self.idx, |i| {
-                    k::max_backward(d, i, &self.win)
+                    k::max_backward(d, i, &self.shape)
                 })
             })?;
             Ok(vec![Some(Tensor::from_storage(
@@ -343,24 +356,16 @@ mod gpu {
 
     pub(super) fn avg_pool(p: AvgPool, x: &Tensor) -> Result<Tensor> {
         check_float(p.name, x)?;
-        let (xd, dw) = prepare(p.name, x, &p.win)?;
-        let fixed = p.fixed_divisor.unwrap_or(0);
-        let y = crate::ops::with_cuda(p.name, &xd, |s| k::avg_forward(s, &dw, fixed))?;
+        let (xd, shape) = prepare(p.name, x, &p.win, p.fixed_divisor.unwrap_or(0))?;
+        let y = crate::ops::with_cuda(p.name, &xd, |s| k::avg_forward(s, &shape))?;
         let y = Tensor::from_storage(Storage::Cuda(y), &p.out_shape);
         let name = p.name;
-        Ok(y.attach(&[x], || {
-            Box::new(AvgBack {
-                name,
-                win: dw,
-                fixed,
-            })
-        }))
+        Ok(y.attach(&[x], || Box::new(AvgBack { name, shape })))
     }
 
     struct AvgBack {
         name: &'static str,
-        win: Arc<DevWindows>,
-        fixed: usize,
+        shape: PoolShape,
     }
 
     impl BackwardOp for AvgBack {
@@ -374,9 +379,7 @@ mod gpu {
             grad: &Tensor,
         ) -> Result<Vec<Option<Tensor>>> {
             let dy = crate::ops::dense(grad)?;
-            let dx = crate::ops::with_cuda(self.name, &dy, |d| {
-                k::avg_backward(d, &self.win, self.fixed)
-            })?;
+            let dx = crate::ops::with_cuda(self.name, &dy, |d| k::avg_backward(d, &self.shape))?;
             Ok(vec![Some(Tensor::from_storage(
                 Storage::Cuda(dx),
                 inputs[0].shape(),

@@ -1,6 +1,6 @@
 //! Convolution, batch norm and pooling on the GPU against the CPU, forward and backward.
 
-use selfsup_tensor::{no_grad, Conv2dParams, DType, Device};
+use selfsup_tensor::{no_grad, Conv2dParams, DType, Device, Tensor};
 
 use crate::{check, compare, leaf, max_diff, on_each_gpu, rand};
 
@@ -433,47 +433,90 @@ fn batch_norm_with_more_channels_than_grid_rows_matches_the_cpu() {
     });
 }
 
+/// Every pooling on the GPU gives the CPU's values bit for bit, forward and backward: the
+/// backward kernels gather each input's gradient over the windows holding it, in the order the
+/// CPU's scatter adds it (no atomics). Overlapping windows (stride below the kernel), padding,
+/// adaptive bins that overlap (more bins than inputs) or do not divide the input, a global
+/// pool, a strided input, and inputs with many ties (max pooling routes each window's gradient
+/// to its first maximum) and a NaN.
 #[test]
-fn poolings_match_the_cpu() {
+fn poolings_match_the_cpu_bit_for_bit() {
     on_each_gpu("pooling", |dev| {
         for dtype in [DType::F32, DType::F64] {
-            let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
-            let x = rand(&[2, 3, 9, 8], dtype, -1.0, 1.0, 6);
-            check(
-                &format!("max_pool2d {dtype:?}"),
-                dev,
-                &[&x],
-                &|v| v[0].max_pool2d((3, 3), (2, 2), (1, 1)).unwrap(),
-                tol,
-            );
-            check(
-                &format!("avg_pool2d {dtype:?}"),
-                dev,
-                &[&x],
-                &|v| v[0].avg_pool2d((3, 2), (2, 2), (1, 1), true).unwrap(),
-                tol,
-            );
-            check(
-                &format!("avg_pool2d exclude pad {dtype:?}"),
-                dev,
-                &[&x],
-                &|v| v[0].avg_pool2d((3, 3), (1, 2), (1, 0), false).unwrap(),
-                tol,
-            );
-            check(
-                &format!("adaptive_avg_pool2d {dtype:?}"),
-                dev,
-                &[&x],
-                &|v| v[0].adaptive_avg_pool2d((4, 3)).unwrap(),
-                tol,
-            );
-            check(
-                &format!("global_avg_pool2d {dtype:?}"),
-                dev,
-                &[&x],
-                &|v| v[0].global_avg_pool2d().unwrap(),
-                tol,
-            );
+            // Multiples of 1/4 in [-1, 1]: nine values, so most 3x3 windows hold ties.
+            let quarters: Vec<f64> = rand(&[2, 3, 9, 8], DType::F64, -1.0, 1.0, 6)
+                .to_vec_f64()
+                .unwrap()
+                .iter()
+                .map(|v| (v * 4.0).round() / 4.0)
+                .collect();
+            let ties = Tensor::from_vec(quarters, &[2, 3, 9, 8])
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let x = rand(&[2, 3, 9, 8], dtype, -1.0, 1.0, 7);
+            let mut with_nan = x.to_vec_f64().unwrap();
+            with_nan[13] = f64::NAN;
+            let with_nan = Tensor::from_vec(with_nan, &[2, 3, 9, 8])
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            // [2, 3, 8, 9] read through a transposed view.
+            let strided = rand(&[2, 3, 8, 9], dtype, -1.0, 1.0, 8);
+            type Pool = Box<dyn Fn(&Tensor) -> Tensor>;
+            let pools: [(&str, Pool); 9] = [
+                (
+                    "max 3x3 stride 2 pad 1",
+                    Box::new(|v| v.max_pool2d((3, 3), (2, 2), (1, 1)).unwrap()),
+                ),
+                (
+                    "max 3x2 stride 1 pad (1, 0)",
+                    Box::new(|v| v.max_pool2d((3, 2), (1, 1), (1, 0)).unwrap()),
+                ),
+                (
+                    "max 2x2 stride 2",
+                    Box::new(|v| v.max_pool2d((2, 2), (2, 2), (0, 0)).unwrap()),
+                ),
+                (
+                    "avg 3x2 stride 2 pad 1, padding counted",
+                    Box::new(|v| v.avg_pool2d((3, 2), (2, 2), (1, 1), true).unwrap()),
+                ),
+                (
+                    "avg 3x3 stride (1, 2) pad (1, 0), padding not counted",
+                    Box::new(|v| v.avg_pool2d((3, 3), (1, 2), (1, 0), false).unwrap()),
+                ),
+                (
+                    "avg 3x3 stride 1 pad 1",
+                    Box::new(|v| v.avg_pool2d((3, 3), (1, 1), (1, 1), false).unwrap()),
+                ),
+                (
+                    "adaptive to 4x3",
+                    Box::new(|v| v.adaptive_avg_pool2d((4, 3)).unwrap()),
+                ),
+                (
+                    "adaptive to 13x11 (overlapping bins)",
+                    Box::new(|v| v.adaptive_avg_pool2d((13, 11)).unwrap()),
+                ),
+                ("global", Box::new(|v| v.global_avg_pool2d().unwrap())),
+            ];
+            for (name, pool) in &pools {
+                for (input, x) in [("ties", &ties), ("random", &x), ("a NaN", &with_nan)] {
+                    check(
+                        &format!("{name} {dtype:?} on {input}"),
+                        dev,
+                        &[x],
+                        &|v| pool(&v[0]),
+                        0.0,
+                    );
+                }
+                check(
+                    &format!("{name} {dtype:?} on a strided view"),
+                    dev,
+                    &[&strided],
+                    &|v| pool(&v[0].transpose(2, 3).unwrap()),
+                    0.0,
+                );
+            }
         }
     });
 }
