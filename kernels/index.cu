@@ -6,8 +6,14 @@
 // 2/4/8-byte words); this is also the embedding lookup. Ids may come straight from the device
 // (unchecked by the host): an id outside [0, dim) writes all-ones bits (NaN for every float
 // dtype) instead of reading out of bounds.
-// `index_add_<f32|f64>`: out[o, ids[j], i] += src[o, j, i] (out zeroed first; atomic adds, so
-// repeated ids accumulate; summation order is unspecified); out-of-range ids are skipped.
+// index_add: out[o, ids[j], i] += src[o, j, i] (out zeroed first; repeated ids accumulate;
+// out-of-range ids are skipped), deterministic, in three steps: `index_keys` makes a
+// (key, value) pair per index, key = ids[j] (dim for an id outside [0, dim), which sorts last
+// and is skipped), value = j; sort.cu sorts the pairs by key, stably, so each id's positions j
+// are consecutive and ascending; `index_add_sorted_<f32|f64>`: the thread of (o, s, i) whose
+// sorted place s starts an id's run writes out[o, id, i] = the sum of src[o, j, i] over the run,
+// in order of j: the CPU's order, so its values bit for bit, in every run (out zeroed first for
+// the ids that never occur).
 // `gather_<f32|f64>`: out[o, j, i] = x[o, ids[o, j, i], i] with ids [outer, n, inner]; an id
 // outside [0, dim) (ids straight from the device) gives NaN.
 // `scatter_add_<f32|f64>`: out[o, ids[o, j, i], i] += src[o, j, i] (atomic; out-of-range ids
@@ -25,17 +31,6 @@
 INDEX_SELECT(index_select_b16, u16)
 INDEX_SELECT(index_select_b32, u32)
 INDEX_SELECT(index_select_b64, u64)
-
-#define INDEX_ADD(NAME, T)                                                                     \
-    extern "C" __global__ void NAME(const T* src, const i64* ids, T* out, i64 outer, i64 dim,  \
-                                    i64 inner, i64 n) {                                        \
-        FOR_EACH_INDEX(k, outer * n * inner) {                                                 \
-            i64 i = k % inner, j = (k / inner) % n, o = k / (inner * n), id = ids[j];          \
-            if (id >= 0 && id < dim) atomicAdd(out + (o * dim + id) * inner + i, src[k]);      \
-        }                                                                                      \
-    }
-INDEX_ADD(index_add_f32, float)
-INDEX_ADD(index_add_f64, double)
 
 #define GATHER(NAME, T)                                                                        \
     extern "C" __global__ void NAME(const T* x, const i64* ids, T* out, i64 outer, i64 dim,    \
@@ -59,3 +54,27 @@ GATHER(gather_f64, double)
     }
 SCATTER_ADD(scatter_add_f32, float)
 SCATTER_ADD(scatter_add_f64, double)
+
+extern "C" __global__ void index_keys(const i64* ids, u32* keys, u32* vals, i64 n, i64 dim) {
+    FOR_EACH_INDEX(j, n) {
+        const i64 id = ids[j];
+        keys[j] = (u32)((id >= 0 && id < dim) ? id : dim);
+        vals[j] = (u32)j;
+    }
+}
+
+#define INDEX_ADD_SORTED(NAME, T)                                                              \
+    extern "C" __global__ void NAME(const T* src, const u32* keys, const u32* order, T* out,   \
+                                    i64 outer, i64 dim, i64 inner, i64 n) {                    \
+        FOR_EACH_INDEX(k, outer * n * inner) {                                                 \
+            const i64 i = k % inner, s = (k / inner) % n, o = k / (inner * n);                 \
+            const u32 key = keys[s];                                                           \
+            if ((i64)key >= dim || (s > 0 && keys[s - 1] == key)) continue;                    \
+            T acc = T(0);                                                                      \
+            for (i64 e = s; e < n && keys[e] == key; ++e)                                      \
+                acc += src[(o * n + order[e]) * inner + i];                                    \
+            out[(o * dim + key) * inner + i] = acc;                                            \
+        }                                                                                      \
+    }
+INDEX_ADD_SORTED(index_add_sorted_f32, float)
+INDEX_ADD_SORTED(index_add_sorted_f64, double)

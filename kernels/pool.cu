@@ -11,6 +11,10 @@
 // `avg_pool_fwd_<f32|f64>`: y = window sum (row by row) / divisor (fixed_div if > 0, else the
 // window's size). `avg_pool_bw_<f32|f64>`: dx[p, r, c] = the sum, in output order, of
 // dy / divisor over the windows holding (r, c).
+// `avg_pool_global_bw_<f32|f64>`: the same for one window over the whole plane (global average
+// pooling): dx[p, r, c] = dy[p] / divisor, with the plane found by a multiply-high division
+// when there are fewer than 2^31 inputs (the general kernel's 64-bit divisions cost more than
+// the element's memory traffic).
 // The backward kernels gather: a thread per input element walks the outputs covering it
 // (`covering`, as `AxisWindows::covering`), so there are no atomics and no zeroed buffer, and
 // every element's gradient is added in the order the CPU adds it (bit-identical to it).
@@ -145,6 +149,14 @@ __device__ void avg_bw(const T* dy, T* dx, PoolShape s) {
     }
 }
 
+template <typename T>
+__device__ void avg_global_bw(const T* dy, T* dx, i64 n, i64 hw, FastDiv div_hw, int fast, T d) {
+    FOR_EACH_INDEX(k, n) {
+        const i64 p = fast ? (i64)fdiv((u32)k, div_hw) : k / hw;
+        dx[k] = dy[p] / d;
+    }
+}
+
 #define POOL(TAG, T)                                                                           \
     extern "C" __global__ void max_pool_fwd_##TAG(const T* x, T* y, i64* idx, PoolShape s) {  \
         max_fwd<T>(x, y, idx, s);                                                              \
@@ -158,6 +170,10 @@ __device__ void avg_bw(const T* dy, T* dx, PoolShape s) {
     }                                                                                          \
     extern "C" __global__ void avg_pool_bw_##TAG(const T* dy, T* dx, PoolShape s) {            \
         avg_bw<T>(dy, dx, s);                                                                  \
+    }                                                                                          \
+    extern "C" __global__ void avg_pool_global_bw_##TAG(const T* dy, T* dx, i64 n, i64 hw,     \
+                                                        FastDiv div_hw, int fast, T d) {       \
+        avg_global_bw<T>(dy, dx, n, hw, div_hw, fast, d);                                      \
     }
 POOL(f32, float)
 POOL(f64, double)

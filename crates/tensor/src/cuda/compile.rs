@@ -37,7 +37,8 @@ kernel_files!(
     "layer_norm",
     "batch_norm",
     "attention",
-    "attention_mma"
+    "attention_mma",
+    "sort"
 );
 
 /// The complete source NVRTC compiles for kernel file `name` (common header included).
@@ -277,10 +278,15 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .chain(
-                    ["index_add", "gather", "scatter_add"]
+                    ["index_add_sorted", "gather", "scatter_add"]
                         .iter()
                         .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}"))),
                 )
+                .chain(["index_keys".to_string()])
+                .collect(),
+            "sort" => ["radix_hist", "radix_scan", "radix_scatter"]
+                .iter()
+                .map(|s| s.to_string())
                 .collect(),
             "optim" => [
                 "adam_step",
@@ -298,10 +304,16 @@ mod tests {
                 .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
                 .chain(["im2col_bf16_f32".into(), "col2im_bf16_f32".into()])
                 .collect(),
-            "pool" => ["max_pool_fwd", "max_pool_bw", "avg_pool_fwd", "avg_pool_bw"]
-                .iter()
-                .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
-                .collect(),
+            "pool" => [
+                "max_pool_fwd",
+                "max_pool_bw",
+                "avg_pool_fwd",
+                "avg_pool_bw",
+                "avg_pool_global_bw",
+            ]
+            .iter()
+            .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
+            .collect(),
             "random" => ["rand", "randn", "bernoulli"]
                 .iter()
                 .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))

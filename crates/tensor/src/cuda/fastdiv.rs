@@ -12,6 +12,9 @@ pub(crate) struct FastDiv {
     s: u32,
 }
 
+// SAFETY: plain old data laid out as the CUDA struct.
+unsafe impl cudarc::driver::DeviceRepr for FastDiv {}
+
 impl FastDiv {
     /// The multiplier and shift for divisor `d` (at least 1): with `l = ceil(log2 d)`,
     /// `m = ceil(2^(31 + l) / d)` and `s = l - 1`; `d = 1` is `m = 0` (the quotient is `x`).

@@ -24,6 +24,7 @@ pub mod profile;
 pub mod random;
 pub mod reduce;
 pub mod rows;
+pub mod sort;
 pub mod split_k;
 mod storage;
 pub(crate) mod table;

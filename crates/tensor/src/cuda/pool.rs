@@ -5,6 +5,7 @@
 
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 
+use super::fastdiv::FastDiv;
 use super::launch::float_tag;
 use super::launch::grid_for;
 use super::CudaStorage;
@@ -86,6 +87,12 @@ impl PoolShape {
         (self.planes * self.rows.out * self.cols.out) as usize
     }
 
+    /// One window over the whole plane on both axes (global average pooling).
+    fn is_global(&self) -> bool {
+        let whole = |a: &PoolAxis| a.out == 1 && (a.adaptive == 1 || a.kernel >= a.len + a.pad);
+        whole(&self.rows) && whole(&self.cols)
+    }
+
     fn inputs(&self) -> usize {
         (self.planes * self.rows.len * self.cols.len) as usize
     }
@@ -149,6 +156,27 @@ pub fn avg_backward(dy: &CudaStorage, s: &PoolShape) -> Result<CudaStorage> {
     let n = s.inputs();
     let dx = CudaStorage::alloc(&dy.backend, dy.dtype(), n)?;
     if n == 0 {
+        return Ok(dx);
+    }
+    if s.is_global() {
+        let f = dy
+            .backend
+            .function("pool", &format!("avg_pool_global_bw_{t}"))?;
+        let hw = s.rows.len * s.cols.len;
+        let d = if s.fixed_div > 0 { s.fixed_div } else { hw };
+        let (pd, px, n64) = (dy.ptr(), dx.ptr(), n as i64);
+        let fast = i32::from(n < 1 << 31);
+        let div = FastDiv::new(hw.clamp(1, i64::from(u32::MAX)) as u32);
+        let mut l = dy.backend.stream().launch_builder(&f);
+        l.arg(&pd).arg(&px).arg(&n64).arg(&hw).arg(&div).arg(&fast);
+        let (d32, d64) = (d as f32, d as f64);
+        if dy.dtype() == DType::F32 {
+            l.arg(&d32);
+        } else {
+            l.arg(&d64);
+        }
+        // SAFETY: dy holds one value per plane, dx one per input.
+        unsafe { l.launch(grid_for(n)) }.map_err(|e| dy.backend.err("avg_pool2d", e))?;
         return Ok(dx);
     }
     let f = dy.backend.function("pool", &format!("avg_pool_bw_{t}"))?;

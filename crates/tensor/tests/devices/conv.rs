@@ -464,7 +464,7 @@ fn poolings_match_the_cpu_bit_for_bit() {
             // [2, 3, 8, 9] read through a transposed view.
             let strided = rand(&[2, 3, 8, 9], dtype, -1.0, 1.0, 8);
             type Pool = Box<dyn Fn(&Tensor) -> Tensor>;
-            let pools: [(&str, Pool); 9] = [
+            let pools: [(&str, Pool); 10] = [
                 (
                     "max 3x3 stride 2 pad 1",
                     Box::new(|v| v.max_pool2d((3, 3), (2, 2), (1, 1)).unwrap()),
@@ -498,6 +498,13 @@ fn poolings_match_the_cpu_bit_for_bit() {
                     Box::new(|v| v.adaptive_avg_pool2d((13, 11)).unwrap()),
                 ),
                 ("global", Box::new(|v| v.global_avg_pool2d().unwrap())),
+                (
+                    "avg (h+1)x(w+1) stride 2 pad 1: one window over the plane, padding counted",
+                    Box::new(|v| {
+                        let [_, _, h, w] = *v.shape() else { panic!() };
+                        v.avg_pool2d((h + 1, w + 1), (2, 2), (1, 1), true).unwrap()
+                    }),
+                ),
             ];
             for (name, pool) in &pools {
                 for (input, x) in [("ties", &ties), ("random", &x), ("a NaN", &with_nan)] {
