@@ -258,3 +258,68 @@ fn a_non_finite_running_statistic_stops_the_step_and_is_named() {
         assert_eq!(t.step, 0, "on {d:?}: the step was not taken");
     }
 }
+
+/// Training on a GPU is reproducible bit for bit: two runs of two steps from the same seeds
+/// give the same losses and the same parameters and buffers, for every method. Nothing on the
+/// GPU path sums in an order that varies between runs: no floating-point atomics where values
+/// meet (since session 27 pooling's and the embedding's gradients gather or sort; LayerNorm's
+/// and BatchNorm's sums are added in a fixed order; the split weight gradient sums its slices
+/// in order), and cuBLAS gives the same bits for the same call on the same GPU. The CUDA
+/// emulator runs every launch's threads in one fixed order, so there this only checks that
+/// nothing depends on state left by the first run (caches, pools, counters); the check that
+/// matters is on a GPU, where the old atomic gradients would have differed in their last bits.
+#[test]
+fn training_on_the_gpu_is_reproducible_bit_for_bit() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(dev) = gpu("reproducible GPU training") else {
+        return;
+    };
+    let mut differ = Vec::new();
+    for m in MethodName::ALL {
+        let cfg = tiny(m);
+        let run = || -> (Vec<u64>, Vec<(String, Vec<u64>)>) {
+            let mut g = Generator::new(1);
+            let method = build(&cfg, &mut g).unwrap();
+            let kind = method.input();
+            let mut t = Trainer::on_device(method, &OptimConfig::default(), 2, 0, dev).unwrap();
+            let mut data = Generator::new(2);
+            let losses = (0..2)
+                .map(|_| {
+                    t.train_step(&batch(&kind, &cfg, &mut data))
+                        .unwrap_or_else(|e| panic!("{m}: {e}"))
+                        .loss
+                        .to_bits()
+                })
+                .collect();
+            let mut state = Vec::new();
+            let mut take = |name: String, x: &Tensor| {
+                let bits = x
+                    .to_vec_f64()
+                    .map(|v| v.into_iter().map(f64::to_bits).collect())
+                    .unwrap_or_default();
+                state.push((name, bits));
+            };
+            t.method.visit_params("", &mut |n, p| take(n, p));
+            t.method.visit_buffers("", &mut |n, b| take(n, b));
+            (losses, state)
+        };
+        let ((la, sa), (lb, sb)) = (run(), run());
+        if la != lb {
+            differ.push(format!("{m}: losses {la:x?} then {lb:x?}"));
+        }
+        for ((name, a), (_, b)) in sa.iter().zip(&sb) {
+            if a != b {
+                differ.push(format!("{m}: {name} differs"));
+            }
+        }
+        assert!(
+            sa.len() == sb.len() && sa.iter().any(|(_, v)| !v.is_empty()),
+            "{m}: the same parameters, read back"
+        );
+    }
+    assert!(
+        differ.is_empty(),
+        "two GPU runs from the same seeds differ: {}",
+        differ.join("; ")
+    );
+}
