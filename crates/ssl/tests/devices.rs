@@ -1,6 +1,6 @@
 //! Every SSL method trained on a GPU (`Trainer::on_device`) against the same training on the
-//! CPU: same seed, same batches, losses that agree step by step. Skips, saying why, where no GPU
-//! is usable.
+//! CPU: same seed, same batches, losses that agree step by step; and trained twice on each
+//! device, bit for bit the same. The GPU tests skip, saying why, where no GPU is usable.
 
 use selfsup_ssl::loss::{
     barlow_twins, cpc_info_nce, info_nce_batch, info_nce_queue, nt_xent, vicreg, VicregWeights,
@@ -76,9 +76,14 @@ fn tiny(m: MethodName) -> MethodConfig {
 
 /// Random inputs of 6 samples as `kind` asks for them.
 fn batch(kind: &InputKind, cfg: &MethodConfig, g: &mut Generator) -> SslBatch {
+    batch_of(6, kind, cfg, g)
+}
+
+/// Random inputs of `n` samples as `kind` asks for them.
+fn batch_of(n: usize, kind: &InputKind, cfg: &MethodConfig, g: &mut Generator) -> SslBatch {
     let (c, s) = (cfg.backbone.in_channels, cfg.backbone.image_size);
     let img = |side: usize, g: &mut Generator| {
-        Tensor::randn(&[6, c, side, side], 0.0, 1.0, DType::F32, g).unwrap()
+        Tensor::randn(&[n, c, side, side], 0.0, 1.0, DType::F32, g).unwrap()
     };
     match *kind {
         InputKind::Views { count } => SslBatch::from_views((0..count).map(|_| img(s, g)).collect()),
@@ -91,10 +96,10 @@ fn batch(kind: &InputKind, cfg: &MethodConfig, g: &mut Generator) -> SslBatch {
         InputKind::Tokens { .. } => {
             let t = cfg.backbone.context;
             let mut p = selfsup_tensor::rng::Philox::new(7, g.fork().next_u32() as u64);
-            let ids: Vec<i64> = (0..6 * (t + 1))
+            let ids: Vec<i64> = (0..n * (t + 1))
                 .map(|_| 1 + (p.next_u32() % 28) as i64)
                 .collect();
-            SslBatch::from_tokens(Tensor::from_vec(ids, &[6, t + 1]).unwrap())
+            SslBatch::from_tokens(Tensor::from_vec(ids, &[n, t + 1]).unwrap())
         }
     }
 }
@@ -259,24 +264,38 @@ fn a_non_finite_running_statistic_stops_the_step_and_is_named() {
     }
 }
 
-/// Training on a GPU is reproducible bit for bit: two runs of two steps from the same seeds
-/// give the same losses and the same parameters and buffers, for every method. Nothing on the
-/// GPU path sums in an order that varies between runs: no floating-point atomics where values
-/// meet (since session 27 pooling's and the embedding's gradients gather or sort; LayerNorm's
-/// and BatchNorm's sums are added in a fixed order; the split weight gradient sums its slices
-/// in order), and cuBLAS gives the same bits for the same call on the same GPU. The CUDA
-/// emulator runs every launch's threads in one fixed order, so there this only checks that
-/// nothing depends on state left by the first run (caches, pools, counters); the check that
-/// matters is on a GPU, where the old atomic gradients would have differed in their last bits.
+/// Training is reproducible bit for bit on the CPU and on a GPU: two runs of two steps from the
+/// same seeds give the same losses and the same parameters and buffers, for every method.
+/// Nothing sums in an order that varies between runs. On the CPU the threads split the work
+/// into fixed pieces whose results are combined in order. On a GPU there are no floating-point
+/// atomics where values meet (since session 27 pooling's and the embedding's gradients gather
+/// or sort; LayerNorm's and BatchNorm's sums are added in a fixed order; the split weight
+/// gradient sums its slices in order), and cuBLAS gives the same bits for the same call on the
+/// same GPU. The CUDA emulator runs every launch's threads in one fixed order, so there this
+/// only checks that nothing depends on state left by the first run (caches, pools, counters);
+/// the check that matters is on a GPU, where the old atomic gradients would have differed in
+/// their last bits.
 #[test]
-fn training_on_the_gpu_is_reproducible_bit_for_bit() {
+fn training_is_reproducible_bit_for_bit_on_every_device() {
     let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(dev) = gpu("reproducible GPU training") else {
-        return;
-    };
+    let devices: Vec<Device> = std::iter::once(Device::Cpu)
+        .chain(gpu("reproducible GPU training"))
+        .collect();
+    // Every method at its tiny size on each device, and on the CPU SimCLR's and GPT's default
+    // models at batches large enough that the CPU's kernels split their work across threads.
+    let mut cases: Vec<(Device, MethodName, MethodConfig, usize)> = devices
+        .iter()
+        .flat_map(|&d| MethodName::ALL.into_iter().map(move |m| (d, m, tiny(m), 6)))
+        .collect();
+    for m in [MethodName::Simclr, MethodName::Gpt] {
+        let mut cfg = MethodConfig::for_method(m);
+        if m == MethodName::Gpt {
+            cfg.backbone = BackboneConfig::text(30, 32);
+        }
+        cases.push((Device::Cpu, m, cfg, 64));
+    }
     let mut differ = Vec::new();
-    for m in MethodName::ALL {
-        let cfg = tiny(m);
+    for (dev, m, cfg, n) in cases {
         let run = || -> (Vec<u64>, Vec<(String, Vec<u64>)>) {
             let mut g = Generator::new(1);
             let method = build(&cfg, &mut g).unwrap();
@@ -285,7 +304,7 @@ fn training_on_the_gpu_is_reproducible_bit_for_bit() {
             let mut data = Generator::new(2);
             let losses = (0..2)
                 .map(|_| {
-                    t.train_step(&batch(&kind, &cfg, &mut data))
+                    t.train_step(&batch_of(n, &kind, &cfg, &mut data))
                         .unwrap_or_else(|e| panic!("{m}: {e}"))
                         .loss
                         .to_bits()
@@ -305,11 +324,11 @@ fn training_on_the_gpu_is_reproducible_bit_for_bit() {
         };
         let ((la, sa), (lb, sb)) = (run(), run());
         if la != lb {
-            differ.push(format!("{m}: losses {la:x?} then {lb:x?}"));
+            differ.push(format!("{m} on {dev:?}: losses {la:x?} then {lb:x?}"));
         }
         for ((name, a), (_, b)) in sa.iter().zip(&sb) {
             if a != b {
-                differ.push(format!("{m}: {name} differs"));
+                differ.push(format!("{m} on {dev:?}: {name} differs"));
             }
         }
         assert!(
@@ -319,7 +338,7 @@ fn training_on_the_gpu_is_reproducible_bit_for_bit() {
     }
     assert!(
         differ.is_empty(),
-        "two GPU runs from the same seeds differ: {}",
+        "two runs from the same seeds differ: {}",
         differ.join("; ")
     );
 }
