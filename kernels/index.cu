@@ -16,8 +16,12 @@
 // the ids that never occur).
 // `gather_<f32|f64>`: out[o, j, i] = x[o, ids[o, j, i], i] with ids [outer, n, inner]; an id
 // outside [0, dim) (ids straight from the device) gives NaN.
-// `scatter_add_<f32|f64>`: out[o, ids[o, j, i], i] += src[o, j, i] (atomic; out-of-range ids
-// skipped).
+// scatter_add: out[o, ids[o, j, i], i] += src[o, j, i] (out zeroed first; out-of-range ids
+// skipped), deterministic the same way: `scatter_keys` pairs each element's id with its flat
+// index k = (o * n + j) * inner + i, sort.cu sorts them by id, `column_keys` gives each sorted
+// pair its column o * inner + i, and a second stable sort by column leaves every (column, id)
+// run consecutive with j ascending; `scatter_add_sorted_<f32|f64>`: the thread of sorted place
+// s that starts a run writes the run's sum, in order of j (the CPU's order).
 // Launch: 1-D grid-stride over the elements of the [outer, n, inner] side, 256 threads.
 
 #define INDEX_SELECT(NAME, T)                                                                  \
@@ -44,17 +48,6 @@ INDEX_SELECT(index_select_b64, u64)
 GATHER(gather_f32, float)
 GATHER(gather_f64, double)
 
-#define SCATTER_ADD(NAME, T)                                                                   \
-    extern "C" __global__ void NAME(const T* src, const i64* ids, T* out, i64 outer, i64 dim,  \
-                                    i64 inner, i64 n) {                                        \
-        FOR_EACH_INDEX(k, outer * n * inner) {                                                 \
-            i64 i = k % inner, o = k / (inner * n), id = ids[k];                               \
-            if (id >= 0 && id < dim) atomicAdd(out + (o * dim + id) * inner + i, src[k]);      \
-        }                                                                                      \
-    }
-SCATTER_ADD(scatter_add_f32, float)
-SCATTER_ADD(scatter_add_f64, double)
-
 extern "C" __global__ void index_keys(const i64* ids, u32* keys, u32* vals, i64 n, i64 dim) {
     FOR_EACH_INDEX(j, n) {
         const i64 id = ids[j];
@@ -78,3 +71,43 @@ extern "C" __global__ void index_keys(const i64* ids, u32* keys, u32* vals, i64 
     }
 INDEX_ADD_SORTED(index_add_sorted_f32, float)
 INDEX_ADD_SORTED(index_add_sorted_f64, double)
+
+extern "C" __global__ void scatter_keys(const i64* ids, u32* keys, u32* vals, i64 total, i64 dim) {
+    FOR_EACH_INDEX(k, total) {
+        const i64 id = ids[k];
+        keys[k] = (u32)((id >= 0 && id < dim) ? id : dim);
+        vals[k] = (u32)k;
+    }
+}
+
+// The column o * inner + i of flat index k = (o * n + j) * inner + i.
+__device__ __forceinline__ i64 scatter_column(i64 k, i64 n, i64 inner) {
+    return (k / (n * inner)) * inner + k % inner;
+}
+
+extern "C" __global__ void column_keys(const u32* order, u32* keys, i64 total, i64 n, i64 inner) {
+    FOR_EACH_INDEX(s, total) { keys[s] = (u32)scatter_column(order[s], n, inner); }
+}
+
+#define SCATTER_ADD_SORTED(NAME, T)                                                            \
+    extern "C" __global__ void NAME(const T* src, const i64* ids, const u32* order, T* out,    \
+                                    i64 outer, i64 dim, i64 inner, i64 n) {                    \
+        const i64 total = outer * n * inner;                                                   \
+        FOR_EACH_INDEX(s, total) {                                                             \
+            const i64 k = order[s], id = ids[k], col = scatter_column(k, n, inner);            \
+            if (id < 0 || id >= dim) continue;                                                 \
+            if (s > 0) {                                                                       \
+                const i64 kp = order[s - 1];                                                   \
+                if (ids[kp] == id && scatter_column(kp, n, inner) == col) continue;            \
+            }                                                                                  \
+            T acc = T(0);                                                                      \
+            for (i64 e = s; e < total; ++e) {                                                  \
+                const i64 ke = order[e];                                                       \
+                if (ids[ke] != id || scatter_column(ke, n, inner) != col) break;               \
+                acc += src[ke];                                                                \
+            }                                                                                  \
+            out[((col / inner) * dim + id) * inner + col % inner] = acc;                       \
+        }                                                                                      \
+    }
+SCATTER_ADD_SORTED(scatter_add_sorted_f32, float)
+SCATTER_ADD_SORTED(scatter_add_sorted_f64, double)

@@ -124,10 +124,73 @@ pub fn gather(x: &CudaStorage, ids: &CudaStorage, g: IndexGeom) -> Result<CudaSt
     Ok(out)
 }
 
-/// Zeros `[outer, dim, inner]` with `src[o, j, i]` added at `[o, ids[o, j, i], i]`.
+/// Zeros `[outer, dim, inner]` with `src[o, j, i]` added at `[o, ids[o, j, i], i]` (ids
+/// outside `[0, dim)` skipped). Deterministic, as [`index_add`]: the elements are sorted on the
+/// device by id and then, stably, by column `(o, i)`, and each `(column, id)` run is summed in
+/// order of `j`, as the CPU sums it: its values bit for bit. Launches: the fill, the keys, three
+/// per 8 bits of `dim`, the column keys, three per 8 bits of `outer * inner` columns, the sums.
 pub fn scatter_add(src: &CudaStorage, ids: &CudaStorage, g: IndexGeom) -> Result<CudaStorage> {
     let tag = float_tag("scatter_add", src.dtype())?;
-    let out = CudaStorage::full(&src.backend, src.dtype(), g.outer * g.dim * g.inner, 0.0)?;
-    launch(&format!("scatter_add_{tag}"), src, ids, &out, g)?;
+    if ids.dtype() != DType::I64 {
+        return Err(Error::DTypeMismatch {
+            op: "scatter_add",
+            lhs: ids.dtype(),
+            rhs: DType::I64,
+        });
+    }
+    let b = &src.backend;
+    let total = g.outer * g.n * g.inner;
+    let columns = g.outer * g.inner;
+    if total > i32::MAX as usize || g.dim >= u32::MAX as usize || columns > u32::MAX as usize {
+        return Err(b.err_msg(format!(
+            "scatter_add: {total} elements in {columns} columns into an axis of {} exceed the GPU \
+             scatter-add's 2^31 elements, 2^32 columns and 2^32 - 1 rows; split the batch",
+            g.dim
+        )));
+    }
+    let out = CudaStorage::full(b, src.dtype(), g.outer * g.dim * g.inner, 0.0)?;
+    if total == 0 {
+        return Ok(out);
+    }
+    let (t64, d, n, inner, outer) = (
+        total as i64,
+        g.dim as i64,
+        g.n as i64,
+        g.inner as i64,
+        g.outer as i64,
+    );
+    let keys = CudaStorage::alloc(b, DType::U32, total)?;
+    let vals = CudaStorage::alloc(b, DType::U32, total)?;
+    let f = b.function("index", "scatter_keys")?;
+    let (pi, pk, pv) = (ids.ptr(), keys.ptr(), vals.ptr());
+    let mut l = b.stream().launch_builder(&f);
+    l.arg(&pi).arg(&pk).arg(&pv).arg(&t64).arg(&d);
+    // SAFETY: ids, keys and vals hold `total` values each.
+    unsafe { l.launch(grid_for(total)) }.map_err(|e| b.err("scatter_keys", e))?;
+    let id_bits = u32::BITS - (g.dim as u32).leading_zeros();
+    let (_, order) = super::sort::sort_pairs(keys, vals, total, id_bits)?;
+    let cols = CudaStorage::alloc(b, DType::U32, total)?;
+    let f = b.function("index", "column_keys")?;
+    let (po, pc) = (order.ptr(), cols.ptr());
+    let mut l = b.stream().launch_builder(&f);
+    l.arg(&po).arg(&pc).arg(&t64).arg(&n).arg(&inner);
+    // SAFETY: order holds a permutation of 0..total; cols holds `total` values.
+    unsafe { l.launch(grid_for(total)) }.map_err(|e| b.err("column_keys", e))?;
+    let col_bits = u32::BITS - ((columns - 1) as u32).leading_zeros();
+    let (_, order) = super::sort::sort_pairs(cols, order, total, col_bits)?;
+    let f = b.function("index", &format!("scatter_add_sorted_{tag}"))?;
+    let (ps, po, pout) = (src.ptr(), order.ptr(), out.ptr());
+    let mut l = b.stream().launch_builder(&f);
+    l.arg(&ps)
+        .arg(&pi)
+        .arg(&po)
+        .arg(&pout)
+        .arg(&outer)
+        .arg(&d)
+        .arg(&inner)
+        .arg(&n);
+    // SAFETY: order is a permutation of 0..total grouped by (column, id); ids and src hold
+    // `total` values, out `outer * dim * inner`, and only ids inside [0, dim) are written.
+    unsafe { l.launch(grid_for(total)) }.map_err(|e| b.err("scatter_add", e))?;
     Ok(out)
 }
