@@ -11,9 +11,10 @@
 // (key, value) pair per index, key = ids[j] (dim for an id outside [0, dim), which sorts last
 // and is skipped), value = j; sort.cu sorts the pairs by key, stably, so each id's positions j
 // are consecutive and ascending; `index_add_sorted_<f32|f64>`: the thread of (o, s, i) whose
-// sorted place s starts an id's run writes out[o, id, i] = the sum of src[o, j, i] over the run,
-// in order of j: the CPU's order, so its values bit for bit, in every run (out zeroed first for
-// the ids that never occur).
+// sorted place s starts an id's run finds the run's end by binary search and writes
+// out[o, id, i] = the sum of src[o, j, i] over the run, in order of j, eight loads in flight:
+// the CPU's order, so its values bit for bit, in every run (out zeroed first for the ids that
+// never occur).
 // `gather_<f32|f64>`: out[o, j, i] = x[o, ids[o, j, i], i] with ids [outer, n, inner]; an id
 // outside [0, dim) (ids straight from the device) gives NaN.
 // scatter_add: out[o, ids[o, j, i], i] += src[o, j, i] (out zeroed first; out-of-range ids
@@ -56,6 +57,35 @@ extern "C" __global__ void index_keys(const i64* ids, u32* keys, u32* vals, i64 
     }
 }
 
+// The sum of src rows order[s..end) at column i, in order, with eight loads in flight: a run
+// as long as a common token's (hundreds of places) would otherwise be a chain of dependent
+// loads. The additions stay in order, so the result is the sequential sum's.
+template <typename T>
+__device__ __forceinline__ T run_sum(const T* base, const u32* order, i64 s, i64 end, i64 inner) {
+    T acc = T(0);
+    i64 e = s;
+    for (; e + 8 <= end; e += 8) {
+        T v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) v[u] = base[(i64)order[e + u] * inner];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) acc += v[u];
+    }
+    for (; e < end; ++e) acc += base[(i64)order[e] * inner];
+    return acc;
+}
+
+// The end of the run of `key` that starts at s in the sorted keys[0..n) (binary search).
+__device__ __forceinline__ i64 run_end(const u32* keys, i64 s, i64 n, u32 key) {
+    i64 lo = s + 1, hi = n;
+    while (lo < hi) {
+        const i64 mid = lo + (hi - lo) / 2;
+        if (keys[mid] == key) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
 #define INDEX_ADD_SORTED(NAME, T)                                                              \
     extern "C" __global__ void NAME(const T* src, const u32* keys, const u32* order, T* out,   \
                                     i64 outer, i64 dim, i64 inner, i64 n) {                    \
@@ -63,10 +93,9 @@ extern "C" __global__ void index_keys(const i64* ids, u32* keys, u32* vals, i64 
             const i64 i = k % inner, s = (k / inner) % n, o = k / (inner * n);                 \
             const u32 key = keys[s];                                                           \
             if ((i64)key >= dim || (s > 0 && keys[s - 1] == key)) continue;                    \
-            T acc = T(0);                                                                      \
-            for (i64 e = s; e < n && keys[e] == key; ++e)                                      \
-                acc += src[(o * n + order[e]) * inner + i];                                    \
-            out[(o * dim + key) * inner + i] = acc;                                            \
+            const i64 end = run_end(keys, s, n, key);                                          \
+            out[(o * dim + key) * inner + i] =                                                 \
+                run_sum<T>(src + o * n * inner + i, order, s, end, inner);                     \
         }                                                                                      \
     }
 INDEX_ADD_SORTED(index_add_sorted_f32, float)
