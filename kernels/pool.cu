@@ -153,7 +153,7 @@ template <typename T>
 __device__ void avg_global_bw(const T* dy, T* dx, i64 n, i64 hw, FastDiv div_hw, int fast, T d) {
     FOR_EACH_INDEX(k, n) {
         const i64 p = fast ? (i64)fdiv((u32)k, div_hw) : k / hw;
-        dx[k] = dy[p] / d;
+        dx[k] = T(0) + dy[p] / d;  // + 0: a -0 gradient comes out +0, as the CPU's sum
     }
 }
 

@@ -314,8 +314,10 @@ fn training_is_reproducible_bit_for_bit_on_every_device() {
             let mut take = |name: String, x: &Tensor| {
                 let bits = x
                     .to_vec_f64()
-                    .map(|v| v.into_iter().map(f64::to_bits).collect())
-                    .unwrap_or_default();
+                    .unwrap_or_else(|e| panic!("{m}: reading {name} back: {e}"))
+                    .into_iter()
+                    .map(f64::to_bits)
+                    .collect();
                 state.push((name, bits));
             };
             t.method.visit_params("", &mut |n, p| take(n, p));

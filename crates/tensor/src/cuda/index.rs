@@ -78,7 +78,8 @@ pub fn index_add(src: &CudaStorage, ids: &CudaStorage, g: IndexGeom) -> Result<C
     let b = &src.backend;
     if g.n > i32::MAX as usize || g.dim >= u32::MAX as usize {
         return Err(b.err_msg(format!(
-            "index_add: {} indices into an axis of {} exceed the GPU scatter-add's 2^31 indices              and 2^32 - 1 rows; split the batch",
+            "index_add: {} indices into an axis of {} exceed the GPU scatter-add's 2^31 indices \
+             and 2^32 - 1 rows; split the batch",
             g.n, g.dim
         )));
     }

@@ -46,7 +46,8 @@ fn index_select_embedding_gather_and_their_gradients_match_the_cpu() {
 /// the GPU and gives the CPU's gradient bit for bit: the ids are sorted on the device (stably)
 /// and each row's gradient is summed in the CPU's order. Checked where it matters: ids that
 /// repeat hundreds of times, more ids than one sorting tile holds (512), a vocabulary past
-/// 8 bits (two sorting passes) and past 16 bits (three), a one-row table (no sorting pass),
+/// 8 bits (two sorting passes) and past 16 bits (three), a one-row table (one pass: the key
+/// of an out-of-range id, the row count, needs a bit),
 /// rows selected along an inner axis (outer > 1), and f32 and f64.
 #[test]
 fn row_scatter_adds_are_the_cpus_bit_for_bit() {
