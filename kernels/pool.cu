@@ -60,25 +60,51 @@ __device__ __forceinline__ void covering(const PoolAxis& a, i64 r, i64& lo, i64&
     if (hi < lo) hi = lo;
 }
 
+// Output k = (p, i, j) of the planes x oh x ow outputs and its window rows [r0, r1), columns
+// [c0, c1).
+struct OutWindow {
+    i64 p, i, j, r0, r1, c0, c1;
+};
+__device__ __forceinline__ OutWindow out_window(const PoolShape& s, i64 k) {
+    OutWindow o;
+    o.j = k % s.cols.out;
+    o.i = (k / s.cols.out) % s.rows.out;
+    o.p = k / (s.cols.out * s.rows.out);
+    window(s.rows, o.i, o.r0, o.r1);
+    window(s.cols, o.j, o.c0, o.c1);
+    return o;
+}
+
+// Input k = (p, r, c) of the planes x h x w inputs and the outputs covering it: rows [i0, i1),
+// columns [j0, j1).
+struct InCover {
+    i64 p, r, c, i0, i1, j0, j1;
+};
+__device__ __forceinline__ InCover in_cover(const PoolShape& s, i64 k) {
+    InCover v;
+    v.c = k % s.cols.len;
+    v.r = (k / s.cols.len) % s.rows.len;
+    v.p = k / (s.cols.len * s.rows.len);
+    covering(s.rows, v.r, v.i0, v.i1);
+    covering(s.cols, v.c, v.j0, v.j1);
+    return v;
+}
+
+// The divisor of a window of rows x cols inputs: fixed_div if set, else its size.
 template <typename T>
-__device__ __forceinline__ T divisor(const PoolShape& s, i64 i, i64 j) {
+__device__ __forceinline__ T divisor(const PoolShape& s, i64 rows, i64 cols) {
     if (s.fixed_div > 0) return T(s.fixed_div);
-    i64 r0, r1, c0, c1;
-    window(s.rows, i, r0, r1);
-    window(s.cols, j, c0, c1);
-    i64 d = (r1 - r0) * (c1 - c0);
+    const i64 d = rows * cols;
     return T(d > 0 ? d : 1);
 }
 
 template <typename T>
 __device__ void max_fwd(const T* x, T* y, i64* idx, PoolShape s) {
-    const i64 oh = s.rows.out, ow = s.cols.out, w = s.cols.len;
-    FOR_EACH_INDEX(k, s.planes * oh * ow) {
-        i64 j = k % ow, i = (k / ow) % oh, p = k / (ow * oh);
-        i64 r0, r1, c0, c1;
-        window(s.rows, i, r0, r1);
-        window(s.cols, j, c0, c1);
-        const T* xp = x + p * s.rows.len * w;
+    const i64 w = s.cols.len;
+    FOR_EACH_INDEX(k, s.planes * s.rows.out * s.cols.out) {
+        const OutWindow o = out_window(s, k);
+        const i64 r0 = o.r0, r1 = o.r1, c0 = o.c0, c1 = o.c1;
+        const T* xp = x + o.p * s.rows.len * w;
         T best = (T)(-__longlong_as_double(0x7ff0000000000000LL));
         i64 at = r0 * w + c0;
         bool done = false;
@@ -99,17 +125,14 @@ __device__ void max_fwd(const T* x, T* y, i64* idx, PoolShape s) {
 
 template <typename T>
 __device__ void max_bw(const T* dy, const i64* idx, T* dx, PoolShape s) {
-    const i64 h = s.rows.len, w = s.cols.len, oh = s.rows.out, ow = s.cols.out;
-    FOR_EACH_INDEX(k, s.planes * h * w) {
-        i64 c = k % w, r = (k / w) % h, p = k / (w * h);
-        i64 i0, i1, j0, j1;
-        covering(s.rows, r, i0, i1);
-        covering(s.cols, c, j0, j1);
-        const i64 at = r * w + c;
-        const i64 base = p * oh * ow;
+    const i64 ow = s.cols.out;
+    FOR_EACH_INDEX(k, s.planes * s.rows.len * s.cols.len) {
+        const InCover v = in_cover(s, k);
+        const i64 at = v.r * s.cols.len + v.c;
+        const i64 base = v.p * s.rows.out * ow;
         T g = T(0);
-        for (i64 i = i0; i < i1; ++i)
-            for (i64 j = j0; j < j1; ++j) {
+        for (i64 i = v.i0; i < v.i1; ++i)
+            for (i64 j = v.j0; j < v.j1; ++j) {
                 const i64 o = base + i * ow + j;
                 if (idx[o] == at) g += dy[o];
             }
@@ -119,32 +142,33 @@ __device__ void max_bw(const T* dy, const i64* idx, T* dx, PoolShape s) {
 
 template <typename T>
 __device__ void avg_fwd(const T* x, T* y, PoolShape s) {
-    const i64 oh = s.rows.out, ow = s.cols.out, w = s.cols.len;
-    FOR_EACH_INDEX(k, s.planes * oh * ow) {
-        i64 j = k % ow, i = (k / ow) % oh, p = k / (ow * oh);
-        i64 r0, r1, c0, c1;
-        window(s.rows, i, r0, r1);
-        window(s.cols, j, c0, c1);
-        const T* xp = x + p * s.rows.len * w;
+    const i64 w = s.cols.len;
+    FOR_EACH_INDEX(k, s.planes * s.rows.out * s.cols.out) {
+        const OutWindow o = out_window(s, k);
+        const T* xp = x + o.p * s.rows.len * w;
         T sum = T(0);
-        for (i64 r = r0; r < r1; ++r)
-            for (i64 c = c0; c < c1; ++c) sum += xp[r * w + c];
-        y[k] = sum / divisor<T>(s, i, j);
+        for (i64 r = o.r0; r < o.r1; ++r)
+            for (i64 c = o.c0; c < o.c1; ++c) sum += xp[r * w + c];
+        y[k] = sum / divisor<T>(s, o.r1 - o.r0, o.c1 - o.c0);
     }
 }
 
 template <typename T>
 __device__ void avg_bw(const T* dy, T* dx, PoolShape s) {
-    const i64 h = s.rows.len, w = s.cols.len, oh = s.rows.out, ow = s.cols.out;
-    FOR_EACH_INDEX(k, s.planes * h * w) {
-        i64 c = k % w, r = (k / w) % h, p = k / (w * h);
-        i64 i0, i1, j0, j1;
-        covering(s.rows, r, i0, i1);
-        covering(s.cols, c, j0, j1);
-        const i64 base = p * oh * ow;
+    const i64 ow = s.cols.out;
+    FOR_EACH_INDEX(k, s.planes * s.rows.len * s.cols.len) {
+        const InCover v = in_cover(s, k);
+        const i64 base = v.p * s.rows.out * ow;
         T g = T(0);
-        for (i64 i = i0; i < i1; ++i)
-            for (i64 j = j0; j < j1; ++j) g += dy[base + i * ow + j] / divisor<T>(s, i, j);
+        for (i64 i = v.i0; i < v.i1; ++i) {
+            i64 r0, r1;
+            window(s.rows, i, r0, r1);
+            for (i64 j = v.j0; j < v.j1; ++j) {
+                i64 c0, c1;
+                window(s.cols, j, c0, c1);
+                g += dy[base + i * ow + j] / divisor<T>(s, r1 - r0, c1 - c0);
+            }
+        }
         dx[k] = g;
     }
 }

@@ -41,12 +41,15 @@ pub fn sort_pairs(
         shared_mem_bytes: 0,
     };
     let (mut keys, mut vals) = (keys, vals);
+    // Each pass writes the other pair of buffers: two pairs for all the passes.
+    let (mut keys_out, mut vals_out) = (
+        CudaStorage::alloc(&b, DType::U32, n)?,
+        CudaStorage::alloc(&b, DType::U32, n)?,
+    );
     let (n64, hist_len) = (n as i64, (256 * tiles) as i64);
     let ph = hist.ptr();
     for shift in (0..key_bits).step_by(8) {
         let shift = shift as i32;
-        let keys_out = CudaStorage::alloc(&b, DType::U32, n)?;
-        let vals_out = CudaStorage::alloc(&b, DType::U32, n)?;
         let (pk, pv, pko, pvo) = (keys.ptr(), vals.ptr(), keys_out.ptr(), vals_out.ptr());
         // Each launch asks for its function just before it (the profile marks each launch so).
         let hist_f = b.function("sort", "radix_hist")?;
@@ -70,7 +73,8 @@ pub fn sort_pairs(
             .arg(&shift);
         // SAFETY: every buffer holds n values; the scanned counts place each key once.
         unsafe { l.launch(per_tile) }.map_err(|e| b.err("radix_scatter", e))?;
-        (keys, vals) = (keys_out, vals_out);
+        std::mem::swap(&mut keys, &mut keys_out);
+        std::mem::swap(&mut vals, &mut vals_out);
     }
     Ok((keys, vals))
 }
