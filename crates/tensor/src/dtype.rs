@@ -105,8 +105,38 @@ macro_rules! element {
 }
 element!(f32, F32, |x| x as f64, |y| y as f32);
 element!(f64, F64, |x| x, |y| y);
-element!(bf16, BF16, |x| x.to_f64(), |y| bf16::from_f64(y));
-element!(f16, F16, |x| x.to_f64(), |y| f16::from_f64(y));
+element!(bf16, BF16, |x| x.to_f64(), |y| bf16_from_f64(y));
+element!(f16, F16, |x| x.to_f64(), |y| f16_from_f64(y));
+
+/// `y` rounded to f32 "to odd": `y` itself when exact; otherwise of the two f32 around it, the
+/// one with an odd significand. Rounding that to a format with at least two fewer significand
+/// bits, to nearest even, gives `y` correctly rounded to it (no double-rounding error).
+fn f32_round_to_odd(y: f64) -> f32 {
+    let f = y as f32;
+    if !f.is_finite() || f64::from(f) == y {
+        // Exact, NaN, or past f32's range (which bf16 and f16 round to infinity as well).
+        return f;
+    }
+    // Toward zero, then the odd one of the pair: the last bit set.
+    let mut bits = f.to_bits();
+    if f64::from(f).abs() > y.abs() {
+        bits -= 1;
+    }
+    f32::from_bits(bits | 1)
+}
+
+/// `y` correctly rounded to bf16 (to nearest even; NaN stays NaN), as the GPU's conversion
+/// kernels round f32. `half`'s own `bf16::from_f64` drops the low 32 bits of the f64 before
+/// rounding, so an f32 just above a halfway point (its lowest three bits the only ones set
+/// below the rounding bit) comes out rounded down as if it were halfway.
+pub(crate) fn bf16_from_f64(y: f64) -> bf16 {
+    bf16::from_f32(f32_round_to_odd(y))
+}
+
+/// `y` correctly rounded to f16 (to nearest even; NaN stays NaN); see [`bf16_from_f64`].
+pub(crate) fn f16_from_f64(y: f64) -> f16 {
+    f16::from_f32(f32_round_to_odd(y))
+}
 element!(i64, I64, |x| x as f64, |y| y as i64);
 element!(u32, U32, |x| x as f64, |y| y as u32);
 
@@ -255,4 +285,82 @@ float!(f64, libm::erf, f64::exp, erf1p_gauss_f64);
 /// `(1 + erf(x), e^(-x²))` in f64, as `erfc(-x)` from libm.
 fn erf1p_gauss_f64(x: f64) -> (f64, f64) {
     (libm::erfc(-x), (-x * x).exp())
+}
+
+#[cfg(test)]
+mod rounding_tests {
+    use super::*;
+
+    /// The bf16 (or f16) nearest to `y` among the neighbours of a candidate, ties to the even
+    /// significand, found by comparing exact f64 distances.
+    fn nearest(y: f64, candidate: u16, to_f64: impl Fn(u16) -> f64) -> u16 {
+        let mut best = candidate;
+        for c in [candidate.wrapping_sub(1), candidate.wrapping_add(1)] {
+            let (d, db) = ((to_f64(c) - y).abs(), (to_f64(best) - y).abs());
+            if d < db || (d == db && c & 1 == 0) {
+                best = c;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn conversions_from_f64_round_to_nearest_even_exactly() {
+        // Just above halfway between bf16 0x3f00 and 0x3f01: only the f32's last bit is set
+        // below the rounding bit. `half`'s bf16::from_f64 rounds it down; the nearest is up.
+        let y = f64::from(f32::from_bits(0x3f00_8001));
+        assert_eq!(
+            half::bf16::from_f64(y).to_bits(),
+            0x3f00,
+            "half's behaviour changed"
+        );
+        assert_eq!(bf16_from_f64(y).to_bits(), 0x3f01);
+        assert_eq!(
+            bf16_from_f64(y).to_bits(),
+            bf16::from_f32(y as f32).to_bits()
+        );
+        // Exact halfway points go to the even one, both ways.
+        assert_eq!(
+            bf16_from_f64(f64::from(f32::from_bits(0x3f00_8000))).to_bits(),
+            0x3f00
+        );
+        assert_eq!(
+            bf16_from_f64(f64::from(f32::from_bits(0x3f01_8000))).to_bits(),
+            0x3f02
+        );
+        assert!(bf16_from_f64(f64::NAN).is_nan() && f16_from_f64(f64::NAN).is_nan());
+        assert_eq!(bf16_from_f64(1e300), bf16::INFINITY);
+        assert_eq!(f16_from_f64(-1e6), f16::NEG_INFINITY);
+        assert_eq!(bf16_from_f64(-0.0).to_bits(), 0x8000);
+        // Random f64s and f32s of every magnitude (subnormals included), and f32s built next
+        // to halfway points, against the exact nearest.
+        let mut g = crate::rng::Philox::new(7, 0);
+        for i in 0..200_000u32 {
+            let r = g.next_u64();
+            let y = match i % 3 {
+                0 => f64::from_bits(r),
+                1 => f64::from(f32::from_bits(r as u32)),
+                _ => f64::from(f32::from_bits(
+                    (r as u32 & 0xffff_0000) | 0x8000 | (r >> 40) as u32 & 7,
+                )),
+            };
+            if !y.is_finite() || y.abs() > 1e30 {
+                continue;
+            }
+            let b = bf16_from_f64(y).to_bits();
+            assert_eq!(
+                b,
+                nearest(y, b, |c| bf16::from_bits(c).to_f64()),
+                "bf16 of {y:e}"
+            );
+            if y.abs() < 6e4 {
+                let h = f16_from_f64(y).to_bits();
+                assert_eq!(
+                    h,
+                    nearest(y, h, |c| f16::from_bits(c).to_f64()),
+                    "f16 of {y:e}"
+                );
+            }
+        }
+    }
 }

@@ -84,10 +84,16 @@ impl CpuStorage {
             DType::U32 => CpuStorage::U32((0..n as u32).collect()),
             DType::F64 => CpuStorage::F64((0..n).map(|i| i as f64).collect()),
             DType::F32 => CpuStorage::F32((0..n).map(|i| i as f32).collect()),
-            DType::BF16 => {
-                CpuStorage::BF16((0..n).map(|i| half::bf16::from_f64(i as f64)).collect())
-            }
-            DType::F16 => CpuStorage::F16((0..n).map(|i| half::f16::from_f64(i as f64)).collect()),
+            DType::BF16 => CpuStorage::BF16(
+                (0..n)
+                    .map(|i| crate::dtype::bf16_from_f64(i as f64))
+                    .collect(),
+            ),
+            DType::F16 => CpuStorage::F16(
+                (0..n)
+                    .map(|i| crate::dtype::f16_from_f64(i as f64))
+                    .collect(),
+            ),
         }
     }
 
@@ -96,8 +102,8 @@ impl CpuStorage {
         match dtype {
             DType::F32 => CpuStorage::F32(vec![value as f32; n]),
             DType::F64 => CpuStorage::F64(vec![value; n]),
-            DType::BF16 => CpuStorage::BF16(vec![bf16::from_f64(value); n]),
-            DType::F16 => CpuStorage::F16(vec![f16::from_f64(value); n]),
+            DType::BF16 => CpuStorage::BF16(vec![crate::dtype::bf16_from_f64(value); n]),
+            DType::F16 => CpuStorage::F16(vec![crate::dtype::f16_from_f64(value); n]),
             DType::I64 => CpuStorage::I64(vec![value as i64; n]),
             DType::U32 => CpuStorage::U32(vec![value as u32; n]),
         }

@@ -400,7 +400,7 @@ pub fn conv2d_backward_input<T: Gemm>(dy: &[T], w: &[T], g: &ConvGeom) -> Vec<T>
 /// Rounds every value to the nearest bf16 (ties to even), kept in `T`.
 fn round_to_bf16<T: Float>(v: &mut [T]) {
     for x in v {
-        *x = T::c(half::bf16::from_f64(x.to_f64()).to_f64());
+        *x = T::c(crate::dtype::bf16_from_f64(x.to_f64()).to_f64());
     }
 }
 

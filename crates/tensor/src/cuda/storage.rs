@@ -219,8 +219,8 @@ impl CudaStorage {
         let bits: u64 = match dtype {
             DType::F32 => (value as f32).to_bits() as u64,
             DType::F64 => value.to_bits(),
-            DType::BF16 => bf16::from_f64(value).to_bits() as u64,
-            DType::F16 => f16::from_f64(value).to_bits() as u64,
+            DType::BF16 => crate::dtype::bf16_from_f64(value).to_bits() as u64,
+            DType::F16 => crate::dtype::f16_from_f64(value).to_bits() as u64,
             DType::I64 => (value as i64) as u64,
             DType::U32 => (value as u32) as u64,
         };
