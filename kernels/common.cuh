@@ -130,3 +130,46 @@ template <typename T, typename Op> __device__ T block_fold(T v, Op op, T init) {
     __syncthreads();
     return (T)scratch[32];
 }
+
+// ---- Tensor-core products (attention_mma.cu, conv_mma.cu): bf16 operands, f32 accumulation.
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type"),
+// with g = lane / 4 and t = lane % 4: A (16 x 16, row-major) regs {a0 a1} row g cols 2t, 2t+1;
+// {a2 a3} row g+8; {a4 a5} row g cols 2t+8, 2t+9; {a6 a7} row g+8 cols 2t+8, 2t+9. B (16 x 8)
+// {b0 b1} rows 2t, 2t+1 col g; {b2 b3} rows 2t+8, 2t+9. C/D (16 x 8, f32) c0 c1 row g cols
+// 2t, 2t+1; c2 c3 row g+8. Under SELFSUP_HOST_EMULATION `mma_bf16` computes the same product
+// from the same fragments with warp shuffles.
+
+// f32 -> bf16 bits (`bf16_bits_of`'s rounding), widened for packing.
+__device__ __forceinline__ u32 mma_bf16_bits(float f) { return bf16_bits_of(f); }
+
+// Two f32 as a bf16x2 register: `lo` in the low half (the lower-indexed element).
+__device__ __forceinline__ u32 mma_pack(float lo, float hi) {
+    return mma_bf16_bits(lo) | (mma_bf16_bits(hi) << 16);
+}
+
+__device__ __forceinline__ float mma_lo(u32 r) { return __uint_as_float(r << 16); }
+__device__ __forceinline__ float mma_hi(u32 r) { return __uint_as_float(r & 0xffff0000u); }
+
+// d += A (16 x 16, bf16) . B (16 x 8, bf16), f32 accumulators; a warp-wide collective.
+__device__ __forceinline__ void mma_bf16(float d[4], const u32 a[4], const u32 b[2]) {
+#ifdef SELFSUP_HOST_EMULATION
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int kp = 0; kp < 8; ++kp) {  // k = 2 kp, 2 kp + 1
+        const int src = kp & 3, hi = kp >> 2;
+        const u32 a_g = __shfl_sync(0xffffffffu, a[hi ? 2 : 0], g * 4 + src);
+        const u32 a_g8 = __shfl_sync(0xffffffffu, a[hi ? 3 : 1], g * 4 + src);
+        const u32 b_0 = __shfl_sync(0xffffffffu, b[hi], (2 * t) * 4 + src);
+        const u32 b_1 = __shfl_sync(0xffffffffu, b[hi], (2 * t + 1) * 4 + src);
+        d[0] += mma_lo(a_g) * mma_lo(b_0) + mma_hi(a_g) * mma_hi(b_0);
+        d[1] += mma_lo(a_g) * mma_lo(b_1) + mma_hi(a_g) * mma_hi(b_1);
+        d[2] += mma_lo(a_g8) * mma_lo(b_0) + mma_hi(a_g8) * mma_hi(b_0);
+        d[3] += mma_lo(a_g8) * mma_lo(b_1) + mma_hi(a_g8) * mma_hi(b_1);
+    }
+#else
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}

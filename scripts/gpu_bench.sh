@@ -15,7 +15,8 @@
 # GPT-2 with the composed attention (bf16 matmuls over stored T x T scores) against it, and
 # GPT-2 with the MLP and output-head fusions off (`--fusion composed`) to show what they buy,
 # and the bf16 ResNet-18 row with each convolution's products as single GEMMs over all columns
-# (`--fusion composed`: no per-image forward GEMMs, no sliced weight gradient) beside it.
+# (`--fusion composed`: no per-image forward GEMMs, no sliced weight gradient) beside it, and
+# with the implicit-GEMM convolution (`--conv implicit`: no column matrices, kernels/conv_mma.cu).
 # simclr512, resnet512 and gpt2 also print a `gpu-profile` line (`--profile`): one more step
 # with each launch timed, the device time by kernel, to size the next optimisation; PyTorch's
 # side prints the same from torch.profiler.
@@ -62,7 +63,7 @@ run)
   source <(bash scripts/gpu_check.sh env)
   rounds=${ROUNDS:-2}
   for r in $(seq 1 "$rounds"); do
-    for w in ${WORKLOADS:-sgemm sgemm-tf32 sgemm-bf16 simclr simclr512 resnet512 resnet512-bf16 gpt gpt2 gpt2-unfused gpt2-composed resnet512-bf16-composed}; do
+    for w in ${WORKLOADS:-sgemm sgemm-tf32 sgemm-bf16 simclr simclr512 resnet512 resnet512-bf16 resnet512-bf16-implicit gpt gpt2 gpt2-unfused gpt2-composed resnet512-bf16-composed}; do
       case $w in
         sgemm) ours=(bench sgemm --sizes 256,512,1024,2048,4096); theirs=(sgemm) ;;
         sgemm-tf32) ours=(bench sgemm --sizes 1024,4096 --precision tf32); theirs=(sgemm --sizes 1024,4096 --precision tf32) ;;
@@ -75,6 +76,7 @@ run)
         gpt2) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --profile); theirs=(gpt2 --reps 5 --profile) ;;
         gpt2-composed) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --attention composed); theirs=() ;;
         gpt2-unfused) ours=(bench gpt-step --model gpt2 --precision bf16 --reps 5 --fusion composed); theirs=() ;;
+        resnet512-bf16-implicit) ours=(bench simclr-step --backbone resnet18 --batch 512 --reps 5 --precision bf16 --conv implicit --profile); theirs=() ;;
         resnet512-bf16-composed) ours=(bench simclr-step --backbone resnet18 --batch 512 --reps 5 --precision bf16 --fusion composed --profile); theirs=() ;;
       esac
       timeout "${BENCH_TIMEOUT:-300}" "$bins/selfsup" "${ours[@]}" --device cuda 2>>"$out/bench.err" | sed "s/^{/{\"round\": $r, \"engine\": \"selfsup\", /" | tee -a "$out/bench.jsonl" || echo "{\"round\": $r, \"engine\": \"selfsup\", \"workload\": \"$w\", \"failed\": true}" | tee -a "$out/bench.jsonl"

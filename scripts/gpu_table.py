@@ -25,6 +25,9 @@ def key(row):
         # Our rows with the convolution's single-GEMM arrangement (--fusion composed) apart.
         if row.get("fusion", "fused") != "fused":
             batch += ", composed"
+        # And those with the implicit-GEMM convolution (--conv implicit).
+        if row.get("conv", "im2col") != "im2col":
+            batch += ", " + row["conv"]
         return ("simclr-step", row.get("backbone", "small-cnn"), batch)
     if b == "gpt-step":
         model = row.get("model", "mini")
@@ -101,6 +104,8 @@ def main():
             what = p.get("workload"), p.get("backbone") + ("" if prec == "f32" else " " + prec)
         if p.get("fusion", "fused") != "fused":
             what = what[0], what[1] + ", " + p["fusion"]
+        if p.get("conv", "im2col") != "im2col":
+            what = what[0], what[1] + ", " + p["conv"]
         last[(p.get("engine", "selfsup"), what)] = p
     for (engine, what), p in sorted(last.items()):
         print()

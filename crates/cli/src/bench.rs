@@ -10,7 +10,7 @@ use selfsup_nn::{Module, TextConfig, TextTransformer};
 use selfsup_ssl::feed::{image_loader, to_ssl_batch};
 use selfsup_ssl::{build, BackboneKind, MethodConfig, MethodName, OptimConfig, SslBatch, Trainer};
 use selfsup_tensor::ops::attention::{with_gpu_attention, GpuAttention};
-use selfsup_tensor::ops::fusion::{with_gpu_fusion, GpuFusion};
+use selfsup_tensor::ops::fusion::{with_gpu_conv, with_gpu_fusion, GpuConv, GpuFusion};
 use selfsup_tensor::ops::loss::CrossEntropy;
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Device, Generator, Tensor};
@@ -174,22 +174,30 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 .fusion
                 .parse()
                 .map_err(|e| CliError::Input(format!("--fusion: {e}")))?;
+            let conv: GpuConv = args
+                .conv
+                .parse()
+                .map_err(|e| CliError::Input(format!("--conv: {e}")))?;
             let mut i = 0;
             let mut last = 0.0;
-            let t = with_gpu_fusion(fusion, || {
-                timed(args.reps, 3, || {
-                    last = trainer.train_step(&batches[i % batches.len()])?.loss;
-                    i += 1;
-                    Ok(())
+            let t = with_gpu_conv(conv, || {
+                with_gpu_fusion(fusion, || {
+                    timed(args.reps, 3, || {
+                        last = trainer.train_step(&batches[i % batches.len()])?.loss;
+                        i += 1;
+                        Ok(())
+                    })
                 })
             })?;
             let ips: Vec<f64> = t.iter().map(|s| batch as f64 / s).collect();
             println!(
                 "{}",
-                json!({"bench": "simclr-step", "backbone": args.backbone, "device": dev_name, "precision": prec, "fusion": args.fusion, "threads": threads, "batch_images": batch, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
+                json!({"bench": "simclr-step", "backbone": args.backbone, "device": dev_name, "precision": prec, "fusion": args.fusion, "conv": args.conv, "threads": threads, "batch_images": batch, "data": data, "reps": t.len(), "step_s": (median(t.clone()) * 1e4).round() / 1e4, "img_per_s": median(ips).round(), "last_loss": last})
             );
             profile(args, device, "simclr-step", batch, || {
-                with_gpu_fusion(fusion, || trainer.train_step(&batches[i % batches.len()]))?;
+                with_gpu_conv(conv, || {
+                    with_gpu_fusion(fusion, || trainer.train_step(&batches[i % batches.len()]))
+                })?;
                 Ok(None)
             })?;
         }
@@ -355,7 +363,7 @@ fn profile(
     let other: f64 = p.kernels.iter().skip(TOP).map(|k| k.ms).sum();
     println!(
         "{}",
-        json!({"bench": "gpu-profile", "workload": workload, "model": format!("{:?}", args.model).to_lowercase(), "backbone": args.backbone, "batch": batch, "device": args.device, "precision": args.precision, "attention": args.attention, "fusion": args.fusion, "device_ms": r3(p.total_ms), "host_queue_ms": queued.map(|s| r3(s * 1e3)), "distinct_kernels": p.kernels.len(), "launches": p.kernels.iter().map(|k| k.calls).sum::<usize>(), "kernels": kernels, "other_ms": r3(other)})
+        json!({"bench": "gpu-profile", "workload": workload, "model": format!("{:?}", args.model).to_lowercase(), "backbone": args.backbone, "batch": batch, "device": args.device, "precision": args.precision, "attention": args.attention, "fusion": args.fusion, "conv": args.conv, "device_ms": r3(p.total_ms), "host_queue_ms": queued.map(|s| r3(s * 1e3)), "distinct_kernels": p.kernels.len(), "launches": p.kernels.iter().map(|k| k.calls).sum::<usize>(), "kernels": kernels, "other_ms": r3(other)})
     );
     Ok(())
 }

@@ -337,6 +337,11 @@ pub struct BenchArgs {
     /// each convolution's products as single GEMMs over all columns), to measure what they buy.
     #[arg(long, default_value = "fused")]
     pub fusion: String,
+    /// simclr-step on a GPU at `--precision bf16`: `im2col` (column matrices and cuBLAS GEMMs)
+    /// or `implicit` (implicit GEMM on the tensor cores, no column matrices), to compare the
+    /// two.
+    #[arg(long, default_value = "im2col")]
+    pub conv: String,
     /// On a GPU, after the timed repetitions: one more step with every kernel launch and
     /// cuBLAS call timed, printed as a `gpu-profile` line (device time by kernel, longest
     /// first; and for gpt-step how long the host took to queue the step).

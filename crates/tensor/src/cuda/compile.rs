@@ -32,6 +32,7 @@ kernel_files!(
     "index",
     "optim",
     "conv",
+    "conv_mma",
     "pool",
     "random",
     "layer_norm",
@@ -322,6 +323,10 @@ mod tests {
                 .iter()
                 .flat_map(|k| floats.iter().map(move |d| format!("{k}_{d}")))
                 .chain(["im2col_bf16_f32".into(), "col2im_bf16_f32".into()])
+                .collect(),
+            "conv_mma" => ["conv_mma_fwd", "conv_mma_dgrad", "conv_mma_wgrad"]
+                .iter()
+                .flat_map(|k| [64, 128].map(|bm| format!("{k}_{bm}")))
                 .collect(),
             "pool" => [
                 "max_pool_fwd",

@@ -9,6 +9,7 @@ pub mod attention;
 pub mod batch_norm;
 mod compile;
 pub mod conv;
+pub mod conv_mma;
 mod device;
 pub mod elementwise;
 pub(crate) mod fastdiv;

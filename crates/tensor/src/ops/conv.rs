@@ -325,6 +325,8 @@ impl BackwardOp for Conv2dBack {
 /// precision (f32 tensors) the columns are written in bf16 by im2col itself, and they and the
 /// weight's bf16 copy are kept for the backward, whose output gradient is written in bf16 by its
 /// layout pass: every product at bf16 precision without a separate cast.
+/// Under [`GpuConv::Implicit`](crate::ops::fusion::GpuConv) an f32 convolution at bf16
+/// precision with one group runs as implicit GEMM instead (`ops::conv_implicit`).
 #[cfg(feature = "cuda")]
 mod gpu {
     use super::*;
@@ -447,6 +449,9 @@ mod gpu {
         b: Option<&Tensor>,
         g: &ConvGeom,
     ) -> Result<Tensor> {
+        if crate::ops::conv_implicit::applies(x, g) {
+            return crate::ops::conv_implicit::conv2d(x, w, b, g);
+        }
         let bf16 = x.dtype() == DType::F32
             && crate::precision::matmul_precision() == crate::precision::MatmulPrecision::Bf16;
         let (groups, cog, kg, cols_n) = sizes(g);

@@ -4,7 +4,9 @@
 //! [`Tensor::conv2d`](crate::Tensor::conv2d)): they do by default; [`with_gpu_fusion`] with
 //! [`GpuFusion::Composed`] runs their plain compositions instead, so that a benchmark can
 //! measure what each buys on the same work (`selfsup bench gpt-step --fusion composed`,
-//! `selfsup bench simclr-step --fusion composed`).
+//! `selfsup bench simclr-step --fusion composed`). Likewise [`with_gpu_conv`] picks how the
+//! GPU convolution computes its products at bf16 precision ([`GpuConv`]; `selfsup bench
+//! simclr-step --conv implicit`).
 
 use std::cell::Cell;
 use std::thread::LocalKey;
@@ -33,8 +35,48 @@ impl std::str::FromStr for GpuFusion {
     }
 }
 
+/// How [`Tensor::conv2d`](crate::Tensor::conv2d) computes its products on a GPU for f32
+/// tensors at bf16 matmul precision with one group (other convolutions always use
+/// [`GpuConv::Im2col`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GpuConv {
+    /// im2col into a column matrix (bf16), cuBLAS GEMMs over it, and col2im for the input
+    /// gradient (`kernels/conv.cu`).
+    #[default]
+    Im2col,
+    /// Implicit GEMM on the tensor cores (`kernels/conv_mma.cu`): the products gather their
+    /// im2col operands from the input, the output gradient and the weight as they load, so no
+    /// column matrix is written or read.
+    Implicit,
+}
+
+impl std::str::FromStr for GpuConv {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "im2col" => Ok(GpuConv::Im2col),
+            "implicit" => Ok(GpuConv::Implicit),
+            other => Err(format!(
+                "unknown convolution {other:?}: expected im2col or implicit"
+            )),
+        }
+    }
+}
+
 thread_local! {
     static GPU_FUSION: Cell<GpuFusion> = const { Cell::new(GpuFusion::Fused) };
+    static GPU_CONV: Cell<GpuConv> = const { Cell::new(GpuConv::Im2col) };
+}
+
+/// Runs `f` with GPU convolutions computed as `mode` says (on this thread, restored afterwards;
+/// a backward pass follows what its forward chose).
+pub fn with_gpu_conv<R>(mode: GpuConv, f: impl FnOnce() -> R) -> R {
+    scoped(&GPU_CONV, mode, f)
+}
+
+/// The [`GpuConv`] in force on this thread.
+pub fn gpu_conv() -> GpuConv {
+    GPU_CONV.with(|c| c.get())
 }
 
 /// Runs `f` with the fused ops on a GPU run as `mode` says (on this thread, restored
@@ -98,5 +140,17 @@ mod tests {
             "on".parse::<GpuFusion>().unwrap_err(),
             "unknown fusion \"on\": expected fused or composed"
         );
+        assert_eq!("im2col".parse::<GpuConv>(), Ok(GpuConv::Im2col));
+        assert_eq!("implicit".parse::<GpuConv>(), Ok(GpuConv::Implicit));
+        assert_eq!(
+            "winograd".parse::<GpuConv>().unwrap_err(),
+            "unknown convolution \"winograd\": expected im2col or implicit"
+        );
+        assert_eq!(gpu_conv(), GpuConv::Im2col);
+        assert_eq!(
+            with_gpu_conv(GpuConv::Implicit, gpu_conv),
+            GpuConv::Implicit
+        );
+        assert_eq!(gpu_conv(), GpuConv::Im2col);
     }
 }

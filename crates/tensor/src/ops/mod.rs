@@ -6,6 +6,8 @@ pub mod batch_norm;
 pub mod binary;
 pub mod cast;
 pub mod conv;
+#[cfg(feature = "cuda")]
+mod conv_implicit;
 pub mod ema;
 pub mod finite;
 pub mod fusion;

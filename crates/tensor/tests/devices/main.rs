@@ -7,6 +7,7 @@
 
 mod availability;
 mod conv;
+mod conv_mma;
 mod elementwise;
 mod index;
 mod linear_ce;

@@ -1,0 +1,237 @@
+//! Launches of `kernels/conv_mma.cu`: the convolution as implicit GEMM on the tensor cores (bf16
+//! operands gathered from `x`, `dy` and the weight's bf16 copy as tiles load, f32 accumulation),
+//! for f32 tensors at bf16 matmul precision with one group. See
+//! [`GpuConv`](crate::ops::fusion::GpuConv) for when it runs instead of im2col + cuBLAS.
+
+use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+
+use super::fastdiv::FastDiv;
+use super::launch::opt_ptr;
+use super::CudaStorage;
+use crate::cpu::conv::ConvGeom;
+use crate::error::Result;
+use crate::DType;
+
+/// The block tile's columns and reduction depth (`CM_BN`, `CM_BK` in the kernel file).
+const TILE_N: usize = 128;
+const TILE_K: usize = 32;
+
+/// Mirrors `struct ConvMmaShape` in `kernels/conv_mma.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct ConvMmaShape {
+    n: i32,
+    c: i32,
+    h: i32,
+    w: i32,
+    kh: i32,
+    kw: i32,
+    oh: i32,
+    ow: i32,
+    sh: i32,
+    sw: i32,
+    ph: i32,
+    pw: i32,
+    dh: i32,
+    dw: i32,
+    c_out: i32,
+    tiles_per_slice: i32,
+    div_khkw: FastDiv,
+    div_kw: FastDiv,
+    div_l: FastDiv,
+    div_ow: FastDiv,
+    div_hw: FastDiv,
+    div_w: FastDiv,
+    div_sh: FastDiv,
+    div_sw: FastDiv,
+}
+// SAFETY: plain old data laid out as the CUDA struct.
+unsafe impl DeviceRepr for ConvMmaShape {}
+
+/// Whether the kernels' 32-bit index arithmetic covers geometry `g` with one group: every
+/// tensor below 2^30 elements (offsets, with a window's corner up to a padded row before its
+/// image, stay in range) and every row or column extent below 2^28 (so that an index carrying
+/// the kernels' far shift of 2^29 stays outside every image). Past it the convolution runs as
+/// im2col + cuBLAS.
+pub fn fits(g: &ConvGeom) -> bool {
+    let k = g.c_in * g.kh * g.kw;
+    let tensors = [
+        g.n * g.c_in * g.h * g.w,
+        g.n * g.c_out * g.oh * g.ow,
+        g.c_out * k,
+    ];
+    let extents = [
+        g.h + g.padding.0 + g.kh * g.dilation.0,
+        g.w + g.padding.1 + g.kw * g.dilation.1,
+        g.oh * g.stride.0,
+        g.ow * g.stride.1,
+    ];
+    g.groups == 1 && tensors.iter().all(|&s| s < 1 << 30) && extents.iter().all(|&s| s < 1 << 28)
+}
+
+fn shape(g: &ConvGeom, tiles_per_slice: usize) -> ConvMmaShape {
+    let i = |v: usize| v as i32;
+    let d = |v: usize| FastDiv::new(v as u32);
+    ConvMmaShape {
+        n: i(g.n),
+        c: i(g.c_in),
+        h: i(g.h),
+        w: i(g.w),
+        kh: i(g.kh),
+        kw: i(g.kw),
+        oh: i(g.oh),
+        ow: i(g.ow),
+        sh: i(g.stride.0),
+        sw: i(g.stride.1),
+        ph: i(g.padding.0),
+        pw: i(g.padding.1),
+        dh: i(g.dilation.0),
+        dw: i(g.dilation.1),
+        c_out: i(g.c_out),
+        tiles_per_slice: i(tiles_per_slice.min(i32::MAX as usize)),
+        div_khkw: d(g.kh * g.kw),
+        div_kw: d(g.kw),
+        div_l: d(g.oh * g.ow),
+        div_ow: d(g.ow),
+        div_hw: d(g.h * g.w),
+        div_w: d(g.w),
+        div_sh: d(g.stride.0),
+        div_sw: d(g.stride.1),
+    }
+}
+
+/// The block rows for `m` product rows: 64 (4 warps) up to 64 rows, so that 64-channel layers
+/// fill their tiles, else 128 (8 warps).
+fn block_rows(m: usize) -> usize {
+    if m <= 64 {
+        64
+    } else {
+        128
+    }
+}
+
+/// Launches `conv_mma_<which>_<BM>` over an `m x n` product cut into `slices` along its
+/// reduction, with pointer arguments `ptrs` then the shape.
+fn launch(
+    src: &CudaStorage,
+    which: &str,
+    ptrs: &[u64],
+    g: &ConvGeom,
+    (m, n, slices, tiles_per_slice): (usize, usize, usize, usize),
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let bm = block_rows(m);
+    let kernel = format!("conv_mma_{which}_{bm}");
+    let b = &src.backend;
+    let f = b.function("conv_mma", &kernel)?;
+    let s = shape(g, tiles_per_slice);
+    let mut l = b.stream().launch_builder(&f);
+    for p in ptrs {
+        l.arg(p);
+    }
+    l.arg(&s);
+    let cfg = LaunchConfig {
+        grid_dim: (
+            n.div_ceil(TILE_N) as u32,
+            m.div_ceil(bm) as u32,
+            slices as u32,
+        ),
+        block_dim: (2 * bm as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: every buffer is sized from the same geometry by the callers; `fits` bounds the
+    // kernels' 32-bit offsets.
+    unsafe { l.launch(cfg) }.map_err(|e| b.err(&kernel, e))?;
+    Ok(())
+}
+
+/// The reduction tiles of a product over `k` terms.
+fn tiles(k: usize) -> usize {
+    k.div_ceil(TILE_K).max(1)
+}
+
+/// `y [n, c_out, oh, ow]` (f32) of dense f32 `x` `[n, c_in, h, w]`, the weight's bf16 copy
+/// `w16` `[c_out, c_in·kh·kw]` and f32 `bias` `[c_out]` when given.
+pub fn forward(
+    x: &CudaStorage,
+    w16: &CudaStorage,
+    bias: Option<&CudaStorage>,
+    g: &ConvGeom,
+) -> Result<CudaStorage> {
+    let y = CudaStorage::alloc(&x.backend, DType::F32, g.n * g.c_out * g.oh * g.ow)?;
+    let k = g.c_in * g.kh * g.kw;
+    let ptrs = [x.ptr(), w16.ptr(), opt_ptr(bias), y.ptr()];
+    let n = g.n * g.oh * g.ow;
+    launch(x, "fwd", &ptrs, g, (g.c_out, n, 1, tiles(k)))?;
+    Ok(y)
+}
+
+/// The input gradient `dx [n, c_in, h, w]` (f32) of dense f32 `dy` `[n, c_out, oh, ow]`.
+pub fn input_grad(dy: &CudaStorage, w16: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
+    let dx = CudaStorage::alloc(&dy.backend, DType::F32, g.n * g.c_in * g.h * g.w)?;
+    let k = g.c_out * g.kh * g.kw;
+    let ptrs = [dy.ptr(), w16.ptr(), dx.ptr()];
+    launch(
+        dy,
+        "dgrad",
+        &ptrs,
+        g,
+        (g.c_in, g.n * g.h * g.w, 1, tiles(k)),
+    )?;
+    Ok(dx)
+}
+
+/// The weight gradient's partial products `[slices, c_out, c_in·kh·kw]` (f32; their sum over
+/// the first axis is the gradient) of dense f32 `dy` and `x`: the reduction over the `n·oh·ow`
+/// positions cut into about `slices` runs of whole tiles (fewer when it is short), so that a
+/// small output still fills the GPU. Returns the partials and their count.
+pub fn weight_grad_partials(
+    dy: &CudaStorage,
+    x: &CudaStorage,
+    g: &ConvGeom,
+    slices: usize,
+) -> Result<(CudaStorage, usize)> {
+    let k = g.c_in * g.kh * g.kw;
+    let t = tiles(g.n * g.oh * g.ow);
+    let per = t.div_ceil(slices.clamp(1, t));
+    let s = t.div_ceil(per);
+    let part = CudaStorage::alloc(&dy.backend, DType::F32, s * g.c_out * k)?;
+    let ptrs = [dy.ptr(), x.ptr(), part.ptr()];
+    launch(dy, "wgrad", &ptrs, g, (g.c_out, k, s, per))?;
+    Ok((part, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometries_past_32_bit_offsets_or_with_groups_are_left_to_im2col() {
+        let g = ConvGeom {
+            n: 1024,
+            c_in: 64,
+            h: 32,
+            w: 32,
+            c_out: 64,
+            kh: 3,
+            kw: 3,
+            oh: 32,
+            ow: 32,
+            stride: (1, 1),
+            padding: (1, 1),
+            dilation: (1, 1),
+            groups: 1,
+        };
+        // ResNet-18's first stage at 1,024 views: 67M elements a tensor.
+        assert!(fits(&g));
+        assert!(!fits(&ConvGeom { groups: 2, ..g }));
+        assert!(!fits(&ConvGeom { n: 16_384, ..g }));
+        assert_eq!(
+            (block_rows(32), block_rows(64), block_rows(65)),
+            (64, 64, 128)
+        );
+        assert_eq!((tiles(0), tiles(32), tiles(33)), (1, 1, 2));
+    }
+}
