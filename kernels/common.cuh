@@ -23,6 +23,15 @@ struct FastDiv {
 };
 __device__ __forceinline__ u32 fdiv(u32 x, FastDiv f) { return f.m ? (__umulhi(x, f.m) >> f.s) : x; }
 
+// The FastDiv of divisor d >= 1 made on the device (once per block, where the divisor depends
+// on the block): the host's `FastDiv::new`.
+__device__ __forceinline__ FastDiv fastdiv_of(u32 d) {
+    if (d <= 1) return FastDiv{1u, 0u, 0u};
+    u32 l = 0;
+    while ((1ull << l) < d) ++l;
+    return FastDiv{d, (u32)(((1ull << (31 + l)) + d - 1) / d), l - 1};
+}
+
 // Shapes and strides of an elementwise launch; mirrors `cuda::launch::Dims` on the Rust side
 // (repr(C), same field order). `contiguous` bit k set means operand k is contiguous from
 // `offset[k]`, so its offset is `offset[k] + i` without the division walk.

@@ -13,13 +13,16 @@
 //                        K = c·kh·kw.
 //   conv_mma_dgrad_<BM>: dx[img, ci, iy, ix] = Σ over (co, ki, kj) of W[co][ci, ki, kj]
 //                        dy[img, co, oi, oj] where oi·sh = iy + ph - ki·dh and
-//                        oj·sw = ix + pw - kj·dw; M = c, N = n·h·w, K = c_out·kh·kw (at stride
-//                        s all but 1/s² of those terms are zeros, multiplied all the same).
+//                        oj·sw = ix + pw - kj·dw, one stride phase per blockIdx.z (inputs with
+//                        the same (iy + ph) mod sh and (ix + pw) mod sw, reached by the same
+//                        taps): M = c, N = the phase's n·h·w / (sh·sw) inputs, K = c_out times
+//                        its taps (all kh·kw at stride 1; at stride 2 a 3x3's 9 split 4, 2, 2, 1),
+//                        so no product multiplies a structural zero and no index is divided.
 //   conv_mma_wgrad_<BM>: part[z][co][k] = Σ_p dy[co][p] X[k][p] over slice z of the position
 //                        tiles; M = c_out, N = c·kh·kw, K = n·L. The slices' partial products
 //                        are summed in order afterwards (a reduce kernel): deterministic, as
 //                        every sum here is.
-// Launch: grid (ceil(N / 128), ceil(M / BM), slices), 2·BM threads: BM / 32 warps down and 2
+// Launch: grid (ceil(N / 128), ceil(M / BM), slices or phases), 2·BM threads: BM / 32 warps down and 2
 // across, each warp a 32 x 64 tile of m16n8k16 products. The reduction walks in tiles of 32:
 // each tile is gathered into registers (the next tile's loads in flight during the current
 // tile's products), rounded to bf16 and stored to shared memory, double buffered: A as
@@ -40,8 +43,8 @@
 // Mirrors `cuda::conv_mma::ConvMmaShape`.
 struct ConvMmaShape {
     int n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, c_out;
-    int tiles_per_slice;  // reduction tiles per blockIdx.z (all of them but in the weight gradient)
-    FastDiv div_khkw, div_kw, div_l, div_ow, div_hw, div_w, div_sh, div_sw;
+    int tiles_per_slice;  // reduction tiles per slice (all of them but in the weight gradient)
+    FastDiv div_khkw, div_kw, div_l, div_ow;
 };
 
 // A decomposed index: an offset and two shifts (rows, columns), plus a second offset.
@@ -84,6 +87,7 @@ struct CmFwd {
     const float* bias;
     float* y;
     ConvMmaShape s;
+    __device__ __forceinline__ int slice() const { return 0; }
     __device__ __forceinline__ int M() const { return s.c_out; }
     __device__ __forceinline__ int N() const { return s.n * s.oh * s.ow; }
     __device__ __forceinline__ int K() const { return s.c * s.kh * s.kw; }
@@ -99,45 +103,92 @@ struct CmFwd {
     }
 };
 
-// The input gradient: A[ci][(co, ki, kj)] = W[co][ci, ki, kj], B = dy at the output each tap of
-// input q = (img, iy, ix) came from (0 where none did), columns the input positions.
+// The taps of one axis that reach the inputs of phase r (those with input + padding ≡ r mod
+// stride), and those inputs: taps first + i·step for i < count; inputs in0 + j·stride for
+// j < in_count. Input in0 + j·stride and tap first + i·step meet at output (a0 + j) - (b0 + i·db):
+// for each, (input + padding - r) / stride and (tap·dilation - r) / stride, both exact.
+struct CmPhaseAxis {
+    int first, step, count, b0, db, in0, in_count, a0;
+};
+__device__ __forceinline__ CmPhaseAxis cm_phase_axis(int r, int stride, int pad, int dil, int k, int in) {
+    int g = dil, y = stride;  // g = gcd(dil, stride): taps congruent mod stride / g act alike
+    while (y) {
+        const int t = g % y;
+        g = y;
+        y = t;
+    }
+    CmPhaseAxis a;
+    a.step = stride / g;
+    a.first = k;  // none
+    for (int t = 0; t < a.step && t < k; ++t)
+        if ((t * dil) % stride == r) {
+            a.first = t;
+            break;
+        }
+    a.count = a.first < k ? (k - 1 - a.first) / a.step + 1 : 0;
+    a.b0 = a.first < k ? (a.first * dil - r) / stride : 0;
+    a.db = dil / g;
+    a.in0 = ((r - pad) % stride + stride) % stride;
+    a.in_count = a.in0 < in ? (in - 1 - a.in0) / stride + 1 : 0;
+    a.a0 = (a.in0 + pad - r) / stride;
+    return a;
+}
+
+// The input gradient of one stride phase (blockIdx.z = ry·sw + rx: the inputs with
+// (iy + ph) mod sh = ry and (ix + pw) mod sw = rx, which only the taps with ki·dh ≡ ry and
+// kj·dw ≡ rx reach), so no product is a structural zero: A[ci][(co, ki, kj)] = W[co][ci, ki, kj]
+// over those taps, B = dy at the output each tap of input q = (img, iy, ix) came from (0 past
+// the output's edge), columns the phase's inputs.
 struct CmDgrad {
     const float* dy;
     const u16* w;
     float* dx;
     ConvMmaShape s;
+    CmPhaseAxis py, px;
+    FastDiv div_cols, div_in_x, div_taps, div_taps_x;
+    __device__ CmDgrad(const float* dy_, const u16* w_, float* dx_, ConvMmaShape s_)
+        : dy(dy_), w(w_), dx(dx_), s(s_) {
+        const int ry = blockIdx.z / s.sw, rx = blockIdx.z - ry * s.sw;
+        py = cm_phase_axis(ry, s.sh, s.ph, s.dh, s.kh, s.h);
+        px = cm_phase_axis(rx, s.sw, s.pw, s.dw, s.kw, s.w);
+        div_cols = fastdiv_of(py.in_count * px.in_count);
+        div_in_x = fastdiv_of(px.in_count);
+        div_taps = fastdiv_of(py.count * px.count);
+        div_taps_x = fastdiv_of(px.count);
+    }
+    __device__ __forceinline__ int slice() const { return 0; }
     __device__ __forceinline__ int M() const { return s.c; }
-    __device__ __forceinline__ int N() const { return s.n * s.h * s.w; }
-    __device__ __forceinline__ int K() const { return s.c_out * s.kh * s.kw; }
-    // (co, ki, kj): dy's channel offset, the tap's shifts, W's offset at ci = 0 (aux); past K
-    // shifts that put every output out of reach (aux -1).
+    __device__ __forceinline__ int N() const { return s.n * py.in_count * px.in_count; }
+    __device__ __forceinline__ int K() const { return s.c_out * py.count * px.count; }
+    // (co, i, j): dy's channel offset, the tap's output shifts, W's offset at ci = 0 (aux); past
+    // K shifts that put every output out of reach (aux -1).
     __device__ __forceinline__ CmIdx tab(int k) const {
         if (k >= K()) return {0, CM_FAR, CM_FAR, -1};
-        const int co = fdiv(k, s.div_khkw), r = k - co * s.kh * s.kw;
-        const int ki = fdiv(r, s.div_kw), kj = r - ki * s.kw;
-        return {co * s.oh * s.ow, ki * s.dh, kj * s.dw, co * s.c * s.kh * s.kw + r};
+        const int taps = py.count * px.count, co = fdiv(k, div_taps), r = k - co * taps;
+        const int i = fdiv(r, div_taps_x), j = r - i * px.count;
+        const int ki = py.first + i * py.step, kj = px.first + j * px.step;
+        return {co * s.oh * s.ow, py.b0 + i * py.db, px.b0 + j * px.db,
+                (co * s.c * s.kh + ki) * s.kw + kj};
     }
-    // q = (img, iy, ix): dy's image offset and the padded row and column.
+    // q-th input of the phase: dy's image offset, its row and column as output units (a0 + j),
+    // and dx's offset at ci = 0 (aux).
     __device__ __forceinline__ CmIdx col(int q) const {
         if (q >= N()) return {0, -CM_FAR, -CM_FAR, 0};
-        const int img = fdiv(q, s.div_hw), r = q - img * s.h * s.w;
-        const int iy = fdiv(r, s.div_w), ix = r - iy * s.w;
-        return {img * s.c_out * s.oh * s.ow, iy + s.ph, ix + s.pw, 0};
+        const int cols = py.in_count * px.in_count, img = fdiv(q, div_cols), r = q - img * cols;
+        const int jy = fdiv(r, div_in_x), jx = r - jy * px.in_count;
+        const int iy = py.in0 + jy * s.sh, ix = px.in0 + jx * s.sw;
+        return {img * s.c_out * s.oh * s.ow, py.a0 + jy, px.a0 + jx, (img * s.c * s.h + iy) * s.w + ix};
     }
     __device__ __forceinline__ u32 a(int m, int, CmIdx tap) const {
         return (m < M() && tap.aux >= 0) ? (u32)w[tap.aux + m * s.kh * s.kw] : 0u;
     }
     __device__ __forceinline__ u32 b(CmIdx q, CmIdx tap) const {
-        const int ty = q.y - tap.y, tx = q.x - tap.x;
-        if (ty < 0 || tx < 0) return 0u;
-        const int oi = fdiv(ty, s.div_sh), oj = fdiv(tx, s.div_sw);
-        if (oi * s.sh != ty || oj * s.sw != tx || oi >= s.oh || oj >= s.ow) return 0u;
-        return mma_bf16_bits(dy[q.off + tap.off + oi * s.ow + oj]);
+        const int oi = q.y - tap.y, oj = q.x - tap.x;
+        return ((unsigned)oi < (unsigned)s.oh && (unsigned)oj < (unsigned)s.ow)
+                   ? mma_bf16_bits(dy[q.off + tap.off + oi * s.ow + oj])
+                   : 0u;
     }
-    __device__ __forceinline__ void store(int m, int q, float v) const {
-        const int hw = s.h * s.w, img = fdiv(q, s.div_hw);
-        dx[(img * s.c + m) * hw + (q - img * hw)] = v;
-    }
+    __device__ __forceinline__ void store(int m, int q, float v) const { dx[col(q).aux + m * s.h * s.w] = v; }
 };
 
 // The weight gradient: A[co][p] = dy[img, co, l], B[p][k] = X[k][p], reducing over positions;
@@ -147,6 +198,7 @@ struct CmWgrad {
     const float* x;
     float* part;
     ConvMmaShape s;
+    __device__ __forceinline__ int slice() const { return blockIdx.z; }
     __device__ __forceinline__ int M() const { return s.c_out; }
     __device__ __forceinline__ int N() const { return s.c * s.kh * s.kw; }
     __device__ __forceinline__ int K() const { return s.n * s.oh * s.ow; }
@@ -162,7 +214,7 @@ struct CmWgrad {
 };
 
 // The block's BM x 128 tile of problem `p`'s product over its reduction tiles
-// [z · tiles_per_slice, (z + 1) · tiles_per_slice), as the header describes.
+// [z · tiles_per_slice, (z + 1) · tiles_per_slice) (z = p.slice()), as the header describes.
 template <int BM, typename P>
 __device__ void conv_mma(const P& p) {
     constexpr int THREADS = 2 * BM, BPAIRS = CM_BN * CM_BK / 2 / THREADS;
@@ -173,7 +225,7 @@ __device__ void conv_mma(const P& p) {
     const int wm = warp >> 1, wn = warp & 1;
     const int M = p.M(), N = p.N(), K = p.K();
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * CM_BN, bn = tid & (CM_BN - 1);
-    const int tiles = (K + CM_BK - 1) / CM_BK, kt0 = blockIdx.z * p.s.tiles_per_slice;
+    const int tiles = (K + CM_BK - 1) / CM_BK, kt0 = p.slice() * p.s.tiles_per_slice;
     const int kt1 = min(kt0 + p.s.tiles_per_slice, tiles);
     const CmIdx col = p.col(n0 + bn);
     u32 ra[8], rb[BPAIRS];
@@ -270,7 +322,7 @@ __device__ void conv_mma(const P& p) {
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(2 * BM, 256 / BM)                                                \
         conv_mma_dgrad_##BM(const float* dy, const u16* w, float* dx, ConvMmaShape s) {                   \
-        conv_mma<BM>(CmDgrad{dy, w, dx, s});                                                               \
+        conv_mma<BM>(CmDgrad(dy, w, dx, s));                                                               \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(2 * BM, 256 / BM)                                                \
         conv_mma_wgrad_##BM(const float* dy, const float* x, float* part, ConvMmaShape s) {               \

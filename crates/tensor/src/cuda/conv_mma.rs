@@ -40,10 +40,6 @@ struct ConvMmaShape {
     div_kw: FastDiv,
     div_l: FastDiv,
     div_ow: FastDiv,
-    div_hw: FastDiv,
-    div_w: FastDiv,
-    div_sh: FastDiv,
-    div_sw: FastDiv,
 }
 // SAFETY: plain old data laid out as the CUDA struct.
 unsafe impl DeviceRepr for ConvMmaShape {}
@@ -93,10 +89,6 @@ fn shape(g: &ConvGeom, tiles_per_slice: usize) -> ConvMmaShape {
         div_kw: d(g.kw),
         div_l: d(g.oh * g.ow),
         div_ow: d(g.ow),
-        div_hw: d(g.h * g.w),
-        div_w: d(g.w),
-        div_sh: d(g.stride.0),
-        div_sw: d(g.stride.1),
     }
 }
 
@@ -168,18 +160,16 @@ pub fn forward(
     Ok(y)
 }
 
-/// The input gradient `dx [n, c_in, h, w]` (f32) of dense f32 `dy` `[n, c_out, oh, ow]`.
+/// The input gradient `dx [n, c_in, h, w]` (f32) of dense f32 `dy` `[n, c_out, oh, ow]`: one
+/// grid layer per stride phase (`sh·sw` of them), each over at most
+/// `n·ceil(h / sh)·ceil(w / sw)` inputs.
 pub fn input_grad(dy: &CudaStorage, w16: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
     let dx = CudaStorage::alloc(&dy.backend, DType::F32, g.n * g.c_in * g.h * g.w)?;
     let k = g.c_out * g.kh * g.kw;
     let ptrs = [dy.ptr(), w16.ptr(), dx.ptr()];
-    launch(
-        dy,
-        "dgrad",
-        &ptrs,
-        g,
-        (g.c_in, g.n * g.h * g.w, 1, tiles(k)),
-    )?;
+    let (sh, sw) = g.stride;
+    let cols = g.n * g.h.div_ceil(sh) * g.w.div_ceil(sw);
+    launch(dy, "dgrad", &ptrs, g, (g.c_in, cols, sh * sw, tiles(k)))?;
     Ok(dx)
 }
 

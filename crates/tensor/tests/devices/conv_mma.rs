@@ -18,10 +18,11 @@ fn bf16_f64(t: &Tensor) -> Tensor {
 /// Forward, input, weight and bias gradients of the implicit GEMM against the exact reference,
 /// over geometries that reach both block heights (64 and 128 rows: 5, 16 and 32 output channels,
 /// and 96; 72 input channels for the input gradient's), ragged tiles on every side (products of
-/// 5 to 96 rows, 27 to 864 reduction terms, column counts not multiples of 128), strides 2 and
-/// (1, 2) (the input gradient's zero taps), dilation, 1x1 kernels, a strided input view, a
-/// bias, operands without gradients, and a weight gradient whose reduction (4,096 positions) is
-/// cut into two slices. The profile shows the implicit kernels ran and im2col did not; two runs
+/// 5 to 96 rows, 27 to 864 reduction terms, column counts not multiples of 128), strides 2,
+/// (1, 2) and (2, 3) with dilations (the input gradient's stride phases: 5x5 taps split 3/2 by
+/// rows and 2/1/2 by columns; 3x3 with dilation 2 at stride 2, whose odd phases no tap reaches;
+/// 1x1 at stride 2), a strided input view, a bias, operands without gradients, and a weight
+/// gradient whose reduction (4,096 positions) is cut into two slices. The profile shows the implicit kernels ran and im2col did not; two runs
 /// give the same bits.
 #[test]
 fn implicit_gemm_convolution_matches_the_exact_bf16_reference() {
@@ -81,6 +82,24 @@ fn implicit_gemm_convolution_matches_the_exact_bf16_reference() {
                 false,
                 [false, true, false],
                 false,
+            ),
+            (
+                [2, 4, 11, 13],
+                8,
+                5,
+                p((2, 3), (2, 1), (1, 2)),
+                true,
+                [true, false, false],
+                false,
+            ),
+            (
+                [2, 3, 9, 9],
+                4,
+                3,
+                p((2, 2), (1, 1), (2, 2)),
+                false,
+                [true, true, false],
+                true,
             ),
         ];
         for (j, (xs, c_out, ks, params, bias, grads, strided)) in cases.into_iter().enumerate() {
