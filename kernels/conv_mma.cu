@@ -22,16 +22,20 @@
 //                        tiles; M = c_out, N = c·kh·kw, K = n·L. The slices' partial products
 //                        are summed in order afterwards (a reduce kernel): deterministic, as
 //                        every sum here is.
-// Launch: grid (ceil(N / 128), ceil(M / BM), slices or phases), 2·BM threads: BM / 32 warps down and 2
-// across, each warp a 32 x 64 tile of m16n8k16 products. The reduction walks in tiles of 32:
-// each tile is gathered into registers (the next tile's loads in flight during the current
+// Launch: grid (ceil(N / 128), ceil(M / BM), slices or phases), 2·BM threads: BM / 32 warps down
+// and 2 across, each warp a 32 x 64 tile of m16n8k16 products. The reduction walks in tiles of
+// 32: each tile is gathered into registers (the next tile's loads in flight during the current
 // tile's products), rounded to bf16 and stored to shared memory, double buffered: A as
 // [BM][32 + 8] (row-major), B transposed as [128][32 + 8] (a column's 32 reduction elements
-// contiguous), so every fragment is one 32-bit shared load; the 8-element pad puts the 8 rows
-// of a fragment load in distinct banks. A thread keeps one B column for the whole reduction (its
-// decomposition computed once); the reduction index's decomposition, the same for every column,
-// is computed once per tile by the first warp into a 32-entry table. Index arithmetic is 32-bit
-// (the host checks that every tensor and product fits), divisions by the shape FastDiv's.
+// contiguous, their 32-bit pairs XOR-swizzled by the row: `cm_swizzle`), so every fragment is
+// one 32-bit shared load and neither those loads nor the tile's stores conflict on banks. The
+// B gather puts a warp's lanes where memory is contiguous: on 32 neighbouring columns (output
+// or input positions; each thread keeps its column's decomposition for the whole reduction) in
+// the forward and the input gradient, along the reduction (positions) in the weight gradient,
+// whose columns (taps) come from a per-block table. The reduction index's decomposition, the
+// same for every column, is computed once per tile by the first warp into a 32-entry table.
+// Index arithmetic is 32-bit (the host checks that every tensor and product fits), divisions
+// by the shape FastDiv's.
 
 #define CM_BN 128
 #define CM_BK 32
@@ -93,8 +97,13 @@ struct CmFwd {
     __device__ __forceinline__ int K() const { return s.c * s.kh * s.kw; }
     __device__ __forceinline__ CmIdx tab(int k) const { return cm_x_tap(s, k, K()); }
     __device__ __forceinline__ CmIdx col(int p) const { return cm_x_pos(s, p, N()); }
-    __device__ __forceinline__ u32 a(int m, int k, CmIdx) const {
-        return (m < M() && k < K()) ? (u32)w[m * K() + k] : 0u;
+    static constexpr bool B_ALONG_K = false;
+    // W's row m at k, k + 1 (k even): one 32-bit load when rows have an even length.
+    __device__ __forceinline__ u32 a_pair(int m, int k, CmIdx, CmIdx) const {
+        if (m >= M() || k >= K()) return 0u;
+        const u16* r = w + m * K() + k;
+        if (!(K() & 1)) return *(const u32*)r;
+        return (u32)r[0] | (k + 1 < K() ? (u32)r[1] << 16 : 0u);
     }
     __device__ __forceinline__ u32 b(CmIdx pos, CmIdx tap) const { return cm_x(x, s, pos, tap); }
     __device__ __forceinline__ void store(int m, int p, float v) const {
@@ -179,8 +188,12 @@ struct CmDgrad {
         const int iy = py.in0 + jy * s.sh, ix = px.in0 + jx * s.sw;
         return {img * s.c_out * s.oh * s.ow, py.a0 + jy, px.a0 + jx, (img * s.c * s.h + iy) * s.w + ix};
     }
-    __device__ __forceinline__ u32 a(int m, int, CmIdx tap) const {
+    static constexpr bool B_ALONG_K = false;
+    __device__ __forceinline__ u32 a(int m, CmIdx tap) const {
         return (m < M() && tap.aux >= 0) ? (u32)w[tap.aux + m * s.kh * s.kw] : 0u;
+    }
+    __device__ __forceinline__ u32 a_pair(int m, int, CmIdx t0, CmIdx t1) const {
+        return a(m, t0) | (a(m, t1) << 16);
     }
     __device__ __forceinline__ u32 b(CmIdx q, CmIdx tap) const {
         const int oi = q.y - tap.y, oj = q.x - tap.x;
@@ -204,14 +217,25 @@ struct CmWgrad {
     __device__ __forceinline__ int K() const { return s.n * s.oh * s.ow; }
     __device__ __forceinline__ CmIdx tab(int p) const { return cm_x_pos(s, p, K()); }
     __device__ __forceinline__ CmIdx col(int k) const { return cm_x_tap(s, k, N()); }
-    __device__ __forceinline__ u32 a(int m, int, CmIdx pos) const {
+    static constexpr bool B_ALONG_K = true;
+    __device__ __forceinline__ u32 a(int m, CmIdx pos) const {
         return (m < M() && pos.aux >= 0) ? mma_bf16_bits(dy[pos.aux + m * s.oh * s.ow]) : 0u;
+    }
+    __device__ __forceinline__ u32 a_pair(int m, int, CmIdx p0, CmIdx p1) const {
+        return a(m, p0) | (a(m, p1) << 16);
     }
     __device__ __forceinline__ u32 b(CmIdx tap, CmIdx pos) const { return cm_x(x, s, pos, tap); }
     __device__ __forceinline__ void store(int m, int k, float v) const {
         part[((i64)blockIdx.z * M() + m) * N() + k] = v;
     }
 };
+
+// The 32-bit word of B's shared row `row` that holds reduction pair `word` (0..15): XORed with
+// bits 3-4 of the row, so that 32 neighbouring rows written at one word (a warp's stores with
+// lanes along the columns) fall in 32 distinct banks instead of 8 (rows are 20 words apart),
+// while a fragment load (8 rows of one 8-row group, 4 neighbouring words from a multiple of 4)
+// still touches 32 distinct banks.
+__device__ __forceinline__ int cm_swizzle(int row, int word) { return word ^ ((row >> 3) & 3); }
 
 // The block's BM x 128 tile of problem `p`'s product over its reduction tiles
 // [z · tiles_per_slice, (z + 1) · tiles_per_slice) (z = p.slice()), as the header describes.
@@ -221,13 +245,14 @@ __device__ void conv_mma(const P& p) {
     __shared__ __align__(16) u16 as[2][BM * CM_LDS];
     __shared__ __align__(16) u16 bs[2][CM_BN * CM_LDS];
     __shared__ CmIdx tab[2][CM_BK];
+    __shared__ CmIdx coltab[P::B_ALONG_K ? CM_BN : 1];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wm = warp >> 1, wn = warp & 1;
     const int M = p.M(), N = p.N(), K = p.K();
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * CM_BN, bn = tid & (CM_BN - 1);
     const int tiles = (K + CM_BK - 1) / CM_BK, kt0 = p.slice() * p.s.tiles_per_slice;
     const int kt1 = min(kt0 + p.s.tiles_per_slice, tiles);
-    const CmIdx col = p.col(n0 + bn);
+    const CmIdx col = P::B_ALONG_K ? CmIdx{0, 0, 0, 0} : p.col(n0 + bn);
     u32 ra[8], rb[BPAIRS];
     float acc[2][8][4];
 #pragma unroll
@@ -237,16 +262,27 @@ __device__ void conv_mma(const P& p) {
 
     // Tile kt into registers: A as 8 pairs a thread (16 threads a row), B as BPAIRS pairs of
     // the thread's column.
+    // Tile kt into registers: A as 8 pairs a thread (16 threads a row, along the reduction);
+    // B as BPAIRS pairs, either of the thread's own column (P::B_ALONG_K false: a warp's lanes
+    // on 32 neighbouring columns, which are neighbouring positions in memory for the forward
+    // and the input gradient) or, for the weight gradient, 16 lanes along one column's
+    // reduction (its neighbouring positions) with the columns from the block's table.
     auto gather = [&](int kt, const CmIdx* tb) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const int e = i * THREADS + tid, r = e >> 4, kp = (e & 15) * 2, k = kt * CM_BK + kp;
-            ra[i] = p.a(m0 + r, k, tb[kp]) | (p.a(m0 + r, k + 1, tb[kp + 1]) << 16);
+            const int e = i * THREADS + tid, r = e >> 4, kp = (e & 15) * 2;
+            ra[i] = p.a_pair(m0 + r, kt * CM_BK + kp, tb[kp], tb[kp + 1]);
         }
 #pragma unroll
         for (int i = 0; i < BPAIRS; ++i) {
-            const int kp = (i * (THREADS / CM_BN) + (tid / CM_BN)) * 2;
-            rb[i] = p.b(col, tb[kp]) | (p.b(col, tb[kp + 1]) << 16);
+            if (P::B_ALONG_K) {
+                const int e = i * THREADS + tid, kp = (e & 15) * 2;
+                const CmIdx c = coltab[e >> 4];
+                rb[i] = p.b(c, tb[kp]) | (p.b(c, tb[kp + 1]) << 16);
+            } else {
+                const int kp = (i * (THREADS / CM_BN) + (tid / CM_BN)) * 2;
+                rb[i] = p.b(col, tb[kp]) | (p.b(col, tb[kp + 1]) << 16);
+            }
         }
     };
     auto put = [&](int buf) {
@@ -257,8 +293,10 @@ __device__ void conv_mma(const P& p) {
         }
 #pragma unroll
         for (int i = 0; i < BPAIRS; ++i) {
-            const int kp = (i * (THREADS / CM_BN) + (tid / CM_BN)) * 2;
-            *(u32*)&bs[buf][bn * CM_LDS + kp] = rb[i];
+            const int e = i * THREADS + tid;
+            const int row = P::B_ALONG_K ? e >> 4 : bn;
+            const int word = P::B_ALONG_K ? e & 15 : i * (THREADS / CM_BN) + (tid / CM_BN);
+            *(u32*)&bs[buf][row * CM_LDS + 2 * cm_swizzle(row, word)] = rb[i];
         }
     };
     auto compute = [&](int buf) {
@@ -275,9 +313,10 @@ __device__ void conv_mma(const P& p) {
             }
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt) {
-                const u16* q = &bs[buf][(wn * 64 + nt * 8 + g) * CM_LDS + kk + 2 * t];
-                bf[nt][0] = *(const u32*)q;
-                bf[nt][1] = *(const u32*)(q + 8);
+                const int row = wn * 64 + nt * 8 + g, word = kk / 2 + t;
+                const u16* q = &bs[buf][row * CM_LDS];
+                bf[nt][0] = *(const u32*)(q + 2 * cm_swizzle(row, word));
+                bf[nt][1] = *(const u32*)(q + 2 * cm_swizzle(row, word + 4));
             }
 #pragma unroll
             for (int mt = 0; mt < 2; ++mt)
@@ -287,6 +326,8 @@ __device__ void conv_mma(const P& p) {
     };
 
     if (kt0 < kt1) {
+        if (P::B_ALONG_K)
+            for (int c = tid; c < CM_BN; c += THREADS) coltab[c] = p.col(n0 + c);
         if (tid < CM_BK) tab[0][tid] = p.tab(kt0 * CM_BK + tid);
         __syncthreads();
         gather(kt0, tab[0]);
