@@ -260,8 +260,6 @@ __device__ void conv_mma(const P& p) {
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.f;
 
-    // Tile kt into registers: A as 8 pairs a thread (16 threads a row), B as BPAIRS pairs of
-    // the thread's column.
     // Tile kt into registers: A as 8 pairs a thread (16 threads a row, along the reduction);
     // B as BPAIRS pairs, either of the thread's own column (P::B_ALONG_K false: a warp's lanes
     // on 32 neighbouring columns, which are neighbouring positions in memory for the forward
@@ -356,18 +354,18 @@ __device__ void conv_mma(const P& p) {
             }
 }
 
-#define CONV_MMA_KERNELS(BM)                                                                               \
-    extern "C" __global__ void __launch_bounds__(2 * BM, 256 / BM)                                                \
-        conv_mma_fwd_##BM(const float* x, const u16* w, const float* bias, float* y, ConvMmaShape s) {     \
-        conv_mma<BM>(CmFwd{x, w, bias, y, s});                                                             \
-    }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(2 * BM, 256 / BM)                                                \
-        conv_mma_dgrad_##BM(const float* dy, const u16* w, float* dx, ConvMmaShape s) {                   \
-        conv_mma<BM>(CmDgrad(dy, w, dx, s));                                                               \
-    }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(2 * BM, 256 / BM)                                                \
-        conv_mma_wgrad_##BM(const float* dy, const float* x, float* part, ConvMmaShape s) {               \
-        conv_mma<BM>(CmWgrad{dy, x, part, s});                                                             \
+#define CONV_MMA_KERNELS(BM)                                                                           \
+    extern "C" __global__ void __launch_bounds__(2 * BM, 256 / BM)                                     \
+        conv_mma_fwd_##BM(const float* x, const u16* w, const float* bias, float* y, ConvMmaShape s) { \
+        conv_mma<BM>(CmFwd{x, w, bias, y, s});                                                         \
+    }                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(2 * BM, 256 / BM)                                     \
+        conv_mma_dgrad_##BM(const float* dy, const u16* w, float* dx, ConvMmaShape s) {                \
+        conv_mma<BM>(CmDgrad(dy, w, dx, s));                                                           \
+    }                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(2 * BM, 256 / BM)                                     \
+        conv_mma_wgrad_##BM(const float* dy, const float* x, float* part, ConvMmaShape s) {            \
+        conv_mma<BM>(CmWgrad{dy, x, part, s});                                                         \
     }
 
 CONV_MMA_KERNELS(64)
