@@ -328,7 +328,7 @@ impl BackwardOp for Conv2dBack {
 /// Under [`GpuConv::Implicit`](crate::ops::fusion::GpuConv) an f32 convolution at bf16
 /// precision with one group runs as implicit GEMM instead (`ops::conv_implicit`).
 #[cfg(feature = "cuda")]
-mod gpu {
+pub(in crate::ops) mod gpu {
     use super::*;
     use crate::cuda::conv as kernels;
     use crate::ops::fusion::GpuFusion;
@@ -499,6 +499,24 @@ mod gpu {
         }))
     }
 
+    /// Appends the bias gradient of a GPU backward to `grads` when the convolution had a bias
+    /// (`inputs[2]`): the output gradient `dy` summed over images and positions, or `None` when
+    /// the bias needs no gradient.
+    pub(in crate::ops) fn push_bias_grad(
+        grads: &mut Vec<Option<Tensor>>,
+        inputs: &[Tensor],
+        dy: &Tensor,
+    ) -> Result<()> {
+        if let Some(b) = inputs.get(2) {
+            grads.push(if b.requires_grad() {
+                Some(dy.sum(&[0, 2, 3], false)?)
+            } else {
+                None
+            });
+        }
+        Ok(())
+    }
+
     /// The backward of [`conv2d`], holding its GEMM operands.
     struct Conv2dBackGpu {
         geom: ConvGeom,
@@ -547,13 +565,7 @@ mod gpu {
                     grads[1] = Some(dw.reshape(w.shape())?);
                 }
             }
-            if let Some(b) = inputs.get(2) {
-                grads.push(if b.requires_grad() {
-                    Some(dy.sum(&[0, 2, 3], false)?)
-                } else {
-                    None
-                });
-            }
+            push_bias_grad(&mut grads, inputs, &dy)?;
             Ok(grads)
         }
     }

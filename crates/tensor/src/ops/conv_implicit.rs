@@ -100,13 +100,7 @@ impl BackwardOp for Conv2dBackImplicit {
             let dw = if s == 1 { part } else { part.sum(&[0], false)? };
             grads[1] = Some(dw.reshape(w.shape())?);
         }
-        if let Some(b) = inputs.get(2) {
-            grads.push(if b.requires_grad() {
-                Some(dy.sum(&[0, 2, 3], false)?)
-            } else {
-                None
-            });
-        }
+        crate::ops::conv::gpu::push_bias_grad(&mut grads, inputs, &dy)?;
         Ok(grads)
     }
 }
