@@ -8,12 +8,16 @@
 // out is [B, T, H, dh]; lse (natural log of the row's sum of exp(s_ij)) and D_i = dO_i . O_i
 // are [B, H, T]; dx has x's layout. s_ij = scale * q_i . k_j; with `causal`, j <= i only.
 // Launch: grid (ceil(T / 64), B * H), 128 threads = 4 warps; warp w of block (x, bh) owns rows
-// x * 64 + 16 w .. + 16 (queries in the forward and dq kernels, keys in the dk/dv kernel) and
+// x * 64 + 16 w .. + 16 (queries in the forward and dq kernels, keys in the dk/dv kernel; with
+// `causal` the forward and dq take their row blocks in reverse order, the longest first) and
 // keeps their fragments and accumulators in registers; the other side streams through shared
-// memory in tiles of 64 rows, converted to bf16 as they are loaded (rows past T and columns
-// past dh are zero; DH >= dh is a template bound, 32 or 64). Tiles used as the B operand along
-// their rows are stored transposed, so every fragment is one 32-bit shared load; rows are
-// padded by 8 bf16 so the 8 rows a fragment load touches fall in distinct banks.
+// memory in tiles of 64 rows, row-major [64][DH + 8] bf16, converted as they are loaded (one
+// float4 a thread a pass when dh is a multiple of 4; rows past T and columns past dh are zero;
+// DH >= dh is a template bound, 32 or 64). Every B fragment comes from `ldmatrix` (common.cuh):
+// plain for products with a tile's transpose (S = Q K^T), transposing for products with the
+// tile itself (P V), so no tile is stored twice; the 8-element row padding puts the 8 rows an
+// ldmatrix phase reads in distinct banks. Only tiles that cross the diagonal or T test each
+// score against the mask.
 // Probabilities and dS are rounded to bf16 for their products, as in FlashAttention-2.
 // Kernels: `attention_mma_fwd_<DH>` (out, lse), `attention_mma_bwd_dq_<DH>` (dq and D),
 // `attention_mma_bwd_dkv_<DH>` (dk, dv; launched after dq, which writes D).
@@ -22,38 +26,68 @@
 
 #define MMA_ROWS 64
 #define MMA_TILE 64
+#define MMA_THREADS 128
 #define MMA_LOG2E 1.4426950408889634f
 #define MMA_LN2 0.6931471805599453f
 
 struct MmaShape {
     i64 B, T, H, dh;
-    __device__ __forceinline__ i64 qkv(i64 b, i64 t, int part, i64 h) const {
-        return (((b * T + t) * 3 + part) * H + h) * dh;
-    }
-    __device__ __forceinline__ i64 row(i64 b, i64 t, i64 h) const { return ((b * T + t) * H + h) * dh; }
 };
 
-// Loads the 64 rows from r0 of f32 `src` (row t of head (b, h) at `off(t)`), as bf16: into
-// `rows` ([64][DH + 8], row-major) and/or `cols` ([DH][64 + 8], transposed), either may be null.
-template <int DH, typename Off>
-__device__ __forceinline__ void mma_load(const float* src, Off off, i64 r0, i64 T, i64 dh, u16* rows, u16* cols) {
-    const int LD = DH + 8, LDT = MMA_TILE + 8;
-    for (int e = threadIdx.x; e < MMA_TILE * DH / 2; e += blockDim.x) {
-        const int r = e / (DH / 2), c = 2 * (e % (DH / 2));
-        const i64 t = r0 + r;
-        float v0 = 0.f, v1 = 0.f;
-        if (t < T) {
-            const float* p = src + off(t);
-            if (c < dh) v0 = p[c];
-            if (c + 1 < dh) v1 = p[c + 1];
-        }
-        const u32 w = mma_pack(v0, v1);
-        if (rows) *(u32*)&rows[r * LD + c] = w;
-        if (cols) {
-            cols[c * LDT + r] = (u16)(w & 0xffffu);
-            cols[(c + 1) * LDT + r] = (u16)(w >> 16);
+// The rows of one head in a tensor: row t at base + t * stride (elements). `vec`: every row
+// starts 16-byte aligned and dh is a multiple of 4, so a row's columns load as float4.
+struct MmaRows {
+    const float* base;
+    i64 stride;
+    bool vec;
+};
+
+__device__ __forceinline__ MmaRows mma_rows(const float* p, i64 first, i64 stride, int dh) {
+    const float* base = p + first;
+    return {base, stride, dh % 4 == 0 && stride % 4 == 0 && ((size_t)base & 15) == 0};
+}
+
+// Columns c .. c + 3 of row t (zero past T and past dh), as two bf16x2 registers.
+template <bool VEC>
+__device__ __forceinline__ uint2 mma_fetch4(const MmaRows& src, int t, int c, int T, int dh) {
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (t < T && c < dh) {
+        const float* p = src.base + (i64)t * src.stride + c;
+        if (VEC) {
+            v = *(const float4*)p;
+        } else {
+            v.x = p[0];
+            if (c + 1 < dh) v.y = p[1];
+            if (c + 2 < dh) v.z = p[2];
+            if (c + 3 < dh) v.w = p[3];
         }
     }
+    return make_uint2(mma_pack(v.x, v.y), mma_pack(v.z, v.w));
+}
+
+// Loads the 64 rows from r0 of `src` as bf16 into `rows` ([64][DH + 8], row-major): each
+// thread moves 4 columns of a row per pass (one float4 load where `src.vec`, one 8-byte
+// store); a warp covers 2 (DH 64) or 4 (DH 32) whole rows, so its loads are contiguous.
+template <int DH, bool VEC>
+__device__ __forceinline__ void mma_load_as(const MmaRows& src, int r0, int T, int dh, u16* rows) {
+    constexpr int QUADS = DH / 4, ROWS_PER_PASS = MMA_THREADS / QUADS;
+    constexpr int UNROLL = VEC ? MMA_TILE / ROWS_PER_PASS : 1;  // the element path is the rare one
+    const int c = 4 * (threadIdx.x % QUADS), rr = threadIdx.x / QUADS;
+#pragma unroll UNROLL
+    for (int pass = 0; pass < MMA_TILE / ROWS_PER_PASS; ++pass) {
+        const int r = rr + pass * ROWS_PER_PASS;
+        *(uint2*)&rows[r * (DH + 8) + c] = mma_fetch4<VEC>(src, r0 + r, c, T, dh);
+    }
+}
+
+// `mma_load_as` with float4 loads where the rows allow them (GPT-style heads: dh a multiple
+// of 4), element loads otherwise.
+template <int DH>
+__device__ __forceinline__ void mma_load(const MmaRows& src, int r0, int T, int dh, u16* rows) {
+    if (src.vec)
+        mma_load_as<DH, true>(src, r0, T, dh, rows);
+    else
+        mma_load_as<DH, false>(src, r0, T, dh, rows);
 }
 
 // A fragments of the warp's 16 rows (from `rows`, [64][DH + 8]), all DH / 16 k-steps.
@@ -71,37 +105,44 @@ __device__ __forceinline__ void mma_a_frags(const u16* rows, int r0, u32 f[][4])
 }
 
 // acc[n] (16 x 8 chunk n of a 16 x 64 tile) = A (16 x DH, fragments `a`) . M^T, where M's 64
-// rows are stored row-major in `m` ([64][DH + 8]): B[k][n] = M[n][k].
+// rows are stored row-major in `m` ([64][DH + 8]): B[k][n] = M[n][k], so a B fragment is row
+// g of an 8 x 8 block of M: one ldmatrix gives the four of 32 reduction columns.
 template <int DH>
 __device__ __forceinline__ void mma_times_rows_t(const u32 a[][4], const u16* m, float acc[8][4]) {
-    const int LD = DH + 8, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int LD = DH + 8, lane = threadIdx.x & 31;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
 #pragma unroll
-        for (int kk = 0; kk < DH / 16; ++kk) {
-            const u16* p = m + (n * 8 + g) * LD + kk * 16 + 2 * t;
-            const u32 b[2] = {*(const u32*)p, *(const u32*)(p + 8)};
-            mma_bf16(acc[n], a[kk], b);
+        for (int kp = 0; kp < DH / 32; ++kp) {
+            u32 r[4];  // matrices: columns 32 kp + 0, 8, 16, 24 of rows 8 n ..
+            mma_ldmatrix_x4(r, m + (n * 8 + (lane & 7)) * LD + kp * 32 + (lane >> 3) * 8);
+            const u32 b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+            mma_bf16(acc[n], a[2 * kp], b0);
+            mma_bf16(acc[n], a[2 * kp + 1], b1);
         }
     }
 }
 
 // acc[n] (16 x 8 chunk n of a 16 x DH tile) += P (16 x 64, f32 in C layout, rounded to bf16)
-// . M, where M (64 x DH) is stored transposed in `mt` ([DH][64 + 8]): B[k][n] = M[k][n].
+// . M, where M (64 x DH) is stored row-major in `m` ([64][DH + 8]): B[k][n] = M[k][n], so a B
+// fragment is column g of an 8 x 8 block: one transposing ldmatrix gives two n chunks' worth.
 template <int DH>
-__device__ __forceinline__ void mma_p_times(const float p[8][4], const u16* mt, float acc[][4]) {
-    const int LDT = MMA_TILE + 8, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+__device__ __forceinline__ void mma_p_times(const float p[8][4], const u16* m, float acc[][4]) {
+    const int LD = DH + 8, lane = threadIdx.x & 31;
 #pragma unroll
     for (int kk = 0; kk < MMA_TILE / 16; ++kk) {
         const u32 a[4] = {mma_pack(p[2 * kk][0], p[2 * kk][1]), mma_pack(p[2 * kk][2], p[2 * kk][3]),
                           mma_pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
                           mma_pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
 #pragma unroll
-        for (int n = 0; n < DH / 8; ++n) {
-            const u16* q = mt + (n * 8 + g) * LDT + kk * 16 + 2 * t;
-            const u32 b[2] = {*(const u32*)q, *(const u32*)(q + 8)};
-            mma_bf16(acc[n], a, b);
+        for (int np = 0; np < DH / 16; ++np) {
+            u32 r[4];  // matrices: rows 16 kk + 0, 8 of columns 16 np, then of 16 np + 8
+            mma_ldmatrix_x4_trans(r, m + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + np * 16 +
+                                         (lane >> 4) * 8);
+            const u32 b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+            mma_bf16(acc[2 * np], a, b0);
+            mma_bf16(acc[2 * np + 1], a, b1);
         }
     }
 }
@@ -116,49 +157,104 @@ __device__ __forceinline__ float mma_row_max(float v) {
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
+// Block and warp coordinates shared by the three kernels. With `causal` the row blocks run in
+// reverse order (the forward's and dq's last blocks see the most keys, so they start first and
+// the grid's tail is short).
+struct MmaBlock {
+    int T, dh, H, b, h, row0, wrow, warp, g, t;
+    i64 bh, qkv_stride, row_stride;
+    __device__ __forceinline__ MmaBlock(const MmaShape& s, bool reverse) {
+        T = (int)s.T;
+        dh = (int)s.dh;
+        H = (int)s.H;
+        bh = blockIdx.y;
+        b = (int)(bh / H);
+        h = (int)(bh % H);
+        const int bx = reverse ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+        row0 = bx * MMA_ROWS;
+        warp = threadIdx.x >> 5;
+        g = (threadIdx.x & 31) >> 2;
+        t = threadIdx.x & 3;
+        wrow = row0 + warp * 16;
+        qkv_stride = 3 * (i64)H * dh;
+        row_stride = (i64)H * dh;
+    }
+    // Part `part` (0 queries, 1 keys, 2 values) of the packed projection [B, T, 3, H, dh].
+    __device__ __forceinline__ MmaRows qkv(const float* x, int part) const {
+        return mma_rows(x, (((i64)b * T * 3 + part) * H + h) * dh, qkv_stride, dh);
+    }
+    // A [B, T, H, dh] tensor's rows of this head.
+    __device__ __forceinline__ MmaRows rows(const float* p) const {
+        return mma_rows(p, ((i64)b * T * H + h) * dh, row_stride, dh);
+    }
+};
+
+// Stores the warp's 16 x DH accumulator tile times `scale` as rows of `dst` (row i at
+// dst + i * stride, columns past dh and rows past T skipped).
+template <int DH>
+__device__ __forceinline__ void mma_store_rows(const float acc[][4], float scale, float* dst, i64 stride,
+                                               const MmaBlock& k) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = k.wrow + k.g + 8 * r;
+        if (i >= k.T) continue;
+        float* p = dst + (i64)i * stride;
+#pragma unroll
+        for (int n = 0; n < DH / 8; ++n) {
+            const int c = n * 8 + 2 * k.t;
+            if (c < k.dh) p[c] = acc[n][2 * r] * scale;
+            if (c + 1 < k.dh) p[c + 1] = acc[n][2 * r + 1] * scale;
+        }
+    }
+}
+
 template <int DH>
 __device__ void attention_mma_fwd(const float* x, float* out, float* lse, MmaShape s, int causal, double scale_d) {
-    const int LD = DH + 8, LDT = MMA_TILE + 8;
     __shared__ __align__(16) u16 ks[MMA_TILE * (DH + 8)];
-    __shared__ __align__(16) u16 vt[DH * (MMA_TILE + 8)];
-    const i64 bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const i64 row0 = (i64)blockIdx.x * MMA_ROWS, wrow = row0 + warp * 16;
+    __shared__ __align__(16) u16 vs[MMA_TILE * (DH + 8)];
+    const MmaBlock k(s, causal);
+    const int T = k.T, g = k.g, t = k.t, wrow = k.wrow;
     const float sl2 = (float)scale_d * MMA_LOG2E, NEG = -__int_as_float(0x7f800000);
+    const MmaRows qs = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2);
 
-    mma_load<DH>(x, [&](i64 r) { return s.qkv(b, r, 0, h); }, row0, s.T, s.dh, ks, (u16*)0);
+    mma_load<DH>(qs, k.row0, T, k.dh, ks);
     __syncthreads();
     u32 qf[DH / 16][4];
-    mma_a_frags<DH>(ks, warp * 16, qf);
+    mma_a_frags<DH>(ks, k.warp * 16, qf);
     float o[DH / 8][4];
 #pragma unroll
     for (int n = 0; n < DH / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
     float m[2] = {NEG, NEG}, l[2] = {0.f, 0.f};  // rows g and g + 8, log2 units; l per lane
-    const i64 kend = causal ? min(s.T, row0 + MMA_ROWS) : s.T;
-    for (i64 k0 = 0; k0 < kend; k0 += MMA_TILE) {
+    const int kend = causal ? min(T, k.row0 + MMA_ROWS) : T;
+    for (int k0 = 0; k0 < kend; k0 += MMA_TILE) {
         __syncthreads();  // every warp is done with the previous tile (and with Q in ks)
-        mma_load<DH>(x, [&](i64 r) { return s.qkv(b, r, 1, h); }, k0, s.T, s.dh, ks, (u16*)0);
-        mma_load<DH>(x, [&](i64 r) { return s.qkv(b, r, 2, h); }, k0, s.T, s.dh, (u16*)0, vt);
+        mma_load<DH>(kr, k0, T, k.dh, ks);
+        mma_load<DH>(vr, k0, T, k.dh, vs);
         __syncthreads();
-        if (wrow >= s.T || (causal && k0 > wrow + 15)) continue;  // nothing of this tile for the warp
+        if (wrow >= T || (causal && k0 > wrow + 15)) continue;  // nothing of this tile for the warp
         float sc[8][4];
         mma_times_rows_t<DH>(qf, ks, sc);
+        // Only a tile past T or across the diagonal has keys to mask (warp-uniform).
+        const bool edge = k0 + MMA_TILE > T || (causal && k0 + MMA_TILE - 1 > wrow);
         float mx[2] = {NEG, NEG};
 #pragma unroll
         for (int n = 0; n < 8; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const i64 j = k0 + n * 8 + 2 * t + (e & 1), i = wrow + g + (e >> 1) * 8;
-                const bool ok = j < s.T && (!causal || j <= i);
-                sc[n][e] = ok ? sc[n][e] * sl2 : NEG;
-                mx[e >> 1] = fmaxf(mx[e >> 1], sc[n][e]);
+                float v = sc[n][e] * sl2;
+                if (edge) {
+                    const int j = k0 + n * 8 + 2 * t + (e & 1), i = wrow + g + (e >> 1) * 8;
+                    if (j >= T || (causal && j > i)) v = NEG;
+                }
+                sc[n][e] = v;
+                mx[e >> 1] = fmaxf(mx[e >> 1], v);
             }
         float ref[2], corr[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const float mnew = fmaxf(m[r], mma_row_max(mx[r]));
             ref[r] = mnew == NEG ? 0.f : mnew;  // a row with no key yet keeps zeros
-            corr[r] = exp2f(m[r] - ref[r]);
+            corr[r] = mma_exp2(m[r] - ref[r]);
             m[r] = mnew;
             l[r] *= corr[r];
         }
@@ -166,7 +262,7 @@ __device__ void attention_mma_fwd(const float* x, float* out, float* lse, MmaSha
         for (int n = 0; n < 8; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                sc[n][e] = exp2f(sc[n][e] - ref[e >> 1]);
+                sc[n][e] = mma_exp2(sc[n][e] - ref[e >> 1]);
                 l[e >> 1] += sc[n][e];
             }
 #pragma unroll
@@ -176,118 +272,112 @@ __device__ void attention_mma_fwd(const float* x, float* out, float* lse, MmaSha
             o[n][2] *= corr[1];
             o[n][3] *= corr[1];
         }
-        mma_p_times<DH>(sc, vt, o);
+        mma_p_times<DH>(sc, vs, o);
     }
+    float inv[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         l[r] = mma_row_sum(l[r]);
-        const i64 i = wrow + g + 8 * r;
-        if (i < s.T) {
-            const float inv = 1.f / l[r];
-            float* po = out + s.row(b, i, h);
-#pragma unroll
-            for (int n = 0; n < DH / 8; ++n) {
-                const int c = n * 8 + 2 * t;
-                if (c < s.dh) po[c] = o[n][2 * r] * inv;
-                if (c + 1 < s.dh) po[c + 1] = o[n][2 * r + 1] * inv;
-            }
-            if (t == 0) lse[bh * s.T + i] = m[r] * MMA_LN2 + logf(l[r]);
-        }
+        inv[r] = 1.f / l[r];
+        const int i = wrow + g + 8 * r;
+        if (i < T && t == 0) lse[k.bh * T + i] = m[r] * MMA_LN2 + logf(l[r]);
     }
+#pragma unroll
+    for (int n = 0; n < DH / 8; ++n) {
+        o[n][0] *= inv[0];
+        o[n][1] *= inv[0];
+        o[n][2] *= inv[1];
+        o[n][3] *= inv[1];
+    }
+    mma_store_rows<DH>(o, 1.f, out + ((i64)k.b * T * k.H + k.h) * k.dh, k.row_stride, k);
 }
 
 template <int DH>
 __device__ void attention_mma_bwd_dq(const float* x, const float* out, const float* lse, const float* gr, float* dx,
                                      float* drow, MmaShape s, int causal, double scale_d) {
-    const int LD = DH + 8;
     __shared__ __align__(16) u16 ks[MMA_TILE * (DH + 8)];
     __shared__ __align__(16) u16 vs[MMA_TILE * (DH + 8)];
-    __shared__ __align__(16) u16 kt[DH * (MMA_TILE + 8)];
     __shared__ float rl[MMA_ROWS], rd[MMA_ROWS];
-    const i64 bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const i64 row0 = (i64)blockIdx.x * MMA_ROWS, wrow = row0 + warp * 16;
+    const MmaBlock k(s, causal);
+    const int T = k.T, g = k.g, t = k.t, wrow = k.wrow;
     const float sl2 = (float)scale_d * MMA_LOG2E;
+    const MmaRows qs = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2), go = k.rows(gr);
 
-    // Row terms: lse in log2 units and D_i = dO_i . O_i (f32, also written out for dk/dv).
-    for (int r = threadIdx.x; r < MMA_ROWS; r += blockDim.x) {
-        const i64 i = row0 + r;
+    // Row terms: lse in log2 units and D_i = dO_i . O_i (f32, also written out for dk/dv): two
+    // threads a row, each over half its columns.
+    {
+        const MmaRows oo = k.rows(out);
+        const int r = threadIdx.x >> 1, half = threadIdx.x & 1, i = k.row0 + r;
         float d = 0.f, li = 0.f;
-        if (i < s.T) {
-            const float *po = out + s.row(b, i, h), *pg = gr + s.row(b, i, h);
-            for (i64 c = 0; c < s.dh; ++c) d += po[c] * pg[c];
-            drow[bh * s.T + i] = d;
-            li = lse[bh * s.T + i] * MMA_LOG2E;
+        if (i < T) {
+            const float *po = oo.base + (i64)i * oo.stride, *pg = go.base + (i64)i * go.stride;
+            for (int c = half; c < k.dh; c += 2) d += po[c] * pg[c];
+            li = lse[k.bh * T + i] * MMA_LOG2E;
         }
-        rl[r] = li;
-        rd[r] = d;
+        d += __shfl_xor_sync(0xffffffffu, d, 1);
+        if (half == 0) {
+            if (i < T) drow[k.bh * T + i] = d;
+            rl[r] = li;
+            rd[r] = d;
+        }
     }
-    mma_load<DH>(x, [&](i64 r) { return s.qkv(b, r, 0, h); }, row0, s.T, s.dh, ks, (u16*)0);
-    mma_load<DH>(gr, [&](i64 r) { return s.row(b, r, h); }, row0, s.T, s.dh, vs, (u16*)0);
+    mma_load<DH>(qs, k.row0, T, k.dh, ks);
+    mma_load<DH>(go, k.row0, T, k.dh, vs);
     __syncthreads();
     u32 qf[DH / 16][4], gf[DH / 16][4];
-    mma_a_frags<DH>(ks, warp * 16, qf);
-    mma_a_frags<DH>(vs, warp * 16, gf);
-    const float li[2] = {rl[warp * 16 + g], rl[warp * 16 + g + 8]};
-    const float di[2] = {rd[warp * 16 + g], rd[warp * 16 + g + 8]};
+    mma_a_frags<DH>(ks, k.warp * 16, qf);
+    mma_a_frags<DH>(vs, k.warp * 16, gf);
+    const float li[2] = {rl[k.warp * 16 + g], rl[k.warp * 16 + g + 8]};
+    const float di[2] = {rd[k.warp * 16 + g], rd[k.warp * 16 + g + 8]};
     float dq[DH / 8][4];
 #pragma unroll
     for (int n = 0; n < DH / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
-    const i64 kend = causal ? min(s.T, row0 + MMA_ROWS) : s.T;
-    for (i64 k0 = 0; k0 < kend; k0 += MMA_TILE) {
+    const int kend = causal ? min(T, k.row0 + MMA_ROWS) : T;
+    for (int k0 = 0; k0 < kend; k0 += MMA_TILE) {
         __syncthreads();
-        mma_load<DH>(x, [&](i64 r) { return s.qkv(b, r, 1, h); }, k0, s.T, s.dh, ks, kt);
-        mma_load<DH>(x, [&](i64 r) { return s.qkv(b, r, 2, h); }, k0, s.T, s.dh, vs, (u16*)0);
+        mma_load<DH>(kr, k0, T, k.dh, ks);
+        mma_load<DH>(vr, k0, T, k.dh, vs);
         __syncthreads();
-        if (wrow >= s.T || (causal && k0 > wrow + 15)) continue;
+        if (wrow >= T || (causal && k0 > wrow + 15)) continue;
         float p[8][4], dp[8][4];
         mma_times_rows_t<DH>(qf, ks, p);
         mma_times_rows_t<DH>(gf, vs, dp);
+        // Rows past T are never stored, so only keys need masking, and only at an edge tile.
+        const bool edge = k0 + MMA_TILE > T || (causal && k0 + MMA_TILE - 1 > wrow);
 #pragma unroll
         for (int n = 0; n < 8; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const i64 j = k0 + n * 8 + 2 * t + (e & 1), i = wrow + g + (e >> 1) * 8;
-                const bool ok = j < s.T && i < s.T && (!causal || j <= i);
-                const float pr = ok ? exp2f(p[n][e] * sl2 - li[e >> 1]) : 0.f;
+                float pr = mma_exp2(p[n][e] * sl2 - li[e >> 1]);
+                if (edge) {
+                    const int j = k0 + n * 8 + 2 * t + (e & 1), i = wrow + g + (e >> 1) * 8;
+                    if (j >= T || (causal && j > i)) pr = 0.f;
+                }
                 p[n][e] = pr * (dp[n][e] - di[e >> 1]);  // dS / scale
             }
-        mma_p_times<DH>(p, kt, dq);
+        mma_p_times<DH>(p, ks, dq);
     }
-    const float sc = (float)scale_d;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const i64 i = wrow + g + 8 * r;
-        if (i >= s.T) continue;
-        float* pd = dx + s.qkv(b, i, 0, h);
-#pragma unroll
-        for (int n = 0; n < DH / 8; ++n) {
-            const int c = n * 8 + 2 * t;
-            if (c < s.dh) pd[c] = dq[n][2 * r] * sc;
-            if (c + 1 < s.dh) pd[c + 1] = dq[n][2 * r + 1] * sc;
-        }
-    }
+    mma_store_rows<DH>(dq, (float)scale_d, dx + (((i64)k.b * T * 3) * k.H + k.h) * k.dh, k.qkv_stride, k);
 }
 
 template <int DH>
 __device__ void attention_mma_bwd_dkv(const float* x, const float* lse, const float* gr, const float* drow, float* dx,
                                       MmaShape s, int causal, double scale_d) {
     __shared__ __align__(16) u16 qs[MMA_TILE * (DH + 8)];
-    __shared__ __align__(16) u16 qt[DH * (MMA_TILE + 8)];
     __shared__ __align__(16) u16 gs[MMA_TILE * (DH + 8)];
-    __shared__ __align__(16) u16 gt[DH * (MMA_TILE + 8)];
     __shared__ float rl[MMA_TILE], rd[MMA_TILE];
-    const i64 bh = blockIdx.y, b = bh / s.H, h = bh % s.H;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const i64 row0 = (i64)blockIdx.x * MMA_ROWS, wrow = row0 + warp * 16;
+    // Key blocks in order: with `causal` the first see the most queries.
+    const MmaBlock k(s, false);
+    const int T = k.T, g = k.g, t = k.t, wrow = k.wrow;
     const float sl2 = (float)scale_d * MMA_LOG2E;
+    const MmaRows qr = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2), go = k.rows(gr);
 
-    mma_load<DH>(x, [&](i64 r) { return s.qkv(b, r, 1, h); }, row0, s.T, s.dh, qs, (u16*)0);
-    mma_load<DH>(x, [&](i64 r) { return s.qkv(b, r, 2, h); }, row0, s.T, s.dh, gs, (u16*)0);
+    mma_load<DH>(kr, k.row0, T, k.dh, qs);
+    mma_load<DH>(vr, k.row0, T, k.dh, gs);
     __syncthreads();
     u32 kf[DH / 16][4], vf[DH / 16][4];
-    mma_a_frags<DH>(qs, warp * 16, kf);
-    mma_a_frags<DH>(gs, warp * 16, vf);
+    mma_a_frags<DH>(qs, k.warp * 16, kf);
+    mma_a_frags<DH>(gs, k.warp * 16, vf);
     float dk[DH / 8][4], dv[DH / 8][4];
 #pragma unroll
     for (int n = 0; n < DH / 8; ++n) {
@@ -295,67 +385,56 @@ __device__ void attention_mma_bwd_dkv(const float* x, const float* lse, const fl
         dv[n][0] = dv[n][1] = dv[n][2] = dv[n][3] = 0.f;
     }
     // With `causal`, query rows before this block's first key row see none of its keys.
-    const i64 qstart = causal ? row0 : 0;
-    for (i64 q0 = qstart; q0 < s.T; q0 += MMA_TILE) {
+    const int qstart = causal ? k.row0 : 0;
+    for (int q0 = qstart; q0 < T; q0 += MMA_TILE) {
         __syncthreads();
-        mma_load<DH>(x, [&](i64 r) { return s.qkv(b, r, 0, h); }, q0, s.T, s.dh, qs, qt);
-        mma_load<DH>(gr, [&](i64 r) { return s.row(b, r, h); }, q0, s.T, s.dh, gs, gt);
-        for (int r = threadIdx.x; r < MMA_TILE; r += blockDim.x) {
-            const i64 i = q0 + r;
-            rl[r] = i < s.T ? lse[bh * s.T + i] * MMA_LOG2E : 0.f;
-            rd[r] = i < s.T ? drow[bh * s.T + i] : 0.f;
+        mma_load<DH>(qr, q0, T, k.dh, qs);
+        mma_load<DH>(go, q0, T, k.dh, gs);
+        if (threadIdx.x < MMA_TILE) {
+            const int r = threadIdx.x, i = q0 + r;
+            rl[r] = i < T ? lse[k.bh * T + i] * MMA_LOG2E : 0.f;
+            rd[r] = i < T ? drow[k.bh * T + i] : 0.f;
         }
         __syncthreads();
-        if (wrow >= s.T || (causal && q0 + MMA_TILE - 1 < wrow)) continue;
+        if (wrow >= T || (causal && q0 + MMA_TILE - 1 < wrow)) continue;
         float p[8][4], dp[8][4];  // transposed: rows are this warp's keys, columns queries
         mma_times_rows_t<DH>(kf, qs, p);
         mma_times_rows_t<DH>(vf, gs, dp);
+        // Queries past T must not count (their sums run over queries); keys past T are never
+        // stored. Only a tile past T or across the diagonal has any to mask (warp-uniform).
+        const bool edge = q0 + MMA_TILE > T || (causal && q0 < wrow + 15);
 #pragma unroll
         for (int n = 0; n < 8; ++n)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 const int c = n * 8 + 2 * t + (e & 1);
-                const i64 i = q0 + c, j = wrow + g + (e >> 1) * 8;
-                const bool ok = i < s.T && j < s.T && (!causal || j <= i);
-                const float pr = ok ? exp2f(p[n][e] * sl2 - rl[c]) : 0.f;
+                float pr = mma_exp2(p[n][e] * sl2 - rl[c]);
+                if (edge) {
+                    const int i = q0 + c, j = wrow + g + (e >> 1) * 8;
+                    if (i >= T || (causal && j > i)) pr = 0.f;
+                }
                 p[n][e] = pr;
                 dp[n][e] = pr * (dp[n][e] - rd[c]);  // dS^T / scale
             }
-        mma_p_times<DH>(p, gt, dv);
-        mma_p_times<DH>(dp, qt, dk);
+        mma_p_times<DH>(p, gs, dv);
+        mma_p_times<DH>(dp, qs, dk);
     }
-    const float sc = (float)scale_d;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const i64 j = wrow + g + 8 * r;
-        if (j >= s.T) continue;
-        float *pk = dx + s.qkv(b, j, 1, h), *pv = dx + s.qkv(b, j, 2, h);
-#pragma unroll
-        for (int n = 0; n < DH / 8; ++n) {
-            const int c = n * 8 + 2 * t;
-            if (c < s.dh) {
-                pk[c] = dk[n][2 * r] * sc;
-                pv[c] = dv[n][2 * r];
-            }
-            if (c + 1 < s.dh) {
-                pk[c + 1] = dk[n][2 * r + 1] * sc;
-                pv[c + 1] = dv[n][2 * r + 1];
-            }
-        }
-    }
+    const i64 first = (((i64)k.b * T * 3) * k.H + k.h) * k.dh;
+    mma_store_rows<DH>(dk, (float)scale_d, dx + first + k.row_stride, k.qkv_stride, k);
+    mma_store_rows<DH>(dv, 1.f, dx + first + 2 * k.row_stride, k.qkv_stride, k);
 }
 
 #define ATTENTION_MMA(DH)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(128) attention_mma_fwd_##DH(                             \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_fwd_##DH(                             \
         const float* x, float* out, float* lse, MmaShape s, int causal, double scale) {                   \
         attention_mma_fwd<DH>(x, out, lse, s, causal, scale);                                              \
     }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(128) attention_mma_bwd_dq_##DH(                          \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_bwd_dq_##DH(                          \
         const float* x, const float* out, const float* lse, const float* g, float* dx, float* drow,       \
         MmaShape s, int causal, double scale) {                                                            \
         attention_mma_bwd_dq<DH>(x, out, lse, g, dx, drow, s, causal, scale);                              \
     }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(128) attention_mma_bwd_dkv_##DH(                         \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_bwd_dkv_##DH(                         \
         const float* x, const float* lse, const float* g, const float* drow, float* dx, MmaShape s,       \
         int causal, double scale) {                                                                        \
         attention_mma_bwd_dkv<DH>(x, lse, g, drow, dx, s, causal, scale);                                  \

@@ -148,16 +148,87 @@ template <typename T, typename Op> __device__ T block_fold(T v, Op op, T init) {
 // 2t, 2t+1; c2 c3 row g+8. Under SELFSUP_HOST_EMULATION `mma_bf16` computes the same product
 // from the same fragments with warp shuffles.
 
-// f32 -> bf16 bits (`bf16_bits_of`'s rounding), widened for packing.
-__device__ __forceinline__ u32 mma_bf16_bits(float f) { return bf16_bits_of(f); }
+// f32 -> bf16 bits (`bf16_bits_of`'s rounding), widened for packing: one `cvt.rn.bf16.f32` on
+// sm_80+ (a NaN comes out canonical), the integer rounding elsewhere.
+__device__ __forceinline__ u32 mma_bf16_bits(float f) {
+#if !defined(SELFSUP_HOST_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+#else
+    return bf16_bits_of(f);
+#endif
+}
 
-// Two f32 as a bf16x2 register: `lo` in the low half (the lower-indexed element).
+// Two f32 as a bf16x2 register: `lo` in the low half (the lower-indexed element). On sm_80+
+// one `cvt.rn.bf16x2.f32` (round to nearest even, as `bf16_bits_of`; a NaN comes out as the
+// canonical 0x7fff rather than with its payload kept); elsewhere the integer rounding.
 __device__ __forceinline__ u32 mma_pack(float lo, float hi) {
+#if !defined(SELFSUP_HOST_EMULATION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+#else
     return mma_bf16_bits(lo) | (mma_bf16_bits(hi) << 16);
+#endif
 }
 
 __device__ __forceinline__ float mma_lo(u32 r) { return __uint_as_float(r << 16); }
 __device__ __forceinline__ float mma_hi(u32 r) { return __uint_as_float(r & 0xffff0000u); }
+
+// Four 8 x 8 matrices of bf16 from shared memory into mma fragments, one collective load
+// (PTX ISA, "ldmatrix"): lane 8j + i passes the address of row i of matrix j (8 contiguous
+// elements, 16-byte aligned); lane L receives in r[j] row L / 4 of matrix j, elements
+// 2 (L % 4) and 2 (L % 4) + 1 (the low half first). With `_trans`, column L / 4 instead, rows
+// 2 (L % 4) and 2 (L % 4) + 1: an mma B fragment of a matrix stored k-major. Under
+// SELFSUP_HOST_EMULATION the same from the same addresses, gathered with warp shuffles.
+__device__ __forceinline__ void mma_ldmatrix_x4(u32 r[4], const u16* row) {
+#ifdef SELFSUP_HOST_EMULATION
+    __emu_require(((size_t)row & 15) == 0, "ldmatrix: a row address is not 16-byte aligned");
+    const int lane = threadIdx.x & 31;
+    for (int j = 0; j < 4; ++j) {
+        const u16* p = __shfl_sync(0xffffffffu, row, 8 * j + (lane >> 2));
+        r[j] = *(const u32*)(p + 2 * (lane & 3));
+    }
+#else
+    const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+#endif
+}
+
+__device__ __forceinline__ void mma_ldmatrix_x4_trans(u32 r[4], const u16* row) {
+#ifdef SELFSUP_HOST_EMULATION
+    __emu_require(((size_t)row & 15) == 0, "ldmatrix: a row address is not 16-byte aligned");
+    const int lane = threadIdx.x & 31;
+    for (int j = 0; j < 4; ++j) {
+        const u16* p0 = __shfl_sync(0xffffffffu, row, 8 * j + 2 * (lane & 3));
+        const u16* p1 = __shfl_sync(0xffffffffu, row, 8 * j + 2 * (lane & 3) + 1);
+        r[j] = (u32)p0[lane >> 2] | ((u32)p1[lane >> 2] << 16);
+    }
+#else
+    const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+#endif
+}
+
+// 2^x for softmax weights: one `ex2.approx.ftz.f32` on a GPU (relative error about 2^-22, far
+// below the bf16 rounding the weights get next; results below 2^-126 flush to zero, as any
+// weight that small is lost in a sum of ones anyway), `exp2f` elsewhere.
+__device__ __forceinline__ float mma_exp2(float x) {
+#if !defined(SELFSUP_HOST_EMULATION) && defined(__CUDA_ARCH__)
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#else
+    return exp2f(x);
+#endif
+}
 
 // d += A (16 x 16, bf16) . B (16 x 8, bf16), f32 accumulators; a warp-wide collective.
 __device__ __forceinline__ void mma_bf16(float d[4], const u32 a[4], const u32 b[2]) {

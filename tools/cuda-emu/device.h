@@ -55,6 +55,16 @@ struct uint4 {
     unsigned x, y, z, w;
 };
 inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }
+// CUDA's vector types, with their alignment (a misaligned vector load fails on a GPU; here it
+// is as undefined as there).
+struct __attribute__((aligned(8))) uint2 {
+    unsigned x, y;
+};
+inline uint2 make_uint2(unsigned a, unsigned b) { return uint2{a, b}; }
+struct __attribute__((aligned(16))) float4 {
+    float x, y, z, w;
+};
+inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
 
 namespace emu {
 
@@ -159,6 +169,15 @@ inline void check_full_warp(unsigned mask, const char* what) {
                   std::to_string(blockIdx.x) + "," + std::to_string(blockIdx.y) + "," +
                   std::to_string(blockIdx.z) + ") while only " + std::to_string(B.warp_live[w]) +
                   " of its 32 lanes run (the others exited or do not exist): undefined on a GPU";
+}
+
+// Fails the launch with `what` unless `ok`: for the preconditions of the PTX that kernels
+// emulate under SELFSUP_HOST_EMULATION (e.g. ldmatrix's 16-byte aligned rows), which a GPU
+// would break on.
+inline void require(bool ok, const char* what) {
+    if (!ok && B.error.empty())
+        B.error = std::string(what) + " in block (" + std::to_string(blockIdx.x) + "," +
+                  std::to_string(blockIdx.y) + "," + std::to_string(blockIdx.z) + ")";
 }
 
 inline void syncwarp() {
@@ -374,6 +393,7 @@ template <typename T> T __shfl_xor_sync(unsigned m, T v, int mask, int width = 3
     return emu::shfl_xor(m, v, mask, width);
 }
 template <typename T> T __shfl_sync(unsigned m, T v, int src, int width = 32) { return emu::shfl(m, v, src, width); }
+inline void __emu_require(bool ok, const char* what) { emu::require(ok, what); }
 
 template <typename T> T atomicAdd(T* p, T v) {
     T old = *p;

@@ -208,7 +208,9 @@ fn fused_attention_matches_the_cpu_at_every_head_width() {
 /// The tensor-core attention (`attention_mma.cu`: bf16 operands, f32 accumulation), which f32
 /// attention uses on the GPU when the matmul precision is bf16: both head-width bounds (dh 5
 /// and 20 -> 32, 64), sequences longer than a block of 64 rows and not a multiple of the
-/// 64-row tile, one head and several, causal or not, a strided input. Compared with the CPU's
+/// 64-row tile (150: tiles that need no mask in all three kernels, causal or not, and three
+/// row blocks, which run in reverse order when causal), one head and several, causal or not,
+/// a strided input, head widths that load by float4 (16, 20, 64) and by element (5). Compared with the CPU's
 /// f32 attention within bf16 rounding (operands and probabilities carry 8 significant bits),
 /// and checked to differ from the f32 CUDA-core kernels' result (so the bf16 kernels ran).
 #[test]
@@ -221,6 +223,7 @@ fn tensor_core_attention_matches_the_cpu_within_bf16_rounding() {
             (1, 70, 2, 20, 32, false),
             (2, 67, 1, 64, 33, false),
             (1, 40, 2, 16, 34, true),
+            (1, 150, 2, 64, 35, false),
         ] {
             let qkv = if strided {
                 rand(&[b, 3 * heads * dh, seq], DType::F32, -1.5, 1.5, seed)
