@@ -6,7 +6,9 @@
 // out is contiguous with one value per row.
 // Launch: one block of 256 threads per row (grid-stride over rows); each thread folds a strided
 // share of the row, then `block_fold` (warp shuffles, per-warp partials in shared memory).
-// Kernels: `reduce_<sum|max|min>_<f32|f64>`.
+// Kernels: `reduce_<sum|max|min>_<f32|f64>`; for rows of at most 32 elements
+// `reduce_short_<sum|max|min>_<f32|f64>` (one thread per row, 1-D grid-stride launch of 256
+// threads a block; below).
 // Arg-reductions (`argreduce_*`) and the multi-tensor non-finite probe (`nonfinite_multi_*`)
 // are described where they are defined, below.
 
@@ -20,10 +22,41 @@ __device__ void reduce_rows(const T* x, T* out, i64 rows, i64 len, const Dims& d
     }
 }
 
+// Short rows (len <= 32, e.g. the sum of a weight gradient's split-K slices, [slices, M, K]
+// reduced over its first axis: M·K rows of a few elements), where a block per row would leave
+// most of its threads idle and the grid would run in dozens of waves: one thread per row,
+// folding its elements in order; neighbouring threads take neighbouring rows, so when the
+// reduced axis is the outer one of the stored tensor their loads are contiguous. The offset of
+// (r, j) is the row's first element's plus j times the reduced axis' stride when that axis is
+// the walk's innermost (`Dims` keeps it apart unless the operand is contiguous), so only one
+// index walk per row.
+template <typename T, typename Op>
+__device__ void reduce_short_rows(const T* x, T* out, i64 rows, i64 len, const Dims& d, Op op, T init) {
+    const bool inner = d.rank >= 1 && d.shape[d.rank - 1] == len;
+    FOR_EACH_INDEX(r, rows) {
+        T acc = init;
+        if (d.contiguous & 1) {
+            const T* p = x + d.offset[0] + r * len;
+            for (i64 j = 0; j < len; ++j) acc = op(acc, p[j]);
+        } else if (inner) {
+            const T* p = x + operand_offset(d, 0, r * len);
+            const i64 step = d.stride[0][d.rank - 1];
+            for (i64 j = 0; j < len; ++j) acc = op(acc, p[j * step]);
+        } else {
+            for (i64 j = 0; j < len; ++j) acc = op(acc, x[operand_offset(d, 0, r * len + j)]);
+        }
+        out[r] = acc;
+    }
+}
+
 #define REDUCE(KIND, OP, T, TAG, INIT)                                                         \
     extern "C" __global__ void reduce_##KIND##_##TAG(const T* x, T* out, i64 rows, i64 len,    \
                                                      Dims d) {                                 \
         reduce_rows<T>(x, out, rows, len, d, OP(), (T)(INIT));                                 \
+    }                                                                                          \
+    extern "C" __global__ void reduce_short_##KIND##_##TAG(const T* x, T* out, i64 rows,       \
+                                                           i64 len, Dims d) {                  \
+        reduce_short_rows<T>(x, out, rows, len, d, OP(), (T)(INIT));                           \
     }
 
 REDUCE(sum, SumOp, float, f32, 0.0)

@@ -3,7 +3,7 @@
 
 use cudarc::driver::PushKernelArg;
 
-use super::launch::{per_row, Dims};
+use super::launch::{grid_for, per_row, Dims};
 use super::CudaStorage;
 use crate::cpu::reduce::ReduceKind;
 use crate::error::Result;
@@ -37,6 +37,18 @@ pub fn rows(
     if rows == 0 {
         return Ok(out);
     }
+    if len <= SHORT_ROW {
+        let d = Dims::new(l.shape(), &[l])?;
+        let f = x
+            .backend
+            .function("reduce", &format!("reduce_short_{kind_name}_{tag}"))?;
+        let (px, po, r64, n64) = (x.ptr(), out.ptr(), rows as i64, len as i64);
+        let mut b = x.backend.stream().launch_builder(&f);
+        b.arg(&px).arg(&po).arg(&r64).arg(&n64).arg(&d);
+        // SAFETY: the layout was checked against x's buffer; out holds `rows` elements.
+        unsafe { b.launch(grid_for(rows)) }.map_err(|e| x.backend.err(op, e))?;
+        return Ok(out);
+    }
     launch_rows(
         op,
         &format!("reduce_{kind_name}_{tag}"),
@@ -48,6 +60,10 @@ pub fn rows(
     )?;
     Ok(out)
 }
+
+/// Rows of at most this many elements are folded by one thread each
+/// (`reduce_short_<kind>_<dtype>`), longer ones by a block each.
+pub const SHORT_ROW: usize = 32;
 
 /// Index (i64) of the maximum (`max`) or minimum of each of the `rows` rows of `len > 0`
 /// elements of `x` at layout `l` (reduced axis last): the first one on ties, the first NaN if

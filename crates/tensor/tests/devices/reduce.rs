@@ -1,5 +1,5 @@
 //! Reductions on the GPU against the CPU, forward and backward, over several axis sets of a
-//! non-contiguous view.
+//! non-contiguous view, and over short rows of contiguous and sliced tensors.
 
 use selfsup_tensor::{DType, Device, Result, Tensor};
 
@@ -34,6 +34,27 @@ fn reductions_match_the_cpu_forward_and_backward() {
                     let what = format!("{name} {dtype:?} axes {axes:?}");
                     compare(&format!("{what} forward"), &yg, &yc, 10.0 * tol(dtype));
                     compare(&format!("{what} backward"), &gg, &gc, 10.0 * tol(dtype));
+                }
+            }
+            // Rows of at most 32 elements (one thread per row on the GPU) of a contiguous
+            // tensor and of a row-strided slice of one; the permuted view above covers the
+            // reduced axis outermost (its elements a row apart) and split over two axes.
+            let x = rand(&[40, 9], dtype, -2.0, 2.0, 300);
+            for (what, view) in [
+                ("contiguous", x.clone()),
+                ("sliced", x.narrow(1, 1, 7).unwrap()),
+            ] {
+                for &(name, f) in &REDUCE[..4] {
+                    let (yg, yc) = (
+                        f(&view.to_device(dev).unwrap(), &[1]).unwrap(),
+                        f(&view, &[1]).unwrap(),
+                    );
+                    compare(
+                        &format!("{name} {dtype:?} {what} rows"),
+                        &yg,
+                        &yc,
+                        10.0 * tol(dtype),
+                    );
                 }
             }
         }
