@@ -6,9 +6,9 @@
 // out is contiguous with one value per row.
 // Launch: one block of 256 threads per row (grid-stride over rows); each thread folds a strided
 // share of the row, then `block_fold` (warp shuffles, per-warp partials in shared memory).
-// Kernels: `reduce_<sum|max|min>_<f32|f64>`; for rows of at most 32 elements
-// `reduce_short_<sum|max|min>_<f32|f64>` (one thread per row, 1-D grid-stride launch of 256
-// threads a block; below).
+// Kernels: `reduce_<sum|max|min>_<f32|f64>`; for short rows, or many rows
+// (`cuda::reduce::thread_per_row`), `reduce_short_<sum|max|min>_<f32|f64>` (one thread per row,
+// 1-D grid-stride launch of 256 threads a block; below).
 // Arg-reductions (`argreduce_*`) and the multi-tensor non-finite probe (`nonfinite_multi_*`)
 // are described where they are defined, below.
 
@@ -22,9 +22,10 @@ __device__ void reduce_rows(const T* x, T* out, i64 rows, i64 len, const Dims& d
     }
 }
 
-// Short rows (len <= 32, e.g. the sum of a weight gradient's split-K slices, [slices, M, K]
-// reduced over its first axis: M·K rows of a few elements), where a block per row would leave
-// most of its threads idle and the grid would run in dozens of waves: one thread per row,
+// Short or numerous rows (`cuda::reduce::thread_per_row`; e.g. the sum of a weight gradient's
+// split-K slices, [slices, M, K] reduced over its first axis: M·K rows of tens of elements),
+// where a block per row would leave most of its threads idle or the grid would run in dozens of
+// waves: one thread per row,
 // folding its elements in order; neighbouring threads take neighbouring rows, so when the
 // reduced axis is the outer one of the stored tensor their loads are contiguous. The offset of
 // (r, j) is the row's first element's plus j times the reduced axis' stride when that axis is

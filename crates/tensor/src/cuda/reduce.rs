@@ -37,7 +37,7 @@ pub fn rows(
     if rows == 0 {
         return Ok(out);
     }
-    if len <= SHORT_ROW {
+    if thread_per_row(rows, len) {
         let d = Dims::new(l.shape(), &[l])?;
         let f = x
             .backend
@@ -61,9 +61,33 @@ pub fn rows(
     Ok(out)
 }
 
-/// Rows of at most this many elements are folded by one thread each
-/// (`reduce_short_<kind>_<dtype>`), longer ones by a block each.
-pub const SHORT_ROW: usize = 32;
+/// Whether `rows` rows of `len` elements are folded by one thread each
+/// (`reduce_short_<kind>_<dtype>`) rather than by a block of 256 threads each: rows of at most
+/// 32 elements (a block would leave most of its threads idle), and rows of up to 1,024 when
+/// there are at least 8,192 of them (a block per row would run in many waves, while a thread
+/// per row still fills the GPU): the split-K slice sums of a convolution's weight gradient,
+/// `[slices, M, K]` summed over the slices (ResNet-18's first stage at 1,024 views: 53 slices
+/// of 36,864 outputs).
+pub fn thread_per_row(rows: usize, len: usize) -> bool {
+    len <= 32 || (rows >= 8192 && len <= 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thread_per_row;
+
+    #[test]
+    fn short_or_numerous_rows_take_a_thread_each() {
+        assert!(thread_per_row(40, 7));
+        assert!(thread_per_row(1, 32));
+        assert!(thread_per_row(36_864, 53));
+        // A linear layer's bias gradient from GPT-2's 64 column-sum chunks: a block per column.
+        assert!(!thread_per_row(768, 64));
+        // The SmallCnn's first convolution, 264 slices of 288 outputs: too few rows.
+        assert!(!thread_per_row(288, 264));
+        assert!(!thread_per_row(100_000, 4096));
+    }
+}
 
 /// Index (i64) of the maximum (`max`) or minimum of each of the `rows` rows of `len > 0`
 /// elements of `x` at layout `l` (reduced axis last): the first one on ties, the first NaN if
