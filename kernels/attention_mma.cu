@@ -47,12 +47,12 @@ __device__ __forceinline__ MmaRows mma_rows(const float* p, i64 first, i64 strid
     return {base, stride, dh % 4 == 0 && stride % 4 == 0 && ((size_t)base & 15) == 0};
 }
 
-// Columns c .. c + 3 of row t (zero past T and past dh), as two bf16x2 registers.
+// Columns c .. c + 3 of the row at `p` (zero past dh; `ok`: the row is before T and c < dh),
+// as two bf16x2 registers.
 template <bool VEC>
-__device__ __forceinline__ uint2 mma_fetch4(const MmaRows& src, int t, int c, int T, int dh) {
+__device__ __forceinline__ uint2 mma_fetch4(const float* p, bool ok, int c, int dh) {
     float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (t < T && c < dh) {
-        const float* p = src.base + (i64)t * src.stride + c;
+    if (ok) {
         if (VEC) {
             v = *(const float4*)p;
         } else {
@@ -67,16 +67,21 @@ __device__ __forceinline__ uint2 mma_fetch4(const MmaRows& src, int t, int c, in
 
 // Loads the 64 rows from r0 of `src` as bf16 into `rows` ([64][DH + 8], row-major): each
 // thread moves 4 columns of a row per pass (one float4 load where `src.vec`, one 8-byte
-// store); a warp covers 2 (DH 64) or 4 (DH 32) whole rows, so its loads are contiguous.
+// store), its row pointer stepping by a fixed stride; a warp covers 2 (DH 64) or 4 (DH 32)
+// whole rows, so its loads are contiguous.
 template <int DH, bool VEC>
 __device__ __forceinline__ void mma_load_as(const MmaRows& src, int r0, int T, int dh, u16* rows) {
     constexpr int QUADS = DH / 4, ROWS_PER_PASS = MMA_THREADS / QUADS;
     constexpr int UNROLL = VEC ? MMA_TILE / ROWS_PER_PASS : 1;  // the element path is the rare one
     const int c = 4 * (threadIdx.x % QUADS), rr = threadIdx.x / QUADS;
+    const bool col_ok = c < dh;
+    const float* p = src.base + (i64)(r0 + rr) * src.stride + c;
+    const i64 step = (i64)ROWS_PER_PASS * src.stride;
+    u16* dst = rows + rr * (DH + 8) + c;
 #pragma unroll UNROLL
     for (int pass = 0; pass < MMA_TILE / ROWS_PER_PASS; ++pass) {
-        const int r = rr + pass * ROWS_PER_PASS;
-        *(uint2*)&rows[r * (DH + 8) + c] = mma_fetch4<VEC>(src, r0 + r, c, T, dh);
+        const bool ok = col_ok && r0 + rr + pass * ROWS_PER_PASS < T;
+        *(uint2*)(dst + pass * ROWS_PER_PASS * (DH + 8)) = mma_fetch4<VEC>(p + pass * step, ok, c, dh);
     }
 }
 
