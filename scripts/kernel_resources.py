@@ -37,22 +37,35 @@ def find_nvrtc(explicit):
              "(or run .ci/run once, which makes target/nvrtc-venv), or pass --lib")
 
 
-def ptxas_report(lib, name, arch):
+def compile_file(lib, name, arch, extra=(), cubin=False, who="kernel_resources"):
+    """Compiles kernels/<name>.cu (common.cuh first, --std=c++17, `arch`, `extra` options) as
+    selfsup does: (NVRTC's log, the CUBIN when `cubin`, else None); exits on an error."""
     common = open("kernels/common.cuh").read()
     src = common + f"\n// ---- {name}.cu\n" + open(f"kernels/{name}.cu").read()
     prog = ctypes.c_void_p()
     if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), None, 0, None, None) != 0:
-        sys.exit(f"kernel_resources: nvrtcCreateProgram failed for {name}.cu")
-    opts = [b"--std=c++17", f"--gpu-architecture={arch}".encode(), b"--ptxas-options=-v"]
+        sys.exit(f"{who}: nvrtcCreateProgram failed for {name}.cu")
+    opts = [b"--std=c++17", f"--gpu-architecture={arch}".encode(), *extra]
     rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
     size = ctypes.c_size_t()
     lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
     lib.nvrtcGetProgramLog(prog, log)
-    lib.nvrtcDestroyProgram(ctypes.byref(prog))
     text = log.value.decode(errors="replace")
+    binary = None
+    if rc == 0 and cubin:
+        lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        lib.nvrtcGetCUBIN(prog, buf)
+        binary = buf.raw
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
     if rc != 0:
-        sys.exit(f"kernel_resources: {name}.cu does not compile for {arch}:\n{text}")
+        sys.exit(f"{who}: {name}.cu does not compile for {arch}:\n{text}")
+    return text, binary
+
+
+def ptxas_report(lib, name, arch):
+    text, _ = compile_file(lib, name, arch, extra=[b"--ptxas-options=-v"])
     rows, cur = [], None
     for line in text.splitlines():
         m = re.search(r"Compiling entry function '(\w+)'", line)

@@ -27,7 +27,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kernel_resources import find_nvrtc  # noqa: E402
+from kernel_resources import compile_file, find_nvrtc  # noqa: E402
 
 
 def find_nvdisasm():
@@ -40,27 +40,6 @@ def find_nvdisasm():
         return p
     sys.exit("kernel_sass: no nvdisasm: target/nvrtc-venv/bin/pip install nvidia-cuda-nvdisasm "
              "(or put a CUDA toolkit's bin on PATH)")
-
-
-def cubin(lib, name, arch):
-    src = open("kernels/common.cuh").read() + f"\n// ---- {name}.cu\n" + open(f"kernels/{name}.cu").read()
-    prog = ctypes.c_void_p()
-    if lib.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), None, 0, None, None) != 0:
-        sys.exit(f"kernel_sass: nvrtcCreateProgram failed for {name}.cu")
-    opts = [b"--std=c++17", f"--gpu-architecture={arch}".encode()]
-    rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
-    if rc != 0:
-        size = ctypes.c_size_t()
-        lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-        log = ctypes.create_string_buffer(size.value)
-        lib.nvrtcGetProgramLog(prog, log)
-        sys.exit(f"kernel_sass: {name}.cu does not compile for {arch}:\n{log.value.decode(errors='replace')}")
-    size = ctypes.c_size_t()
-    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-    buf = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetCUBIN(prog, buf)
-    lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    return buf.raw
 
 
 def kernels_of(sass):
@@ -124,7 +103,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name in files:
             path = os.path.join(tmp, f"{name}.cubin")
-            open(path, "wb").write(cubin(lib, name, args.arch))
+            open(path, "wb").write(compile_file(lib, name, args.arch, cubin=True, who="kernel_sass")[1])
             sass = subprocess.run([nvdisasm, "-c", path], check=True, capture_output=True, text=True).stdout
             for kernel, (insts, labels) in sorted(kernels_of(sass).items()):
                 found = loops(insts, labels)
