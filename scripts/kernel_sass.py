@@ -95,7 +95,7 @@ def main():
     os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     lib = ctypes.CDLL(find_nvrtc(args.lib))
     nvdisasm = find_nvdisasm()
-    files = args.file or sorted(os.path.basename(f)[:-3] for f in glob.glob("kernels/*_mma.cu"))
+    files = [f[:-3] if f.endswith(".cu") else f for f in (args.file or [])] or sorted(os.path.basename(f)[:-3] for f in glob.glob("kernels/*_mma.cu"))
     print(f"{args.arch}: each kernel's main loop (the loop with the most HMMA), instructions per iteration\n")
     print("| kernel | instructions | HMMA | LDG | LDS | STS | STG | per HMMA | inner loops |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -51,7 +51,9 @@ struct dim3 {
     unsigned x, y, z;
 };
 typedef dim3 uint3;
-struct uint4 {
+// A load through the read-only data path; here a plain load.
+template <typename T> inline T __ldg(const T* p) { return *p; }
+struct __attribute__((aligned(16))) uint4 {
     unsigned x, y, z, w;
 };
 inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return uint4{a, b, c, d}; }

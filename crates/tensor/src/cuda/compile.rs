@@ -327,6 +327,7 @@ mod tests {
             "conv_mma" => ["conv_mma_fwd", "conv_mma_dgrad", "conv_mma_wgrad"]
                 .iter()
                 .flat_map(|k| [64, 128].map(|bm| format!("{k}_{bm}")))
+                .chain(["conv_mma_pack_w".into(), "conv_mma_pack_wt".into()])
                 .collect(),
             "pool" => [
                 "max_pool_fwd",

@@ -1,12 +1,12 @@
 //! Launches of `kernels/conv_mma.cu`: the convolution as implicit GEMM on the tensor cores (bf16
-//! operands gathered from `x`, `dy` and the weight's bf16 copy as tiles load, f32 accumulation),
-//! for f32 tensors at bf16 matmul precision with one group. See
+//! operands gathered from `x` and `dy` as tiles load, the weight packed as bf16 rows first; f32
+//! accumulation), for f32 tensors at bf16 matmul precision with one group. See
 //! [`GpuConv`](crate::ops::fusion::GpuConv) for when it runs instead of im2col + cuBLAS.
 
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::fastdiv::FastDiv;
-use super::launch::opt_ptr;
+use super::launch::{grid_for, opt_ptr};
 use super::CudaStorage;
 use crate::cpu::conv::ConvGeom;
 use crate::error::Result;
@@ -36,6 +36,7 @@ struct ConvMmaShape {
     dw: i32,
     c_out: i32,
     tiles_per_slice: i32,
+    lda: i32,
     div_khkw: FastDiv,
     div_kw: FastDiv,
     div_l: FastDiv,
@@ -44,17 +45,19 @@ struct ConvMmaShape {
 // SAFETY: plain old data laid out as the CUDA struct.
 unsafe impl DeviceRepr for ConvMmaShape {}
 
-/// Whether the kernels' 32-bit index arithmetic covers geometry `g` with one group: every
-/// tensor below 2^30 elements (offsets, with a window's corner up to a padded row before its
-/// image, stay in range) and every row or column extent below 2^28 (so that an index carrying
-/// the kernels' far shift of 2^29 stays outside every image). Past it the convolution runs as
-/// im2col + cuBLAS.
+/// The largest kernel side the kernels take: their validity masks hold 15 rows and 15 columns.
+const MAX_SIDE: usize = 15;
+
+/// Whether the kernels cover geometry `g`: one group, kernel sides of at most 15, and 32-bit
+/// index arithmetic enough: every tensor (the packed weights included) below 2^30 elements
+/// (offsets, with a window's corner up to a padded row before its image, stay in range) and
+/// every row or column extent below 2^28. Past it the convolution runs as im2col + cuBLAS.
 pub fn fits(g: &ConvGeom) -> bool {
-    let k = g.c_in * g.kh * g.kw;
     let tensors = [
         g.n * g.c_in * g.h * g.w,
         g.n * g.c_out * g.oh * g.ow,
-        g.c_out * k,
+        g.c_out * packed_len(g),
+        g.stride.0 * g.stride.1 * g.c_in * packed_t_len(g),
     ];
     let extents = [
         g.h + g.padding.0 + g.kh * g.dilation.0,
@@ -62,10 +65,41 @@ pub fn fits(g: &ConvGeom) -> bool {
         g.oh * g.stride.0,
         g.ow * g.stride.1,
     ];
-    g.groups == 1 && tensors.iter().all(|&s| s < 1 << 30) && extents.iter().all(|&s| s < 1 << 28)
+    g.groups == 1
+        && g.kh <= MAX_SIDE
+        && g.kw <= MAX_SIDE
+        && tensors.iter().all(|&s| s < 1 << 30)
+        && extents.iter().all(|&s| s < 1 << 28)
 }
 
-fn shape(g: &ConvGeom, tiles_per_slice: usize) -> ConvMmaShape {
+/// The row length of the forward's packed weight: `c_in·kh·kw` rounded up to a multiple of 8,
+/// so that every row starts 16-byte aligned.
+fn packed_len(g: &ConvGeom) -> usize {
+    (g.c_in * g.kh * g.kw).next_multiple_of(8)
+}
+
+/// The most taps of one axis that reach the inputs of one stride phase: those `k < side` with
+/// `k·dilation ≡ r (mod stride)`, at the phase `r` with the most.
+fn phase_taps(side: usize, stride: usize, dilation: usize) -> usize {
+    (0..stride.max(1))
+        .map(|r| {
+            (0..side)
+                .filter(|k| k * dilation % stride.max(1) == r)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The row length of the input gradient's packed weight: `c_out` times the most taps any stride
+/// phase has, rounded up to a multiple of 8.
+fn packed_t_len(g: &ConvGeom) -> usize {
+    let taps =
+        phase_taps(g.kh, g.stride.0, g.dilation.0) * phase_taps(g.kw, g.stride.1, g.dilation.1);
+    (g.c_out * taps).next_multiple_of(8)
+}
+
+fn shape(g: &ConvGeom, tiles_per_slice: usize, lda: usize) -> ConvMmaShape {
     let i = |v: usize| v as i32;
     let d = |v: usize| FastDiv::new(v as u32);
     ConvMmaShape {
@@ -85,6 +119,7 @@ fn shape(g: &ConvGeom, tiles_per_slice: usize) -> ConvMmaShape {
         dw: i(g.dilation.1),
         c_out: i(g.c_out),
         tiles_per_slice: i(tiles_per_slice.min(i32::MAX as usize)),
+        lda: i(lda),
         div_khkw: d(g.kh * g.kw),
         div_kw: d(g.kw),
         div_l: d(g.oh * g.ow),
@@ -109,7 +144,7 @@ fn launch(
     which: &str,
     ptrs: &[u64],
     g: &ConvGeom,
-    (m, n, slices, tiles_per_slice): (usize, usize, usize, usize),
+    (m, n, slices, tiles_per_slice, lda): (usize, usize, usize, usize, usize),
 ) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
@@ -118,7 +153,7 @@ fn launch(
     let kernel = format!("conv_mma_{which}_{bm}");
     let b = &src.backend;
     let f = b.function("conv_mma", &kernel)?;
-    let s = shape(g, tiles_per_slice);
+    let s = shape(g, tiles_per_slice, lda);
     let mut l = b.stream().launch_builder(&f);
     for p in ptrs {
         l.arg(p);
@@ -144,32 +179,80 @@ fn tiles(k: usize) -> usize {
     k.div_ceil(TILE_K).max(1)
 }
 
-/// `y [n, c_out, oh, ow]` (f32) of dense f32 `x` `[n, c_in, h, w]`, the weight's bf16 copy
-/// `w16` `[c_out, c_in·kh·kw]` and f32 `bias` `[c_out]` when given.
+/// Launches pack kernel `which` from dense f32 weight `w` into a new bf16 buffer of `len`
+/// elements, over `phases` grid layers.
+fn pack(
+    w: &CudaStorage,
+    g: &ConvGeom,
+    which: &str,
+    lda: usize,
+    phases: usize,
+) -> Result<CudaStorage> {
+    let b = &w.backend;
+    let rows = if phases == 1 { g.c_out } else { g.c_in };
+    let a = CudaStorage::alloc(b, DType::BF16, phases * rows * lda)?;
+    let f = b.function("conv_mma", which)?;
+    let s = shape(g, 0, lda);
+    let mut cfg = grid_for(rows * lda);
+    cfg.grid_dim.1 = phases as u32;
+    let (wp, ap) = (w.ptr(), a.ptr());
+    let mut l = b.stream().launch_builder(&f);
+    l.arg(&wp).arg(&ap).arg(&s);
+    // SAFETY: `w` holds the dense weight of `g`, `a` the `phases·rows·lda` elements written.
+    unsafe { l.launch(cfg) }.map_err(|e| b.err(which, e))?;
+    Ok(a)
+}
+
+/// The forward's operand: dense f32 weight `w` `[c_out, c_in, kh, kw]` as bf16 rows of
+/// `c_in·kh·kw` rounded up to a multiple of 8 (zeros after).
+pub fn pack_weight(w: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
+    pack(w, g, "conv_mma_pack_w", packed_len(g), 1)
+}
+
+/// The input gradient's operand: dense f32 weight `w` rearranged per stride phase (`sh·sw` of
+/// them, each `[c_in, c_out·taps]` over the taps that reach the phase's inputs) as bf16.
+pub fn pack_weight_t(w: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
+    pack(
+        w,
+        g,
+        "conv_mma_pack_wt",
+        packed_t_len(g),
+        g.stride.0 * g.stride.1,
+    )
+}
+
+/// `y [n, c_out, oh, ow]` (f32) of dense f32 `x` `[n, c_in, h, w]`, the weight packed by
+/// [`pack_weight`] and f32 `bias` `[c_out]` when given.
 pub fn forward(
     x: &CudaStorage,
-    w16: &CudaStorage,
+    w_packed: &CudaStorage,
     bias: Option<&CudaStorage>,
     g: &ConvGeom,
 ) -> Result<CudaStorage> {
     let y = CudaStorage::alloc(&x.backend, DType::F32, g.n * g.c_out * g.oh * g.ow)?;
     let k = g.c_in * g.kh * g.kw;
-    let ptrs = [x.ptr(), w16.ptr(), opt_ptr(bias), y.ptr()];
+    let ptrs = [x.ptr(), w_packed.ptr(), opt_ptr(bias), y.ptr()];
     let n = g.n * g.oh * g.ow;
-    launch(x, "fwd", &ptrs, g, (g.c_out, n, 1, tiles(k)))?;
+    launch(x, "fwd", &ptrs, g, (g.c_out, n, 1, tiles(k), packed_len(g)))?;
     Ok(y)
 }
 
-/// The input gradient `dx [n, c_in, h, w]` (f32) of dense f32 `dy` `[n, c_out, oh, ow]`: one
-/// grid layer per stride phase (`sh·sw` of them), each over at most
-/// `n·ceil(h / sh)·ceil(w / sw)` inputs.
-pub fn input_grad(dy: &CudaStorage, w16: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
+/// The input gradient `dx [n, c_in, h, w]` (f32) of dense f32 `dy` `[n, c_out, oh, ow]` and the
+/// weight packed by [`pack_weight_t`]: one grid layer per stride phase (`sh·sw` of them), each
+/// over at most `n·ceil(h / sh)·ceil(w / sw)` inputs.
+pub fn input_grad(dy: &CudaStorage, w_packed: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
     let dx = CudaStorage::alloc(&dy.backend, DType::F32, g.n * g.c_in * g.h * g.w)?;
     let k = g.c_out * g.kh * g.kw;
-    let ptrs = [dy.ptr(), w16.ptr(), dx.ptr()];
+    let ptrs = [dy.ptr(), w_packed.ptr(), dx.ptr()];
     let (sh, sw) = g.stride;
     let cols = g.n * g.h.div_ceil(sh) * g.w.div_ceil(sw);
-    launch(dy, "dgrad", &ptrs, g, (g.c_in, cols, sh * sw, tiles(k)))?;
+    launch(
+        dy,
+        "dgrad",
+        &ptrs,
+        g,
+        (g.c_in, cols, sh * sw, tiles(k), packed_t_len(g)),
+    )?;
     Ok(dx)
 }
 
@@ -189,7 +272,7 @@ pub fn weight_grad_partials(
     let s = t.div_ceil(per);
     let part = CudaStorage::alloc(&dy.backend, DType::F32, s * g.c_out * k)?;
     let ptrs = [dy.ptr(), x.ptr(), part.ptr()];
-    launch(dy, "wgrad", &ptrs, g, (g.c_out, k, s, per))?;
+    launch(dy, "wgrad", &ptrs, g, (g.c_out, k, s, per, 0))?;
     Ok((part, s))
 }
 
@@ -218,6 +301,32 @@ mod tests {
         assert!(fits(&g));
         assert!(!fits(&ConvGeom { groups: 2, ..g }));
         assert!(!fits(&ConvGeom { n: 16_384, ..g }));
+        assert!(fits(&ConvGeom {
+            kh: 15,
+            kw: 15,
+            ..g
+        }));
+        assert!(!fits(&ConvGeom { kw: 16, ..g }));
+        // 3x3 at stride 2: rows 0 and 2 meet phase 0, row 1 phase 1; at dilation 2 all three
+        // meet phase 0.
+        assert_eq!(
+            (
+                phase_taps(3, 1, 1),
+                phase_taps(3, 2, 1),
+                phase_taps(3, 2, 2)
+            ),
+            (3, 2, 3)
+        );
+        assert_eq!(phase_taps(5, 3, 1), 2);
+        assert_eq!(packed_len(&ConvGeom { c_in: 3, ..g }), 32);
+        assert_eq!(
+            packed_t_len(&ConvGeom {
+                c_out: 5,
+                stride: (2, 2),
+                ..g
+            }),
+            24
+        );
         assert_eq!(
             (block_rows(32), block_rows(64), block_rows(65)),
             (64, 64, 128)

@@ -72,23 +72,6 @@ pub fn thread_per_row(rows: usize, len: usize) -> bool {
     len <= 32 || (rows >= 8192 && len <= 1024)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::thread_per_row;
-
-    #[test]
-    fn short_or_numerous_rows_take_a_thread_each() {
-        assert!(thread_per_row(40, 7));
-        assert!(thread_per_row(1, 32));
-        assert!(thread_per_row(36_864, 53));
-        // A linear layer's bias gradient from GPT-2's 64 column-sum chunks: a block per column.
-        assert!(!thread_per_row(768, 64));
-        // The SmallCnn's first convolution, 264 slices of 288 outputs: too few rows.
-        assert!(!thread_per_row(288, 264));
-        assert!(!thread_per_row(100_000, 4096));
-    }
-}
-
 /// Index (i64) of the maximum (`max`) or minimum of each of the `rows` rows of `len > 0`
 /// elements of `x` at layout `l` (reduced axis last): the first one on ties, the first NaN if
 /// there is one, as the CPU's `arg_rows`.
@@ -179,4 +162,21 @@ pub fn non_finite_partials(slots: &[(&CudaStorage, usize, usize)]) -> Result<Opt
         &[partial.ptr()],
     )?;
     Ok(Some(partial))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thread_per_row;
+
+    #[test]
+    fn short_or_numerous_rows_take_a_thread_each() {
+        assert!(thread_per_row(40, 7));
+        assert!(thread_per_row(1, 32));
+        assert!(thread_per_row(36_864, 53));
+        // A linear layer's bias gradient from GPT-2's 64 column-sum chunks: a block per column.
+        assert!(!thread_per_row(768, 64));
+        // The SmallCnn's first convolution, 264 slices of 288 outputs: too few rows.
+        assert!(!thread_per_row(288, 264));
+        assert!(!thread_per_row(100_000, 4096));
+    }
 }

@@ -1,8 +1,8 @@
 //! The GPU convolution as implicit GEMM on the tensor cores (`kernels/conv_mma.cu`, launched by
 //! [`crate::cuda::conv_mma`]), chosen by [`GpuConv::Implicit`](crate::ops::fusion::GpuConv) for
 //! f32 tensors at bf16 matmul precision with one group: the forward, the input gradient and the
-//! weight gradient each gather their operands from `x`, `dy` and the weight's bf16 copy as they
-//! load them, so none of the column matrices of the im2col path (`ops::conv`) is written, and the
+//! weight gradient each gather their operands from `x` and `dy` as they load them (the weight
+//! is packed as bf16 rows first, per stride phase for the input gradient), so none of the column matrices of the im2col path (`ops::conv`) is written, and the
 //! backward keeps the input (f32) rather than its columns (bf16, `kh·kw` times as many
 //! elements). The weight gradient's reduction over all `n·oh·ow` positions is cut into slices
 //! when its output would not fill the GPU (as `cuda::split_k` plans for the im2col path), their
@@ -20,7 +20,8 @@ use crate::{DType, Tensor};
 const OP: &str = "conv2d";
 
 /// Whether `conv2d` of f32 `x` with geometry `g` runs here: at bf16 matmul precision under
-/// [`GpuConv::Implicit`], one group, sizes within the kernels' 32-bit indexing, on a GPU of
+/// [`GpuConv::Implicit`], one group, kernel sides of at most 15, sizes within the kernels'
+/// 32-bit indexing, on a GPU of
 /// compute capability 8.0 or later (bf16 `mma.sync`); otherwise im2col + cuBLAS runs.
 pub(crate) fn applies(x: &Tensor, g: &ConvGeom) -> bool {
     x.dtype() == DType::F32
@@ -34,25 +35,26 @@ pub(crate) fn applies(x: &Tensor, g: &ConvGeom) -> bool {
 /// [`applies`].
 pub(crate) fn conv2d(x: &Tensor, w: &Tensor, b: Option<&Tensor>, g: &ConvGeom) -> Result<Tensor> {
     let xd = dense(x)?;
-    let w16 = crate::ops::linear::gpu::bf16_copy(w)?;
+    let wd = dense(&w.detach())?;
     let bd = b.map(dense).transpose()?;
     let y = {
-        let (gx, gw) = (xd.read(), w16.read());
+        let (gx, gw) = (xd.read(), wd.read());
         let gb = bd.as_ref().map(|b| b.read());
         let bs = gb.as_ref().map(|g| cuda_ref(OP, g)).transpose()?;
-        kernels::forward(cuda_ref(OP, &gx)?, cuda_ref(OP, &gw)?, bs, g)?
+        let packed = kernels::pack_weight(cuda_ref(OP, &gw)?, g)?;
+        kernels::forward(cuda_ref(OP, &gx)?, &packed, bs, g)?
     };
     let y = Tensor::from_storage(Storage::Cuda(y), &[g.n, g.c_out, g.oh, g.ow]);
     let mut inputs = vec![x, w];
     inputs.extend(b);
     // dx needs the weight, dW the input: keep only what the backward will use.
     let keep_x = w.requires_grad().then_some(xd);
-    let keep_w = x.requires_grad().then_some(w16);
+    let keep_w = x.requires_grad().then_some(wd);
     Ok(y.attach(&inputs, || {
         Box::new(Conv2dBackImplicit {
             geom: *g,
             x: keep_x,
-            w16: keep_w,
+            w: keep_w,
         })
     }))
 }
@@ -62,8 +64,9 @@ struct Conv2dBackImplicit {
     geom: ConvGeom,
     /// The dense f32 input, when the weight needs a gradient.
     x: Option<Tensor>,
-    /// The weight's bf16 copy `[c_out, c_in, kh, kw]`, when the input needs a gradient.
-    w16: Option<Tensor>,
+    /// The dense f32 weight `[c_out, c_in, kh, kw]`, when the input needs a gradient (packed for
+    /// the input gradient's product there).
+    w: Option<Tensor>,
 }
 
 impl BackwardOp for Conv2dBackImplicit {
@@ -81,10 +84,10 @@ impl BackwardOp for Conv2dBackImplicit {
         let (x, w) = (&inputs[0], &inputs[1]);
         let dy = dense(grad)?;
         let mut grads = vec![None, None];
-        if let (true, Some(w16)) = (x.requires_grad(), &self.w16) {
-            let gw = w16.read();
-            let w16 = cuda_ref(OP, &gw)?;
-            let dx = with_cuda(OP, &dy, |d| kernels::input_grad(d, w16, g))?;
+        if let (true, Some(wd)) = (x.requires_grad(), &self.w) {
+            let gw = wd.read();
+            let packed = kernels::pack_weight_t(cuda_ref(OP, &gw)?, g)?;
+            let dx = with_cuda(OP, &dy, |d| kernels::input_grad(d, &packed, g))?;
             grads[0] = Some(Tensor::from_storage(Storage::Cuda(dx), x.shape()));
         }
         if let (true, Some(xd)) = (w.requires_grad(), &self.x) {

@@ -135,9 +135,13 @@ fn implicit_gemm_convolution_matches_the_exact_bf16_reference() {
             let prof = be.profile_stop().unwrap();
             let names: Vec<&str> = prof.kernels.iter().map(|k| k.name.as_str()).collect();
             let bm = |m: usize| if m <= 64 { 64 } else { 128 };
-            let mut want = vec![format!("conv_mma/conv_mma_fwd_{}", bm(c_out))];
+            let mut want = vec![
+                format!("conv_mma/conv_mma_fwd_{}", bm(c_out)),
+                "conv_mma/conv_mma_pack_w".into(),
+            ];
             if grads[0] {
                 want.push(format!("conv_mma/conv_mma_dgrad_{}", bm(xs[1])));
+                want.push("conv_mma/conv_mma_pack_wt".into());
             }
             if grads[1] {
                 want.push(format!("conv_mma/conv_mma_wgrad_{}", bm(c_out)));
