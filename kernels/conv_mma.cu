@@ -113,11 +113,21 @@ __device__ __forceinline__ CmWin cm_x_win(const ConvMmaShape& s, int p, int P) {
 // `p`, which the compiler can no longer see through: a base pointer that a loop adds offsets
 // to stays one 64-bit register pair (one widening multiply-add an address), rather than being
 // rebuilt from the kernel's parameter and a 64-bit offset at every load.
-__device__ __forceinline__ const float* cm_opaque(const float* p) {
+template <typename T> __device__ __forceinline__ T* cm_opaque(T* p) {
 #if !defined(SELFSUP_HOST_EMULATION) && defined(__CUDA_ARCH__)
     asm("mov.b64 %0, %0;" : "+l"(p));
 #endif
     return p;
+}
+
+// *p = v for p in global memory (which cm_opaque hides from the compiler): `st.global`, not a
+// generic store.
+__device__ __forceinline__ void cm_store(float* p, float v) {
+#if !defined(SELFSUP_HOST_EMULATION) && defined(__CUDA_ARCH__)
+    asm volatile("st.global.f32 [%0], %1;" ::"l"(p), "f"(v) : "memory");
+#else
+    *p = v;
+#endif
 }
 
 // A thread's column of B in the forward and the input gradient: the pointer its taps' offsets
@@ -147,10 +157,13 @@ struct CmFwd {
         const CmWin c = cm_x_win(s, p, N());
         return {cm_opaque(cm_x_origin(x, s) + c.off), c.inv};
     }
-    __device__ __forceinline__ void store(int m, int p, float v) const {
+    // The output: position p's element in channel 0, channels L apart, plus the bias.
+    __device__ __forceinline__ float* out_col(int p) const {
         const int L = s.oh * s.ow, img = fdiv(p, s.div_l);
-        y[(img * s.c_out + m) * L + (p - img * L)] = v + (bias ? bias[m] : 0.f);
+        return y + (img * s.c_out * L + (p - img * L));
     }
+    __device__ __forceinline__ int out_stride() const { return s.oh * s.ow; }
+    __device__ __forceinline__ float out_bias(int m) const { return bias ? bias[m] : 0.f; }
 };
 
 // The taps of one axis that reach the inputs of phase r (those with input + padding ≡ r mod
@@ -246,11 +259,14 @@ struct CmDgrad {
                         (cm_outside(ox - px.b0, -px.db, px.count, s.ow) << CM_AXIS);
         return {cm_opaque(dy + (img * s.c_out * s.oh * s.ow + oy * s.ow + ox - reach)), inv};
     }
-    __device__ __forceinline__ void store(int m, int q, float v) const {
+    // dx: the input's element in channel 0, channels h·w apart.
+    __device__ __forceinline__ float* out_col(int q) const {
         int img, jy, jx;
         input(q, img, jy, jx);
-        dx[((img * s.c + m) * s.h + py.in0 + jy * s.sh) * s.w + px.in0 + jx * s.sw] = v;
+        return dx + ((img * s.c * s.h + py.in0 + jy * s.sh) * s.w + px.in0 + jx * s.sw);
     }
+    __device__ __forceinline__ int out_stride() const { return s.h * s.w; }
+    __device__ __forceinline__ float out_bias(int) const { return 0.f; }
 };
 
 // The weight gradient: A[co][p] = dy[img, co, l], B[p][k] = X[k][p], reducing over positions
@@ -269,9 +285,10 @@ struct CmWgrad {
     __device__ __forceinline__ int K() const { return s.n * s.oh * s.ow; }
     __device__ __forceinline__ CmWin tab(int p) const { return cm_x_win(s, p, K()); }
     __device__ __forceinline__ CmTap col(int k) const { return cm_x_tap(s, k, N()); }
-    __device__ __forceinline__ void store(int m, int k, float v) const {
-        part[((i64)blockIdx.z * M() + m) * N() + k] = v;
-    }
+    // The slice's partial product, row-major [M][N].
+    __device__ __forceinline__ float* out_col(int k) const { return part + (i64)blockIdx.z * M() * N() + k; }
+    __device__ __forceinline__ int out_stride() const { return N(); }
+    __device__ __forceinline__ float out_bias(int) const { return 0.f; }
 };
 
 // The block's BM x 128 tile of problem `p`'s product over its reduction tiles
@@ -435,16 +452,32 @@ __device__ void conv_mma(const P& p) {
             __syncthreads();
         }
     }
+    // The thread's 4 rows (their bias and offset found once) by 16 columns (each column's
+    // address found once: the decomposition of a position is several multiply-highs); a block
+    // inside the product on both axes (every one but the edges) tests nothing.
+    const bool full = m0 + BM <= M && n0 + CM_BN <= N;
+    const int stride = p.out_stride();
+    float bias_of[4];
+    int row_off[4];
+    bool row_in[4];
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+    for (int r = 0; r < 4; ++r) {  // rows g, g + 8 of product rows mt = r / 2
+        const int m = m0 + wm * 32 + (r >> 1) * 16 + g + (r & 1) * 8;
+        row_in[r] = full || m < M;
+        bias_of[r] = row_in[r] ? p.out_bias(m) : 0.f;
+        row_off[r] = m * stride;
+    }
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
+    for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int m = m0 + wm * 32 + mt * 16 + g + (e >> 1) * 8;
-                const int n = n0 + wn * 64 + nt * 8 + 2 * t + (e & 1);
-                if (m < M && n < N) p.store(m, n, acc[mt][nt][e]);
-            }
+        for (int c = 0; c < 2; ++c) {
+            const int n = n0 + wn * 64 + nt * 8 + 2 * t + c;
+            if (!full && n >= N) continue;
+            float* out = cm_opaque(p.out_col(n));
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                if (row_in[r]) cm_store(out + row_off[r], acc[r >> 1][nt][(r & 1) * 2 + c] + bias_of[r]);
+        }
 }
 
 #define CONV_MMA_KERNELS(BM)                                                                           \

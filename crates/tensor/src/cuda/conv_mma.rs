@@ -179,17 +179,15 @@ fn tiles(k: usize) -> usize {
     k.div_ceil(TILE_K).max(1)
 }
 
-/// Launches pack kernel `which` from dense f32 weight `w` into a new bf16 buffer of `len`
-/// elements, over `phases` grid layers.
+/// Launches pack kernel `which` from dense f32 weight `w` into a new bf16 buffer of
+/// `phases` grid layers of `rows` rows of `lda` elements.
 fn pack(
     w: &CudaStorage,
     g: &ConvGeom,
     which: &str,
-    lda: usize,
-    phases: usize,
+    (phases, rows, lda): (usize, usize, usize),
 ) -> Result<CudaStorage> {
     let b = &w.backend;
-    let rows = if phases == 1 { g.c_out } else { g.c_in };
     let a = CudaStorage::alloc(b, DType::BF16, phases * rows * lda)?;
     let f = b.function("conv_mma", which)?;
     let s = shape(g, 0, lda);
@@ -206,19 +204,14 @@ fn pack(
 /// The forward's operand: dense f32 weight `w` `[c_out, c_in, kh, kw]` as bf16 rows of
 /// `c_in·kh·kw` rounded up to a multiple of 8 (zeros after).
 pub fn pack_weight(w: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
-    pack(w, g, "conv_mma_pack_w", packed_len(g), 1)
+    pack(w, g, "conv_mma_pack_w", (1, g.c_out, packed_len(g)))
 }
 
 /// The input gradient's operand: dense f32 weight `w` rearranged per stride phase (`sh·sw` of
 /// them, each `[c_in, c_out·taps]` over the taps that reach the phase's inputs) as bf16.
 pub fn pack_weight_t(w: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
-    pack(
-        w,
-        g,
-        "conv_mma_pack_wt",
-        packed_t_len(g),
-        g.stride.0 * g.stride.1,
-    )
+    let phases = g.stride.0 * g.stride.1;
+    pack(w, g, "conv_mma_pack_wt", (phases, g.c_in, packed_t_len(g)))
 }
 
 /// `y [n, c_out, oh, ow]` (f32) of dense f32 `x` `[n, c_in, h, w]`, the weight packed by

@@ -21,8 +21,9 @@ fn bf16_f64(t: &Tensor) -> Tensor {
 /// 5 to 96 rows, 27 to 864 reduction terms, column counts not multiples of 128), strides 2,
 /// (1, 2) and (2, 3) with dilations (the input gradient's stride phases: 5x5 taps split 3/2 by
 /// rows and 2/1/2 by columns; 3x3 with dilation 2 at stride 2, whose odd phases no tap reaches;
-/// 1x1 at stride 2), a strided input view, a bias, operands without gradients, and a weight
-/// gradient whose reduction (4,096 positions) is cut into two slices. The profile shows the implicit kernels ran and im2col did not; two runs
+/// 1x1 at stride 2), a strided input view, a bias, operands without gradients, a weight
+/// gradient whose reduction (4,096 positions) is cut into two slices, and whole blocks (64 and
+/// 128 channels, 128 positions), which store without edge tests. The profile shows the implicit kernels ran and im2col did not; two runs
 /// give the same bits.
 #[test]
 fn implicit_gemm_convolution_matches_the_exact_bf16_reference() {
@@ -100,6 +101,28 @@ fn implicit_gemm_convolution_matches_the_exact_bf16_reference() {
                 false,
                 [true, true, false],
                 true,
+            ),
+            // Whole blocks (no edge tests in the epilogue): the forward's and the input
+            // gradient's 64 x 128, the weight gradient's but its last columns.
+            (
+                [2, 64, 8, 8],
+                64,
+                3,
+                p((1, 1), (1, 1), (1, 1)),
+                true,
+                [true, true, true],
+                false,
+            ),
+            // Whole rows with ragged columns (108 positions), and a whole 64 x 128 weight
+            // gradient block.
+            (
+                [3, 128, 6, 6],
+                64,
+                1,
+                p((1, 1), (0, 0), (1, 1)),
+                false,
+                [true, true, false],
+                false,
             ),
         ];
         for (j, (xs, c_out, ks, params, bias, grads, strided)) in cases.into_iter().enumerate() {
