@@ -22,8 +22,9 @@ fn bf16_f64(t: &Tensor) -> Tensor {
 /// (1, 2) and (2, 3) with dilations (the input gradient's stride phases: 5x5 taps split 3/2 by
 /// rows and 2/1/2 by columns; 3x3 with dilation 2 at stride 2, whose odd phases no tap reaches;
 /// 1x1 at stride 2), a strided input view, a bias, operands without gradients, a weight
-/// gradient whose reduction (4,096 positions) is cut into two slices, and whole blocks (64 and
-/// 128 channels, 128 positions), which store without edge tests. The profile shows the implicit kernels ran and im2col did not; two runs
+/// gradient whose reduction (4,096 positions) is cut into two slices, whole blocks (64 and
+/// 128 channels, 128 positions), which store without edge tests, and a 15 x 15 kernel (the
+/// largest the kernels take). The profile shows the implicit kernels ran and im2col did not; two runs
 /// give the same bits.
 #[test]
 fn implicit_gemm_convolution_matches_the_exact_bf16_reference() {
@@ -109,6 +110,17 @@ fn implicit_gemm_convolution_matches_the_exact_bf16_reference() {
                 64,
                 3,
                 p((1, 1), (1, 1), (1, 1)),
+                true,
+                [true, true, true],
+                false,
+            ),
+            // The largest kernel the kernels take (15 x 15: the validity masks' last row and
+            // column bits), padded to keep the size.
+            (
+                [1, 2, 17, 16],
+                3,
+                15,
+                p((1, 1), (7, 7), (1, 1)),
                 true,
                 [true, true, true],
                 false,
