@@ -369,15 +369,18 @@ __device__ void conv_mma(const P& p) {
             const int kp = (tid & 15) * 2;
             const CmWin q0 = tb[kp], q1 = tb[kp + 1];
             // dy at the two positions in the thread's first row, and x at their windows.
+            // Rows past M, or a position past the reduction, read nothing (that position's B
+            // is zero too, but an infinite dy times zero would still make a NaN).
             const float* a0 = cm_opaque(dyrow + (u32)max(q0.dy, 0));
             const float* a1 = cm_opaque(dyrow + (u32)max(q1.dy, 0));
             const float* b0 = cm_opaque(xorg + q0.off);
             const float* b1 = cm_opaque(xorg + q1.off);
+            const int rows0 = q0.dy >= 0 ? arows : 0, rows1 = q1.dy >= 0 ? arows : 0;
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
-                const bool in = i < arows;
-                ra[i] = mma_pack(in && q0.dy >= 0 ? __ldg(a0 + i * astep) : 0.f,
-                                 in && q1.dy >= 0 ? __ldg(a1 + i * astep) : 0.f);
+                ra[i] = mma_pack(i < rows0 ? __ldg(a0) : 0.f, i < rows1 ? __ldg(a1) : 0.f);
+                a0 += astep;
+                a1 += astep;
             }
 #pragma unroll
             for (int i = 0; i < BWORDS; ++i) {
