@@ -4,15 +4,17 @@
 // the CUDA cores); CPU reference: `crate::cpu::attention` (in f32: the tests compare with
 // bf16 tolerances).
 //
-// Layout: x is the contiguous packed projection [B, T, 3, H, dh] (f32: queries, keys, values);
-// out is [B, T, H, dh]; lse (natural log of the row's sum of exp(s_ij)) and D_i = dO_i . O_i
-// are [B, H, T]; dx has x's layout. s_ij = scale * q_i . k_j; with `causal`, j <= i only.
+// Layout: x is the contiguous packed projection [B, T, 3, H, dh] (queries, keys, values; f32,
+// or bf16 in the `_bf16_` kernels, which `Tensor::qkv_attention` feeds from a product stored
+// in bf16); out is [B, T, H, dh] (f32); lse (natural log of the row's sum of exp(s_ij)) and
+// D_i = dO_i . O_i are [B, H, T] (f32); dx has x's layout and dtype. s_ij = scale * q_i . k_j; with `causal`, j <= i only.
 // Launch: grid (ceil(T / 64), B * H), 128 threads = 4 warps; warp w of block (x, bh) owns rows
 // x * 64 + 16 w .. + 16 (queries in the forward and dq kernels, keys in the dk/dv kernel; with
 // `causal` the forward and dq take their row blocks in reverse order, the longest first) and
 // keeps their fragments and accumulators in registers; the other side streams through shared
 // memory in tiles of 64 rows, row-major [64][DH + 8] bf16, converted as they are loaded (one
-// float4 a thread a pass when dh is a multiple of 4; rows past T and columns past dh are zero;
+// float4, or for bf16 x one 8-byte load, a thread a pass when dh is a multiple of 4 and the
+// rows are aligned for it; rows past T and columns past dh are zero;
 // DH >= dh is a template bound, 32 or 64). Every B fragment comes from `ldmatrix` (common.cuh):
 // plain for products with a tile's transpose (S = Q K^T), transposing for products with the
 // tile itself (P V), so no tile is stored twice; the 8-element row padding puts the 8 rows an
@@ -20,7 +22,9 @@
 // score against the mask.
 // Probabilities and dS are rounded to bf16 for their products, as in FlashAttention-2.
 // Kernels: `attention_mma_fwd_<DH>` (out, lse), `attention_mma_bwd_dq_<DH>` (dq and D),
-// `attention_mma_bwd_dkv_<DH>` (dk, dv; launched after dq, which writes D).
+// `attention_mma_bwd_dkv_<DH>` (dk, dv; launched after dq, which writes D), and the same
+// three as `attention_mma_{fwd,bwd_dq,bwd_dkv}_bf16_<DH>` for bf16 x and dx (dq, dk, dv
+// rounded once as they are stored, in pairs of columns when dh is even).
 //
 // Fragment layouts and `mma_bf16`: common.cuh.
 
@@ -34,17 +38,20 @@ struct MmaShape {
     i64 B, T, H, dh;
 };
 
-// The rows of one head in a tensor: row t at base + t * stride (elements). `vec`: every row
-// starts 16-byte aligned and dh is a multiple of 4, so a row's columns load as float4.
+// The rows of one head in a tensor of f32 or bf16 (u16) elements X: row t at base + t * stride
+// (elements). `vec`: every row starts aligned to 4 elements and dh is a multiple of 4, so a
+// row's columns load 4 at a time (a float4, or 8 bytes of bf16).
+template <typename X>
 struct MmaRows {
-    const float* base;
+    const X* base;
     i64 stride;
     bool vec;
 };
 
-__device__ __forceinline__ MmaRows mma_rows(const float* p, i64 first, i64 stride, int dh) {
-    const float* base = p + first;
-    return {base, stride, dh % 4 == 0 && stride % 4 == 0 && ((size_t)base & 15) == 0};
+template <typename X>
+__device__ __forceinline__ MmaRows<X> mma_rows(const X* p, i64 first, i64 stride, int dh) {
+    const X* base = p + first;
+    return {base, stride, dh % 4 == 0 && stride % 4 == 0 && ((size_t)base % (4 * sizeof(X))) == 0};
 }
 
 // Columns c .. c + 3 of the row at `p` (zero past dh; `ok`: the row is before T and c < dh),
@@ -65,17 +72,26 @@ __device__ __forceinline__ uint2 mma_fetch4(const float* p, bool ok, int c, int 
     return make_uint2(mma_pack(v.x, v.y), mma_pack(v.z, v.w));
 }
 
+// The same for a row of bf16 (its bits as they are).
+template <bool VEC>
+__device__ __forceinline__ uint2 mma_fetch4(const u16* p, bool ok, int c, int dh) {
+    if (!ok) return make_uint2(0u, 0u);
+    if (VEC) return *(const uint2*)p;
+    const u32 e1 = c + 1 < dh ? p[1] : 0u, e2 = c + 2 < dh ? p[2] : 0u, e3 = c + 3 < dh ? p[3] : 0u;
+    return make_uint2((u32)p[0] | (e1 << 16), e2 | (e3 << 16));
+}
+
 // Loads the 64 rows from r0 of `src` as bf16 into `rows` ([64][DH + 8], row-major): each
-// thread moves 4 columns of a row per pass (one float4 load where `src.vec`, one 8-byte
-// store), its row pointer stepping by a fixed stride; a warp covers 2 (DH 64) or 4 (DH 32)
-// whole rows, so its loads are contiguous.
-template <int DH, bool VEC>
-__device__ __forceinline__ void mma_load_as(const MmaRows& src, int r0, int T, int dh, u16* rows) {
+// thread moves 4 columns of a row per pass (one float4 or 8-byte load where `src.vec`, one
+// 8-byte store), its row pointer stepping by a fixed stride; a warp covers 2 (DH 64) or 4
+// (DH 32) whole rows, so its loads are contiguous.
+template <int DH, bool VEC, typename X>
+__device__ __forceinline__ void mma_load_as(const MmaRows<X>& src, int r0, int T, int dh, u16* rows) {
     constexpr int QUADS = DH / 4, ROWS_PER_PASS = MMA_THREADS / QUADS;
     constexpr int UNROLL = VEC ? MMA_TILE / ROWS_PER_PASS : 1;  // the element path is the rare one
     const int c = 4 * (threadIdx.x % QUADS), rr = threadIdx.x / QUADS;
     const bool col_ok = c < dh;
-    const float* p = src.base + (i64)(r0 + rr) * src.stride + c;
+    const X* p = src.base + (i64)(r0 + rr) * src.stride + c;
     const i64 step = (i64)ROWS_PER_PASS * src.stride;
     u16* dst = rows + rr * (DH + 8) + c;
 #pragma unroll UNROLL
@@ -85,10 +101,10 @@ __device__ __forceinline__ void mma_load_as(const MmaRows& src, int r0, int T, i
     }
 }
 
-// `mma_load_as` with float4 loads where the rows allow them (GPT-style heads: dh a multiple
+// `mma_load_as` with vector loads where the rows allow them (GPT-style heads: dh a multiple
 // of 4), element loads otherwise.
-template <int DH>
-__device__ __forceinline__ void mma_load(const MmaRows& src, int r0, int T, int dh, u16* rows) {
+template <int DH, typename X>
+__device__ __forceinline__ void mma_load(const MmaRows<X>& src, int r0, int T, int dh, u16* rows) {
     if (src.vec)
         mma_load_as<DH, true>(src, r0, T, dh, rows);
     else
@@ -185,11 +201,12 @@ struct MmaBlock {
         row_stride = (i64)H * dh;
     }
     // Part `part` (0 queries, 1 keys, 2 values) of the packed projection [B, T, 3, H, dh].
-    __device__ __forceinline__ MmaRows qkv(const float* x, int part) const {
+    template <typename X>
+    __device__ __forceinline__ MmaRows<X> qkv(const X* x, int part) const {
         return mma_rows(x, (((i64)b * T * 3 + part) * H + h) * dh, qkv_stride, dh);
     }
-    // A [B, T, H, dh] tensor's rows of this head.
-    __device__ __forceinline__ MmaRows rows(const float* p) const {
+    // A [B, T, H, dh] f32 tensor's rows of this head.
+    __device__ __forceinline__ MmaRows<float> rows(const float* p) const {
         return mma_rows(p, ((i64)b * T * H + h) * dh, row_stride, dh);
     }
 };
@@ -213,14 +230,40 @@ __device__ __forceinline__ void mma_store_rows(const float acc[][4], float scale
     }
 }
 
+// The same into bf16 rows, each value rounded once; a thread's two adjacent columns as one
+// 4-byte store when dh and the stride are even and dst is 4-byte aligned (so every pair is).
 template <int DH>
-__device__ void attention_mma_fwd(const float* x, float* out, float* lse, MmaShape s, int causal, double scale_d) {
+__device__ __forceinline__ void mma_store_rows(const float acc[][4], float scale, u16* dst, i64 stride,
+                                               const MmaBlock& k) {
+    const bool pairs = ((k.dh | stride) & 1) == 0 && ((size_t)dst & 3) == 0;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = k.wrow + k.g + 8 * r;
+        if (i >= k.T) continue;
+        u16* p = dst + (i64)i * stride;
+#pragma unroll
+        for (int n = 0; n < DH / 8; ++n) {
+            const int c = n * 8 + 2 * k.t;
+            if (c >= k.dh) continue;
+            const float lo = acc[n][2 * r] * scale, hi = acc[n][2 * r + 1] * scale;
+            if (pairs) {
+                *(u32*)(p + c) = (u32)bf16_bits_of(lo) | ((u32)bf16_bits_of(hi) << 16);
+            } else {
+                p[c] = bf16_bits_of(lo);
+                if (c + 1 < k.dh) p[c + 1] = bf16_bits_of(hi);
+            }
+        }
+    }
+}
+
+template <int DH, typename X>
+__device__ void attention_mma_fwd(const X* x, float* out, float* lse, MmaShape s, int causal, double scale_d) {
     __shared__ __align__(16) u16 ks[MMA_TILE * (DH + 8)];
     __shared__ __align__(16) u16 vs[MMA_TILE * (DH + 8)];
     const MmaBlock k(s, causal);
     const int T = k.T, g = k.g, t = k.t, wrow = k.wrow;
     const float sl2 = (float)scale_d * MMA_LOG2E, NEG = -__int_as_float(0x7f800000);
-    const MmaRows qs = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2);
+    const MmaRows<X> qs = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2);
 
     mma_load<DH>(qs, k.row0, T, k.dh, ks);
     __syncthreads();
@@ -297,8 +340,8 @@ __device__ void attention_mma_fwd(const float* x, float* out, float* lse, MmaSha
     mma_store_rows<DH>(o, 1.f, out + ((i64)k.b * T * k.H + k.h) * k.dh, k.row_stride, k);
 }
 
-template <int DH>
-__device__ void attention_mma_bwd_dq(const float* x, const float* out, const float* lse, const float* gr, float* dx,
+template <int DH, typename X>
+__device__ void attention_mma_bwd_dq(const X* x, const float* out, const float* lse, const float* gr, X* dx,
                                      float* drow, MmaShape s, int causal, double scale_d) {
     __shared__ __align__(16) u16 ks[MMA_TILE * (DH + 8)];
     __shared__ __align__(16) u16 vs[MMA_TILE * (DH + 8)];
@@ -306,12 +349,13 @@ __device__ void attention_mma_bwd_dq(const float* x, const float* out, const flo
     const MmaBlock k(s, causal);
     const int T = k.T, g = k.g, t = k.t, wrow = k.wrow;
     const float sl2 = (float)scale_d * MMA_LOG2E;
-    const MmaRows qs = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2), go = k.rows(gr);
+    const MmaRows<X> qs = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2);
+    const MmaRows<float> go = k.rows(gr);
 
     // Row terms: lse in log2 units and D_i = dO_i . O_i (f32, also written out for dk/dv): two
     // threads a row, each over half its columns.
     {
-        const MmaRows oo = k.rows(out);
+        const MmaRows<float> oo = k.rows(out);
         const int r = threadIdx.x >> 1, half = threadIdx.x & 1, i = k.row0 + r;
         float d = 0.f, li = 0.f;
         if (i < T) {
@@ -365,8 +409,8 @@ __device__ void attention_mma_bwd_dq(const float* x, const float* out, const flo
     mma_store_rows<DH>(dq, (float)scale_d, dx + (((i64)k.b * T * 3) * k.H + k.h) * k.dh, k.qkv_stride, k);
 }
 
-template <int DH>
-__device__ void attention_mma_bwd_dkv(const float* x, const float* lse, const float* gr, const float* drow, float* dx,
+template <int DH, typename X>
+__device__ void attention_mma_bwd_dkv(const X* x, const float* lse, const float* gr, const float* drow, X* dx,
                                       MmaShape s, int causal, double scale_d) {
     __shared__ __align__(16) u16 qs[MMA_TILE * (DH + 8)];
     __shared__ __align__(16) u16 gs[MMA_TILE * (DH + 8)];
@@ -375,7 +419,8 @@ __device__ void attention_mma_bwd_dkv(const float* x, const float* lse, const fl
     const MmaBlock k(s, false);
     const int T = k.T, g = k.g, t = k.t, wrow = k.wrow;
     const float sl2 = (float)scale_d * MMA_LOG2E;
-    const MmaRows qr = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2), go = k.rows(gr);
+    const MmaRows<X> qr = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2);
+    const MmaRows<float> go = k.rows(gr);
 
     mma_load<DH>(kr, k.row0, T, k.dh, qs);
     mma_load<DH>(vr, k.row0, T, k.dh, gs);
@@ -429,21 +474,25 @@ __device__ void attention_mma_bwd_dkv(const float* x, const float* lse, const fl
     mma_store_rows<DH>(dv, 1.f, dx + first + 2 * k.row_stride, k.qkv_stride, k);
 }
 
-#define ATTENTION_MMA(DH)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_fwd_##DH(                             \
-        const float* x, float* out, float* lse, MmaShape s, int causal, double scale) {                   \
-        attention_mma_fwd<DH>(x, out, lse, s, causal, scale);                                              \
-    }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_bwd_dq_##DH(                          \
-        const float* x, const float* out, const float* lse, const float* g, float* dx, float* drow,       \
-        MmaShape s, int causal, double scale) {                                                            \
-        attention_mma_bwd_dq<DH>(x, out, lse, g, dx, drow, s, causal, scale);                              \
-    }                                                                                                      \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_bwd_dkv_##DH(                         \
-        const float* x, const float* lse, const float* g, const float* drow, float* dx, MmaShape s,       \
-        int causal, double scale) {                                                                        \
-        attention_mma_bwd_dkv<DH>(x, lse, g, drow, dx, s, causal, scale);                                  \
+// The three kernels for head-width bound DH with x and dx of element type X, named with TAG
+// (empty for f32, `bf16_` for bf16).
+#define ATTENTION_MMA(DH, TAG, X)                                                                  \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_fwd_##TAG##DH(         \
+        const X* x, float* out, float* lse, MmaShape s, int causal, double scale) {               \
+        attention_mma_fwd<DH>(x, out, lse, s, causal, scale);                                      \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_bwd_dq_##TAG##DH(      \
+        const X* x, const float* out, const float* lse, const float* g, X* dx, float* drow,       \
+        MmaShape s, int causal, double scale) {                                                    \
+        attention_mma_bwd_dq<DH>(x, out, lse, g, dx, drow, s, causal, scale);                      \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_bwd_dkv_##TAG##DH(     \
+        const X* x, const float* lse, const float* g, const float* drow, X* dx, MmaShape s,       \
+        int causal, double scale) {                                                                \
+        attention_mma_bwd_dkv<DH>(x, lse, g, drow, dx, s, causal, scale);                          \
     }
 
-ATTENTION_MMA(32)
-ATTENTION_MMA(64)
+ATTENTION_MMA(32, , float)
+ATTENTION_MMA(64, , float)
+ATTENTION_MMA(32, bf16_, u16)
+ATTENTION_MMA(64, bf16_, u16)

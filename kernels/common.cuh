@@ -65,28 +65,26 @@ __device__ __forceinline__ u16 bf16_bits_of(float x) {
     return (u16)(u >> 16);
 }
 
-// For kernels that write a bf16 copy of a row-major f32 `rows x cols` matrix and sum its
-// columns in the same pass (a linear layer's output gradient: its products' operand and its
-// bias gradient): element i = r * cols + col is `value(i)`; dst[i] = bf16(value(i)) and
-// partial[chunk * cols + col] = the sum of column col over the chunk's rows (rows_per_chunk
-// rows a chunk). Fixed order, so deterministic: thread (x, y) of a 32 x 8 block walks column
-// 32 * blockIdx.x + x, rows y, y + 8, ... of chunk blockIdx.y; the 8 partial sums of a column
-// are folded in shared memory. Launch: blocks of 32 x 8, grid (ceil(cols / 32), chunks).
+// The f32 value of bf16 bits.
+__device__ __forceinline__ float bf16_value(u16 b) { return __uint_as_float((u32)b << 16); }
+
+// Column sums of a row-major `rows x cols` matrix whose element i = r * cols + col is
+// `value(i)`, per chunk of rows: partial[chunk * cols + col] = the sum of column col over the
+// chunk's rows (rows_per_chunk rows a chunk; a linear layer's bias gradient, finished by a sum
+// over chunks on the Rust side). Fixed order, so deterministic: thread (x, y) of a 32 x 8
+// block walks column 32 * blockIdx.x + x, rows y, y + 8, ... of chunk blockIdx.y; the 8
+// partial sums of a column are folded in shared memory. Launch: blocks of 32 x 8, grid
+// (ceil(cols / 32), chunks).
 #define COLSUM_ROWS_PER_THREAD_STEP 8
 template <typename F>
-__device__ void bf16_store_colsum(F value, u16* dst, float* partial, i64 rows, i64 cols,
-                                  i64 rows_per_chunk) {
+__device__ void colsum_chunks(F value, float* partial, i64 rows, i64 cols, i64 rows_per_chunk) {
     __shared__ float sums[COLSUM_ROWS_PER_THREAD_STEP][33];
     const i64 col = (i64)blockIdx.x * 32 + threadIdx.x;
     const i64 r0 = (i64)blockIdx.y * rows_per_chunk;
     const i64 r1 = r0 + rows_per_chunk < rows ? r0 + rows_per_chunk : rows;
     float acc = 0.0f;
     if (col < cols) {
-        for (i64 r = r0 + threadIdx.y; r < r1; r += COLSUM_ROWS_PER_THREAD_STEP) {
-            const float v = value(r * cols + col);
-            dst[r * cols + col] = bf16_bits_of(v);
-            acc += v;
-        }
+        for (i64 r = r0 + threadIdx.y; r < r1; r += COLSUM_ROWS_PER_THREAD_STEP) acc += value(r * cols + col);
     }
     sums[threadIdx.y][threadIdx.x] = acc;
     __syncthreads();
@@ -95,6 +93,23 @@ __device__ void bf16_store_colsum(F value, u16* dst, float* partial, i64 rows, i
         for (int y = 0; y < COLSUM_ROWS_PER_THREAD_STEP; ++y) t += sums[y][threadIdx.x];
         partial[(i64)blockIdx.y * cols + col] = t;
     }
+}
+
+// For kernels that write a bf16 copy of a row-major f32 `rows x cols` matrix and sum its
+// columns in the same pass (a linear layer's output gradient: its products' operand and its
+// bias gradient): dst[i] = bf16(value(i)), and `colsum_chunks` (order and launch there) of
+// the values as computed, or with SUM_STORED of the values as stored in bf16 (what a bias
+// gradient summed from the bf16 copy would be).
+template <bool SUM_STORED = false, typename F>
+__device__ void bf16_store_colsum(F value, u16* dst, float* partial, i64 rows, i64 cols,
+                                  i64 rows_per_chunk) {
+    auto stored = [&](i64 i) {
+        const float v = value(i);
+        const u16 b = bf16_bits_of(v);
+        dst[i] = b;
+        return SUM_STORED ? bf16_value(b) : v;
+    };
+    colsum_chunks(stored, partial, rows, cols, rows_per_chunk);
 }
 
 // Grid-stride loop over [0, n).

@@ -12,6 +12,9 @@
 // the same pass, sums each column over a chunk of rows into `partial[chunk * cols + col]` (the
 // bias gradient of a linear layer from its output gradient, finished by a sum over chunks on
 // the Rust side): common.cuh's `bf16_store_colsum`, whose comment gives the order and launch.
+// `colsum_bf16` sums the columns of a contiguous row-major bf16 `rows x cols` matrix per chunk
+// of rows in f32 (the bias gradient of a layer whose output gradient is bf16 already):
+// common.cuh's `colsum_chunks`, same order and launch.
 
 #define COPY(NAME, T)                                                                          \
     extern "C" __global__ void NAME(const T* src, T* dst, i64 n, Dims d) {                     \
@@ -141,4 +144,9 @@ extern "C" __global__ void cast_f32_bf16_colsum(const float* src, bf16_bits* dst
                                                  i64 rows, i64 cols, i64 rows_per_chunk) {
     bf16_store_colsum([&](i64 i) { return src[i]; }, (u16*)dst, partial, rows, cols,
                       rows_per_chunk);
+}
+
+extern "C" __global__ void colsum_bf16(const u16* src, float* partial, i64 rows, i64 cols,
+                                       i64 rows_per_chunk) {
+    colsum_chunks([&](i64 i) { return bf16_value(src[i]); }, partial, rows, cols, rows_per_chunk);
 }

@@ -8,15 +8,19 @@
 // Launch: 1-D grid-stride, 256 threads per block.
 //
 // The middle of a two-layer MLP at bf16 matmul precision (`Tensor::mlp2`; CPU reference: the
-// composed linear, activation, linear), for the activations of `MlpActivation`:
-// `<op>_to_bf16_f32(h, a, n)`: a = bf16(f(h)) for contiguous f32 h[n] (the second layer's
-// operand, without an f32 copy of the activation). 1-D grid-stride, 256 threads per block.
-// `<op>_bw_bf16_colsum_f32(h, da, dh, partial, rows, cols, rows_per_chunk)`: for row-major
-// `rows x cols` h and da, dh = bf16(da * f'(h, f(h))) (the first layer's output gradient, as
-// its products read it) and, in the same pass, the f32 column sums of da * f'(..) over each
-// chunk of rows into partial[chunk * cols + col] (its bias gradient, finished on the Rust
-// side): common.cuh's `bf16_store_colsum` (blocks of 32 x 8 threads, grid
-// (ceil(cols / 32), chunks)), as copy.cu's `cast_f32_bf16_colsum` sums a linear layer's.
+// composed linear, activation, linear with the first layer's output and the activation's
+// gradient rounded to bf16), for the activations of `MlpActivation`; every operand is bf16,
+// as under PyTorch's autocast, the arithmetic f32:
+// `<op>_to_bf16_bf16(h, a, n)`: a = bf16(f(h)) for contiguous h[n] (the first layer's output;
+// a is the second layer's operand). 1-D grid-stride over pairs of elements (one 4-byte load
+// and store each; the last element of an odd n alone), 256 threads per block.
+// `<op>_bw_bf16_colsum_bf16(h, da, dh, partial, rows, cols, rows_per_chunk)`: for row-major
+// `rows x cols` h and da (the activation's gradient), dh = bf16(da * f'(h, f(h))) (the first
+// layer's output gradient, as its products read it) and, in the same pass, the f32 column
+// sums of dh as stored over each chunk of rows into partial[chunk * cols + col] (its bias
+// gradient, finished on the Rust side): common.cuh's `bf16_store_colsum` (blocks of 32 x 8
+// threads, grid (ceil(cols / 32), chunks)), as copy.cu's `cast_f32_bf16_colsum` sums a linear
+// layer's.
 
 template <typename T> __device__ __forceinline__ T sigmoid_(T x) { return T(1) / (T(1) + exp(-x)); }
 template <typename T> __device__ __forceinline__ T pow_scalar_(T x, double p) {
@@ -90,17 +94,27 @@ UNARY(pow_scalar, pow_scalar_(x, p0), T(p0) * pow_scalar_(x, p0 - 1.0))
 UNARY(rdiv_scalar, T(p0) / x, -y / x)
 
 #define MLP_ACT(NAME)                                                                          \
-    extern "C" __global__ void NAME##_to_bf16_f32(const float* h, u16* a, i64 n) {             \
-        FOR_EACH_INDEX(i, n) { a[i] = bf16_bits_of(NAME##_f<float>(h[i], 0.0, 0.0)); }         \
-    }                                                                                          \
-    extern "C" __global__ void NAME##_bw_bf16_colsum_f32(const float* h, const float* da,      \
-                                                         u16* dh, float* partial, i64 rows,    \
-                                                         i64 cols, i64 rows_per_chunk) {       \
-        auto value = [&](i64 i) {                                                              \
-            const float hv = h[i];                                                             \
-            return da[i] * NAME##_df<float>(hv, NAME##_f<float>(hv, 0.0, 0.0), 0.0, 0.0);      \
+    extern "C" __global__ void NAME##_to_bf16_bf16(const u16* h, u16* a, i64 n) {              \
+        auto f = [](u16 v) {                                                                   \
+            return (u32)bf16_bits_of(NAME##_f<float>(bf16_value(v), 0.0, 0.0));                \
         };                                                                                     \
-        bf16_store_colsum(value, dh, partial, rows, cols, rows_per_chunk);                     \
+        const u32* h2 = (const u32*)h;                                                         \
+        u32* a2 = (u32*)a;                                                                     \
+        FOR_EACH_INDEX(i, n / 2) {                                                             \
+            const u32 v = h2[i];                                                               \
+            a2[i] = f((u16)(v & 0xffffu)) | (f((u16)(v >> 16)) << 16);                         \
+        }                                                                                      \
+        if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) a[n - 1] = (u16)f(h[n - 1]);       \
+    }                                                                                          \
+    extern "C" __global__ void NAME##_bw_bf16_colsum_bf16(const u16* h, const u16* da,         \
+                                                          u16* dh, float* partial, i64 rows,   \
+                                                          i64 cols, i64 rows_per_chunk) {      \
+        auto value = [&](i64 i) {                                                              \
+            const float hv = bf16_value(h[i]);                                                 \
+            return bf16_value(da[i]) *                                                         \
+                   NAME##_df<float>(hv, NAME##_f<float>(hv, 0.0, 0.0), 0.0, 0.0);              \
+        };                                                                                     \
+        bf16_store_colsum<true>(value, dh, partial, rows, cols, rows_per_chunk);               \
     }
 
 MLP_ACT(relu)

@@ -1,5 +1,6 @@
 // blas_common.h: what the emulator's cuBLAS and cuBLASLt share: status and data-type codes,
-// TF32 rounding, reading an f32/bf16/f16 element, and the column-major reference GEMM.
+// TF32 rounding, reading an f32/bf16/f16 element, storing a bf16 one, and the column-major
+// reference GEMM.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -40,6 +41,14 @@ static inline float load(const void* p, int type, long long i) {
         }
         default: return (float)((const _Float16*)p)[i];
     }
+}
+
+// f32 to bf16, rounded to nearest even as the hardware stores it (NaN stays a quiet NaN).
+static inline uint16_t store_bf16(float x) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 template <typename T, typename LoadA, typename LoadB>

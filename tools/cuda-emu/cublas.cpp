@@ -104,9 +104,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(void*, int ta, int tb, int m, int n, i
         for (int j = 0; j < n; ++j)
             for (int i = 0; i < m; ++i) {
                 const size_t at_ = i + (size_t)j * ldc;
-                uint32_t u;
-                std::memcpy(&u, &tmp[at_], 4);
-                c16[at_] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+                c16[at_] = store_bf16(tmp[at_]);
             }
     }
     return CUBLAS_STATUS_SUCCESS;

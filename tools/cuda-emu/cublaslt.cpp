@@ -1,9 +1,11 @@
 // cublaslt.cpp: libcublasLt.so of selfsup's CUDA emulator: the one cuBLASLt product selfsup
-// calls (`cuda::lt`: bf16 or f32 operands, f32 output, f32 compute, with or without the BIAS
-// epilogue), as a plain column-major loop on the host over the emulator's device memory.
-// Semantics as cuBLASLt documents them: D = alpha * op(A) * op(B) + beta * C (+ bias[i] on
-// every column of D with CUBLASLT_EPILOGUE_BIAS, the bias in D's type); layouts are
-// column-major (rows, cols, ld) of the stored matrices, before op(); one batch entry.
+// calls (`cuda::lt`: bf16 or f32 operands, f32 or bf16 output (C and D of one type), f32
+// compute, with or without the BIAS epilogue), as a plain column-major loop on the host over
+// the emulator's device memory. Semantics as cuBLASLt documents them: D = alpha * op(A) *
+// op(B) + beta * C (+ bias[i] on every column of D with CUBLASLT_EPILOGUE_BIAS, the bias in
+// D's type unless CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE says f32), summed in f32 and rounded
+// once to D's type (to nearest even for bf16); layouts are column-major (rows, cols, ld) of
+// the stored matrices, before op(); one batch entry.
 #include "blas_common.h"
 
 #include <cstdint>
@@ -19,7 +21,7 @@ struct Desc {
     int transa = 0, transb = 0;
     uint32_t epilogue = 1;  // CUBLASLT_EPILOGUE_DEFAULT
     const void* bias = nullptr;
-    int bias_type = CUDA_R_32F;
+    int bias_type = -1;  // D's type
 };
 // Attribute codes of cublasLtMatmulDescAttributes_t and epilogues that are emulated.
 enum { DESC_TRANSA = 3, DESC_TRANSB = 4, DESC_EPILOGUE = 7, DESC_BIAS_POINTER = 8, DESC_BIAS_DATA_TYPE = 26 };
@@ -94,9 +96,11 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(void*, int, const void*, siz
 // Checks what the emulated product supports; one "algorithm" when it does.
 static bool supported(const Desc* d, const Layout* a, const Layout* b, const Layout* c, const Layout* dd) {
     const bool ops = (a->type == CUDA_R_16BF || a->type == CUDA_R_32F) && b->type == a->type;
-    return ops && c->type == CUDA_R_32F && dd->type == CUDA_R_32F && d->compute == COMPUTE_32F &&
-           d->scale == CUDA_R_32F && (d->epilogue == EPILOGUE_DEFAULT || d->epilogue == EPILOGUE_BIAS) &&
-           d->bias_type == CUDA_R_32F;
+    const bool out = (dd->type == CUDA_R_32F || dd->type == CUDA_R_16BF) && c->type == dd->type;
+    const int bias = d->bias_type == -1 ? dd->type : d->bias_type;
+    return ops && out && d->compute == COMPUTE_32F && d->scale == CUDA_R_32F &&
+           (d->epilogue == EPILOGUE_DEFAULT || d->epilogue == EPILOGUE_BIAS) &&
+           (bias == dd->type || bias == CUDA_R_32F);
 }
 
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(void*, Desc* d, Layout* a, Layout* b, Layout* c, Layout* dd, void*,
@@ -128,14 +132,18 @@ cublasStatus_t cublasLtMatmul(void*, Desc* d, const void* alpha, const void* A, 
     std::vector<float> out((size_t)(m * n));
     for (long long j = 0; j < n; ++j)
         for (long long i = 0; i < m; ++i)
-            out[i + j * m] = b0 == 0.0f ? 0.0f : b0 * ((const float*)C)[i + j * lc->ld];
+            out[i + j * m] = b0 == 0.0f ? 0.0f : b0 * load(C, lc->type, i + j * lc->ld);
     gemm<float>(d->transa, d->transb, (int)m, (int)n, (int)k, *(const float*)alpha, la->ld, lb->ld, 1.0f, out.data(),
                 m, [&](long long i) { return load(A, la->type, i); }, [&](long long i) { return load(B, lb->type, i); });
+    const int bias_type = d->bias_type == -1 ? ld->type : d->bias_type;
     for (long long j = 0; j < n; ++j)
         for (long long i = 0; i < m; ++i) {
             float v = out[i + j * m];
-            if (d->epilogue == EPILOGUE_BIAS) v += ((const float*)d->bias)[i];
-            ((float*)D)[i + j * ld->ld] = v;
+            if (d->epilogue == EPILOGUE_BIAS) v += load(d->bias, bias_type, i);
+            if (ld->type == CUDA_R_16BF)
+                ((uint16_t*)D)[i + j * ld->ld] = store_bf16(v);
+            else
+                ((float*)D)[i + j * ld->ld] = v;
         }
     return CUBLAS_STATUS_SUCCESS;
 }

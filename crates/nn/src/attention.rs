@@ -1,8 +1,9 @@
 //! Multi-head self-attention `softmax(Q K^T / sqrt(d)) V`, causal and key-padding masks.
 //!
-//! Without a key-padding mask or active attention dropout, the heads run through the fused
-//! [`Tensor::attention_qkv`] (no per-head copies, no stored `T x T` probabilities); otherwise
-//! through the composed ops, which support both.
+//! Without a key-padding mask or active attention dropout, the input projection and the heads
+//! run as one op, [`Tensor::qkv_attention`] (the fused [`Tensor::attention_qkv`]: no per-head
+//! copies, no stored `T x T` probabilities; on a GPU at bf16 precision the projections kept in
+//! bf16); otherwise through the composed ops, which support both.
 
 use std::collections::HashMap;
 
@@ -98,7 +99,7 @@ impl MultiHeadAttention {
         let dropout = self.dropout.as_ref().is_some_and(|d| d.is_active());
         let fusable = matches!(x.dtype(), DType::F32 | DType::F64);
         if key_padding.is_none() && !dropout && fusable {
-            let y = self.qkv.forward(x)?.attention_qkv(h, causal)?;
+            let y = x.qkv_attention(&self.qkv.weight, self.qkv.bias.as_ref(), h, causal)?;
             return self.proj.forward(&y);
         }
         // [B, T, 3, H, dh] -> [3, B, H, T, dh]

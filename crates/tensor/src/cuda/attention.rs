@@ -4,7 +4,9 @@
 //! and each query row's log-sum-exp, and the backward recomputes the probabilities from them.
 //! Two sets of kernels: `kernels/attention.cu` on the CUDA cores in the tensor's dtype, and
 //! `kernels/attention_mma.cu` on the tensor cores (bf16 operands, f32 accumulation) for f32
-//! tensors when the run's matmul precision is bf16 ([`Kernels`]).
+//! tensors when the run's matmul precision is bf16 ([`Kernels`]), and for bf16 projections
+//! (`Tensor::qkv_attention`, whose product stores them in bf16; out, lse and the output
+//! gradient stay f32, the projections' gradient is bf16).
 //!
 //! [`Tensor::attention_qkv`]: crate::Tensor::attention_qkv
 
@@ -25,7 +27,7 @@ pub const HEAD_WIDTHS: [usize; 4] = [16, 32, 64, 128];
 /// compile of the file short).
 pub const HEAD_WIDTHS_F64: [usize; 1] = [64];
 
-/// Head widths of the tensor-core kernels (`attention_mma.cu`; f32 tensors only): the
+/// Head widths of the tensor-core kernels (`attention_mma.cu`; f32 or bf16 projections): the
 /// smallest one at least `dh` is used, the columns past `dh` padded with zeros.
 pub const MMA_HEAD_WIDTHS: [usize; 2] = [32, 64];
 
@@ -90,11 +92,11 @@ pub fn head_width_bound(dtype: DType, batch_heads: usize, dh: usize) -> Option<u
     widths.iter().copied().find(|&w| dh <= w)
 }
 
-/// The tensor-core kernels' head-width bound for `batch * heads` f32 heads of width `dh`, or
-/// `None` when they do not cover the shape (wider heads, too many heads for the grid, another
-/// dtype).
+/// The tensor-core kernels' head-width bound for `batch * heads` heads of width `dh` whose
+/// projections are f32 or bf16 (`dtype`), or `None` when they do not cover the shape (wider
+/// heads, too many heads for the grid, another dtype).
 pub fn mma_head_width_bound(dtype: DType, batch_heads: usize, dh: usize) -> Option<usize> {
-    if dtype != DType::F32 || batch_heads == 0 || batch_heads > MAX_GRID_Y {
+    if !matches!(dtype, DType::F32 | DType::BF16) || batch_heads == 0 || batch_heads > MAX_GRID_Y {
         return None;
     }
     MMA_HEAD_WIDTHS.iter().copied().find(|&w| dh <= w)
@@ -112,7 +114,8 @@ impl AttShape {
 }
 
 /// The kernel-name prefix and suffix (`attention_` + `<dtype>_<bound>`, or `attention_mma_` +
-/// `<bound>`) for `x`'s dtype and the shape, or the error for a shape the kernels do not cover.
+/// `<bound>` for f32 and `bf16_<bound>` for bf16 projections) for `x`'s dtype and the shape, or
+/// the error for a shape the kernels do not cover.
 fn names(
     x: &CudaStorage,
     kernels: Kernels,
@@ -139,7 +142,12 @@ fn names(
                     "{OP}: the tensor-core kernels need compute capability 8.0 or later"
                 )));
             }
-            Ok(("attention_mma_", format!("{w}")))
+            let tag = if x.dtype() == DType::BF16 {
+                "bf16_"
+            } else {
+                ""
+            };
+            Ok(("attention_mma_", format!("{tag}{w}")))
         }
     }
 }
@@ -152,9 +160,19 @@ fn grid(kernels: Kernels, b: usize, t: usize, h: usize) -> LaunchConfig {
     }
 }
 
+/// The dtype of the output, log-sum-exp and output gradient for projections of `dtype`: theirs,
+/// but f32 for bf16 projections.
+fn row_dtype(dtype: DType) -> DType {
+    if dtype == DType::BF16 {
+        DType::F32
+    } else {
+        dtype
+    }
+}
+
 /// Forward over the contiguous packed projections `x` (`[b, t, 3, h, dh]` from element 0):
-/// `(out [b, t, h, dh], lse [b, h, t])`. `dh` must have a [`head_width_bound`] (CUDA cores)
-/// or an [`mma_head_width_bound`] (tensor cores).
+/// `(out [b, t, h, dh], lse [b, h, t])`, in x's dtype (f32 for bf16 `x`). `dh` must have a
+/// [`head_width_bound`] (CUDA cores) or an [`mma_head_width_bound`] (tensor cores).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     x: &CudaStorage,
@@ -168,8 +186,9 @@ pub fn forward(
 ) -> Result<(CudaStorage, CudaStorage)> {
     let (pre, k) = names(x, kernels, b, h, dh)?;
     let be = &x.backend;
-    let out = CudaStorage::alloc(be, x.dtype(), b * t * h * dh)?;
-    let lse = CudaStorage::alloc(be, x.dtype(), b * h * t)?;
+    let rows = row_dtype(x.dtype());
+    let out = CudaStorage::alloc(be, rows, b * t * h * dh)?;
+    let lse = CudaStorage::alloc(be, rows, b * h * t)?;
     if b * t * h * dh == 0 {
         return Ok((out, lse));
     }
@@ -183,9 +202,9 @@ pub fn forward(
     Ok((out, lse))
 }
 
-/// Backward: the gradient of the packed projections (x's layout) from `x`, the forward's `out`
-/// and `lse`, and the output gradient `g` (`[b, t, h, dh]`), all contiguous from element 0;
-/// `kernels` as in the forward.
+/// Backward: the gradient of the packed projections (x's layout and dtype) from `x`, the
+/// forward's `out` and `lse`, and the output gradient `g` (`[b, t, h, dh]`, in `out`'s dtype),
+/// all contiguous from element 0; `kernels` as in the forward.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &CudaStorage,
@@ -202,12 +221,22 @@ pub fn backward(
 ) -> Result<CudaStorage> {
     let (pre, k) = names(x, kernels, b, h, dh)?;
     let be = &x.backend;
+    let rows = row_dtype(x.dtype());
+    for s in [out, lse, g] {
+        if s.dtype() != rows {
+            return Err(crate::error::Error::DTypeMismatch {
+                op: OP,
+                lhs: s.dtype(),
+                rhs: rows,
+            });
+        }
+    }
     let dx = CudaStorage::alloc(be, x.dtype(), b * t * 3 * h * dh)?;
     if b * t * h * dh == 0 {
         return Ok(dx);
     }
     // D_i = dO_i . O_i per query row, written by the dq kernel and read by the dk/dv kernel.
-    let drow = CudaStorage::alloc(be, x.dtype(), b * h * t)?;
+    let drow = CudaStorage::alloc(be, rows, b * h * t)?;
     let shape = AttShape::new(b, t, h, dh);
     let (px, po, pl, pg, pdx, pd, c) = (
         x.ptr(),
@@ -267,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn tensor_core_widths_cover_f32_heads_up_to_64() {
+    fn tensor_core_widths_cover_f32_and_bf16_heads_up_to_64() {
         let f = DType::F32;
         assert_eq!(mma_head_width_bound(f, 8, 1), Some(32));
         assert_eq!(mma_head_width_bound(f, 8, 32), Some(32));
@@ -276,5 +305,7 @@ mod tests {
         assert_eq!(mma_head_width_bound(f, 8, 65), None);
         assert_eq!(mma_head_width_bound(f, 70_000, 64), None);
         assert_eq!(mma_head_width_bound(DType::F64, 8, 64), None);
+        assert_eq!(mma_head_width_bound(DType::BF16, 8, 64), Some(64));
+        assert_eq!(mma_head_width_bound(DType::BF16, 8, 65), None);
     }
 }

@@ -24,8 +24,8 @@ use crate::Device;
 /// Bytes of device workspace cuBLASLt may use (NVIDIA's advice for Hopper is 32 MiB).
 const WORKSPACE_BYTES: usize = 32 << 20;
 
-/// The shape and operand dtype of a product, for the algorithm cache.
-type Key = (usize, usize, usize, DType, bool);
+/// The shape, operand dtype, bias and output dtype of a product, for the algorithm cache.
+type Key = (usize, usize, usize, DType, bool, DType);
 
 /// A cuBLASLt handle, its workspace, and the algorithm chosen for each product shape (`None`:
 /// cuBLASLt declined that shape, which is then composed without asking again).
@@ -47,10 +47,10 @@ impl LtState {
     fn decline(&mut self, key: Key, e: lt::CublasError) -> Result<Option<CudaStorage>> {
         self.algos.insert(key, None);
         if self.declined.is_none() {
-            let (n, k, out, dtype, _) = key;
+            let (n, k, out, dtype, _, to) = key;
             self.declined = Some(format!(
-                "cuBLASLt declined the linear product [{n}, {k}] by [{out}, {k}]ᵀ ({dtype:?}): \
-                 {e:?}; such layers add their bias in a separate kernel"
+                "cuBLASLt declined the linear product [{n}, {k}] by [{out}, {k}]ᵀ ({dtype:?} to \
+                 {to:?}): {e:?}; such layers add their bias in a separate kernel"
             ));
         }
         Ok(None)
@@ -152,7 +152,6 @@ unsafe fn set_attr<T>(
 /// bf16 (f32 accumulation) or both f32 (f32 compute), and an f32 `bias` `[out]` added by the
 /// GEMM's epilogue: the contiguous f32 `[n, out]` result. `Ok(None)` when cuBLASLt is not
 /// available or has no algorithm for this product (the caller composes the layer instead).
-#[allow(clippy::too_many_arguments)]
 pub fn linear(
     x: &CudaStorage,
     w: &CudaStorage,
@@ -161,8 +160,32 @@ pub fn linear(
     k: usize,
     out: usize,
 ) -> Result<Option<CudaStorage>> {
+    linear_to(x, w, bias, n, k, out, DType::F32)
+}
+
+/// [`linear`] with the result stored as `to`: f32, or bf16 (the f32 sum, bias included, rounded
+/// once as the GEMM stores it; for a layer whose output is only read as a bf16 operand). The
+/// bias is in `to`'s dtype, as cuBLASLt takes it by default: a bf16 bias for a bf16 result, as
+/// under PyTorch's autocast.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_to(
+    x: &CudaStorage,
+    w: &CudaStorage,
+    bias: Option<&CudaStorage>,
+    n: usize,
+    k: usize,
+    out: usize,
+    to: DType,
+) -> Result<Option<CudaStorage>> {
     let backend = &x.backend;
     let dtype = x.dtype();
+    if !matches!(to, DType::BF16 | DType::F32) {
+        return Err(Error::UnsupportedDType {
+            op: "linear",
+            dtype: to,
+            supported: "f32, bf16",
+        });
+    }
     if w.dtype() != dtype || !matches!(dtype, DType::BF16 | DType::F32) {
         return Err(Error::DTypeMismatch {
             op: "linear",
@@ -170,8 +193,10 @@ pub fn linear(
             rhs: w.dtype(),
         });
     }
-    if bias.is_some_and(|b| b.dtype() != DType::F32 || b.len() < out) {
-        return Err(backend.err_msg(format!("linear: the bias must be f32 with {out} elements")));
+    if bias.is_some_and(|b| b.dtype() != to || b.len() < out) {
+        return Err(backend.err_msg(format!(
+            "linear: the bias must be {to:?} with {out} elements, as the result"
+        )));
     }
     if x.len() < n * k || w.len() < out * k {
         return Err(backend.err_msg(format!(
@@ -188,7 +213,7 @@ pub fn linear(
         return Ok(None);
     };
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-    let key = (n, k, out, dtype, bias.is_some());
+    let key = (n, k, out, dtype, bias.is_some(), to);
     if let Some(None) = st.algos.get(&key) {
         return Ok(None);
     }
@@ -198,6 +223,11 @@ pub fn linear(
         sys::cudaDataType::CUDA_R_32F
     };
     let f32t = sys::cudaDataType::CUDA_R_32F;
+    let result = if to == DType::BF16 {
+        sys::cudaDataType::CUDA_R_16BF
+    } else {
+        f32t
+    };
     let desc = match lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, f32t) {
         Ok(d) => d,
         Err(e) => return st.decline(key, e),
@@ -207,7 +237,7 @@ pub fn linear(
         layouts: Vec::with_capacity(3),
         pref: None,
     };
-    for (rows, cols, ty) in [(k, out, operands), (k, n, operands), (out, n, f32t)] {
+    for (rows, cols, ty) in [(k, out, operands), (k, n, operands), (out, n, result)] {
         match lt::create_matrix_layout(ty, rows as u64, cols as u64, rows as i64) {
             Ok(l) => d.layouts.push(l),
             Err(e) => return st.decline(key, e),
@@ -229,7 +259,7 @@ pub fn linear(
         set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_TRANSA, &ta)
             .and_then(|_| set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_TRANSB, &tb))
             .and_then(|_| set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue))
-            // The bias's dtype is left at its default, D's (f32).
+            // The bias's dtype is left at its default, D's.
             .and_then(|_| match bias_ptr {
                 Some(p) => set_attr(d.desc, A::CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p),
                 None => Ok(()),
@@ -267,19 +297,20 @@ pub fn linear(
             }
         }
     };
-    let y = CudaStorage::alloc(backend, DType::F32, n * out)?;
+    let y = CudaStorage::alloc(backend, to, n * out)?;
     let (one, zero) = (1.0f32, 0.0f32);
     let stream = backend.stream();
     backend.mark(|| {
         let with = if bias.is_some() { " + bias" } else { "" };
-        format!("cublasLt linear {dtype:?} {n}x{k}x{out}{with}")
+        let into = if to == DType::BF16 { "->BF16" } else { "" };
+        format!("cublasLt linear {dtype:?}{into} {n}x{k}x{out}{with}")
     });
     let r = {
         let (ws, _sync) = st.workspace.device_ptr(stream);
         // SAFETY: the layouts describe x (k x n), W (k x out) and y (out x n) column-major
         // with leading dimensions equal to their row counts, within the buffers checked
-        // above; the bias holds `out` f32; the workspace holds WORKSPACE_BYTES; beta = 0, so
-        // C (= y) is not read.
+        // above; the bias holds `out` elements of y's dtype; the workspace holds
+        // WORKSPACE_BYTES; beta = 0, so C (= y) is not read.
         unsafe {
             lt::matmul(
                 st.handle,

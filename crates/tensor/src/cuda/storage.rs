@@ -342,6 +342,40 @@ impl CudaStorage {
         Ok((out, partial, chunks))
     }
 
+    /// The f32 column sums of this contiguous row-major bf16 `rows x cols` matrix per chunk of
+    /// rows (`kernels/copy.cu`'s `colsum_bf16`): `(partial [chunks, cols], chunks)`, to be
+    /// summed over chunks (a bias's gradient from a bf16 output gradient).
+    pub fn colsum_bf16(&self, rows: usize, cols: usize) -> Result<(CudaStorage, usize)> {
+        const OP: &str = "linear";
+        if self.dtype() != DType::BF16 {
+            return Err(Error::DTypeMismatch {
+                op: OP,
+                lhs: self.dtype(),
+                rhs: DType::BF16,
+            });
+        }
+        if self.len() < rows * cols {
+            return Err(self.backend.err_msg(format!(
+                "{OP}: a buffer of {} elements holds no {rows} x {cols} matrix",
+                self.len()
+            )));
+        }
+        let (per_chunk, chunks, cfg) = colsum_launch(rows, cols);
+        let partial = CudaStorage::alloc(&self.backend, DType::F32, chunks * cols)?;
+        if rows * cols == 0 {
+            return Ok((partial, chunks));
+        }
+        let f = self.backend.function("copy", "colsum_bf16")?;
+        let (s, p) = (self.ptr(), partial.ptr());
+        let (r64, c64, k64) = (rows as i64, cols as i64, per_chunk as i64);
+        let mut b = self.backend.stream().launch_builder(&f);
+        b.arg(&s).arg(&p).arg(&r64).arg(&c64).arg(&k64);
+        // SAFETY: this buffer holds rows * cols bf16 (checked above) and partial chunks * cols
+        // f32; the grid covers every column once per chunk.
+        unsafe { b.launch(cfg) }.map_err(|e| self.backend.err(OP, e))?;
+        Ok((partial, chunks))
+    }
+
     /// The first `n` elements converted to `to` (a new buffer).
     pub fn cast(&self, to: DType, n: usize) -> Result<CudaStorage> {
         let name = format!("cast_{}_{}", dtype_tag(self.dtype()), dtype_tag(to));

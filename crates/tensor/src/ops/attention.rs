@@ -240,6 +240,7 @@ mod gpu {
         use crate::cuda::attention as ca;
         let tensor_cores = crate::precision::matmul_precision()
             == crate::precision::MatmulPrecision::Bf16
+            && x.dtype() == DType::F32
             && ca::mma_head_width_bound(x.dtype(), batch_heads, dh).is_some()
             && match x.device() {
                 Device::Cuda(i) => crate::cuda::CudaBackend::get(i)

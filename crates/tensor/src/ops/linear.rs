@@ -220,7 +220,7 @@ impl Tensor {
 #[cfg(feature = "cuda")]
 pub(crate) mod gpu {
     use super::*;
-    use crate::cuda::matmul::matmul_bf16;
+    use crate::cuda::matmul::matmul_bf16_to;
     use crate::ops::{cuda_ref, dense};
 
     /// A contiguous, detached bf16 copy of the GPU tensor `t`.
@@ -231,8 +231,20 @@ pub(crate) mod gpu {
     /// `a · b` for bf16 `a` `[m, k]` and `b` `[k, n]` (views; cuBLAS reads row- or
     /// column-major ones in place), f32 accumulation: the f32 `[m, n]` product.
     pub(crate) fn product(a: &Tensor, b: &Tensor, m: usize, k: usize, n: usize) -> Result<Tensor> {
+        product_to(a, b, m, k, n, DType::F32)
+    }
+
+    /// [`product`] stored as `to` (f32, or bf16: the f32 sum rounded once as cuBLAS stores it).
+    pub(crate) fn product_to(
+        a: &Tensor,
+        b: &Tensor,
+        m: usize,
+        k: usize,
+        n: usize,
+        to: DType,
+    ) -> Result<Tensor> {
         let (ga, gb) = (a.read(), b.read());
-        let s = matmul_bf16(
+        let s = matmul_bf16_to(
             cuda_ref(OP, &ga)?,
             a.layout(),
             cuda_ref(OP, &gb)?,
@@ -241,25 +253,31 @@ pub(crate) mod gpu {
             m,
             k,
             n,
+            to,
         )?;
         Ok(Tensor::from_storage(Storage::Cuda(s), &[m, n]))
     }
 
     /// `x · Wᵀ + b` through cuBLASLt with the bias in the GEMM's epilogue, for contiguous `x`
-    /// and `W` (bf16 or f32) on a GPU; `None` where cuBLASLt is unavailable or declines.
+    /// and `W` (bf16 or f32) on a GPU, stored as `to` (f32 or bf16; the bias is cast to it);
+    /// `None` where cuBLASLt is unavailable or declines.
     fn fused(
         x: &Tensor,
         w: &Tensor,
         bias: Option<&Tensor>,
-        n: usize,
-        k: usize,
-        out: usize,
+        [n, k, out]: [usize; 3],
+        to: DType,
     ) -> Result<Option<Tensor>> {
-        let b = bias.map(dense).transpose()?;
+        let b = match bias {
+            Some(b) if to == DType::BF16 => Some(bf16_copy(b)?),
+            Some(b) => Some(dense(b)?),
+            None => None,
+        };
         let (gx, gw) = (x.read(), w.read());
         let gb = b.as_ref().map(|b| b.read());
         let bs = gb.as_ref().map(|g| cuda_ref(OP, g)).transpose()?;
-        let y = crate::cuda::lt::linear(cuda_ref(OP, &gx)?, cuda_ref(OP, &gw)?, bs, n, k, out)?;
+        let y =
+            crate::cuda::lt::linear_to(cuda_ref(OP, &gx)?, cuda_ref(OP, &gw)?, bs, n, k, out, to)?;
         Ok(y.map(|y| Tensor::from_storage(Storage::Cuda(y), &[n, out])))
     }
 
@@ -278,7 +296,7 @@ pub(crate) mod gpu {
         if bias.is_none() || !plain(x) || !plain(w) {
             return Ok(None);
         }
-        let Some(y) = fused(&x.detach(), &w.detach(), bias, n, k, out)? else {
+        let Some(y) = fused(&x.detach(), &w.detach(), bias, [n, k, out], DType::F32)? else {
             return Ok(None);
         };
         let mut inputs = vec![x, w];
@@ -320,7 +338,7 @@ pub(crate) mod gpu {
         k: usize,
         out: usize,
     ) -> Result<Tensor> {
-        Ok(match fused(x16, w16, bias, n, k, out)? {
+        Ok(match fused(x16, w16, bias, [n, k, out], DType::F32)? {
             Some(y) => y,
             None => {
                 let y = product(x16, &w16.t()?, n, k, out)?;
@@ -330,6 +348,25 @@ pub(crate) mod gpu {
                 }
             }
         })
+    }
+
+    /// [`affine_bf16`] stored in bf16, as under PyTorch's autocast: the bias rounded to bf16,
+    /// added to the f32 sum in cuBLASLt's epilogue, and the result rounded once (for a layer
+    /// whose output is only read as a bf16 operand, or by a kernel that reads bf16). Where
+    /// cuBLASLt declines, the f32 layer and a cast (the same values, but for the bias's
+    /// rounding).
+    pub(crate) fn affine_to_bf16(
+        x16: &Tensor,
+        w16: &Tensor,
+        bias: Option<&Tensor>,
+        n: usize,
+        k: usize,
+        out: usize,
+    ) -> Result<Tensor> {
+        match fused(x16, w16, bias, [n, k, out], DType::BF16)? {
+            Some(y) => Ok(y),
+            None => dense(&affine_bf16(x16, w16, bias, n, k, out)?.to_dtype(DType::BF16)?),
+        }
     }
 
     /// The bf16 copy of an f32 output gradient `g` `[n, out]` and its column sums (a bias's

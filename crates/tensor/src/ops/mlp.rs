@@ -4,14 +4,21 @@
 //! Its values and gradients are those of [`Tensor::linear`], the activation and
 //! [`Tensor::linear`] again, and everywhere but one place it runs exactly that composition.
 //! The exception is a GPU at bf16 matmul precision ([`crate::precision`]) with f32 operands,
-//! where the composition moves the hidden activation through memory more often than it needs
-//! to: the activation is written in f32, read back to be cast to bf16 for the second product,
-//! and in the backward the activation's gradient is written in f32 and read back to be cast
-//! (with its column sums for the first bias). Fused, the activation kernel writes the second
-//! layer's bf16 operand directly, and the backward's activation kernel writes the first
-//! layer's bf16 output gradient and its column sums in one pass: for GPT-2's MLP (hidden width
-//! 4·768) 4 passes over a `[tokens, 3072]` f32 matrix fewer per step and layer. The
-//! rounding points are the composition's, so the results are the same.
+//! where the composition moves the hidden activation through memory in f32 more often than it
+//! needs to: the first layer's output is written in f32 and read by the activation, the
+//! activation written in f32 and read back to be cast to bf16 for the second product, and in
+//! the backward the activation's gradient and the first layer's output gradient written in
+//! f32 and read back. Fused, as under PyTorch's autocast, everything between the two products
+//! is bf16: the first product stores its output in bf16 (its bias rounded to bf16 and added in
+//! cuBLASLt's epilogue), the activation kernel reads it and writes the second layer's bf16
+//! operand, the backward's second product stores the activation's gradient in bf16, and one
+//! kernel reads it with the first layer's output and writes the first layer's bf16 output
+//! gradient and its column sums. For GPT-2's MLP (hidden width 4·768) that is about 6.5 passes
+//! over a `[tokens, 3072]` f32 matrix's bytes fewer per step and layer than the composition
+//! (2.5 of them from keeping the first layer's output and the activation's gradient in bf16),
+//! and half the memory it holds for the backward. The results are the composition's with the
+//! first layer's output and the activation's gradient rounded to bf16 where PyTorch's autocast
+//! rounds them (and the first bias rounded to bf16), so they differ from it by bf16 rounding.
 
 use crate::error::{shape_err, Result};
 use crate::ops::check_same;
@@ -120,9 +127,11 @@ impl Tensor {
     /// `[hidden, in]`, `w2` `[out, hidden]` (PyTorch's layout) and optional biases `[hidden]`
     /// and `[out]`: the values and gradients of
     /// `self.linear(w1, b1)?` → `act` → `.linear(w2, b2)?`, as one op. On a GPU at bf16 matmul
-    /// precision ([`crate::precision`]) with f32 operands it runs fused (the module
-    /// documentation says what that saves), unless [`crate::ops::fusion::with_gpu_fusion`]
-    /// asks for the composition; elsewhere it is that composition.
+    /// precision ([`crate::precision`]) with f32 operands it runs fused, with the hidden
+    /// layer and its gradient in bf16 as under PyTorch's autocast (the module documentation
+    /// says what that saves and where it rounds), unless
+    /// [`crate::ops::fusion::with_gpu_fusion`] asks for the composition; elsewhere it is that
+    /// composition.
     pub fn mlp2(
         &self,
         w1: &Tensor,
@@ -152,12 +161,15 @@ mod gpu {
     use crate::autograd::BackwardOp;
     use crate::cuda::mlp::{act_backward_bf16_colsum, act_to_bf16};
     use crate::ops::cuda_ref;
-    use crate::ops::linear::gpu::{affine_bf16, bf16_copy, cast_bf16_colsum, product};
+    use crate::ops::linear::gpu::{
+        affine_bf16, affine_to_bf16, bf16_copy, cast_bf16_colsum, product, product_to,
+    };
     use crate::storage::Storage;
+    use crate::DType;
 
     /// The forward: `x`, `W1`, `W2` cast to bf16 once; the first product (with its bias in
-    /// the GEMM's epilogue where cuBLASLt takes it) in f32; its activation straight to bf16;
-    /// the second product in f32.
+    /// the GEMM's epilogue where cuBLASLt takes it) stored in bf16; its activation read and
+    /// written in bf16; the second product in f32.
     pub(super) fn forward_bf16(
         x: &Tensor,
         [w1, w2]: [&Tensor; 2],
@@ -166,7 +178,7 @@ mod gpu {
         [n, k, hid, out]: [usize; 4],
     ) -> Result<Tensor> {
         let (x16, w1_16, w2_16) = (bf16_copy(x)?, bf16_copy(w1)?, bf16_copy(w2)?);
-        let h = affine_bf16(&x16, &w1_16, b1, n, k, hid)?;
+        let h = affine_to_bf16(&x16, &w1_16, b1, n, k, hid)?;
         let a16 = {
             let gh = h.read();
             let a = act_to_bf16(cuda_ref(OP, &gh)?, act.kernel(), n * hid)?;
@@ -201,7 +213,7 @@ mod gpu {
         x16: Option<Tensor>,
         /// `W1` in bf16 (for `dx`).
         w1_16: Option<Tensor>,
-        /// The first layer's f32 output (the activation's input).
+        /// The first layer's output in bf16 (the activation's input).
         h: Option<Tensor>,
         /// The activation in bf16 (for `dW2`).
         a16: Option<Tensor>,
@@ -240,9 +252,9 @@ mod gpu {
             let (Some(h), Some(w2_16), true) = (&self.h, &self.w2_16, first) else {
                 return Ok(grads);
             };
-            // The activation's gradient in f32, then its derivative, the cast and the first
+            // The activation's gradient in bf16, then its derivative, the cast and the first
             // bias's column sums in one pass.
-            let da = product(&g16, w2_16, n, out, hid)?;
+            let da = product_to(&g16, w2_16, n, out, hid, DType::BF16)?;
             let (dh16, db1) = {
                 let (gh, gda) = (h.read(), da.read());
                 let (dh, partial, chunks) = act_backward_bf16_colsum(

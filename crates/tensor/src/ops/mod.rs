@@ -20,6 +20,7 @@ pub mod matmul;
 pub mod mlp;
 pub mod optim;
 pub mod pool;
+pub mod qkv_attention;
 pub mod random;
 pub mod reduce;
 pub mod softmax;

@@ -14,6 +14,7 @@ mod linear_ce;
 mod matmul;
 mod mlp;
 mod profile;
+mod qkv_attention;
 mod reduce;
 mod rows;
 mod transfer;

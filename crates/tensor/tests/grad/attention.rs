@@ -1,6 +1,7 @@
 //! Fused attention on packed projections: gradient checks (causal or not, several heads,
 //! non-contiguous inputs), forward and backward against the composed ops, f32 against f64,
-//! causality, and shape errors.
+//! causality, and shape errors; the same for attention with its input projection
+//! (`qkv_attention`).
 
 use crate::common::*;
 use proptest::prelude::*;
@@ -84,6 +85,71 @@ proptest! {
         let e = f32_vs_f64(|xs| run(&cs, xs, true), &ins).unwrap();
         prop_assert!(e < 1e-4, "{cs:?}: f32 vs f64 {e}");
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(30))]
+
+    /// `qkv_attention` = the input projection, then `attention_qkv`: its gradients in x, W and
+    /// b by finite differences, for an x stored transposed (`[B, D, T]`, a strided view) or
+    /// not and a weight read as every other row of a wider buffer, and its values those of the
+    /// composition.
+    #[test]
+    fn grad_qkv_attention(b in 1usize..=2, t in 1usize..=4, heads in 1usize..=2, dh in 1usize..=2, d in 1usize..=3, causal in any::<bool>(), bias in any::<bool>(), tx in any::<bool>(), seed in 0u64..1000) {
+        let o = 3 * heads * dh;
+        let x = uniform(&if tx { [b, d, t] } else { [b, t, d] }, seed, -1.0, 1.0);
+        let w = uniform(&[2 * o, d], seed + 1, -1.0, 1.0);
+        let bv = uniform(&[o], seed + 2, -0.5, 0.5);
+        let parts = |xs: &[Tensor]| -> Result<[Tensor; 2]> {
+            let x = if tx { xs[0].transpose(1, 2)? } else { xs[0].clone() };
+            Ok([x, xs[1].reshape(&[o, 2, d])?.select(1, 1)?])
+        };
+        let f = |xs: &[Tensor]| {
+            let [x, w] = parts(xs)?;
+            x.qkv_attention(&w, bias.then_some(&xs[2]), heads, causal)
+        };
+        let ins = [x, w, bv];
+        assert_grad(f, &ins)?;
+        let [x, w] = parts(&ins).unwrap();
+        let composed = x
+            .reshape(&[b * t, d]).unwrap()
+            .linear(&w, bias.then_some(&ins[2])).unwrap()
+            .reshape(&[b, t, o]).unwrap()
+            .attention_qkv(heads, causal).unwrap()
+            .to_vec::<f64>().unwrap();
+        let fused = f(&ins).unwrap().to_vec::<f64>().unwrap();
+        for (a, c) in fused.iter().zip(&composed) {
+            prop_assert!((a - c).abs() < 1e-12, "fused {a} vs composed {c}");
+        }
+        let e = f32_vs_f64(f, &ins).unwrap();
+        prop_assert!(e < 1e-4, "f32 vs f64 {e}");
+    }
+}
+
+#[test]
+fn qkv_attention_names_bad_shapes() {
+    let x = Tensor::zeros(&[2, 3, 4], DType::F32);
+    let err = |x: &Tensor, w: &Tensor, b: Option<&Tensor>, heads| {
+        x.qkv_attention(w, b, heads, false).unwrap_err().to_string()
+    };
+    let e = err(&x, &Tensor::zeros(&[12, 5], DType::F32), None, 2);
+    assert!(
+        e.contains("qkv_attention") && e.contains("[12, 5]") && e.contains("[3E, 4]"),
+        "{e}"
+    );
+    let e = err(&x, &Tensor::zeros(&[10, 4], DType::F32), None, 2);
+    assert!(e.contains("10") && e.contains("2 heads"), "{e}");
+    let w = Tensor::zeros(&[12, 4], DType::F32);
+    let e = err(&x, &w, Some(&Tensor::zeros(&[6], DType::F32)), 2);
+    assert!(e.contains("bias [6]") && e.contains("[12]"), "{e}");
+    let e = err(&Tensor::zeros(&[6, 4], DType::F32), &w, None, 2);
+    assert!(e.contains("[B, T, D]"), "{e}");
+    assert!(x.qkv_attention(&w, None, 0, true).is_err());
+    // The result is [B, T, E].
+    let x = uniform(&[1, 3, 4], 5, -1.0, 1.0);
+    let w = uniform(&[12, 4], 6, -1.0, 1.0);
+    let y = x.qkv_attention(&w, None, 2, true).unwrap();
+    assert_eq!(y.shape(), [1, 3, 4]);
 }
 
 /// Gradients of `sum(f(x) * g)` with respect to `x`.
