@@ -88,6 +88,64 @@ fn cross_entropy_matches_the_cpu_with_ignore_and_smoothing() {
     });
 }
 
+/// Rows far wider than a block (each thread folds a dozen logits into its running log-sum-exp,
+/// then the block merges 256 of them): rows whose max grows at every element (an ascending
+/// ramp), never after the first (descending), large logits, and masked (-inf) logits, with
+/// and without label smoothing, against the CPU.
+#[test]
+fn cross_entropy_over_wide_rows_matches_the_cpu() {
+    on_each_gpu("cross_entropy wide rows", |dev| {
+        let c = 3001;
+        let mut v = Vec::with_capacity(5 * c);
+        let noise = rand(&[5 * c], DType::F64, -3.0, 3.0, 7)
+            .to_vec_f64()
+            .unwrap();
+        for r in 0..5 {
+            for j in 0..c {
+                let e = noise[r * c + j];
+                v.push(match r {
+                    1 => -50.0 + 100.0 * j as f64 / c as f64 + 0.01 * e,
+                    2 => 50.0 - 100.0 * j as f64 / c as f64 + 0.01 * e,
+                    3 if j % 7 == 3 => f64::NEG_INFINITY,
+                    4 => 25.0 * e,
+                    _ => e,
+                });
+            }
+        }
+        let t = Tensor::from_vec(vec![5i64, 2999, 0, 12, 1500], &[5]).unwrap();
+        for dtype in [DType::F32, DType::F64] {
+            let x = Tensor::from_vec(v.clone(), &[5, c])
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            for smoothing in [0.0, 0.1] {
+                let opts = CrossEntropy {
+                    label_smoothing: smoothing,
+                    ..CrossEntropy::default()
+                };
+                // Smoothing averages every logit, so a masked row's loss is infinite on both.
+                let rows = if smoothing > 0.0 {
+                    vec![0, 1, 2, 4]
+                } else {
+                    (0..5).collect()
+                };
+                let idx = Tensor::from_vec(rows.iter().map(|&r| r as i64).collect(), &[rows.len()])
+                    .unwrap();
+                let xs = x.index_select(0, &idx).unwrap();
+                let ts = t.index_select(0, &idx).unwrap();
+                let tdev = ts.to_device(dev).unwrap();
+                let f_dev = |w: &[Tensor]| w[0].cross_entropy_with(&tdev, &opts).unwrap();
+                let f_cpu = |w: &[Tensor]| w[0].cross_entropy_with(&ts, &opts).unwrap();
+                let ((y, g), (yc, gc)) =
+                    (run(dev, &[&xs], &f_dev), run(Device::Cpu, &[&xs], &f_cpu));
+                let what = format!("wide ce {dtype:?} smoothing {smoothing}");
+                compare(&what, &y, &yc, tol(dtype));
+                compare(&format!("{what} grad"), &g[0], &gc[0], tol(dtype));
+            }
+        }
+    });
+}
+
 #[test]
 fn layer_norm_linear_and_attention_match_the_cpu() {
     on_each_gpu("layer_norm / linear / attention", |dev| {
