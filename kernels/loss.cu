@@ -15,9 +15,10 @@
 // `cross_entropy_bw_<f32|f64>`: dx[r, j] = g[0] * scale * (exp(x[r, j] - lse[r]) - eps / c
 // - (1 - eps) [j == t]); g is the loss's gradient (already divided by the counted rows for a
 // mean over device targets), read on the device so the backward pass does not synchronise
-// with the host. `cross_entropy_bw_f32_bf16` stores that f32 gradient rounded to bf16: the
-// operand of the products of a fused linear head at bf16 precision (`linear_cross_entropy`),
-// which then never writes it in f32. One warp per row (blocks of 32 x 8 threads, grid-stride over rows), its lanes
+// with the host. `cross_entropy_fwd_bf16` and `cross_entropy_bw_bf16_bf16` read bf16 logits,
+// as the product of a fused linear head at bf16 precision (`linear_cross_entropy`) stores
+// them (f32 arithmetic; f32 loss, lse and g), and the backward stores the gradient rounded to
+// bf16, the operand of that head's products, which then never exists in f32. One warp per row (blocks of 32 x 8 threads, grid-stride over rows), its lanes
 // striding over the row's columns: no per-element division to find the row (a 64-bit
 // division per element cost more than the element's memory traffic at GPT-2's vocabulary).
 
@@ -82,15 +83,20 @@ __device__ void block_lse(T& m, T& s, T neg_inf) {
     s = (T)ss[32];
 }
 
-template <typename T>
-__device__ void ce_fwd(const T* x, const i64* tg, T* loss, T* lse, i64 n, i64 c, double eps,
+// A logit as the arithmetic's type: itself, or a bf16's f32 value.
+__device__ __forceinline__ float ce_value(float v) { return v; }
+__device__ __forceinline__ double ce_value(double v) { return v; }
+__device__ __forceinline__ float ce_value(u16 v) { return bf16_value(v); }
+
+template <typename T, typename X>
+__device__ void ce_fwd(const X* x, const i64* tg, T* loss, T* lse, i64 n, i64 c, double eps,
                        int has_ignore, i64 ignore) {
     const T neg_inf = (T)(-__longlong_as_double(0x7ff0000000000000LL));
     for (i64 r = blockIdx.x; r < n; r += gridDim.x) {
-        const T* row = x + r * c;
+        const X* row = x + r * c;
         T m = neg_inf, s = T(0), total = T(0);
         for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
-            const T v = row[j];
+            const T v = ce_value(row[j]);
             lse_add(m, s, v, neg_inf);
             total += v;
         }
@@ -102,7 +108,7 @@ __device__ void ce_fwd(const T* x, const i64* tg, T* loss, T* lse, i64 n, i64 c,
             const i64 t = ce_class(tg[r], c, has_ignore, ignore);
             T v = T(0);
             if (t >= 0) {
-                v = l - row[t];
+                v = l - ce_value(row[t]);
                 if (eps > 0.0) v = T(1.0 - eps) * v + T(eps) * (l - total / T(c));
             } else if (t == -2) {
                 v = (T)__longlong_as_double(0x7ff8000000000000LL);
@@ -112,24 +118,24 @@ __device__ void ce_fwd(const T* x, const i64* tg, T* loss, T* lse, i64 n, i64 c,
     }
 }
 
-// The gradient as stored: T itself, or (for `cross_entropy_bw_f32_bf16`) rounded to bf16.
+// The gradient as stored: T itself, or (for `cross_entropy_bw_bf16_bf16`) rounded to bf16.
 template <typename T> __device__ __forceinline__ T ce_store(T v, T*) { return v; }
 __device__ __forceinline__ u16 ce_store(float v, u16*) { return bf16_bits_of(v); }
 
-template <typename T, typename O>
-__device__ void ce_bw(const T* x, const i64* tg, const T* lse, const T* g, O* dx, i64 n, i64 c,
+template <typename T, typename O, typename X>
+__device__ void ce_bw(const X* x, const i64* tg, const T* lse, const T* g, O* dx, i64 n, i64 c,
                       double scale, double eps, int has_ignore, i64 ignore) {
     const T s = g[0] * T(scale);
     const T smooth = T(eps / (double)c), hit = T(1.0 - eps) * s;
     for (i64 r = (i64)blockIdx.x * blockDim.y + threadIdx.y; r < n; r += (i64)gridDim.x * blockDim.y) {
         const i64 t = ce_class(tg[r], c, has_ignore, ignore);
         const T l = lse[r];
-        const T* xr = x + r * c;
+        const X* xr = x + r * c;
         O* dr = dx + r * c;
         for (i64 j = threadIdx.x; j < c; j += blockDim.x) {
             T v = T(0);
             if (t >= 0) {
-                v = (exp(xr[j] - l) - smooth) * s;
+                v = (exp(ce_value(xr[j]) - l) - smooth) * s;
                 if (j == t) v -= hit;
             } else if (t == -2) {
                 v = (T)__longlong_as_double(0x7ff8000000000000LL);
@@ -143,21 +149,27 @@ __device__ void ce_bw(const T* x, const i64* tg, const T* lse, const T* g, O* dx
     extern "C" __global__ void cross_entropy_fwd_##TAG(const T* x, const i64* tg, T* loss,       \
                                                        T* lse, i64 n, i64 c, double eps,        \
                                                        int has_ignore, i64 ignore) {            \
-        ce_fwd<T>(x, tg, loss, lse, n, c, eps, has_ignore, ignore);                              \
+        ce_fwd<T, T>(x, tg, loss, lse, n, c, eps, has_ignore, ignore);                              \
     }                                                                                            \
     extern "C" __global__ void cross_entropy_bw_##TAG(const T* x, const i64* tg, const T* lse,   \
                                                       const T* g, T* dx, i64 n, i64 c,           \
                                                       double scale, double eps, int has_ignore, \
                                                       i64 ignore) {                              \
-        ce_bw<T, T>(x, tg, lse, g, dx, n, c, scale, eps, has_ignore, ignore);                    \
+        ce_bw<T, T, T>(x, tg, lse, g, dx, n, c, scale, eps, has_ignore, ignore);                    \
     }
 
 CE_KERNELS(float, f32)
 CE_KERNELS(double, f64)
 
-extern "C" __global__ void cross_entropy_bw_f32_bf16(const float* x, const i64* tg,
-                                                     const float* lse, const float* g, u16* dx,
-                                                     i64 n, i64 c, double scale, double eps,
-                                                     int has_ignore, i64 ignore) {
-    ce_bw<float, u16>(x, tg, lse, g, dx, n, c, scale, eps, has_ignore, ignore);
+extern "C" __global__ void cross_entropy_fwd_bf16(const u16* x, const i64* tg, float* loss,
+                                                  float* lse, i64 n, i64 c, double eps,
+                                                  int has_ignore, i64 ignore) {
+    ce_fwd<float, u16>(x, tg, loss, lse, n, c, eps, has_ignore, ignore);
+}
+
+extern "C" __global__ void cross_entropy_bw_bf16_bf16(const u16* x, const i64* tg,
+                                                      const float* lse, const float* g, u16* dx,
+                                                      i64 n, i64 c, double scale, double eps,
+                                                      int has_ignore, i64 ignore) {
+    ce_bw<float, u16, u16>(x, tg, lse, g, dx, n, c, scale, eps, has_ignore, ignore);
 }

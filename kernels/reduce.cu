@@ -70,7 +70,8 @@ REDUCE(min, MinOp, double, f64, __longlong_as_double(0x7ff0000000000000LL))
 // Arg-reductions: out[r] = index (i64) of the max (min) of row r, the first one on ties; a NaN
 // beats every number and the first NaN wins, as the CPU's `arg_rows`. Same layout and launch as
 // the reductions above, with (value, index) pairs folded instead of values.
-// Kernels: `argreduce_<max|min>_<f32|f64>`.
+// Kernels: `argreduce_<max|min>_<f32|f64|bf16>` (bf16 values compared as f32: a fused language-
+// model head's logits, for a token accuracy).
 template <typename T> struct ArgPair {
     T v;
     i64 i;
@@ -85,15 +86,20 @@ template <typename T, bool MAX> __device__ __forceinline__ ArgPair<T> arg_pick(A
     return a.i <= b.i ? a : b;
 }
 
-template <typename T, bool MAX>
-__device__ void argreduce_rows(const T* x, i64* out, i64 rows, i64 len, const Dims& d) {
+// An element as the value compared: itself, or a bf16's f32 value.
+__device__ __forceinline__ float arg_value(float v) { return v; }
+__device__ __forceinline__ double arg_value(double v) { return v; }
+__device__ __forceinline__ float arg_value(u16 v) { return bf16_value(v); }
+
+template <typename T, bool MAX, typename S>
+__device__ void argreduce_rows(const S* x, i64* out, i64 rows, i64 len, const Dims& d) {
     __shared__ T sv[32];
     __shared__ i64 si[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
     for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
         ArgPair<T> acc = {(T)0, -1};  // index -1: no element yet
         for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
-            ArgPair<T> e = {x[operand_offset(d, 0, r * len + j)], j};
+            ArgPair<T> e = {arg_value(x[operand_offset(d, 0, r * len + j)]), j};
             acc = arg_pick<T, MAX>(acc, e);
         }
         for (int o = 16; o > 0; o >>= 1) {
@@ -118,16 +124,18 @@ __device__ void argreduce_rows(const T* x, i64* out, i64 rows, i64 len, const Di
     }
 }
 
-#define ARGREDUCE(KIND, MAX, T, TAG)                                                           \
-    extern "C" __global__ void argreduce_##KIND##_##TAG(const T* x, i64* out, i64 rows, i64 len, \
+#define ARGREDUCE(KIND, MAX, T, S, TAG)                                                        \
+    extern "C" __global__ void argreduce_##KIND##_##TAG(const S* x, i64* out, i64 rows, i64 len, \
                                                         Dims d) {                              \
         argreduce_rows<T, MAX>(x, out, rows, len, d);                                          \
     }
 
-ARGREDUCE(max, true, float, f32)
-ARGREDUCE(max, true, double, f64)
-ARGREDUCE(min, false, float, f32)
-ARGREDUCE(min, false, double, f64)
+ARGREDUCE(max, true, float, float, f32)
+ARGREDUCE(max, true, double, double, f64)
+ARGREDUCE(max, true, float, u16, bf16)
+ARGREDUCE(min, false, float, float, f32)
+ARGREDUCE(min, false, double, double, f64)
+ARGREDUCE(min, false, float, u16, bf16)
 
 // Non-finite probe over many tensors in one launch (a training step's check that no gradient
 // or running statistic holds a NaN or an infinity). `table` holds 3 u64 words per chunk of at

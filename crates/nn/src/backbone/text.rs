@@ -167,7 +167,7 @@ impl TextTransformer {
     /// The cross-entropy of [`TextTransformer::logits`] of `hidden` `[B, T, dim]` against
     /// token ids `targets` `[B, T]`, with the head and the loss as one op
     /// ([`Tensor::linear_cross_entropy`], fused on a GPU at bf16 matmul precision). Returns
-    /// the loss and the logits `[B, T, vocab]` (without a gradient).
+    /// the loss and the logits `[B, T, vocab]` (without a gradient; bf16 where fused).
     pub fn head_cross_entropy(
         &self,
         hidden: &Tensor,

@@ -73,8 +73,8 @@ pub fn thread_per_row(rows: usize, len: usize) -> bool {
 }
 
 /// Index (i64) of the maximum (`max`) or minimum of each of the `rows` rows of `len > 0`
-/// elements of `x` at layout `l` (reduced axis last): the first one on ties, the first NaN if
-/// there is one, as the CPU's `arg_rows`.
+/// elements of `x` (f32, f64 or bf16) at layout `l` (reduced axis last): the first one on ties,
+/// the first NaN if there is one, as the CPU's `arg_rows`.
 pub fn arg_rows(
     op: &'static str,
     max: bool,
@@ -83,7 +83,10 @@ pub fn arg_rows(
     rows: usize,
     len: usize,
 ) -> Result<CudaStorage> {
-    let tag = super::launch::float_tag(op, x.dtype())?;
+    let tag = match x.dtype() {
+        crate::DType::BF16 => "bf16",
+        d => super::launch::float_tag(op, d)?,
+    };
     let out = CudaStorage::alloc(&x.backend, crate::DType::I64, rows)?;
     if rows == 0 || len == 0 {
         return Ok(out);

@@ -49,8 +49,9 @@ impl Ignore {
     }
 }
 
-/// Cross-entropy forward over contiguous logits `x` (`n * c` elements from element 0) and
-/// targets `tg` (i64, contiguous from element 0): per-row losses and log-sum-exps.
+/// Cross-entropy forward over contiguous logits `x` (`n * c` elements from element 0; f32, f64,
+/// or bf16) and targets `tg` (i64, contiguous from element 0): per-row losses and
+/// log-sum-exps, in x's dtype (f32 for bf16 logits).
 pub fn cross_entropy_forward(
     x: &CudaStorage,
     tg: &CudaStorage,
@@ -59,7 +60,10 @@ pub fn cross_entropy_forward(
     eps: f64,
     ignore: Ignore,
 ) -> Result<(CudaStorage, CudaStorage)> {
-    let t = float_tag("cross_entropy", x.dtype())?;
+    let (t, out) = match x.dtype() {
+        DType::BF16 => ("bf16", DType::F32),
+        d => (float_tag("cross_entropy", d)?, d),
+    };
     if tg.dtype() != DType::I64 {
         return Err(Error::DTypeMismatch {
             op: "cross_entropy",
@@ -67,8 +71,8 @@ pub fn cross_entropy_forward(
             rhs: DType::I64,
         });
     }
-    let loss = CudaStorage::alloc(&x.backend, x.dtype(), n)?;
-    let lse = CudaStorage::alloc(&x.backend, x.dtype(), n)?;
+    let loss = CudaStorage::alloc(&x.backend, out, n)?;
+    let lse = CudaStorage::alloc(&x.backend, out, n)?;
     if n == 0 {
         return Ok((loss, lse));
     }
@@ -94,8 +98,9 @@ pub fn cross_entropy_forward(
 }
 
 /// Cross-entropy backward: `dx` for contiguous logits `x`, given the saved `lse`, the targets
-/// and the loss's gradient `g` (one element, on the device); in `x`'s dtype, or with `bf16`
-/// (f32 logits only) rounded to bf16, the operand of a fused linear head's products.
+/// and the loss's gradient `g` (one element, on the device): in `x`'s dtype (f32 or f64), or
+/// for bf16 logits with `bf16` (whose `lse` and `g` are f32) rounded to bf16, the operand of a
+/// fused linear head's products.
 #[allow(clippy::too_many_arguments)]
 pub fn cross_entropy_backward(
     x: &CudaStorage,
@@ -110,15 +115,17 @@ pub fn cross_entropy_backward(
     ignore: Ignore,
     bf16: bool,
 ) -> Result<CudaStorage> {
-    let t = float_tag("cross_entropy", x.dtype())?;
     let (kernel, out) = match (bf16, x.dtype()) {
-        (false, d) => (format!("cross_entropy_bw_{t}"), d),
-        (true, DType::F32) => ("cross_entropy_bw_f32_bf16".to_string(), DType::BF16),
+        (true, DType::BF16) => ("cross_entropy_bw_bf16_bf16".to_string(), DType::BF16),
+        (false, d) => (
+            format!("cross_entropy_bw_{}", float_tag("cross_entropy", d)?),
+            d,
+        ),
         (true, d) => {
             return Err(Error::DTypeMismatch {
                 op: "cross_entropy",
                 lhs: d,
-                rhs: DType::F32,
+                rhs: DType::BF16,
             })
         }
     };
@@ -127,7 +134,7 @@ pub fn cross_entropy_backward(
         return Ok(dx);
     }
     let f = x.backend.function("loss", &kernel)?;
-    let size = x.dtype().size_in_bytes() as u64;
+    let size = g.dtype().size_in_bytes() as u64;
     let (px, pt, pl, pg, pd) = (
         x.ptr(),
         tg.ptr(),

@@ -282,10 +282,15 @@ pub(crate) mod cuda_ce {
                 let _g = crate::no_grad();
                 let skip = Tensor::full_on(skip as f64, &[], DType::F64, x.device())?;
                 let counted = t64.to_dtype(DType::F64)?.ne(&skip)?.sum_all()?;
+                // In the loss's dtype: f32 for bf16 logits.
+                let dtype = match x.dtype() {
+                    DType::BF16 => DType::F32,
+                    d => d,
+                };
                 let inv = counted
                     .clamp(1.0, f64::INFINITY)?
                     .rdiv_scalar(1.0)?
-                    .to_dtype(x.dtype())?;
+                    .to_dtype(dtype)?;
                 (1.0, Some(inv))
             }
         };
@@ -331,7 +336,7 @@ pub(crate) mod cuda_ce {
 
     /// The gradient of the loss with respect to contiguous logits `x` `[n, c]`, given the
     /// forward's `lse` and the loss's gradient `g` (one element on the device): in `x`'s dtype,
-    /// or for f32 logits with `bf16` in bf16 (the operand of a fused head's products).
+    /// or for bf16 logits with `bf16` in bf16 (the operand of a fused head's products).
     pub(crate) fn logits_grad(
         x: &Tensor,
         s: &Scaled,

@@ -83,9 +83,10 @@ fn broadcast_gradients_are_summed_back_on_the_gpu() {
 #[test]
 fn argmax_and_argmin_match_the_cpu() {
     on_each_gpu("argmax", |dev| {
-        // Values on a coarse grid (many ties), rows longer than a block, a NaN in some rows, f32
-        // and f64, and a transposed view.
-        for dtype in [DType::F32, DType::F64] {
+        // Values on a coarse grid (many ties), rows longer than a block, a NaN in some rows, f32,
+        // f64 and bf16 (against the CPU's f32: the values are exact in bf16), and a transposed
+        // view.
+        for dtype in [DType::F32, DType::F64, DType::BF16] {
             let mut v: Vec<f64> = rand(&[6, 700], DType::F64, -4.0, 4.0, 12)
                 .to_vec::<f64>()
                 .unwrap()
@@ -107,8 +108,24 @@ fn argmax_and_argmin_match_the_cpu() {
                         g.argmin(axis, true).unwrap(),
                     );
                     assert_eq!((a.device(), a.dtype()), (dev, DType::I64));
-                    compare("argmax", &a, &view.argmax(axis, false).unwrap(), 0.0);
-                    compare("argmin", &b, &view.argmin(axis, true).unwrap(), 0.0);
+                    let cpu = if dtype == DType::BF16 {
+                        view.to_dtype(DType::F32).unwrap()
+                    } else {
+                        view.clone()
+                    };
+                    let what = format!("{dtype:?} axis {axis}");
+                    compare(
+                        &format!("argmax {what}"),
+                        &a,
+                        &cpu.argmax(axis, false).unwrap(),
+                        0.0,
+                    );
+                    compare(
+                        &format!("argmin {what}"),
+                        &b,
+                        &cpu.argmin(axis, true).unwrap(),
+                        0.0,
+                    );
                 }
             }
         }
