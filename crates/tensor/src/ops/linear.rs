@@ -382,6 +382,16 @@ pub(crate) mod gpu {
         ))
     }
 
+    /// The f32 column sums of a contiguous bf16 gradient `g16` `[n, out]` (a bias's gradient
+    /// where the output gradient exists only in bf16).
+    pub(crate) fn colsum_bf16(g16: &Tensor, n: usize, out: usize) -> Result<Tensor> {
+        let (partial, chunks) = {
+            let gd = g16.read();
+            cuda_ref(OP, &gd)?.colsum_bf16(n, out)?
+        };
+        Tensor::from_storage(Storage::Cuda(partial), &[chunks, out]).sum(&[0], false)
+    }
+
     /// The backward of [`forward_bf16`], holding its bf16 operands.
     struct LinearBackBf16 {
         /// `x` in bf16, when `W` needs a gradient.

@@ -77,10 +77,8 @@ impl Tensor {
 mod gpu {
     use super::*;
     use crate::autograd::BackwardOp;
-    use crate::ops::cuda_ref;
-    use crate::ops::linear::gpu::{affine_to_bf16, bf16_copy, product};
+    use crate::ops::linear::gpu::{affine_to_bf16, bf16_copy, colsum_bf16, product};
     use crate::ops::loss::cuda_ce::{forward_values, logits_grad, scaled_device_targets, Scaled};
-    use crate::storage::Storage;
 
     /// The forward: `x` and `W` cast to bf16 once, the logits stored in bf16 by the product
     /// (bias in its epilogue where cuBLASLt takes it), the cross-entropy's forward kernel on
@@ -148,12 +146,7 @@ mod gpu {
                 grads[1] = Some(product(&g16.t()?, x16, c, n, k)?);
             }
             if inputs.get(3).is_some_and(|b| b.requires_grad()) {
-                let (partial, chunks) = {
-                    let gd = g16.read();
-                    cuda_ref(OP, &gd)?.colsum_bf16(n, c)?
-                };
-                let partial = Tensor::from_storage(Storage::Cuda(partial), &[chunks, c]);
-                grads[3] = Some(partial.sum(&[0], false)?);
+                grads[3] = Some(colsum_bf16(&g16, n, c)?);
             }
             Ok(grads)
         }

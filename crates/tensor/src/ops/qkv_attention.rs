@@ -91,7 +91,7 @@ mod gpu {
     use crate::cuda::attention::{self as ca, Kernels};
     use crate::ops::attention::{gpu_attention, GpuAttention};
     use crate::ops::fusion::{gpu_fusion, GpuFusion};
-    use crate::ops::linear::gpu::{affine_to_bf16, bf16_copy, product};
+    use crate::ops::linear::gpu::{affine_to_bf16, bf16_copy, colsum_bf16, product};
     use crate::ops::{cuda_ref, dense};
     use crate::precision::{matmul_precision, MatmulPrecision};
     use crate::storage::Storage;
@@ -215,12 +215,7 @@ mod gpu {
                 Tensor::from_storage(Storage::Cuda(s), &[n, o])
             };
             if inputs.get(2).is_some_and(|b| b.requires_grad()) {
-                let (partial, chunks) = {
-                    let gd = dqkv16.read();
-                    cuda_ref(OP, &gd)?.colsum_bf16(n, o)?
-                };
-                let partial = Tensor::from_storage(Storage::Cuda(partial), &[chunks, o]);
-                grads[2] = Some(partial.sum(&[0], false)?);
+                grads[2] = Some(colsum_bf16(&dqkv16, n, o)?);
             }
             if let (true, Some(x16)) = (w.requires_grad(), &self.x16) {
                 grads[1] = Some(product(&dqkv16.t()?, x16, o, n, d)?);

@@ -7,18 +7,10 @@ use selfsup_tensor::ops::loss::CrossEntropy;
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Device, Tensor};
 
-use crate::{compare, on_each_gpu, rand};
+use crate::{compare, on_each_gpu, rand, round_bf16};
 
 /// The loss, the logits and the gradients of x, W and b (None where not wanted) of one run.
 type Run = (Tensor, Tensor, [Option<Tensor>; 3]);
-
-/// `t` rounded to bf16 and back, differentiably (its gradient is rounded to bf16 too).
-fn round_bf16(t: &Tensor) -> Tensor {
-    t.to_dtype(DType::BF16)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-}
 
 /// Runs the head and loss on `dev` at precision `p`, fused or composed (with the logits
 /// rounded to bf16 when `round`, as the fused form rounds them at bf16 with device targets),

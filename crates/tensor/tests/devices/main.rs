@@ -77,6 +77,15 @@ pub fn compare(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
     }
 }
 
+/// `t` rounded to bf16 and back to f32, differentiably (its gradient is rounded to bf16 too):
+/// where a fused bf16 path rounds, in the composition it is checked against.
+pub fn round_bf16(t: &Tensor) -> Tensor {
+    t.to_dtype(DType::BF16)
+        .expect("to bf16")
+        .to_dtype(DType::F32)
+        .expect("to f32")
+}
+
 /// The largest `|a - b|` over the elements of two tensors of one shape.
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     a.to_vec_f64()

@@ -6,18 +6,10 @@
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Device, MlpActivation, Tensor};
 
-use crate::{compare, on_each_gpu, rand};
+use crate::{compare, on_each_gpu, rand, round_bf16};
 
 /// One run's output and the gradients of x, W1, b1, W2, b2 (None where not wanted).
 type Run = (Tensor, [Option<Tensor>; 5]);
-
-/// `t` rounded to bf16 and back, differentiably (its gradient is rounded to bf16 too).
-fn round_bf16(t: &Tensor) -> Tensor {
-    t.to_dtype(DType::BF16)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-}
 
 /// Runs the MLP on `dev` at precision `p`, fused (`mlp2`) or composed (linear, activation,
 /// linear; at bf16 precision with the fused form's roundings: the first layer's output and

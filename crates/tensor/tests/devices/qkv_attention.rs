@@ -6,15 +6,7 @@
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Device, Tensor};
 
-use crate::{compare, on_each_gpu, rand};
-
-/// `t` rounded to bf16 and back, differentiably (its gradient is rounded to bf16 too).
-fn round_bf16(t: &Tensor) -> Tensor {
-    t.to_dtype(DType::BF16)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap()
-}
+use crate::{compare, leaf, on_each_gpu, rand, round_bf16};
 
 /// One run's output and the gradients of x, W, b (None where not wanted).
 type Run = (Tensor, [Option<Tensor>; 3]);
@@ -36,18 +28,7 @@ fn run(
     g: &Tensor,
 ) -> Run {
     with_matmul_precision(p, || {
-        let on: Vec<Tensor> = xs
-            .iter()
-            .zip(want)
-            .map(|(t, w)| {
-                let t = t.to_device(dev).unwrap();
-                if w {
-                    t.requires_grad_()
-                } else {
-                    t
-                }
-            })
-            .collect();
+        let on: Vec<Tensor> = xs.iter().zip(want).map(|(t, w)| leaf(t, dev, w)).collect();
         let (x, w) = (&on[0], &on[1]);
         let b = bias.then_some(&on[2]);
         let y = if fused {
