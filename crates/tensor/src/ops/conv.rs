@@ -303,7 +303,20 @@ impl BackwardOp for Conv2dBack {
                 let p = crate::precision::cpu_operand;
                 let mut rounded = vec![p(&inputs[0])?, p(&inputs[1])?];
                 rounded.extend(inputs.get(2).cloned());
-                backward::<f32>(&self.geom, &rounded, &needs, &p(&dy)?, false, cols16)
+                let mut grads =
+                    backward::<f32>(&self.geom, &rounded, &needs, &p(&dy)?, false, cols16)?;
+                // The bias's gradient is a sum of the output gradient, not a product: from
+                // `dy` itself, as where the GEMMs round (and on a GPU), not its rounded copy.
+                if let Some(Some(db)) = grads.get_mut(2) {
+                    let g = &self.geom;
+                    let gdy = dy.read();
+                    let dys = typed::<f32>("conv2d backward", &gdy, &dy)?;
+                    *db = tensor_of(
+                        conv2d_backward_bias(dys, g.n, g.c_out, g.out_plane()),
+                        db.shape(),
+                    );
+                }
+                Ok(grads)
             }
             DType::F64 => backward::<f64>(&self.geom, inputs, &needs, &dy, false, false),
             d => Err(unsupported("conv2d backward", d)),
