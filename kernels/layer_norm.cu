@@ -2,19 +2,31 @@
 // `crate::cpu::layer_norm`.
 //
 // Layout: x, y, g, dx are contiguous [rows, len]; w and b are [len] or null (no affine part);
-// mean and rstd are [rows] (saved by the forward for the backward).
-// `layer_norm_fwd_<f32|f64>`: mean[r] = Σ_j x[r, j] / len, rstd[r] = 1 / sqrt(Σ_j (x - mean)² /
+// mean and rstd are [rows] (saved by the forward for the backward). The `_f32_bf16` kernels
+// are the f32 ones with y (forward) or g (backward) in bf16, as 16-bit patterns: a LayerNorm
+// whose output is only read as a bf16 product operand writes that operand itself (and so reads
+// its gradient in bf16, as the product stores it); everything else stays f32.
+// `layer_norm_fwd_<f32|f64|f32_bf16>`: mean[r] = Σ_j x[r, j] / len, rstd[r] = 1 / sqrt(Σ_j (x - mean)² /
 // len + eps) (two passes over the row, as on the CPU), y = (x - mean) rstd w + b. One block of
 // 256 threads per row, grid-stride over rows.
-// `layer_norm_bw_dx_<f32|f64>`: with h = g w (or g) and xh = (x - mean) rstd,
+// `layer_norm_bw_dx_<f32|f64|f32_bf16>`: with h = g w (or g) and xh = (x - mean) rstd,
 // dx = rstd (h - mean_j h - xh mean_j (h xh)). One block per row.
-// `layer_norm_bw_wb_<f32|f64>`: each chunk c of `rows_per_chunk` rows writes its sums
+// `layer_norm_bw_wb_<f32|f64|f32_bf16>`: each chunk c of `rows_per_chunk` rows writes its sums
 // part[0, c, j] = Σ_r g xh (the weight's gradient) and part[1, c, j] = Σ_r g (the bias's), rows
 // in order; the Rust side sums the chunks in order (no atomics, no zeroed outputs:
 // deterministic). Grid (column blocks of 256, row chunks).
 
-template <typename T>
-__device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, i64 rows,
+// Element i of y or g: f32/f64 as they are, bf16 bits widened to f32 (stored rounded to
+// nearest even).
+__device__ __forceinline__ float ln_load(const float* p, i64 i) { return p[i]; }
+__device__ __forceinline__ double ln_load(const double* p, i64 i) { return p[i]; }
+__device__ __forceinline__ float ln_load(const u16* p, i64 i) { return bf16_value(p[i]); }
+__device__ __forceinline__ void ln_store(float* p, i64 i, float v) { p[i] = v; }
+__device__ __forceinline__ void ln_store(double* p, i64 i, double v) { p[i] = v; }
+__device__ __forceinline__ void ln_store(u16* p, i64 i, float v) { p[i] = bf16_bits_of(v); }
+
+template <typename T, typename Y>
+__device__ void ln_fwd(const T* x, const T* w, const T* b, Y* y, T* mean, T* rstd, i64 rows,
                        i64 len, double eps) {
     for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
         const T* row = x + r * len;
@@ -31,7 +43,7 @@ __device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rst
             T v = (row[j] - m) * rs;
             if (w) v *= w[j];
             if (b) v += b[j];
-            y[r * len + j] = v;
+            ln_store(y, r * len + j, v);
         }
         if (threadIdx.x == 0) {
             mean[r] = m;
@@ -40,30 +52,32 @@ __device__ void ln_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rst
     }
 }
 
-template <typename T>
-__device__ void ln_bw_dx(const T* x, const T* w, const T* g, const T* mean, const T* rstd, T* dx,
+template <typename T, typename G>
+__device__ void ln_bw_dx(const T* x, const T* w, const G* g, const T* mean, const T* rstd, T* dx,
                          i64 rows, i64 len) {
     for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
         const T* xr = x + r * len;
-        const T* gr = g + r * len;
+        const G* gr = g + r * len;
         const T m = mean[r], rs = rstd[r];
         T sh = T(0), shx = T(0);
         for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
-            const T h = w ? gr[j] * w[j] : gr[j];
+            const T gv = ln_load(gr, j);
+            const T h = w ? gv * w[j] : gv;
             sh += h;
             shx += h * (xr[j] - m) * rs;
         }
         const T mh = block_fold(sh, SumOp(), T(0)) / T(len);
         const T mhx = block_fold(shx, SumOp(), T(0)) / T(len);
         for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
-            const T h = w ? gr[j] * w[j] : gr[j];
+            const T gv = ln_load(gr, j);
+            const T h = w ? gv * w[j] : gv;
             dx[r * len + j] = rs * (h - mh - (xr[j] - m) * rs * mhx);
         }
     }
 }
 
-template <typename T>
-__device__ void ln_bw_wb(const T* x, const T* g, const T* mean, const T* rstd, T* part,
+template <typename T, typename G>
+__device__ void ln_bw_wb(const T* x, const G* g, const T* mean, const T* rstd, T* part,
                          i64 rows, i64 len, i64 rows_per_chunk) {
     const i64 j = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= len) return;
@@ -71,7 +85,7 @@ __device__ void ln_bw_wb(const T* x, const T* g, const T* mean, const T* rstd, T
     const i64 r1 = min(rows, r0 + rows_per_chunk);
     T aw = T(0), ab = T(0);
     for (i64 r = r0; r < r1; ++r) {
-        const T gv = g[r * len + j];
+        const T gv = ln_load(g, r * len + j);
         aw += gv * (x[r * len + j] - mean[r]) * rstd[r];
         ab += gv;
     }
@@ -80,22 +94,24 @@ __device__ void ln_bw_wb(const T* x, const T* g, const T* mean, const T* rstd, T
     part[(i64)gridDim.y * len + at] = ab;
 }
 
-#define LN_KERNELS(T, TAG)                                                                     \
-    extern "C" __global__ void layer_norm_fwd_##TAG(const T* x, const T* w, const T* b, T* y,  \
+// T: the input, statistics, parameters and dx; Y: y and g (T, or u16 for bf16).
+#define LN_KERNELS(T, Y, TAG)                                                                  \
+    extern "C" __global__ void layer_norm_fwd_##TAG(const T* x, const T* w, const T* b, Y* y,  \
                                                     T* mean, T* rstd, i64 rows, i64 len,       \
                                                     double eps) {                              \
-        ln_fwd<T>(x, w, b, y, mean, rstd, rows, len, eps);                                     \
+        ln_fwd<T, Y>(x, w, b, y, mean, rstd, rows, len, eps);                                  \
     }                                                                                          \
-    extern "C" __global__ void layer_norm_bw_dx_##TAG(const T* x, const T* w, const T* g,      \
+    extern "C" __global__ void layer_norm_bw_dx_##TAG(const T* x, const T* w, const Y* g,      \
                                                       const T* mean, const T* rstd, T* dx,     \
                                                       i64 rows, i64 len) {                     \
-        ln_bw_dx<T>(x, w, g, mean, rstd, dx, rows, len);                                       \
+        ln_bw_dx<T, Y>(x, w, g, mean, rstd, dx, rows, len);                                    \
     }                                                                                          \
-    extern "C" __global__ void layer_norm_bw_wb_##TAG(const T* x, const T* g, const T* mean,   \
+    extern "C" __global__ void layer_norm_bw_wb_##TAG(const T* x, const Y* g, const T* mean,   \
                                                       const T* rstd, T* part, i64 rows,        \
                                                       i64 len, i64 rows_per_chunk) {           \
-        ln_bw_wb<T>(x, g, mean, rstd, part, rows, len, rows_per_chunk);                        \
+        ln_bw_wb<T, Y>(x, g, mean, rstd, part, rows, len, rows_per_chunk);                     \
     }
 
-LN_KERNELS(float, f32)
-LN_KERNELS(double, f64)
+LN_KERNELS(float, float, f32)
+LN_KERNELS(double, double, f64)
+LN_KERNELS(float, u16, f32_bf16)

@@ -73,8 +73,10 @@ impl MultiHeadAttention {
     }
 
     /// Attends over `x` `[B, T, D]`. With `causal`, position `i` sees only positions `<= i`.
-    /// `key_padding` `[B, T]` (the dtype of `x`) is nonzero at padding positions, which no query
-    /// attends to. Returns `[B, T, D]`.
+    /// `key_padding` `[B, T]` (the layer's dtype) is nonzero at padding positions, which no
+    /// query attends to. `x` is in the layer's dtype, or bf16 for an f32 layer (the operand of
+    /// its products, already rounded: `selfsup_tensor::precision::operand_dtype`). Returns
+    /// `[B, T, D]`.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -97,11 +99,22 @@ impl MultiHeadAttention {
         let h = self.heads;
         let dh = d / h;
         let dropout = self.dropout.as_ref().is_some_and(|d| d.is_active());
-        let fusable = matches!(x.dtype(), DType::F32 | DType::F64);
+        let w = &self.qkv.weight;
+        // A bf16 input of f32 weights is their product's operand, already rounded
+        // (`precision::operand_dtype`).
+        let operand = x.dtype() == DType::BF16 && w.dtype() == DType::F32;
+        let fusable = matches!(x.dtype(), DType::F32 | DType::F64) || operand;
         if key_padding.is_none() && !dropout && fusable {
-            let y = x.qkv_attention(&self.qkv.weight, self.qkv.bias.as_ref(), h, causal)?;
+            let y = x.qkv_attention(w, self.qkv.bias.as_ref(), h, causal)?;
             return self.proj.forward(&y);
         }
+        // Such an operand widened for the composition, whose masks and scores are in the
+        // weights' dtype.
+        let x = &if operand {
+            x.to_dtype(w.dtype())?
+        } else {
+            x.clone()
+        };
         // [B, T, 3, H, dh] -> [3, B, H, T, dh]
         let qkv = self
             .qkv

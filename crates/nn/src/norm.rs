@@ -44,6 +44,14 @@ impl LayerNorm {
 
     /// Normalises `x` of shape `[..., dim]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_as(x, x.dtype())
+    }
+
+    /// [`LayerNorm::forward`] with the result stored as `out`, for a norm whose output is only
+    /// read as a product's operand: `out` is [`selfsup_tensor::precision::operand_dtype`] of
+    /// `x`, bf16 on a GPU at bf16 matmul precision, where one kernel writes that operand
+    /// ([`Tensor::layer_norm_as`]); `x`'s own dtype elsewhere, where this is `forward`.
+    pub fn forward_as(&self, x: &Tensor, out: DType) -> Result<Tensor> {
         let d = x.dim(-1)?;
         if d != self.dim {
             return config(format!(
@@ -52,7 +60,7 @@ impl LayerNorm {
                 self.dim
             ));
         }
-        Ok(x.layer_norm(self.weight.as_ref(), self.bias.as_ref(), self.eps)?)
+        Ok(x.layer_norm_as(self.weight.as_ref(), self.bias.as_ref(), self.eps, out)?)
     }
 }
 

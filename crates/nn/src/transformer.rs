@@ -77,11 +77,14 @@ impl TransformerBlock {
         causal: bool,
         key_padding: Option<&Tensor>,
     ) -> Result<Tensor> {
+        // The norms' outputs are only read as the products' operands: written in the dtype
+        // the products read them in (bf16 on a GPU at bf16 matmul precision).
+        let operand = selfsup_tensor::precision::operand_dtype(x);
         let a = self
             .attn
-            .forward(&self.ln1.forward(x)?, causal, key_padding)?;
+            .forward(&self.ln1.forward_as(x, operand)?, causal, key_padding)?;
         let x = x.add(&self.resid(a)?)?;
-        let m = self.mlp.forward(&self.ln2.forward(&x)?)?;
+        let m = self.mlp.forward(&self.ln2.forward_as(&x, operand)?)?;
         Ok(x.add(&self.resid(m)?)?)
     }
 }

@@ -29,6 +29,21 @@ fn close(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
     }
 }
 
+/// Asserts `max |a - b| <= tol * max |b|`: agreement relative to the tensor's scale.
+fn scaled(what: &str, a: &Tensor, b: &Tensor, tol: f64) {
+    let (x, y) = (a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
+    assert_eq!(x.len(), y.len(), "{what}");
+    let scale = y.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = x
+        .iter()
+        .zip(&y)
+        .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+    assert!(
+        err <= tol * scale,
+        "{what}: largest difference {err} against scale {scale}"
+    );
+}
+
 type MakeOptimizer = fn(Vec<(String, Tensor)>) -> Box<dyn Optimizer>;
 
 #[test]
@@ -97,5 +112,85 @@ fn trains_alike(dev: Device, opt_name: &str, make: MakeOptimizer) {
         .chain(on_gpu.buffers().into_iter().zip(on_cpu.buffers()))
     {
         close(&format!("{opt_name} {n}"), &a, &b, 1e-3);
+    }
+}
+
+/// A transformer block at bf16 matmul precision on a GPU, where its pre-norms write their
+/// consumers' bf16 operands (`LayerNorm::forward_as`) and the attention and MLP run fused,
+/// gives the output and parameter gradients of the same block composed on the GPU (the
+/// fusions off, the norms' outputs f32) and on the CPU, to within bf16 rounding; with a key
+/// padding mask (the attention composed, its bf16 input widened) too.
+#[test]
+fn a_transformer_block_at_bf16_matches_its_composition() {
+    use selfsup_nn::{Activation, TransformerBlock};
+    use selfsup_tensor::ops::fusion::{with_gpu_fusion, GpuFusion};
+    use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+    let Some(dev) = gpu("TransformerBlock at bf16 on GPU") else {
+        return;
+    };
+    let build = || {
+        TransformerBlock::new(
+            32,
+            2,
+            4,
+            Activation::Gelu,
+            DType::F32,
+            &mut Generator::new(7),
+        )
+        .unwrap()
+    };
+    let x = Tensor::randn(&[2, 9, 32], 0.0, 1.0, DType::F32, &mut Generator::new(8)).unwrap();
+    let g = Tensor::randn(&[2, 9, 32], 0.0, 1.0, DType::F32, &mut Generator::new(9)).unwrap();
+    let mut pad = vec![0.0f32; 18];
+    pad[8] = 1.0;
+    pad[17] = 1.0;
+    let pad = Tensor::from_vec(pad, &[2, 9]).unwrap();
+    // Output and parameter gradients of one forward and backward on `d` at bf16 precision.
+    let step = |d: Device, fusion: GpuFusion, padded: bool| {
+        let mut block = build();
+        block.to_device(d).unwrap();
+        let mask = pad.to_device(d).unwrap();
+        with_matmul_precision(MatmulPrecision::Bf16, || {
+            with_gpu_fusion(fusion, || {
+                let y = block
+                    .forward(&x.to_device(d).unwrap(), !padded, padded.then_some(&mask))
+                    .unwrap();
+                y.mul(&g.to_device(d).unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let grads: Vec<(String, Tensor)> = block
+                    .params()
+                    .into_iter()
+                    .map(|(n, p)| (n, p.grad().expect("gradient")))
+                    .collect();
+                (y, grads)
+            })
+        })
+    };
+    for padded in [false, true] {
+        let (y, gs) = step(dev, GpuFusion::Fused, padded);
+        for (what, (yr, gr)) in [
+            ("composed", step(dev, GpuFusion::Composed, padded)),
+            ("CPU", step(Device::Cpu, GpuFusion::Fused, padded)),
+        ] {
+            let what = format!("padded {padded} vs {what}");
+            // The branches' sum (the residual subtracted), relative to its largest element:
+            // about 0.3% on the emulator.
+            let branches = |y: &Tensor| y.sub(&x.to_device(y.device()).unwrap()).unwrap();
+            scaled(
+                &format!("{what}: output"),
+                &branches(&y),
+                &branches(&yr),
+                1e-2,
+            );
+            // The weights' gradients sum 18 rows of terms that differ by bf16 roundings: up
+            // to about 0.8% of their scale on the emulator.
+            for ((n, a), (_, b)) in gs.iter().zip(&gr) {
+                scaled(&format!("{what}: {n}"), a, b, 2e-2);
+            }
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorId};
+use crate::DType;
 
 thread_local! {
     static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
@@ -140,13 +141,33 @@ fn topo_order(root: &Tensor) -> Vec<Tensor> {
     order
 }
 
-fn accumulate(map: &mut HashMap<TensorId, Tensor>, id: TensorId, g: Tensor) -> Result<()> {
+fn accumulate(
+    map: &mut HashMap<TensorId, Tensor>,
+    id: TensorId,
+    dtype: DType,
+    g: Tensor,
+) -> Result<()> {
     let new = match map.remove(&id) {
-        Some(old) => old.add(&g)?,
+        Some(old) => add_grads(&old, &g, dtype)?,
         None => g,
     };
     map.insert(id, new);
     Ok(())
+}
+
+/// The sum of two gradients of one tensor, in that tensor's dtype `dtype`. Gradients of a bf16
+/// or f16 tensor (an operand that products read rounded, read by more than one op), which the
+/// elementwise ops do not add, are summed in f32 and rounded once, as PyTorch adds them.
+fn add_grads(a: &Tensor, b: &Tensor, dtype: DType) -> Result<Tensor> {
+    if a.dtype() == dtype && b.dtype() == dtype && matches!(dtype, DType::F32 | DType::F64) {
+        return a.add(b);
+    }
+    let wide = if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    a.to_dtype(wide)?.add(&b.to_dtype(wide)?)?.to_dtype(dtype)
 }
 
 impl Tensor {
@@ -203,7 +224,7 @@ impl Tensor {
                     let g = g.contiguous()?.detach();
                     let mut slot = t.0.grad.lock().unwrap_or_else(|e| e.into_inner());
                     *slot = Some(match slot.take() {
-                        Some(old) => old.add(&g)?,
+                        Some(old) => add_grads(&old, &g, t.dtype())?,
                         None => g,
                     });
                 }
@@ -221,7 +242,7 @@ impl Tensor {
                         if gi.shape() != input.shape() {
                             return Err(Error::Autograd { op: inner.op.name(), msg: format!("backward produced a gradient of shape {:?} for an input of shape {:?}", gi.shape(), input.shape()) });
                         }
-                        accumulate(&mut grads, input.id(), gi)?;
+                        accumulate(&mut grads, input.id(), input.dtype(), gi)?;
                     }
                 }
             }

@@ -119,6 +119,45 @@ pub fn with_matmul_precision<R>(p: MatmulPrecision, f: impl FnOnce() -> R) -> R 
     f()
 }
 
+/// The dtype in which the matmul-heavy ops read an input `x` as a product operand under the
+/// precision in force: bf16 for an f32 tensor on a GPU at [`MatmulPrecision::Bf16`] (they
+/// cast it), else `x`'s own dtype. A layer whose output is only read as such an operand can
+/// write it in this dtype and spare the op its cast ([`Tensor::layer_norm_as`]; a
+/// transformer block's pre-norms do). Under
+/// [`crate::ops::fusion::GpuFusion::Composed`] (which measures what the fusions buy) it is
+/// `x`'s own dtype everywhere.
+///
+/// [`Tensor::linear`], [`Tensor::mlp2`] and [`Tensor::qkv_attention`] take a bf16 input with
+/// f32 parameters as such an operand: its values are those of the f32 input it rounds, and its
+/// gradient is bf16 (the f32 gradient rounded once, as a bf16 product stores it). On a GPU at
+/// bf16 precision they read it as it is; elsewhere they widen it to f32 first.
+pub fn operand_dtype(x: &Tensor) -> DType {
+    if x.dtype() == DType::F32
+        && !x.device().is_cpu()
+        && matmul_precision() == MatmulPrecision::Bf16
+        && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
+    {
+        DType::BF16
+    } else {
+        x.dtype()
+    }
+}
+
+/// Whether `x` is a bf16 operand for f32 parameter `w` (see [`operand_dtype`]).
+pub(crate) fn is_bf16_operand(x: &Tensor, w: &Tensor) -> bool {
+    x.dtype() == DType::BF16 && w.dtype() == DType::F32
+}
+
+/// Whether the GPU's bf16 products take `x` as it is, or its bf16 copy: an f32 input, or a
+/// bf16 operand of f32 parameter `w`, on a GPU at [`MatmulPrecision::Bf16`].
+#[cfg(feature = "cuda")]
+pub(crate) fn gpu_bf16_input(x: &Tensor, w: &Tensor) -> bool {
+    (x.dtype() == DType::F32 || is_bf16_operand(x, w))
+        && w.dtype() == DType::F32
+        && !x.device().is_cpu()
+        && matmul_precision() == MatmulPrecision::Bf16
+}
+
 /// Rounds an f32 to `bits` bits of mantissa, to nearest even (NaN and infinities unchanged;
 /// values that round past the largest finite f32 become infinite, as in a bf16 cast).
 pub fn round_mantissa(x: f32, bits: u32) -> f32 {

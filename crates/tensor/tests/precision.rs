@@ -271,3 +271,112 @@ fn attention_multiplies_in_bf16_where_the_cpu_can() {
         );
     }
 }
+
+/// On the CPU the matmul-heavy ops take a bf16 input with f32 parameters (an operand already
+/// rounded, as `precision::operand_dtype` names it on a GPU) as its f32 value: the same output
+/// and parameter gradients, and its gradient rounded to bf16, at every precision; the operand
+/// dtype there is the input's own. A bf16 input of f64 parameters is a dtype mismatch.
+#[test]
+fn matmul_ops_take_a_bf16_operand_as_its_f32_value() {
+    use selfsup_tensor::precision::operand_dtype;
+    use selfsup_tensor::MlpActivation;
+    let x16 = rand(&[2, 5, 8], 1).to_dtype(DType::BF16).unwrap();
+    let xw = x16.to_dtype(DType::F32).unwrap();
+    let (w1, b1) = (rand(&[12, 8], 2), rand(&[12], 3));
+    let (w2, b2) = (rand(&[8, 12], 4), rand(&[8], 5));
+    let (wq, bq) = (rand(&[24, 8], 6), rand(&[24], 7));
+    type Op = fn(&[Tensor]) -> Tensor;
+    let ops: [(&str, Op, Vec<&Tensor>); 3] = [
+        (
+            "linear",
+            |v| {
+                v[0].reshape(&[10, 8])
+                    .unwrap()
+                    .linear(&v[1], Some(&v[2]))
+                    .unwrap()
+            },
+            vec![&w1, &b1],
+        ),
+        (
+            "mlp2",
+            |v| {
+                v[0].reshape(&[10, 8])
+                    .unwrap()
+                    .mlp2(&v[1], Some(&v[2]), MlpActivation::Gelu, &v[3], Some(&v[4]))
+                    .unwrap()
+            },
+            vec![&w1, &b1, &w2, &b2],
+        ),
+        (
+            "qkv_attention",
+            |v| v[0].qkv_attention(&v[1], Some(&v[2]), 2, true).unwrap(),
+            vec![&wq, &bq],
+        ),
+    ];
+    for p in MatmulPrecision::ALL {
+        assert_eq!(with_matmul_precision(p, || operand_dtype(&xw)), DType::F32);
+        for (name, op, params) in &ops {
+            let with = |x: &Tensor| {
+                let mut xs = vec![x];
+                xs.extend(params.iter().copied());
+                run(p, &xs, &|v: &[Tensor]| op(v))
+            };
+            let ((y, g), (yw, gw)) = (with(&x16), with(&xw));
+            let what = format!("{name} at {}", p.name());
+            assert_eq!(
+                y.to_vec::<f32>().unwrap(),
+                yw.to_vec::<f32>().unwrap(),
+                "{what}"
+            );
+            assert_eq!(g[0].dtype(), DType::BF16, "{what}: the operand's gradient");
+            assert_eq!(
+                g[0].to_vec_f64().unwrap(),
+                gw[0].to_dtype(DType::BF16).unwrap().to_vec_f64().unwrap(),
+                "{what}: dx"
+            );
+            for i in 1..g.len() {
+                assert_eq!(
+                    g[i].to_vec::<f32>().unwrap(),
+                    gw[i].to_vec::<f32>().unwrap(),
+                    "{what}: d/dparam{i}"
+                );
+            }
+        }
+    }
+    let w64 = w1.to_dtype(DType::F64).unwrap();
+    let e = x16
+        .reshape(&[10, 8])
+        .unwrap()
+        .linear(&w64, None)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("BF16") || e.to_string().contains("bf16"),
+        "{e}"
+    );
+}
+
+/// At every precision the convolution's bias gradient is the f32 sum of the output gradient
+/// itself (a sum, not a product: nothing to round), on CPUs with and without bf16 products.
+#[test]
+fn conv2d_bias_gradient_sums_the_unrounded_gradient() {
+    let (x, w, b) = (
+        rand(&[2, 3, 5, 5], 21),
+        rand(&[4, 3, 3, 3], 22),
+        rand(&[4], 23),
+    );
+    let params = Conv2dParams {
+        padding: (1, 1),
+        ..Default::default()
+    };
+    let f = |v: &[Tensor]| v[0].conv2d(&v[1], Some(&v[2]), params).unwrap();
+    let (_, g32) = run(MatmulPrecision::F32, &[&x, &w, &b], &f);
+    for p in [MatmulPrecision::Tf32, MatmulPrecision::Bf16] {
+        let (_, g) = run(p, &[&x, &w, &b], &f);
+        assert_eq!(
+            g[2].to_vec::<f32>().unwrap(),
+            g32[2].to_vec::<f32>().unwrap(),
+            "bias gradient at {}",
+            p.name()
+        );
+    }
+}

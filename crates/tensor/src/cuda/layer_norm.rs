@@ -8,11 +8,28 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::launch::{float_tag, opt_ptr, per_row, BLOCK};
 use super::CudaStorage;
 use crate::error::Result;
+use crate::DType;
 
 const OP: &str = "layer_norm";
 
+/// The kernels' tag for input `x` and output (or output gradient) `y` dtypes: `f32`, `f64`,
+/// or `f32_bf16` for an f32 input whose output is bf16.
+fn tag(x: DType, y: DType) -> Result<&'static str> {
+    match (x, y) {
+        (DType::F32, DType::BF16) => Ok("f32_bf16"),
+        _ if x == y => float_tag(OP, x),
+        _ => Err(crate::Error::DTypeMismatch {
+            op: OP,
+            lhs: x,
+            rhs: y,
+        }),
+    }
+}
+
 /// Forward over contiguous `x` (`rows * len` from element 0) with optional `[len]` weight and
-/// bias: `(y, mean, rstd)`, the last two `[rows]`.
+/// bias: `(y, mean, rstd)`, the last two `[rows]` in `x`'s dtype, `y` in `out` (`x`'s dtype,
+/// or bf16 for f32 `x`: the f32 result rounded once).
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     x: &CudaStorage,
     w: Option<&CudaStorage>,
@@ -20,10 +37,11 @@ pub fn forward(
     rows: usize,
     len: usize,
     eps: f64,
+    out: DType,
 ) -> Result<(CudaStorage, CudaStorage, CudaStorage)> {
-    let t = float_tag(OP, x.dtype())?;
+    let t = tag(x.dtype(), out)?;
     let be = &x.backend;
-    let y = CudaStorage::alloc(be, x.dtype(), rows * len)?;
+    let y = CudaStorage::alloc(be, out, rows * len)?;
     let mean = CudaStorage::alloc(be, x.dtype(), rows)?;
     let rstd = CudaStorage::alloc(be, x.dtype(), rows)?;
     if rows * len == 0 {
@@ -57,8 +75,8 @@ pub fn forward(
 /// Rows of columns per block of the weight/bias gradient kernel.
 const ROWS_PER_CHUNK: usize = 64;
 
-/// Backward: `dx` from the contiguous input `x`, output gradient `g`, the saved `mean` / `rstd`
-/// and the weight; with `want_wb`, also the weight's and bias's gradients as per-chunk sums
+/// Backward: `dx` (in `x`'s dtype) from the contiguous input `x`, output gradient `g` (in
+/// `x`'s dtype, or bf16 for f32 `x`), the saved `mean` / `rstd` and the weight; with `want_wb`, also the weight's and bias's gradients as per-chunk sums
 /// `[2, chunks, len]` (the weight's chunks, then the bias's) and `chunks`, for the caller to sum
 /// over the chunks in order (deterministic: no atomics).
 #[allow(clippy::too_many_arguments)]
@@ -72,7 +90,7 @@ pub fn backward(
     len: usize,
     want_wb: bool,
 ) -> Result<(CudaStorage, Option<(CudaStorage, usize)>)> {
-    let t = float_tag(OP, x.dtype())?;
+    let t = tag(x.dtype(), g.dtype())?;
     let be = &x.backend;
     let dx = CudaStorage::alloc(be, x.dtype(), rows * len)?;
     if rows * len == 0 {

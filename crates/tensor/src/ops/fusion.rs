@@ -1,5 +1,8 @@
 //! Whether the multi-op fusions run on a GPU ([`Tensor::mlp2`](crate::Tensor::mlp2),
-//! [`Tensor::linear_cross_entropy`](crate::Tensor::linear_cross_entropy), and the
+//! [`Tensor::linear_cross_entropy`](crate::Tensor::linear_cross_entropy),
+//! [`Tensor::qkv_attention`](crate::Tensor::qkv_attention), the LayerNorm that writes its
+//! consumers' bf16 operand ([`Tensor::layer_norm_as`](crate::Tensor::layer_norm_as),
+//! [`crate::precision::operand_dtype`]), and the
 //! convolution's per-image forward GEMMs and sliced weight-gradient reduction,
 //! [`Tensor::conv2d`](crate::Tensor::conv2d)): they do by default; [`with_gpu_fusion`] with
 //! [`GpuFusion::Composed`] runs their plain compositions instead, so that a benchmark can

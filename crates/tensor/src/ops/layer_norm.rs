@@ -105,6 +105,34 @@ fn composed(
     Ok(y)
 }
 
+/// Checks `layer_norm`'s arguments; the normalised axis's length.
+fn checked(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<usize> {
+    if x.rank() < 1 {
+        return shape_err(OP, "needs a tensor of rank >= 1 (normalises the last axis)");
+    }
+    if !(eps >= 0.0 && eps.is_finite()) {
+        return invalid(OP, format!("eps {eps} must be finite and >= 0"));
+    }
+    crate::ops::check_float(OP, x)?;
+    let d = x.shape()[x.rank() - 1];
+    for (name, t) in [("weight", weight), ("bias", bias)] {
+        if let Some(t) = t {
+            crate::ops::check_same(OP, x, t)?;
+            if t.shape() != [d] {
+                return shape_err(
+                    OP,
+                    format!(
+                        "{name} has shape {:?}, expected [{d}] for input {:?}",
+                        t.shape(),
+                        x.shape()
+                    ),
+                );
+            }
+        }
+    }
+    Ok(d)
+}
+
 impl Tensor {
     /// Layer normalisation over the last axis:
     /// `y = (x - mean) / sqrt(var + eps) * weight + bias`, with the per-row mean and biased
@@ -117,32 +145,10 @@ impl Tensor {
         bias: Option<&Tensor>,
         eps: f64,
     ) -> Result<Tensor> {
-        if self.rank() < 1 {
-            return shape_err(OP, "needs a tensor of rank >= 1 (normalises the last axis)");
-        }
-        if !(eps >= 0.0 && eps.is_finite()) {
-            return invalid(OP, format!("eps {eps} must be finite and >= 0"));
-        }
-        crate::ops::check_float(OP, self)?;
-        let d = self.shape()[self.rank() - 1];
-        for (name, t) in [("weight", weight), ("bias", bias)] {
-            if let Some(t) = t {
-                crate::ops::check_same(OP, self, t)?;
-                if t.shape() != [d] {
-                    return shape_err(
-                        OP,
-                        format!(
-                            "{name} has shape {:?}, expected [{d}] for input {:?}",
-                            t.shape(),
-                            self.shape()
-                        ),
-                    );
-                }
-            }
-        }
+        let d = checked(self, weight, bias, eps)?;
         #[cfg(feature = "cuda")]
         if self.device() != Device::Cpu && matches!(self.dtype(), DType::F32 | DType::F64) {
-            return gpu::forward(self, d, weight, bias, eps);
+            return gpu::forward(self, d, weight, bias, eps, self.dtype());
         }
         if self.device() != Device::Cpu {
             return composed(self, weight, bias, eps);
@@ -165,6 +171,39 @@ impl Tensor {
             })
         }))
     }
+
+    /// [`Tensor::layer_norm`] with its result stored as `out`: the values and gradients of
+    /// `self.layer_norm(weight, bias, eps)?.to_dtype(out)`. For a LayerNorm whose output is
+    /// only read as a product's bf16 operand (the pre-norm of a transformer block at bf16
+    /// matmul precision, `out` from [`crate::precision::operand_dtype`]): on a GPU with f32
+    /// `self` and bf16 `out` one kernel writes that operand (PyTorch's autocast writes the
+    /// f32 result and casts it in the product) and the backward reads its gradient in bf16,
+    /// as the product stores it; per element 4 bytes fewer written and 4 fewer read in the
+    /// forward, and the cast's launch. `out` must be a float dtype. Elsewhere, and under
+    /// [`crate::ops::fusion::GpuFusion::Composed`], it is that composition.
+    pub fn layer_norm_as(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+        out: DType,
+    ) -> Result<Tensor> {
+        let d = checked(self, weight, bias, eps)?;
+        if !out.is_float() {
+            return invalid(OP, format!("output dtype {out:?} must be a float dtype"));
+        }
+        #[cfg(feature = "cuda")]
+        if self.device() != Device::Cpu
+            && self.dtype() == DType::F32
+            && out == DType::BF16
+            && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
+        {
+            return gpu::forward(self, d, weight, bias, eps, out);
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = d;
+        self.layer_norm(weight, bias, eps)?.to_dtype(out)
+    }
 }
 
 /// The fused GPU LayerNorm (`kernels/layer_norm.cu`): one kernel forward, one for the input
@@ -181,6 +220,7 @@ mod gpu {
         weight: Option<&Tensor>,
         bias: Option<&Tensor>,
         eps: f64,
+        out: DType,
     ) -> Result<Tensor> {
         let xd = dense(x)?;
         let rows = x.numel().checked_div(d).unwrap_or(0);
@@ -198,6 +238,7 @@ mod gpu {
             rows,
             d,
             eps,
+            out,
         )?;
         let y = Tensor::from_storage(Storage::Cuda(y), x.shape());
         let mut inputs: Vec<&Tensor> = vec![x];
@@ -235,7 +276,12 @@ mod gpu {
             grad: &Tensor,
         ) -> Result<Vec<Option<Tensor>>> {
             let x = dense(&inputs[0])?;
-            let g = dense(grad)?;
+            // The kernels read a gradient in x's dtype, or in bf16 for f32 x.
+            let g = match (x.dtype(), grad.dtype()) {
+                (DType::F32, DType::BF16) => dense(grad)?,
+                (xd, gd) if xd != gd => dense(&grad.to_dtype(xd)?)?,
+                _ => dense(grad)?,
+            };
             let w = if self.has_weight {
                 Some(dense(&inputs[1])?)
             } else {

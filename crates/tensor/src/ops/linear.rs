@@ -131,10 +131,13 @@ impl Tensor {
     /// On a GPU at [`crate::precision::MatmulPrecision::Bf16`], f32 operands are cast to bf16
     /// once per forward and those copies serve the backward too, whose output gradient is also
     /// cast once for both products (the composed form casts each operand of each product).
+    /// A bf16 `self` with f32 parameters is an operand already rounded
+    /// ([`crate::precision::operand_dtype`]): read as it is there, widened to f32 elsewhere;
+    /// its gradient is bf16.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        check_same(OP, self, weight)?;
+        crate::ops::check_input(OP, self, weight)?;
         if let Some(b) = bias {
-            check_same(OP, self, b)?;
+            check_same(OP, weight, b)?;
         }
         let (n, k) = match *self.shape() {
             [n, k] => (n, k),
@@ -163,11 +166,11 @@ impl Tensor {
             }
         }
         #[cfg(feature = "cuda")]
-        if self.dtype() == DType::F32
-            && self.device() != crate::Device::Cpu
-            && crate::precision::matmul_precision() == crate::precision::MatmulPrecision::Bf16
-        {
+        if crate::precision::gpu_bf16_input(self, weight) {
             return gpu::forward_bf16(self, weight, bias, n, k, out);
+        }
+        if crate::precision::is_bf16_operand(self, weight) {
+            return self.to_dtype(DType::F32)?.linear(weight, bias);
         }
         #[cfg(feature = "cuda")]
         if self.dtype() == DType::F32
@@ -426,7 +429,7 @@ pub(crate) mod gpu {
             let mut grads = vec![None, None];
             if let (Some(g16), true) = (&g16, x.requires_grad()) {
                 if let Some(w16) = &self.w16 {
-                    grads[0] = Some(product(g16, w16, n, out, k)?);
+                    grads[0] = Some(product_to(g16, w16, n, out, k, x.dtype())?);
                 }
             }
             if let (Some(g16), true) = (&g16, w.requires_grad()) {

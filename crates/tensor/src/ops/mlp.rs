@@ -79,8 +79,9 @@ fn sizes(
     w2: &Tensor,
     b2: Option<&Tensor>,
 ) -> Result<(usize, usize, usize, usize)> {
-    for t in [w1, w2].into_iter().chain(b1).chain(b2) {
-        check_same(OP, x, t)?;
+    crate::ops::check_input(OP, x, w1)?;
+    for t in [w2].into_iter().chain(b1).chain(b2) {
+        check_same(OP, w1, t)?;
     }
     let (n, k) = match *x.shape() {
         [n, k] => (n, k),
@@ -131,7 +132,8 @@ impl Tensor {
     /// layer and its gradient in bf16 as under PyTorch's autocast (the module documentation
     /// says what that saves and where it rounds), unless
     /// [`crate::ops::fusion::with_gpu_fusion`] asks for the composition; elsewhere it is that
-    /// composition.
+    /// composition. A bf16 `self` with f32 weights is an operand already rounded, as
+    /// [`Tensor::linear`] takes one.
     pub fn mlp2(
         &self,
         w1: &Tensor,
@@ -143,9 +145,7 @@ impl Tensor {
         #[allow(unused_variables)]
         let (n, k, hid, out) = sizes(self, w1, b1, w2, b2)?;
         #[cfg(feature = "cuda")]
-        if self.dtype() == crate::DType::F32
-            && self.device() != crate::Device::Cpu
-            && crate::precision::matmul_precision() == crate::precision::MatmulPrecision::Bf16
+        if crate::precision::gpu_bf16_input(self, w1)
             && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
         {
             return gpu::forward_bf16(self, [w1, w2], [b1, b2], act, [n, k, hid, out]);
@@ -275,7 +275,7 @@ mod gpu {
                 grads[1] = Some(product(&dh16.t()?, x16, hid, n, k)?);
             }
             if let (true, Some(w1_16)) = (x.requires_grad(), &self.w1_16) {
-                grads[0] = Some(product(&dh16, w1_16, n, hid, k)?);
+                grads[0] = Some(product_to(&dh16, w1_16, n, hid, k, x.dtype())?);
             }
             Ok(grads)
         }

@@ -49,6 +49,11 @@ pub(crate) fn check_same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()>
             rhs: b.dtype(),
         });
     }
+    check_device(op, a, b)
+}
+
+/// Refuses operands on different devices.
+fn check_device(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.device() != b.device() {
         return Err(Error::DeviceMismatch {
             op,
@@ -57,6 +62,16 @@ pub(crate) fn check_same(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()>
         });
     }
     Ok(())
+}
+
+/// [`check_same`] for an input `x` and a parameter `w` of a matmul-heavy op, which also takes
+/// a bf16 `x` with an f32 `w` on the same device (an operand already rounded:
+/// [`crate::precision::operand_dtype`]).
+pub(crate) fn check_input(op: &'static str, x: &Tensor, w: &Tensor) -> Result<()> {
+    if crate::precision::is_bf16_operand(x, w) {
+        return check_device(op, x, w);
+    }
+    check_same(op, x, w)
 }
 
 /// Runs `f` on the elements of `t` (made contiguous, detached) as a `&[T]`; `op` names the

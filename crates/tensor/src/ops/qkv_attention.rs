@@ -34,7 +34,8 @@ impl Tensor {
     /// (the module documentation says what that saves and where it rounds), unless
     /// [`crate::ops::fusion::with_gpu_fusion`] or
     /// [`crate::ops::attention::with_gpu_attention`] asks for a composition; elsewhere it is
-    /// that composition.
+    /// that composition. A bf16 `self` with f32 weights is an operand already rounded, as
+    /// [`Tensor::linear`] takes one.
     pub fn qkv_attention(
         &self,
         weight: &Tensor,
@@ -42,8 +43,9 @@ impl Tensor {
         heads: usize,
         causal: bool,
     ) -> Result<Tensor> {
-        for t in [weight].into_iter().chain(bias) {
-            check_same(OP, self, t)?;
+        crate::ops::check_input(OP, self, weight)?;
+        if let Some(bias) = bias {
+            check_same(OP, weight, bias)?;
         }
         let (b, t, d) = match *self.shape() {
             [b, t, d] => (b, t, d),
@@ -73,7 +75,7 @@ impl Tensor {
             }
         }
         #[cfg(feature = "cuda")]
-        if gpu::fits(self, b * heads, o / (3 * heads)) {
+        if gpu::fits(self, weight, b * heads, o / (3 * heads)) {
             return gpu::forward(self, weight, bias, [b, t, d, o], heads, causal);
         }
         self.reshape(&[b * t, d])?
@@ -91,16 +93,14 @@ mod gpu {
     use crate::cuda::attention::{self as ca, Kernels};
     use crate::ops::attention::{gpu_attention, GpuAttention};
     use crate::ops::fusion::{gpu_fusion, GpuFusion};
-    use crate::ops::linear::gpu::{affine_to_bf16, bf16_copy, colsum_bf16, product};
+    use crate::ops::linear::gpu::{affine_to_bf16, bf16_copy, colsum_bf16, product, product_to};
     use crate::ops::{cuda_ref, dense};
-    use crate::precision::{matmul_precision, MatmulPrecision};
     use crate::storage::Storage;
     use crate::{DType, Device};
 
     /// Whether the fused arm runs for `x` with `batch_heads` heads of width `dh`.
-    pub(super) fn fits(x: &Tensor, batch_heads: usize, dh: usize) -> bool {
-        x.dtype() == DType::F32
-            && matmul_precision() == MatmulPrecision::Bf16
+    pub(super) fn fits(x: &Tensor, w: &Tensor, batch_heads: usize, dh: usize) -> bool {
+        crate::precision::gpu_bf16_input(x, w)
             && gpu_fusion() == GpuFusion::Fused
             && gpu_attention() == GpuAttention::Fused
             && ca::mma_head_width_bound(DType::BF16, batch_heads, dh).is_some()
@@ -221,7 +221,7 @@ mod gpu {
                 grads[1] = Some(product(&dqkv16.t()?, x16, o, n, d)?);
             }
             if let (true, Some(w16)) = (x.requires_grad(), &self.w16) {
-                grads[0] = Some(product(&dqkv16, w16, n, o, d)?.reshape(&[b, t, d])?);
+                grads[0] = Some(product_to(&dqkv16, w16, n, o, d, x.dtype())?.reshape(&[b, t, d])?);
             }
             Ok(grads)
         }

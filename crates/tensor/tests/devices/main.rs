@@ -13,6 +13,7 @@ mod index;
 mod linear_ce;
 mod matmul;
 mod mlp;
+mod operand;
 mod profile;
 mod qkv_attention;
 mod reduce;

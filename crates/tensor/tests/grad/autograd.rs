@@ -15,6 +15,42 @@ fn grad_accumulates_across_backward_calls_until_zeroed() {
     assert!(w.grad().is_none());
 }
 
+/// A bf16 tensor read by two ops gets the sum of their bf16 gradients (summed in f32 and
+/// rounded once), and a bf16 leaf accumulates across backward calls, although the elementwise
+/// ops do not add bf16.
+#[test]
+fn bf16_gradients_accumulate() {
+    let x = Tensor::from_vec(vec![1.0f32, -2.0, 0.5], &[3])
+        .unwrap()
+        .requires_grad_();
+    let x16 = x.to_dtype(DType::BF16).unwrap();
+    let once = x16.to_dtype(DType::F32).unwrap().sum_all().unwrap();
+    let twice = x16
+        .to_dtype(DType::F32)
+        .unwrap()
+        .mul_scalar(2.0)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    once.add(&twice).unwrap().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec::<f32>().unwrap(), vec![3.0; 3]);
+
+    let leaf = x.detach().to_dtype(DType::BF16).unwrap().requires_grad_();
+    for _ in 0..2 {
+        let y = leaf
+            .to_dtype(DType::F32)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        y.backward().unwrap();
+    }
+    let g = leaf.grad().unwrap();
+    assert_eq!(g.dtype(), DType::BF16);
+    assert_eq!(g.to_vec_f64().unwrap(), vec![4.0, -8.0, 2.0]);
+}
+
 #[test]
 fn detach_and_no_grad_stop_gradients() {
     let w = Tensor::from_vec(vec![3.0f64], &[1])

@@ -146,3 +146,66 @@ fn bad_inputs_name_the_problem() {
     let w32 = Tensor::ones(&[3], DType::F32);
     assert!(x.layer_norm(Some(&w32), None, 1e-5).is_err());
 }
+
+/// `layer_norm_as` is `layer_norm` then a cast, in values and gradients (the gradient check of
+/// `layer_norm` covers the rest): f64 to f64 is `layer_norm` itself, f64 to f32 and f32 to
+/// bf16 round its output once and widen the output gradient exactly; it checks its arguments
+/// as `layer_norm` does.
+#[test]
+fn layer_norm_as_is_layer_norm_then_a_cast() {
+    let x = uniform(&[5, 7], 3, -2.0, 2.0);
+    let w = away_from_zero(&[7], 4);
+    let b = uniform(&[7], 5, -0.5, 0.5);
+    let g = uniform(&[5, 7], 6, -1.0, 1.0);
+    for (from, out) in [
+        (DType::F64, DType::F64),
+        (DType::F64, DType::F32),
+        (DType::F32, DType::BF16),
+    ] {
+        let leaves = || -> Vec<Tensor> {
+            [&x, &w, &b]
+                .iter()
+                .map(|t| t.to_dtype(from).unwrap().requires_grad_())
+                .collect()
+        };
+        let (a, c) = (leaves(), leaves());
+        let ya = a[0]
+            .layer_norm_as(Some(&a[1]), Some(&a[2]), 1e-5, out)
+            .unwrap();
+        let yc = c[0]
+            .layer_norm(Some(&c[1]), Some(&c[2]), 1e-5)
+            .unwrap()
+            .to_dtype(out)
+            .unwrap();
+        assert_eq!(ya.dtype(), out);
+        assert_eq!(
+            ya.to_vec_f64().unwrap(),
+            yc.to_vec_f64().unwrap(),
+            "{from:?} -> {out:?}"
+        );
+        let seed = g.to_dtype(out).unwrap();
+        ya.backward_with(Some(&seed), false).unwrap();
+        yc.backward_with(Some(&seed), false).unwrap();
+        for (p, q) in a.iter().zip(&c) {
+            assert_eq!(
+                p.grad().unwrap().to_vec_f64().unwrap(),
+                q.grad().unwrap().to_vec_f64().unwrap(),
+                "{from:?} -> {out:?} gradient"
+            );
+        }
+    }
+    let e = x
+        .layer_norm_as(
+            Some(&Tensor::ones(&[2], DType::F64)),
+            None,
+            1e-5,
+            DType::F32,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("weight has shape [2], expected [7]"),
+        "{e}"
+    );
+    let e = x.layer_norm_as(None, None, 1e-5, DType::I64).unwrap_err();
+    assert!(e.to_string().contains("must be a float dtype"), "{e}");
+}
