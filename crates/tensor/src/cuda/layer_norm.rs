@@ -76,7 +76,8 @@ pub fn forward(
 const ROWS_PER_CHUNK: usize = 64;
 
 /// Backward: `dx` (in `x`'s dtype) from the contiguous input `x`, output gradient `g` (in
-/// `x`'s dtype, or bf16 for f32 `x`), the saved `mean` / `rstd` and the weight; with `want_wb`, also the weight's and bias's gradients as per-chunk sums
+/// `x`'s dtype, or bf16 for f32 `x`), the saved `mean` / `rstd` and the weight; with
+/// `want_wb`, also the weight's and bias's gradients as per-chunk sums
 /// `[2, chunks, len]` (the weight's chunks, then the bias's) and `chunks`, for the caller to sum
 /// over the chunks in order (deterministic: no atomics).
 #[allow(clippy::too_many_arguments)]

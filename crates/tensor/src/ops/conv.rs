@@ -303,18 +303,25 @@ impl BackwardOp for Conv2dBack {
                 let p = crate::precision::cpu_operand;
                 let mut rounded = vec![p(&inputs[0])?, p(&inputs[1])?];
                 rounded.extend(inputs.get(2).cloned());
-                let mut grads =
-                    backward::<f32>(&self.geom, &rounded, &needs, &p(&dy)?, false, cols16)?;
                 // The bias's gradient is a sum of the output gradient, not a product: from
                 // `dy` itself, as where the GEMMs round (and on a GPU), not its rounded copy.
-                if let Some(Some(db)) = grads.get_mut(2) {
+                let products = [needs[0], needs[1], false];
+                let mut grads = backward::<f32>(
+                    &self.geom,
+                    &rounded,
+                    &products[..needs.len()],
+                    &p(&dy)?,
+                    false,
+                    cols16,
+                )?;
+                if let (Some(b), Some(true)) = (inputs.get(2), needs.get(2)) {
                     let g = &self.geom;
                     let gdy = dy.read();
                     let dys = typed::<f32>("conv2d backward", &gdy, &dy)?;
-                    *db = tensor_of(
+                    grads[2] = Some(tensor_of(
                         conv2d_backward_bias(dys, g.n, g.c_out, g.out_plane()),
-                        db.shape(),
-                    );
+                        b.shape(),
+                    ));
                 }
                 Ok(grads)
             }

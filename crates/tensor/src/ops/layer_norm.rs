@@ -277,10 +277,12 @@ mod gpu {
         ) -> Result<Vec<Option<Tensor>>> {
             let x = dense(&inputs[0])?;
             // The kernels read a gradient in x's dtype, or in bf16 for f32 x.
-            let g = match (x.dtype(), grad.dtype()) {
-                (DType::F32, DType::BF16) => dense(grad)?,
-                (xd, gd) if xd != gd => dense(&grad.to_dtype(xd)?)?,
-                _ => dense(grad)?,
+            let readable =
+                grad.dtype() == x.dtype() || (x.dtype(), grad.dtype()) == (DType::F32, DType::BF16);
+            let g = if readable {
+                dense(grad)?
+            } else {
+                dense(&grad.to_dtype(x.dtype())?)?
             };
             let w = if self.has_weight {
                 Some(dense(&inputs[1])?)
