@@ -5,9 +5,10 @@
 // bf16 tolerances).
 //
 // Layout: x is the contiguous packed projection [B, T, 3, H, dh] (queries, keys, values; f32,
-// or bf16 in the `_bf16_` kernels, which `Tensor::qkv_attention` feeds from a product stored
-// in bf16); out is [B, T, H, dh] (f32); lse (natural log of the row's sum of exp(s_ij)) and
-// D_i = dO_i . O_i are [B, H, T] (f32); dx has x's layout and dtype. s_ij = scale * q_i . k_j; with `causal`, j <= i only.
+// or bf16 in the `_bf16_` and `_bf16o_` kernels, which `Tensor::qkv_attention` feeds from a
+// product stored in bf16); out and its gradient are [B, T, H, dh] (f32, or bf16 in the
+// `_bf16o_` kernels, which write the output projection's bf16 operand); lse (natural log of the
+// row's sum of exp(s_ij)) and D_i = dO_i . O_i are [B, H, T] (f32); dx has x's layout and dtype. s_ij = scale * q_i . k_j; with `causal`, j <= i only.
 // Launch: grid (ceil(T / 64), B * H), 128 threads = 4 warps; warp w of block (x, bh) owns rows
 // x * 64 + 16 w .. + 16 (queries in the forward and dq kernels, keys in the dk/dv kernel; with
 // `causal` the forward and dq take their row blocks in reverse order, the longest first) and
@@ -22,9 +23,11 @@
 // score against the mask.
 // Probabilities and dS are rounded to bf16 for their products, as in FlashAttention-2.
 // Kernels: `attention_mma_fwd_<DH>` (out, lse), `attention_mma_bwd_dq_<DH>` (dq and D),
-// `attention_mma_bwd_dkv_<DH>` (dk, dv; launched after dq, which writes D), and the same
-// three as `attention_mma_{fwd,bwd_dq,bwd_dkv}_bf16_<DH>` for bf16 x and dx (dq, dk, dv
-// rounded once as they are stored, in pairs of columns when dh is even).
+// `attention_mma_bwd_dkv_<DH>` (dk, dv; launched after dq, which writes D), the same three as
+// `attention_mma_{fwd,bwd_dq,bwd_dkv}_bf16_<DH>` for bf16 x and dx (dq, dk, dv rounded once as
+// they are stored, in pairs of columns when dh is even), and as `..._bf16o_<DH>` for bf16 x,
+// dx, out and output gradient (out rounded once as it is stored, a NaN as the canonical one;
+// D from the stored out).
 //
 // Fragment layouts and `mma_bf16`: common.cuh.
 
@@ -205,8 +208,9 @@ struct MmaBlock {
     __device__ __forceinline__ MmaRows<X> qkv(const X* x, int part) const {
         return mma_rows(x, (((i64)b * T * 3 + part) * H + h) * dh, qkv_stride, dh);
     }
-    // A [B, T, H, dh] f32 tensor's rows of this head.
-    __device__ __forceinline__ MmaRows<float> rows(const float* p) const {
+    // A [B, T, H, dh] tensor's rows of this head.
+    template <typename O>
+    __device__ __forceinline__ MmaRows<O> rows(const O* p) const {
         return mma_rows(p, ((i64)b * T * H + h) * dh, row_stride, dh);
     }
 };
@@ -256,8 +260,52 @@ __device__ __forceinline__ void mma_store_rows(const float acc[][4], float scale
     }
 }
 
-template <int DH, typename X>
-__device__ void attention_mma_fwd(const X* x, float* out, float* lse, MmaShape s, int causal, double scale_d) {
+// An element of out or its gradient as f32.
+__device__ __forceinline__ float mma_value(float v) { return v; }
+__device__ __forceinline__ float mma_value(u16 v) { return bf16_value(v); }
+
+// Stores the forward's output: the warp's 16 x DH tile as rows of f32 `dst` (row i at
+// dst + i * stride), directly from the accumulators.
+template <int DH>
+__device__ __forceinline__ void mma_stage_rows(const float acc[][4], float* dst, i64 stride, const MmaBlock& k,
+                                               u16*) {
+    mma_store_rows<DH>(acc, 1.f, dst, stride, k);
+}
+
+// The same into bf16 rows, staged in the tile buffer `stage` ([64][DH + 8]) once every warp is
+// done with it (all threads call this): each value rounded once (`mma_pack`) into the warp's
+// 16 rows there, then copied out 8 bytes (4 columns) a thread where the rows allow it,
+// element by element otherwise. Staged, the kernel fits 128 registers (4 blocks an SM on
+// sm_90); storing from the accumulators as `mma_store_rows` does took 137.
+template <int DH>
+__device__ __forceinline__ void mma_stage_rows(const float acc[][4], u16* dst, i64 stride, const MmaBlock& k,
+                                               u16* stage) {
+    const int LD = DH + 8, lane = threadIdx.x & 31;
+    __syncthreads();
+    u16* rows = stage + k.warp * 16 * LD;
+#pragma unroll
+    for (int n = 0; n < DH / 8; ++n)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+            *(u32*)(rows + (k.g + 8 * r) * LD + n * 8 + 2 * k.t) = mma_pack(acc[n][2 * r], acc[n][2 * r + 1]);
+    __syncwarp();
+    const bool vec = k.dh % 4 == 0 && stride % 4 == 0 && ((size_t)dst & 7) == 0;
+    constexpr int QUADS = DH / 4;
+    for (int e = lane; e < 16 * QUADS; e += 32) {
+        const int rr = e / QUADS, c = 4 * (e % QUADS), i = k.wrow + rr;
+        if (i >= k.T || c >= k.dh) continue;
+        const u16* src = rows + rr * LD + c;
+        u16* p = dst + (i64)i * stride + c;
+        if (vec) {
+            *(uint2*)p = *(const uint2*)src;
+        } else {
+            for (int j = 0; j < 4 && c + j < k.dh; ++j) p[j] = src[j];
+        }
+    }
+}
+
+template <int DH, typename X, typename O>
+__device__ void attention_mma_fwd(const X* x, O* out, float* lse, MmaShape s, int causal, double scale_d) {
     __shared__ __align__(16) u16 ks[MMA_TILE * (DH + 8)];
     __shared__ __align__(16) u16 vs[MMA_TILE * (DH + 8)];
     const MmaBlock k(s, causal);
@@ -337,11 +385,11 @@ __device__ void attention_mma_fwd(const X* x, float* out, float* lse, MmaShape s
         o[n][2] *= inv[1];
         o[n][3] *= inv[1];
     }
-    mma_store_rows<DH>(o, 1.f, out + ((i64)k.b * T * k.H + k.h) * k.dh, k.row_stride, k);
+    mma_stage_rows<DH>(o, out + ((i64)k.b * T * k.H + k.h) * k.dh, k.row_stride, k, ks);
 }
 
-template <int DH, typename X>
-__device__ void attention_mma_bwd_dq(const X* x, const float* out, const float* lse, const float* gr, X* dx,
+template <int DH, typename X, typename O>
+__device__ void attention_mma_bwd_dq(const X* x, const O* out, const float* lse, const O* gr, X* dx,
                                      float* drow, MmaShape s, int causal, double scale_d) {
     __shared__ __align__(16) u16 ks[MMA_TILE * (DH + 8)];
     __shared__ __align__(16) u16 vs[MMA_TILE * (DH + 8)];
@@ -350,17 +398,17 @@ __device__ void attention_mma_bwd_dq(const X* x, const float* out, const float* 
     const int T = k.T, g = k.g, t = k.t, wrow = k.wrow;
     const float sl2 = (float)scale_d * MMA_LOG2E;
     const MmaRows<X> qs = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2);
-    const MmaRows<float> go = k.rows(gr);
+    const MmaRows<O> go = k.rows(gr);
 
     // Row terms: lse in log2 units and D_i = dO_i . O_i (f32, also written out for dk/dv): two
     // threads a row, each over half its columns.
     {
-        const MmaRows<float> oo = k.rows(out);
+        const MmaRows<O> oo = k.rows(out);
         const int r = threadIdx.x >> 1, half = threadIdx.x & 1, i = k.row0 + r;
         float d = 0.f, li = 0.f;
         if (i < T) {
-            const float *po = oo.base + (i64)i * oo.stride, *pg = go.base + (i64)i * go.stride;
-            for (int c = half; c < k.dh; c += 2) d += po[c] * pg[c];
+            const O *po = oo.base + (i64)i * oo.stride, *pg = go.base + (i64)i * go.stride;
+            for (int c = half; c < k.dh; c += 2) d += mma_value(po[c]) * mma_value(pg[c]);
             li = lse[k.bh * T + i] * MMA_LOG2E;
         }
         d += __shfl_xor_sync(0xffffffffu, d, 1);
@@ -409,8 +457,8 @@ __device__ void attention_mma_bwd_dq(const X* x, const float* out, const float* 
     mma_store_rows<DH>(dq, (float)scale_d, dx + (((i64)k.b * T * 3) * k.H + k.h) * k.dh, k.qkv_stride, k);
 }
 
-template <int DH, typename X>
-__device__ void attention_mma_bwd_dkv(const X* x, const float* lse, const float* gr, const float* drow, X* dx,
+template <int DH, typename X, typename O>
+__device__ void attention_mma_bwd_dkv(const X* x, const float* lse, const O* gr, const float* drow, X* dx,
                                       MmaShape s, int causal, double scale_d) {
     __shared__ __align__(16) u16 qs[MMA_TILE * (DH + 8)];
     __shared__ __align__(16) u16 gs[MMA_TILE * (DH + 8)];
@@ -420,7 +468,7 @@ __device__ void attention_mma_bwd_dkv(const X* x, const float* lse, const float*
     const int T = k.T, g = k.g, t = k.t, wrow = k.wrow;
     const float sl2 = (float)scale_d * MMA_LOG2E;
     const MmaRows<X> qr = k.qkv(x, 0), kr = k.qkv(x, 1), vr = k.qkv(x, 2);
-    const MmaRows<float> go = k.rows(gr);
+    const MmaRows<O> go = k.rows(gr);
 
     mma_load<DH>(kr, k.row0, T, k.dh, qs);
     mma_load<DH>(vr, k.row0, T, k.dh, gs);
@@ -474,25 +522,28 @@ __device__ void attention_mma_bwd_dkv(const X* x, const float* lse, const float*
     mma_store_rows<DH>(dv, 1.f, dx + first + 2 * k.row_stride, k.qkv_stride, k);
 }
 
-// The three kernels for head-width bound DH with x and dx of element type X, named with TAG
-// (empty for f32, `bf16_` for bf16).
-#define ATTENTION_MMA(DH, TAG, X)                                                                  \
+// The three kernels for head-width bound DH with x and dx of element type X and out and its
+// gradient of element type O, named with TAG (empty for f32, `bf16_` for bf16 x, `bf16o_` for
+// bf16 x and out).
+#define ATTENTION_MMA(DH, TAG, X, O)                                                               \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_fwd_##TAG##DH(         \
-        const X* x, float* out, float* lse, MmaShape s, int causal, double scale) {               \
+        const X* x, O* out, float* lse, MmaShape s, int causal, double scale) {                   \
         attention_mma_fwd<DH>(x, out, lse, s, causal, scale);                                      \
     }                                                                                              \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_bwd_dq_##TAG##DH(      \
-        const X* x, const float* out, const float* lse, const float* g, X* dx, float* drow,       \
-        MmaShape s, int causal, double scale) {                                                    \
+        const X* x, const O* out, const float* lse, const O* g, X* dx, float* drow, MmaShape s,   \
+        int causal, double scale) {                                                                \
         attention_mma_bwd_dq<DH>(x, out, lse, g, dx, drow, s, causal, scale);                      \
     }                                                                                              \
     extern "C" __global__ void __launch_bounds__(MMA_THREADS) attention_mma_bwd_dkv_##TAG##DH(     \
-        const X* x, const float* lse, const float* g, const float* drow, X* dx, MmaShape s,       \
+        const X* x, const float* lse, const O* g, const float* drow, X* dx, MmaShape s,           \
         int causal, double scale) {                                                                \
         attention_mma_bwd_dkv<DH>(x, lse, g, drow, dx, s, causal, scale);                          \
     }
 
-ATTENTION_MMA(32, , float)
-ATTENTION_MMA(64, , float)
-ATTENTION_MMA(32, bf16_, u16)
-ATTENTION_MMA(64, bf16_, u16)
+ATTENTION_MMA(32, , float, float)
+ATTENTION_MMA(64, , float, float)
+ATTENTION_MMA(32, bf16_, u16, float)
+ATTENTION_MMA(64, bf16_, u16, float)
+ATTENTION_MMA(32, bf16o_, u16, u16)
+ATTENTION_MMA(64, bf16o_, u16, u16)

@@ -1,9 +1,9 @@
 //! Multi-head self-attention `softmax(Q K^T / sqrt(d)) V`, causal and key-padding masks.
 //!
 //! Without a key-padding mask or active attention dropout, the input projection and the heads
-//! run as one op, [`Tensor::qkv_attention`] (the fused [`Tensor::attention_qkv`]: no per-head
-//! copies, no stored `T x T` probabilities; on a GPU at bf16 precision the projections kept in
-//! bf16); otherwise through the composed ops, which support both.
+//! run as one op, [`Tensor::qkv_attention_as`] (the fused [`Tensor::attention_qkv`]: no
+//! per-head copies, no stored `T x T` probabilities; on a GPU at bf16 precision the projections
+//! and the output kept in bf16); otherwise through the composed ops, which support both.
 
 use std::collections::HashMap;
 
@@ -105,7 +105,10 @@ impl MultiHeadAttention {
         let operand = x.dtype() == DType::BF16 && w.dtype() == DType::F32;
         let fusable = matches!(x.dtype(), DType::F32 | DType::F64) || operand;
         if key_padding.is_none() && !dropout && fusable {
-            let y = x.qkv_attention(w, self.qkv.bias.as_ref(), h, causal)?;
+            // The attention's output is only read as the output projection's operand: written
+            // in the dtype that product reads it in (bf16 on a GPU at bf16 matmul precision).
+            let out = selfsup_tensor::precision::operand_dtype(&self.proj.weight);
+            let y = x.qkv_attention_as(w, self.qkv.bias.as_ref(), h, causal, out)?;
             return self.proj.forward(&y);
         }
         // Such an operand widened for the composition, whose masks and scores are in the

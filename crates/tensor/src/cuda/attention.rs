@@ -5,8 +5,9 @@
 //! Two sets of kernels: `kernels/attention.cu` on the CUDA cores in the tensor's dtype, and
 //! `kernels/attention_mma.cu` on the tensor cores (bf16 operands, f32 accumulation) for f32
 //! tensors when the run's matmul precision is bf16 ([`Kernels`]), and for bf16 projections
-//! (`Tensor::qkv_attention`, whose product stores them in bf16; out, lse and the output
-//! gradient stay f32, the projections' gradient is bf16).
+//! (`Tensor::qkv_attention`, whose product stores them in bf16; the projections' gradient is
+//! bf16, lse f32, and out and the output gradient f32 or, for the output projection's bf16
+//! operand, bf16: [`out_dtypes`]).
 //!
 //! [`Tensor::attention_qkv`]: crate::Tensor::attention_qkv
 
@@ -113,16 +114,36 @@ impl AttShape {
     }
 }
 
+/// The dtypes the output and its gradient may have for projections of `dtype` on `kernels`: the
+/// projections' own, and for bf16 projections on the tensor cores f32 (the first) or bf16.
+pub fn out_dtypes(kernels: Kernels, dtype: DType) -> &'static [DType] {
+    match (kernels, dtype) {
+        (Kernels::TensorCores, DType::BF16) => &[DType::F32, DType::BF16],
+        (_, DType::F64) => &[DType::F64],
+        (_, DType::BF16) => &[DType::BF16],
+        _ => &[DType::F32],
+    }
+}
+
 /// The kernel-name prefix and suffix (`attention_` + `<dtype>_<bound>`, or `attention_mma_` +
-/// `<bound>` for f32 and `bf16_<bound>` for bf16 projections) for `x`'s dtype and the shape, or
-/// the error for a shape the kernels do not cover.
+/// `<bound>` for f32 projections, `bf16_<bound>` for bf16 projections with an f32 output and
+/// `bf16o_<bound>` for bf16 both) for `x`'s dtype, the output's and the shape, or the error for
+/// a shape or output dtype the kernels do not cover.
 fn names(
     x: &CudaStorage,
     kernels: Kernels,
+    out: DType,
     b: usize,
     h: usize,
     dh: usize,
 ) -> Result<(&'static str, String)> {
+    if !out_dtypes(kernels, x.dtype()).contains(&out) {
+        return Err(crate::error::Error::DTypeMismatch {
+            op: OP,
+            lhs: x.dtype(),
+            rhs: out,
+        });
+    }
     let none = || {
         x.backend.err_msg(format!(
             "{OP}: no fused {kernels:?} kernel for {b}x{h} heads of width {dh} in {:?}",
@@ -142,10 +163,10 @@ fn names(
                     "{OP}: the tensor-core kernels need compute capability 8.0 or later"
                 )));
             }
-            let tag = if x.dtype() == DType::BF16 {
-                "bf16_"
-            } else {
-                ""
+            let tag = match (x.dtype(), out) {
+                (DType::BF16, DType::BF16) => "bf16o_",
+                (DType::BF16, _) => "bf16_",
+                _ => "",
             };
             Ok(("attention_mma_", format!("{tag}{w}")))
         }
@@ -160,8 +181,8 @@ fn grid(kernels: Kernels, b: usize, t: usize, h: usize) -> LaunchConfig {
     }
 }
 
-/// The dtype of the output, log-sum-exp and output gradient for projections of `dtype`: theirs,
-/// but f32 for bf16 projections.
+/// The dtype of the log-sum-exp and the row terms `D` for projections of `dtype`: theirs, but
+/// f32 for bf16 projections.
 fn row_dtype(dtype: DType) -> DType {
     if dtype == DType::BF16 {
         DType::F32
@@ -171,12 +192,14 @@ fn row_dtype(dtype: DType) -> DType {
 }
 
 /// Forward over the contiguous packed projections `x` (`[b, t, 3, h, dh]` from element 0):
-/// `(out [b, t, h, dh], lse [b, h, t])`, in x's dtype (f32 for bf16 `x`). `dh` must have a
-/// [`head_width_bound`] (CUDA cores) or an [`mma_head_width_bound`] (tensor cores).
+/// `(out [b, t, h, dh] in `out`, one of [`out_dtypes`], lse [b, h, t] in x's dtype, f32 for
+/// bf16 `x`). `dh` must have a [`head_width_bound`] (CUDA cores) or an
+/// [`mma_head_width_bound`] (tensor cores).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
     x: &CudaStorage,
     kernels: Kernels,
+    out: DType,
     b: usize,
     t: usize,
     h: usize,
@@ -184,10 +207,10 @@ pub fn forward(
     causal: bool,
     scale: f64,
 ) -> Result<(CudaStorage, CudaStorage)> {
-    let (pre, k) = names(x, kernels, b, h, dh)?;
+    let (pre, k) = names(x, kernels, out, b, h, dh)?;
     let be = &x.backend;
     let rows = row_dtype(x.dtype());
-    let out = CudaStorage::alloc(be, rows, b * t * h * dh)?;
+    let out = CudaStorage::alloc(be, out, b * t * h * dh)?;
     let lse = CudaStorage::alloc(be, rows, b * h * t)?;
     if b * t * h * dh == 0 {
         return Ok((out, lse));
@@ -204,7 +227,8 @@ pub fn forward(
 
 /// Backward: the gradient of the packed projections (x's layout and dtype) from `x`, the
 /// forward's `out` and `lse`, and the output gradient `g` (`[b, t, h, dh]`, in `out`'s dtype),
-/// all contiguous from element 0; `kernels` as in the forward.
+/// all contiguous from element 0; `kernels` as in the forward. With a bf16 `out` the row terms
+/// `D_i = dO_i . O_i` come from the stored (rounded) output.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &CudaStorage,
@@ -219,15 +243,15 @@ pub fn backward(
     causal: bool,
     scale: f64,
 ) -> Result<CudaStorage> {
-    let (pre, k) = names(x, kernels, b, h, dh)?;
+    let (pre, k) = names(x, kernels, out.dtype(), b, h, dh)?;
     let be = &x.backend;
     let rows = row_dtype(x.dtype());
-    for s in [out, lse, g] {
-        if s.dtype() != rows {
+    for (s, want) in [(lse, rows), (g, out.dtype())] {
+        if s.dtype() != want {
             return Err(crate::error::Error::DTypeMismatch {
                 op: OP,
                 lhs: s.dtype(),
-                rhs: rows,
+                rhs: want,
             });
         }
     }
@@ -293,6 +317,16 @@ mod tests {
         assert_eq!(head_width_bound(DType::F64, 8, 5), Some(64));
         assert_eq!(head_width_bound(DType::F64, 8, 65), None);
         assert_eq!(head_width_bound(DType::BF16, 8, 64), None);
+    }
+
+    #[test]
+    fn only_bf16_projections_on_the_tensor_cores_choose_their_output_dtype() {
+        use DType::*;
+        let (tc, cc) = (Kernels::TensorCores, Kernels::CudaCores);
+        assert_eq!(out_dtypes(tc, BF16), &[F32, BF16]);
+        assert_eq!(out_dtypes(tc, F32), &[F32]);
+        assert_eq!(out_dtypes(cc, F32), &[F32]);
+        assert_eq!(out_dtypes(cc, F64), &[F64]);
     }
 
     #[test]

@@ -267,6 +267,7 @@ mod gpu {
         let (out, lse) = crate::cuda::attention::forward(
             cuda_ref(OP, &gx)?,
             kernels,
+            x.dtype(),
             b,
             t,
             h,

@@ -17,10 +17,18 @@
 //! the bias's bf16 copy costs one small launch. The results are the
 //! composition's with the projections and their gradient rounded to bf16 (and the bias
 //! rounded to bf16), so they differ from it by bf16 rounding.
+//!
+//! [`Tensor::qkv_attention_as`] goes one step further for an output read only as the output
+//! projection's bf16 operand (`nn::MultiHeadAttention`'s): the `_bf16o_` kernels store the
+//! output in bf16 and read its gradient in bf16, as the product stores it. Per element of the
+//! `[tokens, E]` output, the forward writes 2 bytes where it wrote 4 and the product's cast
+//! (4 read, 2 written) is gone; the backward reads the gradient and the output in bf16 where
+//! it read both in f32, and the product writes that gradient in bf16 (counted for GPT-2: about
+//! 1.2 GB a step, and one launch a layer).
 
-use crate::error::{shape_err, Result};
+use crate::error::{invalid, shape_err, Result};
 use crate::ops::check_same;
-use crate::Tensor;
+use crate::{DType, Tensor};
 
 const OP: &str = "qkv_attention";
 
@@ -43,7 +51,29 @@ impl Tensor {
         heads: usize,
         causal: bool,
     ) -> Result<Tensor> {
+        self.qkv_attention_as(weight, bias, heads, causal, weight.dtype())
+    }
+
+    /// [`Tensor::qkv_attention`] with its result stored as `out`: the values and gradients of
+    /// `self.qkv_attention(weight, bias, heads, causal)?.to_dtype(out)`, for an output read
+    /// only as a product's operand (`out` from [`crate::precision::operand_dtype`] of that
+    /// product's weight). On a GPU where `qkv_attention` runs fused and `out` is bf16, its
+    /// kernels store the output in bf16 and read its gradient in bf16 (the module
+    /// documentation says what that saves); their backward's row terms `dO . O` read the
+    /// stored output, so its gradients differ from the composition's by bf16 rounding there
+    /// too. `out` must be a float dtype. Elsewhere it is that composition.
+    pub fn qkv_attention_as(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        heads: usize,
+        causal: bool,
+        out: DType,
+    ) -> Result<Tensor> {
         crate::ops::check_input(OP, self, weight)?;
+        if !out.is_float() {
+            return invalid(OP, format!("output dtype {out:?} must be a float dtype"));
+        }
         if let Some(bias) = bias {
             check_same(OP, weight, bias)?;
         }
@@ -76,12 +106,15 @@ impl Tensor {
         }
         #[cfg(feature = "cuda")]
         if gpu::fits(self, weight, b * heads, o / (3 * heads)) {
-            return gpu::forward(self, weight, bias, [b, t, d, o], heads, causal);
+            let y = if out == DType::BF16 { out } else { DType::F32 };
+            let y = gpu::forward(self, weight, bias, [b, t, d, o], heads, causal, y)?;
+            return y.to_dtype(out);
         }
         self.reshape(&[b * t, d])?
             .linear(weight, bias)?
             .reshape(&[b, t, o])?
-            .attention_qkv(heads, causal)
+            .attention_qkv(heads, causal)?
+            .to_dtype(out)
     }
 }
 
@@ -96,7 +129,7 @@ mod gpu {
     use crate::ops::linear::gpu::{affine_to_bf16, bf16_copy, colsum_bf16, product, product_to};
     use crate::ops::{cuda_ref, dense};
     use crate::storage::Storage;
-    use crate::{DType, Device};
+    use crate::Device;
 
     /// Whether the fused arm runs for `x` with `batch_heads` heads of width `dh`.
     pub(super) fn fits(x: &Tensor, w: &Tensor, batch_heads: usize, dh: usize) -> bool {
@@ -113,7 +146,9 @@ mod gpu {
     }
 
     /// The forward: `x` and `W` cast to bf16 once, the projections stored in bf16 by the
-    /// product (bias in its epilogue), the tensor-core attention on them.
+    /// product (bias in its epilogue), the tensor-core attention on them, its output stored in
+    /// `out` (f32 or bf16).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward(
         x: &Tensor,
         w: &Tensor,
@@ -121,6 +156,7 @@ mod gpu {
         [b, t, d, o]: [usize; 4],
         heads: usize,
         causal: bool,
+        out: DType,
     ) -> Result<Tensor> {
         let n = b * t;
         let dh = o / (3 * heads);
@@ -132,6 +168,7 @@ mod gpu {
             ca::forward(
                 cuda_ref(OP, &g)?,
                 Kernels::TensorCores,
+                out,
                 b,
                 t,
                 heads,
@@ -172,7 +209,7 @@ mod gpu {
         w16: Option<Tensor>,
         /// The projections in bf16 `[B·T, 3E]`.
         qkv16: Tensor,
-        /// The forward's output and its rows' log-sum-exp.
+        /// The forward's output (f32 or bf16) and its rows' log-sum-exp.
         out: Tensor,
         lse: Tensor,
     }
@@ -191,7 +228,8 @@ mod gpu {
             let [b, t, heads, dh] = self.dims;
             let (n, d, o) = (b * t, x.shape()[2], w.shape()[0]);
             let mut grads: Vec<Option<Tensor>> = vec![None; inputs.len()];
-            let g = dense(grad)?;
+            // The output's gradient, in the output's dtype (autograd's sums round to it).
+            let g = dense(&grad.to_dtype(self.out.dtype())?)?;
             let dqkv16 = {
                 let (gq, gg, go, gl) = (
                     self.qkv16.read(),

@@ -1,7 +1,9 @@
 //! `qkv_attention` on the GPU: fused at bf16 precision (the projections and their gradient in
 //! bf16, as under PyTorch's autocast: the product stores them in bf16, the tensor-core
-//! attention's `_bf16_` kernels read them and write their gradient), against the composition
-//! it stands for, with the same roundings, on the same GPU and on the CPU.
+//! attention's `_bf16_` kernels read them and write their gradient; with `qkv_attention_as`
+//! and a bf16 output the `_bf16o_` kernels, which store the output and read its gradient in
+//! bf16 too), against the composition it stands for, with the same roundings, on the same GPU
+//! and on the CPU.
 
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
 use selfsup_tensor::{DType, Device, Tensor};
@@ -11,14 +13,16 @@ use crate::{compare, leaf, on_each_gpu, rand, round_bf16};
 /// One run's output and the gradients of x, W, b (None where not wanted).
 type Run = (Tensor, [Option<Tensor>; 3]);
 
-/// Runs the op on `dev` at precision `p`, fused (`qkv_attention`) or composed (linear, then
-/// `attention_qkv`; at bf16 precision with the projections rounded to bf16, as the fused form
-/// rounds them and their gradient), with output gradient `g`; `want` says which of x, W, b
-/// want a gradient.
+/// Runs the op on `dev` at precision `p` with its output stored as `out`, fused
+/// (`qkv_attention`, or `qkv_attention_as` for a bf16 `out`) or composed (linear, then
+/// `attention_qkv`, then a cast to `out`; at bf16 precision with the projections rounded to
+/// bf16, as the fused form rounds them and their gradient), with output gradient `g` (in
+/// `out`); `want` says which of x, W, b want a gradient.
 #[allow(clippy::too_many_arguments)]
 fn run(
     dev: Device,
     p: MatmulPrecision,
+    out: DType,
     fused: bool,
     xs: &[Tensor; 3],
     bias: bool,
@@ -31,8 +35,10 @@ fn run(
         let on: Vec<Tensor> = xs.iter().zip(want).map(|(t, w)| leaf(t, dev, w)).collect();
         let (x, w) = (&on[0], &on[1]);
         let b = bias.then_some(&on[2]);
-        let y = if fused {
+        let y = if fused && out == DType::F32 {
             x.qkv_attention(w, b, heads, causal).unwrap()
+        } else if fused {
+            x.qkv_attention_as(w, b, heads, causal, out).unwrap()
         } else {
             let s = x.shape().to_vec();
             let mut qkv = x
@@ -47,9 +53,11 @@ fn run(
                 .unwrap()
                 .attention_qkv(heads, causal)
                 .unwrap()
+                .to_dtype(out)
+                .unwrap()
         };
-        y.backward_with(Some(&g.to_device(dev).unwrap()), false)
-            .unwrap();
+        let g = g.to_dtype(out).unwrap().to_device(dev).unwrap();
+        y.backward_with(Some(&g), false).unwrap();
         (y, [0, 1, 2].map(|i| on[i].grad()))
     })
 }
@@ -59,8 +67,14 @@ fn run(
 /// the same GPU, and the CPU's within bf16 tolerance, causal or not, for head widths that take
 /// the kernels' element loads (odd, and element stores) and vector loads, sequence lengths
 /// that are and are not multiples of the 64-row tile, with and without a bias and with
-/// gradients wanted for only some operands; it runs the bf16 kernels; at f32 precision it is
-/// the composition.
+/// gradients wanted for only some operands, with an f32 output and a bf16 one; it runs the
+/// bf16 kernels; at f32 precision it is the composition. With a bf16 output the backward's row
+/// terms `dO . O` read the stored output, as FlashAttention's do for bf16 tensors, where the
+/// composition reads its f32 value: the gradients of the queries' and keys' columns then differ
+/// from the composition's by bf16 rounding, about as much as the composition's differ from the
+/// CPU's, and are held to the CPU's tolerance; the values' rows of dW and db, which do not use
+/// those terms, and the output (one flipped bf16 rounding) are held to the composition's. The
+/// bf16 output has exactly the bits of the f32 one's rounding.
 #[test]
 fn qkv_attention_keeps_the_projections_in_bf16_and_matches_the_composition() {
     on_each_gpu("qkv_attention", |dev| {
@@ -83,11 +97,17 @@ fn qkv_attention_keeps_the_projections_in_bf16_and_matches_the_composition() {
             ];
             let g = rand(&[b, t, heads * dh], DType::F32, -1.0, 1.0, seed + 3);
             for causal in [false, true] {
+                // The fused f32 output, rounded: the bf16 output's bits.
+                let mut rounded = None;
                 let what = format!(
                     "b {b} T {t} H {heads} dh {dh} in {d} bias {bias} grads {want:?} causal {causal}"
                 );
-                for p in [MatmulPrecision::Bf16, MatmulPrecision::F32] {
-                    let go = |dv, fused| run(dv, p, fused, &xs, bias, want, heads, causal, &g);
+                for (p, out) in [
+                    (MatmulPrecision::Bf16, DType::F32),
+                    (MatmulPrecision::Bf16, DType::BF16),
+                    (MatmulPrecision::F32, DType::F32),
+                ] {
+                    let go = |dv, fused| run(dv, p, out, fused, &xs, bias, want, heads, causal, &g);
                     let (y, gs) = go(dev, true);
                     let (yc, gc) = go(dev, false);
                     let (ycpu, gcpu) = go(Device::Cpu, false);
@@ -96,17 +116,33 @@ fn qkv_attention_keeps_the_projections_in_bf16_and_matches_the_composition() {
                     } else {
                         (1e-5, 2e-3)
                     };
-                    compare(&format!("{what} {p}: forward vs composed"), &y, &yc, same);
+                    let p = format!("{p} out {out:?}");
+                    let flip = if out == DType::BF16 { 1e-2 } else { same };
+                    compare(&format!("{what} {p}: forward vs composed"), &y, &yc, flip);
+                    match (&rounded, out) {
+                        (None, DType::F32) => rounded = Some(y.to_dtype(DType::BF16).unwrap()),
+                        (Some(r), DType::BF16) => compare(&format!("{what} {p}: bits"), &y, r, 0.0),
+                        _ => {}
+                    }
                     compare(&format!("{what} {p}: forward vs CPU"), &y, &ycpu, cpu);
                     for (i, name) in ["dx", "dW", "db"].iter().enumerate() {
                         let wanted = want[i] && (i != 2 || bias);
                         assert_eq!(gs[i].is_some(), wanted, "{what} {p}: {name} present");
                         if let (Some(a), Some(c), Some(c2)) = (&gs[i], &gc[i], &gcpu[i]) {
-                            compare(&format!("{what} {p}: {name} vs composed"), a, c, same);
                             // dW and db sum B·T rows of a gradient that differs from the CPU's
                             // (f32 attention where it has no bf16 products) by bf16 rounding,
                             // and their sums cancel: an absolute error of a few 1e-2 at T 150.
                             let cpu = if i > 0 { 3.0 * cpu } else { cpu };
+                            let vs = format!("{what} {p}: {name} vs composed");
+                            if out == DType::BF16 {
+                                compare(&vs, a, c, cpu);
+                                if i > 0 {
+                                    let v = |t: &Tensor| t.narrow(0, 2 * o / 3, o / 3).unwrap();
+                                    compare(&format!("{vs}, the values' rows"), &v(a), &v(c), same);
+                                }
+                            } else {
+                                compare(&vs, a, c, same);
+                            }
                             compare(&format!("{what} {p}: {name} vs CPU"), a, c2, cpu);
                         }
                     }
@@ -129,12 +165,25 @@ fn qkv_attention_keeps_the_projections_in_bf16_and_matches_the_composition() {
             with_matmul_precision(MatmulPrecision::Bf16, || {
                 let y = x.qkv_attention(&w, Some(&bias), 2, true).unwrap();
                 y.sum_all().unwrap().backward().unwrap();
+                let y = x
+                    .qkv_attention_as(&w, Some(&bias), 2, true, DType::BF16)
+                    .unwrap();
+                assert_eq!(y.dtype(), DType::BF16);
+                y.to_dtype(DType::F32)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
             });
             let prof = be.profile_stop().unwrap();
             for k in [
                 "attention_mma/attention_mma_fwd_bf16_32",
                 "attention_mma/attention_mma_bwd_dq_bf16_32",
                 "attention_mma/attention_mma_bwd_dkv_bf16_32",
+                "attention_mma/attention_mma_fwd_bf16o_32",
+                "attention_mma/attention_mma_bwd_dq_bf16o_32",
+                "attention_mma/attention_mma_bwd_dkv_bf16o_32",
                 "copy/colsum_bf16",
             ] {
                 assert!(prof.calls(k) >= 1, "{k} did not run: {prof:?}");

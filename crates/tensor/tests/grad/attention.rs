@@ -253,3 +253,66 @@ fn bad_shapes_are_named() {
         .attention_qkv(0, true)
         .is_err());
 }
+
+/// `qkv_attention_as` is `qkv_attention` then a cast, in values and gradients on the CPU (the
+/// gradient check of `qkv_attention` covers the rest): f64 to f64 is `qkv_attention` itself,
+/// f64 to f32 and f32 to bf16 round its output once and widen the output gradient exactly; it
+/// refuses a non-float output dtype and checks its shapes as `qkv_attention` does.
+#[test]
+fn qkv_attention_as_is_qkv_attention_then_a_cast() {
+    let x = uniform(&[2, 5, 8], 11, -1.0, 1.0);
+    let w = uniform(&[24, 8], 12, -0.5, 0.5);
+    let b = uniform(&[24], 13, -0.3, 0.3);
+    let g = uniform(&[2, 5, 8], 14, -1.0, 1.0);
+    for (from, out) in [
+        (DType::F64, DType::F64),
+        (DType::F64, DType::F32),
+        (DType::F32, DType::BF16),
+    ] {
+        let leaves = || -> Vec<Tensor> {
+            [&x, &w, &b]
+                .iter()
+                .map(|t| t.to_dtype(from).unwrap().requires_grad_())
+                .collect()
+        };
+        let (a, c) = (leaves(), leaves());
+        let ya = a[0]
+            .qkv_attention_as(&a[1], Some(&a[2]), 2, true, out)
+            .unwrap();
+        let yc = c[0]
+            .qkv_attention(&c[1], Some(&c[2]), 2, true)
+            .unwrap()
+            .to_dtype(out)
+            .unwrap();
+        assert_eq!(ya.dtype(), out);
+        assert_eq!(
+            ya.to_vec_f64().unwrap(),
+            yc.to_vec_f64().unwrap(),
+            "{from:?} -> {out:?}"
+        );
+        let seed = g.to_dtype(out).unwrap();
+        ya.backward_with(Some(&seed), false).unwrap();
+        yc.backward_with(Some(&seed), false).unwrap();
+        for (p, q) in a.iter().zip(&c) {
+            assert_eq!(
+                p.grad().unwrap().to_vec_f64().unwrap(),
+                q.grad().unwrap().to_vec_f64().unwrap(),
+                "{from:?} -> {out:?} gradient"
+            );
+        }
+    }
+    let e = x
+        .qkv_attention_as(&w, None, 2, true, DType::I64)
+        .unwrap_err();
+    assert!(e.to_string().contains("must be a float dtype"), "{e}");
+    let e = x
+        .qkv_attention_as(
+            &Tensor::zeros(&[12, 5], DType::F64),
+            None,
+            2,
+            true,
+            DType::F32,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("[3E, 8]"), "{e}");
+}
