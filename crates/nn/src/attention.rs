@@ -83,6 +83,35 @@ impl MultiHeadAttention {
         causal: bool,
         key_padding: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.attend(x, causal, key_padding, None)
+    }
+
+    /// `residual + self.forward(x, causal, key_padding)` for `residual` `[B, T, D]` (a
+    /// transformer block's residual stream), with the sum made by the output projection
+    /// ([`Linear::forward_residual`]: on a GPU at bf16 matmul precision its product adds the
+    /// residual as it stores its result).
+    pub fn forward_residual(
+        &self,
+        x: &Tensor,
+        causal: bool,
+        key_padding: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.attend(x, causal, key_padding, Some(residual))
+    }
+
+    /// The attention, its output projection adding `residual` where one is given.
+    fn attend(
+        &self,
+        x: &Tensor,
+        causal: bool,
+        key_padding: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let project = |y: &Tensor| match residual {
+            Some(r) => self.proj.forward_residual(y, r),
+            None => self.proj.forward(y),
+        };
         if x.rank() != 3 {
             return config(format!(
                 "MultiHeadAttention: input must be [B, T, D], got {:?}",
@@ -109,7 +138,7 @@ impl MultiHeadAttention {
             // in the dtype that product reads it in (bf16 on a GPU at bf16 matmul precision).
             let out = selfsup_tensor::precision::operand_dtype(&self.proj.weight);
             let y = x.qkv_attention_as(w, self.qkv.bias.as_ref(), h, causal, out)?;
-            return self.proj.forward(&y);
+            return project(&y);
         }
         // Such an operand widened for the composition, whose masks and scores are in the
         // weights' dtype.
@@ -148,7 +177,7 @@ impl MultiHeadAttention {
         }
         let out = probs.matmul(&v)?; // [B, H, T, dh]
         let out = out.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;
-        self.proj.forward(&out)
+        project(&out)
     }
 }
 

@@ -93,6 +93,41 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         over_rows(x, |x2| Ok(x2.linear(&self.weight, self.bias.as_ref())?))
     }
+
+    /// `residual + self.forward(x)` for `residual` of the output's shape `[..., out]`, as one
+    /// op ([`Tensor::linear_residual`]: on a GPU at bf16 matmul precision the product adds the
+    /// residual as it stores its result).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let r = residual_rows("Linear", x, residual, self.out_features())?;
+        over_rows(x, |x2| {
+            Ok(x2.linear_residual(&self.weight, self.bias.as_ref(), &r)?)
+        })
+    }
+}
+
+/// `residual`, which must have the shape `[.., out]` of a layer's output for input `x`
+/// `[.., in]`, flattened to `[rows, out]` as [`over_rows`] flattens `x`; `layer` names the
+/// layer in the error.
+pub(crate) fn residual_rows(
+    layer: &str,
+    x: &Tensor,
+    residual: &Tensor,
+    out: usize,
+) -> Result<Tensor> {
+    let mut want = x.shape().to_vec();
+    if let Some(last) = want.last_mut() {
+        *last = out;
+    }
+    if residual.shape() != want.as_slice() {
+        return config(format!(
+            "{layer}: residual {:?} does not fit the output {want:?}: pass a tensor of the output's shape",
+            residual.shape()
+        ));
+    }
+    if residual.rank() <= 2 {
+        return Ok(residual.clone());
+    }
+    Ok(residual.reshape(&[residual.numel() / out.max(1), out])?)
 }
 
 /// Applies `f`, a map from `[rows, in]` to `[rows, out]`, to `[.., in]` flattened to rows, and

@@ -5,7 +5,7 @@ use selfsup_tensor::{DType, Generator, Tensor};
 
 use crate::activation::Activation;
 use crate::error::{config, Result};
-use crate::linear::{over_rows, Linear};
+use crate::linear::{over_rows, residual_rows, Linear};
 use crate::module::{join, Layer, Module};
 use crate::norm::BatchNorm;
 
@@ -88,6 +88,39 @@ impl Mlp {
             last_bn,
             activation: cfg.activation,
         })
+    }
+
+    /// `residual + self.forward(x)` for `residual` of the output's shape: with two layers and
+    /// no BatchNorm one op ([`Tensor::mlp2_residual`]: on a GPU at bf16 matmul precision the
+    /// second product adds the residual as it stores its result), else the MLP and an add.
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        if let ([l1, l2], true, Some(act), None) = (
+            &self.fc[..],
+            self.bn.is_empty(),
+            self.activation.as_mlp_activation(),
+            &self.last_bn,
+        ) {
+            let r = residual_rows("Mlp", x, residual, l2.out_features())?;
+            return over_rows(x, |x2| {
+                Ok(x2.mlp2_residual(
+                    &l1.weight,
+                    l1.bias.as_ref(),
+                    act,
+                    &l2.weight,
+                    l2.bias.as_ref(),
+                    &r,
+                )?)
+            });
+        }
+        let y = self.forward(x)?;
+        if residual.shape() != y.shape() {
+            return config(format!(
+                "Mlp: residual {:?} does not fit the output {:?}: pass a tensor of the output's shape",
+                residual.shape(),
+                y.shape()
+            ));
+        }
+        Ok(y.add(residual)?)
     }
 
     /// Applies the MLP to `[N, in_dim]` (or `[..., in_dim]` without BatchNorm). Two layers

@@ -80,12 +80,17 @@ impl TransformerBlock {
         // The norms' outputs are only read as the products' operands: written in the dtype
         // the products read them in (bf16 on a GPU at bf16 matmul precision).
         let operand = selfsup_tensor::precision::operand_dtype(x);
-        let a = self
-            .attn
-            .forward(&self.ln1.forward_as(x, operand)?, causal, key_padding)?;
-        let x = x.add(&self.resid(a)?)?;
-        let m = self.mlp.forward(&self.ln2.forward_as(&x, operand)?)?;
-        Ok(x.add(&self.resid(m)?)?)
+        let h = self.ln1.forward_as(x, operand)?;
+        if self.resid_dropout.as_ref().is_some_and(|d| d.is_active()) {
+            let a = self.attn.forward(&h, causal, key_padding)?;
+            let x = x.add(&self.resid(a)?)?;
+            let m = self.mlp.forward(&self.ln2.forward_as(&x, operand)?)?;
+            return Ok(x.add(&self.resid(m)?)?);
+        }
+        // No dropout between a branch and its residual: the branches' last products add it.
+        let x = self.attn.forward_residual(&h, causal, key_padding, x)?;
+        let h = self.ln2.forward_as(&x, operand)?;
+        self.mlp.forward_residual(&h, &x)
     }
 }
 

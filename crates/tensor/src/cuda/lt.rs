@@ -6,8 +6,11 @@
 //!
 //! Row-major `y[n, out]` is the column-major `out x n` matrix `D = op(A)·B + bias` with
 //! `A = W` as stored (column-major `k x out`, `op = T`) and `B = x` as stored (column-major
-//! `k x n`); the bias has one entry per row of `D`. cuBLASLt is optional: where it cannot be
-//! loaded, or declines a product, [`linear`] returns `None` and the caller composes the layer.
+//! `k x n`); the bias has one entry per row of `D`. A residual `r` (f32, `D`'s layout) is added
+//! as the GEMM's `C` with `beta = 1` (`D = op(A)·B + r + bias`; a transformer block's
+//! `x + proj(..)`), so the sum is written once and no add kernel reads the product back.
+//! cuBLASLt is optional: where it cannot be loaded, or declines a product, [`linear`] returns
+//! `None` and the caller composes the layer.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -24,8 +27,9 @@ use crate::Device;
 /// Bytes of device workspace cuBLASLt may use (NVIDIA's advice for Hopper is 32 MiB).
 const WORKSPACE_BYTES: usize = 32 << 20;
 
-/// The shape, operand dtype, bias and output dtype of a product, for the algorithm cache.
-type Key = (usize, usize, usize, DType, bool, DType);
+/// The shape, operand dtype, bias, output dtype and residual of a product, for the algorithm
+/// cache.
+type Key = (usize, usize, usize, DType, bool, DType, bool);
 
 /// A cuBLASLt handle, its workspace, and the algorithm chosen for each product shape (`None`:
 /// cuBLASLt declined that shape, which is then composed without asking again).
@@ -47,7 +51,7 @@ impl LtState {
     fn decline(&mut self, key: Key, e: lt::CublasError) -> Result<Option<CudaStorage>> {
         self.algos.insert(key, None);
         if self.declined.is_none() {
-            let (n, k, out, dtype, _, to) = key;
+            let (n, k, out, dtype, _, to, _) = key;
             self.declined = Some(format!(
                 "cuBLASLt declined the linear product [{n}, {k}] by [{out}, {k}]ᵀ ({dtype:?} to \
                  {to:?}): {e:?}; such layers add their bias in a separate kernel"
@@ -160,13 +164,14 @@ pub fn linear(
     k: usize,
     out: usize,
 ) -> Result<Option<CudaStorage>> {
-    linear_to(x, w, bias, n, k, out, DType::F32)
+    linear_to(x, w, bias, n, k, out, DType::F32, None)
 }
 
 /// [`linear`] with the result stored as `to`: f32, or bf16 (the f32 sum, bias included, rounded
 /// once as the GEMM stores it; for a layer whose output is only read as a bf16 operand). The
 /// bias is in `to`'s dtype, as cuBLASLt takes it by default: a bf16 bias for a bf16 result, as
-/// under PyTorch's autocast.
+/// under PyTorch's autocast. With a `residual` (contiguous f32 `[n, out]`; `to` must be f32)
+/// the result is `residual + x·Wᵀ + b`, the residual read by the GEMM's epilogue.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_to(
     x: &CudaStorage,
@@ -176,6 +181,7 @@ pub fn linear_to(
     k: usize,
     out: usize,
     to: DType,
+    residual: Option<&CudaStorage>,
 ) -> Result<Option<CudaStorage>> {
     let backend = &x.backend;
     let dtype = x.dtype();
@@ -198,6 +204,11 @@ pub fn linear_to(
             "linear: the bias must be {to:?} with {out} elements, as the result"
         )));
     }
+    if residual.is_some_and(|r| r.dtype() != DType::F32 || to != DType::F32 || r.len() < n * out) {
+        return Err(backend.err_msg(format!(
+            "linear: the residual must be f32 with {n} x {out} elements, as an f32 result"
+        )));
+    }
     if x.len() < n * k || w.len() < out * k {
         return Err(backend.err_msg(format!(
             "linear: buffers of {} and {} elements are too small for [{n}, {k}] and [{out}, {k}]",
@@ -213,7 +224,7 @@ pub fn linear_to(
         return Ok(None);
     };
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-    let key = (n, k, out, dtype, bias.is_some(), to);
+    let key = (n, k, out, dtype, bias.is_some(), to, residual.is_some());
     if let Some(None) = st.algos.get(&key) {
         return Ok(None);
     }
@@ -298,30 +309,41 @@ pub fn linear_to(
         }
     };
     let y = CudaStorage::alloc(backend, to, n * out)?;
-    let (one, zero) = (1.0f32, 0.0f32);
+    let one = 1.0f32;
+    // C: the residual, added with beta = 1; without one beta = 0 and C (= y) is not read.
+    let (beta, c) = match residual {
+        Some(r) => (1.0f32, r.ptr()),
+        None => (0.0f32, y.ptr()),
+    };
     let stream = backend.stream();
     backend.mark(|| {
         let with = if bias.is_some() { " + bias" } else { "" };
+        let plus = if residual.is_some() {
+            " + residual"
+        } else {
+            ""
+        };
         let into = if to == DType::BF16 { "->BF16" } else { "" };
-        format!("cublasLt linear {dtype:?}{into} {n}x{k}x{out}{with}")
+        format!("cublasLt linear {dtype:?}{into} {n}x{k}x{out}{with}{plus}")
     });
     let r = {
         let (ws, _sync) = st.workspace.device_ptr(stream);
         // SAFETY: the layouts describe x (k x n), W (k x out) and y (out x n) column-major
         // with leading dimensions equal to their row counts, within the buffers checked
         // above; the bias holds `out` elements of y's dtype; the workspace holds
-        // WORKSPACE_BYTES; beta = 0, so C (= y) is not read.
+        // WORKSPACE_BYTES; C is the residual (checked above: n x out f32, y's layout), or y
+        // itself with beta = 0, so not read.
         unsafe {
             lt::matmul(
                 st.handle,
                 d.desc,
                 (&one as *const f32).cast(),
-                (&zero as *const f32).cast(),
+                (&beta as *const f32).cast(),
                 w.ptr() as *const c_void,
                 la,
                 x.ptr() as *const c_void,
                 lb,
-                y.ptr() as *const c_void,
+                c as *const c_void,
                 lc,
                 y.ptr() as *mut c_void,
                 lc,

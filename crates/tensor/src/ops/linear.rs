@@ -135,39 +135,10 @@ impl Tensor {
     /// ([`crate::precision::operand_dtype`]): read as it is there, widened to f32 elsewhere;
     /// its gradient is bf16.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        crate::ops::check_input(OP, self, weight)?;
-        if let Some(b) = bias {
-            check_same(OP, weight, b)?;
-        }
-        let (n, k) = match *self.shape() {
-            [n, k] => (n, k),
-            ref s => {
-                return shape_err(OP, format!("needs an input [N, in], got {s:?}"));
-            }
-        };
-        let out = match *weight.shape() {
-            [o, k2] if k2 == k => o,
-            ref s => {
-                return shape_err(
-                    OP,
-                    format!("weight {s:?} does not fit input [{n}, {k}]: expected [out, {k}]"),
-                );
-            }
-        };
-        if let Some(b) = bias {
-            if b.shape() != [out] {
-                return shape_err(
-                    OP,
-                    format!(
-                        "bias {:?} does not fit weight [{out}, {k}]: expected [{out}]",
-                        b.shape()
-                    ),
-                );
-            }
-        }
+        let (n, k, out) = sizes(self, weight, bias)?;
         #[cfg(feature = "cuda")]
         if crate::precision::gpu_bf16_input(self, weight) {
-            return gpu::forward_bf16(self, weight, bias, n, k, out);
+            return gpu::forward_bf16(self, weight, bias, [n, k, out], None);
         }
         if crate::precision::is_bf16_operand(self, weight) {
             return self.to_dtype(DType::F32)?.linear(weight, bias);
@@ -215,6 +186,78 @@ impl Tensor {
             Box::new(LinearBack)
         }))
     }
+
+    /// `residual + self · weightᵀ + bias`: the values and gradients of
+    /// `self.linear(weight, bias)?.add(residual)` for `residual` `[N, out]` in the weight's
+    /// dtype (a transformer block's `x + proj(..)`), whose gradient is the output's. On a GPU at
+    /// bf16 matmul precision, where [`Tensor::linear`] runs on its bf16 copies, the residual is
+    /// the GEMM's `C` (cuBLASLt, `beta = 1`), so the sum is written once: per output element 8
+    /// bytes fewer than the layer and an add (whose read of both terms and write of the sum
+    /// become one read of the residual), and the add's launch; the sum's f32 rounding may
+    /// differ from the composition's in the last bit. Elsewhere, and under
+    /// [`crate::ops::fusion::GpuFusion::Composed`], it is that composition.
+    pub fn linear_residual(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let (n, k, out) = sizes(self, weight, bias)?;
+        check_same(OP, weight, residual)?;
+        if residual.shape() != [n, out] {
+            return shape_err(
+                OP,
+                format!(
+                    "residual {:?} does not fit the output: expected [{n}, {out}]",
+                    residual.shape()
+                ),
+            );
+        }
+        #[cfg(feature = "cuda")]
+        if crate::precision::gpu_bf16_input(self, weight)
+            && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
+        {
+            return gpu::forward_bf16(self, weight, bias, [n, k, out], Some(residual));
+        }
+        #[cfg(not(feature = "cuda"))]
+        let _ = k;
+        self.linear(weight, bias)?.add(residual)
+    }
+}
+
+/// The sizes `(n, in, out)` of a linear layer's operands, or the error that names the misfit.
+fn sizes(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<(usize, usize, usize)> {
+    crate::ops::check_input(OP, x, weight)?;
+    if let Some(b) = bias {
+        check_same(OP, weight, b)?;
+    }
+    let (n, k) = match *x.shape() {
+        [n, k] => (n, k),
+        ref s => {
+            return shape_err(OP, format!("needs an input [N, in], got {s:?}"));
+        }
+    };
+    let out = match *weight.shape() {
+        [o, k2] if k2 == k => o,
+        ref s => {
+            return shape_err(
+                OP,
+                format!("weight {s:?} does not fit input [{n}, {k}]: expected [out, {k}]"),
+            );
+        }
+    };
+    if let Some(b) = bias {
+        if b.shape() != [out] {
+            return shape_err(
+                OP,
+                format!(
+                    "bias {:?} does not fit weight [{out}, {k}]: expected [{out}]",
+                    b.shape()
+                ),
+            );
+        }
+    }
+    Ok((n, k, out))
 }
 
 /// The GPU arm at bf16 matmul precision: `x` and `W` cast to bf16 once, the copies kept for
@@ -262,25 +305,38 @@ pub(crate) mod gpu {
     }
 
     /// `x · Wᵀ + b` through cuBLASLt with the bias in the GEMM's epilogue, for contiguous `x`
-    /// and `W` (bf16 or f32) on a GPU, stored as `to` (f32 or bf16; the bias is cast to it);
-    /// `None` where cuBLASLt is unavailable or declines.
+    /// and `W` (bf16 or f32) on a GPU, stored as `to` (f32 or bf16; the bias is cast to it),
+    /// plus the f32 `residual` `[n, out]` as the GEMM's `C` (for an f32 `to`); `None` where
+    /// cuBLASLt is unavailable or declines.
     fn fused(
         x: &Tensor,
         w: &Tensor,
         bias: Option<&Tensor>,
         [n, k, out]: [usize; 3],
         to: DType,
+        residual: Option<&Tensor>,
     ) -> Result<Option<Tensor>> {
         let b = match bias {
             Some(b) if to == DType::BF16 => Some(bf16_copy(b)?),
             Some(b) => Some(dense(b)?),
             None => None,
         };
+        let r = residual.map(dense).transpose()?;
         let (gx, gw) = (x.read(), w.read());
         let gb = b.as_ref().map(|b| b.read());
         let bs = gb.as_ref().map(|g| cuda_ref(OP, g)).transpose()?;
-        let y =
-            crate::cuda::lt::linear_to(cuda_ref(OP, &gx)?, cuda_ref(OP, &gw)?, bs, n, k, out, to)?;
+        let gr = r.as_ref().map(|r| r.read());
+        let rs = gr.as_ref().map(|g| cuda_ref(OP, g)).transpose()?;
+        let y = crate::cuda::lt::linear_to(
+            cuda_ref(OP, &gx)?,
+            cuda_ref(OP, &gw)?,
+            bs,
+            n,
+            k,
+            out,
+            to,
+            rs,
+        )?;
         Ok(y.map(|y| Tensor::from_storage(Storage::Cuda(y), &[n, out])))
     }
 
@@ -299,7 +355,15 @@ pub(crate) mod gpu {
         if bias.is_none() || !plain(x) || !plain(w) {
             return Ok(None);
         }
-        let Some(y) = fused(&x.detach(), &w.detach(), bias, [n, k, out], DType::F32)? else {
+        let Some(y) = fused(
+            &x.detach(),
+            &w.detach(),
+            bias,
+            [n, k, out],
+            DType::F32,
+            None,
+        )?
+        else {
             return Ok(None);
         };
         let mut inputs = vec![x, w];
@@ -307,18 +371,20 @@ pub(crate) mod gpu {
         Ok(Some(y.attach(&inputs, || Box::new(LinearBack))))
     }
 
+    /// The layer on the bf16 copies of `x` and `W`, plus `residual` where one is given (then
+    /// the last input, whose gradient is the output's).
     pub(super) fn forward_bf16(
         x: &Tensor,
         w: &Tensor,
         bias: Option<&Tensor>,
-        n: usize,
-        k: usize,
-        out: usize,
+        [n, k, out]: [usize; 3],
+        residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (x16, w16) = (bf16_copy(x)?, bf16_copy(w)?);
-        let y = affine_bf16(&x16, &w16, bias, n, k, out)?;
+        let y = affine_bf16(&x16, &w16, bias, n, k, out, residual)?;
         let mut inputs = vec![x, w];
         inputs.extend(bias);
+        inputs.extend(residual);
         // dx needs W, dW needs x: keep only what the backward will use.
         let keep_x = w.requires_grad().then_some(x16);
         let keep_w = x.requires_grad().then_some(w16);
@@ -326,13 +392,15 @@ pub(crate) mod gpu {
             Box::new(LinearBackBf16 {
                 x16: keep_x,
                 w16: keep_w,
+                has_bias: bias.is_some(),
             })
         }))
     }
 
-    /// `x16 · W16ᵀ + b` for contiguous bf16 `x16` `[n, k]` and `W16` `[out, k]` on a GPU, in
-    /// f32 and outside autograd: the bias in cuBLASLt's epilogue where it takes it, else a
-    /// cuBLAS product and an add.
+    /// `x16 · W16ᵀ + b (+ residual)` for contiguous bf16 `x16` `[n, k]` and `W16` `[out, k]`
+    /// and an f32 `residual` `[n, out]` on a GPU, in f32 and outside autograd: the bias and
+    /// the residual in cuBLASLt's epilogue where it takes them, else a cuBLAS product and adds.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn affine_bf16(
         x16: &Tensor,
         w16: &Tensor,
@@ -340,17 +408,19 @@ pub(crate) mod gpu {
         n: usize,
         k: usize,
         out: usize,
+        residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        Ok(match fused(x16, w16, bias, [n, k, out], DType::F32)? {
-            Some(y) => y,
-            None => {
-                let y = product(x16, &w16.t()?, n, k, out)?;
-                match bias {
-                    Some(b) => y.add(&b.detach())?,
-                    None => y,
-                }
-            }
-        })
+        if let Some(y) = fused(x16, w16, bias, [n, k, out], DType::F32, residual)? {
+            return Ok(y);
+        }
+        let mut y = product(x16, &w16.t()?, n, k, out)?;
+        if let Some(b) = bias {
+            y = y.add(&b.detach())?;
+        }
+        match residual {
+            Some(r) => r.detach().add(&y),
+            None => Ok(y),
+        }
     }
 
     /// [`affine_bf16`] stored in bf16, as under PyTorch's autocast: the bias rounded to bf16,
@@ -366,9 +436,9 @@ pub(crate) mod gpu {
         k: usize,
         out: usize,
     ) -> Result<Tensor> {
-        match fused(x16, w16, bias, [n, k, out], DType::BF16)? {
+        match fused(x16, w16, bias, [n, k, out], DType::BF16, None)? {
             Some(y) => Ok(y),
-            None => dense(&affine_bf16(x16, w16, bias, n, k, out)?.to_dtype(DType::BF16)?),
+            None => dense(&affine_bf16(x16, w16, bias, n, k, out, None)?.to_dtype(DType::BF16)?),
         }
     }
 
@@ -401,6 +471,8 @@ pub(crate) mod gpu {
         x16: Option<Tensor>,
         /// `W` in bf16, when `x` needs a gradient.
         w16: Option<Tensor>,
+        /// Whether `inputs[2]` is a bias (a residual, if any, follows).
+        has_bias: bool,
     }
 
     impl BackwardOp for LinearBackBf16 {
@@ -416,7 +488,7 @@ pub(crate) mod gpu {
             let (x, w) = (&inputs[0], &inputs[1]);
             let (n, k, out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
             let wants = |t: &Tensor, kept: &Option<Tensor>| t.requires_grad() && kept.is_some();
-            let bias_grad = inputs.get(2).is_some_and(|b| b.requires_grad());
+            let bias_grad = self.has_bias && inputs[2].requires_grad();
             // One read of g: its bf16 copy for the products and, with a bias, its column sums.
             let (g16, db) = if bias_grad {
                 let (g16, db) = cast_bf16_colsum(g, n, out)?;
@@ -437,9 +509,14 @@ pub(crate) mod gpu {
                     grads[1] = Some(product(&g16.t()?, x16, out, n, k)?);
                 }
             }
-            if inputs.len() > 2 {
+            if self.has_bias {
                 grads.push(db);
             }
+            // A residual's gradient is the output's.
+            if grads.len() < inputs.len() && inputs[grads.len()].requires_grad() {
+                grads.push(Some(g.clone()));
+            }
+            grads.resize(inputs.len(), None);
             Ok(grads)
         }
     }

@@ -145,13 +145,55 @@ impl Tensor {
         #[allow(unused_variables)]
         let (n, k, hid, out) = sizes(self, w1, b1, w2, b2)?;
         #[cfg(feature = "cuda")]
-        if crate::precision::gpu_bf16_input(self, w1)
-            && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
-        {
-            return gpu::forward_bf16(self, [w1, w2], [b1, b2], act, [n, k, hid, out]);
+        if fused(self, w1) {
+            return gpu::forward_bf16(self, [w1, w2], [b1, b2], act, [n, k, hid, out], None);
         }
         act.apply(&self.linear(w1, b1)?)?.linear(w2, b2)
     }
+
+    /// `residual + self.mlp2(w1, b1, act, w2, b2)`: the values and gradients of that sum for
+    /// `residual` `[N, out]` in the weights' dtype (a transformer block's `x + mlp(..)`), whose
+    /// gradient is the output's. Where [`Tensor::mlp2`] runs fused, the residual is added by
+    /// the second product's epilogue, as [`Tensor::linear_residual`] adds it; elsewhere it is
+    /// that composition.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mlp2_residual(
+        &self,
+        w1: &Tensor,
+        b1: Option<&Tensor>,
+        act: MlpActivation,
+        w2: &Tensor,
+        b2: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        #[allow(unused_variables)]
+        let (n, k, hid, out) = sizes(self, w1, b1, w2, b2)?;
+        check_same(OP, w1, residual)?;
+        if residual.shape() != [n, out] {
+            return shape_err(
+                OP,
+                format!(
+                    "residual {:?} does not fit the output: expected [{n}, {out}]",
+                    residual.shape()
+                ),
+            );
+        }
+        #[cfg(feature = "cuda")]
+        if fused(self, w1) {
+            let dims = [n, k, hid, out];
+            return gpu::forward_bf16(self, [w1, w2], [b1, b2], act, dims, Some(residual));
+        }
+        act.apply(&self.linear(w1, b1)?)?
+            .linear(w2, b2)?
+            .add(residual)
+    }
+}
+
+/// Whether the fused arm runs: a GPU at bf16 matmul precision with the fusions on.
+#[cfg(feature = "cuda")]
+fn fused(x: &Tensor, w1: &Tensor) -> bool {
+    crate::precision::gpu_bf16_input(x, w1)
+        && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
 }
 
 /// The fused arm on a GPU at bf16 matmul precision.
@@ -169,13 +211,15 @@ mod gpu {
 
     /// The forward: `x`, `W1`, `W2` cast to bf16 once; the first product (with its bias in
     /// the GEMM's epilogue where cuBLASLt takes it) stored in bf16; its activation read and
-    /// written in bf16; the second product in f32.
+    /// written in bf16; the second product in f32, plus `residual` where one is given (then
+    /// the last input).
     pub(super) fn forward_bf16(
         x: &Tensor,
         [w1, w2]: [&Tensor; 2],
         [b1, b2]: [Option<&Tensor>; 2],
         act: MlpActivation,
         [n, k, hid, out]: [usize; 4],
+        residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (x16, w1_16, w2_16) = (bf16_copy(x)?, bf16_copy(w1)?, bf16_copy(w2)?);
         let h = affine_to_bf16(&x16, &w1_16, b1, n, k, hid)?;
@@ -184,16 +228,18 @@ mod gpu {
             let a = act_to_bf16(cuda_ref(OP, &gh)?, act.kernel(), n * hid)?;
             Tensor::from_storage(Storage::Cuda(a), &[n, hid])
         };
-        let y = affine_bf16(&a16, &w2_16, b2, n, hid, out)?;
+        let y = affine_bf16(&a16, &w2_16, b2, n, hid, out, residual)?;
         let mut inputs = vec![x, w1, w2];
         inputs.extend(b1);
         inputs.extend(b2);
+        inputs.extend(residual);
         let first =
             x.requires_grad() || w1.requires_grad() || b1.is_some_and(|b| b.requires_grad());
         Ok(y.attach(&inputs, || {
             Box::new(MlpBackBf16 {
                 act,
                 has_b1: b1.is_some(),
+                has_b2: b2.is_some(),
                 x16: w1.requires_grad().then_some(x16),
                 w1_16: x.requires_grad().then_some(w1_16),
                 h: first.then_some(h),
@@ -209,6 +255,9 @@ mod gpu {
         act: MlpActivation,
         /// Whether `inputs` holds a first-layer bias (at index 3; the second layer's follows).
         has_b1: bool,
+        /// Whether `inputs` holds a second-layer bias (after the first's; a residual, if any,
+        /// is last).
+        has_b2: bool,
         /// `x` in bf16 (for `dW1`).
         x16: Option<Tensor>,
         /// `W1` in bf16 (for `dx`).
@@ -233,15 +282,21 @@ mod gpu {
         ) -> Result<Vec<Option<Tensor>>> {
             let (x, w1, w2) = (&inputs[0], &inputs[1], &inputs[2]);
             let b1 = self.has_b1.then(|| &inputs[3]);
-            let b2 = inputs.get(if self.has_b1 { 4 } else { 3 });
+            let i_b2 = 3 + self.has_b1 as usize;
+            let b2 = self.has_b2.then(|| &inputs[i_b2]);
             let (n, k, hid, out) = (x.shape()[0], x.shape()[1], w1.shape()[0], w2.shape()[0]);
             let wants = |t: Option<&Tensor>| t.is_some_and(|t| t.requires_grad());
             let first = wants(Some(x)) || wants(Some(w1)) || wants(b1);
             let mut grads: Vec<Option<Tensor>> = vec![None; inputs.len()];
+            // A residual's gradient is the output's.
+            let i_res = i_b2 + self.has_b2 as usize;
+            if inputs.get(i_res).is_some_and(|r| r.requires_grad()) {
+                grads[i_res] = Some(g.clone());
+            }
             // One pass over g: its bf16 copy and, with a second bias, its column sums.
             let g16 = if wants(b2) {
                 let (g16, db2) = cast_bf16_colsum(g, n, out)?;
-                grads[inputs.len() - 1] = Some(db2);
+                grads[i_b2] = Some(db2);
                 g16
             } else {
                 bf16_copy(g)?

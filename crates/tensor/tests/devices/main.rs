@@ -17,6 +17,7 @@ mod operand;
 mod profile;
 mod qkv_attention;
 mod reduce;
+mod residual;
 mod rows;
 mod transfer;
 

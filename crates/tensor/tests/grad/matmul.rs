@@ -96,6 +96,40 @@ proptest! {
     }
 
     #[test]
+    fn grad_linear_and_mlp2_with_a_residual(n in 1usize..5, k in 1usize..5, hid in 1usize..5, out in 1usize..4, tr in any::<bool>(), bias in any::<bool>(), seed in 0u64..1000) {
+        // The residual optionally stored transposed (a strided view); its gradient is the
+        // output's, checked by finite differences with the others'.
+        let x = uniform(&[n, k], seed, -1.0, 1.0);
+        let w1 = uniform(&[hid, k], seed + 1, -1.0, 1.0);
+        let w2 = uniform(&[out, hid], seed + 2, -1.0, 1.0);
+        let b1 = uniform(&[hid], seed + 3, -1.0, 1.0);
+        let b2 = uniform(&[out], seed + 4, -1.0, 1.0);
+        let r = uniform(&if tr { [out, n] } else { [n, out] }, seed + 5, -1.0, 1.0);
+        let res = |t: &Tensor| if tr { t.t() } else { Ok(t.clone()) };
+        let lin = |xs: &[Tensor]| xs[0].linear_residual(&xs[1], bias.then_some(&xs[2]), &res(&xs[3])?);
+        let ins = [x.clone(), w1.clone(), b1.clone(), uniform(&if tr { [hid, n] } else { [n, hid] }, seed + 6, -1.0, 1.0)];
+        assert_grad(lin, &ins)?;
+        let e = f32_vs_f64(lin, &ins).unwrap();
+        prop_assert!(e < 1e-5, "linear_residual f32 vs f64: {e}");
+        let act = MlpActivation::Gelu;
+        let mlp = |xs: &[Tensor]| {
+            xs[0].mlp2_residual(&xs[1], Some(&xs[2]), act, &xs[3], bias.then_some(&xs[4]), &res(&xs[5])?)
+        };
+        let ins = [x, w1, b1, w2, b2, r];
+        assert_grad(mlp, &ins)?;
+        let e = f32_vs_f64(mlp, &ins).unwrap();
+        prop_assert!(e < 1e-5, "mlp2_residual f32 vs f64: {e}");
+        // The values of the sum it stands for.
+        let fused = mlp(&ins).unwrap().to_vec_f64().unwrap();
+        let composed = ins[0]
+            .mlp2(&ins[1], Some(&ins[2]), act, &ins[3], bias.then_some(&ins[4])).unwrap()
+            .add(&res(&ins[5]).unwrap()).unwrap();
+        for (a, c) in fused.iter().zip(composed.to_vec_f64().unwrap()) {
+            prop_assert!((a - c).abs() < 1e-12, "{a} vs {c}");
+        }
+    }
+
+    #[test]
     fn grad_matmul_vectors_and_reuse(k in 1usize..6, n in 1usize..5, seed in 0u64..1000) {
         let v = uniform(&[k], seed, -1.0, 1.0);
         let w = uniform(&[k, n], seed + 2, -1.0, 1.0);
@@ -193,4 +227,29 @@ fn matmul_values_and_errors() {
             }
         }
     }
+}
+
+#[test]
+fn residual_ops_name_a_residual_that_does_not_fit() {
+    let z = |s: &[usize]| Tensor::zeros(s, selfsup_tensor::DType::F32);
+    let (x, w1, w2) = (z(&[4, 3]), z(&[5, 3]), z(&[2, 5]));
+    assert_eq!(
+        x.linear_residual(&w1, None, &z(&[4, 2]))
+            .unwrap_err()
+            .to_string(),
+        "linear: residual [4, 2] does not fit the output: expected [4, 5]"
+    );
+    let gelu = MlpActivation::Gelu;
+    assert_eq!(
+        x.mlp2_residual(&w1, None, gelu, &w2, None, &z(&[2, 4]))
+            .unwrap_err()
+            .to_string(),
+        "mlp2: residual [2, 4] does not fit the output: expected [4, 2]"
+    );
+    let r64 = Tensor::zeros(&[4, 5], selfsup_tensor::DType::F64);
+    assert!(x.linear_residual(&w1, None, &r64).is_err());
+    assert_eq!(
+        x.linear_residual(&w1, None, &z(&[4, 5])).unwrap().shape(),
+        &[4, 5]
+    );
 }
