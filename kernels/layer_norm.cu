@@ -10,7 +10,9 @@
 // len + eps) (two passes over the row, as on the CPU), y = (x - mean) rstd w + b. One block of
 // 256 threads per row, grid-stride over rows.
 // `layer_norm_bw_dx_<f32|f64|f32_bf16>`: with h = g w (or g) and xh = (x - mean) rstd,
-// dx = rstd (h - mean_j h - xh mean_j (h xh)). One block per row.
+// dx = rstd (h - mean_j h - xh mean_j (h xh)), plus `add` (x's layout; null for none): the
+// gradient x already has from its other readers, which autograd would add in a pass of its
+// own (a transformer block's residual stream). One block per row.
 // `layer_norm_bw_wb_<f32|f64|f32_bf16>`: each chunk c of `rows_per_chunk` rows writes its sums
 // part[0, c, j] = Σ_r g xh (the weight's gradient) and part[1, c, j] = Σ_r g (the bias's), rows
 // in order; the Rust side sums the chunks in order (no atomics, no zeroed outputs:
@@ -54,7 +56,7 @@ __device__ void ln_fwd(const T* x, const T* w, const T* b, Y* y, T* mean, T* rst
 
 template <typename T, typename G>
 __device__ void ln_bw_dx(const T* x, const T* w, const G* g, const T* mean, const T* rstd, T* dx,
-                         i64 rows, i64 len) {
+                         const T* add, i64 rows, i64 len) {
     for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
         const T* xr = x + r * len;
         const G* gr = g + r * len;
@@ -71,7 +73,8 @@ __device__ void ln_bw_dx(const T* x, const T* w, const G* g, const T* mean, cons
         for (i64 j = threadIdx.x; j < len; j += blockDim.x) {
             const T gv = ln_load(gr, j);
             const T h = w ? gv * w[j] : gv;
-            dx[r * len + j] = rs * (h - mh - (xr[j] - m) * rs * mhx);
+            const T v = rs * (h - mh - (xr[j] - m) * rs * mhx);
+            dx[r * len + j] = add ? add[r * len + j] + v : v;
         }
     }
 }
@@ -103,8 +106,8 @@ __device__ void ln_bw_wb(const T* x, const G* g, const T* mean, const T* rstd, T
     }                                                                                          \
     extern "C" __global__ void layer_norm_bw_dx_##TAG(const T* x, const T* w, const Y* g,      \
                                                       const T* mean, const T* rstd, T* dx,     \
-                                                      i64 rows, i64 len) {                     \
-        ln_bw_dx<T, Y>(x, w, g, mean, rstd, dx, rows, len);                                    \
+                                                      const T* add, i64 rows, i64 len) {       \
+        ln_bw_dx<T, Y>(x, w, g, mean, rstd, dx, add, rows, len);                               \
     }                                                                                          \
     extern "C" __global__ void layer_norm_bw_wb_##TAG(const T* x, const Y* g, const T* mean,   \
                                                       const T* rstd, T* part, i64 rows,        \

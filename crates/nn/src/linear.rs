@@ -98,22 +98,23 @@ impl Linear {
     /// op ([`Tensor::linear_residual`]: on a GPU at bf16 matmul precision the product adds the
     /// residual as it stores its result).
     pub fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let r = residual_rows("Linear", x, residual, self.out_features())?;
-        over_rows(x, |x2| {
-            Ok(x2.linear_residual(&self.weight, self.bias.as_ref(), &r)?)
-        })
+        check_residual("Linear", x, residual, self.out_features())?;
+        Ok(rows(x)?.linear_residual(&self.weight, self.bias.as_ref(), residual)?)
     }
 }
 
-/// `residual`, which must have the shape `[.., out]` of a layer's output for input `x`
-/// `[.., in]`, flattened to `[rows, out]` as [`over_rows`] flattens `x`; `layer` names the
-/// layer in the error.
-pub(crate) fn residual_rows(
-    layer: &str,
-    x: &Tensor,
-    residual: &Tensor,
-    out: usize,
-) -> Result<Tensor> {
+/// `x` `[.., in]` flattened to rows `[rows, in]`, as [`over_rows`] flattens it.
+pub(crate) fn rows(x: &Tensor) -> Result<Tensor> {
+    if x.rank() <= 2 {
+        return Ok(x.clone());
+    }
+    Ok(x.reshape(&[x.numel() / x.dim(-1)?.max(1), x.dim(-1)?])?)
+}
+
+/// Checks that `residual` has the shape `[.., out]` of a layer's output for input `x` `[.., in]`
+/// (the residual forms take it as it is and give their result its shape, so that its gradient
+/// reaches it without a reshape between); `layer` names the layer in the error.
+pub(crate) fn check_residual(layer: &str, x: &Tensor, residual: &Tensor, out: usize) -> Result<()> {
     let mut want = x.shape().to_vec();
     if let Some(last) = want.last_mut() {
         *last = out;
@@ -124,10 +125,7 @@ pub(crate) fn residual_rows(
             residual.shape()
         ));
     }
-    if residual.rank() <= 2 {
-        return Ok(residual.clone());
-    }
-    Ok(residual.reshape(&[residual.numel() / out.max(1), out])?)
+    Ok(())
 }
 
 /// Applies `f`, a map from `[rows, in]` to `[rows, out]`, to `[.., in]` flattened to rows, and
@@ -138,7 +136,7 @@ pub(crate) fn over_rows(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -
         return f(x);
     }
     let lead: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
-    let y = f(&x.reshape(&[lead.iter().product(), x.dim(-1)?])?)?;
+    let y = f(&rows(x)?)?;
     let mut shape = lead;
     shape.push(y.dim(-1)?);
     Ok(y.reshape(&shape)?)

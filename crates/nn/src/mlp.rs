@@ -5,7 +5,7 @@ use selfsup_tensor::{DType, Generator, Tensor};
 
 use crate::activation::Activation;
 use crate::error::{config, Result};
-use crate::linear::{over_rows, residual_rows, Linear};
+use crate::linear::{check_residual, over_rows, rows, Linear};
 use crate::module::{join, Layer, Module};
 use crate::norm::BatchNorm;
 
@@ -100,17 +100,15 @@ impl Mlp {
             self.activation.as_mlp_activation(),
             &self.last_bn,
         ) {
-            let r = residual_rows("Mlp", x, residual, l2.out_features())?;
-            return over_rows(x, |x2| {
-                Ok(x2.mlp2_residual(
-                    &l1.weight,
-                    l1.bias.as_ref(),
-                    act,
-                    &l2.weight,
-                    l2.bias.as_ref(),
-                    &r,
-                )?)
-            });
+            check_residual("Mlp", x, residual, l2.out_features())?;
+            return Ok(rows(x)?.mlp2_residual(
+                &l1.weight,
+                l1.bias.as_ref(),
+                act,
+                &l2.weight,
+                l2.bias.as_ref(),
+                residual,
+            )?);
         }
         let y = self.forward(x)?;
         if residual.shape() != y.shape() {

@@ -77,6 +77,52 @@ pub trait BackwardOp: Send + Sync {
         output: &Tensor,
         grad: &Tensor,
     ) -> Result<Vec<Option<Tensor>>>;
+
+    /// The input (by index) whose gradient so far, the sum of what the ops already run gave
+    /// it, this op's backward can add into the gradient it writes for that input, sparing
+    /// autograd's add and its pass over both (the GPU's LayerNorm: a transformer block's
+    /// residual stream, read by the norm and by the residual add). `None`, the default:
+    /// autograd adds the gradients itself.
+    fn folds(&self) -> Option<usize> {
+        None
+    }
+
+    /// [`BackwardOp::backward`] with `pending`, the gradient so far of input
+    /// [`BackwardOp::folds`] (its shape), added into the gradient returned for that input,
+    /// which is then the sum. Autograd calls it only when `folds` names an input, read once by
+    /// this op, that has such a gradient. The default runs `backward` and adds
+    /// ([`add_pending`]).
+    fn backward_adding(
+        &self,
+        inputs: &[Tensor],
+        output: &Tensor,
+        grad: &Tensor,
+        pending: Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let grads = self.backward(inputs, output, grad)?;
+        match self.folds() {
+            Some(i) => add_pending(grads, inputs, i, pending),
+            None => Ok(grads),
+        }
+    }
+}
+
+/// `grads` (an op's input gradients) with `pending` added into input `i`'s, as autograd would
+/// add them (the sum `pending + grads[i]`, in the input's dtype).
+pub(crate) fn add_pending(
+    mut grads: Vec<Option<Tensor>>,
+    inputs: &[Tensor],
+    i: usize,
+    pending: Tensor,
+) -> Result<Vec<Option<Tensor>>> {
+    if grads.len() <= i {
+        grads.resize(i + 1, None);
+    }
+    grads[i] = Some(match grads[i].take() {
+        Some(g) => add_grads(&pending, &g, inputs[i].dtype())?,
+        None => pending,
+    });
+    Ok(grads)
 }
 
 struct NodeInner {
@@ -233,7 +279,21 @@ impl Tensor {
                         op: "backward",
                         msg: "the graph was already freed by an earlier backward; pass retain_graph to backward_with the first time".into(),
                     })?;
-                    let gi = inner.op.backward(&inner.inputs, &t, &g)?;
+                    // An op that adds an input's gradient so far into its own is given it
+                    // (`BackwardOp::folds`).
+                    let pending = inner.op.folds().and_then(|i| {
+                        let x = inner.inputs.get(i)?;
+                        let once = inner.inputs.iter().filter(|t| t.id() == x.id()).count() == 1;
+                        if once && x.requires_grad() {
+                            grads.remove(&x.id())
+                        } else {
+                            None
+                        }
+                    });
+                    let gi = match pending {
+                        Some(p) => inner.op.backward_adding(&inner.inputs, &t, &g, p)?,
+                        None => inner.op.backward(&inner.inputs, &t, &g)?,
+                    };
                     for (input, gi) in inner.inputs.iter().zip(gi) {
                         let Some(gi) = gi else { continue };
                         if !input.requires_grad() {
@@ -248,5 +308,87 @@ impl Tensor {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// `y = 2x`, whose backward may add x's gradient so far into its own (`folds`), counting
+    /// the calls that do; with `own` false it keeps the default `backward_adding`.
+    struct Double {
+        folded: Arc<AtomicUsize>,
+        own: bool,
+    }
+
+    impl BackwardOp for Double {
+        fn name(&self) -> &'static str {
+            "double"
+        }
+        fn backward(&self, _: &[Tensor], _: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+            Ok(vec![Some(g.mul_scalar(2.0)?)])
+        }
+        fn folds(&self) -> Option<usize> {
+            Some(0)
+        }
+        fn backward_adding(
+            &self,
+            inputs: &[Tensor],
+            output: &Tensor,
+            g: &Tensor,
+            pending: Tensor,
+        ) -> Result<Vec<Option<Tensor>>> {
+            self.folded.fetch_add(1, Ordering::SeqCst);
+            if !self.own {
+                let grads = self.backward(inputs, output, g)?;
+                return add_pending(grads, inputs, 0, pending);
+            }
+            Ok(vec![Some(pending.add(&g.mul_scalar(2.0)?)?)])
+        }
+    }
+
+    fn double(x: &Tensor, folded: &Arc<AtomicUsize>, own: bool) -> Tensor {
+        let y = crate::no_grad_scope(|| x.mul_scalar(2.0)).unwrap();
+        y.attach(&[x], || {
+            Box::new(Double {
+                folded: folded.clone(),
+                own,
+            })
+        })
+    }
+
+    /// An op that folds is handed its input's gradient so far when the input has one (a
+    /// residual: `x + 5 · double(x)`, whose add runs first) and returns the sum; autograd then
+    /// adds nothing more. Without another reader it runs its plain backward.
+    #[test]
+    fn an_op_that_folds_gets_its_inputs_pending_gradient() {
+        for own in [true, false] {
+            let folded = Arc::new(AtomicUsize::new(0));
+            let x = Tensor::from_vec(vec![1.0f64, -2.0, 3.0], &[3])
+                .unwrap()
+                .requires_grad_();
+            let y = x
+                .add(&double(&x, &folded, own).mul_scalar(5.0).unwrap())
+                .unwrap();
+            y.sum_all().unwrap().backward().unwrap();
+            assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), [11.0; 3]);
+            assert_eq!(folded.load(Ordering::SeqCst), 1, "own {own}");
+
+            let folded = Arc::new(AtomicUsize::new(0));
+            let x = x.detach().requires_grad_();
+            double(&x, &folded, own)
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert_eq!(x.grad().unwrap().to_vec::<f64>().unwrap(), [2.0; 3]);
+            assert_eq!(
+                folded.load(Ordering::SeqCst),
+                0,
+                "own {own}: nothing pending"
+            );
+        }
     }
 }

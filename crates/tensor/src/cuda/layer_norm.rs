@@ -76,7 +76,8 @@ pub fn forward(
 const ROWS_PER_CHUNK: usize = 64;
 
 /// Backward: `dx` (in `x`'s dtype) from the contiguous input `x`, output gradient `g` (in
-/// `x`'s dtype, or bf16 for f32 `x`), the saved `mean` / `rstd` and the weight; with
+/// `x`'s dtype, or bf16 for f32 `x`), the saved `mean` / `rstd` and the weight, plus `add`
+/// (contiguous, `x`'s dtype: a gradient `x` already has, added as `dx` is written); with
 /// `want_wb`, also the weight's and bias's gradients as per-chunk sums
 /// `[2, chunks, len]` (the weight's chunks, then the bias's) and `chunks`, for the caller to sum
 /// over the chunks in order (deterministic: no atomics).
@@ -87,10 +88,17 @@ pub fn backward(
     g: &CudaStorage,
     mean: &CudaStorage,
     rstd: &CudaStorage,
+    add: Option<&CudaStorage>,
     rows: usize,
     len: usize,
     want_wb: bool,
 ) -> Result<(CudaStorage, Option<(CudaStorage, usize)>)> {
+    if add.is_some_and(|a| a.dtype() != x.dtype() || a.len() < rows * len) {
+        return Err(x.backend.err_msg(format!(
+            "{OP}: the gradient to add must be {:?} with {rows} x {len} elements, as x",
+            x.dtype()
+        )));
+    }
     let t = tag(x.dtype(), g.dtype())?;
     let be = &x.backend;
     let dx = CudaStorage::alloc(be, x.dtype(), rows * len)?;
@@ -101,13 +109,14 @@ pub fn backward(
         return Ok((dx, zeros));
     }
     let (r64, n64) = (rows as i64, len as i64);
-    let (px, pw, pg, pm, pr, pd) = (
+    let (px, pw, pg, pm, pr, pd, pa) = (
         x.ptr(),
         opt_ptr(w),
         g.ptr(),
         mean.ptr(),
         rstd.ptr(),
         dx.ptr(),
+        opt_ptr(add),
     );
     let f = be.function("layer_norm", &format!("layer_norm_bw_dx_{t}"))?;
     let mut l = be.stream().launch_builder(&f);
@@ -117,9 +126,11 @@ pub fn backward(
         .arg(&pm)
         .arg(&pr)
         .arg(&pd)
+        .arg(&pa)
         .arg(&r64)
         .arg(&n64);
-    // SAFETY: x, g and dx hold rows * len elements, w len (or null), mean and rstd rows.
+    // SAFETY: x, g, dx and add (or null) hold rows * len elements, w len (or null), mean and
+    // rstd rows.
     unsafe { l.launch(per_row(rows)) }.map_err(|e| be.err(OP, e))?;
     if !want_wb {
         return Ok((dx, None));

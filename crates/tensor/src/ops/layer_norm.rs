@@ -275,6 +275,37 @@ mod gpu {
             _: &Tensor,
             grad: &Tensor,
         ) -> Result<Vec<Option<Tensor>>> {
+            self.run(inputs, grad, None)
+        }
+        /// x's gradient from its other readers is added by the input-gradient kernel, unless
+        /// the fusions are off (`GpuFusion::Composed`: autograd adds it).
+        fn folds(&self) -> Option<usize> {
+            (crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused).then_some(0)
+        }
+        fn backward_adding(
+            &self,
+            inputs: &[Tensor],
+            output: &Tensor,
+            grad: &Tensor,
+            pending: Tensor,
+        ) -> Result<Vec<Option<Tensor>>> {
+            let x = &inputs[0];
+            if pending.dtype() == x.dtype() && pending.device() == x.device() {
+                return self.run(inputs, grad, Some(&dense(&pending)?));
+            }
+            let grads = self.backward(inputs, output, grad)?;
+            crate::autograd::add_pending(grads, inputs, 0, pending)
+        }
+    }
+
+    impl LnBackCuda {
+        /// The gradients, `add` (contiguous, x's dtype and shape) added into x's.
+        fn run(
+            &self,
+            inputs: &[Tensor],
+            grad: &Tensor,
+            add: Option<&Tensor>,
+        ) -> Result<Vec<Option<Tensor>>> {
             let x = dense(&inputs[0])?;
             // The kernels read a gradient in x's dtype, or in bf16 for f32 x.
             let readable =
@@ -292,12 +323,13 @@ mod gpu {
             let want_w = self.has_weight && inputs[1].requires_grad();
             let bias_at = if self.has_weight { 2 } else { 1 };
             let want_b = self.has_bias && inputs[bias_at].requires_grad();
-            let (gx, gw, gg, gm, gr) = (
+            let (gx, gw, gg, gm, gr, ga) = (
                 x.read(),
                 w.as_ref().map(|t| t.read()),
                 g.read(),
                 self.mean.read(),
                 self.rstd.read(),
+                add.map(|t| t.read()),
             );
             let (dx, parts) = crate::cuda::layer_norm::backward(
                 cuda_ref(OP, &gx)?,
@@ -305,6 +337,7 @@ mod gpu {
                 cuda_ref(OP, &gg)?,
                 cuda_ref(OP, &gm)?,
                 cuda_ref(OP, &gr)?,
+                ga.as_ref().map(|g| cuda_ref(OP, g)).transpose()?,
                 self.rows,
                 self.d,
                 want_w || want_b,

@@ -187,9 +187,11 @@ impl Tensor {
         }))
     }
 
-    /// `residual + self · weightᵀ + bias`: the values and gradients of
-    /// `self.linear(weight, bias)?.add(residual)` for `residual` `[N, out]` in the weight's
-    /// dtype (a transformer block's `x + proj(..)`), whose gradient is the output's. On a GPU at
+    /// `residual + self · weightᵀ + bias`, shaped as `residual`: the values and gradients of
+    /// `self.linear(weight, bias)?.reshape(residual.shape())?.add(residual)` for `residual`
+    /// `[N, out]`, or `[.., out]` whose leading axes hold the `N` rows in order (a transformer
+    /// block's stream `[B, T, D]` for its `x + proj(..)`, so that its gradient reaches it
+    /// without a reshape between), in the weight's dtype; its gradient is the output's. On a GPU at
     /// bf16 matmul precision, where [`Tensor::linear`] runs on its bf16 copies, the residual is
     /// the GEMM's `C` (cuBLASLt, `beta = 1`), so the sum is written once: per output element 8
     /// bytes fewer than the layer and an add (whose read of both terms and write of the sum
@@ -203,16 +205,7 @@ impl Tensor {
         residual: &Tensor,
     ) -> Result<Tensor> {
         let (n, k, out) = sizes(self, weight, bias)?;
-        check_same(OP, weight, residual)?;
-        if residual.shape() != [n, out] {
-            return shape_err(
-                OP,
-                format!(
-                    "residual {:?} does not fit the output: expected [{n}, {out}]",
-                    residual.shape()
-                ),
-            );
-        }
+        check_residual(OP, weight, residual, n, out)?;
         #[cfg(feature = "cuda")]
         if crate::precision::gpu_bf16_input(self, weight)
             && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
@@ -221,8 +214,32 @@ impl Tensor {
         }
         #[cfg(not(feature = "cuda"))]
         let _ = k;
-        self.linear(weight, bias)?.add(residual)
+        self.linear(weight, bias)?
+            .reshape(residual.shape())?
+            .add(residual)
     }
+}
+
+/// Checks that `residual` has `weight`'s dtype and device and `[n, out]` or `[.., out]` with `n`
+/// rows: the shapes [`Tensor::linear_residual`] and [`Tensor::mlp2_residual`] take.
+pub(crate) fn check_residual(
+    op: &'static str,
+    weight: &Tensor,
+    residual: &Tensor,
+    n: usize,
+    out: usize,
+) -> Result<()> {
+    check_same(op, weight, residual)?;
+    if residual.shape().last() != Some(&out) || residual.numel() != n * out {
+        return shape_err(
+            op,
+            format!(
+                "residual {:?} does not fit the output: expected [{n}, {out}], or [.., {out}] with {n} rows",
+                residual.shape()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// The sizes `(n, in, out)` of a linear layer's operands, or the error that names the misfit.
@@ -381,7 +398,10 @@ pub(crate) mod gpu {
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (x16, w16) = (bf16_copy(x)?, bf16_copy(w)?);
-        let y = affine_bf16(&x16, &w16, bias, n, k, out, residual)?;
+        let mut y = affine_bf16(&x16, &w16, bias, n, k, out, residual)?;
+        if let Some(r) = residual {
+            y = y.reshape(r.shape())?;
+        }
         let mut inputs = vec![x, w];
         inputs.extend(bias);
         inputs.extend(residual);
@@ -398,7 +418,8 @@ pub(crate) mod gpu {
     }
 
     /// `x16 · W16ᵀ + b (+ residual)` for contiguous bf16 `x16` `[n, k]` and `W16` `[out, k]`
-    /// and an f32 `residual` `[n, out]` on a GPU, in f32 and outside autograd: the bias and
+    /// and an f32 `residual` of `n x out` elements on a GPU, `[n, out]` in f32 and outside
+    /// autograd: the bias and
     /// the residual in cuBLASLt's epilogue where it takes them, else a cuBLAS product and adds.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn affine_bf16(
@@ -418,7 +439,7 @@ pub(crate) mod gpu {
             y = y.add(&b.detach())?;
         }
         match residual {
-            Some(r) => r.detach().add(&y),
+            Some(r) => r.detach().reshape(&[n, out])?.add(&y),
             None => Ok(y),
         }
     }
@@ -487,6 +508,8 @@ pub(crate) mod gpu {
         ) -> Result<Vec<Option<Tensor>>> {
             let (x, w) = (&inputs[0], &inputs[1]);
             let (n, k, out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+            // Shaped as a residual when there is one: the products read its rows.
+            let (g, g_out) = (&g.reshape(&[n, out])?, g);
             let wants = |t: &Tensor, kept: &Option<Tensor>| t.requires_grad() && kept.is_some();
             let bias_grad = self.has_bias && inputs[2].requires_grad();
             // One read of g: its bf16 copy for the products and, with a bias, its column sums.
@@ -514,7 +537,7 @@ pub(crate) mod gpu {
             }
             // A residual's gradient is the output's.
             if grads.len() < inputs.len() && inputs[grads.len()].requires_grad() {
-                grads.push(Some(g.clone()));
+                grads.push(Some(g_out.clone()));
             }
             grads.resize(inputs.len(), None);
             Ok(grads)

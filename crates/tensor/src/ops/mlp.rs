@@ -151,9 +151,10 @@ impl Tensor {
         act.apply(&self.linear(w1, b1)?)?.linear(w2, b2)
     }
 
-    /// `residual + self.mlp2(w1, b1, act, w2, b2)`: the values and gradients of that sum for
-    /// `residual` `[N, out]` in the weights' dtype (a transformer block's `x + mlp(..)`), whose
-    /// gradient is the output's. Where [`Tensor::mlp2`] runs fused, the residual is added by
+    /// `residual + self.mlp2(w1, b1, act, w2, b2)`, shaped as `residual`: the values and
+    /// gradients of that sum for `residual` `[N, out]` or `[.., out]` (as
+    /// [`Tensor::linear_residual`] takes it: a transformer block's `x + mlp(..)`) in the
+    /// weights' dtype, whose gradient is the output's. Where [`Tensor::mlp2`] runs fused, the residual is added by
     /// the second product's epilogue, as [`Tensor::linear_residual`] adds it; elsewhere it is
     /// that composition.
     #[allow(clippy::too_many_arguments)]
@@ -168,16 +169,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         #[allow(unused_variables)]
         let (n, k, hid, out) = sizes(self, w1, b1, w2, b2)?;
-        check_same(OP, w1, residual)?;
-        if residual.shape() != [n, out] {
-            return shape_err(
-                OP,
-                format!(
-                    "residual {:?} does not fit the output: expected [{n}, {out}]",
-                    residual.shape()
-                ),
-            );
-        }
+        crate::ops::linear::check_residual(OP, w1, residual, n, out)?;
         #[cfg(feature = "cuda")]
         if fused(self, w1) {
             let dims = [n, k, hid, out];
@@ -185,6 +177,7 @@ impl Tensor {
         }
         act.apply(&self.linear(w1, b1)?)?
             .linear(w2, b2)?
+            .reshape(residual.shape())?
             .add(residual)
     }
 }
@@ -228,7 +221,10 @@ mod gpu {
             let a = act_to_bf16(cuda_ref(OP, &gh)?, act.kernel(), n * hid)?;
             Tensor::from_storage(Storage::Cuda(a), &[n, hid])
         };
-        let y = affine_bf16(&a16, &w2_16, b2, n, hid, out, residual)?;
+        let mut y = affine_bf16(&a16, &w2_16, b2, n, hid, out, residual)?;
+        if let Some(r) = residual {
+            y = y.reshape(r.shape())?;
+        }
         let mut inputs = vec![x, w1, w2];
         inputs.extend(b1);
         inputs.extend(b2);
@@ -285,13 +281,15 @@ mod gpu {
             let i_b2 = 3 + self.has_b1 as usize;
             let b2 = self.has_b2.then(|| &inputs[i_b2]);
             let (n, k, hid, out) = (x.shape()[0], x.shape()[1], w1.shape()[0], w2.shape()[0]);
+            // Shaped as a residual when there is one: the products read its rows.
+            let (g, g_out) = (&g.reshape(&[n, out])?, g);
             let wants = |t: Option<&Tensor>| t.is_some_and(|t| t.requires_grad());
             let first = wants(Some(x)) || wants(Some(w1)) || wants(b1);
             let mut grads: Vec<Option<Tensor>> = vec![None; inputs.len()];
             // A residual's gradient is the output's.
             let i_res = i_b2 + self.has_b2 as usize;
             if inputs.get(i_res).is_some_and(|r| r.requires_grad()) {
-                grads[i_res] = Some(g.clone());
+                grads[i_res] = Some(g_out.clone());
             }
             // One pass over g: its bf16 copy and, with a second bias, its column sums.
             let g16 = if wants(b2) {

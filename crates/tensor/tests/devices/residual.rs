@@ -28,22 +28,39 @@ fn run(
             .enumerate()
             .map(|(i, t)| leaf(t, dev, mlp || i < 3 || i == 5))
             .collect();
+        // Strided, or as [2, n / 2, out] (the result takes its shape).
+        let n = xs[0].shape()[0];
         let r = if strided {
             on[5].t().unwrap()
         } else {
-            on[5].clone()
+            let o = on[5].shape()[1];
+            on[5].reshape(&[2, n / 2, o]).unwrap()
         };
         let (x, w1, w2) = (&on[0], &on[1], &on[3]);
         let (b1, b2) = (Some(&on[2]), bias.then_some(&on[4]));
         let act = MlpActivation::Gelu;
+        let rs = r.shape();
         let y = match (mlp, fused) {
             (false, true) => x.linear_residual(w1, b1, &r).unwrap(),
-            (false, false) => x.linear(w1, b1).unwrap().add(&r).unwrap(),
+            (false, false) => x
+                .linear(w1, b1)
+                .unwrap()
+                .reshape(rs)
+                .unwrap()
+                .add(&r)
+                .unwrap(),
             (true, true) => x.mlp2_residual(w1, b1, act, w2, b2, &r).unwrap(),
-            (true, false) => x.mlp2(w1, b1, act, w2, b2).unwrap().add(&r).unwrap(),
+            (true, false) => x
+                .mlp2(w1, b1, act, w2, b2)
+                .unwrap()
+                .reshape(rs)
+                .unwrap()
+                .add(&r)
+                .unwrap(),
         };
-        y.backward_with(Some(&g.to_device(dev).unwrap()), false)
-            .unwrap();
+        assert_eq!(y.shape(), rs);
+        let g = g.reshape(rs).unwrap().to_device(dev).unwrap();
+        y.backward_with(Some(&g), false).unwrap();
         (y, on.iter().map(|t| t.grad()).collect())
     })
 }
@@ -51,7 +68,8 @@ fn run(
 /// The residual forms give the composition's output and gradients on the same GPU (to within
 /// f32 summation order: the residual joins the sum in the GEMM's epilogue) and the CPU's
 /// (within bf16 rounding at bf16 precision; the MLP's weight gradients there only against the
-/// same GPU's composition), with and without the last bias, with a strided
+/// same GPU's composition), with and without the last bias, with a residual `[2, N / 2, out]`
+/// (the result shaped as it) and a strided
 /// residual; the residual's gradient is the output's, exactly; at bf16 precision the product
 /// with the residual ran.
 #[test]

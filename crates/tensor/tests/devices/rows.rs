@@ -317,3 +317,67 @@ fn tensor_core_attention_matches_the_cpu_within_bf16_rounding() {
         }
     });
 }
+
+/// On a GPU a LayerNorm's backward adds its input's gradient from the input's other readers
+/// (a residual stream's, here `x + branch(ln(x))`) into the input gradient it writes
+/// (`BackwardOp::folds`): the gradients are the bits of autograd's own add (the fusions off,
+/// `GpuFusion::Composed`) on the same GPU, and the CPU's, in f32 and f64, with and without
+/// affine parameters, for `layer_norm` and for `layer_norm_as` writing a bf16 operand; with no
+/// other reader there is nothing to add.
+#[test]
+fn layer_norm_backward_adds_the_residual_gradient_as_autograd_would() {
+    use selfsup_tensor::ops::fusion::{with_gpu_fusion, GpuFusion};
+    on_each_gpu("layer_norm fold", |dev| {
+        for (dtype, out) in [
+            (DType::F32, DType::F32),
+            (DType::F64, DType::F64),
+            (DType::F32, DType::BF16),
+        ] {
+            for (affine, residual) in [(true, true), (false, true), (true, false)] {
+                let x = rand(&[37, 300], dtype, -2.0, 2.0, 11);
+                let w = rand(&[300], dtype, 0.5, 1.5, 12);
+                let b = rand(&[300], dtype, -0.5, 0.5, 13);
+                let m = rand(&[300], dtype, -1.0, 1.0, 14);
+                let g = rand(&[37, 300], dtype, -1.0, 1.0, 15);
+                // x + (ln(x) * m), seeded with g: x's gradient is g plus the norm's.
+                let go = |d: Device, fusion: GpuFusion| {
+                    with_gpu_fusion(fusion, || {
+                        let on = |t: &Tensor| t.to_device(d).unwrap().requires_grad_();
+                        let (x, w, b) = (on(&x), on(&w), on(&b));
+                        let (wo, bo) = if affine {
+                            (Some(&w), Some(&b))
+                        } else {
+                            (None, None)
+                        };
+                        let h = x
+                            .layer_norm_as(wo, bo, 1e-5, out)
+                            .unwrap()
+                            .to_dtype(dtype)
+                            .unwrap()
+                            .mul(&m.to_device(d).unwrap())
+                            .unwrap();
+                        let y = if residual { x.add(&h).unwrap() } else { h };
+                        y.backward_with(Some(&g.to_device(d).unwrap()), false)
+                            .unwrap();
+                        let mut grads = vec![x.grad().unwrap()];
+                        if affine {
+                            grads.push(w.grad().unwrap());
+                            grads.push(b.grad().unwrap());
+                        }
+                        grads
+                    })
+                };
+                let fused = go(dev, GpuFusion::Fused);
+                let composed = go(dev, GpuFusion::Composed);
+                let cpu = go(Device::Cpu, GpuFusion::Fused);
+                let what = format!("{dtype:?} -> {out:?} affine {affine} residual {residual}");
+                let near = if out == DType::BF16 { 2e-2 } else { tol(dtype) };
+                for (i, name) in ["dx", "dw", "db"].iter().enumerate().take(fused.len()) {
+                    let n = format!("{what}: {name}");
+                    compare(&format!("{n} vs composed"), &fused[i], &composed[i], 0.0);
+                    compare(&format!("{n} vs CPU"), &fused[i], &cpu[i], near);
+                }
+            }
+        }
+    });
+}

@@ -105,7 +105,8 @@ proptest! {
         let b1 = uniform(&[hid], seed + 3, -1.0, 1.0);
         let b2 = uniform(&[out], seed + 4, -1.0, 1.0);
         let r = uniform(&if tr { [out, n] } else { [n, out] }, seed + 5, -1.0, 1.0);
-        let res = |t: &Tensor| if tr { t.t() } else { Ok(t.clone()) };
+        // Stored transposed, or (when n is even) as [2, n / 2, out]: the result takes its shape.
+        let res = |t: &Tensor| if tr { t.t() } else if n % 2 == 0 { t.reshape(&[2, n / 2, t.dim(-1)?]) } else { Ok(t.clone()) };
         let lin = |xs: &[Tensor]| xs[0].linear_residual(&xs[1], bias.then_some(&xs[2]), &res(&xs[3])?);
         let ins = [x.clone(), w1.clone(), b1.clone(), uniform(&if tr { [hid, n] } else { [n, hid] }, seed + 6, -1.0, 1.0)];
         assert_grad(lin, &ins)?;
@@ -123,6 +124,7 @@ proptest! {
         let fused = mlp(&ins).unwrap().to_vec_f64().unwrap();
         let composed = ins[0]
             .mlp2(&ins[1], Some(&ins[2]), act, &ins[3], bias.then_some(&ins[4])).unwrap()
+            .reshape(res(&ins[5]).unwrap().shape()).unwrap()
             .add(&res(&ins[5]).unwrap()).unwrap();
         for (a, c) in fused.iter().zip(composed.to_vec_f64().unwrap()) {
             prop_assert!((a - c).abs() < 1e-12, "{a} vs {c}");
@@ -237,14 +239,14 @@ fn residual_ops_name_a_residual_that_does_not_fit() {
         x.linear_residual(&w1, None, &z(&[4, 2]))
             .unwrap_err()
             .to_string(),
-        "linear: residual [4, 2] does not fit the output: expected [4, 5]"
+        "linear: residual [4, 2] does not fit the output: expected [4, 5], or [.., 5] with 4 rows"
     );
     let gelu = MlpActivation::Gelu;
     assert_eq!(
         x.mlp2_residual(&w1, None, gelu, &w2, None, &z(&[2, 4]))
             .unwrap_err()
             .to_string(),
-        "mlp2: residual [2, 4] does not fit the output: expected [4, 2]"
+        "mlp2: residual [2, 4] does not fit the output: expected [4, 2], or [.., 2] with 4 rows"
     );
     let r64 = Tensor::zeros(&[4, 5], selfsup_tensor::DType::F64);
     assert!(x.linear_residual(&w1, None, &r64).is_err());
@@ -252,4 +254,12 @@ fn residual_ops_name_a_residual_that_does_not_fit() {
         x.linear_residual(&w1, None, &z(&[4, 5])).unwrap().shape(),
         &[4, 5]
     );
+    // A residual [.., out] holding the rows gives the result its shape.
+    assert_eq!(
+        x.linear_residual(&w1, None, &z(&[2, 2, 5]))
+            .unwrap()
+            .shape(),
+        &[2, 2, 5]
+    );
+    assert!(x.linear_residual(&w1, None, &z(&[2, 3, 5])).is_err());
 }
