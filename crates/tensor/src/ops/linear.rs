@@ -535,11 +535,10 @@ pub(crate) mod gpu {
             if self.has_bias {
                 grads.push(db);
             }
-            // A residual's gradient is the output's.
-            if grads.len() < inputs.len() && inputs[grads.len()].requires_grad() {
-                grads.push(Some(g_out.clone()));
+            // A residual, the last input: its gradient is the output's.
+            if let Some(r) = inputs.get(grads.len()) {
+                grads.push(r.requires_grad().then(|| g_out.clone()));
             }
-            grads.resize(inputs.len(), None);
             Ok(grads)
         }
     }

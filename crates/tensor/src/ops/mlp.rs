@@ -142,21 +142,15 @@ impl Tensor {
         w2: &Tensor,
         b2: Option<&Tensor>,
     ) -> Result<Tensor> {
-        #[allow(unused_variables)]
-        let (n, k, hid, out) = sizes(self, w1, b1, w2, b2)?;
-        #[cfg(feature = "cuda")]
-        if fused(self, w1) {
-            return gpu::forward_bf16(self, [w1, w2], [b1, b2], act, [n, k, hid, out], None);
-        }
-        act.apply(&self.linear(w1, b1)?)?.linear(w2, b2)
+        self.mlp2_plus(w1, b1, act, w2, b2, None)
     }
 
     /// `residual + self.mlp2(w1, b1, act, w2, b2)`, shaped as `residual`: the values and
     /// gradients of that sum for `residual` `[N, out]` or `[.., out]` (as
     /// [`Tensor::linear_residual`] takes it: a transformer block's `x + mlp(..)`) in the
-    /// weights' dtype, whose gradient is the output's. Where [`Tensor::mlp2`] runs fused, the residual is added by
-    /// the second product's epilogue, as [`Tensor::linear_residual`] adds it; elsewhere it is
-    /// that composition.
+    /// weights' dtype, whose gradient is the output's. Where [`Tensor::mlp2`] runs fused, the
+    /// residual is added by the second product's epilogue, as [`Tensor::linear_residual`]
+    /// adds it; elsewhere it is that composition.
     #[allow(clippy::too_many_arguments)]
     pub fn mlp2_residual(
         &self,
@@ -167,26 +161,38 @@ impl Tensor {
         b2: Option<&Tensor>,
         residual: &Tensor,
     ) -> Result<Tensor> {
+        self.mlp2_plus(w1, b1, act, w2, b2, Some(residual))
+    }
+
+    /// [`Tensor::mlp2`], plus `residual` where one is given ([`Tensor::mlp2_residual`]).
+    #[allow(clippy::too_many_arguments)]
+    fn mlp2_plus(
+        &self,
+        w1: &Tensor,
+        b1: Option<&Tensor>,
+        act: MlpActivation,
+        w2: &Tensor,
+        b2: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         #[allow(unused_variables)]
         let (n, k, hid, out) = sizes(self, w1, b1, w2, b2)?;
-        crate::ops::linear::check_residual(OP, w1, residual, n, out)?;
-        #[cfg(feature = "cuda")]
-        if fused(self, w1) {
-            let dims = [n, k, hid, out];
-            return gpu::forward_bf16(self, [w1, w2], [b1, b2], act, dims, Some(residual));
+        if let Some(r) = residual {
+            crate::ops::linear::check_residual(OP, w1, r, n, out)?;
         }
-        act.apply(&self.linear(w1, b1)?)?
-            .linear(w2, b2)?
-            .reshape(residual.shape())?
-            .add(residual)
+        #[cfg(feature = "cuda")]
+        if crate::precision::gpu_bf16_input(self, w1)
+            && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
+        {
+            let dims = [n, k, hid, out];
+            return gpu::forward_bf16(self, [w1, w2], [b1, b2], act, dims, residual);
+        }
+        let y = act.apply(&self.linear(w1, b1)?)?.linear(w2, b2)?;
+        match residual {
+            Some(r) => y.reshape(r.shape())?.add(r),
+            None => Ok(y),
+        }
     }
-}
-
-/// Whether the fused arm runs: a GPU at bf16 matmul precision with the fusions on.
-#[cfg(feature = "cuda")]
-fn fused(x: &Tensor, w1: &Tensor) -> bool {
-    crate::precision::gpu_bf16_input(x, w1)
-        && crate::ops::fusion::gpu_fusion() == crate::ops::fusion::GpuFusion::Fused
 }
 
 /// The fused arm on a GPU at bf16 matmul precision.

@@ -106,8 +106,9 @@ impl Tensor {
         }
         #[cfg(feature = "cuda")]
         if gpu::fits(self, weight, b * heads, o / (3 * heads)) {
-            let y = if out == DType::BF16 { out } else { DType::F32 };
-            let y = gpu::forward(self, weight, bias, [b, t, d, o], heads, causal, y)?;
+            // The kernels store f32 or bf16; another float is the f32 output cast.
+            let store = if out == DType::BF16 { out } else { DType::F32 };
+            let y = gpu::forward(self, weight, bias, [b, t, d, o], heads, causal, store)?;
             return y.to_dtype(out);
         }
         self.reshape(&[b * t, d])?
