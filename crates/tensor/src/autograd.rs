@@ -90,8 +90,8 @@ pub trait BackwardOp: Send + Sync {
     /// [`BackwardOp::backward`] with `pending`, the gradient so far of input
     /// [`BackwardOp::folds`] (its shape), added into the gradient returned for that input,
     /// which is then the sum. Autograd calls it only when `folds` names an input, read once by
-    /// this op, that has such a gradient. The default runs `backward` and adds
-    /// ([`add_pending`]).
+    /// this op, that has such a gradient. The default runs `backward` and adds the two as
+    /// autograd would.
     fn backward_adding(
         &self,
         inputs: &[Tensor],
