@@ -70,3 +70,46 @@ fn dropout_is_active_in_training_only_and_its_stream_is_named() {
         .unwrap();
     assert_eq!(c, d);
 }
+
+/// The residual forms give `residual + layer(x)` shaped as the residual, and name a residual
+/// that does not have the output's shape (the two-layer MLP's fused form, a three-layer MLP's
+/// composed one, and the attention's projection).
+#[test]
+fn residual_forms_add_the_residual_and_name_one_that_does_not_fit() {
+    use selfsup_nn::{Mlp, MlpConfig, MultiHeadAttention};
+    let g = &mut Generator::new(3);
+    let x = Tensor::randn(&[2, 3, 8], 0.0, 1.0, DType::F64, g).unwrap();
+    let r = Tensor::randn(&[2, 3, 8], 0.0, 1.0, DType::F64, g).unwrap();
+    let bad = Tensor::zeros(&[2, 3, 5], DType::F64);
+    let lin = Linear::new(8, 8, true, DType::F64, g).unwrap();
+    let y = lin.forward_residual(&x, &r).unwrap();
+    let want = lin.forward(&x).unwrap().add(&r).unwrap();
+    assert_eq!(y.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+    let e = lin.forward_residual(&x, &bad).unwrap_err().to_string();
+    assert!(
+        e.contains("Linear: residual [2, 3, 5] does not fit the output [2, 3, 8]"),
+        "{e}"
+    );
+    for layers in [2, 3] {
+        let mut cfg = MlpConfig::new(8, 16, 8, layers);
+        cfg.activation = Activation::Gelu;
+        let mlp = Mlp::new(&cfg, DType::F64, g).unwrap();
+        let y = mlp.forward_residual(&x, &r).unwrap();
+        let want = mlp.forward(&x).unwrap().add(&r).unwrap();
+        assert_eq!(y.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+        let e = mlp.forward_residual(&x, &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("Mlp: residual [2, 3, 5] does not fit the output [2, 3, 8]"),
+            "{e}"
+        );
+    }
+    let attn = MultiHeadAttention::new(8, 2, true, DType::F64, g).unwrap();
+    let y = attn.forward_residual(&x, true, None, &r).unwrap();
+    let want = attn.forward(&x, true, None).unwrap().add(&r).unwrap();
+    assert_eq!(y.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+    let e = attn
+        .forward_residual(&x, true, None, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("residual [2, 3, 5] does not fit"), "{e}");
+}
