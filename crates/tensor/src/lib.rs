@@ -38,6 +38,8 @@ pub mod ops;
 pub mod parallel;
 pub mod precision;
 pub mod rng;
+#[cfg(feature = "cuda")]
+mod shadow;
 mod storage;
 mod tensor;
 

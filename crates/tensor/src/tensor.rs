@@ -23,13 +23,27 @@ impl TensorId {
 
 static LIVE_STORAGES: AtomicU64 = AtomicU64::new(0);
 
-/// Storage plus a live-count so tests can check that training loops do not leak buffers.
-pub(crate) struct Tracked(pub(crate) RwLock<Storage>);
+/// Storage plus a live-count so tests can check that training loops do not leak buffers, a
+/// count of the writes to it, and (on a GPU) the bf16 copy kept of a parameter's values.
+pub(crate) struct Tracked {
+    data: RwLock<Storage>,
+    /// Bumped each time a write guard is taken (under the lock): a copy made at one count is
+    /// current while the count is unchanged.
+    pub(crate) version: AtomicU64,
+    /// The bf16 copy of these values read as a product operand (`crate::shadow`).
+    #[cfg(feature = "cuda")]
+    pub(crate) shadow: Mutex<Option<crate::shadow::Shadow>>,
+}
 
 impl Tracked {
     fn new(s: Storage) -> Self {
         LIVE_STORAGES.fetch_add(1, Ordering::Relaxed);
-        Tracked(RwLock::new(s))
+        Tracked {
+            data: RwLock::new(s),
+            version: AtomicU64::new(0),
+            #[cfg(feature = "cuda")]
+            shadow: Mutex::new(None),
+        }
     }
 }
 
@@ -317,11 +331,24 @@ impl Tensor {
 
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Storage> {
         // A poisoned lock only means another thread panicked mid-kernel; the data is plain numbers.
-        self.0.storage.0.read().unwrap_or_else(|e| e.into_inner())
+        self.0
+            .storage
+            .data
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The storage for writing. Every in-place change goes through here, so the write count
+    /// it bumps marks copies of the old values (the bf16 shadow) as stale.
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Storage> {
-        self.0.storage.0.write().unwrap_or_else(|e| e.into_inner())
+        let g = self
+            .0
+            .storage
+            .data
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        self.0.storage.version.fetch_add(1, Ordering::Relaxed);
+        g
     }
 
     // ----------------------------------------------------------------- autograd state

@@ -94,6 +94,9 @@ pub struct AdamSlot<'a> {
     pub m: &'a CudaStorage,
     /// Second moment.
     pub v: &'a CudaStorage,
+    /// The parameter's bf16 copy, written with the rounded new values (an f32 parameter's
+    /// shadow, `n` elements), if it has one.
+    pub p16: Option<&'a CudaStorage>,
     /// Elements.
     pub n: usize,
     /// The step's hyper-parameters.
@@ -109,6 +112,8 @@ pub struct SgdSlot<'a> {
     pub g: &'a CudaStorage,
     /// Momentum buffer.
     pub b: Option<&'a CudaStorage>,
+    /// The parameter's bf16 copy to write, if it has one (as [`AdamSlot::p16`]).
+    pub p16: Option<&'a CudaStorage>,
     /// Elements.
     pub n: usize,
     /// The step's hyper-parameters.
@@ -124,10 +129,33 @@ pub struct LarsSlot<'a> {
     pub g: &'a CudaStorage,
     /// Momentum buffer.
     pub b: &'a CudaStorage,
+    /// The parameter's bf16 copy to write, if it has one (as [`AdamSlot::p16`]).
+    pub p16: Option<&'a CudaStorage>,
     /// Elements.
     pub n: usize,
     /// The step's hyper-parameters.
     pub h: LarsStep,
+}
+
+/// The address of the bf16 copy `p16` of an f32 parameter `p` of `n` elements (0: none), or
+/// an error naming `op` for a copy that does not fit.
+fn copy_ptr(op: &str, p: &CudaStorage, p16: Option<&CudaStorage>, n: usize) -> Result<u64> {
+    match p16 {
+        None => Ok(0),
+        Some(c)
+            if p.dtype() == crate::DType::F32
+                && c.dtype() == crate::DType::BF16
+                && c.len() >= n =>
+        {
+            Ok(c.ptr())
+        }
+        Some(c) => Err(p.backend.err_msg(format!(
+            "{op}: a bf16 copy of {n} elements of a {:?} parameter cannot be a {:?} buffer of {}",
+            p.dtype(),
+            c.dtype(),
+            c.len()
+        ))),
+    }
 }
 
 /// Sends `table` (u64 words, `words` per entry) and launches `name` with a block per entry.
@@ -156,6 +184,7 @@ pub fn adam_many(slots: &[AdamSlot]) -> Result<()> {
     let mut table = Vec::new();
     for s in slots {
         let (step_size, inv_sqrt_bc2, decay, l2) = s.h.coefficients();
+        let p16 = copy_ptr("adam_step_", s.p, s.p16, s.n)?;
         for (start, len) in chunks(s.n) {
             table.extend([s.p.ptr(), s.g.ptr(), s.m.ptr(), s.v.ptr()]);
             table.extend([start as u64, len as u64]);
@@ -171,9 +200,10 @@ pub fn adam_many(slots: &[AdamSlot]) -> Result<()> {
                 ]
                 .map(f64::to_bits),
             );
+            table.push(p16);
         }
     }
-    launch_table(first.p, &format!("adam_multi_{t}"), "adam_step_", table, 13)
+    launch_table(first.p, &format!("adam_multi_{t}"), "adam_step_", table, 14)
 }
 
 /// SGD over every slot in one launch (all on one GPU, one float dtype).
@@ -186,14 +216,15 @@ pub fn sgd_many(slots: &[SgdSlot]) -> Result<()> {
     for s in slots {
         let h = &s.h;
         let flags = h.nesterov as u64 | (h.first as u64) << 1;
+        let p16 = copy_ptr("sgd_step_", s.p, s.p16, s.n)?;
         for (start, len) in chunks(s.n) {
             table.extend([s.p.ptr(), s.g.ptr(), s.b.map_or(0, |b| b.ptr())]);
             table.extend([start as u64, len as u64]);
             table.extend([h.lr, h.momentum, 1.0 - h.dampening, h.weight_decay].map(f64::to_bits));
-            table.push(flags);
+            table.extend([flags, p16]);
         }
     }
-    launch_table(first.p, &format!("sgd_multi_{t}"), "sgd_step_", table, 10)
+    launch_table(first.p, &format!("sgd_multi_{t}"), "sgd_step_", table, 11)
 }
 
 /// LARS over every slot in two launches (all on one GPU, one float dtype): the per-chunk
@@ -211,11 +242,12 @@ pub fn lars_many(slots: &[LarsSlot]) -> Result<()> {
         let wd = if h.adapt { h.weight_decay } else { 0.0 };
         let count = s.n.div_ceil(CHUNK) as u64;
         let start_entry = entries as u64;
+        let p16 = copy_ptr("lars_step_", s.p, s.p16, s.n)?;
         for (start, len) in chunks(s.n) {
             table.extend([s.p.ptr(), s.g.ptr(), s.b.ptr()]);
             table.extend([start as u64, len as u64]);
             table.extend([h.lr, h.momentum, wd, h.eta].map(f64::to_bits));
-            table.extend([h.adapt as u64, start_entry, count]);
+            table.extend([h.adapt as u64, start_entry, count, p16]);
             entries += 1;
         }
     }
@@ -252,6 +284,8 @@ pub struct EmaSlot<'a> {
     pub target: &'a CudaStorage,
     /// Read.
     pub source: &'a CudaStorage,
+    /// The target's bf16 copy to write, if it has one (as [`AdamSlot::p16`]).
+    pub t16: Option<&'a CudaStorage>,
     /// Elements.
     pub n: usize,
     /// The target's factor.
@@ -268,9 +302,10 @@ pub fn ema_many(slots: &[EmaSlot]) -> Result<()> {
     let t = float_tag("ema_step_", first.target.dtype())?;
     let mut table = Vec::new();
     for s in slots {
+        let t16 = copy_ptr("ema_step_", s.target, s.t16, s.n)?;
         for (start, len) in chunks(s.n) {
             table.extend([s.target.ptr(), s.source.ptr(), start as u64, len as u64]);
-            table.extend([s.keep.to_bits(), s.scale.to_bits()]);
+            table.extend([s.keep.to_bits(), s.scale.to_bits(), t16]);
         }
     }
     launch_table(
@@ -278,7 +313,7 @@ pub fn ema_many(slots: &[EmaSlot]) -> Result<()> {
         &format!("ema_multi_{t}"),
         "ema_step_",
         table,
-        6,
+        7,
     )
 }
 

@@ -479,7 +479,7 @@ pub(in crate::ops) mod gpu {
         let cols = with_cuda(OP, &xd, |c| kernels::im2col(c, g, bf16))?;
         let cols = Tensor::from_storage(Storage::Cuda(cols), &[groups, kg, cols_n]);
         let wk = if bf16 {
-            crate::ops::linear::gpu::bf16_copy(w)?
+            crate::shadow::bf16_operand(w)?
         } else {
             dense(w)?
         }

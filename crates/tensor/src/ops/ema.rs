@@ -85,17 +85,25 @@ impl Tensor {
             if one_gpu_launch(&groups) {
                 let ts: Vec<_> = items.iter().map(|it| it.target.write()).collect();
                 let ss: Vec<_> = items.iter().map(|it| it.source.read()).collect();
+                let copies = crate::shadow::for_updates(items.iter().map(|it| it.target));
+                let cw: Vec<_> = copies
+                    .iter()
+                    .map(|c| c.as_ref().map(|c| c.write()))
+                    .collect();
                 let mut slots = Vec::with_capacity(items.len());
                 for (i, it) in items.iter().enumerate() {
                     slots.push(crate::cuda::optim::EmaSlot {
                         target: cuda_of(OP, &ts[i])?,
                         source: cuda_of(OP, &ss[i])?,
+                        t16: crate::ops::optim::copy_of(OP, &cw[i])?,
                         n: it.target.numel(),
                         keep: it.keep,
                         scale: it.scale,
                     });
                 }
-                return crate::cuda::optim::ema_many(&slots);
+                crate::cuda::optim::ema_many(&slots)?;
+                crate::shadow::mark_current(items.iter().map(|it| it.target));
+                return Ok(());
             }
         }
         for it in items {
@@ -107,6 +115,7 @@ impl Tensor {
                 crate::cuda::optim::ema_many(&[crate::cuda::optim::EmaSlot {
                     target: t,
                     source: s,
+                    t16: None,
                     n: it.target.numel(),
                     keep: it.keep,
                     scale: it.scale,

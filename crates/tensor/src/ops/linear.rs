@@ -334,7 +334,7 @@ pub(crate) mod gpu {
         residual: Option<&Tensor>,
     ) -> Result<Option<Tensor>> {
         let b = match bias {
-            Some(b) if to == DType::BF16 => Some(bf16_copy(b)?),
+            Some(b) if to == DType::BF16 => Some(crate::shadow::bf16_operand(b)?),
             Some(b) => Some(dense(b)?),
             None => None,
         };
@@ -397,7 +397,7 @@ pub(crate) mod gpu {
         [n, k, out]: [usize; 3],
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (x16, w16) = (bf16_copy(x)?, bf16_copy(w)?);
+        let (x16, w16) = (bf16_copy(x)?, crate::shadow::bf16_operand(w)?);
         let mut y = affine_bf16(&x16, &w16, bias, n, k, out, residual)?;
         if let Some(r) = residual {
             y = y.reshape(r.shape())?;

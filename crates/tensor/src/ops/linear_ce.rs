@@ -91,7 +91,7 @@ mod gpu {
         opts: &CrossEntropy,
     ) -> Result<(Tensor, Tensor)> {
         let (n, k, c) = (x.shape()[0], x.shape()[1], w.shape()[0]);
-        let (x16, w16) = (bf16_copy(x)?, bf16_copy(w)?);
+        let (x16, w16) = (bf16_copy(x)?, crate::shadow::bf16_operand(w)?);
         let logits = affine_to_bf16(&x16, &w16, bias, n, k, c)?;
         let s = scaled_device_targets(&logits, targets, opts)?;
         let (total, lse) = forward_values(&logits, &s)?;

@@ -205,6 +205,7 @@ mod gpu {
     use crate::ops::linear::gpu::{
         affine_bf16, affine_to_bf16, bf16_copy, cast_bf16_colsum, product, product_to,
     };
+    use crate::shadow::bf16_operand;
     use crate::storage::Storage;
     use crate::DType;
 
@@ -220,7 +221,8 @@ mod gpu {
         [n, k, hid, out]: [usize; 4],
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (x16, w1_16, w2_16) = (bf16_copy(x)?, bf16_copy(w1)?, bf16_copy(w2)?);
+        let (w1_16, w2_16) = (bf16_operand(w1)?, bf16_operand(w2)?);
+        let x16 = bf16_copy(x)?;
         let h = affine_to_bf16(&x16, &w1_16, b1, n, k, hid)?;
         let a16 = {
             let gh = h.read();

@@ -329,6 +329,16 @@ pub(crate) fn one_gpu_launch(groups: &[Vec<&Tensor>]) -> bool {
         .all(|t| seen.insert(std::sync::Arc::as_ptr(&t.0.storage) as usize))
 }
 
+/// The GPU buffer behind a parameter's bf16 copy's write guard, if it has one (see
+/// `crate::shadow`).
+#[cfg(feature = "cuda")]
+pub(crate) fn copy_of<'a>(
+    op: &'static str,
+    g: &'a Option<std::sync::RwLockWriteGuard<'_, Storage>>,
+) -> Result<Option<&'a crate::cuda::CudaStorage>> {
+    g.as_deref().map(|g| cuda_of(op, g)).transpose()
+}
+
 #[cfg(feature = "cuda")]
 pub(crate) fn cuda_of<'a>(
     op: &'static str,
@@ -360,6 +370,11 @@ impl Tensor {
                 let gs: Vec<_> = items.iter().map(|it| it.grad.read()).collect();
                 let ms: Vec<_> = items.iter().map(|it| it.m.write()).collect();
                 let vs: Vec<_> = items.iter().map(|it| it.v.write()).collect();
+                let copies = crate::shadow::for_updates(items.iter().map(|it| it.param));
+                let cw: Vec<_> = copies
+                    .iter()
+                    .map(|c| c.as_ref().map(|c| c.write()))
+                    .collect();
                 let mut slots = Vec::with_capacity(items.len());
                 for (i, it) in items.iter().enumerate() {
                     slots.push(crate::cuda::optim::AdamSlot {
@@ -367,11 +382,14 @@ impl Tensor {
                         g: cuda_of("adam_step_", &gs[i])?,
                         m: cuda_of("adam_step_", &ms[i])?,
                         v: cuda_of("adam_step_", &vs[i])?,
+                        p16: copy_of("adam_step_", &cw[i])?,
                         n: it.param.numel(),
                         h: it.step,
                     });
                 }
-                return crate::cuda::optim::adam_many(&slots);
+                crate::cuda::optim::adam_many(&slots)?;
+                crate::shadow::mark_current(items.iter().map(|it| it.param));
+                return Ok(());
             }
         }
         for it in items {
@@ -405,6 +423,11 @@ impl Tensor {
                     .iter()
                     .map(|it| it.momentum_buf.map(|b| b.write()))
                     .collect();
+                let copies = crate::shadow::for_updates(items.iter().map(|it| it.param));
+                let cw: Vec<_> = copies
+                    .iter()
+                    .map(|c| c.as_ref().map(|c| c.write()))
+                    .collect();
                 let mut slots = Vec::with_capacity(items.len());
                 for (i, it) in items.iter().enumerate() {
                     slots.push(crate::cuda::optim::SgdSlot {
@@ -414,11 +437,14 @@ impl Tensor {
                             .as_deref()
                             .map(|b| cuda_of("sgd_step_", b))
                             .transpose()?,
+                        p16: copy_of("sgd_step_", &cw[i])?,
                         n: it.param.numel(),
                         h: it.step,
                     });
                 }
-                return crate::cuda::optim::sgd_many(&slots);
+                crate::cuda::optim::sgd_many(&slots)?;
+                crate::shadow::mark_current(items.iter().map(|it| it.param));
+                return Ok(());
             }
         }
         for it in items {
@@ -552,17 +578,25 @@ impl Tensor {
                 let ps: Vec<_> = items.iter().map(|it| it.param.write()).collect();
                 let gs: Vec<_> = items.iter().map(|it| it.grad.read()).collect();
                 let bs: Vec<_> = items.iter().map(|it| it.momentum_buf.write()).collect();
+                let copies = crate::shadow::for_updates(items.iter().map(|it| it.param));
+                let cw: Vec<_> = copies
+                    .iter()
+                    .map(|c| c.as_ref().map(|c| c.write()))
+                    .collect();
                 let mut slots = Vec::with_capacity(items.len());
                 for (i, it) in items.iter().enumerate() {
                     slots.push(crate::cuda::optim::LarsSlot {
                         p: cuda_of("lars_step_", &ps[i])?,
                         g: cuda_of("lars_step_", &gs[i])?,
                         b: cuda_of("lars_step_", &bs[i])?,
+                        p16: copy_of("lars_step_", &cw[i])?,
                         n: it.param.numel(),
                         h: it.step,
                     });
                 }
-                return crate::cuda::optim::lars_many(&slots);
+                crate::cuda::optim::lars_many(&slots)?;
+                crate::shadow::mark_current(items.iter().map(|it| it.param));
+                return Ok(());
             }
         }
         for it in items {
@@ -573,6 +607,7 @@ impl Tensor {
                     p,
                     g,
                     b,
+                    p16: None,
                     n: it.param.numel(),
                     h: it.step,
                 };

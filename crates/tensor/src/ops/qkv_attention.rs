@@ -161,7 +161,10 @@ mod gpu {
     ) -> Result<Tensor> {
         let n = b * t;
         let dh = o / (3 * heads);
-        let (x16, w16) = (bf16_copy(&x.reshape(&[n, d])?)?, bf16_copy(w)?);
+        let (x16, w16) = (
+            bf16_copy(&x.reshape(&[n, d])?)?,
+            crate::shadow::bf16_operand(w)?,
+        );
         let qkv16 = affine_to_bf16(&x16, &w16, bias, n, d, o)?;
         let scale = 1.0 / (dh.max(1) as f64).sqrt();
         let (out, lse) = {

@@ -19,6 +19,7 @@ mod qkv_attention;
 mod reduce;
 mod residual;
 mod rows;
+mod shadow;
 mod transfer;
 
 use selfsup_tensor::{DType, Device, Generator, Tensor};
