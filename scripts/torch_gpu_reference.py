@@ -7,7 +7,7 @@ the GPU (torch.cuda.synchronize) after each repetition; medians over repetitions
 TF32 is off unless --tf32, so f32 GEMMs are compared with f32 GEMMs. `sgemm --precision bf16`
 multiplies bf16 tensors (f32 accumulation), the matmul peak the MFU of `gpt2` is measured
 against; `gpt2` is GPT-2 small (12 layers, 12 heads, d=768, context 1024, vocab 50304, tied
-head) trained under bf16 autocast with AdamW.
+head, GELU's tanh form) trained under bf16 autocast with AdamW.
 """
 import argparse
 import json
@@ -165,9 +165,9 @@ def simclr(args, dev):
 
 
 class Block(nn.Module):
-    def __init__(self, d, h):
+    def __init__(self, d, h, gelu="none"):
         super().__init__()
-        self.h = h
+        self.h, self.gelu = h, gelu
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
@@ -177,14 +177,14 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
-        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate=self.gelu))
 
 
 class Gpt(nn.Module):
-    def __init__(self, vocab, ctx, d, h, layers, tied=False):
+    def __init__(self, vocab, ctx, d, h, layers, tied=False, gelu="none"):
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
-        self.blocks = nn.ModuleList(Block(d, h) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(d, h, gelu) for _ in range(layers))
         self.ln, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
         if tied:
             nn.init.normal_(self.tok.weight, std=0.02)
@@ -222,7 +222,8 @@ def gpt(args, dev):
 def gpt2(args, dev):
     """GPT-2 small under bf16 autocast: tokens/s and MFU against the bf16 matmul peak."""
     vocab, ctx, d, h, layers, b = 50304, 1024, 768, 12, 12, args.gpt2_batch
-    model = Gpt(vocab, ctx, d, h, layers, tied=True).to(dev)
+    # GELU's tanh form, as GPT-2 defines it (and `selfsup`'s gpt2 model).
+    model = Gpt(vocab, ctx, d, h, layers, tied=True, gelu="tanh").to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
     ids = torch.randint(0, vocab, (b, ctx + 1), device=dev)
     x, y = ids[:, :-1], ids[:, 1:].reshape(-1)

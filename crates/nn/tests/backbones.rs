@@ -238,6 +238,7 @@ fn text_transformers_count_parameters_and_respect_causality() {
         causal: true,
         tied: true,
         dropout: 0.0,
+        activation: selfsup_nn::Activation::GeluTanh,
     };
     let m = TextTransformer::new(&small, DType::F64, &mut g).unwrap();
     let ids = Tensor::from_vec(vec![1i64, 2, 3, 4, 5, 6, 7, 8, 9, 10], &[2, 5]).unwrap();

@@ -64,6 +64,7 @@ impl Encoder {
                     causal,
                     tied,
                     dropout: cfg.dropout,
+                    activation: selfsup_nn::Activation::Gelu,
                 },
                 dt,
                 g,

@@ -35,6 +35,10 @@ pub struct TextConfig {
     pub tied: bool,
     /// Dropout on attention probabilities and residual branches (0 for none).
     pub dropout: f64,
+    /// The MLP's activation: GELU (erf form) for the reference GPT, GELU's tanh form for
+    /// GPT-2 (as OpenAI's GPT-2 and llm.c define it; on a GPU at bf16 precision the MLP then
+    /// runs it, and its derivative, in the products' cuBLASLt epilogues).
+    pub activation: Activation,
 }
 
 impl TextConfig {
@@ -51,12 +55,13 @@ impl TextConfig {
             causal: true,
             tied: false,
             dropout: 0.0,
+            activation: Activation::Gelu,
         }
     }
 
     /// GPT-2 small as llm.c trains it: vocab 50304 (50257 padded to a multiple of 128),
-    /// context 1024, 12 blocks of 12 heads, d 768, MLP 4x, head tied to the token embedding,
-    /// no dropout: 124,475,904 parameters.
+    /// context 1024, 12 blocks of 12 heads, d 768, MLP 4x with GELU's tanh form, head tied to
+    /// the token embedding, no dropout: 124,475,904 parameters.
     pub fn gpt2_small() -> TextConfig {
         TextConfig {
             vocab: 50304,
@@ -68,6 +73,7 @@ impl TextConfig {
             causal: true,
             tied: true,
             dropout: 0.0,
+            activation: Activation::GeluTanh,
         }
     }
 }
@@ -107,14 +113,8 @@ impl TextTransformer {
         }
         let mut blocks = Vec::with_capacity(cfg.layers);
         for _ in 0..cfg.layers {
-            let b = TransformerBlock::new(
-                cfg.dim,
-                cfg.heads,
-                cfg.mlp_ratio,
-                Activation::Gelu,
-                dtype,
-                g,
-            )?;
+            let b =
+                TransformerBlock::new(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.activation, dtype, g)?;
             blocks.push(if cfg.dropout > 0.0 {
                 b.with_dropout(cfg.dropout, g)?
             } else {

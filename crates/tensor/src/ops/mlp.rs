@@ -202,8 +202,9 @@ mod gpu {
     use crate::autograd::BackwardOp;
     use crate::cuda::mlp::{act_backward_bf16_colsum, act_to_bf16};
     use crate::ops::cuda_ref;
+    use crate::ops::dense;
     use crate::ops::linear::gpu::{
-        affine_bf16, affine_to_bf16, bf16_copy, cast_bf16_colsum, product, product_to,
+        affine_bf16, affine_to_bf16, bf16_copy, cast_bf16_colsum, colsum_bf16, product, product_to,
     };
     use crate::shadow::bf16_operand;
     use crate::storage::Storage;
@@ -223,11 +224,18 @@ mod gpu {
     ) -> Result<Tensor> {
         let (w1_16, w2_16) = (bf16_operand(w1)?, bf16_operand(w2)?);
         let x16 = bf16_copy(x)?;
-        let h = affine_to_bf16(&x16, &w1_16, b1, n, k, hid)?;
-        let a16 = {
-            let gh = h.read();
-            let a = act_to_bf16(cuda_ref(OP, &gh)?, act.kernel(), n * hid)?;
-            Tensor::from_storage(Storage::Cuda(a), &[n, hid])
+        // GELU's tanh form runs in the first product's epilogue where cuBLASLt takes it.
+        let (h, a16) = match gelu_epilogue(act, &x16, &w1_16, b1, [n, k, hid])? {
+            Some(both) => both,
+            None => {
+                let h = affine_to_bf16(&x16, &w1_16, b1, n, k, hid)?;
+                let a16 = {
+                    let gh = h.read();
+                    let a = act_to_bf16(cuda_ref(OP, &gh)?, act.kernel(), n * hid)?;
+                    Tensor::from_storage(Storage::Cuda(a), &[n, hid])
+                };
+                (h, a16)
+            }
         };
         let mut y = affine_bf16(&a16, &w2_16, b2, n, hid, out, residual)?;
         if let Some(r) = residual {
@@ -251,6 +259,59 @@ mod gpu {
                 w2_16: first.then_some(w2_16),
             })
         }))
+    }
+
+    /// For GELU's tanh form: the first layer's pre-activation `h` and activation, both bf16
+    /// `[n, hid]`, from one cuBLASLt product with the bias and the activation in its epilogue
+    /// (`cuda::lt::linear_gelu`); `None` for other activations, or where cuBLASLt declines.
+    fn gelu_epilogue(
+        act: MlpActivation,
+        x16: &Tensor,
+        w1_16: &Tensor,
+        b1: Option<&Tensor>,
+        [n, k, hid]: [usize; 3],
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        if act != MlpActivation::GeluTanh || hid % 8 != 0 {
+            return Ok(None);
+        }
+        let b16 = b1.map(bf16_operand).transpose()?;
+        let (gx, gw) = (x16.read(), w1_16.read());
+        let gb = b16.as_ref().map(|b| b.read());
+        let bs = gb.as_ref().map(|g| cuda_ref(OP, g)).transpose()?;
+        let r =
+            crate::cuda::lt::linear_gelu(cuda_ref(OP, &gx)?, cuda_ref(OP, &gw)?, bs, n, k, hid)?;
+        Ok(r.map(|(a, pre)| {
+            (
+                Tensor::from_storage(Storage::Cuda(pre), &[n, hid]),
+                Tensor::from_storage(Storage::Cuda(a), &[n, hid]),
+            )
+        }))
+    }
+
+    /// For GELU's tanh form: the gradient of the first layer's pre-activation `h` from the
+    /// output gradient `g16` `[n, out]` and `W2` in one cuBLASLt product with the activation's
+    /// derivative in its epilogue (`cuda::lt::dgelu`); `None` for other activations, or
+    /// where cuBLASLt declines.
+    fn dgelu_epilogue(
+        act: MlpActivation,
+        g16: &Tensor,
+        w2_16: &Tensor,
+        h: &Tensor,
+        [n, out, hid]: [usize; 3],
+    ) -> Result<Option<Tensor>> {
+        if act != MlpActivation::GeluTanh || hid % 8 != 0 {
+            return Ok(None);
+        }
+        let (gg, gw, gh) = (g16.read(), w2_16.read(), h.read());
+        let r = crate::cuda::lt::dgelu(
+            cuda_ref(OP, &gg)?,
+            cuda_ref(OP, &gw)?,
+            cuda_ref(OP, &gh)?,
+            n,
+            out,
+            hid,
+        )?;
+        Ok(r.map(|dh| Tensor::from_storage(Storage::Cuda(dh), &[n, hid])))
     }
 
     /// The backward of [`forward_bf16`], holding what its products and the activation's
@@ -313,24 +374,42 @@ mod gpu {
             let (Some(h), Some(w2_16), true) = (&self.h, &self.w2_16, first) else {
                 return Ok(grads);
             };
-            // The activation's gradient in bf16, then its derivative, the cast and the first
-            // bias's column sums in one pass.
-            let da = product_to(&g16, w2_16, n, out, hid, DType::BF16)?;
-            let (dh16, db1) = {
-                let (gh, gda) = (h.read(), da.read());
-                let (dh, partial, chunks) = act_backward_bf16_colsum(
-                    cuda_ref(OP, &gh)?,
-                    cuda_ref(OP, &gda)?,
-                    self.act.kernel(),
-                    n,
-                    hid,
-                )?;
-                let partial = Tensor::from_storage(Storage::Cuda(partial), &[chunks, hid]);
-                (Tensor::from_storage(Storage::Cuda(dh), &[n, hid]), partial)
-            };
-            drop(da);
-            if wants(b1) {
-                grads[3] = Some(db1.sum(&[0], false)?);
+            let g16 = dense(&g16)?;
+            let (dh16, db1) =
+                if let Some(dh16) = dgelu_epilogue(self.act, &g16, w2_16, h, [n, out, hid])? {
+                    // The derivative in the product's epilogue; the bias's gradient from the
+                    // stored bf16 values.
+                    let db1 = if wants(b1) {
+                        Some(colsum_bf16(&dh16, n, hid)?)
+                    } else {
+                        None
+                    };
+                    (dh16, db1)
+                } else {
+                    // The activation's gradient in bf16, then its derivative, the cast and the
+                    // first bias's column sums in one pass.
+                    let da = product_to(&g16, w2_16, n, out, hid, DType::BF16)?;
+                    let (dh, partial, chunks) = {
+                        let (gh, gda) = (h.read(), da.read());
+                        act_backward_bf16_colsum(
+                            cuda_ref(OP, &gh)?,
+                            cuda_ref(OP, &gda)?,
+                            self.act.kernel(),
+                            n,
+                            hid,
+                        )?
+                    };
+                    let partial = Tensor::from_storage(Storage::Cuda(partial), &[chunks, hid]);
+                    drop(da);
+                    let db1 = if wants(b1) {
+                        Some(partial.sum(&[0], false)?)
+                    } else {
+                        None
+                    };
+                    (Tensor::from_storage(Storage::Cuda(dh), &[n, hid]), db1)
+                };
+            if db1.is_some() {
+                grads[3] = db1;
             }
             if let (true, Some(x16)) = (w1.requires_grad(), &self.x16) {
                 grads[1] = Some(product(&dh16.t()?, x16, hid, n, k)?);
