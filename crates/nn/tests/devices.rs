@@ -194,3 +194,71 @@ fn a_transformer_block_at_bf16_matches_its_composition() {
         }
     }
 }
+
+/// A GPT trained on a GPU at bf16 matmul precision with AdamW reads its weights' kept bf16
+/// copies, which the optimiser writes as it updates the weights (`selfsup_tensor`'s parameter
+/// shadows): after each step its logits are the bits of the same model on fresh buffers
+/// holding the trained parameters (whose forward casts them anew), with GELU's tanh form in
+/// the MLP's epilogues and the head tied to the token embedding.
+#[test]
+fn a_gpt_at_bf16_reads_current_weights_after_every_step() {
+    use selfsup_nn::{Activation, TextConfig, TextTransformer};
+    use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
+    let Some(dev) = gpu("bf16 GPT training") else {
+        return;
+    };
+    let cfg = TextConfig {
+        vocab: 13,
+        context: 8,
+        layers: 2,
+        heads: 2,
+        dim: 16,
+        mlp_ratio: 4,
+        causal: true,
+        tied: true,
+        dropout: 0.0,
+        activation: Activation::GeluTanh,
+    };
+    let build = || {
+        let mut m = TextTransformer::new(&cfg, DType::F32, &mut Generator::new(5)).unwrap();
+        m.to_device(dev).unwrap();
+        m
+    };
+    let m = build();
+    let tokens: Vec<i64> = (0..18).map(|i| (i * 5 % 13) as i64).collect();
+    let seq = Tensor::from_vec(tokens, &[2, 9])
+        .unwrap()
+        .to_device(dev)
+        .unwrap();
+    let ids = seq.narrow(1, 0, 8).unwrap();
+    let targets = seq.narrow(1, 1, 8).unwrap().reshape(&[16]).unwrap();
+    let mut opt = Adam::adamw(
+        m.params(),
+        AdamConfig {
+            lr: 1e-2,
+            ..AdamConfig::adamw()
+        },
+    );
+    with_matmul_precision(MatmulPrecision::Bf16, || {
+        let mut losses = Vec::new();
+        for step in 0..4 {
+            let y = m.forward(&ids).unwrap();
+            let fresh = build();
+            for ((_, a), (_, b)) in fresh.params().into_iter().zip(m.params()) {
+                a.assign(&b).unwrap();
+            }
+            let y_fresh = fresh.forward(&ids).unwrap();
+            close(&format!("step {step}: logits"), &y, &y_fresh, 0.0);
+            let loss = y
+                .reshape(&[16, 13])
+                .unwrap()
+                .cross_entropy(&targets)
+                .unwrap();
+            losses.push(loss.item().unwrap());
+            loss.backward().unwrap();
+            opt.step().unwrap();
+            opt.zero_grad();
+        }
+        assert!(losses[3] < losses[0], "the loss falls: {losses:?}");
+    });
+}

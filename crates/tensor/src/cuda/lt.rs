@@ -320,7 +320,7 @@ pub fn linear_gelu(
             w.len()
         )));
     }
-    if out % 8 != 0 || n == 0 || k == 0 {
+    if !out.is_multiple_of(8) || n == 0 || k == 0 {
         return Ok(None);
     }
     let (y, pre) = (
@@ -379,7 +379,7 @@ pub fn dgelu(
             pre.len()
         )));
     }
-    if hid % 8 != 0 || n == 0 || out == 0 {
+    if !hid.is_multiple_of(8) || n == 0 || out == 0 {
         return Ok(None);
     }
     // Row-major dh [n, hid] is column-major D (hid x n) = W'·g' with W as stored (hid x out,

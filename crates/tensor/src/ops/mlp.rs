@@ -271,7 +271,7 @@ mod gpu {
         b1: Option<&Tensor>,
         [n, k, hid]: [usize; 3],
     ) -> Result<Option<(Tensor, Tensor)>> {
-        if act != MlpActivation::GeluTanh || hid % 8 != 0 {
+        if act != MlpActivation::GeluTanh || !hid.is_multiple_of(8) {
             return Ok(None);
         }
         let b16 = b1.map(bf16_operand).transpose()?;
@@ -299,7 +299,7 @@ mod gpu {
         h: &Tensor,
         [n, out, hid]: [usize; 3],
     ) -> Result<Option<Tensor>> {
-        if act != MlpActivation::GeluTanh || hid % 8 != 0 {
+        if act != MlpActivation::GeluTanh || !hid.is_multiple_of(8) {
             return Ok(None);
         }
         let (gg, gw, gh) = (g16.read(), w2_16.read(), h.read());

@@ -74,7 +74,7 @@ fn run(
 /// Whether the fused MLP runs activation `act` over `hid` hidden units in cuBLASLt's
 /// epilogue (GELU's tanh form, `hid` a multiple of 8), where cuBLASLt is there to take it.
 fn gelu_epilogue(act: MlpActivation, hid: usize) -> bool {
-    act == MlpActivation::GeluTanh && hid % 8 == 0
+    act == MlpActivation::GeluTanh && hid.is_multiple_of(8)
 }
 
 /// At bf16 precision the fused MLP gives the output and gradients of the composition with its
