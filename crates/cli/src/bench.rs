@@ -331,7 +331,8 @@ fn gpt_step(
 /// timed on the device (`CudaBackend::profile_start`), and prints a `gpu-profile` line: the
 /// step's device time, the 30 kernels (or GEMM shapes) that took most of it, with their calls
 /// and shares, and, when `step` returns it, the seconds the host took to queue the step (near
-/// the device time: the step is launch-bound).
+/// the device time: the step is launch-bound), and the first product cuBLASLt declined, if any
+/// (`CudaBackend::lt_problem`: its epilogue's work then ran in separate kernels).
 fn profile(
     args: &BenchArgs,
     device: Device,
@@ -363,7 +364,7 @@ fn profile(
     let other: f64 = p.kernels.iter().skip(TOP).map(|k| k.ms).sum();
     println!(
         "{}",
-        json!({"bench": "gpu-profile", "workload": workload, "model": format!("{:?}", args.model).to_lowercase(), "backbone": args.backbone, "batch": batch, "device": args.device, "precision": args.precision, "attention": args.attention, "fusion": args.fusion, "conv": args.conv, "device_ms": r3(p.total_ms), "host_queue_ms": queued.map(|s| r3(s * 1e3)), "distinct_kernels": p.kernels.len(), "launches": p.kernels.iter().map(|k| k.calls).sum::<usize>(), "kernels": kernels, "other_ms": r3(other)})
+        json!({"bench": "gpu-profile", "workload": workload, "model": format!("{:?}", args.model).to_lowercase(), "backbone": args.backbone, "batch": batch, "device": args.device, "precision": args.precision, "attention": args.attention, "fusion": args.fusion, "conv": args.conv, "device_ms": r3(p.total_ms), "host_queue_ms": queued.map(|s| r3(s * 1e3)), "distinct_kernels": p.kernels.len(), "launches": p.kernels.iter().map(|k| k.calls).sum::<usize>(), "kernels": kernels, "other_ms": r3(other), "cublaslt_declined": be.lt_problem()})
     );
     Ok(())
 }

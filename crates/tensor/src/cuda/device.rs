@@ -392,9 +392,10 @@ impl CudaBackend {
         })
     }
 
-    /// Why cuBLASLt (the fused bias epilogue of `linear`) is not used on this device (it could
-    /// not be loaded, or it declined a product: the first such), or `None` when it is: without
-    /// it the layer adds its bias in a separate kernel.
+    /// Why cuBLASLt (the fused epilogues of `linear`, `mlp2` and `qkv_attention`: bias,
+    /// residual, GELU) is not used on this device (it could not be loaded, or it declined a
+    /// product: the first such), or `None` when it is: without it the layers run those steps
+    /// in separate kernels.
     pub fn lt_problem(&self) -> Option<String> {
         match self.lt() {
             Err(e) => Some(e.to_string()),
