@@ -601,9 +601,17 @@ fn run(spec: &Spec, d_out: &CudaStorage, name: impl FnOnce() -> String) -> Resul
             )
         }
     };
+    // The GELU epilogues are also declined on any other status a call returns (an argument
+    // cuBLASLt rejects, as it validates before it launches): the layer then runs its kernels,
+    // and `lt_problem` names the status.
+    let declinable = |e: &lt::CublasError| {
+        e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED
+            || (epilogue != Epilogue::Plain
+                && e.0 != sys::cublasStatus_t::CUBLAS_STATUS_EXECUTION_FAILED)
+    };
     match r {
         Ok(()) => Ok(true),
-        Err(e) if e.0 == sys::cublasStatus_t::CUBLAS_STATUS_NOT_SUPPORTED => {
+        Err(e) if declinable(&e) => {
             // Nothing ran: the mark goes, so the profile does not name a product that did not.
             backend.unmark();
             declined(&mut st, e)
