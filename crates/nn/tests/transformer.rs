@@ -81,35 +81,37 @@ fn residual_forms_add_the_residual_and_name_one_that_does_not_fit() {
     let x = Tensor::randn(&[2, 3, 8], 0.0, 1.0, DType::F64, g).unwrap();
     let r = Tensor::randn(&[2, 3, 8], 0.0, 1.0, DType::F64, g).unwrap();
     let bad = Tensor::zeros(&[2, 3, 5], DType::F64);
+    // The residual form's values are the plain form's plus the residual, bit for bit, and
+    // a residual of another shape is named in the error.
+    let check = |y: Tensor, plain: Tensor, e: selfsup_nn::NnError, says: &str| {
+        let want = plain.add(&r).unwrap();
+        assert_eq!(y.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
+        let e = e.to_string();
+        assert!(e.contains(says), "{e}");
+    };
     let lin = Linear::new(8, 8, true, DType::F64, g).unwrap();
-    let y = lin.forward_residual(&x, &r).unwrap();
-    let want = lin.forward(&x).unwrap().add(&r).unwrap();
-    assert_eq!(y.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
-    let e = lin.forward_residual(&x, &bad).unwrap_err().to_string();
-    assert!(
-        e.contains("Linear: residual [2, 3, 5] does not fit the output [2, 3, 8]"),
-        "{e}"
+    check(
+        lin.forward_residual(&x, &r).unwrap(),
+        lin.forward(&x).unwrap(),
+        lin.forward_residual(&x, &bad).unwrap_err(),
+        "Linear: residual [2, 3, 5] does not fit the output [2, 3, 8]",
     );
     for layers in [2, 3] {
         let mut cfg = MlpConfig::new(8, 16, 8, layers);
         cfg.activation = Activation::Gelu;
         let mlp = Mlp::new(&cfg, DType::F64, g).unwrap();
-        let y = mlp.forward_residual(&x, &r).unwrap();
-        let want = mlp.forward(&x).unwrap().add(&r).unwrap();
-        assert_eq!(y.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
-        let e = mlp.forward_residual(&x, &bad).unwrap_err().to_string();
-        assert!(
-            e.contains("Mlp: residual [2, 3, 5] does not fit the output [2, 3, 8]"),
-            "{e}"
+        check(
+            mlp.forward_residual(&x, &r).unwrap(),
+            mlp.forward(&x).unwrap(),
+            mlp.forward_residual(&x, &bad).unwrap_err(),
+            "Mlp: residual [2, 3, 5] does not fit the output [2, 3, 8]",
         );
     }
     let attn = MultiHeadAttention::new(8, 2, true, DType::F64, g).unwrap();
-    let y = attn.forward_residual(&x, true, None, &r).unwrap();
-    let want = attn.forward(&x, true, None).unwrap().add(&r).unwrap();
-    assert_eq!(y.to_vec_f64().unwrap(), want.to_vec_f64().unwrap());
-    let e = attn
-        .forward_residual(&x, true, None, &bad)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("residual [2, 3, 5] does not fit"), "{e}");
+    check(
+        attn.forward_residual(&x, true, None, &r).unwrap(),
+        attn.forward(&x, true, None).unwrap(),
+        attn.forward_residual(&x, true, None, &bad).unwrap_err(),
+        "residual [2, 3, 5] does not fit",
+    );
 }

@@ -100,3 +100,18 @@ pub(crate) fn mark_current<'a>(params: impl Iterator<Item = &'a Tensor>) {
         }
     }
 }
+
+impl Tensor {
+    /// Whether this tensor's GPU buffer keeps a bf16 copy that holds its values as they are
+    /// now: the copy a layer at bf16 matmul precision reads in place of casting this weight
+    /// (kept since the first such read, written by the fused optimiser and EMA steps, stale
+    /// after any other write). Always false on the CPU. For tests and memory accounting: the
+    /// copy holds 2 bytes per element.
+    pub fn has_current_bf16_copy(&self) -> bool {
+        if self.device().is_cpu() {
+            return false;
+        }
+        let seen = version(self);
+        slot(self).as_ref().is_some_and(|s| s.version == seen)
+    }
+}

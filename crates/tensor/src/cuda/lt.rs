@@ -239,22 +239,13 @@ pub fn linear_to(
             rhs: w.dtype(),
         });
     }
-    if bias.is_some_and(|b| b.dtype() != to || b.len() < out) {
-        return Err(backend.err_msg(format!(
-            "linear: the bias must be {to:?} with {out} elements, as the result"
-        )));
+    if bias.is_some_and(|b| b.dtype() != to) {
+        return Err(backend.err_msg(format!("linear: the bias must be {to:?}, as the result")));
     }
-    if residual.is_some_and(|r| r.dtype() != DType::F32 || to != DType::F32 || r.len() < n * out) {
-        return Err(backend.err_msg(format!(
-            "linear: the residual must be f32 with {n} x {out} elements, as an f32 result"
-        )));
-    }
-    if x.len() < n * k || w.len() < out * k {
-        return Err(backend.err_msg(format!(
-            "linear: buffers of {} and {} elements are too small for [{n}, {k}] and [{out}, {k}]",
-            x.len(),
-            w.len()
-        )));
+    if residual.is_some_and(|r| r.dtype() != DType::F32 || to != DType::F32) {
+        return Err(
+            backend.err_msg("linear: the residual must be f32, as an f32 result".to_string())
+        );
     }
     if n == 0 || k == 0 || out == 0 {
         return Ok(None);
@@ -304,20 +295,12 @@ pub fn linear_gelu(
 ) -> Result<Option<(CudaStorage, CudaStorage)>> {
     let backend = &x.backend;
     let bf16 = |t: &CudaStorage| t.dtype() == DType::BF16;
-    if !bf16(x) || !bf16(w) || bias.is_some_and(|b| !bf16(b) || b.len() < out) {
+    if !bf16(x) || !bf16(w) || bias.is_some_and(|b| !bf16(b)) {
         return Err(backend.err_msg(format!(
             "linear_gelu: x, W and the bias must be bf16 (got {:?}, {:?}, {:?})",
             x.dtype(),
             w.dtype(),
             bias.map(|b| b.dtype())
-        )));
-    }
-    if x.len() < n * k || w.len() < out * k {
-        return Err(backend.err_msg(format!(
-            "linear_gelu: buffers of {} and {} elements are too small for [{n}, {k}] and \
-             [{out}, {k}]",
-            x.len(),
-            w.len()
         )));
     }
     if !out.is_multiple_of(8) || n == 0 || k == 0 {
@@ -370,15 +353,6 @@ pub fn dgelu(
             pre.dtype()
         )));
     }
-    if g.len() < n * out || w.len() < out * hid || pre.len() < n * hid {
-        return Err(backend.err_msg(format!(
-            "dgelu: buffers of {}, {} and {} elements are too small for [{n}, {out}], \
-             [{out}, {hid}] and [{n}, {hid}]",
-            g.len(),
-            w.len(),
-            pre.len()
-        )));
-    }
     if !hid.is_multiple_of(8) || n == 0 || out == 0 {
         return Ok(None);
     }
@@ -406,7 +380,7 @@ pub fn dgelu(
 /// op(A)·B` with `A` as stored (`k x m` read transposed when `trans_a`, else `m x k`) and `B`
 /// as stored (`k x n`), plus the epilogue's work: the bias (one entry per row of `D`, in `to`'s
 /// dtype), the residual as `C` (`beta = 1`, f32 `m x n`) and the aux buffer (`m x n`, leading
-/// dimension `m`, `to`'s dtype). The caller has checked the dtypes and sizes.
+/// dimension `m`, `to`'s dtype). The caller has checked the dtypes; [`run`] the sizes.
 struct Spec<'a> {
     epilogue: Epilogue,
     a: &'a CudaStorage,
@@ -439,6 +413,23 @@ fn run(spec: &Spec, d_out: &CudaStorage, name: impl FnOnce() -> String) -> Resul
     } = *spec;
     let backend = &a.backend;
     let dtype = a.dtype();
+    // Every buffer against the sizes the product reads and writes.
+    let short = [
+        ("A", Some(a), m * k),
+        ("B", Some(b), k * n),
+        ("D", Some(d_out), m * n),
+        ("the bias", bias, m),
+        ("the residual", residual, m * n),
+        ("the aux buffer", aux, m * n),
+    ]
+    .into_iter()
+    .find_map(|(what, t, need)| t.filter(|t| t.len() < need).map(|t| (what, t.len(), need)));
+    if let Some((what, len, need)) = short {
+        return Err(backend.err_msg(format!(
+            "cuBLASLt product (D = {m} x {n} over {k}, epilogue {epilogue:?}): {what} holds \
+             {len} elements, needs {need}"
+        )));
+    }
     if m == 0 || n == 0 || k == 0 {
         return Ok(false);
     }
