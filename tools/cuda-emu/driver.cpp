@@ -83,8 +83,13 @@ static struct sigaction g_old_segv, g_old_bus;
 static uint64_t g_used = 0, g_used_high = 0;
 static int g_ctx_dummy, g_stream_dummy, g_pool_dummy;
 // What a test can ask the emulator (selfsup_emu_counters): copies to the host (reads back),
-// explicit waits (stream, context, event synchronisation), copies to the device, launches.
-static std::atomic<unsigned long long> g_reads{0}, g_waits{0}, g_writes{0}, g_launches{0}, g_written_bytes{0};
+// explicit waits (stream, context, event synchronisation), copies to the device, launches,
+// bytes copied to the device, and copies to the device from pageable memory (not allocated by
+// cuMemHostAlloc: on a GPU those may wait for the stream).
+static std::atomic<unsigned long long> g_reads{0}, g_waits{0}, g_writes{0}, g_launches{0}, g_written_bytes{0},
+    g_pageable_writes{0};
+// Page-locked host allocations (cuMemHostAlloc): start -> bytes.
+static std::map<uintptr_t, size_t> g_pinned;
 
 static CUresult fail(CUresult code, const std::string& what) {
     std::fprintf(stderr, "selfsup CUDA emulator: %s\n", what.c_str());
@@ -191,12 +196,13 @@ static void install_fault_handler() {
 extern "C" {
 
 // The emulator's own entry point (not a CUDA function): the counters above, in that order.
-void selfsup_emu_counters(unsigned long long out[5]) {
+void selfsup_emu_counters(unsigned long long out[6]) {
     out[0] = g_reads.load();
     out[1] = g_waits.load();
     out[2] = g_writes.load();
     out[3] = g_launches.load();
     out[4] = g_written_bytes.load();
+    out[5] = g_pageable_writes.load();
 }
 
 CUresult cuInit(unsigned) {
@@ -405,9 +411,33 @@ static CUresult copy(const char* what, void* dst, const void* src, size_t bytes,
     std::memmove(dst, src, bytes);
     return CUDA_SUCCESS;
 }
+// Whether [h, h + n) lies inside one page-locked host allocation.
+static bool pinned(const void* h, size_t n) {
+    std::lock_guard<std::mutex> g(g_mu);
+    auto it = g_pinned.upper_bound((uintptr_t)h);
+    if (it == g_pinned.begin()) return false;
+    --it;
+    return (uintptr_t)h + n <= it->first + it->second;
+}
+CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
+    if (bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemHostAlloc of 0 bytes");
+    void* m = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    std::lock_guard<std::mutex> g(g_mu);
+    g_pinned[(uintptr_t)m] = bytes;
+    *p = m;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemFreeHost(void* p) {
+    std::lock_guard<std::mutex> g(g_mu);
+    if (!g_pinned.erase((uintptr_t)p)) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFreeHost of an address cuMemHostAlloc did not return");
+    std::free(p);
+    return CUDA_SUCCESS;
+}
 CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* h, size_t n) {
     g_writes++;
     g_written_bytes += n;
+    if (!pinned(h, n)) g_pageable_writes++;
     return copy("cuMemcpyHtoD", (void*)(uintptr_t)d, h, n, true, false);
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* h, size_t n, void*) { return cuMemcpyHtoD_v2(d, h, n); }

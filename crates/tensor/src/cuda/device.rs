@@ -28,6 +28,8 @@ pub struct CudaBackend {
     blas: OnceLock<std::result::Result<Mutex<super::matmul::BlasHandle>, String>>,
     lt: OnceLock<std::result::Result<Mutex<super::lt::LtState>, String>>,
     pub(crate) profile: Mutex<Option<super::profile::Marks>>,
+    /// Page-locked buffers that host tensors are staged through on their way to the device.
+    staging: Mutex<super::staging::Pool<super::staging::Pinned>>,
     /// Whether a profile is running (so launches skip the mutex when none is).
     pub(crate) profiling: std::sync::atomic::AtomicBool,
 }
@@ -127,6 +129,7 @@ fn open(ordinal: usize) -> Opened {
         blas: OnceLock::new(),
         lt: OnceLock::new(),
         profile: Mutex::new(None),
+        staging: Mutex::new(super::staging::Pool::new(super::staging::LIMIT)),
         profiling: std::sync::atomic::AtomicBool::new(false),
     }))
 }
@@ -208,6 +211,32 @@ impl CudaBackend {
         self.stream
             .synchronize()
             .map_err(|e| self.err("synchronize", e))
+    }
+
+    /// Queues a copy of `bytes` to device address `dst`, through a page-locked staging buffer
+    /// ([`super::staging`]) so that the copy never waits for the work queued before it.
+    ///
+    /// # Safety
+    /// `dst` must be a live allocation of this device of at least `bytes.len()` bytes, freed (if
+    /// at all) only in stream order after this call.
+    pub(crate) unsafe fn upload(&self, bytes: &[u8], dst: u64) -> Result<()> {
+        use super::staging::{Pinned, Take};
+        self.bind()?;
+        let e = |e| self.err("copy to device", e);
+        let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        match pool.take(bytes.len(), |cap| Pinned::new(&self.ctx, cap))? {
+            Take::Stage(mut b) => {
+                let queued = b.upload(bytes, dst, &self.stream);
+                // Handed back even when the copy failed: its event then completes at once.
+                pool.in_flight(b);
+                queued.map_err(e)
+            }
+            Take::Pageable => {
+                drop(pool);
+                cudarc::driver::result::memcpy_htod_async(dst, bytes, self.stream.cu_stream())
+                    .map_err(e)
+            }
+        }
     }
 
     /// Bytes of device memory held by live tensors, and bytes the pool has reserved.
@@ -430,13 +459,17 @@ pub struct EmulatorCounters {
     pub launches: u64,
     /// Bytes copied from the host to the device.
     pub written_bytes: u64,
+    /// Copies to the device from pageable host memory (not page-locked): on a GPU each may
+    /// wait for the work queued before it ([`CudaStorage::from_cpu`](super::CudaStorage::from_cpu)
+    /// stages uploads through page-locked memory so that they do not).
+    pub pageable_writes: u64,
 }
 
 /// The emulator's counters (see [`EmulatorCounters`]); `None` unless the loaded `libcuda` is
 /// the emulator's. Lets tests check, without a GPU, how often a training step synchronises.
 pub fn emulator_counters() -> Option<EmulatorCounters> {
     // SAFETY: only dlopen / dlsym; the symbol, when present, is the emulator's
-    // `void selfsup_emu_counters(unsigned long long out[5])`.
+    // `void selfsup_emu_counters(unsigned long long out[6])`.
     unsafe {
         if !sys::is_culib_present() {
             return None;
@@ -444,7 +477,7 @@ pub fn emulator_counters() -> Option<EmulatorCounters> {
         let f = sys::culib()
             .get::<unsafe extern "C" fn(*mut u64)>(b"selfsup_emu_counters\0")
             .ok()?;
-        let mut out = [0u64; 5];
+        let mut out = [0u64; 6];
         f(out.as_mut_ptr());
         Some(EmulatorCounters {
             reads: out[0],
@@ -452,6 +485,7 @@ pub fn emulator_counters() -> Option<EmulatorCounters> {
             writes: out[2],
             launches: out[3],
             written_bytes: out[4],
+            pageable_writes: out[5],
         })
     }
 }

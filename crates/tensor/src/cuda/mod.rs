@@ -27,6 +27,7 @@ pub mod reduce;
 pub mod rows;
 pub mod sort;
 pub mod split_k;
+mod staging;
 mod storage;
 pub(crate) mod table;
 

@@ -145,21 +145,20 @@ impl CudaStorage {
         if c.is_empty() {
             return CudaStorage::alloc(backend, c.dtype(), 0);
         }
-        let s = backend.stream();
-        let e = |e| backend.err("copy to device", e);
         backend.mark(|| format!("copy to device {:?}", c.dtype()));
-        let data = match c {
-            CpuStorage::F32(v) => CudaData::F32(s.clone_htod(v).map_err(e)?),
-            CpuStorage::F64(v) => CudaData::F64(s.clone_htod(v).map_err(e)?),
-            CpuStorage::BF16(v) => CudaData::BF16(s.clone_htod(v).map_err(e)?),
-            CpuStorage::F16(v) => CudaData::F16(s.clone_htod(v).map_err(e)?),
-            CpuStorage::I64(v) => CudaData::I64(s.clone_htod(v).map_err(e)?),
-            CpuStorage::U32(v) => CudaData::U32(s.clone_htod(v).map_err(e)?),
+        let dst = CudaStorage::alloc(backend, c.dtype(), c.len())?;
+        let bytes: &[u8] = match c {
+            CpuStorage::F32(v) => bytemuck::cast_slice(v),
+            CpuStorage::F64(v) => bytemuck::cast_slice(v),
+            CpuStorage::BF16(v) => bytemuck::cast_slice(v),
+            CpuStorage::F16(v) => bytemuck::cast_slice(v),
+            CpuStorage::I64(v) => bytemuck::cast_slice(v),
+            CpuStorage::U32(v) => bytemuck::cast_slice(v),
         };
-        Ok(CudaStorage {
-            data,
-            backend: backend.clone(),
-        })
+        // SAFETY: `dst` was just allocated with `c.len()` elements of `c`'s dtype, and its
+        // stream-ordered free comes after the copy.
+        unsafe { backend.upload(bytes, dst.ptr())? };
+        Ok(dst)
     }
 
     /// A host copy of the whole buffer (waits for queued work).

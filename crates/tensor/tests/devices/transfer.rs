@@ -235,3 +235,54 @@ fn empty_tensors_move_and_compute() {
         assert!(e.to_vec::<f32>().unwrap().is_empty());
     });
 }
+
+/// Uploads go through page-locked staging buffers that are reused once their copies have run
+/// (`cuda::staging`). Many uploads are queued behind a long product, with nothing read back in
+/// between, so on a GPU their copies run well after the host has moved on: a buffer handed out
+/// again before its copy ran would show up as one tensor holding another's values. On the CUDA
+/// emulator the test also counts the copies made from pageable memory: none for uploads up to
+/// the staging limit, and the one upload above it (64 MiB) is copied straight from pageable
+/// memory.
+#[test]
+fn uploads_are_staged_and_arrive_whole_while_the_gpu_is_busy() {
+    on_each_gpu("staged uploads", |dev| {
+        let counters = selfsup_tensor::cuda::emulator_counters;
+        let a = rand(&[512, 512], DType::F32, -1.0, 1.0, 1)
+            .to_device(dev)
+            .unwrap();
+        let busy = a.matmul(&a).unwrap().matmul(&a).unwrap();
+        let before = counters();
+        let mut sent = Vec::new();
+        for round in 0..6u64 {
+            for (i, n) in [1usize, 7, 16_384, 16_385, 300_000].into_iter().enumerate() {
+                let dtype = EVERY_DTYPE[(round as usize + i) % EVERY_DTYPE.len()];
+                let x = rand(&[n], DType::F64, -1e3, 1e3, 100 * round + i as u64)
+                    .to_dtype(dtype)
+                    .unwrap();
+                let on = x.to_device(dev).unwrap();
+                sent.push((x, on));
+            }
+        }
+        if let (Some(b), Some(a)) = (before, counters()) {
+            assert_eq!(
+                a.pageable_writes - b.pageable_writes,
+                0,
+                "uploads up to the staging limit copy from page-locked memory"
+            );
+            assert_eq!(a.writes - b.writes, sent.len() as u64);
+        }
+        // Quarters, so that every partial sum of the check below is exact in f32.
+        let big = Tensor::full(0.25, &[(64 << 20) / 4 + 4], DType::F32);
+        let before = counters();
+        let big_on = big.to_device(dev).unwrap();
+        if let (Some(b), Some(a)) = (before, counters()) {
+            assert_eq!(a.pageable_writes - b.pageable_writes, 1, "above the limit");
+        }
+        assert!(busy.to_vec_f64().unwrap().iter().all(|v| v.is_finite()));
+        for (k, (x, on)) in sent.iter().enumerate() {
+            compare(&format!("upload {k} ({:?})", x.dtype()), on, x, 0.0);
+        }
+        let sum = big_on.sum_all().unwrap().to_vec_f64().unwrap()[0];
+        assert_eq!(sum, 0.25 * big.numel() as f64);
+    });
+}
