@@ -96,14 +96,16 @@ static CUresult fail(CUresult code, const std::string& what) {
     return code;
 }
 
-// Whether [p, p + bytes) lies inside one live allocation.
-static bool inside_allocation(CUdeviceptr p, size_t bytes) {
+// Whether [p, p + bytes) lies inside one allocation of `table` (start -> bytes).
+static bool inside(const std::map<uintptr_t, size_t>& table, uintptr_t p, size_t bytes) {
     std::lock_guard<std::mutex> g(g_mu);
-    auto it = g_allocs.upper_bound((uintptr_t)p);
-    if (it == g_allocs.begin()) return false;
+    auto it = table.upper_bound(p);
+    if (it == table.begin()) return false;
     --it;
-    return (uintptr_t)p >= it->first && (uintptr_t)p + bytes <= it->first + it->second;
+    return p >= it->first && p + bytes <= it->first + it->second;
 }
+// Whether [p, p + bytes) lies inside one live device allocation.
+static bool inside_allocation(CUdeviceptr p, size_t bytes) { return inside(g_allocs, (uintptr_t)p, bytes); }
 
 // Appends `t` (or the decimal `v`) to the fault message; no allocation and little stack, since
 // the handler runs on the thread's small alternate signal stack.
@@ -411,14 +413,6 @@ static CUresult copy(const char* what, void* dst, const void* src, size_t bytes,
     std::memmove(dst, src, bytes);
     return CUDA_SUCCESS;
 }
-// Whether [h, h + n) lies inside one page-locked host allocation.
-static bool pinned(const void* h, size_t n) {
-    std::lock_guard<std::mutex> g(g_mu);
-    auto it = g_pinned.upper_bound((uintptr_t)h);
-    if (it == g_pinned.begin()) return false;
-    --it;
-    return (uintptr_t)h + n <= it->first + it->second;
-}
 CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
     if (bytes == 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemHostAlloc of 0 bytes");
     void* m = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
@@ -437,7 +431,7 @@ CUresult cuMemFreeHost(void* p) {
 CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* h, size_t n) {
     g_writes++;
     g_written_bytes += n;
-    if (!pinned(h, n)) g_pageable_writes++;
+    if (!inside(g_pinned, (uintptr_t)h, n)) g_pageable_writes++;
     return copy("cuMemcpyHtoD", (void*)(uintptr_t)d, h, n, true, false);
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* h, size_t n, void*) { return cuMemcpyHtoD_v2(d, h, n); }

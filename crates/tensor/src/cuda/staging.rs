@@ -138,8 +138,16 @@ impl<B: Staging> Pool<B> {
 pub(crate) struct Pinned {
     ptr: std::ptr::NonNull<u8>,
     cap: usize,
+    /// Recorded after the copy that last read the memory; its context is the device's.
     copied: CudaEvent,
-    ctx: Arc<CudaContext>,
+}
+
+/// An error of device `ctx` about staging memory.
+fn staging_err(ctx: &CudaContext, reason: String) -> crate::Error {
+    crate::Error::Cuda {
+        device: crate::Device::Cuda(ctx.ordinal()),
+        reason,
+    }
 }
 
 // SAFETY: the memory is owned by this value and only touched through `&mut self` (or by the
@@ -150,25 +158,20 @@ impl Pinned {
     /// `cap` bytes of page-locked, write-combined memory (written by the host, read only by the
     /// device's copy engine).
     pub(crate) fn new(ctx: &Arc<CudaContext>, cap: usize) -> Result<Pinned> {
-        let e = |e: cudarc::driver::DriverError| crate::Error::Cuda {
-            device: crate::Device::Cuda(ctx.ordinal()),
-            reason: format!("page-locked staging buffer of {cap} bytes: {e:?}"),
+        let e = |e: cudarc::driver::DriverError| {
+            staging_err(
+                ctx,
+                format!("page-locked staging buffer of {cap} bytes: {e:?}"),
+            )
         };
         let copied = ctx.new_event(None).map_err(e)?;
         ctx.bind_to_thread().map_err(e)?;
         // SAFETY: a plain allocation; the pointer is freed once, in `drop`.
         let raw =
             unsafe { result::malloc_host(cap, sys::CU_MEMHOSTALLOC_WRITECOMBINED) }.map_err(e)?;
-        let ptr = std::ptr::NonNull::new(raw as *mut u8).ok_or_else(|| crate::Error::Cuda {
-            device: crate::Device::Cuda(ctx.ordinal()),
-            reason: "cuMemHostAlloc returned a null pointer".into(),
-        })?;
-        Ok(Pinned {
-            ptr,
-            cap,
-            copied,
-            ctx: ctx.clone(),
-        })
+        let ptr = std::ptr::NonNull::new(raw as *mut u8)
+            .ok_or_else(|| staging_err(ctx, "cuMemHostAlloc returned a null pointer".into()))?;
+        Ok(Pinned { ptr, cap, copied })
     }
 
     /// Copies `bytes` into this buffer and queues their copy to device address `dst` on
@@ -198,12 +201,12 @@ impl Staging for Pinned {
     }
 
     fn is_free(&self) -> Result<bool> {
-        self.copied
-            .try_is_complete()
-            .map_err(|e| crate::Error::Cuda {
-                device: crate::Device::Cuda(self.ctx.ordinal()),
-                reason: format!("querying a staging copy: {e:?}"),
-            })
+        self.copied.try_is_complete().map_err(|e| {
+            staging_err(
+                self.copied.context(),
+                format!("querying a staging copy: {e:?}"),
+            )
+        })
     }
 }
 
@@ -211,7 +214,7 @@ impl Drop for Pinned {
     fn drop(&mut self) {
         // The copy that reads the memory must have run before it is freed.
         let _ = self.copied.synchronize();
-        let _ = self.ctx.bind_to_thread();
+        let _ = self.copied.context().bind_to_thread();
         // SAFETY: allocated by `cuMemHostAlloc` in `new`, freed once.
         let _ = unsafe { result::free_host(self.ptr.as_ptr() as *mut std::ffi::c_void) };
     }
