@@ -78,8 +78,10 @@ template <> __device__ __forceinline__ f16_bits from_f32<f16_bits>(float x) {
 }
 
 // Casts between f64 and the integer types go directly (no f32 rounding on the way). Float to
-// integer truncates toward zero; PTX's cvt.rzi saturates out-of-range values and maps NaN to 0,
-// as Rust's `as` does on the CPU.
+// integer truncates toward zero and saturates out-of-range values, as Rust's `as` does on the
+// CPU: PTX's cvt.rzi saturates. NaN goes to 0 as in Rust, tested first: cvt.rzi maps NaN to 0
+// only from f32 into a 32-bit integer, and otherwise to 1 << (bits - 1) (an H200 gave
+// i64::MIN for f32 NaN to i64, 2026-12-04).
 // A C++ cast of an out-of-range or NaN float to an integer is undefined (the optimiser may
 // assume it does not happen), so those four conversions are written as the PTX instruction.
 #ifdef SELFSUP_HOST_EMULATION  // tools/cuda-emu: a host cast of an out-of-range float is undefined
@@ -87,21 +89,25 @@ template <> __device__ __forceinline__ f16_bits from_f32<f16_bits>(float x) {
 #else
 template <typename D, typename S> __device__ __forceinline__ D cvt_rzi(S x) { return (D)x; }
 template <> __device__ __forceinline__ i64 cvt_rzi<i64, float>(float x) {
+    if (x != x) return 0;  // NaN
     i64 r;
     asm("cvt.rzi.s64.f32 %0, %1;" : "=l"(r) : "f"(x));
     return r;
 }
 template <> __device__ __forceinline__ i64 cvt_rzi<i64, double>(double x) {
+    if (x != x) return 0;  // NaN
     i64 r;
     asm("cvt.rzi.s64.f64 %0, %1;" : "=l"(r) : "d"(x));
     return r;
 }
 template <> __device__ __forceinline__ u32 cvt_rzi<u32, float>(float x) {
+    if (x != x) return 0;  // NaN
     u32 r;
     asm("cvt.rzi.u32.f32 %0, %1;" : "=r"(r) : "f"(x));
     return r;
 }
 template <> __device__ __forceinline__ u32 cvt_rzi<u32, double>(double x) {
+    if (x != x) return 0;  // NaN
     u32 r;
     asm("cvt.rzi.u32.f64 %0, %1;" : "=r"(r) : "d"(x));
     return r;

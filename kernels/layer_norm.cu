@@ -54,6 +54,12 @@ __device__ void ln_fwd(const T* x, const T* w, const T* b, Y* y, T* mean, T* rst
     }
 }
 
+// a + b rounded once, as autograd's separate add kernel rounds it: a plain `+` after the
+// product that makes `v` may be contracted into one FMA, which rounds differently (an H200
+// gave dx one ulp off the composition's, 2026-12-04).
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+
 template <typename T, typename G>
 __device__ void ln_bw_dx(const T* x, const T* w, const G* g, const T* mean, const T* rstd, T* dx,
                          const T* add, i64 rows, i64 len) {
@@ -74,7 +80,7 @@ __device__ void ln_bw_dx(const T* x, const T* w, const G* g, const T* mean, cons
             const T gv = ln_load(gr, j);
             const T h = w ? gv * w[j] : gv;
             const T v = rs * (h - mh - (xr[j] - m) * rs * mhx);
-            dx[r * len + j] = add ? add[r * len + j] + v : v;
+            dx[r * len + j] = add ? add_rn(add[r * len + j], v) : v;
         }
     }
 }

@@ -391,7 +391,7 @@ fn gemm(
     Ok(out)
 }
 
-/// The rate, in GFLOP/s, of cuBLAS's bf16 GEMM on `backend`'s device: `n x n` bf16 matrices,
+/// The rate, in GFLOP/s, of cuBLAS's bf16 GEMM on `backend`'s device: random `n x n` bf16 matrices,
 /// f32 accumulation, bf16 output (how PyTorch multiplies bf16 tensors), the median of `reps`
 /// timed calls after two untimed ones, each call waited for. The device's bf16 matmul peak, the
 /// denominator of `selfsup bench gpt-step --model gpt2`'s MFU; selfsup's own bf16 products
@@ -411,8 +411,10 @@ pub fn bf16_gemm_gflops(
             "bf16_gemm_gflops: n = {n} exceeds cuBLAS's 32-bit sizes"
         ))
     })?;
-    let a = CudaStorage::full(backend, DType::BF16, n * n, 0.5)?;
-    let b = CudaStorage::full(backend, DType::BF16, n * n, 0.25)?;
+    // Random operands: a product of constants (or zeros) runs faster than one of real data
+    // (METHOD.md: 13% on an H200 of this workplace), which would inflate the peak.
+    let a = random_bf16(backend, n * n, 1)?;
+    let b = random_bf16(backend, n * n, 2)?;
     let c = CudaStorage::alloc(backend, DType::BF16, n * n)?;
     backend.bind()?;
     let handle = backend.blas()?;
@@ -463,6 +465,25 @@ pub fn bf16_gemm_gflops(
     }
     times.sort_by(|x, y| x.total_cmp(y));
     Ok(2.0 * (n as f64).powi(3) / times[reps / 2] / 1e9)
+}
+
+/// `len` bf16 values uniform in [-1, 1) from a small xorshift generator seeded by `seed`,
+/// uploaded: operands for [`bf16_gemm_gflops`].
+fn random_bf16(
+    backend: &std::sync::Arc<CudaBackend>,
+    len: usize,
+    seed: u64,
+) -> Result<CudaStorage> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let values = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            half::bf16::from_f32((state >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
+        })
+        .collect();
+    CudaStorage::from_cpu(backend, &crate::storage::CpuStorage::BF16(values))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ mod availability;
 mod conv;
 mod conv_mma;
 mod elementwise;
+mod gelu_epilogue;
 mod index;
 mod linear_ce;
 mod matmul;

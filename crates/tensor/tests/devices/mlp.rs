@@ -77,7 +77,12 @@ fn run(
 /// hid -> out` (the first bias present or not) in cuBLASLt's epilogues: GELU's tanh form, `hid`
 /// a multiple of 8, and cuBLASLt taking both products of that shape (found by running it once
 /// under the profiler; a product it declines once it declines for the process).
-fn gelu_epilogue(dev: Device, act: MlpActivation, [n, k, hid, out]: [usize; 4], b1: bool) -> bool {
+pub fn gelu_epilogue(
+    dev: Device,
+    act: MlpActivation,
+    [n, k, hid, out]: [usize; 4],
+    b1: bool,
+) -> bool {
     let Device::Cuda(i) = dev else {
         return false;
     };
@@ -206,24 +211,28 @@ fn mlp2_fuses_its_activation_at_bf16_and_matches_the_composition() {
                 let (ycpu, gcpu) = go(Device::Cpu, false);
                 // A bf16 rounding of the hidden layer that an f32 summation order flips moves
                 // an output by about 1e-3 here.
-                // With GELU's epilogues the backward's roundings come in another order (one
-                // rounding of the product times the derivative at the stored bf16
-                // pre-activation, where the composition rounds the product, then its product
-                // with the derivative): about 1 bf16 step per element of `dh`, up to 4% of an
-                // element of dW1 summed over 19 rows here. `mlp2_gelu_tanh_epilogues_match_
-                // their_model` holds the epilogues to 1e-3 of a model of their roundings.
-                let (same, cpu): (f64, f64) = match p {
-                    MatmulPrecision::Bf16 if epilogue => (1e-2, 1e-2),
-                    MatmulPrecision::Bf16 => (2e-3, 2e-3),
-                    _ => (1e-5, 2e-3),
+                // With GELU's epilogues the hidden layer's roundings differ more often: on an
+                // H200 cuBLASLt's activation and derivative were one bf16 step off the exact
+                // value in about 2% of elements (its tanh is approximate), and one step of a
+                // hidden unit near 1 moves an output by up to 4e-3 here (2.7e-3 seen); the
+                // backward's roundings also come in another order (one rounding of the product
+                // times the derivative at the stored bf16 pre-activation, where the
+                // composition rounds the product, then its product with the derivative): about
+                // 1 bf16 step per element of `dh`, up to 4% of an element of dW1 summed over 19
+                // rows here. `gelu_epilogue::gelu_epilogues_compute_the_tanh_form_within_one_
+                // bf16_step` holds the epilogues themselves to one bf16 step.
+                let (same, cpu, forward): (f64, f64, f64) = match p {
+                    MatmulPrecision::Bf16 if epilogue => (1e-2, 1e-2, 1e-2),
+                    MatmulPrecision::Bf16 => (2e-3, 2e-3, 2e-3),
+                    _ => (1e-5, 2e-3, 2e-3),
                 };
                 compare(
                     &format!("{what} {p}: forward vs composed"),
                     &y,
                     &yc,
-                    same.min(2e-3),
+                    same.min(forward),
                 );
-                compare(&format!("{what} {p}: forward vs CPU"), &y, &ycpu, 2e-3);
+                compare(&format!("{what} {p}: forward vs CPU"), &y, &ycpu, forward);
                 for (i, name) in ["dx", "dW1", "db1", "dW2", "db2"].iter().enumerate() {
                     let wanted = grads[i] && (i != 2 || biases[0]) && (i != 4 || biases[1]);
                     assert_eq!(gg[i].is_some(), wanted, "{what} {p}: {name} present");
@@ -276,11 +285,14 @@ fn mlp2_fuses_its_activation_at_bf16_and_matches_the_composition() {
 
 /// With GELU's tanh form at bf16 precision the fused MLP runs the activation in the first
 /// product's epilogue and its derivative in the backward's product (cuBLASLt's
-/// `GELU_AUX_BIAS` and `DGELU`). Its output and gradients are held to a model of exactly what
-/// those compute, built from the ops on the same GPU: `v = x·W1ᵀ + b1` in f32, the stored
+/// `GELU_AUX_BIAS` and `DGELU`). Its output and gradients are held to a model of what those
+/// compute, built from the ops on the same GPU: `v = x·W1ᵀ + b1` in f32, the stored
 /// pre-activation `h = bf16(v)`, the activation `bf16(gelu(v))` (from the f32 `v`), and
-/// `dh = bf16((bf16(g)·W2) ⊙ gelu'(h))`, whose column sums are `b1`'s gradient. Where the
-/// profiler shows cuBLASLt did not take both epilogues for this shape, it says so and stops.
+/// `dh = bf16((bf16(g)·W2) ⊙ gelu'(h))`, whose column sums are `b1`'s gradient: the wiring of
+/// the five gradients. cuBLASLt's activation and derivative are one bf16 step off that model
+/// in about 2% of elements on an H200, so the tolerance is a few such steps of the outputs
+/// here; `gelu_epilogue.rs` holds the epilogues themselves to one step. Where the profiler
+/// shows cuBLASLt did not take both epilogues for this shape, it says so and stops.
 #[test]
 fn mlp2_gelu_tanh_epilogues_match_their_model() {
     on_each_gpu("mlp2 GELU epilogues", |dev| {
@@ -336,16 +348,17 @@ fn mlp2_gelu_tanh_epilogues_match_their_model() {
             let db2 = g.sum(&[0], false).unwrap();
             (ym, [dx, dw1, db1, dw2, db2])
         });
-        // Summation orders differ (cuBLASLt's epilogue, the ops' reductions), so a rounding to
-        // bf16 here and there can flip: 1e-3 is well under the 2^-8 of one flip's effect on
-        // the products of these sizes, and far above the f32 noise.
-        compare("GELU epilogue: forward vs model", &y, &ym, 1e-3);
+        // cuBLASLt's approximate tanh and the summation orders (its epilogue, the ops'
+        // reductions) flip a bf16 rounding of the hidden layer here and there: one flip moves
+        // an output by up to about 4e-3 at these sizes (1.5e-3 seen on an H200), a wrong
+        // activation or a misplaced bias far more.
+        compare("GELU epilogue: forward vs model", &y, &ym, 1e-2);
         for (i, name) in ["dx", "dW1", "db1", "dW2", "db2"].iter().enumerate() {
             compare(
                 &format!("GELU epilogue: {name} vs model"),
                 &grads[i],
                 &dm[i],
-                1e-3,
+                1e-2,
             );
         }
     });
