@@ -135,13 +135,14 @@ pub fn im2col(x: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage> 
         x.dtype()
     };
     let out = CudaStorage::alloc(&x.backend, dtype, rows * cols)?;
+    // A thread per run of IM2COL_RUN (4) columns.
     launch(
         x,
         &format!("im2col_{t}"),
         &[x.ptr(), out.ptr()],
         g,
         rows,
-        cols,
+        cols.div_ceil(4),
     )?;
     Ok(out)
 }
