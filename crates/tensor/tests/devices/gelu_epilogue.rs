@@ -4,9 +4,9 @@
 //! (products of bf16 values with one identity, summed in f32), so they can be held to GELU's
 //! tanh form computed here in f64.
 //!
-//! On an H200 (2026-12-04) cuBLASLt's activation was within one bf16 step of the exact value
-//! everywhere and differed from it in 24 of 1,024 elements with a bias and 3 without (its tanh is
-//! approximate); its derivative likewise (19 and 3). GELU's erf form differs from the tanh form
+//! On an H200 (2026-12-04) cuBLASLt's activation differed from the exact value in 24 of 1,024
+//! elements with a bias and 3 without (its tanh is approximate), by one bf16 step, or by two
+//! where the activation is tiny (v near -3); its derivative by one step in 19 and 3. GELU's erf form differs from the tanh form
 //! by up to 15 bf16 steps here, the bias added after the activation by far more.
 
 use selfsup_tensor::precision::{with_matmul_precision, MatmulPrecision};
@@ -36,16 +36,18 @@ fn gelu_tanh_grad(v: f64) -> f64 {
     0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * K * (1.0 + 3.0 * 0.044715 * v * v)
 }
 
-/// Checks `got` against `want` element by element: each within one bf16 step of `want`, and
-/// at most a tenth of them off at all.
-fn within_one_step(what: &str, got: &[f64], want: &[f64]) {
+/// Checks `got` against `want` element by element: each within one bf16 step of `want` or
+/// within `slack[i]`, and at most a tenth of them off at all.
+fn within_one_step(what: &str, got: &[f64], want: &[f64], slack: &[f64]) {
     let mut off = 0;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         if g != w {
             off += 1;
             assert!(
-                (g - w).abs() <= bf16_step(*w),
-                "{what}: element {i}: cuBLASLt {g} vs {w}, more than one bf16 step apart"
+                (g - w).abs() <= bf16_step(*w).max(slack[i]),
+                "{what}: element {i}: cuBLASLt {g} vs {w}, more than one bf16 step apart \
+                 (and more than {})",
+                slack[i]
             );
         }
     }
@@ -105,18 +107,28 @@ fn gelu_epilogues_compute_the_tanh_form_within_one_bf16_step() {
             );
             // Row i, column j: v = W1[j, i] + b1[j] (in f32, as the product sums it),
             // dh = dW1[j, i].
-            let (mut want_h, mut want_dh, mut dh) = (vec![], vec![], vec![]);
+            // Where the activation is small (v below about -2), an approximate tanh near -1
+            // costs more than a bf16 step of it: on an H200, 1.9e-6 at v = -3 (two steps).
+            // So an activation may also be off by |v| 2^-13 (far above that, and under GELU's
+            // erf form's distance from the tanh form there: 4e-4 at v = -2.5).
+            let (mut want_h, mut want_dh, mut dh, mut slack) = (vec![], vec![], vec![], vec![]);
             for i in 0..n {
                 for j in 0..n {
                     let v = f64::from(w[j * n + i] + if bias { b[j] } else { 0.0 });
+                    slack.push(v.abs() * 2f64.powi(-13));
                     want_h.push(bf16(gelu_tanh(v)));
                     want_dh.push(bf16(gv[i * n + j] * gelu_tanh_grad(bf16(v))));
                     dh.push(dw1[j * n + i]);
                 }
             }
             let with = if bias { "with" } else { "without" };
-            within_one_step(&format!("activation {with} bias"), &h, &want_h);
-            within_one_step(&format!("derivative {with} bias"), &dh, &want_dh);
+            within_one_step(&format!("activation {with} bias"), &h, &want_h, &slack);
+            within_one_step(
+                &format!("derivative {with} bias"),
+                &dh,
+                &want_dh,
+                &[0.0; 1024],
+            );
         }
     });
 }

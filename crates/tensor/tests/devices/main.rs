@@ -81,6 +81,27 @@ pub fn compare(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
     }
 }
 
+/// Asserts that `got` matches `want` in shape and, as a whole, within relative error `tol`:
+/// `‖got − want‖ / ‖want‖ ≤ tol` (Euclidean norms; NaN anywhere fails). For bf16 results that
+/// a GPU rounds in a different order, or with a different f32 approximation, than their
+/// reference: a few elements one bf16 step off, which an elementwise bound would have to
+/// allow everywhere, barely move the norm, while a wrong value anywhere does.
+pub fn compare_norm(what: &str, got: &Tensor, want: &Tensor, tol: f64) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let (a, b) = (
+        got.to_vec_f64().expect("values"),
+        want.to_vec_f64().expect("values"),
+    );
+    let diff: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let norm: f64 = b.iter().map(|y| y * y).sum();
+    let rel = (diff / norm.max(f64::MIN_POSITIVE)).sqrt();
+    assert!(
+        rel <= tol,
+        "{what}: relative error {rel:.3e} over {} elements (tolerance {tol})",
+        a.len()
+    );
+}
+
 /// `t` rounded to bf16 and back to f32, differentiably (its gradient is rounded to bf16 too):
 /// where a fused bf16 path rounds, in the composition it is checked against.
 pub fn round_bf16(t: &Tensor) -> Tensor {
