@@ -214,7 +214,7 @@ pub fn gpt_flops_per_token(params: usize, cfg: &TextConfig) -> f64 {
 }
 
 /// The matmul peak of `device` at `precision` (GFLOP/s), the MFU's denominator. On a GPU in
-/// bf16: cuBLAS on bf16 matrices (f32 accumulation, bf16 output), the better of n = 4096 and
+/// bf16: cuBLAS on random bf16 matrices (f32 accumulation, bf16 output), the better of n = 4096 and
 /// 8192, the same measure as PyTorch's bf16 matmul (selfsup's own bf16 products cast their f32
 /// operands and write f32, which would flatter the MFU as a denominator). Otherwise: an f32
 /// tensor matmul at `precision`, the median over a few calls at a size that fills the device

@@ -467,23 +467,15 @@ pub fn bf16_gemm_gflops(
     Ok(2.0 * (n as f64).powi(3) / times[reps / 2] / 1e9)
 }
 
-/// `len` bf16 values uniform in [-1, 1) from a small xorshift generator seeded by `seed`,
-/// uploaded: operands for [`bf16_gemm_gflops`].
+/// `len` bf16 values uniform in [-1, 1) (the Philox draw under `seed`, cast on the device):
+/// operands for [`bf16_gemm_gflops`].
 fn random_bf16(
     backend: &std::sync::Arc<CudaBackend>,
     len: usize,
     seed: u64,
 ) -> Result<CudaStorage> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    let values = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            half::bf16::from_f32((state >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-        })
-        .collect();
-    CudaStorage::from_cpu(backend, &crate::storage::CpuStorage::BF16(values))
+    let uniform = super::random::Draw::Uniform { lo: -1.0, hi: 1.0 };
+    super::random::draw(backend, DType::F32, len, seed, 0, uniform)?.cast(DType::BF16, len)
 }
 
 #[cfg(test)]
