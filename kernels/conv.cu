@@ -119,8 +119,9 @@ struct FromBf16 {
 
 // KH, KW: the kernel's size when known at compile time (0: read from the shape). With both
 // known the tap loops unroll, so a thread's loads are issued together rather than one after
-// another; the 3 x 3 kernels of a ResNet take that path.
-template <int KH, int KW, typename I, typename T, typename Load>
+// another; the 3 x 3 kernels of a ResNet take that path. UNIT: stride and dilation 1, where the
+// output that tap (ki, kj) takes from (r, q) is (r + ph - ki, q + pw - kj), no division.
+template <int KH, int KW, bool UNIT, typename I, typename T, typename Load>
 __device__ void col2im_taps(const I* cols, T* x, ConvShape s, Load load) {
     const i64 L = s.oh * s.ow, NL = s.n * L, HW = s.h * s.w;
     const int kh = KH ? KH : (int)s.kh, kw = KW ? KW : (int)s.kw;
@@ -132,15 +133,16 @@ __device__ void col2im_taps(const I* cols, T* x, ConvShape s, Load load) {
             T acc = T(0);
 #pragma unroll
             for (int ki = 0; ki < kh; ++ki) {
-                const i64 t = r + s.ph - ki * s.dh;  // oi * sh for the output that reads row r
-                const u32 oi = fdiv((u32)max(t, (i64)0), s.div_sh);
-                const bool row_ok = t >= 0 && (i64)oi * s.sh == t && oi < s.oh;
+                // oi * sh for the output that reads row r through tap ki
+                const i64 t = (i64)r + s.ph - ki * s.dh;
+                const u32 oi = UNIT ? (u32)t : fdiv((u32)max(t, (i64)0), s.div_sh);
+                const bool row_ok = UNIT ? (u64)t < (u64)s.oh : t >= 0 && (i64)oi * s.sh == t && oi < s.oh;
 #pragma unroll
                 for (int kj = 0; kj < kw; ++kj) {
-                    const i64 u = q + s.pw - kj * s.dw;
-                    const u32 oj = fdiv((u32)max(u, (i64)0), s.div_sw);
-                    if (row_ok && u >= 0 && (i64)oj * s.sw == u && oj < s.ow)
-                        acc += load(base[(ki * kw + kj) * NL + oi * s.ow + oj]);
+                    const i64 u = (i64)q + s.pw - kj * s.dw;
+                    const u32 oj = UNIT ? (u32)u : fdiv((u32)max(u, (i64)0), s.div_sw);
+                    const bool ok = UNIT ? (u64)u < (u64)s.ow : u >= 0 && (i64)oj * s.sw == u && oj < s.ow;
+                    if (row_ok && ok) acc += load(base[(ki * kw + kj) * NL + oi * s.ow + oj]);
                 }
             }
             x[nc * HW + pix] = acc;
@@ -150,10 +152,13 @@ __device__ void col2im_taps(const I* cols, T* x, ConvShape s, Load load) {
 
 template <typename I, typename T, typename Load>
 __device__ void col2im(const I* cols, T* x, ConvShape s, Load load) {
-    if (s.kh == 3 && s.kw == 3) {
-        col2im_taps<3, 3>(cols, x, s, load);
+    const bool unit = s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1;
+    if (s.kh == 3 && s.kw == 3 && unit) {
+        col2im_taps<3, 3, true>(cols, x, s, load);
+    } else if (s.kh == 3 && s.kw == 3) {
+        col2im_taps<3, 3, false>(cols, x, s, load);
     } else {
-        col2im_taps<0, 0>(cols, x, s, load);
+        col2im_taps<0, 0, false>(cols, x, s, load);
     }
 }
 
