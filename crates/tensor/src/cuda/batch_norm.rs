@@ -50,6 +50,16 @@ impl BnShape {
 
 /// One block per (chunk of a channel, channel); grid y at most 65,535, the kernels loop over
 /// the channels beyond.
+/// The launch of the elementwise kernels (`bn_affine`, `bn_grad_input`): a thread per run of
+/// `BN_RUN` (4) elements where `S` is a multiple of it, else per element.
+fn elementwise(g: BnGeom) -> LaunchConfig {
+    if g.s.is_multiple_of(4) {
+        grid_for(g.numel() / 4)
+    } else {
+        grid_for(g.numel())
+    }
+}
+
 fn per_chunk(g: BnGeom) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (chunks(g) as u32, g.c.clamp(1, 65_535) as u32, 1),
@@ -154,7 +164,7 @@ fn affine(
         .arg(&shape)
         .arg(&relu);
     // SAFETY: x and y hold N * C * S elements, scale and shift C.
-    unsafe { l.launch(grid_for(g.numel())) }.map_err(|e| be.err(OP, e))?;
+    unsafe { l.launch(elementwise(g)) }.map_err(|e| be.err(OP, e))?;
     Ok(y)
 }
 
@@ -256,6 +266,6 @@ pub fn train_backward(
         .arg(&shape)
         .arg(&relu);
     // SAFETY: as above; a, bx and d hold C elements, dx N * C * S.
-    unsafe { l.launch(grid_for(total)) }.map_err(|e| be.err(OP, e))?;
+    unsafe { l.launch(elementwise(g)) }.map_err(|e| be.err(OP, e))?;
     Ok((dx, dw, db))
 }
