@@ -37,16 +37,14 @@ struct ConvShape {
 #define CONV_COLS(j, cols) \
     for (u32 j = blockIdx.x * blockDim.x + threadIdx.x; j < (u32)(cols); j += gridDim.x * blockDim.x)
 
-// Stores of an im2col thread's run of up to 4 columns: one vector store when the run is whole
+// Stores of an im2col (or conv_dy_t) thread's run of up to 4 columns: one vector store when the run is whole
 // and 4-aligned (n * L a multiple of 4), else one store per column.
 template <typename T> struct Plain {
-    __device__ __forceinline__ void operator()(T* dst, i64 i, T v) const { dst[i] = v; }
     __device__ __forceinline__ void operator()(T* dst, i64 i, const T* v, int cnt, bool vec) const {
         for (int t = 0; t < cnt; ++t) dst[i + t] = v[t];
     }
 };
 template <> struct Plain<float> {
-    __device__ __forceinline__ void operator()(float* dst, i64 i, float v) const { dst[i] = v; }
     __device__ __forceinline__ void operator()(float* dst, i64 i, const float* v, int cnt, bool vec) const {
         if (vec) {
             *reinterpret_cast<float4*>(dst + i) = make_float4(v[0], v[1], v[2], v[3]);
@@ -56,7 +54,6 @@ template <> struct Plain<float> {
     }
 };
 struct ToBf16 {
-    __device__ __forceinline__ void operator()(u16* dst, i64 i, float v) const { dst[i] = bf16_bits_of(v); }
     __device__ __forceinline__ void operator()(u16* dst, i64 i, const float* v, int cnt, bool vec) const {
         if (vec) {
             const u32 lo = (u32)bf16_bits_of(v[0]) | ((u32)bf16_bits_of(v[1]) << 16);
@@ -162,24 +159,52 @@ __device__ void col2im(const I* cols, T* x, ConvShape s, Load load) {
     }
 }
 
+// conv_out and conv_dy_t move runs of IM2COL_RUN columns per thread too (one division pair a
+// run, the loads issued together), the image stepping along with the position in it.
 template <typename T> __device__ void conv_out(const T* Y, const T* bias, T* y, ConvShape s) {
     const i64 L = s.oh * s.ow, NL = s.n * L;
+    const u32 runs = (u32)((NL + IM2COL_RUN - 1) / IM2COL_RUN);
     CONV_ROWS(co, s.c_out) {
         const T* src = Y + co * NL;
-        CONV_COLS(j, NL) {
-            const u32 img = fdiv(j, s.div_l), l = j - img * (u32)L;
-            const T v = src[j];
-            y[(img * s.c_out + co) * L + l] = bias ? v + bias[co] : v;
+        const T b = bias ? bias[co] : T(0);
+        CONV_COLS(t, runs) {
+            const u32 j = t * IM2COL_RUN;
+            const int cnt = (int)min((i64)IM2COL_RUN, NL - (i64)j);
+            T v[IM2COL_RUN];
+#pragma unroll
+            for (int u = 0; u < IM2COL_RUN; ++u) v[u] = u < cnt ? src[j + u] : T(0);
+            u32 img = fdiv(j, s.div_l), l = j - img * (u32)L;
+#pragma unroll
+            for (int u = 0; u < IM2COL_RUN; ++u) {
+                if (u < cnt) y[((i64)img * s.c_out + co) * L + l] = bias ? v[u] + b : v[u];
+                if (++l == (u32)L) {
+                    l = 0;
+                    ++img;
+                }
+            }
         }
     }
 }
 
 template <typename T, typename O, typename Store> __device__ void conv_dy_t(const T* dy, O* dyt, ConvShape s, Store store) {
     const i64 L = s.oh * s.ow, NL = s.n * L;
+    const u32 runs = (u32)((NL + IM2COL_RUN - 1) / IM2COL_RUN);
+    const bool vec = NL % IM2COL_RUN == 0;
     CONV_ROWS(co, s.c_out) {
-        CONV_COLS(j, NL) {
-            const u32 img = fdiv(j, s.div_l), l = j - img * (u32)L;
-            store(dyt, co * NL + j, dy[(img * s.c_out + co) * L + l]);
+        CONV_COLS(t, runs) {
+            const u32 j = t * IM2COL_RUN;
+            const int cnt = (int)min((i64)IM2COL_RUN, NL - (i64)j);
+            u32 img = fdiv(j, s.div_l), l = j - img * (u32)L;
+            T v[IM2COL_RUN];
+#pragma unroll
+            for (int u = 0; u < IM2COL_RUN; ++u) {
+                v[u] = u < cnt ? dy[((i64)img * s.c_out + co) * L + l] : T(0);
+                if (++l == (u32)L) {
+                    l = 0;
+                    ++img;
+                }
+            }
+            store(dyt, co * NL + j, v, cnt, vec);
         }
     }
 }

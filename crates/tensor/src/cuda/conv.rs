@@ -168,7 +168,15 @@ pub fn output(yt: &CudaStorage, bias: Option<&CudaStorage>, g: &ConvGeom) -> Res
     let cols = g.n * g.oh * g.ow;
     let y = CudaStorage::alloc(&yt.backend, yt.dtype(), g.c_out * cols)?;
     let ptrs = [yt.ptr(), opt_ptr(bias), y.ptr()];
-    launch(yt, &format!("conv_out_{t}"), &ptrs, g, g.c_out, cols)?;
+    // A thread per run of 4 columns, as im2col.
+    launch(
+        yt,
+        &format!("conv_out_{t}"),
+        &ptrs,
+        g,
+        g.c_out,
+        cols.div_ceil(4),
+    )?;
     Ok(y)
 }
 
@@ -189,7 +197,7 @@ pub fn grad_t(dy: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage>
         &[dy.ptr(), out.ptr()],
         g,
         g.c_out,
-        cols,
+        cols.div_ceil(4),
     )?;
     Ok(out)
 }
