@@ -116,6 +116,63 @@ __device__ void bf16_store_colsum(F value, u16* dst, float* partial, i64 rows, i
 #define FOR_EACH_INDEX(i, n) \
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (i64)gridDim.x * blockDim.x)
 
+// Elementwise kernels whose operands are all contiguous take runs of EW_RUN elements a thread
+// (`for_each_run`): one index step per run, the run's loads issued together, and f32 moved as
+// 16-byte vectors where every operand of the launch starts 16-byte aligned (`ew_aligned`). On
+// an H200 (2026-12-04, ncu) the one-element `add_f32` kept the SMs 56% busy and DRAM 46%,
+// bound by instructions. Launched over ceil(n / EW_RUN) threads (`cuda::launch::Dims::grid`).
+#define EW_RUN 4
+template <typename T> struct EwRun {
+    T v[EW_RUN];
+};
+__device__ __forceinline__ bool ew_aligned(const void* p) { return ((size_t)p & 15) == 0; }
+
+// Elements p[0 .. cnt) of a run (zero past cnt); `vec`: the launch's operands are aligned.
+template <typename T> __device__ __forceinline__ EwRun<T> ew_load(const T* p, int cnt, bool vec) {
+    EwRun<T> r;
+#pragma unroll
+    for (int u = 0; u < EW_RUN; ++u) r.v[u] = u < cnt ? p[u] : T(0);
+    return r;
+}
+template <> __device__ __forceinline__ EwRun<float> ew_load<float>(const float* p, int cnt, bool vec) {
+    if (vec && cnt == EW_RUN) {
+        const float4 q = *reinterpret_cast<const float4*>(p);
+        return EwRun<float>{{q.x, q.y, q.z, q.w}};
+    }
+    EwRun<float> r;
+#pragma unroll
+    for (int u = 0; u < EW_RUN; ++u) r.v[u] = u < cnt ? p[u] : 0.0f;
+    return r;
+}
+template <typename T> __device__ __forceinline__ void ew_store(T* p, const EwRun<T>& r, int cnt, bool vec) {
+#pragma unroll
+    for (int u = 0; u < EW_RUN; ++u)
+        if (u < cnt) p[u] = r.v[u];
+}
+template <> __device__ __forceinline__ void ew_store<float>(float* p, const EwRun<float>& r, int cnt, bool vec) {
+    if (vec && cnt == EW_RUN) {
+        *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+        return;
+    }
+#pragma unroll
+    for (int u = 0; u < EW_RUN; ++u)
+        if (u < cnt) p[u] = r.v[u];
+}
+
+// Grid-stride loop over runs of EW_RUN elements of [0, n): f(first, count) for each.
+template <typename F> __device__ __forceinline__ void for_each_run(i64 n, F f) {
+    const i64 runs = (n + EW_RUN - 1) / EW_RUN;
+    FOR_EACH_INDEX(t, runs) {
+        const i64 first = t * EW_RUN;
+        f(first, (int)(n - first < EW_RUN ? n - first : EW_RUN));
+    }
+}
+
+// Whether operands 0 .. k - 1 of a launch are all contiguous (so `for_each_run` applies).
+__device__ __forceinline__ bool ew_all_contiguous(const Dims& d, int k) {
+    return (d.contiguous & ((1 << k) - 1)) == (1 << k) - 1;
+}
+
 // Folding operators for reductions. Max and min let NaN win, as the CPU kernels do.
 struct SumOp {
     template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }

@@ -5,7 +5,8 @@
 // `f`/`df` are the CPU reference. Scalar parameters (slope, clamp bounds, the constant of
 // x + c, ...) arrive as p0, p1 in the order of the op's fields.
 // Layout: operands strided through `Dims` (operand 0 = x, 1 = y, 2 = g), output contiguous.
-// Launch: 1-D grid-stride, 256 threads per block.
+// Launch: 1-D grid-stride, 256 threads per block, over the elements, or over runs of EW_RUN
+// elements when every operand is contiguous (common.cuh's `for_each_run`).
 //
 // The middle of a two-layer MLP at bf16 matmul precision (`Tensor::mlp2`; CPU reference: the
 // composed linear, activation, linear with the first layer's output and the activation's
@@ -34,6 +35,50 @@ template <typename T> __device__ __forceinline__ T pow_scalar_(T x, double p) {
 #define INV_SQRT_2 0.7071067811865476
 #define INV_SQRT_2PI 0.3989422804014327
 
+// y = op.f(x) over n elements: runs when x is contiguous (common.cuh's `for_each_run`), else
+// one element a thread through `Dims`.
+template <typename T, typename Op> __device__ void unary_fwd_body(const T* x, T* y, i64 n, Dims d, Op op) {
+    if (ew_all_contiguous(d, 1)) {
+        const T* px = x + d.offset[0];
+        const bool vec = ew_aligned(px) && ew_aligned(y);
+        for_each_run(n, [&](i64 i, int cnt) {
+            const EwRun<T> v = ew_load(px + i, cnt, vec);
+            EwRun<T> o;
+#pragma unroll
+            for (int u = 0; u < EW_RUN; ++u) o.v[u] = op.template f<T>(v.v[u]);
+            ew_store(y + i, o, cnt, vec);
+        });
+        return;
+    }
+    FOR_EACH_INDEX(i, n) { y[i] = op.template f<T>(x[operand_offset(d, 0, i)]); }
+}
+
+// dx = g * op.df(x, y) over n elements (y null when the derivative does not read it; its
+// layout is then x's): runs when every operand is contiguous, else one element a thread.
+template <typename T, typename Op>
+__device__ void unary_bwd_body(const T* x, const T* y, const T* g, T* dx, i64 n, Dims d, Op op) {
+    if (ew_all_contiguous(d, 3)) {
+        const T* px = x + d.offset[0];
+        const T* py = y ? y + d.offset[1] : nullptr;
+        const T* pg = g + d.offset[2];
+        const bool vec = ew_aligned(px) && (!py || ew_aligned(py)) && ew_aligned(pg) && ew_aligned(dx);
+        for_each_run(n, [&](i64 i, int cnt) {
+            const EwRun<T> xv = ew_load(px + i, cnt, vec), gv = ew_load(pg + i, cnt, vec);
+            const EwRun<T> yv = py ? ew_load(py + i, cnt, vec) : EwRun<T>{};
+            EwRun<T> o;
+#pragma unroll
+            for (int u = 0; u < EW_RUN; ++u) o.v[u] = gv.v[u] * op.template df<T>(xv.v[u], yv.v[u]);
+            ew_store(dx + i, o, cnt, vec);
+        });
+        return;
+    }
+    FOR_EACH_INDEX(i, n) {
+        T xv = x[operand_offset(d, 0, i)];
+        T yv = y ? y[operand_offset(d, 1, i)] : T(0);
+        dx[i] = g[operand_offset(d, 2, i)] * op.template df<T>(xv, yv);
+    }
+}
+
 #define UNARY(NAME, FWD, DF)                                                                   \
     template <typename T> __device__ __forceinline__ T NAME##_f(T x, double p0, double p1) {   \
         return FWD;                                                                            \
@@ -41,18 +86,21 @@ template <typename T> __device__ __forceinline__ T pow_scalar_(T x, double p) {
     template <typename T> __device__ __forceinline__ T NAME##_df(T x, T y, double p0, double p1) { \
         return DF;                                                                             \
     }                                                                                          \
+    struct NAME##_fn {                                                                         \
+        double p0, p1;                                                                         \
+        template <typename T> __device__ __forceinline__ T f(T x) const { return NAME##_f<T>(x, p0, p1); } \
+        template <typename T> __device__ __forceinline__ T df(T x, T y) const {                \
+            return NAME##_df<T>(x, y, p0, p1);                                                 \
+        }                                                                                      \
+    };                                                                                         \
     template <typename T>                                                                      \
     __device__ void NAME##_fwd(const T* x, T* y, i64 n, Dims d, double p0, double p1) {        \
-        FOR_EACH_INDEX(i, n) { y[i] = NAME##_f<T>(x[operand_offset(d, 0, i)], p0, p1); }       \
+        unary_fwd_body<T>(x, y, n, d, NAME##_fn{p0, p1});                                      \
     }                                                                                          \
     template <typename T>                                                                      \
     __device__ void NAME##_bwd(const T* x, const T* y, const T* g, T* dx, i64 n, Dims d,       \
                                double p0, double p1) {                                         \
-        FOR_EACH_INDEX(i, n) {                                                                 \
-            T xv = x[operand_offset(d, 0, i)];                                                 \
-            T yv = y ? y[operand_offset(d, 1, i)] : T(0);                                      \
-            dx[i] = g[operand_offset(d, 2, i)] * NAME##_df<T>(xv, yv, p0, p1);                 \
-        }                                                                                      \
+        unary_bwd_body<T>(x, y, g, dx, n, d, NAME##_fn{p0, p1});                               \
     }                                                                                          \
     extern "C" __global__ void NAME##_f32(const float* x, float* y, i64 n, Dims d, double p0,  \
                                           double p1) { NAME##_fwd<float>(x, y, n, d, p0, p1); } \

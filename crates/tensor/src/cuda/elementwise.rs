@@ -4,7 +4,7 @@
 
 use cudarc::driver::PushKernelArg;
 
-use super::launch::{float_tag, grid_for, Dims};
+use super::launch::{float_tag, Dims};
 use super::CudaStorage;
 use crate::error::{Error, Result};
 use crate::Layout;
@@ -33,7 +33,7 @@ pub fn unary(
         .arg(&params[0])
         .arg(&params[1]);
     // SAFETY: the layout was checked against x's buffer; out holds n elements.
-    unsafe { b.launch(grid_for(n)) }.map_err(|e| x.backend.err(name, e))?;
+    unsafe { b.launch(d.grid(n, 1)) }.map_err(|e| x.backend.err(name, e))?;
     Ok(out)
 }
 
@@ -84,7 +84,7 @@ pub fn unary_backward(
         .arg(&params[0])
         .arg(&params[1]);
     // SAFETY: layouts checked against their buffers; out holds n elements.
-    unsafe { b.launch(grid_for(n)) }.map_err(|e| backend.err(name, e))?;
+    unsafe { b.launch(d.grid(n, 3)) }.map_err(|e| backend.err(name, e))?;
     Ok(out)
 }
 
@@ -122,7 +122,7 @@ pub fn binary(
     let mut l = backend.stream().launch_builder(&f);
     l.arg(&pa).arg(&pb).arg(&po).arg(&n64).arg(&d);
     // SAFETY: layouts checked against their buffers; out holds n elements.
-    unsafe { l.launch(grid_for(n)) }.map_err(|e| backend.err(name, e))?;
+    unsafe { l.launch(d.grid(n, 2)) }.map_err(|e| backend.err(name, e))?;
     Ok(out)
 }
 
@@ -155,6 +155,6 @@ pub fn where_(
     let mut l = backend.stream().launch_builder(&f);
     l.arg(&pc).arg(&pa).arg(&pb).arg(&po).arg(&n64).arg(&d);
     // SAFETY: layouts checked against their buffers; out holds n elements.
-    unsafe { l.launch(grid_for(n)) }.map_err(|e| backend.err("where", e))?;
+    unsafe { l.launch(d.grid(n, 3)) }.map_err(|e| backend.err("where", e))?;
     Ok(out)
 }

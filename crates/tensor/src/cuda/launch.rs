@@ -83,6 +83,24 @@ impl Dims {
     }
 }
 
+impl Dims {
+    /// The launch shape of an elementwise kernel over `n` elements of this walk with its first
+    /// `operands` operands: over runs of [`EW_RUN`] elements when they are all contiguous (the
+    /// kernels' `for_each_run` path, `kernels/common.cuh`), else over the elements.
+    pub fn grid(&self, n: usize, operands: usize) -> LaunchConfig {
+        let all = (1i32 << operands) - 1;
+        if self.contiguous & all == all {
+            grid_for(n.div_ceil(EW_RUN))
+        } else {
+            grid_for(n)
+        }
+    }
+}
+
+/// Elements per thread of an elementwise kernel whose operands are all contiguous (`EW_RUN`
+/// in `kernels/common.cuh`).
+pub const EW_RUN: usize = 4;
+
 /// The kernel-name suffix of a float dtype (`f32`, `f64`); other dtypes are an error naming
 /// `op`, as on the CPU.
 pub fn float_tag(op: &'static str, d: crate::DType) -> Result<&'static str> {

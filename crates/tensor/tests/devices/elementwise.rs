@@ -177,3 +177,55 @@ fn where_and_masked_fill_match_the_cpu() {
         }
     });
 }
+
+/// Contiguous operands take the kernels' runs of 4 elements (16-byte vectors where every
+/// operand is aligned): lengths with a partial last run, and starts that are aligned (0, 4) or
+/// not (1), so both the vector and the element-by-element path run, forward and backward.
+#[test]
+fn contiguous_operands_match_the_cpu_in_runs_with_tails_and_misaligned_starts() {
+    on_each_gpu("elementwise runs", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            for (k, &n) in [3usize, 1027].iter().enumerate() {
+                for start in [0usize, 1, 4] {
+                    let seed = 300 + 10 * k as u64 + start as u64;
+                    let a = rand(&[n + 8], dtype, 0.5, 2.0, seed);
+                    let b = rand(&[n + 8], dtype, 0.5, 2.0, seed + 1000);
+                    let (ag, bg) = (a.to_device(dev).unwrap(), b.to_device(dev).unwrap());
+                    let view = |t: &Tensor| t.narrow(0, start, n).unwrap();
+                    let case = |what: &str| format!("{what} {dtype:?} n={n} start={start}");
+                    for &(name, f) in BINARY.iter().chain(COMPARE) {
+                        // b's view starts 4 later, so a and b are aligned alike only when
+                        // start is.
+                        let rhs = |t: &Tensor| t.narrow(0, (start + 4) % 8, n).unwrap();
+                        let yg = f(&view(&ag), &rhs(&bg)).unwrap();
+                        compare(
+                            &case(name),
+                            &yg,
+                            &f(&view(&a), &rhs(&b)).unwrap(),
+                            tol(dtype),
+                        );
+                    }
+                    let c = view(&a).gt_scalar(1.2).unwrap();
+                    let wg = view(&ag)
+                        .where_(&c.to_device(dev).unwrap(), &view(&bg))
+                        .unwrap();
+                    let wc = view(&a).where_(&c, &view(&b)).unwrap();
+                    compare(&case("where"), &wg, &wc, 0.0);
+                    let seed_grad = rand(&[n], dtype, -1.0, 1.0, seed + 2000);
+                    for &(name, f, _, _) in UNARY {
+                        let run = |d: Device| {
+                            let leaf = a.to_device(d).unwrap().requires_grad_();
+                            let y = f(&view(&leaf)).unwrap();
+                            y.backward_with(Some(&seed_grad.to_device(d).unwrap()), false)
+                                .unwrap();
+                            (y, leaf.grad().expect("gradient reaches the leaf"))
+                        };
+                        let ((yg, gg), (yc, gc)) = (run(dev), run(Device::Cpu));
+                        compare(&case(&format!("{name} forward")), &yg, &yc, tol(dtype));
+                        compare(&case(&format!("{name} backward")), &gg, &gc, tol(dtype));
+                    }
+                }
+            }
+        }
+    });
+}
