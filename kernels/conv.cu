@@ -11,26 +11,31 @@
 // Tap (ki, kj) of output (oi, oj) reads input row oi*sh - ph + ki*dh and column
 // oj*sw - pw + kj*dw, zero outside the image.
 //
-// Kernels (one thread per output element, im2col's per run of 4 columns; grid x over a row's
-// columns, grid y over the rows, both grid-stride; blocks of 256 threads). Index arithmetic inside a row is 32-bit, with
+// Kernels (a thread per run of 4 consecutive output elements, col2im's rows of several planes;
+// grid x over a row's columns, grid y over the rows, both grid-stride; blocks of 256 threads).
+// Index arithmetic inside a row is 32-bit, with
 // divisions by the shape done as a multiply-high and a shift (common.cuh's `FastDiv`, divisors
 // fixed on the host), since a 64-bit division per element costs more than its memory traffic:
 //   im2col_<f32|f64>: x to cols; im2col_bf16_f32: f32 x to bf16 cols (the GEMM operand at bf16
 //     matmul precision, written once, with no f32 copy). A thread writes a run of 4 columns of
 //     a row (one vector store where n * L is a multiple of 4): on an H200 (2026-12-04, ncu) the
 //     one-column threads kept the SMs 79% busy and DRAM 23%, bound by instructions, not bytes.
-//   col2im_<f32|f64>: dcols [c * kh * kw, n * L] to dx [n, c, h, w]: one thread per dx element
-//     summing, in tap order, every (tap, output) that read it (a gather: no atomics, fixed order;
-//     3 x 3 kernels with the tap loops unrolled, so that a thread's loads are in flight at once);
+//   col2im_<f32|f64>: dcols [c * kh * kw, n * L] to dx [n, c, h, w]: each dx element the sum,
+//     in tap order, of every (tap, output) that read it (a gather: no atomics, fixed order;
+//     3 x 3 kernels with the tap loops unrolled, so that a thread's loads are in flight at once).
+//     A thread takes a run of 4 consecutive dx elements (one f32 vector store), a row of the
+//     launch `planes` whole planes (a multiple of 4, at least 8,192 elements: a plane of a
+//     ResNet's last stage is 49, which as a row of its own left 80% of a block idle);
 //     col2im_bf16_f32 reads bf16 dcols (at bf16 matmul precision the GEMM stores them so: half
 //     the bytes of the largest tensor of the backward) and sums in f32.
 //   conv_out_<f32|f64>: Y [c_out, n * L] (+ bias [c_out], optional) to y [n, c_out, L].
 //   conv_dy_t_<f32|f64>: dy [n, c_out, L] to dYT [c_out, n * L]; conv_dy_t_bf16_f32 writes it
 //     in bf16 (the backward's GEMM operand at bf16 precision).
 
+// `planes`: the dx planes ([h, w] of one image and channel) a row of col2im's launch covers.
 struct ConvShape {
-    i64 n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, c_out;
-    FastDiv div_l, div_ow, div_w, div_sh, div_sw;
+    i64 n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, c_out, planes;
+    FastDiv div_l, div_ow, div_w, div_sh, div_sw, div_hw, div_c;
 };
 
 #define CONV_ROWS(r, rows) for (i64 r = blockIdx.y; r < (rows); r += gridDim.y)
@@ -118,31 +123,64 @@ struct FromBf16 {
 // known the tap loops unroll, so a thread's loads are issued together rather than one after
 // another; the 3 x 3 kernels of a ResNet take that path. UNIT: stride and dilation 1, where the
 // output that tap (ki, kj) takes from (r, q) is (r + ph - ki, q + pw - kj), no division.
+// A thread's run of IM2COL_RUN elements starts with one division pair for its plane and
+// position; the position then steps along (q, r, channel, image).
 template <int KH, int KW, bool UNIT, typename I, typename T, typename Load>
 __device__ void col2im_taps(const I* cols, T* x, ConvShape s, Load load) {
-    const i64 L = s.oh * s.ow, NL = s.n * L, HW = s.h * s.w;
+    const i64 L = s.oh * s.ow, NL = s.n * L, NC = s.n * s.c, KK = s.kh * s.kw;
+    const u32 HW = (u32)(s.h * s.w), w = (u32)s.w, h = (u32)s.h, c = (u32)s.c;
     const int kh = KH ? KH : (int)s.kh, kw = KW ? KW : (int)s.kw;
-    CONV_ROWS(nc, s.n * s.c) {
-        const i64 img = nc / s.c, ci = nc % s.c;
-        const I* base = cols + ci * kh * kw * NL + img * L;
-        CONV_COLS(pix, HW) {
-            const u32 r = fdiv(pix, s.div_w), q = pix - r * (u32)s.w;
-            T acc = T(0);
+    const u32 runs = (u32)((s.planes * HW + IM2COL_RUN - 1) / IM2COL_RUN);
+    CONV_ROWS(row, (NC + s.planes - 1) / s.planes) {
+        const i64 p0 = row * s.planes;
+        const u32 span = (u32)min(s.planes, NC - p0) * HW;  // this row's elements
+        const i64 img0 = p0 / s.c;
+        const u32 ci0 = (u32)(p0 - img0 * s.c);
+        T* xr = x + p0 * HW;
+        const bool vec = span % IM2COL_RUN == 0;
+        CONV_COLS(t, runs) {
+            const u32 e = t * IM2COL_RUN;
+            if (e >= span) break;
+            const int cnt = (int)min((u32)IM2COL_RUN, span - e);
+            const u32 lp = fdiv(e, s.div_hw), pix = e - lp * HW;
+            u32 r = fdiv(pix, s.div_w), q = pix - r * w;
+            const u32 cc = ci0 + lp, dimg = fdiv(cc, s.div_c);
+            u32 ci = cc - dimg * c;
+            i64 img = img0 + dimg;
+            const I* base = cols + ci * KK * NL + img * L;
+            T acc[IM2COL_RUN];
 #pragma unroll
-            for (int ki = 0; ki < kh; ++ki) {
-                // oi * sh for the output that reads row r through tap ki
-                const i64 t = (i64)r + s.ph - ki * s.dh;
-                const u32 oi = UNIT ? (u32)t : fdiv((u32)max(t, (i64)0), s.div_sh);
-                const bool row_ok = UNIT ? (u64)t < (u64)s.oh : t >= 0 && (i64)oi * s.sh == t && oi < s.oh;
+            for (int v = 0; v < IM2COL_RUN; ++v) {
+                acc[v] = T(0);
+                if (v < cnt) {
 #pragma unroll
-                for (int kj = 0; kj < kw; ++kj) {
-                    const i64 u = (i64)q + s.pw - kj * s.dw;
-                    const u32 oj = UNIT ? (u32)u : fdiv((u32)max(u, (i64)0), s.div_sw);
-                    const bool ok = UNIT ? (u64)u < (u64)s.ow : u >= 0 && (i64)oj * s.sw == u && oj < s.ow;
-                    if (row_ok && ok) acc += load(base[(ki * kw + kj) * NL + oi * s.ow + oj]);
+                    for (int ki = 0; ki < kh; ++ki) {
+                        // oi * sh for the output that reads row r through tap ki
+                        const i64 t = (i64)r + s.ph - ki * s.dh;
+                        const u32 oi = UNIT ? (u32)t : fdiv((u32)max(t, (i64)0), s.div_sh);
+                        const bool row_ok = UNIT ? (u64)t < (u64)s.oh : t >= 0 && (i64)oi * s.sh == t && oi < s.oh;
+#pragma unroll
+                        for (int kj = 0; kj < kw; ++kj) {
+                            const i64 u = (i64)q + s.pw - kj * s.dw;
+                            const u32 oj = UNIT ? (u32)u : fdiv((u32)max(u, (i64)0), s.div_sw);
+                            const bool ok = UNIT ? (u64)u < (u64)s.ow : u >= 0 && (i64)oj * s.sw == u && oj < s.ow;
+                            if (row_ok && ok) acc[v] += load(base[(ki * kw + kj) * NL + oi * s.ow + oj]);
+                        }
+                    }
+                }
+                if (++q == w) {
+                    q = 0;
+                    if (++r == h) {
+                        r = 0;
+                        if (++ci == c) {
+                            ci = 0;
+                            ++img;
+                        }
+                        base = cols + ci * KK * NL + img * L;
+                    }
                 }
             }
-            x[nc * HW + pix] = acc;
+            Plain<T>()(xr, (i64)e, acc, cnt, vec);
         }
     }
 }

@@ -31,11 +31,14 @@ struct ConvShape {
     dh: i64,
     dw: i64,
     c_out: i64,
+    planes: i64,
     div_l: FastDiv,
     div_ow: FastDiv,
     div_w: FastDiv,
     div_sh: FastDiv,
     div_sw: FastDiv,
+    div_hw: FastDiv,
+    div_c: FastDiv,
 }
 // SAFETY: plain old data laid out as the CUDA struct.
 unsafe impl DeviceRepr for ConvShape {}
@@ -46,7 +49,7 @@ fn shape(b: &CudaStorage, g: &ConvGeom) -> Result<ConvShape> {
     let cols = g.n * g.oh * g.ow;
     let k = g.c_in * g.kh * g.kw;
     let limit = i32::MAX as usize;
-    if cols > limit || k > limit || g.h * g.w > limit {
+    if cols > limit || k > limit || col2im_planes(g) * g.h * g.w > limit {
         return Err(b.backend.err_msg(format!(
             "conv2d: {} images of {}x{} outputs ({cols} columns) or {k} column rows exceed the GPU \
              convolution's 32-bit sizes; split the batch",
@@ -71,12 +74,25 @@ fn shape(b: &CudaStorage, g: &ConvGeom) -> Result<ConvShape> {
         dh: i(g.dilation.0),
         dw: i(g.dilation.1),
         c_out: i(g.c_out),
+        planes: i(col2im_planes(g)),
         div_l: d(g.oh * g.ow),
         div_ow: d(g.ow),
         div_w: d(g.w),
         div_sh: d(g.stride.0),
         div_sw: d(g.stride.1),
+        div_hw: d(g.h * g.w),
+        div_c: d(g.c_in),
     })
+}
+
+/// The dx planes (`[h, w]` of one image and channel) a row of col2im's launch covers: a multiple
+/// of 4 (so every row starts 16-byte aligned) spanning at least 8,192 elements, so small planes
+/// (49 in a ResNet's last stage) do not leave most of a row's block idle.
+fn col2im_planes(g: &ConvGeom) -> usize {
+    const ROW_ELEMENTS: usize = 8192;
+    ROW_ELEMENTS
+        .div_ceil((g.h * g.w).max(1))
+        .next_multiple_of(4)
 }
 
 /// A launch over `rows` rows of `cols` columns: grid y over rows, x over columns (both
@@ -156,8 +172,11 @@ pub fn col2im(cols: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
         d => (format!("col2im_{}", float_tag("conv2d", d)?), d),
     };
     let x = CudaStorage::alloc(&cols.backend, dtype, g.n * g.c_in * g.h * g.w)?;
-    let (rows, n) = (g.n * g.c_in, g.h * g.w);
-    launch(cols, &name, &[cols.ptr(), x.ptr()], g, rows, n)?;
+    // A row per `col2im_planes` planes, a thread per run of 4 of its elements.
+    let planes = col2im_planes(g);
+    let rows = (g.n * g.c_in).div_ceil(planes);
+    let runs = (planes * g.h * g.w).div_ceil(4);
+    launch(cols, &name, &[cols.ptr(), x.ptr()], g, rows, runs)?;
     Ok(x)
 }
 

@@ -59,6 +59,35 @@ fn conv2d_matches_the_cpu_for_strides_padding_dilation_and_groups() {
     });
 }
 
+/// col2im (the input gradient) covers several small planes per row of its launch and runs of
+/// 4 elements per thread: 339 planes of 5 x 5 make two rows, the second of 11 planes (275
+/// elements, so a partial last run), runs crossing planes and images; 3 x 3 at stride 1 and 2
+/// and a 2 x 2 kernel (the unrolled unit-stride, unrolled strided and general tap loops).
+#[test]
+fn conv2d_input_gradient_over_many_small_planes_matches_the_cpu() {
+    on_each_gpu("conv2d small planes", |dev| {
+        for dtype in [DType::F32, DType::F64] {
+            let tol = if dtype == DType::F64 { 1e-10 } else { 1e-4 };
+            for (i, (k, stride)) in [(3, 1), (3, 2), (2, 1)].into_iter().enumerate() {
+                let p = Conv2dParams {
+                    stride: (stride, stride),
+                    padding: (1, 1),
+                    ..Default::default()
+                };
+                let x = rand(&[3, 113, 5, 5], dtype, -1.0, 1.0, 70 + i as u64);
+                let w = rand(&[2, 113, k, k], dtype, -0.5, 0.5, 80 + i as u64);
+                check(
+                    &format!("conv2d {dtype:?} {k}x{k} {p:?}"),
+                    dev,
+                    &[&x, &w],
+                    &|v| v[0].conv2d(&v[1], None, p).unwrap(),
+                    tol,
+                );
+            }
+        }
+    });
+}
+
 /// At bf16 matmul precision the GPU convolution writes its columns and its output gradient in
 /// bf16 directly (no f32 copy, no separate cast) and keeps them for the backward; it gives the
 /// CPU's convolution at the same precision (the same operands rounded the same way, only the
