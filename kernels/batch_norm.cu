@@ -22,7 +22,8 @@
 // Σ h (x - mean) invstd, and dx's coefficients a = k, bx = -k invstd dw / M and d = -k db / M
 // with k = w invstd; `bn_grad_input` writes dx = a h + bx (x - mean) + d.
 // Grid y walks the channels (grid-stride: at most 65,535 blocks). The elementwise kernels are
-// 1-D grid-stride over N * C * S; the per-channel ones one thread per channel.
+// 1-D grid-stride over runs of 4 of the N * C * S elements; the per-channel ones one thread per
+// channel.
 
 struct BnShape {
     i64 n, c, s;
@@ -30,13 +31,26 @@ struct BnShape {
     int fast;
 };
 
-// Channel of element i of [N, C, S].
-__device__ __forceinline__ i64 bn_channel(i64 i, const BnShape& g) {
+// Channel ch and position sp in its plane of element i of [N, C, S].
+__device__ __forceinline__ void bn_locate(i64 i, const BnShape& g, i64& ch, i64& sp) {
     if (g.fast) {
         const u32 q = fdiv((u32)i, g.div_s);
-        return (i64)(q - fdiv(q, g.div_c) * (u32)g.c);
+        sp = (i64)((u32)i - q * (u32)g.s);
+        ch = (i64)(q - fdiv(q, g.div_c) * (u32)g.c);
+        return;
     }
-    return (i / g.s) % g.c;
+    const i64 q = i / g.s;
+    sp = i - q * g.s;
+    ch = q % g.c;
+}
+
+// Steps (ch, sp) to the next element of [N, C, S]; true when it starts a new plane (so the
+// channel's values are to be read again).
+__device__ __forceinline__ bool bn_step(i64& ch, i64& sp, const BnShape& g) {
+    if (++sp < g.s) return false;
+    sp = 0;
+    ch = ch + 1 == g.c ? 0 : ch + 1;
+    return true;
 }
 
 // Offset of value p (= n * S + s) of channel ch.
@@ -110,72 +124,31 @@ __device__ void bn_finish(const T* part_mean, const T* part_m2, const T* w, cons
     }
 }
 
-// The elementwise kernels (bn_affine, bn_grad_input) take runs of BN_RUN consecutive elements
-// per thread where S is a multiple of BN_RUN, so that a run lies in one channel's plane: its
-// channel is found once, its loads are issued together, and f32 runs move as 16-byte vectors
-// when the buffers are aligned (the host launches a thread per run). Otherwise one element per
-// thread. On an H200 (2026-12-04, ncu) the one-element threads kept the SMs 80% busy and DRAM
-// 34%: bound by instructions, not bytes. Each element's arithmetic is unchanged.
-#define BN_RUN 4
-
-// Loads run `i` (BN_RUN elements from p + i) into v; as one vector when `vec` (f32 only).
-template <typename T> __device__ __forceinline__ void bn_load_run(const T* p, i64 i, T* v, bool) {
-#pragma unroll
-    for (int k = 0; k < BN_RUN; ++k) v[k] = p[i + k];
-}
-__device__ __forceinline__ void bn_load_run(const float* p, i64 i, float* v, bool vec) {
-    if (vec) {
-        const float4 q = *reinterpret_cast<const float4*>(p + i);
-        v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
-    } else {
-#pragma unroll
-        for (int k = 0; k < BN_RUN; ++k) v[k] = p[i + k];
-    }
-}
-template <typename T> __device__ __forceinline__ void bn_store_run(T* p, i64 i, const T* v, bool) {
-#pragma unroll
-    for (int k = 0; k < BN_RUN; ++k) p[i + k] = v[k];
-}
-__device__ __forceinline__ void bn_store_run(float* p, i64 i, const float* v, bool vec) {
-    if (vec) {
-        *reinterpret_cast<float4*>(p + i) = make_float4(v[0], v[1], v[2], v[3]);
-    } else {
-#pragma unroll
-        for (int k = 0; k < BN_RUN; ++k) p[i + k] = v[k];
-    }
-}
-// Whether every pointer given is 16-byte aligned (null counts as aligned).
-__device__ __forceinline__ bool bn_aligned(const void* a, const void* b, const void* c = nullptr,
-                                           const void* d = nullptr) {
-    return ((reinterpret_cast<unsigned long long>(a) | reinterpret_cast<unsigned long long>(b) |
-             reinterpret_cast<unsigned long long>(c) | reinterpret_cast<unsigned long long>(d)) & 15) == 0;
-}
-
+// The elementwise kernels (bn_affine, bn_grad_input) take runs of EW_RUN consecutive elements
+// per thread (common.cuh's `for_each_run`): the first element's channel found once, then
+// stepped along (the channel's values read again where a run crosses into the next plane), the
+// loads issued together, and f32 moved as 16-byte vectors when the buffers are aligned (the host
+// launches a thread per run). On an H200 (2026-12-04, ncu) one-element threads kept the SMs 80%
+// busy and DRAM 34%: bound by instructions, not bytes. Each element's arithmetic is unchanged.
 template <typename T>
 __device__ void bn_affine(const T* x, const T* scale, const T* shift, T* y, BnShape g, int relu) {
-    const i64 total = g.n * g.c * g.s;
-    if (g.s % BN_RUN == 0) {
-        const bool vec = bn_aligned(x, y);
-        FOR_EACH_INDEX(t, total / BN_RUN) {
-            const i64 i = t * BN_RUN, ch = bn_channel(i, g);
-            const T sc = scale[ch], sf = shift[ch];
-            T v[BN_RUN];
-            bn_load_run(x, i, v, vec);
+    const bool vec = ew_aligned(x) && ew_aligned(y);
+    for_each_run(g.n * g.c * g.s, [&](i64 i, int cnt) {
+        i64 ch, sp;
+        bn_locate(i, g, ch, sp);
+        T sc = scale[ch], sf = shift[ch];
+        EwRun<T> v = ew_load(x + i, cnt, vec);
 #pragma unroll
-            for (int k = 0; k < BN_RUN; ++k) {
-                v[k] = v[k] * sc + sf;
-                if (relu && v[k] < T(0)) v[k] = T(0);
+        for (int k = 0; k < EW_RUN; ++k) {
+            v.v[k] = v.v[k] * sc + sf;
+            if (relu && v.v[k] < T(0)) v.v[k] = T(0);
+            if (k + 1 < cnt && bn_step(ch, sp, g)) {
+                sc = scale[ch];
+                sf = shift[ch];
             }
-            bn_store_run(y, i, v, vec);
         }
-        return;
-    }
-    FOR_EACH_INDEX(i, total) {
-        const i64 ch = bn_channel(i, g);
-        T v = x[i] * scale[ch] + shift[ch];
-        if (relu && v < T(0)) v = T(0);
-        y[i] = v;
-    }
+        ew_store(y + i, v, cnt, vec);
+    });
 }
 
 template <typename T>
@@ -225,30 +198,24 @@ __device__ void bn_grad_finish(const T* part_sg, const T* part_sgx, T* db, T* dw
 template <typename T>
 __device__ void bn_grad_input(const T* x, const T* y, const T* g, const T* mean, const T* a,
                               const T* bx, const T* d, T* dx, BnShape sh, int relu) {
-    const i64 total = sh.n * sh.c * sh.s;
-    if (sh.s % BN_RUN == 0) {
-        const bool vec = bn_aligned(x, g, dx, relu ? y : nullptr);
-        FOR_EACH_INDEX(t, total / BN_RUN) {
-            const i64 i = t * BN_RUN, ch = bn_channel(i, sh);
-            const T ac = a[ch], bc = bx[ch], mc = mean[ch], dc = d[ch];
-            T xv[BN_RUN], gv[BN_RUN], yv[BN_RUN];
-            bn_load_run(x, i, xv, vec);
-            bn_load_run(g, i, gv, vec);
-            if (relu) bn_load_run(y, i, yv, vec);
+    const bool vec = ew_aligned(x) && ew_aligned(g) && ew_aligned(dx) && (!relu || ew_aligned(y));
+    for_each_run(sh.n * sh.c * sh.s, [&](i64 i, int cnt) {
+        i64 ch, sp;
+        bn_locate(i, sh, ch, sp);
+        T ac = a[ch], bc = bx[ch], mc = mean[ch], dc = d[ch];
+        EwRun<T> xv = ew_load(x + i, cnt, vec);
+        const EwRun<T> gv = ew_load(g + i, cnt, vec);
+        const EwRun<T> yv = relu ? ew_load(y + i, cnt, vec) : EwRun<T>{};
 #pragma unroll
-            for (int k = 0; k < BN_RUN; ++k) {
-                const T h = (relu && !(yv[k] > T(0))) ? T(0) : gv[k];
-                xv[k] = ac * h + bc * (xv[k] - mc) + dc;
+        for (int k = 0; k < EW_RUN; ++k) {
+            const T h = (relu && !(yv.v[k] > T(0))) ? T(0) : gv.v[k];
+            xv.v[k] = ac * h + bc * (xv.v[k] - mc) + dc;
+            if (k + 1 < cnt && bn_step(ch, sp, sh)) {
+                ac = a[ch], bc = bx[ch], mc = mean[ch], dc = d[ch];
             }
-            bn_store_run(dx, i, xv, vec);
         }
-        return;
-    }
-    FOR_EACH_INDEX(i, total) {
-        const i64 ch = bn_channel(i, sh);
-        const T h = (relu && !(y[i] > T(0))) ? T(0) : g[i];
-        dx[i] = a[ch] * h + bx[ch] * (x[i] - mean[ch]) + d[ch];
-    }
+        ew_store(dx + i, xv, cnt, vec);
+    });
 }
 
 #define BN_KERNELS(T, TAG)                                                                     \

@@ -6,7 +6,7 @@
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::fastdiv::FastDiv;
-use super::launch::{float_tag, grid_for, opt_ptr, BLOCK};
+use super::launch::{float_tag, grid_for, opt_ptr, BLOCK, EW_RUN};
 use super::CudaStorage;
 use crate::cpu::batch_norm::BnGeom;
 use crate::error::Result;
@@ -48,18 +48,14 @@ impl BnShape {
     }
 }
 
-/// One block per (chunk of a channel, channel); grid y at most 65,535, the kernels loop over
-/// the channels beyond.
 /// The launch of the elementwise kernels (`bn_affine`, `bn_grad_input`): a thread per run of
-/// `BN_RUN` (4) elements where `S` is a multiple of it, else per element.
+/// [`EW_RUN`] (4) elements.
 fn elementwise(g: BnGeom) -> LaunchConfig {
-    if g.s.is_multiple_of(4) {
-        grid_for(g.numel() / 4)
-    } else {
-        grid_for(g.numel())
-    }
+    grid_for(g.numel().div_ceil(EW_RUN))
 }
 
+/// One block per (chunk of a channel, channel); grid y at most 65,535, the kernels loop over
+/// the channels beyond.
 fn per_chunk(g: BnGeom) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (chunks(g) as u32, g.c.clamp(1, 65_535) as u32, 1),

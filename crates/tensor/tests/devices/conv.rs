@@ -395,6 +395,24 @@ fn batch_norm_matches_the_cpu_in_both_modes() {
                 },
                 tol,
             );
+            // Planes of 49 (a ResNet's last stage at 28 x 28): runs of 4 cross from one plane
+            // and channel into the next, and 735 elements end in a partial run.
+            let odd = rand(&[3, 5, 7, 7], dtype, -2.0, 2.0, 10);
+            let (wo, bo) = (
+                rand(&[5], dtype, 0.5, 1.5, 11),
+                rand(&[5], dtype, -0.5, 0.5, 12),
+            );
+            check(
+                &format!("batch_norm_train planes of 49 {dtype:?}"),
+                dev,
+                &[&odd, &wo, &bo],
+                &|v| {
+                    v[0].batch_norm_train(Some(&v[1]), Some(&v[2]), 1e-5, true)
+                        .unwrap()
+                        .0
+                },
+                tol,
+            );
             let flat = rand(&[40, 6], dtype, -2.0, 2.0, 9);
             check(
                 &format!("batch_norm_train [N, C] no affine {dtype:?}"),
