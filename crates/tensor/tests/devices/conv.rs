@@ -377,42 +377,31 @@ fn batch_norm_matches_the_cpu_in_both_modes() {
                     tol,
                 );
             }
-            // More values per channel than one block of the sums folds (several chunks and
-            // atomic adds), a `[N, C]` input (S = 1), no affine part.
-            let big = rand(&[9, 2, 30, 20], dtype, -2.0, 2.0, 6);
-            let (wb, bb) = (
-                rand(&[2], dtype, 0.5, 1.5, 7),
-                rand(&[2], dtype, -0.5, 0.5, 8),
-            );
-            check(
-                &format!("batch_norm_train many values {dtype:?}"),
-                dev,
-                &[&big, &wb, &bb],
-                &|v| {
-                    v[0].batch_norm_train(Some(&v[1]), Some(&v[2]), 1e-5, true)
-                        .unwrap()
-                        .0
-                },
-                tol,
-            );
-            // Planes of 49 (a ResNet's last stage at 28 x 28): runs of 4 cross from one plane
-            // and channel into the next, and 735 elements end in a partial run.
-            let odd = rand(&[3, 5, 7, 7], dtype, -2.0, 2.0, 10);
-            let (wo, bo) = (
-                rand(&[5], dtype, 0.5, 1.5, 11),
-                rand(&[5], dtype, -0.5, 0.5, 12),
-            );
-            check(
-                &format!("batch_norm_train planes of 49 {dtype:?}"),
-                dev,
-                &[&odd, &wo, &bo],
-                &|v| {
-                    v[0].batch_norm_train(Some(&v[1]), Some(&v[2]), 1e-5, true)
-                        .unwrap()
-                        .0
-                },
-                tol,
-            );
+            // More values per channel than one block of the sums folds (several chunks), and
+            // planes of 49 (a ResNet's last stage at 28 x 28: runs of 4 cross from one plane
+            // and channel into the next, and 735 elements end in a partial run).
+            for (what, shape, seed) in [
+                ("many values", [9, 2, 30, 20], 6),
+                ("planes of 49", [3, 5, 7, 7], 10),
+            ] {
+                let x = rand(&shape, dtype, -2.0, 2.0, seed);
+                let (w, b) = (
+                    rand(&[shape[1]], dtype, 0.5, 1.5, seed + 1),
+                    rand(&[shape[1]], dtype, -0.5, 0.5, seed + 2),
+                );
+                check(
+                    &format!("batch_norm_train {what} {dtype:?}"),
+                    dev,
+                    &[&x, &w, &b],
+                    &|v| {
+                        v[0].batch_norm_train(Some(&v[1]), Some(&v[2]), 1e-5, true)
+                            .unwrap()
+                            .0
+                    },
+                    tol,
+                );
+            }
+            // A `[N, C]` input (S = 1), no affine part.
             let flat = rand(&[40, 6], dtype, -2.0, 2.0, 9);
             check(
                 &format!("batch_norm_train [N, C] no affine {dtype:?}"),
