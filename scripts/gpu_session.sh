@@ -12,7 +12,8 @@
 #   suite    the tensor crate's device suite (every op with a CUDA arm against the CPU)
 #   targets  issue 7's throughput rows against PyTorch eager: gpt2 (bf16, MFU), simclr512,
 #            resnet512, resnet512-bf16, each with its `gpu-profile` line; then ours alone with
-#            the implicit-GEMM convolution, resnet512-bf16-implicit
+#            the implicit-GEMM convolution, resnet512-bf16-implicit; two rounds (the table gives
+#            medians), since session 36's single round left ResNet-18 f32 at 1.01, within noise
 #   quick    `selfsup quickstart --device cuda` on the carried Fashion-MNIST
 #   tests    the nn and ssl device suites and the tensor crate's unit tests
 #   rest     the other bench rows: resnet512-bf16-composed, gpt2-unfused, gpt2-composed,
@@ -132,7 +133,7 @@ for s in "${steps[@]}"; do
     # `selfsup` binary does that for any --device cuda command), so later steps start compiled.
     device) cap=60 step device bash -c 'date -u; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee '"$work"'/device.txt; bash scripts/gpu_check.sh env; nvidia-smi; grep -m1 "model name" /proc/cpuinfo; nproc; source <(bash scripts/gpu_check.sh env); target/gpu-run/selfsup bench sgemm --device cuda --sizes 256 --reps 1' ;;
     suite) cap=180 step suite env OUT="$work/check" TEST_TIMEOUT=170 bash scripts/gpu_check.sh run selfsup-tensor-devices ;;
-    targets) cap=290 step targets env OUT="$work" ROUNDS=1 WORKLOADS="gpt2 simclr512 resnet512 resnet512-bf16 resnet512-bf16-implicit" \
+    targets) cap=290 step targets env OUT="$work" ROUNDS=2 WORKLOADS="gpt2 simclr512 resnet512 resnet512-bf16 resnet512-bf16-implicit" \
       BENCH_TIMEOUT=100 bash scripts/gpu_bench.sh run ;;
     quick) cap=200 step quick env OUT="$work" QUICKSTART_TIMEOUT=190 bash scripts/gpu_bench.sh quickstart ;;
     tests) cap=180 step tests env OUT="$work/check" TEST_TIMEOUT=120 bash scripts/gpu_check.sh run \
