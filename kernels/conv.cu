@@ -42,63 +42,55 @@ struct ConvShape {
 #define CONV_COLS(j, cols) \
     for (u32 j = blockIdx.x * blockDim.x + threadIdx.x; j < (u32)(cols); j += gridDim.x * blockDim.x)
 
-// Stores of an im2col (or conv_dy_t) thread's run of up to 4 columns: one vector store when the run is whole
-// and 4-aligned (n * L a multiple of 4), else one store per column.
-template <typename T> struct Plain {
-    __device__ __forceinline__ void operator()(T* dst, i64 i, const T* v, int cnt, bool vec) const {
-        for (int t = 0; t < cnt; ++t) dst[i + t] = v[t];
-    }
-};
-template <> struct Plain<float> {
-    __device__ __forceinline__ void operator()(float* dst, i64 i, const float* v, int cnt, bool vec) const {
-        if (vec) {
-            *reinterpret_cast<float4*>(dst + i) = make_float4(v[0], v[1], v[2], v[3]);
-        } else {
-            for (int t = 0; t < cnt; ++t) dst[i + t] = v[t];
-        }
+// Stores of a thread's run of up to EW_RUN (4) columns (common.cuh's runs): one vector store
+// when the run is whole and 4-aligned (n * L a multiple of 4), else one store per column; in
+// the operand's dtype, or as bf16 from f32.
+struct Plain {
+    template <typename T>
+    __device__ __forceinline__ void operator()(T* dst, i64 i, const EwRun<T>& r, int cnt, bool vec) const {
+        ew_store(dst + i, r, cnt, vec);
     }
 };
 struct ToBf16 {
-    __device__ __forceinline__ void operator()(u16* dst, i64 i, const float* v, int cnt, bool vec) const {
-        if (vec) {
-            const u32 lo = (u32)bf16_bits_of(v[0]) | ((u32)bf16_bits_of(v[1]) << 16);
-            const u32 hi = (u32)bf16_bits_of(v[2]) | ((u32)bf16_bits_of(v[3]) << 16);
+    __device__ __forceinline__ void operator()(u16* dst, i64 i, const EwRun<float>& r, int cnt, bool vec) const {
+        if (vec && cnt == EW_RUN) {
+            const u32 lo = (u32)bf16_bits_of(r.v[0]) | ((u32)bf16_bits_of(r.v[1]) << 16);
+            const u32 hi = (u32)bf16_bits_of(r.v[2]) | ((u32)bf16_bits_of(r.v[3]) << 16);
             *reinterpret_cast<uint2*>(dst + i) = make_uint2(lo, hi);
         } else {
-            for (int t = 0; t < cnt; ++t) dst[i + t] = bf16_bits_of(v[t]);
+#pragma unroll
+            for (int t = 0; t < EW_RUN; ++t)
+                if (t < cnt) dst[i + t] = bf16_bits_of(r.v[t]);
         }
     }
 };
 
-// Columns per im2col thread.
-#define IM2COL_RUN 4
-
-// Each thread fills a run of IM2COL_RUN consecutive columns of one row: one pair of divisions
+// Each thread fills a run of EW_RUN consecutive columns of one row: one pair of divisions
 // for the run's first column, then the output position steps along (oj, oi, img); every load
 // of the run is issued before its store, so four are in flight per thread. Offsets inside an
 // image are 32-bit (h * w < 2^31, checked on the host).
 template <typename T, typename O, typename Store>
 __device__ void im2col(const T* x, O* cols, ConvShape s, Store store) {
     const i64 L = s.oh * s.ow, NL = s.n * L, CHW = s.c * s.h * s.w;
-    const u32 runs = (u32)((NL + IM2COL_RUN - 1) / IM2COL_RUN);
-    const bool vec = NL % IM2COL_RUN == 0;
+    const u32 runs = (u32)((NL + EW_RUN - 1) / EW_RUN);
+    const bool vec = NL % EW_RUN == 0;
     const int h = (int)s.h, w = (int)s.w, ow = (int)s.ow, oh = (int)s.oh, sh = (int)s.sh, sw = (int)s.sw;
     CONV_ROWS(row, s.c * s.kh * s.kw) {
         const i64 kj = row % s.kw, ki = (row / s.kw) % s.kh, ci = row / (s.kw * s.kh);
         const int r0 = (int)(ki * s.dh - s.ph), q0 = (int)(kj * s.dw - s.pw);
         O* dst = cols + row * NL;
         CONV_COLS(t, runs) {
-            const u32 j = t * IM2COL_RUN;
-            const int cnt = (int)min((i64)IM2COL_RUN, NL - (i64)j);
+            const u32 j = t * EW_RUN;
+            const int cnt = (int)min((i64)EW_RUN, NL - (i64)j);
             u32 img = fdiv(j, s.div_l);
             const u32 p = j - img * (u32)L;
             int oi = (int)fdiv(p, s.div_ow), oj = (int)(p - (u32)oi * (u32)ow);
             const T* xb = x + (i64)img * CHW + ci * s.h * s.w;
-            T v[IM2COL_RUN];
+            EwRun<T> v;
 #pragma unroll
-            for (int u = 0; u < IM2COL_RUN; ++u) {
+            for (int u = 0; u < EW_RUN; ++u) {
                 const int r = r0 + oi * sh, q = q0 + oj * sw;
-                v[u] = (u < cnt && (unsigned)r < (unsigned)h && (unsigned)q < (unsigned)w) ? xb[r * w + q] : T(0);
+                v.v[u] = (u < cnt && (unsigned)r < (unsigned)h && (unsigned)q < (unsigned)w) ? xb[r * w + q] : T(0);
                 if (++oj == ow) {
                     oj = 0;
                     if (++oi == oh) {
@@ -123,36 +115,36 @@ struct FromBf16 {
 // known the tap loops unroll, so a thread's loads are issued together rather than one after
 // another; the 3 x 3 kernels of a ResNet take that path. UNIT: stride and dilation 1, where the
 // output that tap (ki, kj) takes from (r, q) is (r + ph - ki, q + pw - kj), no division.
-// A thread's run of IM2COL_RUN elements starts with one division pair for its plane and
+// A thread's run of EW_RUN elements starts with one division pair for its plane and
 // position; the position then steps along (q, r, channel, image).
 template <int KH, int KW, bool UNIT, typename I, typename T, typename Load>
 __device__ void col2im_taps(const I* cols, T* x, ConvShape s, Load load) {
     const i64 L = s.oh * s.ow, NL = s.n * L, NC = s.n * s.c, KK = s.kh * s.kw;
     const u32 HW = (u32)(s.h * s.w), w = (u32)s.w, h = (u32)s.h, c = (u32)s.c;
     const int kh = KH ? KH : (int)s.kh, kw = KW ? KW : (int)s.kw;
-    const u32 runs = (u32)((s.planes * HW + IM2COL_RUN - 1) / IM2COL_RUN);
+    const u32 runs = (u32)((s.planes * HW + EW_RUN - 1) / EW_RUN);
     CONV_ROWS(row, (NC + s.planes - 1) / s.planes) {
         const i64 p0 = row * s.planes;
         const u32 span = (u32)min(s.planes, NC - p0) * HW;  // this row's elements
         const i64 img0 = p0 / s.c;
         const u32 ci0 = (u32)(p0 - img0 * s.c);
         T* xr = x + p0 * HW;
-        const bool vec = span % IM2COL_RUN == 0;
+        const bool vec = span % EW_RUN == 0;
         CONV_COLS(t, runs) {
-            const u32 e = t * IM2COL_RUN;
+            const u32 e = t * EW_RUN;
             if (e >= span) break;
-            const int cnt = (int)min((u32)IM2COL_RUN, span - e);
+            const int cnt = (int)min((u32)EW_RUN, span - e);
             const u32 lp = fdiv(e, s.div_hw), pix = e - lp * HW;
             u32 r = fdiv(pix, s.div_w), q = pix - r * w;
             const u32 cc = ci0 + lp, dimg = fdiv(cc, s.div_c);
             u32 ci = cc - dimg * c;
             i64 img = img0 + dimg;
             const I* base = cols + ci * KK * NL + img * L;
-            T acc[IM2COL_RUN];
+            EwRun<T> acc;
 #pragma unroll
-            for (int v = 0; v < IM2COL_RUN; ++v) {
-                acc[v] = T(0);
-                if (v < cnt) {
+            for (int el = 0; el < EW_RUN; ++el) {
+                acc.v[el] = T(0);
+                if (el < cnt) {
 #pragma unroll
                     for (int ki = 0; ki < kh; ++ki) {
                         // oi * sh for the output that reads row r through tap ki
@@ -164,7 +156,7 @@ __device__ void col2im_taps(const I* cols, T* x, ConvShape s, Load load) {
                             const i64 u = (i64)q + s.pw - kj * s.dw;
                             const u32 oj = UNIT ? (u32)u : fdiv((u32)max(u, (i64)0), s.div_sw);
                             const bool ok = UNIT ? (u64)u < (u64)s.ow : u >= 0 && (i64)oj * s.sw == u && oj < s.ow;
-                            if (row_ok && ok) acc[v] += load(base[(ki * kw + kj) * NL + oi * s.ow + oj]);
+                            if (row_ok && ok) acc.v[el] += load(base[(ki * kw + kj) * NL + oi * s.ow + oj]);
                         }
                     }
                 }
@@ -180,7 +172,7 @@ __device__ void col2im_taps(const I* cols, T* x, ConvShape s, Load load) {
                     }
                 }
             }
-            Plain<T>()(xr, (i64)e, acc, cnt, vec);
+            ew_store(xr + e, acc, cnt, vec);
         }
     }
 }
@@ -197,24 +189,23 @@ __device__ void col2im(const I* cols, T* x, ConvShape s, Load load) {
     }
 }
 
-// conv_out and conv_dy_t move runs of IM2COL_RUN columns per thread too (one division pair a
+// conv_out and conv_dy_t move runs of EW_RUN columns per thread too (one division pair a
 // run, the loads issued together), the image stepping along with the position in it.
 template <typename T> __device__ void conv_out(const T* Y, const T* bias, T* y, ConvShape s) {
     const i64 L = s.oh * s.ow, NL = s.n * L;
-    const u32 runs = (u32)((NL + IM2COL_RUN - 1) / IM2COL_RUN);
+    const u32 runs = (u32)((NL + EW_RUN - 1) / EW_RUN);
+    const bool vec = NL % EW_RUN == 0;
     CONV_ROWS(co, s.c_out) {
         const T* src = Y + co * NL;
         const T b = bias ? bias[co] : T(0);
         CONV_COLS(t, runs) {
-            const u32 j = t * IM2COL_RUN;
-            const int cnt = (int)min((i64)IM2COL_RUN, NL - (i64)j);
-            T v[IM2COL_RUN];
-#pragma unroll
-            for (int u = 0; u < IM2COL_RUN; ++u) v[u] = u < cnt ? src[j + u] : T(0);
+            const u32 j = t * EW_RUN;
+            const int cnt = (int)min((i64)EW_RUN, NL - (i64)j);
+            const EwRun<T> v = ew_load(src + j, cnt, vec);
             u32 img = fdiv(j, s.div_l), l = j - img * (u32)L;
 #pragma unroll
-            for (int u = 0; u < IM2COL_RUN; ++u) {
-                if (u < cnt) y[((i64)img * s.c_out + co) * L + l] = bias ? v[u] + b : v[u];
+            for (int u = 0; u < EW_RUN; ++u) {
+                if (u < cnt) y[((i64)img * s.c_out + co) * L + l] = bias ? v.v[u] + b : v.v[u];
                 if (++l == (u32)L) {
                     l = 0;
                     ++img;
@@ -226,17 +217,17 @@ template <typename T> __device__ void conv_out(const T* Y, const T* bias, T* y, 
 
 template <typename T, typename O, typename Store> __device__ void conv_dy_t(const T* dy, O* dyt, ConvShape s, Store store) {
     const i64 L = s.oh * s.ow, NL = s.n * L;
-    const u32 runs = (u32)((NL + IM2COL_RUN - 1) / IM2COL_RUN);
-    const bool vec = NL % IM2COL_RUN == 0;
+    const u32 runs = (u32)((NL + EW_RUN - 1) / EW_RUN);
+    const bool vec = NL % EW_RUN == 0;
     CONV_ROWS(co, s.c_out) {
         CONV_COLS(t, runs) {
-            const u32 j = t * IM2COL_RUN;
-            const int cnt = (int)min((i64)IM2COL_RUN, NL - (i64)j);
+            const u32 j = t * EW_RUN;
+            const int cnt = (int)min((i64)EW_RUN, NL - (i64)j);
             u32 img = fdiv(j, s.div_l), l = j - img * (u32)L;
-            T v[IM2COL_RUN];
+            EwRun<T> v;
 #pragma unroll
-            for (int u = 0; u < IM2COL_RUN; ++u) {
-                v[u] = u < cnt ? dy[((i64)img * s.c_out + co) * L + l] : T(0);
+            for (int u = 0; u < EW_RUN; ++u) {
+                v.v[u] = u < cnt ? dy[((i64)img * s.c_out + co) * L + l] : T(0);
                 if (++l == (u32)L) {
                     l = 0;
                     ++img;
@@ -247,14 +238,14 @@ template <typename T, typename O, typename Store> __device__ void conv_dy_t(cons
     }
 }
 
-extern "C" __global__ void im2col_f32(const float* x, float* cols, ConvShape s) { im2col(x, cols, s, Plain<float>()); }
-extern "C" __global__ void im2col_f64(const double* x, double* cols, ConvShape s) { im2col(x, cols, s, Plain<double>()); }
+extern "C" __global__ void im2col_f32(const float* x, float* cols, ConvShape s) { im2col(x, cols, s, Plain()); }
+extern "C" __global__ void im2col_f64(const double* x, double* cols, ConvShape s) { im2col(x, cols, s, Plain()); }
 extern "C" __global__ void im2col_bf16_f32(const float* x, u16* cols, ConvShape s) { im2col(x, cols, s, ToBf16()); }
 extern "C" __global__ void col2im_f32(const float* cols, float* x, ConvShape s) { col2im(cols, x, s, Same<float>()); }
 extern "C" __global__ void col2im_f64(const double* cols, double* x, ConvShape s) { col2im(cols, x, s, Same<double>()); }
 extern "C" __global__ void col2im_bf16_f32(const u16* cols, float* x, ConvShape s) { col2im(cols, x, s, FromBf16()); }
 extern "C" __global__ void conv_out_f32(const float* Y, const float* b, float* y, ConvShape s) { conv_out<float>(Y, b, y, s); }
 extern "C" __global__ void conv_out_f64(const double* Y, const double* b, double* y, ConvShape s) { conv_out<double>(Y, b, y, s); }
-extern "C" __global__ void conv_dy_t_f32(const float* dy, float* dyt, ConvShape s) { conv_dy_t(dy, dyt, s, Plain<float>()); }
-extern "C" __global__ void conv_dy_t_f64(const double* dy, double* dyt, ConvShape s) { conv_dy_t(dy, dyt, s, Plain<double>()); }
+extern "C" __global__ void conv_dy_t_f32(const float* dy, float* dyt, ConvShape s) { conv_dy_t(dy, dyt, s, Plain()); }
+extern "C" __global__ void conv_dy_t_f64(const double* dy, double* dyt, ConvShape s) { conv_dy_t(dy, dyt, s, Plain()); }
 extern "C" __global__ void conv_dy_t_bf16_f32(const float* dy, u16* dyt, ConvShape s) { conv_dy_t(dy, dyt, s, ToBf16()); }

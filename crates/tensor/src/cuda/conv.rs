@@ -6,7 +6,7 @@
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::fastdiv::FastDiv;
-use super::launch::{float_tag, opt_ptr, BLOCK};
+use super::launch::{float_tag, opt_ptr, BLOCK, EW_RUN};
 use super::CudaStorage;
 use crate::cpu::conv::ConvGeom;
 use crate::error::Result;
@@ -151,14 +151,14 @@ pub fn im2col(x: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage> 
         x.dtype()
     };
     let out = CudaStorage::alloc(&x.backend, dtype, rows * cols)?;
-    // A thread per run of IM2COL_RUN (4) columns.
+    // A thread per run of EW_RUN (4) columns.
     launch(
         x,
         &format!("im2col_{t}"),
         &[x.ptr(), out.ptr()],
         g,
         rows,
-        cols.div_ceil(4),
+        cols.div_ceil(EW_RUN),
     )?;
     Ok(out)
 }
@@ -172,10 +172,10 @@ pub fn col2im(cols: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
         d => (format!("col2im_{}", float_tag("conv2d", d)?), d),
     };
     let x = CudaStorage::alloc(&cols.backend, dtype, g.n * g.c_in * g.h * g.w)?;
-    // A row per `col2im_planes` planes, a thread per run of 4 of its elements.
+    // A row per `col2im_planes` planes, a thread per run of EW_RUN of its elements.
     let planes = col2im_planes(g);
     let rows = (g.n * g.c_in).div_ceil(planes);
-    let runs = (planes * g.h * g.w).div_ceil(4);
+    let runs = (planes * g.h * g.w).div_ceil(EW_RUN);
     launch(cols, &name, &[cols.ptr(), x.ptr()], g, rows, runs)?;
     Ok(x)
 }
@@ -187,14 +187,14 @@ pub fn output(yt: &CudaStorage, bias: Option<&CudaStorage>, g: &ConvGeom) -> Res
     let cols = g.n * g.oh * g.ow;
     let y = CudaStorage::alloc(&yt.backend, yt.dtype(), g.c_out * cols)?;
     let ptrs = [yt.ptr(), opt_ptr(bias), y.ptr()];
-    // A thread per run of 4 columns, as im2col.
+    // A thread per run of EW_RUN columns, as im2col.
     launch(
         yt,
         &format!("conv_out_{t}"),
         &ptrs,
         g,
         g.c_out,
-        cols.div_ceil(4),
+        cols.div_ceil(EW_RUN),
     )?;
     Ok(y)
 }
@@ -216,7 +216,7 @@ pub fn grad_t(dy: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage>
         &[dy.ptr(), out.ptr()],
         g,
         g.c_out,
-        cols.div_ceil(4),
+        cols.div_ceil(EW_RUN),
     )?;
     Ok(out)
 }
