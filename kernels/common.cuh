@@ -127,36 +127,40 @@ template <typename T> struct EwRun {
 };
 __device__ __forceinline__ bool ew_aligned(const void* p) { return ((size_t)p & 15) == 0; }
 
-// Elements p[0 .. cnt) of a run (zero past cnt); `vec`: the launch's operands are aligned.
-template <typename T> __device__ __forceinline__ EwRun<T> ew_load(const T* p, int cnt, bool vec) {
+// Elements p[0 .. cnt) of a run (zero past cnt), one load each.
+template <typename T> __device__ __forceinline__ EwRun<T> ew_load_each(const T* p, int cnt) {
     EwRun<T> r;
 #pragma unroll
     for (int u = 0; u < EW_RUN; ++u) r.v[u] = u < cnt ? p[u] : T(0);
     return r;
+}
+// The same, as one 16-byte load for a whole f32 run when `vec` (the launch's operands are
+// aligned).
+template <typename T> __device__ __forceinline__ EwRun<T> ew_load(const T* p, int cnt, bool vec) {
+    return ew_load_each(p, cnt);
 }
 template <> __device__ __forceinline__ EwRun<float> ew_load<float>(const float* p, int cnt, bool vec) {
     if (vec && cnt == EW_RUN) {
         const float4 q = *reinterpret_cast<const float4*>(p);
         return EwRun<float>{{q.x, q.y, q.z, q.w}};
     }
-    EwRun<float> r;
-#pragma unroll
-    for (int u = 0; u < EW_RUN; ++u) r.v[u] = u < cnt ? p[u] : 0.0f;
-    return r;
+    return ew_load_each(p, cnt);
 }
-template <typename T> __device__ __forceinline__ void ew_store(T* p, const EwRun<T>& r, int cnt, bool vec) {
+// Stores p[0 .. cnt) of a run, one store each, or as ew_load one vector store.
+template <typename T> __device__ __forceinline__ void ew_store_each(T* p, const EwRun<T>& r, int cnt) {
 #pragma unroll
     for (int u = 0; u < EW_RUN; ++u)
         if (u < cnt) p[u] = r.v[u];
+}
+template <typename T> __device__ __forceinline__ void ew_store(T* p, const EwRun<T>& r, int cnt, bool vec) {
+    ew_store_each(p, r, cnt);
 }
 template <> __device__ __forceinline__ void ew_store<float>(float* p, const EwRun<float>& r, int cnt, bool vec) {
     if (vec && cnt == EW_RUN) {
         *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
-        return;
+    } else {
+        ew_store_each(p, r, cnt);
     }
-#pragma unroll
-    for (int u = 0; u < EW_RUN; ++u)
-        if (u < cnt) p[u] = r.v[u];
 }
 
 // Grid-stride loop over runs of EW_RUN elements of [0, n): f(first, count) for each.

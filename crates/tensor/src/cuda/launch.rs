@@ -81,9 +81,7 @@ impl Dims {
         }
         Ok(d)
     }
-}
 
-impl Dims {
     /// The launch shape of an elementwise kernel over `n` elements of this walk with its first
     /// `operands` operands: over runs of [`EW_RUN`] elements when they are all contiguous (the
     /// kernels' `for_each_run` path, `kernels/common.cuh`), else over the elements.
