@@ -8,7 +8,8 @@
 // `FastDiv` (a 64-bit division per element would cost more than its memory traffic).
 //
 // Forward: `bn_stats` splits each channel into chunks of `chunk` values (16 per thread of a
-// 256-thread block, held in registers), one block per (chunk, channel), and writes each chunk's
+// 256-thread block, held in registers; where a plane's length is a multiple of 4, as four runs
+// of 4 consecutive values, each loaded together), one block per (chunk, channel), and writes each chunk's
 // mean and sum of squared deviations from it (one read of x; the CPU reads it twice, for the
 // mean and then the deviations); `bn_finish` (one thread per channel) combines the chunks in
 // order (Chan et al.'s pairwise update, in f64: deterministic, no atomics) and writes the mean,
@@ -16,7 +17,7 @@
 // shift = b - mean scale; `bn_affine` writes y = x scale[c] + shift[c] (then the ReLU), the
 // CPU's `apply`. Evaluation mode (inference) runs `bn_affine` alone, on a scale and shift made
 // from the running statistics.
-// Backward: `bn_grad_sums` writes each chunk's sums of h and of h (x - mean), where h = g
+// Backward: `bn_grad_sums` (runs as `bn_stats`) writes each chunk's sums of h and of h (x - mean), where h = g
 // (times [y > 0] with the ReLU); `bn_grad_finish` (per channel, in f64 as the CPU) adds them in
 // chunk order and writes the bias's gradient db = Σ h, the weight's dw = Σ h xhat =
 // Σ h (x - mean) invstd, and dx's coefficients a = k, bx = -k invstd dw / M and d = -k db / M
@@ -68,28 +69,47 @@ __device__ __forceinline__ i64 bn_at(i64 p, i64 ch, const BnShape& g) {
 // the block's 256 threads).
 #define BN_PER_THREAD 16
 
+// Position of a thread's value k in its block's chunk starting at p0: consecutive threads take
+// consecutive values, or with `runs` (planes of a multiple of EW_RUN, so that a run never
+// crosses one) consecutive runs of EW_RUN values, loaded together (f32 as one 16-byte vector).
+__device__ __forceinline__ i64 bn_chunk_pos(i64 p0, int k, bool runs) {
+    return runs ? p0 + ((i64)(k / EW_RUN) * blockDim.x + threadIdx.x) * EW_RUN + k % EW_RUN
+                : p0 + threadIdx.x + (i64)k * blockDim.x;
+}
+
 // One block's share of a channel's statistics: its values' mean and sum of squared deviations
 // from that mean (two passes over registers, one read of x), into part_mean / part_m2 at
-// [ch * chunks + chunk index].
+// [ch * chunks + chunk index]. The chunk (a multiple of EW_RUN) holds whole runs.
 template <typename T>
 __device__ void bn_stats(const T* x, T* part_mean, T* part_m2, BnShape g, i64 chunk, i64 chunks) {
     const i64 m = g.n * g.s, p0 = (i64)blockIdx.x * chunk, p1 = min(m, p0 + chunk);
+    const bool runs = g.fast && g.s % EW_RUN == 0, vec = runs && ew_aligned(x);
     BN_CHANNELS(ch, g.c) {
         T v[BN_PER_THREAD];
         T acc = T(0);
 #pragma unroll
-        for (int k = 0; k < BN_PER_THREAD; ++k) {
-            const i64 p = p0 + threadIdx.x + (i64)k * blockDim.x;
-            v[k] = p < p1 ? x[bn_at(p, ch, g)] : T(0);
-            acc += v[k];
+        for (int k = 0; k < BN_PER_THREAD; k += EW_RUN) {
+            if (runs) {
+                const i64 p = bn_chunk_pos(p0, k, true);
+                const EwRun<T> r = p < p1 ? ew_load(x + bn_at(p, ch, g), EW_RUN, vec) : EwRun<T>{};
+#pragma unroll
+                for (int u = 0; u < EW_RUN; ++u) v[k + u] = r.v[u];
+            } else {
+#pragma unroll
+                for (int u = 0; u < EW_RUN; ++u) {
+                    const i64 p = bn_chunk_pos(p0, k + u, false);
+                    v[k + u] = p < p1 ? x[bn_at(p, ch, g)] : T(0);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < EW_RUN; ++u) acc += v[k + u];
         }
         const T mean = block_fold(acc, SumOp(), T(0)) / T(p1 - p0);
         T q = T(0);
 #pragma unroll
         for (int k = 0; k < BN_PER_THREAD; ++k) {
-            const i64 p = p0 + threadIdx.x + (i64)k * blockDim.x;
             const T d = v[k] - mean;
-            if (p < p1) q += d * d;
+            if (bn_chunk_pos(p0, k, runs) < p1) q += d * d;
         }
         q = block_fold(q, SumOp(), T(0));
         if (threadIdx.x == 0) {
@@ -155,14 +175,31 @@ template <typename T>
 __device__ void bn_grad_sums(const T* x, const T* y, const T* g, const T* mean, T* part_sg,
                              T* part_sgx, BnShape sh, i64 chunk, i64 chunks, int relu) {
     const i64 m = sh.n * sh.s, p0 = (i64)blockIdx.x * chunk, p1 = min(m, p0 + chunk);
+    // Runs of EW_RUN values as bn_stats (a plane a multiple of EW_RUN long).
+    const bool runs = sh.fast && sh.s % EW_RUN == 0;
+    const bool vec = runs && ew_aligned(x) && ew_aligned(g) && (!relu || ew_aligned(y));
     BN_CHANNELS(ch, sh.c) {
         const T mu = mean[ch];
         T a = T(0), ax = T(0);
-        for (i64 p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
-            const i64 i = bn_at(p, ch, sh);
-            const T h = (relu && !(y[i] > T(0))) ? T(0) : g[i];
-            a += h;
-            ax += h * (x[i] - mu);
+        if (runs) {
+            for (i64 p = p0 + (i64)threadIdx.x * EW_RUN; p < p1; p += (i64)blockDim.x * EW_RUN) {
+                const i64 i = bn_at(p, ch, sh);
+                const EwRun<T> gv = ew_load(g + i, EW_RUN, vec), xv = ew_load(x + i, EW_RUN, vec);
+                const EwRun<T> yv = relu ? ew_load(y + i, EW_RUN, vec) : EwRun<T>{};
+#pragma unroll
+                for (int u = 0; u < EW_RUN; ++u) {
+                    const T h = (relu && !(yv.v[u] > T(0))) ? T(0) : gv.v[u];
+                    a += h;
+                    ax += h * (xv.v[u] - mu);
+                }
+            }
+        } else {
+            for (i64 p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
+                const i64 i = bn_at(p, ch, sh);
+                const T h = (relu && !(y[i] > T(0))) ? T(0) : g[i];
+                a += h;
+                ax += h * (x[i] - mu);
+            }
         }
         a = block_fold(a, SumOp(), T(0));
         ax = block_fold(ax, SumOp(), T(0));

@@ -54,48 +54,63 @@ struct Plain {
 struct ToBf16 {
     __device__ __forceinline__ void operator()(u16* dst, i64 i, const EwRun<float>& r, int cnt, bool vec) const {
         if (vec && cnt == EW_RUN) {
-            const u32 lo = (u32)bf16_bits_of(r.v[0]) | ((u32)bf16_bits_of(r.v[1]) << 16);
-            const u32 hi = (u32)bf16_bits_of(r.v[2]) | ((u32)bf16_bits_of(r.v[3]) << 16);
-            *reinterpret_cast<uint2*>(dst + i) = make_uint2(lo, hi);
+            *reinterpret_cast<uint2*>(dst + i) = make_uint2(mma_pack(r.v[0], r.v[1]), mma_pack(r.v[2], r.v[3]));
         } else {
 #pragma unroll
             for (int t = 0; t < EW_RUN; ++t)
-                if (t < cnt) dst[i + t] = bf16_bits_of(r.v[t]);
+                if (t < cnt) dst[i + t] = (u16)mma_bf16_bits(r.v[t]);
         }
     }
 };
 
-// Each thread fills a run of EW_RUN consecutive columns of one row: one pair of divisions
-// for the run's first column, then the output position steps along (oj, oi, img); every load
-// of the run is issued before its store, so four are in flight per thread. Offsets inside an
-// image are 32-bit (h * w < 2^31, checked on the host).
+// Each thread fills runs of EW_RUN consecutive columns of one row (several runs, grid-stride,
+// so that the row's setup is paid once a thread): one pair of divisions for a run's first
+// column; a run inside one output row (the common case) finds its input row once and reads
+// EW_RUN taps along it, any other run steps the output position along (oj, oi, img). Every
+// load of a run is issued before its store, so four are in flight per thread. Offsets inside
+// an image are 32-bit (h * w < 2^31, checked on the host).
 template <typename T, typename O, typename Store>
 __device__ void im2col(const T* x, O* cols, ConvShape s, Store store) {
     const i64 L = s.oh * s.ow, NL = s.n * L, CHW = s.c * s.h * s.w;
     const u32 runs = (u32)((NL + EW_RUN - 1) / EW_RUN);
     const bool vec = NL % EW_RUN == 0;
     const int h = (int)s.h, w = (int)s.w, ow = (int)s.ow, oh = (int)s.oh, sh = (int)s.sh, sw = (int)s.sw;
+    const u32 kw = (u32)s.kw, kk = (u32)(s.kh * s.kw);
     CONV_ROWS(row, s.c * s.kh * s.kw) {
-        const i64 kj = row % s.kw, ki = (row / s.kw) % s.kh, ci = row / (s.kw * s.kh);
-        const int r0 = (int)(ki * s.dh - s.ph), q0 = (int)(kj * s.dw - s.pw);
+        // 32-bit divisions (c * kh * kw < 2^31, checked on the host): a 64-bit one is a call.
+        const u32 ci = (u32)row / kk, tap = (u32)row - ci * kk, ki = tap / kw, kj = tap - ki * kw;
+        const int r0 = (int)ki * (int)s.dh - (int)s.ph, q0 = (int)kj * (int)s.dw - (int)s.pw;
         O* dst = cols + row * NL;
+        const T* xc = x + (i64)ci * s.h * s.w;
         CONV_COLS(t, runs) {
             const u32 j = t * EW_RUN;
             const int cnt = (int)min((i64)EW_RUN, NL - (i64)j);
             u32 img = fdiv(j, s.div_l);
             const u32 p = j - img * (u32)L;
             int oi = (int)fdiv(p, s.div_ow), oj = (int)(p - (u32)oi * (u32)ow);
-            const T* xb = x + (i64)img * CHW + ci * s.h * s.w;
+            const T* xb = xc + (i64)img * CHW;
             EwRun<T> v;
-#pragma unroll
-            for (int u = 0; u < EW_RUN; ++u) {
+            if (cnt == EW_RUN && oj + EW_RUN <= ow) {
+                // One output row: one input row r, columns q, q + sw, ...
                 const int r = r0 + oi * sh, q = q0 + oj * sw;
-                v.v[u] = (u < cnt && (unsigned)r < (unsigned)h && (unsigned)q < (unsigned)w) ? xb[r * w + q] : T(0);
-                if (++oj == ow) {
-                    oj = 0;
-                    if (++oi == oh) {
-                        oi = 0;
-                        xb += CHW;
+                const bool row_ok = (unsigned)r < (unsigned)h;
+                const T* xr = xb + (row_ok ? r * w : 0);
+#pragma unroll
+                for (int u = 0; u < EW_RUN; ++u) {
+                    const int qu = q + u * sw;
+                    v.v[u] = row_ok && (unsigned)qu < (unsigned)w ? xr[qu] : T(0);
+                }
+            } else {
+#pragma unroll
+                for (int u = 0; u < EW_RUN; ++u) {
+                    const int r = r0 + oi * sh, q = q0 + oj * sw;
+                    v.v[u] = (u < cnt && (unsigned)r < (unsigned)h && (unsigned)q < (unsigned)w) ? xb[r * w + q] : T(0);
+                    if (++oj == ow) {
+                        oj = 0;
+                        if (++oi == oh) {
+                            oi = 0;
+                            xb += CHW;
+                        }
                     }
                 }
             }
@@ -119,16 +134,17 @@ struct FromBf16 {
 // position; the position then steps along (q, r, channel, image).
 template <int KH, int KW, bool UNIT, typename I, typename T, typename Load>
 __device__ void col2im_taps(const I* cols, T* x, ConvShape s, Load load) {
-    const i64 L = s.oh * s.ow, NL = s.n * L, NC = s.n * s.c, KK = s.kh * s.kw;
+    const i64 L = s.oh * s.ow, NL = s.n * L, KK = s.kh * s.kw;
+    // 32-bit row arithmetic (n * c < 2^31, checked on the host): a 64-bit division is a call.
+    const u32 NC = (u32)(s.n * s.c), planes = (u32)s.planes;
     const u32 HW = (u32)(s.h * s.w), w = (u32)s.w, h = (u32)s.h, c = (u32)s.c;
     const int kh = KH ? KH : (int)s.kh, kw = KW ? KW : (int)s.kw;
-    const u32 runs = (u32)((s.planes * HW + EW_RUN - 1) / EW_RUN);
-    CONV_ROWS(row, (NC + s.planes - 1) / s.planes) {
-        const i64 p0 = row * s.planes;
-        const u32 span = (u32)min(s.planes, NC - p0) * HW;  // this row's elements
-        const i64 img0 = p0 / s.c;
-        const u32 ci0 = (u32)(p0 - img0 * s.c);
-        T* xr = x + p0 * HW;
+    const u32 runs = (planes * HW + EW_RUN - 1) / EW_RUN;
+    CONV_ROWS(row, (NC + planes - 1) / planes) {
+        const u32 p0 = (u32)row * planes;
+        const u32 span = min(planes, NC - p0) * HW;  // this row's elements
+        const u32 img0 = fdiv(p0, s.div_c), ci0 = p0 - img0 * c;
+        T* xr = x + (i64)p0 * HW;
         const bool vec = span % EW_RUN == 0;
         CONV_COLS(t, runs) {
             const u32 e = t * EW_RUN;
@@ -138,8 +154,31 @@ __device__ void col2im_taps(const I* cols, T* x, ConvShape s, Load load) {
             u32 r = fdiv(pix, s.div_w), q = pix - r * w;
             const u32 cc = ci0 + lp, dimg = fdiv(cc, s.div_c);
             u32 ci = cc - dimg * c;
-            i64 img = img0 + dimg;
+            i64 img = (i64)img0 + dimg;
             const I* base = cols + ci * KK * NL + img * L;
+            if (UNIT && cnt == EW_RUN && q + EW_RUN <= w) {
+                // A run inside one dx row: per tap one output row test and one address, the
+                // run's EW_RUN outputs consecutive along it (each element still sums its taps
+                // in tap order, as the general path does).
+                EwRun<T> acc;
+#pragma unroll
+                for (int el = 0; el < EW_RUN; ++el) acc.v[el] = T(0);
+#pragma unroll
+                for (int ki = 0; ki < kh; ++ki) {
+                    const int oi = (int)r + (int)s.ph - ki;
+                    if ((unsigned)oi >= (unsigned)s.oh) continue;
+#pragma unroll
+                    for (int kj = 0; kj < kw; ++kj) {
+                        const int oj = (int)q + (int)s.pw - kj;  // the run's first element's
+                        const I* src = base + (i64)(ki * kw + kj) * NL + (i64)oi * s.ow + oj;
+#pragma unroll
+                        for (int el = 0; el < EW_RUN; ++el)
+                            if ((unsigned)(oj + el) < (unsigned)s.ow) acc.v[el] += load(src[el]);
+                    }
+                }
+                ew_store(xr + e, acc, cnt, vec);
+                continue;
+            }
             EwRun<T> acc;
 #pragma unroll
             for (int el = 0; el < EW_RUN; ++el) {

@@ -49,7 +49,7 @@ fn shape(b: &CudaStorage, g: &ConvGeom) -> Result<ConvShape> {
     let cols = g.n * g.oh * g.ow;
     let k = g.c_in * g.kh * g.kw;
     let limit = i32::MAX as usize;
-    if cols > limit || k > limit || col2im_planes(g) * g.h * g.w > limit {
+    if cols > limit || k > limit || g.n * g.c_in > limit || col2im_planes(g) * g.h * g.w > limit {
         return Err(b.backend.err_msg(format!(
             "conv2d: {} images of {}x{} outputs ({cols} columns) or {k} column rows exceed the GPU \
              convolution's 32-bit sizes; split the batch",
@@ -94,6 +94,10 @@ fn col2im_planes(g: &ConvGeom) -> usize {
         .div_ceil((g.h * g.w).max(1))
         .next_multiple_of(4)
 }
+
+/// The runs of columns an im2col thread fills (grid-stride): its row's setup (the tap and
+/// channel of the row) is paid once for them, not once a run.
+const IM2COL_RUNS: usize = 4;
 
 /// A launch over `rows` rows of `cols` columns: grid y over rows, x over columns (both
 /// grid-stride), at most about half a million blocks.
@@ -151,14 +155,14 @@ pub fn im2col(x: &CudaStorage, g: &ConvGeom, bf16: bool) -> Result<CudaStorage> 
         x.dtype()
     };
     let out = CudaStorage::alloc(&x.backend, dtype, rows * cols)?;
-    // A thread per run of EW_RUN (4) columns.
+    // A thread per IM2COL_RUNS runs of EW_RUN (4) columns (the kernel's grid-stride loop).
     launch(
         x,
         &format!("im2col_{t}"),
         &[x.ptr(), out.ptr()],
         g,
         rows,
-        cols.div_ceil(EW_RUN),
+        cols.div_ceil(EW_RUN).div_ceil(IM2COL_RUNS),
     )?;
     Ok(out)
 }
