@@ -11,15 +11,16 @@
 // Tap (ki, kj) of output (oi, oj) reads input row oi*sh - ph + ki*dh and column
 // oj*sw - pw + kj*dw, zero outside the image.
 //
-// Kernels (a thread per run of 4 consecutive output elements, col2im's rows of several planes;
-// grid x over a row's columns, grid y over the rows, both grid-stride; blocks of 256 threads).
-// Index arithmetic inside a row is 32-bit, with
+// Kernels (a thread per run of 4 consecutive output elements, im2col's per 4 runs, col2im's
+// rows of several planes; grid x over a row's columns, grid y over the rows, both grid-stride;
+// blocks of 256 threads). Index arithmetic inside a row is 32-bit, with
 // divisions by the shape done as a multiply-high and a shift (common.cuh's `FastDiv`, divisors
 // fixed on the host), since a 64-bit division per element costs more than its memory traffic:
 //   im2col_<f32|f64>: x to cols; im2col_bf16_f32: f32 x to bf16 cols (the GEMM operand at bf16
-//     matmul precision, written once, with no f32 copy). A thread writes a run of 4 columns of
-//     a row (one vector store where n * L is a multiple of 4): on an H200 (2026-12-04, ncu) the
-//     one-column threads kept the SMs 79% busy and DRAM 23%, bound by instructions, not bytes.
+//     matmul precision, written once, with no f32 copy). A thread writes runs of 4 columns of
+//     a row (one vector store each where n * L is a multiple of 4), 4 runs a thread: on an
+//     H200 (2026-12-04, ncu) the one-column threads kept the SMs 79% busy and DRAM 23%, bound
+//     by instructions, not bytes; one run a thread, its row setup still cost more than the run.
 //   col2im_<f32|f64>: dcols [c * kh * kw, n * L] to dx [n, c, h, w]: each dx element the sum,
 //     in tap order, of every (tap, output) that read it (a gather: no atomics, fixed order;
 //     3 x 3 kernels with the tap loops unrolled, so that a thread's loads are in flight at once).
