@@ -8,20 +8,20 @@
 // `FastDiv` (a 64-bit division per element would cost more than its memory traffic).
 //
 // Forward: `bn_stats` splits each channel into chunks of `chunk` values (16 per thread of a
-// 256-thread block, held in registers; where a plane's length is a multiple of 4, as four runs
-// of 4 consecutive values, each loaded together), one block per (chunk, channel), and writes each chunk's
-// mean and sum of squared deviations from it (one read of x; the CPU reads it twice, for the
-// mean and then the deviations); `bn_finish` (one thread per channel) combines the chunks in
-// order (Chan et al.'s pairwise update, in f64: deterministic, no atomics) and writes the mean,
-// the biased var = M2 / M, and, as the CPU makes them, scale = w / sqrt(var + eps) and
-// shift = b - mean scale; `bn_affine` writes y = x scale[c] + shift[c] (then the ReLU), the
-// CPU's `apply`. Evaluation mode (inference) runs `bn_affine` alone, on a scale and shift made
-// from the running statistics.
-// Backward: `bn_grad_sums` (runs as `bn_stats`) writes each chunk's sums of h and of h (x - mean), where h = g
-// (times [y > 0] with the ReLU); `bn_grad_finish` (per channel, in f64 as the CPU) adds them in
-// chunk order and writes the bias's gradient db = Σ h, the weight's dw = Σ h xhat =
-// Σ h (x - mean) invstd, and dx's coefficients a = k, bx = -k invstd dw / M and d = -k db / M
-// with k = w invstd; `bn_grad_input` writes dx = a h + bx (x - mean) + d.
+// 256-thread block, held in registers; where a plane's length is a multiple of 4, as four runs of 4
+// consecutive values, each loaded together), one block per (chunk, channel), and writes each
+// chunk's mean and sum of squared deviations from it (one read of x; the CPU reads it twice, for
+// the mean and then the deviations); `bn_finish` (one thread per channel) combines the chunks in
+// order (Chan et al.'s pairwise update, in f64: deterministic, no atomics) and writes the mean, the
+// biased var = M2 / M, and, as the CPU makes them, scale = w / sqrt(var + eps) and shift = b - mean
+// scale; `bn_affine` writes y = x scale[c] + shift[c] (then the ReLU), the CPU's `apply`.
+// Evaluation mode (inference) runs `bn_affine` alone, on a scale and shift made from the running
+// statistics.
+// Backward: `bn_grad_sums` (in runs as `bn_stats`) writes each chunk's sums of h and of
+// h (x - mean), where h = g (times [y > 0] with the ReLU); `bn_grad_finish` (per channel, in f64
+// as the CPU) adds them in chunk order and writes the bias's gradient db = Σ h, the weight's
+// dw = Σ h xhat = Σ h (x - mean) invstd, and dx's coefficients a = k, bx = -k invstd dw / M and
+// d = -k db / M with k = w invstd; `bn_grad_input` writes dx = a h + bx (x - mean) + d.
 // Grid y walks the channels (grid-stride: at most 65,535 blocks). The elementwise kernels are
 // 1-D grid-stride over runs of 4 of the N * C * S elements; the per-channel ones one thread per
 // channel.
