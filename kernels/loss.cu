@@ -94,11 +94,8 @@ __device__ __forceinline__ float ce_value(u16 v) { return bf16_value(v); }
 // of 8 and whose start is 16-byte aligned (GPT-2's 50,304 logits a row). One 2-byte load per
 // thread per logit kept the bf16 kernels bound by instruction issue, not by memory.
 __device__ __forceinline__ bool ce_vectors(const u16* p, i64 c) {
-    return c % 8 == 0 && (reinterpret_cast<unsigned long long>(p) & 15) == 0;
+    return c % 8 == 0 && ew_aligned(p);
 }
-
-// Logit `hi` (0 or 1) of the two bf16 logits packed in `w` (the first in the low half), as f32.
-__device__ __forceinline__ float ce_half(u32 w, int hi) { return __uint_as_float(hi ? (w & 0xffff0000u) : (w << 16)); }
 
 template <typename T, typename X>
 __device__ void ce_fwd(const X* x, const i64* tg, T* loss, T* lse, i64 n, i64 c, double eps,
@@ -117,7 +114,7 @@ __device__ void ce_fwd(const X* x, const i64* tg, T* loss, T* lse, i64 n, i64 c,
                     const u32 w[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
                     for (int k = 0; k < 8; ++k) {
-                        const T v = ce_half(w[k / 2], k & 1);
+                        const T v = (k & 1) ? mma_hi(w[k / 2]) : mma_lo(w[k / 2]);
                         lse_add(m, s, v, neg_inf);
                         total += v;
                     }
@@ -185,8 +182,8 @@ __device__ void ce_bw(const X* x, const i64* tg, const T* lse, const T* g, O* dx
                     u32 o[4];
 #pragma unroll
                     for (int k = 0; k < 4; ++k) {
-                        const u32 lo = ce_store(grad(j * 8 + 2 * k, ce_half(w[k], 0)), dr);
-                        const u32 hi = ce_store(grad(j * 8 + 2 * k + 1, ce_half(w[k], 1)), dr);
+                        const u32 lo = ce_store(grad(j * 8 + 2 * k, mma_lo(w[k])), dr);
+                        const u32 hi = ce_store(grad(j * 8 + 2 * k + 1, mma_hi(w[k])), dr);
                         o[k] = lo | (hi << 16);
                     }
                     d8[j] = make_uint4(o[0], o[1], o[2], o[3]);
